@@ -1,0 +1,454 @@
+/*
+ * decode.c - received packet decoding (see decode.h).
+ *
+ * Layout reminders: an ICMP error carries, after its 8-byte header, the
+ * start of the datagram that caused it (our probe: IP header + at least 8
+ * bytes of transport header).  RFC 4884 puts a length of that quote in the
+ * header (ICMPv4 byte 5, 32-bit words; ICMPv6 byte 4, 64-bit words) when an
+ * extension structure follows it.
+ */
+#include "decode.h"
+
+#include <string.h>
+
+#include "checksum.h"
+
+#define IPPROTO_NUMBER_ICMP 1
+#define IPPROTO_NUMBER_TCP 6
+#define IPPROTO_NUMBER_UDP 17
+#define IPPROTO_NUMBER_ICMPV6 58
+#define IPPROTO_NUMBER_SCTP 132
+
+#define ICMP4_ECHO_REPLY 0
+#define ICMP4_UNREACHABLE 3
+#define ICMP4_ECHO_REQUEST 8
+#define ICMP4_TIME_EXCEEDED 11
+#define ICMP4_CODE_PROTOCOL_UNREACHABLE 2
+#define ICMP4_CODE_PORT_UNREACHABLE 3
+
+#define ICMP6_UNREACHABLE 1
+#define ICMP6_TIME_EXCEEDED 3
+#define ICMP6_PARAMETER_PROBLEM 4
+#define ICMP6_ECHO_REQUEST 128
+#define ICMP6_ECHO_REPLY 129
+#define ICMP6_CODE_PORT_UNREACHABLE 4
+#define ICMP6_CODE_UNKNOWN_NEXT_HEADER 1
+
+#define SCTP_INIT 1
+#define SCTP_INIT_ACK 2
+#define SCTP_ABORT 6
+#define SCTP_FLAG_T 1
+
+#define RFC4884_MINIMUM_QUOTE 128
+#define MPLS_CLASS 1
+#define MPLS_CTYPE_INCOMING_STACK 1
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)get16(p) << 16 | get16(p + 2);
+}
+
+static void set_address(struct ip_address *address, int family,
+                        const uint8_t *bytes)
+{
+    memset(address, 0, sizeof(*address));
+    address->family = family;
+    memcpy(&address->u, bytes, family == AF_INET6 ? 16 : 4);
+}
+
+static void reset_reply(struct decoded_reply *reply)
+{
+    memset(reply, 0, sizeof(*reply));
+    reply->reply_ttl = -1;
+}
+
+/* The transport header of the quoted probe, TRANSPORT_LENGTH bytes. */
+static bool decode_quoted_transport(uint8_t ip_protocol,
+                                    const uint8_t *transport,
+                                    size_t transport_length,
+                                    struct decoded_reply *reply)
+{
+    if (transport_length < 8) {
+        return false;
+    }
+    switch (ip_protocol) {
+    case IPPROTO_NUMBER_ICMP:
+    case IPPROTO_NUMBER_ICMPV6:
+        if (transport[0] != ICMP4_ECHO_REQUEST
+            && transport[0] != ICMP6_ECHO_REQUEST) {
+            return false;
+        }
+        reply->protocol = PROBE_ICMP;
+        reply->icmp_id = get16(transport + 4);
+        reply->icmp_sequence = get16(transport + 6);
+        return true;
+    case IPPROTO_NUMBER_UDP:
+        reply->protocol = PROBE_UDP;
+        reply->udp_checksum = get16(transport + 6);
+        break;
+    case IPPROTO_NUMBER_TCP:
+        reply->protocol = PROBE_TCP;
+        break;
+    case IPPROTO_NUMBER_SCTP:
+        reply->protocol = PROBE_SCTP;
+        /* the INIT's initiate tag sits 4 bytes into the first chunk */
+        if (transport_length >= 20 && transport[12] == SCTP_INIT) {
+            reply->has_sctp_tag = true;
+            reply->sctp_tag = get32(transport + 16);
+        }
+        break;
+    default:
+        return false;
+    }
+    reply->source_port = get16(transport);
+    reply->destination_port = get16(transport + 2);
+    return true;
+}
+
+static bool decode_quoted_ipv4(const uint8_t *quote, size_t length,
+                               struct decoded_reply *reply)
+{
+    size_t header;
+
+    if (length < 20 || quote[0] >> 4 != 4) {
+        return false;
+    }
+    header = (size_t)(quote[0] & 0x0f) * 4;
+    if (header < 20 || header > length) {
+        return false;
+    }
+    set_address(&reply->probe_source, AF_INET, quote + 12);
+    set_address(&reply->probe_destination, AF_INET, quote + 16);
+    return decode_quoted_transport(quote[9], quote + header, length - header,
+                                   reply);
+}
+
+static bool decode_quoted_ipv6(const uint8_t *quote, size_t length,
+                               struct decoded_reply *reply)
+{
+    if (length < 40 || quote[0] >> 4 != 6) {
+        return false;
+    }
+    set_address(&reply->probe_source, AF_INET6, quote + 8);
+    set_address(&reply->probe_destination, AF_INET6, quote + 24);
+    return decode_quoted_transport(quote[6], quote + 40, length - 40, reply);
+}
+
+/* Which result an ICMP error gives for a probe of PROTOCOL; false: ignore. */
+static bool classify_icmp_error(int family, uint8_t type, uint8_t code,
+                                enum probe_protocol protocol,
+                                enum reply_outcome *outcome)
+{
+    if (family == AF_INET) {
+        if (type == ICMP4_TIME_EXCEEDED) {
+            *outcome = OUTCOME_TTL_EXPIRED;
+        } else if (type != ICMP4_UNREACHABLE) {
+            return false;
+        } else if (code == ICMP4_CODE_PORT_UNREACHABLE
+                   || (code == ICMP4_CODE_PROTOCOL_UNREACHABLE
+                       && protocol == PROBE_SCTP)) {
+            /* the destination itself said the port (or SCTP) is closed */
+            *outcome = OUTCOME_REPLY;
+        } else {
+            *outcome = OUTCOME_NO_ROUTE;
+        }
+        return true;
+    }
+    if (type == ICMP6_TIME_EXCEEDED) {
+        *outcome = OUTCOME_TTL_EXPIRED;
+    } else if (type == ICMP6_UNREACHABLE) {
+        *outcome = code == ICMP6_CODE_PORT_UNREACHABLE ? OUTCOME_REPLY
+                                                       : OUTCOME_NO_ROUTE;
+    } else if (type == ICMP6_PARAMETER_PROBLEM
+               && code == ICMP6_CODE_UNKNOWN_NEXT_HEADER
+               && protocol == PROBE_SCTP) {
+        *outcome = OUTCOME_REPLY;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Bytes of the quoted datagram: the RFC 4884 length when given. */
+static size_t quoted_length(const uint8_t *icmp, size_t length, int family)
+{
+    size_t available = length - 8;
+    size_t declared = family == AF_INET6 ? (size_t)icmp[4] * 8
+                                         : (size_t)icmp[5] * 4;
+
+    return declared != 0 && declared < available ? declared : available;
+}
+
+static bool extension_checksum_ok(const uint8_t *extension, size_t length)
+{
+    if (get16(extension + 2) == 0) {
+        return true;    /* some senders leave it unset */
+    }
+    return checksum_finish(checksum_add(0, extension, length)) == 0;
+}
+
+static int decode_mpls_object(const uint8_t *object, size_t length,
+                              struct mpls_label *labels, int max_labels)
+{
+    int count = 0;
+
+    for (size_t at = 4; at + 4 <= length && count < max_labels; at += 4) {
+        uint32_t entry = get32(object + at);
+        struct mpls_label *label = &labels[count++];
+
+        label->label = entry >> 12;
+        label->traffic_class = (uint8_t)((entry >> 9) & 0x7);
+        label->bottom_of_stack = (uint8_t)((entry >> 8) & 0x1);
+        label->ttl = (uint8_t)(entry & 0xff);
+    }
+    return count;
+}
+
+int decode_mpls_extension(const uint8_t *icmp, size_t length, int family,
+                          struct mpls_label *labels, int max_labels)
+{
+    size_t declared;
+    size_t offset;
+    const uint8_t *extension;
+    size_t extension_length;
+
+    if (length < 8) {
+        return 0;
+    }
+    declared = family == AF_INET6 ? (size_t)icmp[4] * 8 : (size_t)icmp[5] * 4;
+    /* RFC 4884 5.5: without a length, assume the 128-byte quote */
+    offset = 8 + (declared != 0 ? declared : RFC4884_MINIMUM_QUOTE);
+    if (declared != 0 && declared < RFC4884_MINIMUM_QUOTE) {
+        return 0;
+    }
+    if (length < offset + 4) {
+        return 0;
+    }
+    extension = icmp + offset;
+    extension_length = length - offset;
+    if (extension[0] >> 4 != 2
+        || !extension_checksum_ok(extension, extension_length)) {
+        return 0;
+    }
+    for (size_t at = 4; at + 4 <= extension_length;) {
+        const uint8_t *object = extension + at;
+        size_t object_length = get16(object);
+
+        if (object_length < 4 || object_length > extension_length - at) {
+            return 0;
+        }
+        if (object[2] == MPLS_CLASS && object[3] == MPLS_CTYPE_INCOMING_STACK) {
+            return decode_mpls_object(object, object_length, labels,
+                                      max_labels);
+        }
+        at += object_length;
+    }
+    return 0;
+}
+
+/* An ICMP error (either family) at ICMP, LENGTH bytes. */
+static bool decode_icmp_error(const uint8_t *icmp, size_t length, int family,
+                              struct decoded_reply *reply)
+{
+    size_t quote_length = quoted_length(icmp, length, family);
+    bool quoted = family == AF_INET6
+                      ? decode_quoted_ipv6(icmp + 8, quote_length, reply)
+                      : decode_quoted_ipv4(icmp + 8, quote_length, reply);
+
+    if (!quoted
+        || !classify_icmp_error(family, icmp[0], icmp[1], reply->protocol,
+                                &reply->outcome)) {
+        return false;
+    }
+    reply->from_icmp = true;
+    reply->icmp_type = icmp[0];
+    reply->icmp_code = icmp[1];
+    reply->mpls_count = decode_mpls_extension(icmp, length, family,
+                                              reply->mpls, MAX_MPLS_LABELS);
+    return true;
+}
+
+/* An echo reply: identity from its own header; it came from the target. */
+static void decode_echo_reply(const uint8_t *icmp,
+                              const struct ip_address *source,
+                              const struct ip_address *local,
+                              struct decoded_reply *reply)
+{
+    reply->outcome = OUTCOME_REPLY;
+    reply->from_icmp = true;
+    reply->icmp_type = icmp[0];
+    reply->icmp_code = icmp[1];
+    reply->protocol = PROBE_ICMP;
+    reply->icmp_id = get16(icmp + 4);
+    reply->icmp_sequence = get16(icmp + 6);
+    reply->probe_destination = *source;
+    if (local != NULL) {
+        reply->probe_source = *local;
+    }
+}
+
+static bool decode_icmp4(const uint8_t *icmp, size_t length,
+                         const struct ip_address *source,
+                         const struct ip_address *local,
+                         struct decoded_reply *reply)
+{
+    if (length < 8 || checksum_finish(checksum_add(0, icmp, length)) != 0) {
+        return false;
+    }
+    if (icmp[0] == ICMP4_ECHO_REPLY) {
+        decode_echo_reply(icmp, source, local, reply);
+        return true;
+    }
+    return decode_icmp_error(icmp, length, AF_INET, reply);
+}
+
+/* An SCTP answer from the destination: INIT-ACK or ABORT. */
+static bool decode_sctp(const uint8_t *packet, size_t length,
+                        const struct ip_address *source,
+                        const struct ip_address *local,
+                        struct decoded_reply *reply)
+{
+    static const uint8_t zero[4];
+    uint32_t crc;
+    uint32_t stored;
+    uint8_t chunk;
+
+    if (length < 16 || get16(packet + 14) < 4
+        || get16(packet + 14) > length - 12) {
+        return false;
+    }
+    crc = crc32c_update(CRC32C_INITIAL, packet, 8);
+    crc = crc32c_update(crc, zero, sizeof(zero));
+    crc = crc32c_finish(crc32c_update(crc, packet + 12, length - 12));
+    stored = (uint32_t)packet[8] | (uint32_t)packet[9] << 8
+             | (uint32_t)packet[10] << 16 | (uint32_t)packet[11] << 24;
+    chunk = packet[12];
+    if (crc != stored || (chunk != SCTP_INIT_ACK && chunk != SCTP_ABORT)) {
+        return false;
+    }
+    reply->outcome = OUTCOME_REPLY;
+    reply->protocol = PROBE_SCTP;
+    reply->source_port = get16(packet + 2);
+    reply->destination_port = get16(packet);
+    reply->has_sctp_tag = true;
+    reply->sctp_tag = get32(packet + 4);
+    reply->sctp_tag_reflected = chunk == SCTP_ABORT
+                                && (packet[13] & SCTP_FLAG_T) != 0;
+    reply->probe_destination = *source;
+    if (local != NULL) {
+        reply->probe_source = *local;
+    }
+    return true;
+}
+
+bool decode_ipv4_packet(const uint8_t *packet, size_t length,
+                        struct decoded_reply *reply)
+{
+    size_t header;
+    size_t total;
+    struct ip_address source;
+    struct ip_address local;
+
+    reset_reply(reply);
+    if (length < 20 || packet[0] >> 4 != 4) {
+        return false;
+    }
+    header = (size_t)(packet[0] & 0x0f) * 4;
+    total = get16(packet + 2);
+    if (header < 20 || total < header || total > length) {
+        return false;
+    }
+    set_address(&source, AF_INET, packet + 12);
+    set_address(&local, AF_INET, packet + 16);
+    reply->responder = source;
+    reply->reply_ttl = packet[8];
+    reply->reply_size = (unsigned)total;
+    if (packet[9] == IPPROTO_NUMBER_ICMP) {
+        return decode_icmp4(packet + header, total - header, &source, &local,
+                            reply);
+    }
+    if (packet[9] == IPPROTO_NUMBER_SCTP) {
+        return decode_sctp(packet + header, total - header, &source, &local,
+                           reply);
+    }
+    return false;
+}
+
+static void set_ipv6_envelope(struct decoded_reply *reply, size_t length,
+                              const struct ip_address *source, int hop_limit)
+{
+    reply->responder = *source;
+    reply->reply_ttl = hop_limit;
+    reply->reply_size = (unsigned)length + 40;
+}
+
+bool decode_icmp6_message(const uint8_t *message, size_t length,
+                          const struct ip_address *source,
+                          const struct ip_address *local, int hop_limit,
+                          struct decoded_reply *reply)
+{
+    reset_reply(reply);
+    set_ipv6_envelope(reply, length, source, hop_limit);
+    if (length < 8) {
+        return false;
+    }
+    if (message[0] == ICMP6_ECHO_REPLY) {
+        decode_echo_reply(message, source, local, reply);
+        return true;
+    }
+    return decode_icmp_error(message, length, AF_INET6, reply);
+}
+
+bool decode_sctp6_packet(const uint8_t *packet, size_t length,
+                         const struct ip_address *source,
+                         const struct ip_address *local, int hop_limit,
+                         struct decoded_reply *reply)
+{
+    reset_reply(reply);
+    set_ipv6_envelope(reply, length, source, hop_limit);
+    return decode_sctp(packet, length, source, local, reply);
+}
+
+bool decode_datagram_echo(const uint8_t *message, size_t length,
+                          const struct ip_address *source, int ttl,
+                          struct decoded_reply *reply)
+{
+    reset_reply(reply);
+    reply->responder = *source;
+    reply->reply_ttl = ttl;
+    reply->reply_size = (unsigned)length + (source->family == AF_INET6 ? 40
+                                                                       : 20);
+    if (length < 8
+        || (message[0] != ICMP4_ECHO_REPLY && message[0] != ICMP6_ECHO_REPLY)) {
+        return false;
+    }
+    decode_echo_reply(message, source, NULL, reply);
+    return true;
+}
+
+bool decode_datagram_error(const uint8_t *message, size_t length,
+                           int family, uint8_t type, uint8_t code,
+                           const struct ip_address *offender,
+                           const struct ip_address *destination,
+                           struct decoded_reply *reply)
+{
+    reset_reply(reply);
+    reply->responder = *offender;
+    if (!decode_quoted_transport(family == AF_INET6 ? IPPROTO_NUMBER_ICMPV6
+                                                    : IPPROTO_NUMBER_ICMP,
+                                 message, length, reply)
+        || !classify_icmp_error(family, type, code, PROBE_ICMP,
+                                &reply->outcome)) {
+        return false;
+    }
+    reply->from_icmp = true;
+    reply->icmp_type = type;
+    reply->icmp_code = code;
+    reply->probe_destination = *destination;
+    return true;
+}

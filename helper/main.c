@@ -1,0 +1,142 @@
+/*
+ * main.c - brokerpkg-helper: send network probes for unprivileged callers.
+ *
+ * The order below is the security argument (see man/brokerpkg-helper.8):
+ *   1. make the process sane: environment cleared, fds 0-2 valid and no
+ *      other inherited fd, our own signal dispositions and resource limits;
+ *   2. open the sockets, which is the only thing privilege is needed for;
+ *   3. drop every privilege and check that it is gone;
+ *   4. only then look at the command line and read requests.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "net.h"
+#include "privilege.h"
+#include "wire.h"
+
+#define WANTED_OPEN_FILES 65536     /* TCP probes hold one socket each */
+
+/* fds 0-2 open (on /dev/null if the caller closed them), all others closed */
+static void sanitize_descriptors(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int null = open("/dev/null", O_RDWR);
+
+            if (null < 0) {
+                abort();
+            }
+            if (null != fd) {
+                dup2(null, fd);
+                close(null);
+            }
+        }
+    }
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
+        for (int fd = 3; fd < 1024; fd++) {
+            close(fd);
+        }
+    }
+}
+
+static void sanitize_signals(void)
+{
+    static const int defaulted[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    sigset_t none;
+
+    /* a write to a vanished reader must fail with EPIPE, not kill us mid-reply */
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < sizeof(defaulted) / sizeof(defaulted[0]); i++) {
+        signal(defaulted[i], SIG_DFL);
+    }
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void set_limits(void)
+{
+    struct rlimit no_core = {0, 0};
+    struct rlimit files;
+
+    setrlimit(RLIMIT_CORE, &no_core);
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+        struct rlimit wanted = {WANTED_OPEN_FILES, WANTED_OPEN_FILES};
+
+        /* raising the hard limit works only with CAP_SYS_RESOURCE */
+        if (files.rlim_max < WANTED_OPEN_FILES
+            && setrlimit(RLIMIT_NOFILE, &wanted) == 0) {
+            return;
+        }
+        files.rlim_cur = files.rlim_max < WANTED_OPEN_FILES ? files.rlim_max
+                                                            : WANTED_OPEN_FILES;
+        setrlimit(RLIMIT_NOFILE, &files);
+    }
+}
+
+/* One line naming the fix, with this binary's own path in it. */
+static void report_no_sockets(const struct net_state *net)
+{
+    char path[4096];
+    ssize_t length = readlink("/proc/self/exe", path, sizeof(path) - 1);
+
+    if (length <= 0) {
+        strcpy(path, "brokerpkg-helper");
+    } else {
+        path[length] = '\0';
+    }
+    fprintf(stderr,
+            "brokerpkg-helper: no privilege to open raw sockets (%s) and "
+            "unprivileged ICMP is off: run 'sudo setcap cap_net_raw+ep %s' "
+            "(or 'sudo chown root %s && sudo chmod u+s %s'), or allow ICMP "
+            "datagram sockets with 'sudo sysctl -w "
+            "net.ipv4.ping_group_range=\"0 2147483647\"'\n",
+            strerror(net->raw_errno != 0 ? net->raw_errno : EPERM), path, path,
+            path);
+}
+
+static int handle_arguments(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("brokerpkg-helper %s\n", HELPER_VERSION);
+        return EXIT_SUCCESS;
+    }
+    fprintf(stderr,
+            "usage: brokerpkg-helper [--version]\n"
+            "Reads mtr-packet requests on stdin and writes replies on stdout;"
+            " see brokerpkg-helper(8).\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    static struct net_state net;
+    bool may_mark;
+
+    clearenv();
+    sanitize_descriptors();
+    sanitize_signals();
+    set_limits();
+
+    net_open(&net);
+    may_mark = caller_may_mark();
+    privilege_drop(may_mark);
+    net.may_mark = may_mark;
+
+    if (argc > 1) {
+        return handle_arguments(argc, argv);
+    }
+    if (!net_usable(&net)) {
+        report_no_sockets(&net);
+        return EXIT_FAILURE;
+    }
+    return engine_run(&net);
+}

@@ -1,0 +1,685 @@
+/*
+ * net.c - sockets and their I/O (see net.h).
+ *
+ * All probes leave through sockets whose IP header the kernel writes (no
+ * IP_HDRINCL, IP_FREEBIND or IP_TRANSPARENT): the source address is always
+ * one the host owns.  Per-probe TTL, TOS, source, interface and mark travel
+ * as control messages, so a few shared sockets serve every probe.
+ */
+#include "net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/errqueue.h>
+#include <linux/filter.h>
+#include <linux/icmp.h>
+#include <netinet/icmp6.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "construct.h"
+#include "privilege.h"
+
+#define RECEIVE_BUFFER_BYTES (8 * 1024 * 1024)
+#define RECEIVE_BATCH 32
+#define RECEIVE_PACKET_BYTES (PACKET_BUFFER_BYTES + 256)
+#define CONTROL_BYTES 256
+
+int family_index(int family)
+{
+    return family == AF_INET6 ? 1 : 0;
+}
+
+static int family_of(int index)
+{
+    return index == 1 ? AF_INET6 : AF_INET;
+}
+
+static int open_socket(int family, int type, int protocol)
+{
+    return socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+}
+
+static void set_int_option(int fd, int level, int name, int value)
+{
+    /* best effort: a missing option only costs precision or buffer room */
+    (void)setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+/* A socket we only send from: attach a filter that accepts nothing. */
+static void refuse_all_input(int fd)
+{
+    struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog program = {.len = 1, .filter = &drop};
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program,
+                     sizeof(program));
+}
+
+/* Receive options shared by every socket we read answers from. */
+static void prepare_receiver(int fd, int family)
+{
+    int size = RECEIVE_BUFFER_BYTES;
+
+    /* SO_RCVBUFFORCE needs CAP_NET_ADMIN (root, setuid); else rmem_max caps it */
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0) {
+        set_int_option(fd, SOL_SOCKET, SO_RCVBUF, size);
+    }
+    set_int_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1);
+    if (family == AF_INET6) {
+        set_int_option(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1);
+        set_int_option(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+    }
+}
+
+/* Only echo replies and the errors that quote a probe reach us. */
+static void filter_icmp_types(int fd, int family)
+{
+    if (family == AF_INET) {
+        struct icmp_filter filter = {
+            .data = ~((1u << ICMP_ECHOREPLY) | (1u << ICMP_DEST_UNREACH)
+                      | (1u << ICMP_TIME_EXCEEDED)),
+        };
+
+        (void)setsockopt(fd, SOL_RAW, ICMP_FILTER, &filter, sizeof(filter));
+    } else {
+        struct icmp6_filter filter;
+
+        ICMP6_FILTER_SETBLOCKALL(&filter);
+        ICMP6_FILTER_SETPASS(ICMP6_ECHO_REPLY, &filter);
+        ICMP6_FILTER_SETPASS(ICMP6_DST_UNREACH, &filter);
+        ICMP6_FILTER_SETPASS(ICMP6_TIME_EXCEEDED, &filter);
+        ICMP6_FILTER_SETPASS(ICMP6_PARAM_PROB, &filter);
+        (void)setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, &filter,
+                         sizeof(filter));
+    }
+}
+
+/* Raw sockets for one family; false (errno kept) if raw sockets are denied. */
+static bool open_raw_family(struct net_state *net, int family)
+{
+    int index = family_index(family);
+    int icmp_protocol = family == AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+    int *sockets = net->sockets[index];
+
+    sockets[ROLE_ICMP] = open_socket(family, SOCK_RAW, icmp_protocol);
+    if (sockets[ROLE_ICMP] < 0) {
+        return false;
+    }
+    prepare_receiver(sockets[ROLE_ICMP], family);
+    filter_icmp_types(sockets[ROLE_ICMP], family);
+    sockets[ROLE_UDP] = open_socket(family, SOCK_RAW, IPPROTO_UDP);
+    if (sockets[ROLE_UDP] >= 0) {
+        refuse_all_input(sockets[ROLE_UDP]);
+    }
+    sockets[ROLE_SCTP] = open_socket(family, SOCK_RAW, IPPROTO_SCTP);
+    if (sockets[ROLE_SCTP] >= 0) {
+        prepare_receiver(sockets[ROLE_SCTP], family);
+    }
+    net->family_ok[index] = true;
+    return true;
+}
+
+/*
+ * Unprivileged fallback: an ICMP datagram socket, allowed when our group is
+ * in net.ipv4.ping_group_range (EACCES otherwise).  The kernel picks and
+ * rewrites the echo id; errors arrive on the error queue (IP_RECVERR).
+ */
+static void open_datagram_family(struct net_state *net, int family)
+{
+    int index = family_index(family);
+    int protocol = family == AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+    int fd = open_socket(family, SOCK_DGRAM, protocol);
+    struct sockaddr_storage bound;
+    socklen_t length;
+    struct ip_address any = {.family = family};
+    unsigned port;
+
+    if (fd < 0) {
+        return;
+    }
+    length = ip_address_to_sockaddr(&any, 0, &bound);
+    if (bind(fd, (struct sockaddr *)&bound, length) != 0
+        || getsockname(fd, (struct sockaddr *)&bound, &length) != 0
+        || !ip_address_from_sockaddr((struct sockaddr *)&bound, length, &any,
+                                     &port)) {
+        close(fd);
+        return;
+    }
+    prepare_receiver(fd, family);
+    if (family == AF_INET) {
+        set_int_option(fd, IPPROTO_IP, IP_RECVERR, 1);
+        set_int_option(fd, IPPROTO_IP, IP_RECVTTL, 1);
+    } else {
+        set_int_option(fd, IPPROTO_IPV6, IPV6_RECVERR, 1);
+    }
+    net->sockets[index][ROLE_ICMP] = fd;
+    net->family_ok[index] = true;
+    net->icmp_ids[0] = (uint16_t)port;
+    net->icmp_id_count = 1;
+}
+
+/*
+ * Hold UDP ports for the life of the process: their numbers are our ICMP
+ * echo ids and our default UDP source port, so no other program (and no
+ * other copy of the helper) binds them while we use them.
+ */
+static void hold_identities(struct net_state *net)
+{
+    net->icmp_id_count = 0;
+    for (int i = 0; i < ID_HOLDER_COUNT; i++) {
+        struct sockaddr_storage bound;
+        struct ip_address any = {.family = AF_INET6};
+        socklen_t length = ip_address_to_sockaddr(&any, 0, &bound);
+        unsigned port;
+        int fd = open_socket(AF_INET6, SOCK_DGRAM, IPPROTO_UDP);
+
+        if (fd >= 0) {
+            set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+        } else {
+            any.family = AF_INET;
+            length = ip_address_to_sockaddr(&any, 0, &bound);
+            fd = open_socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+        }
+        if (fd < 0 || bind(fd, (struct sockaddr *)&bound, length) != 0
+            || getsockname(fd, (struct sockaddr *)&bound, &length) != 0
+            || !ip_address_from_sockaddr((struct sockaddr *)&bound, length,
+                                         &any, &port)) {
+            if (fd >= 0) {
+                close(fd);
+            }
+            continue;
+        }
+        refuse_all_input(fd);
+        net->id_holders[i] = fd;
+        net->icmp_ids[net->icmp_id_count++] = (uint16_t)port;
+    }
+    net->udp_source_port = net->icmp_ids[0];
+}
+
+void net_open(struct net_state *net)
+{
+    memset(net, 0, sizeof(*net));
+    for (int f = 0; f < 2; f++) {
+        for (int r = 0; r < ROLE_COUNT; r++) {
+            net->sockets[f][r] = -1;
+        }
+    }
+    for (int i = 0; i < ID_HOLDER_COUNT; i++) {
+        net->id_holders[i] = -1;
+    }
+    net->raw = true;
+    for (int f = 0; f < 2; f++) {
+        if (!open_raw_family(net, family_of(f)) && net->raw_errno == 0) {
+            net->raw_errno = errno;
+        }
+    }
+    if (net->family_ok[0] || net->family_ok[1]) {
+        hold_identities(net);
+        return;
+    }
+    net->raw = false;
+    for (int f = 0; f < 2; f++) {
+        open_datagram_family(net, family_of(f));
+    }
+}
+
+bool net_usable(const struct net_state *net)
+{
+    return (net->family_ok[0] || net->family_ok[1])
+           && (!net->raw || net->icmp_id_count > 0);
+}
+
+/* Control messages for one packet, and where they are written. */
+struct control_builder {
+    union {
+        char buffer[CONTROL_BYTES];
+        struct cmsghdr align;
+    } u;
+    size_t used;
+};
+
+static void add_control(struct control_builder *control, int level, int type,
+                        const void *data, size_t length)
+{
+    struct cmsghdr *header = (struct cmsghdr *)(control->u.buffer
+                                                + control->used);
+
+    header->cmsg_level = level;
+    header->cmsg_type = type;
+    header->cmsg_len = CMSG_LEN(length);
+    memcpy(CMSG_DATA(header), data, length);
+    control->used += CMSG_SPACE(length);
+}
+
+static void build_controls(struct control_builder *control, int family,
+                           const struct send_options *options)
+{
+    int ttl = (int)options->ttl;
+    int tos = (int)options->tos;
+
+    memset(control, 0, sizeof(*control));
+    if (family == AF_INET) {
+        add_control(control, IPPROTO_IP, IP_TTL, &ttl, sizeof(ttl));
+        add_control(control, IPPROTO_IP, IP_TOS, &tos, sizeof(tos));
+        if (options->source != NULL || options->ifindex != 0) {
+            struct in_pktinfo info = {.ipi_ifindex = (int)options->ifindex};
+
+            if (options->source != NULL) {
+                info.ipi_spec_dst = options->source->u.v4;
+            }
+            add_control(control, IPPROTO_IP, IP_PKTINFO, &info, sizeof(info));
+        }
+    } else {
+        add_control(control, IPPROTO_IPV6, IPV6_HOPLIMIT, &ttl, sizeof(ttl));
+        add_control(control, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof(tos));
+        if (options->source != NULL || options->ifindex != 0) {
+            struct in6_pktinfo info = {.ipi6_ifindex = options->ifindex};
+
+            if (options->source != NULL) {
+                info.ipi6_addr = options->source->u.v6;
+            }
+            add_control(control, IPPROTO_IPV6, IPV6_PKTINFO, &info,
+                        sizeof(info));
+        }
+    }
+    if (options->has_mark) {
+        add_control(control, SOL_SOCKET, SO_MARK, &options->mark,
+                    sizeof(options->mark));
+    }
+}
+
+/* sendmsg(), with CAP_NET_ADMIN raised around it when a mark is set. */
+static int send_message(int fd, const struct msghdr *message, bool has_mark)
+{
+    ssize_t sent;
+    int error;
+
+    if (has_mark && !privilege_raise_net_admin()) {
+        return EPERM;
+    }
+    sent = sendmsg(fd, message, 0);
+    error = sent < 0 ? errno : 0;
+    if (has_mark) {
+        privilege_lower_net_admin();
+    }
+    return error;
+}
+
+int net_send(const struct net_state *net, enum socket_role role,
+             const struct ip_address *destination, const uint8_t *packet,
+             size_t length, const struct send_options *options)
+{
+    int fd = net->sockets[family_index(destination->family)][role];
+    struct sockaddr_storage address;
+    struct control_builder control;
+    struct iovec vector = {.iov_base = (void *)packet, .iov_len = length};
+    struct msghdr message = {0};
+
+    if (fd < 0) {
+        return EPROTONOSUPPORT;
+    }
+    if (options->has_mark && !net->may_mark) {
+        return EPERM;
+    }
+    /* port 0: IPv6 raw sockets take a non-zero port as a protocol number */
+    message.msg_namelen = ip_address_to_sockaddr(destination, 0, &address);
+    message.msg_name = &address;
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    build_controls(&control, destination->family, options);
+    message.msg_control = control.u.buffer;
+    message.msg_controllen = control.used;
+    return send_message(fd, &message, options->has_mark);
+}
+
+static int set_mark_option(int fd, uint32_t mark)
+{
+    int result;
+
+    if (!privilege_raise_net_admin()) {
+        return EPERM;
+    }
+    result = setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == 0
+                 ? 0 : errno;
+    privilege_lower_net_admin();
+    return result;
+}
+
+/* SO_BINDTODEVICE by index; allowed without privilege on a fresh socket. */
+static int bind_to_interface(int fd, unsigned ifindex)
+{
+    int index = (int)ifindex;
+
+    return setsockopt(fd, SOL_SOCKET, SO_BINDTOIFINDEX, &index,
+                      sizeof(index)) == 0 ? 0 : errno;
+}
+
+int net_route_source(const struct ip_address *destination, unsigned ifindex,
+                     bool has_mark, uint32_t mark, struct ip_address *source)
+{
+    struct sockaddr_storage address;
+    socklen_t length = ip_address_to_sockaddr(destination, 9, &address);
+    int fd = open_socket(destination->family, SOCK_DGRAM, IPPROTO_UDP);
+    int error = 0;
+
+    if (fd < 0) {
+        return errno;
+    }
+    if (ifindex != 0) {
+        error = bind_to_interface(fd, ifindex);
+    }
+    if (error == 0 && has_mark) {
+        error = set_mark_option(fd, mark);
+    }
+    /* connecting a UDP socket sends nothing: it only asks the routing table */
+    if (error == 0 && connect(fd, (struct sockaddr *)&address, length) != 0) {
+        error = errno;
+    }
+    length = sizeof(address);
+    if (error == 0
+        && (getsockname(fd, (struct sockaddr *)&address, &length) != 0
+            || !ip_address_from_sockaddr((struct sockaddr *)&address, length,
+                                         source, NULL))) {
+        error = errno != 0 ? errno : EINVAL;
+    }
+    close(fd);
+    return error;
+}
+
+int net_check_local_address(const struct ip_address *address)
+{
+    struct sockaddr_storage bound;
+    socklen_t length = ip_address_to_sockaddr(address, 0, &bound);
+    int fd = open_socket(address->family, SOCK_DGRAM, IPPROTO_UDP);
+    int error = 0;
+
+    if (fd < 0) {
+        return errno;
+    }
+    /* EADDRNOTAVAIL: not an address of this host */
+    if (bind(fd, (struct sockaddr *)&bound, length) != 0) {
+        error = errno;
+    }
+    close(fd);
+    return error;
+}
+
+static int set_tcp_options(int fd, const struct probe_request *request,
+                           unsigned ifindex)
+{
+    int family = request->destination.family;
+    int ttl = (int)request->ttl;
+    int tos = (int)request->tos;
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    int error = 0;
+
+    if (setsockopt(fd, family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
+                   family == AF_INET6 ? IPV6_UNICAST_HOPS : IP_TTL, &ttl,
+                   sizeof(ttl)) != 0
+        || setsockopt(fd, family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
+                      family == AF_INET6 ? IPV6_TCLASS : IP_TOS, &tos,
+                      sizeof(tos)) != 0
+        || setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) != 0) {
+        return errno;
+    }
+    /* one SYN per probe: no retransmission (1 is the kernel's minimum) */
+    set_int_option(fd, IPPROTO_TCP, TCP_SYNCNT, 1);
+    if (ifindex != 0) {
+        error = bind_to_interface(fd, ifindex);
+    }
+    if (error == 0 && request->has_mark) {
+        error = set_mark_option(fd, request->mark);
+    }
+    return error;
+}
+
+static int bind_tcp_source(int fd, const struct probe_request *request)
+{
+    struct sockaddr_storage address;
+    struct ip_address any = {.family = request->destination.family};
+    const struct ip_address *local = request->local.family != 0
+                                         ? &request->local : &any;
+    socklen_t length = ip_address_to_sockaddr(local, request->local_port,
+                                              &address);
+
+    if (request->local.family == 0 && request->local_port == 0) {
+        return 0;
+    }
+    return bind(fd, (struct sockaddr *)&address, length) == 0 ? 0 : errno;
+}
+
+int net_tcp_connect(const struct probe_request *request, unsigned ifindex,
+                    int *fd_out, struct ip_address *source,
+                    uint16_t *source_port)
+{
+    struct sockaddr_storage address;
+    socklen_t length;
+    unsigned port = request->port != 0 ? request->port : DEFAULT_STREAM_PORT;
+    int fd = open_socket(request->destination.family, SOCK_STREAM,
+                         IPPROTO_TCP);
+    int error;
+
+    if (fd < 0) {
+        /* EMFILE/ENFILE: out of descriptors, reported like a full table */
+        return errno;
+    }
+    error = set_tcp_options(fd, request, ifindex);
+    if (error == 0) {
+        error = bind_tcp_source(fd, request);
+    }
+    length = ip_address_to_sockaddr(&request->destination, port, &address);
+    if (error == 0 && connect(fd, (struct sockaddr *)&address, length) != 0
+        && errno != EINPROGRESS) {
+        error = errno;
+    }
+    if (error == 0) {
+        unsigned local_port;
+
+        length = sizeof(address);
+        if (getsockname(fd, (struct sockaddr *)&address, &length) != 0
+            || !ip_address_from_sockaddr((struct sockaddr *)&address, length,
+                                         source, &local_port)) {
+            error = errno != 0 ? errno : EINVAL;
+        }
+        *source_port = (uint16_t)local_port;
+    }
+    if (error != 0) {
+        close(fd);
+        return error;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int net_tcp_result(int fd)
+{
+    int error = 0;
+    socklen_t length = sizeof(error);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
+        return errno;
+    }
+    return error;
+}
+
+void net_tcp_abort(int fd)
+{
+    close(fd);  /* SO_LINGER {1, 0} turns this into a RST */
+}
+
+/* Receiving */
+
+struct receive_batch {
+    struct mmsghdr headers[RECEIVE_BATCH];
+    struct iovec vectors[RECEIVE_BATCH];
+    struct sockaddr_storage names[RECEIVE_BATCH];
+    union {
+        char buffer[CONTROL_BYTES];
+        struct cmsghdr align;
+    } controls[RECEIVE_BATCH];
+    uint8_t packets[RECEIVE_BATCH][RECEIVE_PACKET_BYTES];
+};
+
+static struct receive_batch batch;
+
+static void prepare_batch(void)
+{
+    for (int i = 0; i < RECEIVE_BATCH; i++) {
+        struct msghdr *message = &batch.headers[i].msg_hdr;
+
+        batch.vectors[i].iov_base = batch.packets[i];
+        batch.vectors[i].iov_len = sizeof(batch.packets[i]);
+        memset(message, 0, sizeof(*message));
+        message->msg_name = &batch.names[i];
+        message->msg_namelen = sizeof(batch.names[i]);
+        message->msg_iov = &batch.vectors[i];
+        message->msg_iovlen = 1;
+        message->msg_control = batch.controls[i].buffer;
+        message->msg_controllen = sizeof(batch.controls[i].buffer);
+    }
+}
+
+/* What the control messages of one received packet tell. */
+struct receive_info {
+    struct timespec received;
+    int hop_limit;                      /* IPv6 hop limit / IPv4 TTL, -1 */
+    struct ip_address local;            /* our address it was sent to */
+    const struct sock_extended_err *error;
+    struct ip_address offender;
+};
+
+static void read_controls(struct msghdr *message, int family,
+                          struct receive_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    info->hop_limit = -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(message); c != NULL;
+         c = CMSG_NXTHDR(message, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            memcpy(&info->received, CMSG_DATA(c), sizeof(info->received));
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT) {
+            memcpy(&info->hop_limit, CMSG_DATA(c), sizeof(int));
+        } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) {
+            memcpy(&info->hop_limit, CMSG_DATA(c), sizeof(int));
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pktinfo;
+
+            memcpy(&pktinfo, CMSG_DATA(c), sizeof(pktinfo));
+            info->local.family = AF_INET6;
+            info->local.u.v6 = pktinfo.ipi6_addr;
+        } else if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR)
+                   || (c->cmsg_level == IPPROTO_IPV6
+                       && c->cmsg_type == IPV6_RECVERR)) {
+            info->error = (const struct sock_extended_err *)CMSG_DATA(c);
+            ip_address_from_sockaddr(SO_EE_OFFENDER(info->error),
+                                     sizeof(struct sockaddr_in6),
+                                     &info->offender, NULL);
+        }
+    }
+    if (info->received.tv_sec == 0) {
+        clock_gettime(CLOCK_REALTIME, &info->received);
+    }
+    (void)family;
+}
+
+/* Decode one packet read from a raw socket of ROLE. */
+static bool decode_raw(enum socket_role role, int family, const uint8_t *data,
+                       size_t length, const struct ip_address *source,
+                       const struct receive_info *info,
+                       struct decoded_reply *reply)
+{
+    if (family == AF_INET) {
+        return decode_ipv4_packet(data, length, reply);
+    }
+    if (role == ROLE_SCTP) {
+        return decode_sctp6_packet(data, length, source, &info->local,
+                                   info->hop_limit, reply);
+    }
+    return decode_icmp6_message(data, length, source, &info->local,
+                                info->hop_limit, reply);
+}
+
+static bool decode_datagram(int family, const uint8_t *data, size_t length,
+                            const struct ip_address *peer,
+                            const struct receive_info *info,
+                            struct decoded_reply *reply)
+{
+    const struct sock_extended_err *error = info->error;
+
+    if (error == NULL) {
+        return decode_datagram_echo(data, length, peer, info->hop_limit,
+                                    reply);
+    }
+    if (error->ee_origin != SO_EE_ORIGIN_ICMP
+        && error->ee_origin != SO_EE_ORIGIN_ICMP6) {
+        return false;
+    }
+    return decode_datagram_error(data, length, family, error->ee_type,
+                                 error->ee_code, &info->offender, peer,
+                                 reply);
+}
+
+/* Drain FD (its error queue when FLAGS has MSG_ERRQUEUE). */
+static void receive_from(const struct net_state *net, int fd,
+                         enum socket_role role, int family, int flags,
+                         reply_sink sink, void *context)
+{
+    for (;;) {
+        int count;
+
+        prepare_batch();
+        count = recvmmsg(fd, batch.headers, RECEIVE_BATCH, flags, NULL);
+        if (count <= 0) {
+            /* EAGAIN: drained.  Others (ENOBUFS, ...) lose packets, not us. */
+            return;
+        }
+        for (int i = 0; i < count; i++) {
+            struct msghdr *message = &batch.headers[i].msg_hdr;
+            struct receive_info info;
+            struct ip_address peer;
+            struct decoded_reply reply;
+            bool decoded;
+
+            if ((message->msg_flags & MSG_TRUNC) != 0
+                || !ip_address_from_sockaddr(message->msg_name,
+                                             message->msg_namelen, &peer,
+                                             NULL)) {
+                continue;
+            }
+            read_controls(message, family, &info);
+            decoded = net->raw
+                          ? decode_raw(role, family, batch.packets[i],
+                                       batch.headers[i].msg_len, &peer, &info,
+                                       &reply)
+                          : decode_datagram(family, batch.packets[i],
+                                            batch.headers[i].msg_len, &peer,
+                                            &info, &reply);
+            if (decoded) {
+                sink(context, &reply, &info.received);
+            }
+        }
+        if (count < RECEIVE_BATCH) {
+            return;
+        }
+    }
+}
+
+void net_receive(const struct net_state *net, enum socket_role role,
+                 int family, reply_sink sink, void *context)
+{
+    int fd = net->sockets[family_index(family)][role];
+
+    if (fd < 0) {
+        return;
+    }
+    receive_from(net, fd, role, family, 0, sink, context);
+    if (!net->raw) {
+        receive_from(net, fd, role, family, MSG_ERRQUEUE, sink, context);
+    }
+}

@@ -1,0 +1,98 @@
+/*
+ * net.h - the helper's sockets: opening them while privileged, sending
+ * probe packets with per-packet options, receiving and decoding answers.
+ */
+#ifndef BROKERPKG_NET_H
+#define BROKERPKG_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "addr.h"
+#include "command.h"
+#include "decode.h"
+
+#define ID_HOLDER_COUNT 2           /* PROBE_CAPACITY / 65536 ICMP ids */
+
+enum socket_role {
+    ROLE_ICMP,      /* raw ICMP/ICMPv6, or an ICMP datagram ("ping") socket */
+    ROLE_UDP,       /* raw UDP, send only */
+    ROLE_SCTP,      /* raw SCTP */
+    ROLE_COUNT,
+};
+
+struct net_state {
+    bool raw;                       /* false: only ICMP datagram sockets */
+    bool family_ok[2];              /* [0] IPv4, [1] IPv6 */
+    int sockets[2][ROLE_COUNT];     /* -1 when not open */
+    int id_holders[ID_HOLDER_COUNT];
+    uint16_t icmp_ids[ID_HOLDER_COUNT];
+    unsigned icmp_id_count;
+    uint16_t udp_source_port;       /* held by id_holders[0] */
+    int raw_errno;                  /* why raw sockets failed, 0 if they did not */
+    bool may_mark;
+};
+
+int family_index(int family);
+
+/*
+ * Open every socket the helper will use.  Runs while privileged and does
+ * nothing else: no input is read.  Never exits; what failed is recorded.
+ */
+void net_open(struct net_state *net);
+
+/* True when at least one family can send ICMP probes. */
+bool net_usable(const struct net_state *net);
+
+/* Per-packet options of one probe. */
+struct send_options {
+    unsigned ttl;
+    unsigned tos;
+    bool has_mark;
+    uint32_t mark;
+    unsigned ifindex;                   /* 0: any interface */
+    const struct ip_address *source;    /* NULL: the kernel's choice */
+};
+
+/*
+ * Send PACKET (transport header onward) to DESTINATION through the socket of
+ * ROLE for its family.  Returns 0, or the errno of the failure.
+ */
+int net_send(const struct net_state *net, enum socket_role role,
+             const struct ip_address *destination, const uint8_t *packet,
+             size_t length, const struct send_options *options);
+
+/*
+ * The source address the kernel would use to reach DESTINATION (through
+ * IFINDEX / with MARK when given).  Returns 0 or an errno.
+ */
+int net_route_source(const struct ip_address *destination, unsigned ifindex,
+                     bool has_mark, uint32_t mark, struct ip_address *source);
+
+/* 0 when ADDRESS is assigned to this host, else an errno (EADDRNOTAVAIL). */
+int net_check_local_address(const struct ip_address *address);
+
+/*
+ * Start a TCP probe: a non-blocking connect with the probe's options.
+ * On success stores the socket and the local address and port it uses.
+ */
+int net_tcp_connect(const struct probe_request *request, unsigned ifindex,
+                    int *fd, struct ip_address *source, uint16_t *source_port);
+
+/* After a TCP probe socket signalled: 0 connected, or its errno. */
+int net_tcp_result(int fd);
+
+/* Close a TCP probe socket with a reset, leaving no TIME_WAIT behind. */
+void net_tcp_abort(int fd);
+
+/* Called for every decoded answer; RECEIVED is the kernel's arrival time. */
+typedef void (*reply_sink)(void *context, const struct decoded_reply *reply,
+                           const struct timespec *received);
+
+/* Read everything waiting on the socket of ROLE and FAMILY. */
+void net_receive(const struct net_state *net, enum socket_role role,
+                 int family, reply_sink sink, void *context);
+
+#endif

@@ -1,0 +1,34 @@
+/*
+ * privilege.h - giving up privilege once the sockets are open, and proving
+ * it was given up.
+ */
+#ifndef BROKERPKG_PRIVILEGE_H
+#define BROKERPKG_PRIVILEGE_H
+
+#include <stdbool.h>
+
+/*
+ * True when the caller could set SO_MARK without us: its real uid is 0, or
+ * it was not elevated by exec (no setuid/file-capability gain) and holds
+ * CAP_NET_ADMIN itself.  Call before privilege_drop().
+ */
+bool caller_may_mark(void);
+
+/*
+ * Drop every privilege: bounding and ambient capability sets emptied (where
+ * CAP_SETPCAP allows), supplementary groups dropped, real/effective/saved
+ * ids set to the caller's real ids, effective/inheritable/permitted sets
+ * emptied (permitted keeps CAP_NET_ADMIN only when KEEP_NET_ADMIN, for
+ * callers entitled to marks), no_new_privs set, process made non-dumpable.
+ * Each step is checked afterwards; on any mismatch the process aborts.
+ */
+void privilege_drop(bool keep_net_admin);
+
+/*
+ * Raise / lower CAP_NET_ADMIN in the effective set around one call that
+ * sets a mark.  Raising fails (false) unless privilege_drop() kept it.
+ */
+bool privilege_raise_net_admin(void);
+void privilege_lower_net_admin(void);
+
+#endif

@@ -1,0 +1,157 @@
+"""In-tree PEP 517 build backend for brokerpkg: setuptools plus the C helper.
+
+pyproject.toml names this module as the backend (``backend-path = ["helper/pybuild"]``)
+and these classes as setuptools commands (``[tool.setuptools.cmdclass]``):
+
+- ``BuildPyWithHelper`` runs ``make -C helper`` (the system C compiler, ``$MAKE`` and
+  ``$CC`` honoured) and copies ``helper/brokerpkg-helper`` into the package as
+  ``brokerpkg/_helper/brokerpkg-helper`` (mode 0755), where ``locate_helper`` finds it.
+  In an editable install the copy is skipped: the package then runs from the checkout
+  and finds ``helper/brokerpkg-helper`` itself.
+- ``PlatformWheel`` tags the wheel ``py3-none-<platform>``: it carries a native program
+  (not a CPython extension, so no ABI tag), and must never be ``py3-none-any``.
+- ``SdistWithSources`` adds what a wheel build from the sdist needs: the helper's sources
+  and Makefile, this backend, the man pages, the tests and the README.
+
+Every PEP 517 hook is setuptools' own (``setuptools.build_meta``), re-exported below.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from setuptools.build_meta import (  # noqa: F401 - re-exported PEP 517 / 660 hooks
+    build_editable,
+    build_sdist,
+    build_wheel,
+    get_requires_for_build_editable,
+    get_requires_for_build_sdist,
+    get_requires_for_build_wheel,
+    prepare_metadata_for_build_editable,
+    prepare_metadata_for_build_wheel,
+)
+from setuptools.command.build_py import build_py as _build_py
+from setuptools.command.sdist import sdist as _sdist
+
+HELPER_DIR = "helper"
+HELPER_NAME = "brokerpkg-helper"
+PACKAGED_HELPER = ("brokerpkg", "_helper", HELPER_NAME)
+SDIST_TREES = ("helper", "man", "tests")
+SDIST_FILES = ("README.md", "pyproject.toml")
+SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+SKIPPED_SUFFIXES = (".o", ".a", ".so", ".pyc", ".d")
+
+
+class HelperBuildError(RuntimeError):
+    """The C helper could not be built."""
+
+
+def build_helper(source_root: Path) -> Path:
+    """Run ``make -C helper`` in ``source_root``; return the built helper's path.
+
+    Raises HelperBuildError when there is no helper/Makefile, make fails, or it does
+    not produce helper/brokerpkg-helper.
+    """
+    helper_dir = source_root / HELPER_DIR
+    if not (helper_dir / "Makefile").is_file():
+        raise HelperBuildError(f"{helper_dir / 'Makefile'} is missing: cannot build {HELPER_NAME}")
+    make = os.environ.get("MAKE", "make")
+    completed = subprocess.run([make, "-C", str(helper_dir)], check=False)
+    if completed.returncode != 0:
+        raise HelperBuildError(f"`{make} -C {helper_dir}` failed with status {completed.returncode}")
+    built = helper_dir / HELPER_NAME
+    if not built.is_file():
+        raise HelperBuildError(f"`{make} -C {helper_dir}` did not produce {built}")
+    return built
+
+
+class BuildPyWithHelper(_build_py):
+    """build_py that also builds the helper and installs it inside the package."""
+
+    def run(self) -> None:
+        super().run()
+        built = build_helper(Path.cwd())
+        if getattr(self, "editable_mode", False):
+            return
+        target = Path(self.build_lib).joinpath(*PACKAGED_HELPER)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(built, target)
+        os.chmod(target, 0o755)
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        outputs: list[str] = list(super().get_outputs(include_bytecode))
+        if not getattr(self, "editable_mode", False):
+            outputs.append(str(Path(self.build_lib).joinpath(*PACKAGED_HELPER)))
+        return outputs
+
+
+def _load_bdist_wheel() -> Any:
+    """setuptools' bdist_wheel (setuptools >= 70.1), else the wheel package's."""
+    try:
+        from setuptools.command.bdist_wheel import bdist_wheel
+    except ImportError:
+        try:
+            from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
+        except ImportError:
+            return None
+    return bdist_wheel
+
+
+_bdist_wheel = _load_bdist_wheel()
+
+if _bdist_wheel is not None:
+
+    class PlatformWheel(_bdist_wheel):  # type: ignore[misc, valid-type]
+        """bdist_wheel for a package that carries a native program: py3-none-PLATFORM."""
+
+        def finalize_options(self) -> None:
+            super().finalize_options()
+            self.root_is_pure = False
+
+        def get_tag(self) -> tuple[str, str, str]:
+            _python, _abi, platform = super().get_tag()
+            return "py3", "none", platform
+
+else:  # pragma: no cover - only without setuptools >= 70.1 and without wheel
+
+    class PlatformWheel(_build_py):  # type: ignore[no-redef]
+        """Placeholder that explains what is missing."""
+
+        def run(self) -> None:
+            raise HelperBuildError("building a wheel needs setuptools >= 70.1 or the wheel package")
+
+
+def _source_files(root: Path) -> list[str]:
+    """Relative paths of the files an sdist needs beyond the Python package."""
+    files = [name for name in SDIST_FILES if (root / name).is_file()]
+    for tree in SDIST_TREES:
+        for directory, subdirs, names in os.walk(root / tree):
+            subdirs[:] = sorted(d for d in subdirs if d not in SKIPPED_DIRS)
+            for name in sorted(names):
+                path = Path(directory) / name
+                if not _is_build_output(path):
+                    files.append(str(path.relative_to(root)))
+    return files
+
+
+def _is_build_output(path: Path) -> bool:
+    """True for compiled objects, binaries (ELF files) and caches."""
+    if path.name.endswith(SKIPPED_SUFFIXES) or path.name == HELPER_NAME:
+        return True
+    try:
+        with path.open("rb") as stream:
+            return stream.read(4) == b"\x7fELF"
+    except OSError:
+        return True
+
+
+class SdistWithSources(_sdist):
+    """sdist that also ships the helper's sources, this backend, man pages and tests."""
+
+    def make_release_tree(self, base_dir: str, files: list[str]) -> None:
+        extra = [name for name in _source_files(Path.cwd()) if name not in set(files)]
+        super().make_release_tree(base_dir, [*files, *extra])
