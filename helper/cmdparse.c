@@ -46,7 +46,7 @@ static size_t split_words(char *line, size_t length, char **words, size_t max,
         if (i == length) {
             break;
         }
-        if (count == max) {
+        if (count >= max) {
             *overflowed = true;
             /* keep counting so odd word counts are still detected */
         } else {

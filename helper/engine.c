@@ -191,11 +191,11 @@ static void expire_probes(struct engine *e)
 /* An ICMP id and sequence no probe in flight uses; false if none is left. */
 static bool assign_icmp_identity(struct engine *e, struct probe *probe)
 {
-    unsigned space = e->net->icmp_id_count * 65536u;
+    unsigned space = net_icmp_id_space(e->net);
 
     for (unsigned attempt = 0; attempt < space; attempt++) {
         uint32_t n = e->icmp_counter++;
-        uint16_t id = e->net->icmp_ids[(n >> 16) % e->net->icmp_id_count];
+        uint16_t id = net_icmp_id(e->net, probe->destination.family, n);
         uint16_t sequence = (uint16_t)n;
 
         if (probe_wire_first(e->table, PROBE_ICMP,

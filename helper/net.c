@@ -160,8 +160,7 @@ static void open_datagram_family(struct net_state *net, int family)
     }
     net->sockets[index][ROLE_ICMP] = fd;
     net->family_ok[index] = true;
-    net->icmp_ids[0] = (uint16_t)port;
-    net->icmp_id_count = 1;
+    net->datagram_ids[index] = (uint16_t)port;
 }
 
 /*
@@ -233,6 +232,19 @@ bool net_usable(const struct net_state *net)
 {
     return (net->family_ok[0] || net->family_ok[1])
            && (!net->raw || net->icmp_id_count > 0);
+}
+
+uint16_t net_icmp_id(const struct net_state *net, int family, uint32_t n)
+{
+    if (!net->raw) {
+        return net->datagram_ids[family_index(family)];
+    }
+    return net->icmp_ids[(n >> 16) % net->icmp_id_count];
+}
+
+unsigned net_icmp_id_space(const struct net_state *net)
+{
+    return (net->raw ? net->icmp_id_count : 1) * 65536u;
 }
 
 /* Control messages for one packet, and where they are written. */

@@ -28,8 +28,9 @@ struct net_state {
     bool family_ok[2];              /* [0] IPv4, [1] IPv6 */
     int sockets[2][ROLE_COUNT];     /* -1 when not open */
     int id_holders[ID_HOLDER_COUNT];
-    uint16_t icmp_ids[ID_HOLDER_COUNT];
+    uint16_t icmp_ids[ID_HOLDER_COUNT]; /* raw: the held ports' numbers */
     unsigned icmp_id_count;
+    uint16_t datagram_ids[2];           /* datagram: the kernel's, per family */
     uint16_t udp_source_port;       /* held by id_holders[0] */
     int raw_errno;                  /* why raw sockets failed, 0 if they did not */
     bool may_mark;
@@ -45,6 +46,10 @@ void net_open(struct net_state *net);
 
 /* True when at least one family can send ICMP probes. */
 bool net_usable(const struct net_state *net);
+
+/* The echo id for the N-th identity of FAMILY, and how many there are. */
+uint16_t net_icmp_id(const struct net_state *net, int family, uint32_t n);
+unsigned net_icmp_id_space(const struct net_state *net);
 
 /* Per-packet options of one probe. */
 struct send_options {
