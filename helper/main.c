@@ -18,7 +18,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "engine.h"
+#include "loop.h"
 #include "net.h"
 #include "privilege.h"
 #include "wire.h"
@@ -138,5 +138,5 @@ int main(int argc, char **argv)
         report_no_sockets(&net);
         return EXIT_FAILURE;
     }
-    return engine_run(&net);
+    return loop_run(&net);
 }

@@ -212,6 +212,8 @@ void net_open(struct net_state *net)
     for (int i = 0; i < ID_HOLDER_COUNT; i++) {
         net->id_holders[i] = -1;
     }
+    /* different processes start at different points of the id spaces */
+    net->identity_seed = (uint32_t)getpid() ^ (uint32_t)time(NULL) * 2654435761u;
     net->raw = true;
     for (int f = 0; f < 2; f++) {
         if (!open_raw_family(net, family_of(f)) && net->raw_errno == 0) {

@@ -34,6 +34,7 @@ struct net_state {
     uint16_t udp_source_port;       /* held by id_holders[0] */
     int raw_errno;                  /* why raw sockets failed, 0 if they did not */
     bool may_mark;
+    uint32_t identity_seed;         /* where this process starts its ids */
 };
 
 int family_index(int family);

@@ -13,30 +13,27 @@ and these classes as setuptools commands (``[tool.setuptools.cmdclass]``):
 - ``SdistWithSources`` adds what a wheel build from the sdist needs: the helper's sources
   and Makefile, this backend, the man pages, the tests and the README.
 
-Every PEP 517 hook is setuptools' own (``setuptools.build_meta``), re-exported below.
+Every PEP 517 hook is setuptools' own (``setuptools.build_meta``), wrapped so that the
+``build/`` and ``brokerpkg.egg-info/`` directories setuptools leaves in the source tree are
+removed again (the repository's top level is fixed); ones that existed before are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from setuptools.build_meta import (  # noqa: F401 - re-exported PEP 517 / 660 hooks
-    build_editable,
-    build_sdist,
-    build_wheel,
-    get_requires_for_build_editable,
-    get_requires_for_build_sdist,
-    get_requires_for_build_wheel,
-    prepare_metadata_for_build_editable,
-    prepare_metadata_for_build_wheel,
-)
+from setuptools import build_meta as _setuptools_backend
 from setuptools.command.build_py import build_py as _build_py
 from setuptools.command.sdist import sdist as _sdist
 
+BUILD_LEFTOVERS = ("build", "brokerpkg.egg-info")
 HELPER_DIR = "helper"
 HELPER_NAME = "brokerpkg-helper"
 PACKAGED_HELPER = ("brokerpkg", "_helper", HELPER_NAME)
@@ -48,6 +45,48 @@ SKIPPED_SUFFIXES = (".o", ".a", ".so", ".pyc", ".d")
 
 class HelperBuildError(RuntimeError):
     """The C helper could not be built."""
+
+
+@contextlib.contextmanager
+def _top_level_kept_clean() -> Iterator[None]:
+    """Remove the build leftovers that did not exist before the block."""
+    new = [Path(name) for name in BUILD_LEFTOVERS if not Path(name).exists()]
+    try:
+        yield
+    finally:
+        for path in new:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _keeping_top_level_clean(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a setuptools hook with _top_level_kept_clean."""
+
+    @functools.wraps(hook)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _top_level_kept_clean():
+            return hook(*args, **kwargs)
+
+    return wrapped
+
+
+build_wheel = _keeping_top_level_clean(_setuptools_backend.build_wheel)
+build_sdist = _keeping_top_level_clean(_setuptools_backend.build_sdist)
+build_editable = _keeping_top_level_clean(_setuptools_backend.build_editable)
+get_requires_for_build_wheel = _keeping_top_level_clean(
+    _setuptools_backend.get_requires_for_build_wheel
+)
+get_requires_for_build_sdist = _keeping_top_level_clean(
+    _setuptools_backend.get_requires_for_build_sdist
+)
+get_requires_for_build_editable = _keeping_top_level_clean(
+    _setuptools_backend.get_requires_for_build_editable
+)
+prepare_metadata_for_build_wheel = _keeping_top_level_clean(
+    _setuptools_backend.prepare_metadata_for_build_wheel
+)
+prepare_metadata_for_build_editable = _keeping_top_level_clean(
+    _setuptools_backend.prepare_metadata_for_build_editable
+)
 
 
 def build_helper(source_root: Path) -> Path:
@@ -62,7 +101,9 @@ def build_helper(source_root: Path) -> Path:
     make = os.environ.get("MAKE", "make")
     completed = subprocess.run([make, "-C", str(helper_dir)], check=False)
     if completed.returncode != 0:
-        raise HelperBuildError(f"`{make} -C {helper_dir}` failed with status {completed.returncode}")
+        raise HelperBuildError(
+            f"`{make} -C {helper_dir}` failed with status {completed.returncode}"
+        )
     built = helper_dir / HELPER_NAME
     if not built.is_file():
         raise HelperBuildError(f"`{make} -C {helper_dir}` did not produce {built}")
@@ -92,10 +133,10 @@ class BuildPyWithHelper(_build_py):
 def _load_bdist_wheel() -> Any:
     """setuptools' bdist_wheel (setuptools >= 70.1), else the wheel package's."""
     try:
-        from setuptools.command.bdist_wheel import bdist_wheel
+        from setuptools.command.bdist_wheel import bdist_wheel  # noqa: PLC0415 - optional
     except ImportError:
         try:
-            from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
+            from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]  # noqa: PLC0415
         except ImportError:
             return None
     return bdist_wheel
@@ -109,6 +150,8 @@ if _bdist_wheel is not None:
         """bdist_wheel for a package that carries a native program: py3-none-PLATFORM."""
 
         def finalize_options(self) -> None:
+            # A binary payload: install into platlib at the wheel's root, not .data/purelib.
+            self.distribution.has_ext_modules = lambda: True
             super().finalize_options()
             self.root_is_pure = False
 

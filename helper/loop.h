@@ -1,9 +1,9 @@
 /*
- * engine.h - the event loop: reads requests from stdin, starts probes,
- * matches answers, expires probes at their deadline, writes replies.
+ * loop.h - the event loop: stdin, stdout, the deadline timer and the
+ * sockets, driving a prober.
  */
-#ifndef BROKERPKG_ENGINE_H
-#define BROKERPKG_ENGINE_H
+#ifndef BROKERPKG_LOOP_H
+#define BROKERPKG_LOOP_H
 
 #include "net.h"
 
@@ -12,6 +12,6 @@
  * answered, or until stdout's reader goes away.  NET is open and privileges
  * are already dropped.  Returns the process exit status.
  */
-int engine_run(struct net_state *net);
+int loop_run(struct net_state *net);
 
 #endif

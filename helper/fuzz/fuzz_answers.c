@@ -1,0 +1,129 @@
+/*
+ * fuzz_answers.c - libFuzzer harness for the receiving path: bytes as they
+ * come from a socket -> the pure decoders -> matching against a probe table
+ * that holds probes of every protocol and family -> replies.
+ *
+ * Input: byte 0 picks the socket kind, byte 1 the sender, the rest is the
+ * packet.  Each packet is delivered twice (duplicates must be harmless).
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../decode.h"
+#include "../net.h"
+#include "../prober.h"
+#include "../reply.h"
+
+/* The probes in flight; fuzz/make_seeds.py answers exactly these. */
+static const char requests[] =
+    "1 send-probe ip-4 198.18.0.1\n"
+    "2 send-probe ip-6 2001:db8::1\n"
+    "3 send-probe ip-4 198.18.0.1 protocol udp\n"
+    "4 send-probe ip-6 2001:db8::1 protocol udp\n"
+    "5 send-probe ip-4 198.18.0.1 protocol sctp\n"
+    "6 send-probe ip-6 2001:db8::1 protocol sctp\n"
+    "7 send-probe ip-4 198.18.0.1 ttl 3 details yes\n"
+    "8 send-probe ip-6 2001:db8::1 ttl 3 details yes\n";
+
+static int refuse_tcp(void *context, int fd, uint64_t cookie)
+{
+    (void)context;
+    (void)fd;
+    (void)cookie;
+    return EBADF;
+}
+
+static void address(int family, const char *text, struct ip_address *out)
+{
+    if (!ip_address_parse(family, text, out)) {
+        abort();
+    }
+}
+
+static bool decode(uint8_t kind, uint8_t sender, const uint8_t *packet,
+                   size_t length, struct decoded_reply *reply)
+{
+    struct ip_address source;
+    struct ip_address local;
+    int family = kind & 0x80 ? AF_INET6 : AF_INET;
+
+    address(AF_INET6, sender & 1 ? "2001:db8::ff" : "2001:db8::1", &source);
+    address(AF_INET6, "2001:db8::2", &local);
+    if (family == AF_INET) {
+        address(AF_INET, sender & 1 ? "198.18.0.254" : "198.18.0.1", &source);
+    }
+    switch (kind & 0x7f) {
+    case 0:
+        return decode_ipv4_packet(packet, length, reply);
+    case 1:
+        return decode_icmp6_message(packet, length, &source, &local,
+                                    sender >> 1, reply);
+    case 2:
+        return decode_sctp6_packet(packet, length, &source, &local,
+                                   sender >> 1, reply);
+    case 3:
+        return decode_datagram_echo(packet, length, &source, sender >> 1,
+                                    reply);
+    case 4: {
+        struct ip_address destination;
+
+        if (length < 2) {
+            return false;
+        }
+        address(family, family == AF_INET6 ? "2001:db8::1" : "198.18.0.1",
+                &destination);
+        return decode_datagram_error(packet + 2, length - 2, family, packet[0],
+                                     packet[1], &source, &destination, reply);
+    }
+    default:
+        return false;
+    }
+}
+
+static void check_replies(const struct reply_writer *out)
+{
+    for (size_t i = out->start; i < out->length; i++) {
+        unsigned char c = (unsigned char)out->buffer[i];
+
+        if (c != '\n' && (c < 0x20 || c > 0x7e)) {
+            abort();    /* replies are printable ASCII lines */
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct net_state net;
+    struct prober *prober;
+    struct decoded_reply reply;
+    struct timespec received = {.tv_sec = 1, .tv_nsec = 0};
+
+    if (size < 2) {
+        return 0;
+    }
+    net_open(&net);
+    prober = prober_create(&net, refuse_tcp, NULL);
+    if (prober == NULL) {
+        abort();
+    }
+    prober_feed(prober, requests, strlen(requests));
+    for (int copy = 0; copy < 2; copy++) {
+        if (decode(data[0], data[1], data + 2, size - 2, &reply)) {
+            prober_deliver(prober, &reply, &received);
+        }
+    }
+    check_replies(prober_replies(prober));
+    /* make_seeds.py's check: show which probes the packet answered */
+    if (getenv("BROKERPKG_FUZZ_SHOW") != NULL) {
+        reply_flush(prober_replies(prober), 1);
+    }
+    if (prober_in_flight(prober) < 7) {
+        abort();    /* one packet answers at most one probe */
+    }
+    prober_destroy(prober);
+    return 0;
+}

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Write the seed corpora of the fuzz harnesses (fuzz/corpus/{requests,answers}).
+
+The answer seeds answer exactly the probes fuzz_answers.c puts in flight, with the
+identities the stub network (net_stub.c) makes the prober choose: ICMP id 0x4242 with
+sequences 0-3, UDP checksums 1 and 2 from source port 0x4242, SCTP source ports 33434
+and 33435.  So the fuzzer starts from packets that reach the matching code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import pathlib
+import struct
+
+HERE = pathlib.Path(__file__).parent
+ICMP_ID = 0x4242
+UDP_PORT = 0x4242
+V4_PROBE_DST, V4_SRC, V4_ROUTER = "198.18.0.1", "198.18.0.2", "198.18.0.254"
+V6_PROBE_DST, V6_SRC = "2001:db8::1", "2001:db8::2"
+
+
+def ip4(text: str) -> bytes:
+    return ipaddress.IPv4Address(text).packed
+
+
+def ip6(text: str) -> bytes:
+    return ipaddress.IPv6Address(text).packed
+
+
+def inet_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return ~crc & 0xFFFFFFFF
+
+
+def ipv4(src: str, dst: str, protocol: int, payload: bytes, ttl: int = 64) -> bytes:
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, ttl, protocol, 0,
+                         ip4(src), ip4(dst))
+    header = header[:10] + struct.pack("!H", inet_checksum(header)) + header[12:]
+    return header + payload
+
+
+def ipv6(src: str, dst: str, next_header: int, payload: bytes, hops: int = 64) -> bytes:
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, hops, ip6(src),
+                       ip6(dst)) + payload
+
+
+def icmp(kind: int, code: int, rest: bytes, v4: bool = True, word: bytes = b"\0\0\0\0") -> bytes:
+    message = struct.pack("!BBH", kind, code, 0) + word + rest
+    if v4:
+        message = message[:2] + struct.pack("!H", inet_checksum(message)) + message[4:]
+    return message
+
+
+def echo(kind: int, sequence: int, payload: bytes = b"\0" * 36) -> bytes:
+    return icmp(kind, 0, payload, word=struct.pack("!HH", ICMP_ID, sequence))
+
+
+def udp(sport: int, dport: int, checksum: int, payload: bytes = b"\0" * 26) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), checksum) + payload
+
+
+def sctp(sport: int, dport: int, vtag: int, chunk: bytes) -> bytes:
+    packet = struct.pack("!HHII", sport, dport, vtag, 0) + chunk
+    crc = crc32c(packet)
+    return packet[:8] + struct.pack("<I", crc) + packet[12:]
+
+
+def sctp_tag(port: int) -> int:
+    return ((port * 0x9E3779B1) & 0xFFFFFFFF) | 1
+
+
+def init_chunk(tag: int) -> bytes:
+    return struct.pack("!BBHIIHHI", 1, 0, 20, tag, 65535, 10, 10, tag)
+
+
+def mpls_extension(labels: list[tuple[int, int, int, int]]) -> bytes:
+    entries = b"".join(struct.pack("!I", label << 12 | tc << 9 | s << 8 | ttl)
+                       for label, tc, s, ttl in labels)
+    obj = struct.pack("!HBB", 4 + len(entries), 1, 1) + entries
+    header = struct.pack("!BBH", 0x20, 0, 0)
+    structure = header + obj
+    return header[:2] + struct.pack("!H", inet_checksum(structure)) + obj
+
+
+def with_extension(quote: bytes, v4: bool, labels: list[tuple[int, int, int, int]]) -> tuple[bytes, bytes]:
+    """The quote padded to 128 bytes, and the RFC 4884 length word."""
+    quote = quote[:128].ljust(128, b"\0")
+    length = len(quote) // 4 if v4 else len(quote) // 8
+    word = struct.pack("!BBH", 0, length, 0) if v4 else struct.pack("!BBH", length, 0, 0)
+    return quote + mpls_extension(labels), word
+
+
+def answers() -> dict[str, bytes]:
+    v4_icmp_probe = ipv4(V4_SRC, V4_PROBE_DST, 1, echo(8, 2), ttl=1)
+    v4_udp_probe = ipv4(V4_SRC, V4_PROBE_DST, 17, udp(UDP_PORT, 33435, 1))
+    v4_sctp_probe = ipv4(V4_SRC, V4_PROBE_DST, 132,
+                         sctp(33434, 80, 0, init_chunk(sctp_tag(33434))))
+    v6_icmp_probe = ipv6(V6_SRC, V6_PROBE_DST, 58, echo(128, 3), hops=1)
+    v6_udp_probe = ipv6(V6_SRC, V6_PROBE_DST, 17, udp(UDP_PORT, 33436, 2))
+    body4, word4 = with_extension(v4_icmp_probe, True, [(24001, 0, 0, 1), (16, 5, 1, 1)])
+    body6, word6 = with_extension(v6_icmp_probe, False, [(1048575, 7, 1, 255)])
+    return {
+        "v4-echo-reply": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 1, echo(0, 0)),
+        "v4-ttl-mpls": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1, icmp(11, 0, body4, word=word4)),
+        "v4-ttl-plain": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1, icmp(11, 0, v4_icmp_probe[:28])),
+        "v4-port-unreachable": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 1, icmp(3, 3, v4_udp_probe[:36])),
+        "v4-host-unreachable": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1,
+                                              icmp(3, 1, ipv4(V4_SRC, V4_PROBE_DST, 1, echo(8, 0))[:28])),
+        "v4-sctp-ttl": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1, icmp(11, 0, v4_sctp_probe[:52])),
+        "v4-sctp-init-ack": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 132,
+                                           sctp(80, 33434, sctp_tag(33434),
+                                                struct.pack("!BBHI", 2, 0, 8, 7))),
+        "v4-sctp-abort-t": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 132,
+                                          sctp(80, 33434, 0, struct.pack("!BBH", 6, 1, 4))),
+        "v6-echo-reply": b"\x81\x80" + echo(129, 1),
+        "v6-ttl-mpls": b"\x81\x81" + icmp(3, 0, body6, v4=False, word=word6),
+        "v6-port-unreachable": b"\x81\x01" + icmp(1, 4, v6_udp_probe[:56], v4=False),
+        "v6-sctp-init-ack": b"\x82\x80" + sctp(80, 33435, sctp_tag(33435),
+                                                struct.pack("!BBHI", 2, 0, 8, 7)),
+        "dgram-v4-echo": b"\x03\x80" + echo(0, 0),
+        "dgram-v6-echo": b"\x83\x80" + echo(129, 1),
+        "dgram-v4-error": b"\x04\x01" + bytes([11, 0]) + echo(8, 2)[:8],
+    }
+
+
+REQUESTS = {
+    "probe": b"1 send-probe ip-4 127.0.0.1\n",
+    "all-arguments": (b"2 send-probe ip-6 2001:db8::1 protocol udp port 53 local-port 40000 "
+                      b"timeout 0.5 ttl 3 size 100 bit-pattern 7 tos 8 mark 1 details yes\n"),
+    "sctp": b"3 send-probe ip-4 198.18.0.1 protocol sctp size 200 local-device lo\n",
+    "tcp": b"4 send-probe ip-4 198.18.0.1 protocol tcp port 443\n",
+    "check-support": b"5 check-support feature max-probes\n6 check-support\n",
+    "errors": b"x\n\n7 frob\n8 send-probe ip-4 1.2.3\n9 send-probe ip-4 127.0.0.1 ttl 0\n",
+    "reuse": b"10 send-probe ip-4 198.18.0.1\n10 send-probe ip-4 198.18.0.1\n",
+    "local": b"11 send-probe ip-4 127.0.0.1 local-ip-4 127.0.0.1\n",
+}
+
+
+def main() -> None:
+    for name, corpus in (("answers", answers()), ("requests", REQUESTS)):
+        folder = HERE / "corpus" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for seed, data in corpus.items():
+            (folder / seed).write_bytes(data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+/*
+ * loop.c - the event loop (see loop.h).
+ *
+ * One epoll set watches stdin, stdout (for room, and for its reader going
+ * away), a timerfd armed for the earliest probe deadline, the shared receive
+ * sockets and each TCP probe's socket.  Within one wake-up, answers are read
+ * before deadlines are checked, and deadlines before new requests: an answer
+ * that has arrived always wins over a timeout that has just passed.
+ */
+#include "loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "prober.h"
+#include "reply.h"
+
+#define INPUT_CHUNK_BYTES 65536
+#define OUTPUT_HIGH_WATER (4u * 1024 * 1024)  /* stop reading requests */
+#define OUTPUT_LOW_WATER (1u * 1024 * 1024)   /* read them again */
+#define EVENT_BATCH 256
+
+enum event_kind {
+    EVENT_STDIN = 1,
+    EVENT_STDOUT,
+    EVENT_TIMER,
+    EVENT_SOCKET,   /* low bits: family index * ROLE_COUNT + role */
+    EVENT_TCP,      /* low bits: the prober's cookie */
+};
+
+#define EVENT_KIND_SHIFT 56
+#define EVENT_LOW_MASK ((1ull << EVENT_KIND_SHIFT) - 1)
+
+struct loop {
+    struct net_state *net;
+    struct prober *prober;
+    int epoll_fd;
+    int timer_fd;
+    uint64_t armed_deadline;
+    bool input_open;
+    bool input_pollable;    /* false: a plain file, read whenever awake */
+    bool input_paused;      /* the reply backlog is over the high water */
+    bool output_pollable;
+    bool output_waiting;    /* EPOLLOUT is requested on stdout */
+    bool output_gone;
+};
+
+static uint64_t event_data(enum event_kind kind, uint64_t low)
+{
+    return (uint64_t)kind << EVENT_KIND_SHIFT | low;
+}
+
+static int epoll_change(struct loop *l, int operation, int fd, uint32_t events,
+                        uint64_t data)
+{
+    struct epoll_event event = {.events = events, .data.u64 = data};
+
+    return epoll_ctl(l->epoll_fd, operation, fd, &event);
+}
+
+static void watch(struct loop *l, int operation, int fd, uint32_t events,
+                  uint64_t data)
+{
+    if (epoll_change(l, operation, fd, events, data) != 0) {
+        perror("brokerpkg-helper: epoll_ctl");
+        exit(EXIT_FAILURE);
+    }
+}
+
+/* The prober's TCP sockets: watched until they connect or fail. */
+static int watch_tcp(void *context, int fd, uint64_t cookie)
+{
+    struct loop *l = context;
+
+    return epoll_change(l, EPOLL_CTL_ADD, fd, EPOLLOUT,
+                        event_data(EVENT_TCP, cookie)) == 0 ? 0 : errno;
+}
+
+/* Input */
+
+static void stop_watching_input(struct loop *l)
+{
+    if (l->input_pollable && !l->input_paused) {
+        epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+    }
+}
+
+static void close_input(struct loop *l)
+{
+    prober_end_input(l->prober);
+    stop_watching_input(l);
+    l->input_open = false;
+}
+
+static void read_input(struct loop *l)
+{
+    static char chunk[INPUT_CHUNK_BYTES];
+    ssize_t count = read(STDIN_FILENO, chunk, sizeof(chunk));
+
+    if (count > 0) {
+        prober_feed(l->prober, chunk, (size_t)count);
+    } else if (count == 0 || (errno != EAGAIN && errno != EINTR)) {
+        close_input(l);     /* end of input, or it failed: same for us */
+    }
+}
+
+static void pause_input(struct loop *l, bool paused)
+{
+    if (!l->input_open || !l->input_pollable || l->input_paused == paused) {
+        l->input_paused = paused;
+        return;
+    }
+    l->input_paused = paused;
+    if (paused) {
+        epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+    } else {
+        watch(l, EPOLL_CTL_ADD, STDIN_FILENO, EPOLLIN,
+              event_data(EVENT_STDIN, 0));
+    }
+}
+
+/* Output */
+
+static void flush_output(struct loop *l)
+{
+    struct reply_writer *out = prober_replies(l->prober);
+    bool waiting;
+
+    if (out->out_of_memory) {
+        fprintf(stderr, "brokerpkg-helper: out of memory for replies\n");
+        exit(EXIT_FAILURE);
+    }
+    if (reply_pending(out) > 0 && reply_flush(out, STDOUT_FILENO) != 0) {
+        l->output_gone = true;  /* EPIPE and the like: nobody reads us */
+        return;
+    }
+    /* a reader that does not keep up stops our reading, not our memory */
+    if (reply_pending(out) > OUTPUT_HIGH_WATER) {
+        pause_input(l, true);
+    } else if (reply_pending(out) < OUTPUT_LOW_WATER) {
+        pause_input(l, false);
+    }
+    waiting = reply_pending(out) > 0;
+    if (l->output_pollable && waiting != l->output_waiting) {
+        watch(l, EPOLL_CTL_MOD, STDOUT_FILENO, waiting ? EPOLLOUT : 0,
+              event_data(EVENT_STDOUT, 0));
+        l->output_waiting = waiting;
+    }
+}
+
+/* Timer */
+
+static void arm_timer(struct loop *l)
+{
+    uint64_t deadline = prober_next_deadline(l->prober);
+    struct itimerspec spec = {0};
+
+    if (deadline == l->armed_deadline) {
+        return;
+    }
+    if (deadline != 0) {
+        spec.it_value.tv_sec = (time_t)(deadline / 1000000000u);
+        spec.it_value.tv_nsec = (long)(deadline % 1000000000u);
+    }
+    if (timerfd_settime(l->timer_fd, TFD_TIMER_ABSTIME, &spec, NULL) != 0) {
+        perror("brokerpkg-helper: timerfd_settime");
+        exit(EXIT_FAILURE);
+    }
+    l->armed_deadline = deadline;
+}
+
+/* Setup */
+
+static bool is_pipe_or_socket(int fd)
+{
+    struct stat info;
+
+    return fstat(fd, &info) == 0
+           && (S_ISFIFO(info.st_mode) || S_ISSOCK(info.st_mode));
+}
+
+static void watch_sockets(struct loop *l)
+{
+    for (int f = 0; f < 2; f++) {
+        for (int r = 0; r < ROLE_COUNT; r++) {
+            int fd = l->net->sockets[f][r];
+
+            /* the UDP socket only sends */
+            if (fd >= 0 && r != ROLE_UDP) {
+                watch(l, EPOLL_CTL_ADD, fd, EPOLLIN,
+                      event_data(EVENT_SOCKET, (uint64_t)(f * ROLE_COUNT + r)));
+            }
+        }
+    }
+}
+
+static void setup(struct loop *l, struct net_state *net)
+{
+    memset(l, 0, sizeof(*l));
+    l->net = net;
+    l->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    l->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    l->prober = prober_create(net, watch_tcp, l);
+    if (l->epoll_fd < 0 || l->timer_fd < 0 || l->prober == NULL) {
+        perror("brokerpkg-helper: setup");
+        exit(EXIT_FAILURE);
+    }
+    l->input_open = true;
+    /* EPERM: epoll does not take plain files (stdin redirected from one) */
+    l->input_pollable = epoll_change(l, EPOLL_CTL_ADD, STDIN_FILENO, EPOLLIN,
+                                     event_data(EVENT_STDIN, 0)) == 0;
+    /* non-blocking only on our own pipe: a shared tty must stay as it was */
+    if (is_pipe_or_socket(STDOUT_FILENO)) {
+        fcntl(STDOUT_FILENO, F_SETFL,
+              fcntl(STDOUT_FILENO, F_GETFL) | O_NONBLOCK);
+        /* watched with no events: EPOLLERR/EPOLLHUP say the reader left */
+        l->output_pollable = epoll_change(l, EPOLL_CTL_ADD, STDOUT_FILENO, 0,
+                                          event_data(EVENT_STDOUT, 0)) == 0;
+    }
+    watch(l, EPOLL_CTL_ADD, l->timer_fd, EPOLLIN, event_data(EVENT_TIMER, 0));
+    watch_sockets(l);
+}
+
+/* One wake-up: answers first, then deadlines, then new requests. */
+static void dispatch(struct loop *l, const struct epoll_event *events,
+                     int count)
+{
+    bool input_ready = l->input_open && !l->input_pollable;
+
+    for (int i = 0; i < count; i++) {
+        enum event_kind kind =
+            (enum event_kind)(events[i].data.u64 >> EVENT_KIND_SHIFT);
+        uint64_t low = events[i].data.u64 & EVENT_LOW_MASK;
+
+        if (kind == EVENT_SOCKET) {
+            prober_receive(l->prober, low / ROLE_COUNT == 1 ? AF_INET6 : AF_INET,
+                           (enum socket_role)(low % ROLE_COUNT));
+        } else if (kind == EVENT_STDOUT
+                   && (events[i].events & (EPOLLERR | EPOLLHUP)) != 0) {
+            l->output_gone = true;
+        } else if (kind == EVENT_STDIN) {
+            input_ready = true;
+        }
+    }
+    for (int i = 0; i < count; i++) {
+        if (events[i].data.u64 >> EVENT_KIND_SHIFT == EVENT_TCP) {
+            prober_tcp_event(l->prober, events[i].data.u64 & EVENT_LOW_MASK,
+                             (events[i].events & EPOLLOUT) != 0);
+        }
+    }
+    prober_expire(l->prober, monotonic_ns());
+    if (input_ready && l->input_open && !l->input_paused) {
+        read_input(l);
+    }
+}
+
+static bool finished(const struct loop *l)
+{
+    return l->output_gone
+           || (!l->input_open && prober_in_flight(l->prober) == 0
+               && reply_pending(prober_replies(l->prober)) == 0);
+}
+
+int loop_run(struct net_state *net)
+{
+    static struct loop loop;
+    struct loop *l = &loop;
+    struct epoll_event events[EVENT_BATCH];
+
+    setup(l, net);
+    while (!finished(l)) {
+        bool busy_input = l->input_open && !l->input_pollable
+                          && !l->input_paused;
+        int count;
+
+        arm_timer(l);
+        count = epoll_wait(l->epoll_fd, events, EVENT_BATCH, busy_input ? 0 : -1);
+        if (count < 0 && errno != EINTR) {
+            perror("brokerpkg-helper: epoll_wait");
+            return EXIT_FAILURE;
+        }
+        if (count > 0 || busy_input) {
+            uint64_t expirations;
+
+            /* drain the timer; EAGAIN when it has not fired is fine */
+            (void)!read(l->timer_fd, &expirations, sizeof(expirations));
+            dispatch(l, events, count > 0 ? count : 0);
+        }
+        flush_output(l);
+    }
+    return EXIT_SUCCESS;
+}

@@ -1,0 +1,532 @@
+/*
+ * prober.c - the life of a probe (see prober.h): a request line becomes a
+ * validated request, an identity no probe in flight uses, a packet handed to
+ * the kernel; an answer, or the deadline, becomes its one reply.
+ */
+#include "prober.h"
+
+#include <errno.h>
+#include <net/if.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmdparse.h"
+#include "command.h"
+#include "construct.h"
+#include "identity.h"
+#include "probe_table.h"
+#include "wire.h"
+
+#define DATAGRAM_CAPACITY 65536     /* one kernel-chosen echo id per family */
+
+struct prober {
+    struct net_state *net;
+    struct probe_table *table;
+    struct reply_writer out;
+    struct helper_abilities abilities;
+    struct line_reader reader;
+    tcp_watcher watch_tcp;
+    void *watch_context;
+    uint32_t icmp_counter;
+    uint16_t udp_counter;
+    uint16_t sctp_counter;
+    uint32_t tag_secret;
+};
+
+uint64_t monotonic_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/* Microseconds from SENT to RECEIVED (both CLOCK_REALTIME), never negative. */
+static uint64_t elapsed_us(const struct timespec *sent,
+                           const struct timespec *received)
+{
+    int64_t ns = ((int64_t)received->tv_sec - sent->tv_sec) * 1000000000
+                 + (received->tv_nsec - sent->tv_nsec);
+
+    return ns > 0 ? (uint64_t)ns / 1000u : 0;
+}
+
+/* Forget PROBE, closing its TCP socket if it has one. */
+static void release_probe(struct prober *p, struct probe *probe)
+{
+    if (probe->tcp_fd >= 0) {
+        net_tcp_abort(probe->tcp_fd);   /* also leaves the epoll set */
+    }
+    probe_free(p->table, probe);
+}
+
+static void complete_probe(struct prober *p, struct probe *probe,
+                           const struct decoded_reply *reply,
+                           const struct timespec *received)
+{
+    reply_answer(&p->out, probe->token, reply,
+                 elapsed_us(&probe->sent, received), probe->details);
+    release_probe(p, probe);
+}
+
+void prober_deliver(struct prober *p, const struct decoded_reply *reply,
+                    const struct timespec *received)
+{
+    for (struct probe *probe = probe_wire_first(p->table, reply->protocol,
+                                                reply_wire_key(reply));
+         probe != NULL; probe = probe_wire_next(p->table, probe)) {
+        if (reply_matches_probe(reply, probe)) {
+            complete_probe(p, probe, reply, received);
+            return;
+        }
+    }
+}
+
+void prober_expire(struct prober *p, uint64_t now)
+{
+    struct probe *probe;
+
+    while ((probe = probe_earliest(p->table)) != NULL
+           && probe->deadline_ns <= now) {
+        reply_bare(&p->out, probe->token, R_NO_REPLY);
+        release_probe(p, probe);
+    }
+}
+
+/* An ICMP id and sequence no probe in flight uses; false if none is left. */
+static bool assign_icmp_identity(struct prober *p, struct probe *probe)
+{
+    unsigned space = net_icmp_id_space(p->net);
+
+    for (unsigned attempt = 0; attempt < space; attempt++) {
+        uint32_t n = p->icmp_counter++;
+        uint16_t id = net_icmp_id(p->net, probe->destination.family, n);
+        uint16_t sequence = (uint16_t)n;
+
+        if (probe_wire_first(p->table, PROBE_ICMP,
+                             icmp_wire_key(id, sequence)) == NULL) {
+            probe->icmp_id = id;
+            probe->icmp_sequence = sequence;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A UDP checksum value (never 0) no UDP probe in flight uses. */
+static bool assign_udp_identity(struct prober *p, struct probe *probe)
+{
+    for (unsigned attempt = 0; attempt < 65536; attempt++) {
+        uint16_t checksum = p->udp_counter++;
+
+        if (checksum != 0
+            && probe_wire_first(p->table, PROBE_UDP, checksum) == NULL) {
+            probe->udp_checksum = checksum;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* An SCTP source port (UDP_BASE_PORT..65535) no SCTP probe in flight uses. */
+static bool assign_sctp_identity(struct prober *p, struct probe *probe)
+{
+    unsigned span = 65536u - UDP_BASE_PORT;
+
+    for (unsigned attempt = 0; attempt < span; attempt++) {
+        uint16_t port = (uint16_t)(UDP_BASE_PORT + p->sctp_counter++ % span);
+
+        if (probe_wire_first(p->table, PROBE_SCTP, port) == NULL) {
+            probe->source_port = port;
+            /* initiate tag: never 0, different for each port and process */
+            probe->sctp_tag = (p->tag_secret ^ ((uint32_t)port * 0x9e3779b1u))
+                              | 1u;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void fill_send_options(const struct probe_request *request,
+                              unsigned ifindex, struct send_options *options)
+{
+    options->ttl = request->ttl;
+    options->tos = request->tos;
+    options->has_mark = request->has_mark;
+    options->mark = request->mark;
+    options->ifindex = ifindex;
+    options->source = request->local.family != 0 ? &request->local : NULL;
+}
+
+/* Hand PACKET to the kernel, stamping the probe's departure time. */
+static int transmit(struct prober *p, struct probe *probe,
+                    enum socket_role role, const uint8_t *packet,
+                    size_t length, const struct send_options *options)
+{
+    clock_gettime(CLOCK_REALTIME, &probe->sent);
+    return net_send(p->net, role, &probe->destination, packet, length,
+                    options);
+}
+
+static int send_icmp(struct prober *p, struct probe *probe,
+                     const struct probe_request *request,
+                     const struct send_options *options)
+{
+    static uint8_t packet[PACKET_BUFFER_BYTES];
+    size_t length = transport_bytes(request->destination.family, PROBE_ICMP,
+                                    request->size);
+
+    if (!assign_icmp_identity(p, probe)) {
+        return ENOSPC;
+    }
+    build_icmp_echo(packet, length, request->destination.family,
+                    probe->icmp_id, probe->icmp_sequence,
+                    (uint8_t)request->bit_pattern);
+    probe_link_wire_key(p->table, probe, probe_wire_key(probe));
+    return transmit(p, probe, ROLE_ICMP, packet, length, options);
+}
+
+/* The source a UDP checksum must cover: the given one or the route's. */
+static int udp_source(const struct probe_request *request, unsigned ifindex,
+                      struct ip_address *source)
+{
+    if (request->local.family != 0) {
+        *source = request->local;
+        return 0;
+    }
+    return net_route_source(&request->destination, ifindex, request->has_mark,
+                            request->mark, source);
+}
+
+static int send_udp(struct prober *p, struct probe *probe,
+                    const struct probe_request *request, unsigned ifindex,
+                    const struct send_options *options)
+{
+    static uint8_t packet[PACKET_BUFFER_BYTES];
+    size_t length = transport_bytes(request->destination.family, PROBE_UDP,
+                                    request->size);
+    int error = udp_source(request, ifindex, &probe->source);
+
+    if (error != 0) {
+        return error;
+    }
+    if (!assign_udp_identity(p, probe)) {
+        return ENOSPC;
+    }
+    probe->source_known = true;
+    probe->source_port = request->local_port != 0 ? (uint16_t)request->local_port
+                                                  : p->net->udp_source_port;
+    probe->destination_port =
+        request->port != 0
+            ? (uint16_t)request->port
+            : (uint16_t)(UDP_BASE_PORT + probe->udp_checksum
+                                             % (65536u - UDP_BASE_PORT));
+    build_udp(packet, length, &probe->source, &probe->destination,
+              probe->source_port, probe->destination_port,
+              probe->udp_checksum, (uint8_t)request->bit_pattern);
+    probe_link_wire_key(p->table, probe, probe_wire_key(probe));
+    return transmit(p, probe, ROLE_UDP, packet, length, options);
+}
+
+static int send_sctp(struct prober *p, struct probe *probe,
+                     const struct probe_request *request,
+                     const struct send_options *options)
+{
+    static uint8_t packet[PACKET_BUFFER_BYTES];
+    size_t length = transport_bytes(request->destination.family, PROBE_SCTP,
+                                    request->size);
+
+    if (request->local_port != 0) {
+        if (probe_wire_first(p->table, PROBE_SCTP, request->local_port)
+            != NULL) {
+            return EADDRINUSE;
+        }
+        probe->source_port = (uint16_t)request->local_port;
+        probe->sctp_tag = (p->tag_secret ^ request->local_port) | 1u;
+    } else if (!assign_sctp_identity(p, probe)) {
+        return ENOSPC;
+    }
+    probe->destination_port = request->port != 0 ? (uint16_t)request->port
+                                                 : DEFAULT_STREAM_PORT;
+    build_sctp_init(packet, length, probe->source_port,
+                    probe->destination_port, probe->sctp_tag,
+                    (uint8_t)request->bit_pattern);
+    probe_link_wire_key(p->table, probe, probe_wire_key(probe));
+    return transmit(p, probe, ROLE_SCTP, packet, length, options);
+}
+
+static int send_tcp(struct prober *p, struct probe *probe,
+                    const struct probe_request *request, unsigned ifindex)
+{
+    int error;
+
+    clock_gettime(CLOCK_REALTIME, &probe->sent);
+    error = net_tcp_connect(request, ifindex, &probe->tcp_fd, &probe->source,
+                            &probe->source_port);
+    if (error != 0) {
+        return error;
+    }
+    probe->source_known = true;
+    probe->destination_port = request->port != 0 ? (uint16_t)request->port
+                                                 : DEFAULT_STREAM_PORT;
+    probe_link_wire_key(p->table, probe, probe_wire_key(probe));
+    return p->watch_tcp(p->watch_context, probe->tcp_fd,
+                        (uint64_t)probe->generation << 32 | probe->slot);
+}
+
+static int send_probe(struct prober *p, struct probe *probe,
+                      const struct probe_request *request, unsigned ifindex)
+{
+    struct send_options options;
+
+    fill_send_options(request, ifindex, &options);
+    switch (request->protocol) {
+    case PROBE_ICMP:
+        return send_icmp(p, probe, request, &options);
+    case PROBE_UDP:
+        return send_udp(p, probe, request, ifindex, &options);
+    case PROBE_SCTP:
+        return send_sctp(p, probe, request, &options);
+    case PROBE_TCP:
+    case PROBE_PROTOCOL_COUNT:
+        break;
+    }
+    return send_tcp(p, probe, request, ifindex);
+}
+
+/* Checks that need the system; false when a reply has been written. */
+static bool admit_request(struct prober *p, const struct probe_request *request,
+                          unsigned *ifindex)
+{
+    int error;
+
+    if (probe_by_token(p->table, request->token) != NULL) {
+        reply_invalid_argument(&p->out, request->token, "token-in-use");
+        return false;
+    }
+    *ifindex = 0;
+    if (request->device[0] != '\0') {
+        *ifindex = if_nametoindex(request->device);
+        if (*ifindex == 0) {
+            reply_invalid_argument(&p->out, request->token,
+                                   "local-device-not-found");
+            return false;
+        }
+    }
+    if (request->has_mark && !p->net->may_mark) {
+        reply_bare(&p->out, request->token, R_PERMISSION_DENIED);
+        return false;
+    }
+    if (request->local.family != 0) {
+        error = net_check_local_address(&request->local);
+        if (error != 0) {
+            reply_send_error(&p->out, request->token, error);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void start_probe(struct prober *p, const struct probe_request *request)
+{
+    struct probe *probe;
+    unsigned ifindex;
+    int error;
+
+    if (!admit_request(p, request, &ifindex)) {
+        return;
+    }
+    probe = probe_alloc(p->table, request->token);
+    if (probe == NULL) {
+        reply_bare(&p->out, request->token, R_PROBES_EXHAUSTED);
+        return;
+    }
+    probe->protocol = request->protocol;
+    probe->destination = request->destination;
+    probe->details = request->details;
+    if (request->local.family != 0) {
+        probe->source = request->local;
+        probe->source_known = true;
+    }
+    error = send_probe(p, probe, request, ifindex);
+    if (error != 0) {
+        /* ENOSPC: no identity left; EMFILE/ENFILE: no descriptor left */
+        if (error == ENOSPC || error == EMFILE || error == ENFILE) {
+            reply_bare(&p->out, request->token, R_PROBES_EXHAUSTED);
+        } else {
+            reply_send_error(&p->out, request->token, error);
+        }
+        release_probe(p, probe);
+        return;
+    }
+    probe_set_deadline(p->table, probe, monotonic_ns() + request->timeout_us * 1000u);
+}
+
+static void handle_line(struct prober *p, char *line, size_t length)
+{
+    struct command command;
+    struct command_outcome outcome;
+
+    if (!parse_command(line, length, &command)) {
+        reply_parse_error(&p->out);
+        return;
+    }
+    interpret_command(&command, &p->abilities, &outcome);
+    switch (outcome.kind) {
+    case COMMAND_SEND_PROBE:
+        start_probe(p, &outcome.request);
+        break;
+    case COMMAND_CHECK_SUPPORT:
+        reply_feature_support(&p->out, outcome.token, outcome.support);
+        break;
+    case COMMAND_UNKNOWN:
+        reply_unknown_command(&p->out, outcome.token);
+        break;
+    case COMMAND_INVALID:
+        reply_invalid_argument(&p->out, outcome.token, outcome.reason);
+        break;
+    }
+}
+
+static void fill_abilities(struct prober *p)
+{
+    struct helper_abilities *a = &p->abilities;
+    const struct net_state *net = p->net;
+
+    memset(a, 0, sizeof(*a));
+    for (int f = 0; f < 2; f++) {
+        a->family_ok[f] = net->family_ok[f];
+        a->protocol_ok[PROBE_ICMP] |= net->sockets[f][ROLE_ICMP] >= 0;
+        a->protocol_ok[PROBE_UDP] |= net->raw && net->sockets[f][ROLE_UDP] >= 0;
+        a->protocol_ok[PROBE_SCTP] |= net->sockets[f][ROLE_SCTP] >= 0;
+    }
+    /* TCP probes need a raw ICMP socket to see routers' answers */
+    a->protocol_ok[PROBE_TCP] = net->raw;
+    a->may_mark = net->may_mark;
+    a->raw_sockets = net->raw;
+    a->max_probes = net->raw ? PROBE_CAPACITY : DATAGRAM_CAPACITY;
+}
+
+/* The answer callback net_receive() calls. */
+static void deliver_answer(void *context, const struct decoded_reply *reply,
+                           const struct timespec *received)
+{
+    prober_deliver(context, reply, received);
+}
+
+void prober_receive(struct prober *p, int family, enum socket_role role)
+{
+    net_receive(p->net, role, family, deliver_answer, p);
+}
+
+void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
+{
+    uint32_t slot = (uint32_t)cookie;
+    uint32_t generation = (uint32_t)(cookie >> 32);
+    struct probe *probe = probe_by_slot(p->table, slot, generation);
+    struct timespec now;
+    int error;
+
+    if (probe == NULL) {
+        return;     /* answered by an ICMP error earlier in this wake-up */
+    }
+    error = net_tcp_result(probe->tcp_fd);
+    if (error == 0 && !writable) {
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (error == 0 || error == ECONNREFUSED) {
+        reply_tcp_answer(&p->out, probe->token, &probe->destination,
+                         elapsed_us(&probe->sent, &now),
+                         error == ECONNREFUSED, probe->details);
+        release_probe(p, probe);
+        return;
+    }
+    /* an ICMP error ended the connect: prefer its answer, which names the
+       router, if the raw socket has it */
+    prober_receive(p, probe->destination.family, ROLE_ICMP);
+    probe = probe_by_slot(p->table, slot, generation);
+    if (probe != NULL) {
+        reply_send_error(&p->out, probe->token, error);
+        release_probe(p, probe);
+    }
+}
+
+void prober_feed(struct prober *p, const char *data, size_t size)
+{
+    while (size > 0) {
+        enum line_event event;
+        size_t used = line_reader_feed(&p->reader, data, size, &event);
+
+        data += used;
+        size -= used;
+        if (event == LINE_COMPLETE) {
+            handle_line(p, p->reader.line, p->reader.length);
+        } else if (event == LINE_OVERFLOW) {
+            reply_buffer_overflow(&p->out);
+        }
+    }
+}
+
+void prober_end_input(struct prober *p)
+{
+    if (line_reader_finish(&p->reader)) {
+        handle_line(p, p->reader.line, p->reader.length);
+    }
+}
+
+uint64_t prober_next_deadline(const struct prober *p)
+{
+    struct probe *earliest = probe_earliest(p->table);
+
+    return earliest != NULL ? earliest->deadline_ns : 0;
+}
+
+unsigned prober_in_flight(const struct prober *p)
+{
+    return probe_table_count(p->table);
+}
+
+struct reply_writer *prober_replies(struct prober *p)
+{
+    return &p->out;
+}
+
+struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
+                             void *watch_context)
+{
+    struct prober *p = calloc(1, sizeof(*p));
+
+    if (p == NULL) {
+        return NULL;
+    }
+    p->net = net;
+    p->watch_tcp = watch_tcp;
+    p->watch_context = watch_context;
+    fill_abilities(p);
+    p->table = probe_table_create(p->abilities.max_probes);
+    if (p->table == NULL) {
+        free(p);
+        return NULL;
+    }
+    reply_writer_init(&p->out);
+    line_reader_init(&p->reader);
+    p->icmp_counter = net->identity_seed;
+    p->udp_counter = (uint16_t)(net->identity_seed >> 16);
+    p->sctp_counter = (uint16_t)net->identity_seed;
+    p->tag_secret = net->identity_seed * 2246822519u;
+    return p;
+}
+
+void prober_destroy(struct prober *p)
+{
+    struct probe *probe;
+
+    while ((probe = probe_earliest(p->table)) != NULL) {
+        release_probe(p, probe);
+    }
+    probe_table_destroy(p->table);
+    reply_writer_free(&p->out);
+    free(p);
+}

@@ -1,0 +1,62 @@
+/*
+ * prober.h - the life of a probe, without the event loop: request bytes go
+ * in, answers decoded from packets go in, deadlines are checked on demand,
+ * and replies come out of a reply writer.  The event loop (loop.c) feeds it
+ * from stdin and the sockets; the fuzz harnesses feed it directly.
+ */
+#ifndef BROKERPKG_PROBER_H
+#define BROKERPKG_PROBER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "decode.h"
+#include "net.h"
+#include "reply.h"
+
+struct prober;
+
+/*
+ * Called with each new TCP probe socket, to be watched for writability;
+ * COOKIE goes back to prober_tcp_event().  Returns 0 or an errno.
+ */
+typedef int (*tcp_watcher)(void *context, int fd, uint64_t cookie);
+
+/* A prober for NET (open, privileges dropped); NULL when out of memory. */
+struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
+                             void *watch_context);
+
+/* Forget every probe in flight (no replies) and free everything. */
+void prober_destroy(struct prober *prober);
+
+/* Request bytes, in any pieces; each complete line is served at once. */
+void prober_feed(struct prober *prober, const char *data, size_t size);
+
+/* End of requests: serve a last line that had no newline. */
+void prober_end_input(struct prober *prober);
+
+/* An answer decoded from a packet that arrived at RECEIVED (CLOCK_REALTIME). */
+void prober_deliver(struct prober *prober, const struct decoded_reply *reply,
+                    const struct timespec *received);
+
+/* Read and deliver every answer waiting on NET's socket of FAMILY and ROLE. */
+void prober_receive(struct prober *prober, int family, enum socket_role role);
+
+/* A TCP probe socket signalled (WRITABLE: EPOLLOUT was among its events). */
+void prober_tcp_event(struct prober *prober, uint64_t cookie, bool writable);
+
+/* Reply no-reply to every probe whose deadline is at or before NOW_NS. */
+void prober_expire(struct prober *prober, uint64_t now_ns);
+
+/* CLOCK_MONOTONIC ns of the earliest deadline; 0 when nothing is in flight. */
+uint64_t prober_next_deadline(const struct prober *prober);
+
+unsigned prober_in_flight(const struct prober *prober);
+struct reply_writer *prober_replies(struct prober *prober);
+
+/* CLOCK_MONOTONIC now, in nanoseconds. */
+uint64_t monotonic_ns(void);
+
+#endif
