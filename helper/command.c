@@ -399,6 +399,17 @@ static const char *feature_support(const char *feature,
                  "%u", abilities->max_probes);
         return outcome->support_buffer;
     }
+    if (strcmp(feature, "rate-limit") == 0) {
+        if (abilities->rate_limit == 0) {
+            return "none";
+        }
+        snprintf(outcome->support_buffer, sizeof(outcome->support_buffer),
+                 "%u", abilities->rate_limit);
+        return outcome->support_buffer;
+    }
+    if (strcmp(feature, "sandbox") == 0) {
+        return abilities->sandboxed ? "seccomp" : "none";
+    }
     return "no";
 }
 

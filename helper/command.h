@@ -46,6 +46,8 @@ struct helper_abilities {
     bool may_mark;                          /* caller entitled to SO_MARK */
     bool raw_sockets;                       /* false: ICMP datagram sockets */
     unsigned max_probes;
+    unsigned rate_limit;                    /* probes per second, 0: none */
+    bool sandboxed;
 };
 
 enum command_kind {

@@ -47,7 +47,11 @@ struct loop {
     uint64_t armed_deadline;
     bool input_open;
     bool input_pollable;    /* false: a plain file, read whenever awake */
-    bool input_paused;      /* the reply backlog is over the high water */
+    bool input_watched;     /* stdin is in the epoll set */
+    bool output_backlog;    /* replies over the high water, until the low */
+    char input[INPUT_CHUNK_BYTES];
+    size_t input_start;     /* bytes read but not yet taken by the prober */
+    size_t input_end;
     bool output_pollable;
     bool output_waiting;    /* EPOLLOUT is requested on stdout */
     bool output_gone;
@@ -86,44 +90,58 @@ static int watch_tcp(void *context, int fd, uint64_t cookie)
 
 /* Input */
 
-static void stop_watching_input(struct loop *l)
+/*
+ * Requests are read only when the last chunk has been taken in full, no
+ * probe waits for the rate limit and the reply backlog is not too long:
+ * otherwise a client that writes without reading would grow our memory.
+ */
+static bool wants_input(const struct loop *l)
 {
-    if (l->input_pollable && !l->input_paused) {
+    return l->input_open && l->input_start == l->input_end
+           && !l->output_backlog && !prober_blocked(l->prober);
+}
+
+static void watch_input(struct loop *l, bool wanted)
+{
+    if (!l->input_pollable || l->input_watched == wanted) {
+        return;
+    }
+    if (wanted) {
+        watch(l, EPOLL_CTL_ADD, STDIN_FILENO, EPOLLIN,
+              event_data(EVENT_STDIN, 0));
+    } else {
         epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+    }
+    l->input_watched = wanted;
+}
+
+/* Give the prober what it has not taken yet; it stops at a rate limit. */
+static void offer_input(struct loop *l)
+{
+    l->input_start += prober_feed(l->prober, l->input + l->input_start,
+                                  l->input_end - l->input_start);
+    if (l->input_start == l->input_end) {
+        l->input_start = l->input_end = 0;
     }
 }
 
 static void close_input(struct loop *l)
 {
     prober_end_input(l->prober);
-    stop_watching_input(l);
+    watch_input(l, false);
     l->input_open = false;
 }
 
 static void read_input(struct loop *l)
 {
-    static char chunk[INPUT_CHUNK_BYTES];
-    ssize_t count = read(STDIN_FILENO, chunk, sizeof(chunk));
+    ssize_t count = read(STDIN_FILENO, l->input, sizeof(l->input));
 
     if (count > 0) {
-        prober_feed(l->prober, chunk, (size_t)count);
+        l->input_start = 0;
+        l->input_end = (size_t)count;
+        offer_input(l);
     } else if (count == 0 || (errno != EAGAIN && errno != EINTR)) {
         close_input(l);     /* end of input, or it failed: same for us */
-    }
-}
-
-static void pause_input(struct loop *l, bool paused)
-{
-    if (!l->input_open || !l->input_pollable || l->input_paused == paused) {
-        l->input_paused = paused;
-        return;
-    }
-    l->input_paused = paused;
-    if (paused) {
-        epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
-    } else {
-        watch(l, EPOLL_CTL_ADD, STDIN_FILENO, EPOLLIN,
-              event_data(EVENT_STDIN, 0));
     }
 }
 
@@ -144,9 +162,9 @@ static void flush_output(struct loop *l)
     }
     /* a reader that does not keep up stops our reading, not our memory */
     if (reply_pending(out) > OUTPUT_HIGH_WATER) {
-        pause_input(l, true);
+        l->output_backlog = true;
     } else if (reply_pending(out) < OUTPUT_LOW_WATER) {
-        pause_input(l, false);
+        l->output_backlog = false;
     }
     waiting = reply_pending(out) > 0;
     if (l->output_pollable && waiting != l->output_waiting) {
@@ -160,7 +178,7 @@ static void flush_output(struct loop *l)
 
 static void arm_timer(struct loop *l)
 {
-    uint64_t deadline = prober_next_deadline(l->prober);
+    uint64_t deadline = prober_next_wakeup(l->prober);
     struct itimerspec spec = {0};
 
     if (deadline == l->armed_deadline) {
@@ -217,6 +235,7 @@ static void setup(struct loop *l, struct net_state *net)
     /* EPERM: epoll does not take plain files (stdin redirected from one) */
     l->input_pollable = epoll_change(l, EPOLL_CTL_ADD, STDIN_FILENO, EPOLLIN,
                                      event_data(EVENT_STDIN, 0)) == 0;
+    l->input_watched = l->input_pollable;
     /* non-blocking only on our own pipe: a shared tty must stay as it was */
     if (is_pipe_or_socket(STDOUT_FILENO)) {
         fcntl(STDOUT_FILENO, F_SETFL,
@@ -257,7 +276,11 @@ static void dispatch(struct loop *l, const struct epoll_event *events,
         }
     }
     prober_expire(l->prober, monotonic_ns());
-    if (input_ready && l->input_open && !l->input_paused) {
+    if (prober_resume(l->prober, monotonic_ns())
+        && l->input_start < l->input_end) {
+        offer_input(l);
+    }
+    if (input_ready && wants_input(l)) {
         read_input(l);
     }
 }
@@ -277,10 +300,11 @@ int loop_run(struct net_state *net)
 
     setup(l, net);
     while (!finished(l)) {
-        bool busy_input = l->input_open && !l->input_pollable
-                          && !l->input_paused;
+        bool wanted = wants_input(l);
+        bool busy_input = wanted && !l->input_pollable;
         int count;
 
+        watch_input(l, wanted);
         arm_timer(l);
         count = epoll_wait(l->epoll_fd, events, EVENT_BATCH, busy_input ? 0 : -1);
         if (count < 0 && errno != EINTR) {

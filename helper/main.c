@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "net.h"
 #include "privilege.h"
+#include "sandbox.h"
 #include "wire.h"
 
 #define WANTED_OPEN_FILES 65536     /* TCP probes hold one socket each */
@@ -130,6 +131,8 @@ int main(int argc, char **argv)
     may_mark = caller_may_mark();
     privilege_drop(may_mark);
     net.may_mark = may_mark;
+    /* rules for callers who are not root, where the helper lends privilege */
+    net.restricted = getuid() != 0 && net.raw;
 
     if (argc > 1) {
         return handle_arguments(argc, argv);
@@ -138,5 +141,6 @@ int main(int argc, char **argv)
         report_no_sockets(&net);
         return EXIT_FAILURE;
     }
+    net.sandboxed = sandbox_enter();
     return loop_run(&net);
 }

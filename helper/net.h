@@ -34,6 +34,8 @@ struct net_state {
     uint16_t udp_source_port;       /* held by id_holders[0] */
     int raw_errno;                  /* why raw sockets failed, 0 if they did not */
     bool may_mark;
+    bool restricted;                /* caller is not root: see policy.h */
+    bool sandboxed;                 /* the seccomp allow-list is in force */
     uint32_t identity_seed;         /* where this process starts its ids */
 };
 

@@ -15,6 +15,7 @@
 #include "command.h"
 #include "construct.h"
 #include "identity.h"
+#include "policy.h"
 #include "probe_table.h"
 #include "wire.h"
 
@@ -28,6 +29,9 @@ struct prober {
     struct line_reader reader;
     tcp_watcher watch_tcp;
     void *watch_context;
+    struct policy policy;
+    bool blocked;                   /* PENDING waits for the rate limit */
+    struct probe_request pending;
     uint32_t icmp_counter;
     uint16_t udp_counter;
     uint16_t sctp_counter;
@@ -299,6 +303,7 @@ static int send_probe(struct prober *p, struct probe *probe,
 static bool admit_request(struct prober *p, const struct probe_request *request,
                           unsigned *ifindex)
 {
+    const char *refusal;
     int error;
 
     if (probe_by_token(p->table, request->token) != NULL) {
@@ -315,7 +320,13 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
         }
     }
     if (request->has_mark && !p->net->may_mark) {
-        reply_bare(&p->out, request->token, R_PERMISSION_DENIED);
+        reply_refused(&p->out, request->token, "mark-not-permitted",
+                      request->details);
+        return false;
+    }
+    refusal = policy_refuse_destination(&p->policy, &request->destination);
+    if (refusal != NULL) {
+        reply_refused(&p->out, request->token, refusal, request->details);
         return false;
     }
     if (request->local.family != 0) {
@@ -375,6 +386,11 @@ static void handle_line(struct prober *p, char *line, size_t length)
     interpret_command(&command, &p->abilities, &outcome);
     switch (outcome.kind) {
     case COMMAND_SEND_PROBE:
+        if (!policy_take_token(&p->policy, monotonic_ns())) {
+            p->pending = outcome.request;
+            p->blocked = true;
+            break;
+        }
         start_probe(p, &outcome.request);
         break;
     case COMMAND_CHECK_SUPPORT:
@@ -405,6 +421,8 @@ static void fill_abilities(struct prober *p)
     a->protocol_ok[PROBE_TCP] = net->raw;
     a->may_mark = net->may_mark;
     a->raw_sockets = net->raw;
+    a->rate_limit = net->restricted ? RESTRICTED_PROBES_PER_SECOND : 0;
+    a->sandboxed = net->sandboxed;
     a->max_probes = net->raw ? PROBE_CAPACITY : DATAGRAM_CAPACITY;
 }
 
@@ -453,20 +471,36 @@ void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
     }
 }
 
-void prober_feed(struct prober *p, const char *data, size_t size)
+size_t prober_feed(struct prober *p, const char *data, size_t size)
 {
-    while (size > 0) {
-        enum line_event event;
-        size_t used = line_reader_feed(&p->reader, data, size, &event);
+    size_t consumed = 0;
 
-        data += used;
-        size -= used;
+    while (consumed < size && !p->blocked) {
+        enum line_event event;
+
+        consumed += line_reader_feed(&p->reader, data + consumed,
+                                     size - consumed, &event);
         if (event == LINE_COMPLETE) {
             handle_line(p, p->reader.line, p->reader.length);
         } else if (event == LINE_OVERFLOW) {
             reply_buffer_overflow(&p->out);
         }
     }
+    return consumed;
+}
+
+bool prober_blocked(const struct prober *p)
+{
+    return p->blocked;
+}
+
+bool prober_resume(struct prober *p, uint64_t now_ns)
+{
+    if (p->blocked && policy_take_token(&p->policy, now_ns)) {
+        p->blocked = false;
+        start_probe(p, &p->pending);
+    }
+    return !p->blocked;
 }
 
 void prober_end_input(struct prober *p)
@@ -476,16 +510,24 @@ void prober_end_input(struct prober *p)
     }
 }
 
-uint64_t prober_next_deadline(const struct prober *p)
+uint64_t prober_next_wakeup(const struct prober *p)
 {
     struct probe *earliest = probe_earliest(p->table);
+    uint64_t wakeup = earliest != NULL ? earliest->deadline_ns : 0;
 
-    return earliest != NULL ? earliest->deadline_ns : 0;
+    if (p->blocked) {
+        uint64_t token = policy_next_token_ns(&p->policy);
+
+        if (wakeup == 0 || token < wakeup) {
+            wakeup = token;
+        }
+    }
+    return wakeup;
 }
 
 unsigned prober_in_flight(const struct prober *p)
 {
-    return probe_table_count(p->table);
+    return probe_table_count(p->table) + (p->blocked ? 1 : 0);
 }
 
 struct reply_writer *prober_replies(struct prober *p)
@@ -512,6 +554,7 @@ struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
     }
     reply_writer_init(&p->out);
     line_reader_init(&p->reader);
+    policy_init(&p->policy, net->restricted, monotonic_ns());
     p->icmp_counter = net->identity_seed;
     p->udp_counter = (uint16_t)(net->identity_seed >> 16);
     p->sctp_counter = (uint16_t)net->identity_seed;

@@ -31,8 +31,20 @@ struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
 /* Forget every probe in flight (no replies) and free everything. */
 void prober_destroy(struct prober *prober);
 
-/* Request bytes, in any pieces; each complete line is served at once. */
-void prober_feed(struct prober *prober, const char *data, size_t size);
+/*
+ * Request bytes, in any pieces; each complete line is served at once.
+ * Returns how many bytes were taken: fewer than SIZE when a probe waits for
+ * the rate limit, in which case the rest must be fed again after
+ * prober_resume() says the probe has left.
+ */
+size_t prober_feed(struct prober *prober, const char *data, size_t size);
+
+/* True while a probe waits for the rate limit. */
+bool prober_blocked(const struct prober *prober);
+
+/* Send the probe waiting for the rate limit if it may leave at NOW_NS;
+   true when nothing is waiting any more. */
+bool prober_resume(struct prober *prober, uint64_t now_ns);
 
 /* End of requests: serve a last line that had no newline. */
 void prober_end_input(struct prober *prober);
@@ -50,9 +62,11 @@ void prober_tcp_event(struct prober *prober, uint64_t cookie, bool writable);
 /* Reply no-reply to every probe whose deadline is at or before NOW_NS. */
 void prober_expire(struct prober *prober, uint64_t now_ns);
 
-/* CLOCK_MONOTONIC ns of the earliest deadline; 0 when nothing is in flight. */
-uint64_t prober_next_deadline(const struct prober *prober);
+/* CLOCK_MONOTONIC ns of the earliest deadline, or of the moment a probe
+   waiting for the rate limit may leave; 0 when there is nothing to wait for. */
+uint64_t prober_next_wakeup(const struct prober *prober);
 
+/* Probes in flight, and one waiting for the rate limit. */
 unsigned prober_in_flight(const struct prober *prober);
 struct reply_writer *prober_replies(struct prober *prober);
 

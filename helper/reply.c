@@ -198,6 +198,19 @@ void reply_send_error(struct reply_writer *writer, int32_t token,
     }
 }
 
+void reply_refused(struct reply_writer *writer, int32_t token,
+                   const char *reason, bool details)
+{
+    char line[REPLY_LINE_MAX];
+    size_t used = 0;
+
+    append(line, &used, "%d " R_PERMISSION_DENIED, (int)token);
+    if (details) {
+        append(line, &used, " " RA_REASON " %s", reason);
+    }
+    emit(writer, line, used);
+}
+
 static const char *outcome_word(enum reply_outcome outcome)
 {
     switch (outcome) {

@@ -43,6 +43,11 @@ void reply_feature_support(struct reply_writer *writer, int32_t token,
 /* A reply without arguments: no-reply, probes-exhausted, ... */
 void reply_bare(struct reply_writer *writer, int32_t token, const char *word);
 
+/* permission-denied for a policy refusal; the reason only with DETAILS,
+   so clients that do not ask see mtr-packet's bare word. */
+void reply_refused(struct reply_writer *writer, int32_t token,
+                   const char *reason, bool details);
+
 /* The reply for a send failure with ERRNO_VALUE (mtr-packet's mapping). */
 void reply_send_error(struct reply_writer *writer, int32_t token,
                       int errno_value);
