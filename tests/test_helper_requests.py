@@ -159,7 +159,8 @@ def test_extra_spaces_between_words_are_accepted(helper_path: str) -> None:
 
 def test_end_of_input_waits_for_probes_in_flight(helper_path: str) -> None:
     # 127.0.0.1 answers at once; the helper must print it before exiting 0
-    run = run_helper([helper_path], "".join(f"{t} send-probe ip-4 127.0.0.1\n" for t in range(1, 51)))
+    requests = "".join(f"{t} send-probe ip-4 127.0.0.1\n" for t in range(1, 51))
+    run = run_helper([helper_path], requests)
     assert run.returncode == 0
     assert sorted(by_token(run.lines), key=int) == [str(t) for t in range(1, 51)]
 

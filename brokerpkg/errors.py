@@ -1,0 +1,146 @@
+"""Exceptions raised by brokerpkg.
+
+The first three names and meanings are the ones of the ``mtrpacket`` package, so that
+programs written for it catch the same errors here:
+
+- :class:`StateError`: the session is used in a state that does not allow it (not open,
+  already open, closed).
+- :class:`HostResolveError`: a host name could not be resolved to an address.
+- :class:`ProcessError`: the helper process cannot serve requests (it is missing, lacks
+  privileges, exited, stopped answering, or said something we cannot understand).
+
+Everything else subclasses one of those or :class:`ValueError`, so a broad ``except``
+written for mtrpacket still catches it.  This module is pure: no I/O, no asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+HELPER_NAME = "brokerpkg-helper"
+
+
+class StateError(Exception):
+    """The session is not in a state that allows the call (not open, already open, closed)."""
+
+
+class HostResolveError(Exception):
+    """A host name could not be resolved to an address of the requested family."""
+
+
+class ProcessError(Exception):
+    """The helper process cannot serve requests."""
+
+
+class HelperNotFoundError(ProcessError):
+    """No helper executable was found; ``searched`` lists every place that was looked at."""
+
+    def __init__(self, message: str, searched: Sequence[str] = ()) -> None:
+        self.searched: tuple[str, ...] = tuple(searched)
+        if self.searched:
+            message = message + "; looked at: " + "; ".join(self.searched)
+        super().__init__(message)
+
+
+def privilege_fix_text(path: str) -> str:
+    """Return the commands that give the helper at ``path`` raw-socket privilege."""
+    return (
+        f"grant it raw-socket privilege with `sudo setcap cap_net_raw+ep {path}` "
+        f"(or `sudo chown root:root {path} && sudo chmod u+s {path}`), "
+        "or allow unprivileged ICMP-only probes with "
+        "`sudo sysctl -w net.ipv4.ping_group_range='0 2147483647'`"
+    )
+
+
+class HelperPrivilegeError(ProcessError):
+    """The helper started but could not open its sockets for lack of privilege.
+
+    ``path`` is the helper that was run and ``stderr_line`` what it said; the message
+    tells how to grant the privilege.
+    """
+
+    def __init__(self, path: str, stderr_line: str | None = None) -> None:
+        self.path = path
+        self.stderr_line = stderr_line
+        said = f" (it said: {stderr_line!r})" if stderr_line else ""
+        super().__init__(f"helper {path} cannot open raw sockets{said}: {privilege_fix_text(path)}")
+
+
+def describe_exit_status(returncode: int | None) -> str:
+    """Describe a process exit status the way a person reads it."""
+    if returncode is None:
+        return "closed its output"
+    if returncode < 0:
+        return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class HelperExitedError(ProcessError):
+    """The helper exited (or closed its output) while requests were outstanding.
+
+    ``returncode`` is the exit status (negative: killed by that signal; None: unknown or
+    still running) and ``stderr_line`` the last line it wrote on standard error, if any.
+    """
+
+    def __init__(self, helper: str, returncode: int | None, stderr_line: str | None = None) -> None:
+        self.helper = helper
+        self.returncode = returncode
+        self.stderr_line = stderr_line
+        message = f"helper {helper} {describe_exit_status(returncode)}"
+        if stderr_line:
+            message += f"; its last error line: {stderr_line!r}"
+        super().__init__(message)
+
+
+class ResponseTimeoutError(ProcessError):
+    """The helper did not answer within the Python-side deadline (timeout + grace).
+
+    ``helper_messages`` lists error lines the helper printed meanwhile that could not be
+    attributed to any request (token-0 errors, garbage); they often explain the silence.
+    """
+
+    def __init__(self, what: str, deadline: float, helper_messages: Sequence[str] = ()) -> None:
+        self.deadline = deadline
+        self.helper_messages: tuple[str, ...] = tuple(helper_messages)
+        message = f"no answer from the helper to {what} within {deadline:g} s"
+        if self.helper_messages:
+            quoted = ", ".join(repr(line) for line in self.helper_messages)
+            message += f"; meanwhile the helper said, without a request token: {quoted}"
+        else:
+            message += "; the helper printed no unattributed error meanwhile"
+        super().__init__(message)
+
+
+class ProtocolError(ProcessError):
+    """The helper sent a reply that does not follow the protocol."""
+
+
+class InvalidProbeError(ValueError):
+    """The helper refused a probe with ``invalid-argument``; ``reason`` says why."""
+
+    def __init__(self, reason: str | None, request: str = "") -> None:
+        self.reason = reason
+        why = reason if reason else "no reason given"
+        message = f"the helper refused the probe: invalid-argument ({why})"
+        if request:
+            message += f"; request was {request!r}"
+        super().__init__(message)
+
+
+class FeatureNotSupportedError(InvalidProbeError):
+    """A probe option needs a helper feature that this helper does not advertise.
+
+    Raised before anything is sent.  ``feature`` is the check-support name and
+    ``value`` what the helper answered for it.
+    """
+
+    def __init__(self, feature: str, value: str, option: str) -> None:
+        self.feature = feature
+        self.value = value
+        self.option = option
+        ValueError.__init__(
+            self,
+            f"{option} needs the helper feature {feature!r}, which this helper does not "
+            f"support (check-support feature {feature}: {value})",
+        )
+        self.reason = None

@@ -1,0 +1,111 @@
+"""Resolve host names to numeric addresses, asynchronously, with a per-session cache.
+
+The helper only takes numeric addresses.  A numeric address is used as it is (no DNS);
+a name goes through ``loop.getaddrinfo`` once per (host, family) and is then served from
+the cache until :meth:`Resolver.clear`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from .errors import HostResolveError
+
+_FAMILIES = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
+_VERSIONS: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 6}
+
+
+class ResolvedAddress(NamedTuple):
+    """A numeric address and its IP version (4 or 6)."""
+
+    address: str
+    ip_version: int
+
+
+def numeric_address(host: str) -> ResolvedAddress | None:
+    """Return ``host`` as a ResolvedAddress if it is a numeric IP address, else None."""
+    try:
+        parsed = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return ResolvedAddress(host, parsed.version)
+
+
+def _check_request(host: object, ip_version: object) -> None:
+    """Raise TypeError/ValueError for a non-str host or an ip_version other than 4/6/None."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, got {type(host).__name__} {host!r}")
+    if ip_version is not None and (type(ip_version) is not int or ip_version not in (4, 6)):
+        raise ValueError(f"ip_version must be 4, 6 or None, got {ip_version!r}")
+
+
+def _first_of_family(
+    infos: Sequence[tuple[int, int, int, str, tuple[Any, ...]]], ip_version: int | None
+) -> ResolvedAddress | None:
+    """The first getaddrinfo result of the wanted version (any version for None)."""
+    for family, _type, _proto, _name, sockaddr in infos:
+        version = _VERSIONS.get(family)
+        if version is not None and ip_version in (None, version):
+            return ResolvedAddress(str(sockaddr[0]), version)
+    return None
+
+
+class Resolver:
+    """Asynchronous host name resolution with a cache keyed by (host, ip_version)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int | None], ResolvedAddress] = {}
+
+    def clear(self) -> None:
+        """Forget every cached resolution."""
+        self._cache.clear()
+
+    async def resolve(self, host: str, ip_version: int | None = None) -> ResolvedAddress:
+        """Resolve ``host`` to a numeric address of ``ip_version`` (4, 6, or None: the
+        first address getaddrinfo gives).
+
+        Raises TypeError for a non-str host, ValueError for a bad ip_version, and
+        HostResolveError when the name does not resolve or has no address of the family
+        (a numeric address of the other family included).
+        """
+        _check_request(host, ip_version)
+        numeric = numeric_address(host)
+        if numeric is not None:
+            return self._check_numeric_family(host, numeric, ip_version)
+        key = (host, ip_version)
+        if key not in self._cache:
+            self._cache[key] = await self._lookup(host, ip_version)
+        return self._cache[key]
+
+    @staticmethod
+    def _check_numeric_family(
+        host: str, numeric: ResolvedAddress, ip_version: int | None
+    ) -> ResolvedAddress:
+        """Return ``numeric`` if its family fits; raises HostResolveError otherwise."""
+        if ip_version is not None and numeric.ip_version != ip_version:
+            raise HostResolveError(
+                f"{host!r} is an IPv{numeric.ip_version} address, not IPv{ip_version}"
+            )
+        return numeric
+
+    @staticmethod
+    async def _lookup(host: str, ip_version: int | None) -> ResolvedAddress:
+        """Ask getaddrinfo; raises HostResolveError on failure or no address of the family."""
+        family_text = "" if ip_version is None else f" to an IPv{ip_version} address"
+        if not host:
+            raise HostResolveError("cannot resolve an empty host name")
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(
+                host, None, family=_FAMILIES[ip_version], type=socket.SOCK_DGRAM
+            )
+        except (OSError, UnicodeError) as error:
+            raise HostResolveError(f"unable to resolve {host!r}{family_text}: {error}") from error
+        found = _first_of_family(infos, ip_version)
+        if found is None:
+            raise HostResolveError(f"unable to resolve {host!r}{family_text}: no such address")
+        return found

@@ -1,0 +1,828 @@
+"""asyncio sessions with a helper: :class:`Session`, and :class:`MtrPacket` for mtrpacket code.
+
+One reader task reads reply lines and hands each to the future waiting on its token.
+Nothing can leave a caller waiting forever:
+
+- the helper exiting fails every outstanding request at once with HelperExitedError
+  (exit status and last stderr line);
+- each request has a Python-side deadline (probe timeout + ``probe_grace``) raising
+  ResponseTimeoutError, whose message lists the helper's unattributed errors (token-0
+  replies, garbage lines), which are recorded and never stop the reader;
+- a cancelled probe's token stays reserved until its late reply arrives (then it is
+  discarded), so a token is never reused while the helper may still answer it;
+- :meth:`Session.close` kills and reaps the helper, closes its pipes and cancels tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import Any, NamedTuple, Self
+
+from . import protocol as wire
+from .errors import (
+    HELPER_NAME,
+    FeatureNotSupportedError,
+    HelperExitedError,
+    HelperPrivilegeError,
+    InvalidProbeError,
+    ProcessError,
+    ResponseTimeoutError,
+    StateError,
+)
+from .locate import HelperLocation, locate_helper
+from .protocol import Garbage, ProbeOptions, ProbeResult, Reply
+from .resolve import ResolvedAddress, Resolver
+from .transport import ProcessTransport, Transport
+
+DEFAULT_PROBE_GRACE = 2.0
+DEFAULT_OPEN_TIMEOUT = 10.0
+DEFAULT_MAX_IN_FLIGHT = 1024
+"""In-flight limit when the helper does not say (mtr-packet 0.95 allows 1024)."""
+
+MESSAGES_KEPT = 50
+READER_END_WAIT = 5.0
+MTR_PACKET_VARIABLE = "MTR_PACKET"
+
+_PRIVILEGE_WORDS = re.compile(
+    r"cap_net_raw|setcap|setuid|privilege|ping_group_range|raw socket"
+    r"|permission denied|operation not permitted",
+    re.IGNORECASE,
+)
+
+_NEW, _OPEN, _CLOSED = "new", "open", "closed"
+
+
+def looks_like_privilege_failure(returncode: int | None, stderr_line: str | None) -> bool:
+    """True if a helper that exited at start lacked the privilege to open its sockets.
+
+    Our helper and mtr-packet both exit with status 1 and say so on stderr (a shell that
+    cannot run a file says "Permission denied" too, but exits 126).
+    """
+    return returncode == 1 and bool(stderr_line and _PRIVILEGE_WORDS.search(stderr_line))
+
+
+class _Pending(NamedTuple):
+    """A request waiting for its reply."""
+
+    future: asyncio.Future[Reply]
+    holds_slot: bool
+    deadline_at: float
+    message_mark: int
+
+
+class _TokensInUse:
+    """Tokens that must not be reused yet (waiting, or given up but unanswered), without
+    copying them: allocating a token stays cheap with 100,000 probes in flight."""
+
+    def __init__(self, *tables: Mapping[int, object]) -> None:
+        self._tables = tables
+
+    def __contains__(self, token: object) -> bool:
+        return any(token in table for table in self._tables)
+
+
+class _Launch(NamedTuple):
+    """How to start the helper: argv, or a shell command string."""
+
+    argv: tuple[str, ...] | None
+    shell_command: str | None
+    description: str
+
+
+def _launch_from_command(command: str | Sequence[str], shell: bool) -> _Launch:
+    """Check the command argument and say how to run it.
+
+    Raises TypeError/ValueError for an empty command, a string without shell=True, or a
+    list with shell=True.
+    """
+    if isinstance(command, str):
+        if not shell:
+            raise ValueError(
+                "a command string needs shell=True; otherwise pass a list of arguments"
+            )
+        if not command.strip():
+            raise ValueError("command must not be empty")
+        return _Launch(None, command, command)
+    if shell:
+        raise ValueError("shell=True needs the command as one string")
+    argv = tuple(command)
+    if not argv or not all(isinstance(word, str) for word in argv):
+        raise TypeError("command must be a non-empty list of str arguments")
+    return _Launch(argv, None, shlex.join(argv))
+
+
+class Session:
+    """A session with one helper, over a child process or any pair of byte streams.
+
+    ``Session(helper)`` runs the helper found by :func:`~brokerpkg.locate.locate_helper`
+    (``helper`` is a path or name, or None to search); ``Session(command=[...])`` runs
+    that argv instead (e.g. ``['ssh', 'host', 'brokerpkg-helper']``), and
+    ``Session(command='...', shell=True)`` a shell command string.  ``env`` is the
+    helper's environment (default: inherited).  ``probe_grace`` is added to each probe's
+    timeout to get the Python-side deadline; ``max_in_flight`` bounds concurrent probes
+    (default: the helper's ``max-probes``, else 1024); ``open_timeout`` bounds the
+    feature queries at open and every check-support.
+
+    Use ``async with Session() as session:`` or :meth:`open` / :meth:`close`.  A session
+    is opened once; after :meth:`close` create a new one.
+
+    Raises ValueError/TypeError for contradictory arguments (both helper and command, a
+    command string without shell=True, a negative grace).
+    """
+
+    def __init__(
+        self,
+        helper: str | os.PathLike[str] | None = None,
+        *,
+        command: str | Sequence[str] | None = None,
+        shell: bool = False,
+        env: Mapping[str, str] | None = None,
+        probe_grace: float = DEFAULT_PROBE_GRACE,
+        max_in_flight: int | None = None,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        resolver: Resolver | None = None,
+    ) -> None:
+        if helper is not None and command is not None:
+            raise ValueError("give either helper or command, not both")
+        if command is None and shell:
+            raise ValueError("shell=True needs a command string")
+        self._launch = None if command is None else _launch_from_command(command, shell)
+        self._helper_argument = helper
+        self._env = env
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None = None
+        self._init_state(probe_grace, max_in_flight, open_timeout, resolver)
+
+    @classmethod
+    def from_streams(
+        cls,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        name: str = "stream",
+        probe_grace: float = DEFAULT_PROBE_GRACE,
+        max_in_flight: int | None = None,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        resolver: Resolver | None = None,
+    ) -> Session:
+        """A session speaking to a helper over existing streams (``name`` is for messages).
+
+        :meth:`close` closes ``writer``; the other end owns the helper.
+        """
+        session = cls(
+            probe_grace=probe_grace,
+            max_in_flight=max_in_flight,
+            open_timeout=open_timeout,
+            resolver=resolver,
+        )
+        session._streams = (reader, writer, name)
+        return session
+
+    def _init_state(
+        self,
+        probe_grace: float,
+        max_in_flight: int | None,
+        open_timeout: float,
+        resolver: Resolver | None,
+    ) -> None:
+        """Check the tuning arguments and set up an unopened session."""
+        if not probe_grace >= 0:
+            raise ValueError(f"probe_grace must be >= 0 seconds, got {probe_grace!r}")
+        if not open_timeout > 0:
+            raise ValueError(f"open_timeout must be > 0 seconds, got {open_timeout!r}")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
+        self._probe_grace = float(probe_grace)
+        self._open_timeout = float(open_timeout)
+        self._max_in_flight_argument = max_in_flight
+        self._resolver = resolver if resolver is not None else Resolver()
+        self._state = _NEW
+        self._transport: Transport | None = None
+        self._location: HelperLocation | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._abandoned: dict[int, asyncio.TimerHandle | None] = {}
+        self._next_token = 1
+        self._features: dict[str, str] = {}
+        self._failure: Callable[[], ProcessError] | None = None
+        self._messages: collections.deque[tuple[int, str]] = collections.deque(maxlen=MESSAGES_KEPT)
+        self._message_count = 0
+        self._discarded_replies = 0
+        self._slots: asyncio.Semaphore | None = None
+        self._max_in_flight = 0
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def is_open(self) -> bool:
+        """True between a successful :meth:`open` and :meth:`close`."""
+        return self._state == _OPEN
+
+    @property
+    def description(self) -> str:
+        """What the helper is (path, command, or stream name), for messages."""
+        if self._transport is not None:
+            return self._transport.description
+        if self._launch is not None:
+            return self._launch.description
+        return str(self._helper_argument or HELPER_NAME)
+
+    @property
+    def location(self) -> HelperLocation | None:
+        """Where the helper was found (None when run from a command or streams)."""
+        return self._location
+
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        """The helper's process while open (None over streams)."""
+        return None if self._transport is None else self._transport.process
+
+    @property
+    def features(self) -> Mapping[str, str]:
+        """The helper's answers to check-support, read at open (read-only view)."""
+        return MappingProxyType(self._features)
+
+    @property
+    def version(self) -> str | None:
+        """The helper's version (``brokerpkg-0.1.0``, ``0.95`` for mtr-packet), after open."""
+        return self._features.get("version")
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many probes may be in flight at once (0 before open)."""
+        return self._max_in_flight
+
+    @property
+    def helper_messages(self) -> tuple[str, ...]:
+        """Recent helper lines that matched no request (token-0 errors, garbage)."""
+        return tuple(text for _, text in self._messages)
+
+    @property
+    def stderr_lines(self) -> tuple[str, ...]:
+        """The last lines the helper wrote on standard error."""
+        return () if self._transport is None else self._transport.stderr_lines()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered, given-up ones included."""
+        return len(self._pending) + len(self._abandoned)
+
+    @property
+    def discarded_replies(self) -> int:
+        """Late replies to probes whose caller had given up (cancelled or timed out)."""
+        return self._discarded_replies
+
+    # ------------------------------------------------------------------ open / close
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> Self:
+        """Start the helper, ask for its features, and get ready to probe.
+
+        Raises StateError if already opened (or closed), HelperNotFoundError when the
+        helper cannot be found, HelperPrivilegeError when it exits at start for lack of
+        privilege, HelperExitedError when it exits otherwise, ResponseTimeoutError when
+        it does not answer within ``open_timeout``, and ProcessError when it cannot send
+        probes (``send-probe`` not ``ok``).  On failure everything is cleaned up.
+        """
+        if self._state != _NEW:
+            raise StateError(
+                "session already opened"
+                if self._state == _OPEN
+                else "session closed; create a new Session"
+            )
+        self._state = _OPEN
+        try:
+            self._transport = await self._start_transport()
+            self._reader_task = asyncio.create_task(self._read_replies())
+            await self._query_features()
+        except BaseException:
+            await self.close()
+            raise
+        self._start_flow_control()
+        return self
+
+    async def _start_transport(self) -> Transport:
+        """Open the byte stream: given streams, a command, or the located helper."""
+        if self._streams is not None:
+            reader, writer, name = self._streams
+            return Transport(reader, writer, name)
+        if self._launch is not None:
+            return await ProcessTransport.start(
+                self._launch.argv,
+                shell_command=self._launch.shell_command,
+                env=self._env,
+                description=self._launch.description,
+            )
+        self._location = locate_helper(self._helper_argument)
+        return await ProcessTransport.start(
+            [self._location.path], env=self._env, description=self._location.path
+        )
+
+    async def _query_features(self) -> None:
+        """Ask every feature of wire.FEATURES at once; require send-probe.
+
+        Raises HelperPrivilegeError, HelperExitedError, ResponseTimeoutError, ProcessError.
+        """
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                values = await asyncio.gather(*(self._ask_feature(name) for name in wire.FEATURES))
+        except HelperExitedError as error:
+            if looks_like_privilege_failure(error.returncode, error.stderr_line):
+                raise HelperPrivilegeError(self._privilege_path(), error.stderr_line) from error
+            raise
+        except TimeoutError:
+            raise ResponseTimeoutError(
+                "the feature queries at open", self._open_timeout, self.helper_messages
+            ) from None
+        self._features.update(zip(wire.FEATURES, values, strict=True))
+        if self._features["send-probe"] != "ok":
+            raise ProcessError(
+                f"helper {self.description} does not support send-probe "
+                f"(check-support feature send-probe: {self._features['send-probe']})"
+            )
+
+    def _privilege_path(self) -> str:
+        """Best guess of the helper's path, for the privilege fix message."""
+        if self._location is not None:
+            return self._location.path
+        if self._launch is not None and self._launch.argv is not None:
+            return self._launch.argv[-1]
+        return f"/path/to/{HELPER_NAME}"
+
+    def _start_flow_control(self) -> None:
+        """Size the in-flight semaphore: the argument, else max-probes, else 1024."""
+        limit = self._max_in_flight_argument
+        if limit is None:
+            advertised = self._features.get("max-probes", "")
+            limit = int(advertised) if advertised.isascii() and advertised.isdigit() else 0
+            limit = limit or DEFAULT_MAX_IN_FLIGHT
+        self._max_in_flight = limit
+        self._slots = asyncio.Semaphore(limit)
+
+    async def close(self) -> None:
+        """Stop the helper and release everything; calling it again does nothing.
+
+        Outstanding requests fail with ProcessError.  The helper is killed and reaped,
+        its pipes closed, the reader task finished.  Never raises.
+        """
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        self._fail_outstanding(
+            lambda: ProcessError(f"session with helper {self.description} was closed")
+        )
+        if self._transport is not None:
+            await self._transport.close()
+        if self._reader_task is not None:
+            await asyncio.wait({self._reader_task}, timeout=READER_END_WAIT)
+            self._reader_task.cancel()
+            await asyncio.wait({self._reader_task})
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read_replies(self) -> None:
+        """Reader task: dispatch every reply line; at end-of-file fail what is left."""
+        assert self._transport is not None
+        reader = self._transport.reader
+        try:
+            while raw := await self._read_line(reader):
+                self._dispatch(wire.parse_reply_line(raw))
+        except Exception as error:  # whatever happens, nobody may be left waiting
+            message = f"reading from helper {self.description} failed: {error!r}"
+            self._fail_outstanding(lambda: ProcessError(message))
+            return
+        returncode = await self._transport.exit_status()
+        stderr = self._transport.stderr_lines()
+        last_line = stderr[-1] if stderr else None
+        description = self.description
+        self._fail_outstanding(lambda: HelperExitedError(description, returncode, last_line))
+
+    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
+        """The next raw line, or b'' at end-of-file; over-long lines are recorded."""
+        while True:
+            try:
+                return await reader.readline()
+            except ValueError:
+                self._record_message("(over-long line from the helper, discarded)")
+            except ConnectionError:
+                return b""
+
+    def _dispatch(self, line: Reply | Garbage) -> None:
+        """Hand a line to the request with its token, or record it as unattributed."""
+        if isinstance(line, Garbage) or line.token == 0:
+            self._record_message(wire.describe_unattributed(line))
+            return
+        pending = self._pending.pop(line.token, None)
+        if pending is not None:
+            if not pending.future.done():
+                pending.future.set_result(line)
+            return
+        if line.token in self._abandoned:
+            self._forget_abandoned(line.token)
+            self._discarded_replies += 1
+            return
+        self._record_message(f"{line.text} (token not in flight)")
+
+    def _record_message(self, text: str) -> None:
+        """Remember an unattributed helper line (the last MESSAGES_KEPT of them)."""
+        self._message_count += 1
+        self._messages.append((self._message_count, text))
+
+    def _messages_since(self, mark: int) -> list[str]:
+        """Unattributed lines recorded after message number ``mark``."""
+        return [text for number, text in self._messages if number > mark]
+
+    def _fail_outstanding(self, make_error: Callable[[], ProcessError]) -> None:
+        """Fail every waiting request at once and make later calls raise the same error."""
+        if self._failure is None:
+            self._failure = make_error
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            if not entry.future.done():
+                entry.future.set_exception(make_error())
+        for token in list(self._abandoned):
+            self._forget_abandoned(token)
+
+    # ------------------------------------------------------------------ writing
+
+    def _ensure_usable(self) -> None:
+        """Raise StateError unless open, or the stored error if the helper is gone."""
+        if self._state != _OPEN:
+            raise StateError("session is not open" if self._state == _NEW else "session is closed")
+        if self._failure is not None:
+            raise self._failure()
+
+    async def _exchange(
+        self,
+        command: str,
+        arguments: Sequence[tuple[str, str]],
+        deadline: float,
+        *,
+        holds_slot: bool = False,
+    ) -> Reply:
+        """Send one request and wait at most ``deadline`` seconds for its reply.
+
+        Raises StateError, HelperExitedError / ProcessError (helper gone),
+        ResponseTimeoutError (deadline passed; the token stays reserved).
+        """
+        self._ensure_usable()
+        assert self._transport is not None
+        in_use = _TokensInUse(self._pending, self._abandoned)
+        token, self._next_token = wire.next_free_token(self._next_token, in_use)
+        line = wire.encode_request(token, command, arguments)
+        loop = asyncio.get_running_loop()
+        entry = _Pending(
+            loop.create_future(), holds_slot, loop.time() + deadline, self._message_count
+        )
+        self._pending[token] = entry
+        timed_out = False
+        try:
+            async with asyncio.timeout(deadline):
+                await self._write(line)
+                return await entry.future
+        except TimeoutError:
+            timed_out = True
+            what = f"request {line.decode('ascii').strip()!r}"
+            raise ResponseTimeoutError(
+                what, deadline, self._messages_since(entry.message_mark)
+            ) from None
+        finally:
+            self._settle(token, entry, timed_out)
+
+    async def _write(self, line: bytes) -> None:
+        """Write a request and drain; a broken pipe is left for the reader to report."""
+        assert self._transport is not None
+        writer = self._transport.writer
+        if writer.is_closing():
+            return
+        writer.write(line)
+        # On a broken pipe the reader sees end-of-file and fails the request with the status.
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+    def _settle(self, token: int, entry: _Pending, timed_out: bool) -> None:
+        """After a request ends: free its slot, or keep the token if still unanswered.
+
+        A cancelled probe keeps its slot until its deadline (the helper still works on
+        it); a timed-out one frees it at once.  Either way the token stays reserved.
+        """
+        if entry.future.done() and not entry.future.cancelled():
+            entry.future.exception()  # mark retrieved even if the caller went away
+        if self._pending.get(token) is not entry:
+            self._release_slot(entry.holds_slot)
+            return
+        del self._pending[token]
+        entry.future.cancel()
+        if self._state != _OPEN or self._failure is not None:
+            self._release_slot(entry.holds_slot)
+        elif timed_out or not entry.holds_slot:
+            self._release_slot(entry.holds_slot)
+            self._abandoned[token] = None
+        else:
+            loop = asyncio.get_running_loop()
+            self._abandoned[token] = loop.call_at(entry.deadline_at, self._expire_slot, token)
+
+    def _expire_slot(self, token: int) -> None:
+        """A given-up probe's deadline passed: free its slot, keep its token reserved."""
+        if self._abandoned.get(token) is not None:
+            self._abandoned[token] = None
+            self._release_slot(True)
+
+    def _forget_abandoned(self, token: int) -> None:
+        """Free a given-up probe's token (and its slot if it still holds one)."""
+        handle = self._abandoned.pop(token, None)
+        if handle is not None:
+            handle.cancel()
+            self._release_slot(True)
+
+    def _release_slot(self, holds_slot: bool) -> None:
+        """Give a flow-control slot back."""
+        if holds_slot and self._slots is not None:
+            self._slots.release()
+
+    # ------------------------------------------------------------------ features
+
+    async def _ask_feature(self, name: str) -> str:
+        """Ask the helper one check-support question; tolerant of odd answers."""
+        reply = await self._exchange(wire.CHECK_SUPPORT, [("feature", name)], self._open_timeout)
+        return wire.feature_value(reply)
+
+    async def feature_value(self, name: str) -> str:
+        """The helper's check-support answer for ``name`` (``ok``, ``no``, a version,
+        a number...).  Features read at open are answered from memory.
+
+        Raises StateError when not open, ValueError for a name the wire cannot carry,
+        ProcessError subclasses when the helper is gone or silent.
+        """
+        self._ensure_usable()
+        if name not in self._features:
+            wire.encode_check_support(1, name)  # validates the name before sending
+            self._features[name] = await self._ask_feature(name)
+        return self._features[name]
+
+    async def check_support(self, feature: str) -> bool:
+        """True if the helper answers ``ok`` for ``feature``; raises like feature_value."""
+        return await self.feature_value(feature) == "ok"
+
+    def _check_features(self, options: ProbeOptions, ip_version: int) -> None:
+        """Raise FeatureNotSupportedError for the first option the helper lacks."""
+        for feature, option in wire.required_features(options, ip_version):
+            value = self._features.get(feature, "no")
+            if value != "ok":
+                raise FeatureNotSupportedError(feature, value, option)
+
+    @property
+    def _fractional_timeout(self) -> bool:
+        return self._features.get("fractional-timeout") == "ok"
+
+    # ------------------------------------------------------------------ probing
+
+    async def probe(
+        self,
+        host: str,
+        *,
+        ip_version: int | None = None,
+        ttl: int | None = None,
+        protocol: str | None = None,
+        port: int | None = None,
+        local_ip: str | None = None,
+        local_port: int | None = None,
+        local_device: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the probe's own timeout, sent to the helper
+        size: int | None = None,
+        bit_pattern: int | None = None,
+        tos: int | None = None,
+        mark: int | None = None,
+        details: bool = False,
+    ) -> ProbeResult:
+        """Send one probe to ``host`` (name or numeric address) and return its result.
+
+        Options (None: the helper's default): ip_version 4/6; ttl 1-255; protocol icmp,
+        udp, tcp, sctp; port 1-65535 and local_port 1024-65535 (not for icmp); local_ip
+        source address (name or number, same family); local_device interface name;
+        timeout seconds 0-3600 (fractions are sent only if the helper supports them,
+        else rounded up); size 0-9000; bit_pattern 0-255; tos 0-255; mark 0-4294967295;
+        details True to get reply_ttl, icmp_type, icmp_code, reply_size.
+
+        Raises TypeError/ValueError for a bad option (before anything is sent),
+        FeatureNotSupportedError when the helper lacks what an option needs (before
+        anything is sent), HostResolveError, InvalidProbeError when the helper refuses
+        the probe, StateError when not open, HelperExitedError when the helper exits,
+        ResponseTimeoutError when it does not answer by timeout + probe_grace, and
+        ProcessError (ProtocolError) for replies that do not follow the protocol.
+        """
+        options = wire.make_probe_options(
+            ip_version=ip_version,
+            ttl=ttl,
+            protocol=protocol,
+            port=port,
+            local_ip=local_ip,
+            local_port=local_port,
+            local_device=local_device,
+            timeout=timeout,
+            size=size,
+            bit_pattern=bit_pattern,
+            tos=tos,
+            mark=mark,
+            details=details,
+        )
+        result = await self.probe_with_options(host, options)
+        if result.result == wire.INVALID_ARGUMENT:
+            raise InvalidProbeError(result.reason)
+        if result.result == wire.UNKNOWN_COMMAND:
+            raise ProcessError(f"helper {self.description} does not know send-probe")
+        return result
+
+    async def probe_with_options(
+        self, host: str, options: ProbeOptions, *, check_features: bool = True
+    ) -> ProbeResult:
+        """Send one probe with validated options; the helper's reply word is returned
+        as it is (``invalid-argument`` included).  ``check_features`` False sends options
+        the helper did not advertise anyway (mtrpacket behaviour).
+
+        Raises like :meth:`probe`, except InvalidProbeError.
+        """
+        self._ensure_usable()
+        target = await self._resolver.resolve(host, options.ip_version)
+        local = await self._resolve_local(options.local_ip, target)
+        if check_features:
+            self._check_features(options, target.ip_version)
+        fractional = self._fractional_timeout
+        arguments = wire.probe_arguments(
+            options, target.address, local, fractional_timeout=fractional
+        )
+        deadline = wire.helper_timeout(options.timeout, fractional) + self._probe_grace
+        reply = await self._send_probe(arguments, deadline)
+        return wire.make_probe_result(reply, options, target.address)
+
+    async def _resolve_local(self, local_ip: str | None, target: ResolvedAddress) -> str | None:
+        """Resolve the source address in the target's family; raises HostResolveError."""
+        if local_ip is None:
+            return None
+        return (await self._resolver.resolve(local_ip, target.ip_version)).address
+
+    async def _send_probe(self, arguments: Sequence[tuple[str, str]], deadline: float) -> Reply:
+        """Wait for a flow-control slot, then send the probe; raises like _exchange."""
+        assert self._slots is not None
+        await self._slots.acquire()
+        try:
+            self._ensure_usable()
+        except BaseException:
+            self._slots.release()
+            raise
+        return await self._exchange(wire.SEND_PROBE, arguments, deadline, holds_slot=True)
+
+    def clear_dns_cache(self) -> None:
+        """Forget resolved host names (they are resolved once per session otherwise)."""
+        self._resolver.clear()
+
+
+# ---------------------------------------------------------------------- mtrpacket
+
+
+_MTRPACKET_INTEGER_OPTIONS = (
+    "ip_version",
+    "ttl",
+    "port",
+    "local_port",
+    "size",
+    "bit_pattern",
+    "tos",
+    "mark",
+)
+_MTRPACKET_OPTIONS = frozenset((*_MTRPACKET_INTEGER_OPTIONS, "protocol", "local_ip", "timeout"))
+_EXTENSION_OPTIONS = frozenset({"local_device", "details"})
+
+
+def _legacy_value(name: str, value: Any) -> Any:
+    """mtrpacket sent str(value): accept decimal strings for numeric options too."""
+    if not isinstance(value, str):
+        return value
+    if name in _MTRPACKET_INTEGER_OPTIONS and value.isascii() and value.isdigit():
+        return int(value)
+    if name == "timeout":
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _mtrpacket_options(args: Mapping[str, Any]) -> ProbeOptions:
+    """Check mtrpacket.probe keyword arguments and turn them into ProbeOptions.
+
+    Raises TypeError for an unknown keyword (as mtrpacket does), ValueError for bad values.
+    """
+    for name in args:
+        if name not in _MTRPACKET_OPTIONS and name not in _EXTENSION_OPTIONS:
+            raise TypeError(f"unexpected keyword argument '{name.replace('_', '-')}'")
+    values = {name: _legacy_value(name, value) for name, value in args.items()}
+    return wire.make_probe_options(lenient=True, **values)
+
+
+class MtrPacket:
+    """Drop-in replacement for ``mtrpacket.MtrPacket`` (``import brokerpkg as mtrpacket``).
+
+    ``MTR_PACKET`` in the environment is run as a shell command string, as mtrpacket
+    does; without it our own helper is located (locate_helper) instead of 'mtr-packet'.
+    Replies are returned as mtrpacket returns them: every reply word, invalid-argument
+    included, becomes a ProbeResult.
+    """
+
+    def __init__(self) -> None:
+        self._session: Session | None = None
+        self._resolver = Resolver()
+
+    def __repr__(self) -> str:
+        process = self.process
+        return "<MtrPacket" + (f" PID {process.pid}" if process is not None else "") + ">"
+
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        """The helper process while open, else None."""
+        return None if self._session is None else self._session.process
+
+    async def __aenter__(self) -> MtrPacket:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        etype: type[BaseException] | None,
+        evalue: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _new_session(self) -> Session:
+        """A session for MTR_PACKET (shell command string) or the located helper."""
+        command = os.environ.get(MTR_PACKET_VARIABLE)
+        if command:
+            return Session(command=command, shell=True, resolver=self._resolver)
+        return Session(resolver=self._resolver)
+
+    async def open(self) -> MtrPacket:
+        """Start the helper.
+
+        Raises StateError if already open, ProcessError (or a subclass) if the helper
+        cannot be run or does not support sending probes.
+        """
+        if self._session is not None:
+            raise StateError("already open")
+        session = self._new_session()
+        self._session = session
+        try:
+            await session.open()
+        except BaseException:
+            self._session = None
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Stop the helper; harmless when not open."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _open_session(self) -> Session:
+        """The open session; raises StateError when not open."""
+        if self._session is None:
+            raise StateError("not open")
+        return self._session
+
+    async def check_support(self, feature: str) -> bool:
+        """True if the helper supports ``feature``.
+
+        Raises StateError when not open, ProcessError when the helper exited.
+        """
+        return await self._open_session().check_support(feature)
+
+    async def probe(self, host: str, **args: Any) -> ProbeResult:
+        """Send a probe (mtrpacket's keyword arguments; also local_device and details).
+
+        Raises StateError when not open, HostResolveError, TypeError for an unknown
+        keyword, ValueError for a bad value, ProcessError when the helper exited.
+        """
+        session = self._open_session()
+        options = _mtrpacket_options(args)
+        return await session.probe_with_options(host, options, check_features=False)
+
+    def clear_dns_cache(self) -> None:
+        """Forget resolved host names."""
+        self._resolver.clear()

@@ -1,0 +1,454 @@
+"""Shared fixtures: the helper build, the namespace lab, unprivileged copies, CI rules.
+
+Fixtures:
+
+``helper_path`` (session)
+    Builds the helper with ``make -C helper`` and returns the absolute path of
+    ``helper/brokerpkg-helper`` (a ``str``).  Skips if ``helper/Makefile`` does
+    not exist; fails if the build fails.
+``privileged`` (session)
+    Skips unless the run is root and can create network namespaces.  The
+    ``@pytest.mark.privileged`` marker does the same for a test.
+``chain`` (session)
+    A built :class:`lab.Chain` (3 routers, client, server, responder) with its
+    scripted responder running.  Do not change its routing in a test (use
+    ``make_chain``); special destinations (``add_blackhole``) are fine, they
+    use fresh prefixes.
+``responder`` (function)
+    ``chain``'s responder, reset (empty script, empty logs) for the test.
+``make_chain`` (function)
+    Factory: ``make_chain(routers=3, responder=False, **kw)`` builds a fresh
+    chain, removed after the test.
+``make_lab`` (function)
+    Factory: ``make_lab(tag="lab")`` returns an empty :class:`lab.Lab` to
+    describe and ``build()``; removed after the test.
+``unprivileged_copy`` (session)
+    An :class:`UnprivilegedCopy` of the package source and the helper in a
+    temporary directory readable by ``nobody``; ``.helper("setuid")`` /
+    ``.helper("setcap")`` give privileged copies of the helper.
+``make_unprivileged_copy`` (session)
+    Factory for the same with any binary standing in for the helper.
+
+CI rule: with ``BROKERPKG_REQUIRE_PRIVILEGED=1`` in the environment every skip
+(test or module) fails the run, so CI can never pass by skipping the lab.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from lab import netns  # noqa: E402
+from lab.responder import Responder  # noqa: E402
+from lab.topology import Chain, Lab  # noqa: E402
+
+REPO = TESTS_DIR.parent
+HELPER_DIR = REPO / "helper"
+HELPER_NAME = "brokerpkg-helper"
+NOBODY = 65534
+SYSTEM_PYTHON = "/usr/bin/python3"
+REQUIRE_ENV = "BROKERPKG_REQUIRE_PRIVILEGED"
+
+
+def _require_privileged_run() -> bool:
+    return os.environ.get(REQUIRE_ENV, "") == "1"
+
+
+# --------------------------------------------------------------------------- privilege
+
+
+@functools.cache
+def privilege_status() -> tuple[bool, str]:
+    """Return (True, "") if this run is root and can build namespace labs."""
+    return netns.namespaces_supported()
+
+
+def require_privileged() -> None:
+    """Skip the calling test unless root with network namespaces is available."""
+    ok, why = privilege_status()
+    if not ok:
+        pytest.skip(f"privileged test: {why}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "privileged: needs root and network namespaces; skipped otherwise "
+        f"(and a failure when {REQUIRE_ENV}=1)",
+    )
+    # A SIGTERM (CI timeout, kill) unwinds like Ctrl-C so fixtures remove their
+    # namespaces; the atexit hook in lab.topology is the second line of defence.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _term)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() == 0:
+        try:
+            removed = netns.cleanup_stale()
+        except netns.LabError as e:
+            print(f"warning: stale lab cleanup failed: {e}", file=sys.stderr)
+            return
+        if removed:
+            print(f"removed {len(removed)} stale lab namespaces", file=sys.stderr)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("privileged") is not None:
+        require_privileged()
+
+
+@pytest.fixture(scope="session")
+def privileged() -> None:
+    """Skip unless root with network namespaces."""
+    require_privileged()
+
+
+# --------------------------------------------------------------------------- CI: no skips
+
+_COLLECT_SKIPS: list[str] = []
+_TEST_SKIPS: list[str] = []
+
+
+def _skip_reason(longrepr: Any) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    if _require_privileged_run() and rep.skipped and not hasattr(rep, "wasxfail"):
+        reason = _skip_reason(rep.longrepr)
+        _TEST_SKIPS.append(f"{item.nodeid}: {reason}")
+        rep.outcome = "failed"
+        rep.longrepr = (f"test skipped ({reason}), but {REQUIRE_ENV}=1 turns every skip into "
+                        "a failure")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if _require_privileged_run() and report.skipped:
+        _COLLECT_SKIPS.append(f"{report.nodeid}: {_skip_reason(report.longrepr)}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _require_privileged_run() and _COLLECT_SKIPS:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not _require_privileged_run():
+        return
+    if _COLLECT_SKIPS or _TEST_SKIPS:
+        terminalreporter.section(f"skips refused ({REQUIRE_ENV}=1)")
+        for line in _COLLECT_SKIPS + _TEST_SKIPS:
+            terminalreporter.write_line(line)
+
+
+# --------------------------------------------------------------------------- helper build
+
+
+@pytest.fixture(scope="session")
+def helper_path() -> str:
+    """Build the helper (``make -C helper``) and return its absolute path.
+
+    Skips when helper/Makefile does not exist; fails when make fails or does
+    not produce helper/brokerpkg-helper.  Concurrent sessions serialise on a
+    lock file so parallel runs do not build over each other.
+    """
+    if not (HELPER_DIR / "Makefile").exists():
+        pytest.skip("helper/Makefile does not exist yet: the helper cannot be built")
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed (apt-get install make gcc)")
+    digest = hashlib.sha256(str(HELPER_DIR).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"bpk-build-{digest}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = subprocess.run(["make", "-C", str(HELPER_DIR)], capture_output=True, text=True,
+                             check=False)
+    if res.returncode != 0:
+        pytest.fail(f"make -C helper failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    path = HELPER_DIR / HELPER_NAME
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"make -C helper did not produce an executable {path}")
+    return str(path.resolve())
+
+
+# --------------------------------------------------------------------------- labs
+
+
+@pytest.fixture(scope="session")
+def chain(privileged: None) -> Iterator[Chain]:
+    """Session chain: client -> r1 -> r2 -> r3 -> server, responder behind r3."""
+    lab = Chain(3, responder=True, tag="session")
+    try:
+        lab.build()
+        lab.start_responder()
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def responder(chain: Chain) -> Responder:
+    """The session chain's responder, reset to an empty script and empty logs."""
+    r = chain.responder
+    assert r is not None
+    r.reset()
+    return r
+
+
+@pytest.fixture
+def make_chain(privileged: None) -> Iterator[Callable[..., Chain]]:
+    """Factory for fresh chains: ``make_chain(routers=3, responder=False, **kw)``.
+
+    With ``responder=True`` the responder is started too.
+    """
+    made: list[Chain] = []
+
+    def factory(routers: int = 3, *, responder: bool = False, script: Mapping[str, Any] | None
+                = None, **kwargs: Any) -> Chain:
+        c = Chain(routers, responder=responder, **kwargs)
+        made.append(c)
+        c.build()
+        if responder:
+            c.start_responder(script)
+        return c
+
+    try:
+        yield factory
+    finally:
+        for c in made:
+            c.close()
+
+
+@pytest.fixture
+def make_lab(privileged: None) -> Iterator[Callable[..., Lab]]:
+    """Factory for custom topologies: returns an empty Lab to describe and build()."""
+    made: list[Lab] = []
+
+    def factory(tag: str = "lab", **kwargs: Any) -> Lab:
+        lab = Lab(tag, **kwargs)
+        made.append(lab)
+        return lab
+
+    try:
+        yield factory
+    finally:
+        for lab in made:
+            lab.close()
+
+
+# --------------------------------------------------------------------------- unprivileged
+
+
+def make_setuid_root(path: Path) -> Path:
+    """chown root:root and chmod 4755 ``path``; return it.
+
+    Raises:
+        OSError: not permitted (not root) or the filesystem refuses.
+    """
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o4755)
+    return path
+
+
+def make_setcap_net_raw(path: Path) -> Path:
+    """Give ``path`` the file capability ``cap_net_raw+ep`` (mode 0755); return it.
+
+    Raises:
+        RuntimeError: setcap is missing or failed.
+    """
+    if shutil.which("setcap") is None:
+        raise RuntimeError("setcap not installed (apt-get install libcap2-bin)")
+    os.chmod(path, 0o755)
+    res = subprocess.run(["setcap", "cap_net_raw+ep", str(path)], capture_output=True, text=True,
+                         check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"setcap cap_net_raw+ep {path}: {res.stderr.strip()}")
+    return path
+
+
+def _nosuid(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_NOSUID)
+
+
+class UnprivilegedCopy:
+    """Package source + helper binary copied where ``nobody`` can read and run them.
+
+    ``root`` (mode 0755) holds ``src/brokerpkg`` (put ``src`` on PYTHONPATH,
+    which :meth:`env` does), ``src/brokerpkg/_helper/brokerpkg-helper`` and
+    ``bin/brokerpkg-helper`` (plain copies, mode 0755), and privileged
+    variants made by :meth:`helper`.
+    """
+
+    def __init__(self, root: Path, helper: Path | None) -> None:
+        self.root = root
+        self.src = root / "src"
+        self.bin = root / "bin"
+        self.python = SYSTEM_PYTHON
+        self.uid = NOBODY
+        self.gid = NOBODY
+        self._source_helper = helper
+        self.bin.mkdir(mode=0o755, exist_ok=True)
+        self.src.mkdir(mode=0o755, exist_ok=True)
+        pkg = REPO / "brokerpkg"
+        if pkg.is_dir():
+            shutil.copytree(pkg, self.src / "brokerpkg",
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            if helper is not None:
+                inner = self.src / "brokerpkg" / "_helper"
+                inner.mkdir(mode=0o755, exist_ok=True)
+                shutil.copy2(helper, inner / HELPER_NAME)
+        if helper is not None:
+            shutil.copy2(helper, self.bin / HELPER_NAME)
+        _open_up(root)
+
+    @property
+    def plain_helper(self) -> Path:
+        """The unprivileged copy of the helper (``bin/brokerpkg-helper``).
+
+        Raises:
+            LookupError: the copy was made without a helper.
+        """
+        if self._source_helper is None:
+            raise LookupError("copy made without a helper binary")
+        return self.bin / HELPER_NAME
+
+    def helper(self, mode: str = "plain", name: str | None = None) -> Path:
+        """Return a copy of the helper: ``plain``, ``setuid`` (root, 4755) or ``setcap``.
+
+        Each mode gets its own file ``bin/<mode>/<name>`` (made once).
+
+        Raises:
+            ValueError: unknown mode.
+            LookupError: no helper in this copy.
+            OSError, RuntimeError: the privilege could not be applied.
+        """
+        if mode not in ("plain", "setuid", "setcap"):
+            raise ValueError(f"unknown mode {mode!r}")
+        source = self.plain_helper
+        d = self.bin / mode
+        d.mkdir(mode=0o755, exist_ok=True)
+        dest = d / (name or HELPER_NAME)
+        if not dest.exists():
+            shutil.copy2(source, dest)
+            os.chmod(dest, 0o755)
+            if mode == "setuid":
+                make_setuid_root(dest)
+            elif mode == "setcap":
+                make_setcap_net_raw(dest)
+        return dest
+
+    def add_binary(self, source: Path, name: str, mode: str = "plain") -> Path:
+        """Copy any binary into ``bin/<mode>/<name>`` and apply ``mode`` (as :meth:`helper`).
+
+        Raises:
+            ValueError, OSError, RuntimeError: as :meth:`helper`.
+        """
+        if mode not in ("plain", "setuid", "setcap"):
+            raise ValueError(f"unknown mode {mode!r}")
+        d = self.bin / mode
+        d.mkdir(mode=0o755, exist_ok=True)
+        dest = d / name
+        shutil.copy2(source, dest)
+        os.chmod(dest, 0o755)
+        if mode == "setuid":
+            make_setuid_root(dest)
+        elif mode == "setcap":
+            make_setcap_net_raw(dest)
+        return dest
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A minimal environment for the unprivileged user (PYTHONPATH = src)."""
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
+               "PYTHONPATH": str(self.src), "HOME": str(self.root), "PYTHONDONTWRITEBYTECODE": "1"}
+        if extra:
+            env.update(extra)
+        return env
+
+    def argv(self, args: Sequence[str], *, python: bool = True) -> list[str]:
+        """argv running ``args`` as nobody (``setpriv``), through /usr/bin/python3 if ``python``."""
+        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"]
+        return cmd + ([self.python] if python else []) + list(args)
+
+    def run(self, args: Sequence[str], *, python: bool = True, env: Mapping[str, str] | None = None,
+            lab: Lab | None = None, node: Any = None, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` as nobody (in ``lab``'s ``node`` namespace if given); capture output."""
+        argv = self.argv(args, python=python)
+        if lab is not None:
+            argv = lab.exec_argv(node, argv)
+        return subprocess.run(argv, env=self.env(env), capture_output=True, text=True,
+                              timeout=timeout, input=input, cwd=str(self.root), check=False)
+
+
+def _open_up(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for f in filenames:
+            p = Path(dirpath) / f
+            mode = p.stat().st_mode
+            os.chmod(p, 0o755 if mode & stat.S_IXUSR else 0o644)
+
+
+def _copy_base() -> Path:
+    for base in (tempfile.gettempdir(), "/var/tmp", "/dev/shm"):
+        if os.path.isdir(base) and not _nosuid(Path(base)):
+            return Path(base)
+    return Path(tempfile.gettempdir())
+
+
+@pytest.fixture(scope="session")
+def make_unprivileged_copy() -> Iterator[Callable[[Path | None], UnprivilegedCopy]]:
+    """Factory: ``make_unprivileged_copy(helper_binary_or_None)`` -> UnprivilegedCopy.
+
+    Copies live on a filesystem without ``nosuid`` when one is available
+    (checked with statvfs) and are removed at the end of the session.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("making unprivileged copies (chown, setuid, setcap) needs root")
+    made: list[Path] = []
+
+    def factory(helper: Path | None = None) -> UnprivilegedCopy:
+        root = Path(tempfile.mkdtemp(prefix="bpk-unpriv-", dir=_copy_base()))
+        made.append(root)
+        atexit.register(shutil.rmtree, root, True)  # also when the session is interrupted
+        return UnprivilegedCopy(root, Path(helper) if helper is not None else None)
+
+    try:
+        yield factory
+    finally:
+        for root in made:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def unprivileged_copy(helper_path: str,
+                      make_unprivileged_copy: Callable[[Path | None], UnprivilegedCopy]
+                      ) -> UnprivilegedCopy:
+    """Package source + the built helper, readable and runnable by nobody."""
+    return make_unprivileged_copy(Path(helper_path))
