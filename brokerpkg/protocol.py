@@ -13,8 +13,10 @@ Every option is validated here first (type and range), so a bad value raises
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
+import re
 from collections.abc import Container, Sequence
 from typing import NamedTuple
 
@@ -70,8 +72,10 @@ FEATURES = (
     "max-probes",
 )
 
-_FIRST_PRINTABLE = 0x21  # words never contain a space
-_LAST_PRINTABLE = 0x7E
+_WIRE_WORD = re.compile(r"[\x21-\x7e]+")
+"""A word: printable ASCII, never a space."""
+_WIRE_LINE = re.compile(r"[\x20-\x7e]*")
+"""A line: printable ASCII words and spaces."""
 
 
 class Mpls(NamedTuple):
@@ -206,7 +210,7 @@ def _check_word(name: str, value: object, max_length: int = MAX_REQUEST_LENGTH) 
 
 def is_wire_word(text: str) -> bool:
     """True if ``text`` is non-empty and only has bytes 0x21..0x7e (no space, no control)."""
-    return bool(text) and all(_FIRST_PRINTABLE <= ord(char) <= _LAST_PRINTABLE for char in text)
+    return _WIRE_WORD.fullmatch(text) is not None
 
 
 def _check_protocol(value: object) -> str | None:
@@ -290,6 +294,13 @@ def make_probe_options(
 
     Raises TypeError for a value of the wrong type, ValueError for one out of range.
     """
+    if (
+        ip_version is None and protocol is None and port is None and local_ip is None
+        and local_port is None and local_device is None and timeout is None and ttl is None
+        and size is None and bit_pattern is None and tos is None and mark is None
+        and details is False
+    ):
+        return _DEFAULT_OPTIONS
     checked_protocol = _check_protocol(protocol)
     checked_port, checked_local_port = _check_ports_apply(
         checked_protocol,
@@ -314,10 +325,16 @@ def make_probe_options(
     )
 
 
+_DEFAULT_OPTIONS = ProbeOptions()
+"""Every option left to the helper (the common case, validated once)."""
+
+
+@functools.lru_cache(maxsize=65536)
 def ip_version_of(address: str) -> int:
     """Return 4 or 6 for a numeric address (an IPv6 ``%scope`` suffix is allowed).
 
-    Raises ValueError if ``address`` is not a numeric IPv4 or IPv6 address.
+    Raises ValueError if ``address`` is not a numeric IPv4 or IPv6 address.  Cached:
+    the same targets are probed again and again.
     """
     try:
         return ipaddress.ip_address(address).version
@@ -444,21 +461,33 @@ def _check_token(token: object) -> int:
     return _check_integer("token", token, 1, MAX_TOKEN)
 
 
-def encode_request(token: int, command: str, arguments: Sequence[tuple[str, str]] = ()) -> bytes:
-    """Encode one request line, newline included.
+def encode_request_tail(command: str, arguments: Sequence[tuple[str, str]] = ()) -> bytes:
+    """Encode a request line without its token: ``b" COMMAND NAME VALUE...\\n"``.
 
-    Raises TypeError/ValueError for a token outside 1..MAX_TOKEN, a word the wire cannot
-    carry (empty, spaces, control or non-ASCII characters) or a line longer than
-    MAX_REQUEST_LENGTH bytes.
+    Prefixing any token (:func:`encode_request`) gives a valid line: the length check
+    counts the longest token.  A session encodes the tail of a repeated probe once.
+
+    Raises TypeError/ValueError for a word the wire cannot carry (empty, spaces, control
+    or non-ASCII characters) or a line longer than MAX_REQUEST_LENGTH bytes.
     """
-    words = [str(_check_token(token)), _check_word("command", command)]
+    words = ["", _check_word("command", command)]
     for name, value in arguments:
         words.append(_check_word("argument name", name))
         words.append(_check_word(f"value of {name}", value))
-    line = " ".join(words)
-    if len(line) > MAX_REQUEST_LENGTH:
-        raise ValueError(f"request is {len(line)} bytes, more than {MAX_REQUEST_LENGTH}")
-    return line.encode("ascii") + b"\n"
+    tail = " ".join(words)
+    if len(tail) + len(str(MAX_TOKEN)) > MAX_REQUEST_LENGTH:
+        raise ValueError(f"request is {len(tail) + len(str(MAX_TOKEN))} bytes at most, "
+                         f"more than {MAX_REQUEST_LENGTH}")
+    return tail.encode("ascii") + b"\n"
+
+
+def encode_request(token: int, command: str, arguments: Sequence[tuple[str, str]] = ()) -> bytes:
+    """Encode one request line, newline included.
+
+    Raises TypeError/ValueError for a token outside 1..MAX_TOKEN, or like
+    :func:`encode_request_tail`.
+    """
+    return b"%d" % _check_token(token) + encode_request_tail(command, arguments)
 
 
 def encode_check_support(token: int, feature: str) -> bytes:
@@ -531,7 +560,7 @@ def parse_reply_line(raw: bytes) -> Reply | Garbage:
     if len(words) < 2:
         return Garbage(text, "token without a reply word")
     arguments, problem = _pair_arguments(words[2:])
-    if not all(is_wire_word(word) for word in words):
+    if _WIRE_LINE.fullmatch(text) is None:
         problem = "line has bytes outside printable ASCII"
     return Reply(token, words[1], arguments, text, problem)
 

@@ -8,6 +8,7 @@ the cache until :meth:`Resolver.clear`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -26,8 +27,11 @@ class ResolvedAddress(NamedTuple):
     ip_version: int
 
 
+@functools.lru_cache(maxsize=65536)
 def numeric_address(host: str) -> ResolvedAddress | None:
-    """Return ``host`` as a ResolvedAddress if it is a numeric IP address, else None."""
+    """Return ``host`` as a ResolvedAddress if it is a numeric IP address, else None.
+
+    Cached: the same targets are probed again and again."""
     try:
         parsed = ipaddress.ip_address(host)
     except ValueError:

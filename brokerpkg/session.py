@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import re
 import shlex
@@ -39,7 +40,7 @@ from .errors import (
 from .locate import HelperLocation, locate_helper
 from .protocol import Garbage, ProbeOptions, ProbeResult, Reply
 from .resolve import ResolvedAddress, Resolver
-from .transport import ProcessTransport, Transport
+from .transport import READ_LIMIT, ProcessTransport, Transport
 
 DEFAULT_PROBE_GRACE = 2.0
 DEFAULT_OPEN_TIMEOUT = 10.0
@@ -48,6 +49,9 @@ DEFAULT_MAX_IN_FLIGHT = 1024
 
 MESSAGES_KEPT = 50
 READER_END_WAIT = 5.0
+READ_CHUNK = 65536
+WRITE_BATCH = 1024
+"""Requests handed to the transport at once; their deadlines start then."""
 MTR_PACKET_VARIABLE = "MTR_PACKET"
 
 _PRIVILEGE_WORDS = re.compile(
@@ -68,13 +72,44 @@ def looks_like_privilege_failure(returncode: int | None, stderr_line: str | None
     return returncode == 1 and bool(stderr_line and _PRIVILEGE_WORDS.search(stderr_line))
 
 
-class _Pending(NamedTuple):
-    """A request waiting for its reply."""
+class _Pending:
+    """A request waiting for its reply.
 
-    future: asyncio.Future[Reply]
-    holds_slot: bool
-    deadline_at: float
-    message_mark: int
+    ``deadline_at`` (loop time) is set when the request line is handed to the
+    transport: time spent queued behind a burst of requests does not count.
+    """
+
+    __slots__ = ("deadline", "deadline_at", "future", "holds_slot", "line", "message_mark")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Reply],
+        holds_slot: bool,
+        deadline: float,
+        message_mark: int,
+        line: bytes,
+    ) -> None:
+        self.future = future
+        self.holds_slot = holds_slot
+        self.deadline = deadline
+        self.deadline_at: float | None = None
+        self.message_mark = message_mark
+        self.line = line
+
+
+class _ProbeTemplate(NamedTuple):
+    """What every probe with the same host and options shares, worked out once: the
+    encoded request without its token, the Python-side deadline, the numeric target."""
+
+    tail: bytes
+    deadline: float
+    target: str
+
+
+TEMPLATES_KEPT = 4096
+"""Probe templates cached per session (the cache is emptied when it grows past this)."""
+
+_cached_options = functools.lru_cache(maxsize=1024)(wire.make_probe_options)
 
 
 class _TokensInUse:
@@ -216,6 +251,13 @@ class Session:
         self._discarded_replies = 0
         self._slots: asyncio.Semaphore | None = None
         self._max_in_flight = 0
+        self._templates: dict[tuple[str, ProbeOptions, bool], _ProbeTemplate] = {}
+        self._outbox: collections.deque[int] = collections.deque()
+        self._flusher: asyncio.Task[None] | None = None
+        # one first-in-first-out queue per deadline length: appends stay in order
+        self._deadlines: dict[float, collections.deque[tuple[float, int]]] = {}
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer_at = 0.0
 
     # ------------------------------------------------------------------ properties
 
@@ -388,8 +430,15 @@ class Session:
         self._fail_outstanding(
             lambda: ProcessError(f"session with helper {self.description} was closed")
         )
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._outbox.clear()
         if self._transport is not None:
             await self._transport.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.wait({self._flusher})
         if self._reader_task is not None:
             await asyncio.wait({self._reader_task}, timeout=READER_END_WAIT)
             self._reader_task.cancel()
@@ -402,8 +451,7 @@ class Session:
         assert self._transport is not None
         reader = self._transport.reader
         try:
-            while raw := await self._read_line(reader):
-                self._dispatch(wire.parse_reply_line(raw))
+            await self._read_lines(reader)
         except Exception as error:  # whatever happens, nobody may be left waiting
             message = f"reading from helper {self.description} failed: {error!r}"
             self._fail_outstanding(lambda: ProcessError(message))
@@ -414,15 +462,32 @@ class Session:
         description = self.description
         self._fail_outstanding(lambda: HelperExitedError(description, returncode, last_line))
 
-    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
-        """The next raw line, or b'' at end-of-file; over-long lines are recorded."""
+    async def _read_lines(self, reader: asyncio.StreamReader) -> None:
+        """Dispatch every line until end-of-file, reading in large chunks.
+
+        A line longer than the transport's READ_LIMIT is recorded and discarded.
+        """
+        partial = b""
+        discarding = False
         while True:
             try:
-                return await reader.readline()
-            except ValueError:
-                self._record_message("(over-long line from the helper, discarded)")
+                chunk = await reader.read(READ_CHUNK)
             except ConnectionError:
-                return b""
+                chunk = b""
+            if not chunk:
+                break
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            for raw in lines:
+                if discarding:
+                    discarding = False
+                    continue
+                self._dispatch(wire.parse_reply_line(raw))
+            if len(partial) > READ_LIMIT:
+                self._record_message("(over-long line from the helper, discarded)")
+                partial, discarding = b"", True
+        if partial and not discarding:
+            self._dispatch(wire.parse_reply_line(partial))
 
     def _dispatch(self, line: Reply | Garbage) -> None:
         """Hand a line to the request with its token, or record it as unattributed."""
@@ -469,14 +534,7 @@ class Session:
         if self._failure is not None:
             raise self._failure()
 
-    async def _exchange(
-        self,
-        command: str,
-        arguments: Sequence[tuple[str, str]],
-        deadline: float,
-        *,
-        holds_slot: bool = False,
-    ) -> Reply:
+    async def _exchange(self, tail: bytes, deadline: float, *, holds_slot: bool = False) -> Reply:
         """Send one request and wait at most ``deadline`` seconds for its reply.
 
         Raises StateError, HelperExitedError / ProcessError (helper gone),
@@ -484,38 +542,97 @@ class Session:
         """
         self._ensure_usable()
         assert self._transport is not None
-        in_use = _TokensInUse(self._pending, self._abandoned)
-        token, self._next_token = wire.next_free_token(self._next_token, in_use)
-        line = wire.encode_request(token, command, arguments)
+        token = self._next_token
+        if token in self._pending or token in self._abandoned or token > wire.MAX_TOKEN:
+            in_use = _TokensInUse(self._pending, self._abandoned)
+            token, self._next_token = wire.next_free_token(token, in_use)
+        else:
+            self._next_token = token + 1
+        line = b"%d" % token + tail
         loop = asyncio.get_running_loop()
-        entry = _Pending(
-            loop.create_future(), holds_slot, loop.time() + deadline, self._message_count
-        )
+        entry = _Pending(loop.create_future(), holds_slot, deadline, self._message_count, line)
         self._pending[token] = entry
+        self._queue(token)
         timed_out = False
         try:
-            async with asyncio.timeout(deadline):
-                await self._write(line)
-                return await entry.future
-        except TimeoutError:
+            return await entry.future
+        except ResponseTimeoutError:
             timed_out = True
-            what = f"request {line.decode('ascii').strip()!r}"
-            raise ResponseTimeoutError(
-                what, deadline, self._messages_since(entry.message_mark)
-            ) from None
+            raise
         finally:
             self._settle(token, entry, timed_out)
 
-    async def _write(self, line: bytes) -> None:
-        """Write a request and drain; a broken pipe is left for the reader to report."""
+    def _queue(self, token: int) -> None:
+        """Queue a request line for the writer task (started when needed)."""
+        self._outbox.append(token)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Writer task: hand queued requests to the transport in batches, starting each
+        one's deadline then, and wait whenever the transport is above its high water.
+
+        A broken pipe is left for the reader to report (it sees end-of-file and fails
+        every request with the helper's exit status).
+        """
         assert self._transport is not None
         writer = self._transport.writer
-        if writer.is_closing():
-            return
-        writer.write(line)
-        # On a broken pipe the reader sees end-of-file and fails the request with the status.
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+        loop = asyncio.get_running_loop()
+        try:
+            while self._outbox and not writer.is_closing():
+                batch = [self._outbox.popleft() for _ in range(min(WRITE_BATCH, len(self._outbox)))]
+                entries = [(token, self._pending.get(token)) for token in batch]
+                writer.write(b"".join(entry.line for _, entry in entries if entry is not None))
+                now = loop.time()
+                for token, entry in entries:
+                    if entry is not None:
+                        self._arm_deadline(token, entry, now)
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+        finally:
+            self._flusher = None
+
+    def _arm_deadline(self, token: int, entry: _Pending, now: float) -> None:
+        """Start ``entry``'s deadline at ``now``; one timer serves all deadlines."""
+        deadline_at = entry.deadline_at = now + entry.deadline
+        queue = self._deadlines.get(entry.deadline)
+        if queue is None:
+            queue = self._deadlines[entry.deadline] = collections.deque()
+        queue.append((deadline_at, token))
+        if self._deadline_timer is None or deadline_at < self._deadline_timer_at:
+            self._set_deadline_timer(deadline_at)
+
+    def _set_deadline_timer(self, when: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer_at = when
+        self._deadline_timer = asyncio.get_running_loop().call_at(when, self._expire_deadlines)
+
+    def _expire_deadlines(self) -> None:
+        """Fail requests whose deadline passed with ResponseTimeoutError; re-arm."""
+        self._deadline_timer = None
+        now = asyncio.get_running_loop().time()
+        earliest: float | None = None
+        for length, queue in list(self._deadlines.items()):
+            while queue and queue[0][0] <= now:
+                deadline_at, token = queue.popleft()
+                self._expire(token, deadline_at)
+            if not queue:
+                del self._deadlines[length]
+            elif earliest is None or queue[0][0] < earliest:
+                earliest = queue[0][0]
+        if earliest is not None:
+            self._set_deadline_timer(earliest)
+
+    def _expire(self, token: int, deadline_at: float) -> None:
+        """Fail the request TOKEN with ResponseTimeoutError, unless it was answered."""
+        entry = self._pending.get(token)
+        if entry is None or entry.deadline_at != deadline_at or entry.future.done():
+            return  # answered (or the token was reused since)
+        what = f"request {entry.line.decode('ascii').strip()!r}"
+        entry.future.set_exception(
+            ResponseTimeoutError(what, entry.deadline, self._messages_since(entry.message_mark))
+        )
 
     def _settle(self, token: int, entry: _Pending, timed_out: bool) -> None:
         """After a request ends: free its slot, or keep the token if still unanswered.
@@ -537,7 +654,8 @@ class Session:
             self._abandoned[token] = None
         else:
             loop = asyncio.get_running_loop()
-            self._abandoned[token] = loop.call_at(entry.deadline_at, self._expire_slot, token)
+            deadline_at = entry.deadline_at or loop.time() + entry.deadline
+            self._abandoned[token] = loop.call_at(deadline_at, self._expire_slot, token)
 
     def _expire_slot(self, token: int) -> None:
         """A given-up probe's deadline passed: free its slot, keep its token reserved."""
@@ -561,7 +679,8 @@ class Session:
 
     async def _ask_feature(self, name: str) -> str:
         """Ask the helper one check-support question; tolerant of odd answers."""
-        reply = await self._exchange(wire.CHECK_SUPPORT, [("feature", name)], self._open_timeout)
+        tail = wire.encode_request_tail(wire.CHECK_SUPPORT, [("feature", name)])
+        reply = await self._exchange(tail, self._open_timeout)
         return wire.feature_value(reply)
 
     async def feature_value(self, name: str) -> str:
@@ -628,7 +747,7 @@ class Session:
         ResponseTimeoutError when it does not answer by timeout + probe_grace, and
         ProcessError (ProtocolError) for replies that do not follow the protocol.
         """
-        options = wire.make_probe_options(
+        options = _cached_options(
             ip_version=ip_version,
             ttl=ttl,
             protocol=protocol,
@@ -660,6 +779,20 @@ class Session:
         Raises like :meth:`probe`, except InvalidProbeError.
         """
         self._ensure_usable()
+        key = (host, options, check_features)
+        template = self._templates.get(key)
+        if template is None:
+            template = await self._make_template(host, options, check_features)
+            if len(self._templates) >= TEMPLATES_KEPT:
+                self._templates.clear()
+            self._templates[key] = template
+        reply = await self._send_probe(template.tail, template.deadline)
+        return wire.make_probe_result(reply, options, template.target)
+
+    async def _make_template(
+        self, host: str, options: ProbeOptions, check_features: bool
+    ) -> _ProbeTemplate:
+        """Resolve, check features and encode a probe once; raises like :meth:`probe`."""
         target = await self._resolver.resolve(host, options.ip_version)
         local = await self._resolve_local(options.local_ip, target)
         if check_features:
@@ -669,8 +802,8 @@ class Session:
             options, target.address, local, fractional_timeout=fractional
         )
         deadline = wire.helper_timeout(options.timeout, fractional) + self._probe_grace
-        reply = await self._send_probe(arguments, deadline)
-        return wire.make_probe_result(reply, options, target.address)
+        tail = wire.encode_request_tail(wire.SEND_PROBE, arguments)
+        return _ProbeTemplate(tail, deadline, target.address)
 
     async def _resolve_local(self, local_ip: str | None, target: ResolvedAddress) -> str | None:
         """Resolve the source address in the target's family; raises HostResolveError."""
@@ -678,7 +811,7 @@ class Session:
             return None
         return (await self._resolver.resolve(local_ip, target.ip_version)).address
 
-    async def _send_probe(self, arguments: Sequence[tuple[str, str]], deadline: float) -> Reply:
+    async def _send_probe(self, tail: bytes, deadline: float) -> Reply:
         """Wait for a flow-control slot, then send the probe; raises like _exchange."""
         assert self._slots is not None
         await self._slots.acquire()
@@ -687,11 +820,12 @@ class Session:
         except BaseException:
             self._slots.release()
             raise
-        return await self._exchange(wire.SEND_PROBE, arguments, deadline, holds_slot=True)
+        return await self._exchange(tail, deadline, holds_slot=True)
 
     def clear_dns_cache(self) -> None:
         """Forget resolved host names (they are resolved once per session otherwise)."""
         self._resolver.clear()
+        self._templates.clear()
 
 
 # ---------------------------------------------------------------------- mtrpacket

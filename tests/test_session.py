@@ -303,6 +303,22 @@ async def test_silent_helper_hits_the_python_deadline() -> None:
         assert session.in_flight == 1  # the token stays reserved
 
 
+async def test_deadline_starts_when_the_request_is_written_not_when_queued() -> None:
+    # 20,000 probes at once to a helper that takes ~2 s to read them all: each one's
+    # deadline (0.2 s + 1 s grace) must start when it is handed to the pipe, so none of
+    # them fails although the last ones wait far longer than 1.2 s in the queue
+    async with (
+        asyncio.timeout(LIMIT),
+        Session(command=fake("throttle", "--count", "1000", "--delay", "0.1"),
+                probe_grace=1.0) as session,
+    ):
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(session.probe("127.0.0.1", timeout=0.2) for _ in range(20_000)))
+        assert time.monotonic() - started > 1.5
+        assert all(result.success for result in results)
+
+
 async def test_deadline_uses_the_timeout_the_helper_really_gets() -> None:
     async with (
         asyncio.timeout(LIMIT),

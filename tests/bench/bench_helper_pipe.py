@@ -69,14 +69,11 @@ def run_all_at_once(command: list[str], count: int) -> float:
     start = time.perf_counter()
     writer = threading.Thread(target=write)
     writer.start()
-    replies = 0
-    for line in process.stdout:
-        if b" reply " in line:
-            replies += 1
-            if replies == count:
-                break
-        else:
+    for replies, line in enumerate(process.stdout, start=1):
+        if b" reply " not in line:
             raise RuntimeError(f"unexpected reply: {line!r}")
+        if replies == count:
+            break
     elapsed = time.perf_counter() - start
     writer.join()
     process.wait()
@@ -92,12 +89,10 @@ def run_windowed(command: list[str], count: int, window: int) -> float:
     sent = min(window, count)
     process.stdin.write(b"".join(lines[:sent]))
     process.stdin.flush()
-    replies = 0
     pending_refill = 0
-    for line in process.stdout:
+    for replies, line in enumerate(process.stdout, start=1):
         if b" reply " not in line:
             raise RuntimeError(f"unexpected reply: {line!r}")
-        replies += 1
         pending_refill += 1
         if replies == count:
             break

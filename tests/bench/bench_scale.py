@@ -38,7 +38,9 @@ def status_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def pipe_burst(command: list[str], lines: list[bytes], expect: int) -> tuple[float, dict[str, int], int]:
+def pipe_burst(
+    command: list[str], lines: list[bytes], expect: int
+) -> tuple[float, dict[str, int], int]:
     """Write LINES at once; read EXPECT replies; return (seconds, reply counts, VmHWM KiB)."""
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert process.stdin is not None and process.stdout is not None

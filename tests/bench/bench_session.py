@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 import brokerpkg  # noqa: E402
 
-
 LOST: dict[str, int] = {}
 TIMEOUT = 1  # seconds: an answer lost under load costs 1 s, not 10
 
@@ -62,14 +61,16 @@ REFERENCE = "mtrpacket 1.0.1 + mtr-packet 0.95"
 
 async def run_brokerpkg(helper: str, count: int, window: int) -> float:
     async with brokerpkg.Session(helper) as session:
-        return await windowed(lambda: session.probe("127.0.0.1", timeout=TIMEOUT), count, window, SESSION)
+        return await windowed(
+            lambda: session.probe("127.0.0.1", timeout=TIMEOUT), count, window, SESSION)
 
 
 async def run_brokerpkg_mtrpacket(helper: str, count: int, window: int) -> float:
     os.environ["MTR_PACKET"] = helper
     try:
         async with brokerpkg.MtrPacket() as mtr:
-            return await windowed(lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, DROP_IN)
+            return await windowed(
+                lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, DROP_IN)
     finally:
         del os.environ["MTR_PACKET"]
 
@@ -78,7 +79,8 @@ async def run_mtrpacket(count: int, window: int) -> float:
     import mtrpacket
 
     async with mtrpacket.MtrPacket() as mtr:
-        return await windowed(lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, REFERENCE)
+        return await windowed(
+            lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, REFERENCE)
 
 
 def main() -> int:

@@ -20,6 +20,8 @@ Scenarios:
   close-stdout close stdout after the first probe but keep running
   malformed   answer probes with a reply whose round-trip-time is not a number
   invalid     answer probes with ``invalid-argument reason ttl-out-of-range``
+  throttle    answer every probe at once, but pause --delay seconds after every
+              --count probes (a helper that reads its requests slowly)
 
 --log FILE appends every request line received (exactly as read) to FILE.
 --pidfile FILE writes the fake's process id to FILE at start.
@@ -171,6 +173,11 @@ def main() -> None:
             sys.stdout.flush()
             os.close(1)
             time.sleep(30)
+        elif scenario == "throttle":
+            say(answer_for(token, args))
+            if probes % options.count == 0:
+                sys.stdout.flush()
+                time.sleep(options.delay)
         elif scenario == "invalid":
             say(f"{token} invalid-argument reason ttl-out-of-range")
         elif scenario == "malformed":
