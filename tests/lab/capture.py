@@ -47,15 +47,20 @@ class Capture:
 
     def __init__(self, lab: Lab, node: Node, iface: str | None = "eth0", *,
                  bpf: str | None = None, settle: float = 0.2, keep: bool = False,
-                 allow_drops: bool = False) -> None:
+                 allow_drops: bool = False, snaplen: int = 0,
+                 buffer_kib: int = 8192) -> None:
         """Prepare a capture (started by ``__enter__`` or :meth:`start`).
 
         ``bpf`` is an optional tcpdump filter expression; ``settle`` seconds
         are waited before stopping so packets in flight are seen; ``keep``
-        keeps the pcap file (path in ``pcap_path``).
+        keeps the pcap file (path in ``pcap_path``).  ``snaplen`` (0: whole
+        packets) and ``buffer_kib`` (the kernel ring) size it for bursts: a
+        small snap length fits many more packets in the same ring.
         """
         if shutil.which("tcpdump") is None:
             raise CaptureError("tcpdump is not installed (apt-get install tcpdump)")
+        self.snaplen = snaplen
+        self.buffer_kib = buffer_kib
         self.lab = lab
         self.node = node
         self.iface = iface
@@ -85,7 +90,8 @@ class Capture:
             mac = self.lab.mac(self.node, self.iface)
             self._local_macs = frozenset({bytes.fromhex(mac.replace(":", ""))})
         self._ifnames = self.lab.ifindexes(self.node)
-        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", "-B", "8192",
+        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-s", str(self.snaplen),
+                "-B", str(self.buffer_kib),
                 "--time-stamp-precision=nano", "-Z", "root",
                 "-i", self.iface or "any", "-w", str(self.pcap_path)]
         if self.bpf:
