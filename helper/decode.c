@@ -251,8 +251,15 @@ int decode_mpls_extension(const uint8_t *icmp, size_t length, int family,
     return 0;
 }
 
-/* An ICMP error (either family) at ICMP, LENGTH bytes. */
+/*
+ * An ICMP error (either family) at ICMP, LENGTH bytes, delivered to LOCAL
+ * (NULL or family 0 when unknown).  An error goes to the source of the
+ * packet it quotes, so a quote whose source is not LOCAL is not of a packet
+ * sent from here: this catches forged quotes even for probes whose source
+ * the helper does not know itself (icmp, sctp without local-ip).
+ */
 static bool decode_icmp_error(const uint8_t *icmp, size_t length, int family,
+                              const struct ip_address *local,
                               struct decoded_reply *reply)
 {
     size_t quote_length = quoted_length(icmp, length, family);
@@ -261,6 +268,8 @@ static bool decode_icmp_error(const uint8_t *icmp, size_t length, int family,
                       : decode_quoted_ipv4(icmp + 8, quote_length, reply);
 
     if (!quoted
+        || (local != NULL && local->family != 0
+            && !ip_address_equal(&reply->probe_source, local))
         || !classify_icmp_error(family, icmp[0], icmp[1], reply->protocol,
                                 &reply->outcome)) {
         return false;
@@ -304,7 +313,7 @@ static bool decode_icmp4(const uint8_t *icmp, size_t length,
         decode_echo_reply(icmp, source, local, reply);
         return true;
     }
-    return decode_icmp_error(icmp, length, AF_INET, reply);
+    return decode_icmp_error(icmp, length, AF_INET, local, reply);
 }
 
 /* An SCTP answer from the destination: INIT-ACK or ABORT. */
@@ -401,7 +410,7 @@ bool decode_icmp6_message(const uint8_t *message, size_t length,
         decode_echo_reply(message, source, local, reply);
         return true;
     }
-    return decode_icmp_error(message, length, AF_INET6, reply);
+    return decode_icmp_error(message, length, AF_INET6, local, reply);
 }
 
 bool decode_sctp6_packet(const uint8_t *packet, size_t length,

@@ -29,6 +29,8 @@
 #define RECEIVE_BATCH 32
 #define RECEIVE_PACKET_BYTES (PACKET_BUFFER_BYTES + 256)
 #define CONTROL_BYTES 256
+/* sends that may each find an earlier probe's error pending (see net_send) */
+#define DATAGRAM_SEND_RETRIES 2
 
 int family_index(int family)
 {
@@ -334,6 +336,7 @@ int net_send(const struct net_state *net, enum socket_role role,
     struct control_builder control;
     struct iovec vector = {.iov_base = (void *)packet, .iov_len = length};
     struct msghdr message = {0};
+    int error;
 
     if (fd < 0) {
         return EPROTONOSUPPORT;
@@ -349,7 +352,19 @@ int net_send(const struct net_state *net, enum socket_role role,
     build_controls(&control, destination->family, options);
     message.msg_control = control.u.buffer;
     message.msg_controllen = control.used;
-    return send_message(fd, &message, options->has_mark);
+    error = send_message(fd, &message, options->has_mark);
+    /*
+     * A datagram ("ping") socket also keeps the last ICMP error it was sent
+     * (time exceeded, unreachable) in its pending socket error, and the next
+     * send fails with that error without sending anything, which consumes
+     * it.  The error belongs to an earlier probe and is reported from the
+     * error queue: send again.  A failure of this probe's own comes back.
+     */
+    for (int retry = 0; !net->raw && error != 0 && retry < DATAGRAM_SEND_RETRIES;
+         retry++) {
+        error = send_message(fd, &message, options->has_mark);
+    }
+    return error;
 }
 
 static int set_mark_option(int fd, uint32_t mark)

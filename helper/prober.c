@@ -454,6 +454,14 @@ void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
         return;
     }
     clock_gettime(CLOCK_REALTIME, &now);
+    /*
+     * ECONNRESET (EPIPE after a FIN): the connection was established, so the
+     * destination answered the SYN with a SYN-ACK, and then reset it before
+     * we looked (some hosts and middleboxes reset at once after the ACK).
+     */
+    if (error == ECONNRESET || error == EPIPE) {
+        error = 0;
+    }
     if (error == 0 || error == ECONNREFUSED) {
         reply_tcp_answer(&p->out, probe->token, &probe->destination,
                          elapsed_us(&probe->sent, &now),
