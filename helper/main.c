@@ -26,6 +26,20 @@
 
 #define WANTED_OPEN_FILES 65536     /* TCP probes hold one socket each */
 
+/*
+ * An empty environment.  clearenv() only forgets the pointers: the caller's
+ * strings would stay in our memory (and in /proc/PID/environ) for our whole
+ * life, so they are wiped first.
+ */
+static void clear_environment(void)
+{
+    for (char **variable = environ; variable != NULL && *variable != NULL;
+         variable++) {
+        explicit_bzero(*variable, strlen(*variable));
+    }
+    clearenv();
+}
+
 /* fds 0-2 open (on /dev/null if the caller closed them), all others closed */
 static void sanitize_descriptors(void)
 {
@@ -122,7 +136,7 @@ int main(int argc, char **argv)
     static struct net_state net;
     bool may_mark;
 
-    clearenv();
+    clear_environment();
     sanitize_descriptors();
     sanitize_signals();
     set_limits();

@@ -31,6 +31,13 @@ Fixtures:
 
 CI rule: with ``BROKERPKG_REQUIRE_PRIVILEGED=1`` in the environment every skip
 (test or module) fails the run, so CI can never pass by skipping the lab.
+
+Sanitizers: with ``BROKERPKG_SANITIZE=1`` ``helper_path`` is a helper built with
+``make SANITIZE=1`` (AddressSanitizer + UndefinedBehaviorSanitizer) in its own
+directory (``$TMPDIR/bpk-sanitize-*``; helper/*.o are left alone), so the whole suite
+runs against it.  ASAN_OPTIONS/UBSAN_OPTIONS send every sanitizer report to a
+world-writable directory; any report there fails the run and is printed at its end.
+Without seccomp under ASan, ``check-support feature sandbox`` then says ``none``.
 """
 
 from __future__ import annotations
@@ -66,10 +73,37 @@ HELPER_NAME = "brokerpkg-helper"
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
 REQUIRE_ENV = "BROKERPKG_REQUIRE_PRIVILEGED"
+SANITIZE_ENV = "BROKERPKG_SANITIZE"
 
 
 def _require_privileged_run() -> bool:
     return os.environ.get(REQUIRE_ENV, "") == "1"
+
+
+def sanitized_build() -> bool:
+    """True when ``BROKERPKG_SANITIZE=1``: ``helper_path`` is the ASan+UBSan build."""
+    return os.environ.get(SANITIZE_ENV, "") == "1"
+
+
+# Where sanitized helpers write their reports (made in pytest_configure), and the
+# options that send them there (also given to nobody's environment, UnprivilegedCopy.env).
+_SANITIZER_REPORTS: list[Path] = []
+_SANITIZER_OPTIONS: dict[str, str] = {}
+
+
+def _setup_sanitizer_reports() -> None:
+    reports = Path(tempfile.mkdtemp(prefix="bpk-sanitizer-reports-"))
+    reports.chmod(0o1777)  # setuid/setcap copies write there as nobody
+    _SANITIZER_REPORTS.append(reports)
+    for name, kind in (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan")):
+        ours = f"log_path={reports / kind}:print_stacktrace=1"
+        _SANITIZER_OPTIONS[name] = ":".join(filter(None, (os.environ.get(name), ours)))
+    os.environ.update(_SANITIZER_OPTIONS)
+
+
+def sanitizer_reports() -> list[Path]:
+    """Report files sanitized helpers have written so far in this run."""
+    return sorted(p for d in _SANITIZER_REPORTS if d.is_dir() for p in d.iterdir() if p.is_file())
 
 
 # --------------------------------------------------------------------------- privilege
@@ -101,6 +135,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise KeyboardInterrupt(f"signal {signum}")
 
         signal.signal(signal.SIGTERM, _term)
+    if sanitized_build() and not _SANITIZER_REPORTS:
+        _setup_sanitizer_reports()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -157,9 +193,23 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _require_privileged_run() and _COLLECT_SKIPS:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if sanitizer_reports():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not sanitizer_reports():  # reports are kept for reading
+        for d in _SANITIZER_REPORTS:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    reports = sanitizer_reports()
+    if reports:
+        terminalreporter.section(f"sanitizer reports ({len(reports)}): the run fails")
+        for report in reports:
+            terminalreporter.write_line(f"--- {report}")
+            terminalreporter.write_line(report.read_text(errors="replace")[:20000])
     if not _require_privileged_run():
         return
     if _COLLECT_SKIPS or _TEST_SKIPS:
@@ -185,16 +235,44 @@ def helper_path() -> str:
         pytest.skip("make is not installed (apt-get install make gcc)")
     digest = hashlib.sha256(str(HELPER_DIR).encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"bpk-build-{digest}.lock"
+    build_dir = HELPER_DIR
+    make_args: list[str] = []
+    if sanitized_build():
+        build_dir = Path(tempfile.gettempdir()) / f"bpk-sanitize-{digest}"
+        make_args = ["SANITIZE=1", f"-j{os.cpu_count() or 1}"]
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        res = subprocess.run(["make", "-C", str(HELPER_DIR)], capture_output=True, text=True,
-                             check=False)
+        if sanitized_build():
+            _mirror_helper_sources(build_dir)
+        res = subprocess.run(["make", "-C", str(build_dir), *make_args], capture_output=True,
+                             text=True, check=False)
     if res.returncode != 0:
-        pytest.fail(f"make -C helper failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    path = HELPER_DIR / HELPER_NAME
+        pytest.fail(f"make -C {build_dir} {' '.join(make_args)} failed ({res.returncode}):\n"
+                    f"{res.stdout}\n{res.stderr}")
+    path = build_dir / HELPER_NAME
     if not path.is_file() or not os.access(path, os.X_OK):
         pytest.fail(f"make -C helper did not produce an executable {path}")
     return str(path.resolve())
+
+
+def _mirror_helper_sources(dest: Path) -> None:
+    """Make ``dest`` hold exactly helper/*.c, *.h and the Makefile.
+
+    Only files whose content changed are rewritten (a fresh mtime makes make rebuild
+    what depends on them); sources gone from helper/ are removed with their objects.
+    """
+    dest.mkdir(mode=0o755, exist_ok=True)
+    wanted = {p.name: p for p in HELPER_DIR.iterdir()
+              if p.is_file() and (p.suffix in (".c", ".h") or p.name == "Makefile")}
+    for old in dest.iterdir():
+        if old.suffix in (".c", ".h") and old.name not in wanted:
+            old.unlink()
+            old.with_suffix(".o").unlink(missing_ok=True)
+    for name, source in wanted.items():
+        data = source.read_bytes()
+        target = dest / name
+        if not target.exists() or target.read_bytes() != data:
+            target.write_bytes(data)
 
 
 # --------------------------------------------------------------------------- labs
@@ -385,7 +463,8 @@ class UnprivilegedCopy:
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A minimal environment for the unprivileged user (PYTHONPATH = src)."""
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
-               "PYTHONPATH": str(self.src), "HOME": str(self.root), "PYTHONDONTWRITEBYTECODE": "1"}
+               "PYTHONPATH": str(self.src), "HOME": str(self.root), "PYTHONDONTWRITEBYTECODE": "1",
+               **_SANITIZER_OPTIONS}
         if extra:
             env.update(extra)
         return env
