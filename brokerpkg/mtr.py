@@ -1,0 +1,590 @@
+"""An mtr-style monitor: probe every hop each cycle, keep per-hop statistics.
+
+``async for report in monitor(host, cycles=10): ...`` yields a :class:`MonitorReport`
+after every cycle.  Its hops carry mtr's columns (:class:`HopStats`): Loss%, Snt, Rcv,
+Last, Avg, Best, Wrst, StDev and the jitter columns Jttr, Javg, Jmax, Jint, plus every
+address that answered the hop.  The bookkeeping is the pure :class:`MonitorState`; the
+async :func:`monitor` only sends probes and keeps time.
+
+Where this follows mtr 0.95 (ui/net.c, ui/select.c):
+
+- **statistics** are per hop (TTL), over the replies of all its responders, fed in the
+  order replies arrive (mtr's ``net_process_ping``): Last is the most recent reply,
+  StDev the sample standard deviation, Javg counts the first reply as a difference of
+  0 -- see :mod:`brokerpkg.stats` for each definition;
+- **late answers** count for their own probe: probes stay outstanding until the helper's
+  ``timeout`` (mtr's -Z, default 10 s), whatever cycle is running by then;
+- **Loss%** is ``100 * (1 - Rcv / (Snt - in transit))``: probes still waiting for an
+  answer are not counted lost (mtr's ``net_loss``);
+- **any answer counts as received**: time exceeded, the destination's reply, and
+  "destination unreachable", which also ends the path there (mtr's ``net_max``);
+- **a hop that changes address** keeps its statistics and lists every address it
+  answered from, the latest being :attr:`HopStats.address` (mtr's ``addrs[]`` and
+  ``addr``);
+- **the destination's hop** is the lowest TTL whose latest answer came from the
+  destination: no TTL beyond it is probed, and the report stops there (mtr restarts its
+  batch at the destination);
+- **rows shown**: up to the destination's hop, or, while it is unknown, up to one row
+  past the highest hop that ever answered (mtr's ``net_max``);
+- **after the last cycle**, outstanding probes get up to ``grace`` seconds (mtr's -G,
+  default 5 s); those still unanswered then count as lost (mtr's ``net_end_transit``).
+
+Where it differs, on purpose:
+
+- **each cycle sends every hop's probe at once**, where mtr spreads one probe per hop
+  over the interval; a cycle starts every ``interval`` seconds;
+- **max_unknown** (mtr's -U) stops probing after ``max_unknown`` consecutive unknown TTLs
+  past the highest TTL that ever answered: TTLs up to ``highest + max_unknown`` are
+  probed.  mtr 0.95 instead counts every unknown hop below the one it sends (its reset
+  on a known hop was removed in 0.65, see the comment in ``net_send_batch``), stops
+  once that count exceeds -U and still sends that TTL, so it probes -U + 2 unknown TTLs
+  past the last known hop when none is unknown below it, and fewer after scattered
+  silent hops (measured in the lab: with -U 3 and TTL 4 the last answering hop, it
+  probes TTLs up to 9).  Its man page gives -U a default of 5; its code (mtr.c) sets
+  12.  The default here is 5.  While nothing has answered yet (the first cycle) the
+  window grows as answers arrive: every answer from a new highest TTL sends the TTLs it
+  brings into reach at once, so the first cycle still discovers the whole path;
+- **probes withdrawn** beyond a newly found destination are not counted at all (mtr
+  never sends them, as it probes hop by hop);
+- **undefined values are None** (no reply yet; StDev and jitters below two replies)
+  where mtr prints 0, and values are floats in ms, not mtr's integer microseconds.
+  mtr's Jint column shows 16 times the RFC 3550 jitter (its fixed-point counter); here
+  ``jint`` is the RFC value itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .ping import (
+    Answer,
+    TaskGroup,
+    check_int,
+    check_seconds,
+    classify,
+    probe_settings,
+    resolve_address,
+    session_scope,
+)
+from .protocol import Mpls, ProbeResult
+from .session import Session
+from .stats import RunningStats
+from .trace import NameResolver, names_for
+
+__all__ = [
+    "HopStats",
+    "MonitorReport",
+    "MonitorState",
+    "ResponderStats",
+    "monitor",
+]
+
+DEFAULT_TIMEOUT = 10.0
+"""mtr's default probe timeout (-Z)."""
+DEFAULT_GRACE = 5.0
+"""mtr's default grace period after the last cycle (-G)."""
+DEFAULT_MAX_UNKNOWN = 5
+"""mtr's documented default -U (its code uses 12)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponderStats:
+    """An address that answered a hop: how many replies came from it, the MPLS label
+    stack its first answer quoted, its reverse name if looked up."""
+
+    address: str
+    received: int
+    mpls: tuple[Mpls, ...] = ()
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "address": self.address,
+            "name": self.name,
+            "received": self.received,
+            "mpls": [entry._asdict() for entry in self.mpls],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HopStats:
+    """One hop's row, mtr's columns: ``sent`` Snt, ``received`` Rcv, ``loss_percent``
+    Loss%, ``lost`` Drop, ``last`` Last, ``avg`` Avg, ``best`` Best, ``worst`` Wrst,
+    ``stdev`` StDev, ``jitter`` Jttr, ``javg`` Javg, ``jmax`` Jmax, ``jint`` Jint
+    (RFC 3550 J, see the module documentation).  Times in ms, None when undefined.
+
+    ``pending`` counts probes still waiting for an answer, ``address`` is the latest
+    responder, ``responders`` all of them in order of first answer, ``destination``
+    tells whether the latest answer came from the destination.
+    """
+
+    ttl: int
+    sent: int
+    received: int
+    pending: int
+    last: float | None
+    avg: float | None
+    best: float | None
+    worst: float | None
+    stdev: float | None
+    jitter: float | None
+    javg: float | None
+    jmax: float | None
+    jint: float | None
+    address: str | None
+    responders: tuple[ResponderStats, ...]
+    destination: bool = False
+
+    @property
+    def lost(self) -> int:
+        """Probes that got no answer in time (mtr's Drop)."""
+        return self.sent - self.pending - self.received
+
+    @property
+    def loss_percent(self) -> float:
+        """mtr's Loss%: lost / (sent - pending) * 100, 0.0 when nothing is settled."""
+        settled = self.sent - self.pending
+        return 100.0 * self.lost / settled if settled else 0.0
+
+    @property
+    def is_known(self) -> bool:
+        """True once anything answered this hop (mtr shows ``???`` until then)."""
+        return self.address is not None
+
+    @property
+    def name(self) -> str | None:
+        """The reverse name of the latest responder, if looked up and found."""
+        for responder in self.responders:
+            if responder.address == self.address:
+                return responder.name
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with every column."""
+        return {
+            "ttl": self.ttl,
+            "address": self.address,
+            "name": self.name,
+            "destination": self.destination,
+            "loss_percent": self.loss_percent,
+            "sent": self.sent,
+            "received": self.received,
+            "lost": self.lost,
+            "pending": self.pending,
+            "last": self.last,
+            "avg": self.avg,
+            "best": self.best,
+            "worst": self.worst,
+            "stdev": self.stdev,
+            "jitter": self.jitter,
+            "javg": self.javg,
+            "jmax": self.jmax,
+            "jint": self.jint,
+            "responders": [responder.to_dict() for responder in self.responders],
+        }
+
+
+def _cell(value: float | None) -> str:
+    return f"{0.0 if value is None else value:6.1f}"
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorReport:
+    """The statistics after ``cycle`` cycles (``final`` after the last one, once the
+    outstanding probes are settled).  ``hops`` are the rows mtr would show."""
+
+    host: str
+    destination: str
+    cycle: int
+    final: bool
+    hops: tuple[HopStats, ...]
+
+    @property
+    def reached(self) -> bool:
+        """True if the destination's hop is known."""
+        return bool(self.hops) and self.hops[-1].destination
+
+    def hop(self, ttl: int) -> HopStats:
+        """The row for ``ttl``; raises KeyError when the report has none."""
+        for hop in self.hops:
+            if hop.ttl == ttl:
+                return hop
+        raise KeyError(f"no hop at TTL {ttl}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the report."""
+        return {
+            "host": self.host,
+            "destination": self.destination,
+            "cycle": self.cycle,
+            "final": self.final,
+            "reached": self.reached,
+            "hops": [hop.to_dict() for hop in self.hops],
+        }
+
+    def __str__(self) -> str:
+        """mtr's report layout (``mtr -r``), other addresses of a hop on extra lines."""
+        width = max([len(self.host) + 6, *(len(h.name or h.address or "???") + 10
+                                          for h in self.hops), 30])
+        lines = [
+            f"{'HOST: ' + self.host:<{width}} Loss%   Snt   Rcv   Last    Avg   Best   Wrst  StDev"
+        ]
+        for hop in self.hops:
+            label = hop.name or hop.address or "???"
+            lines.append(
+                f"{f'{hop.ttl:3d}.|-- {label}':<{width}}{hop.loss_percent:5.1f}% "
+                f"{hop.sent:5d} {hop.received:5d}"
+                + "".join(_cell(v) + " " for v in (hop.last, hop.avg, hop.best, hop.worst))
+                + _cell(hop.stdev)
+            )
+            lines.extend(
+                f"    |   {responder.name or responder.address}"
+                for responder in hop.responders
+                if responder.address != hop.address
+            )
+        return "\n".join(lines)
+
+
+class _Hop:
+    """Mutable per-TTL bookkeeping."""
+
+    __slots__ = ("address", "destination", "pending", "received", "responders", "sent", "stats",
+                 "terminal")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.pending = 0
+        self.received = 0
+        self.stats = RunningStats()
+        self.responders: dict[str, list[Any]] = {}  # address -> [received, mpls]
+        self.address: str | None = None
+        self.terminal = False
+        self.destination = False
+
+
+class MonitorState:
+    """mtr's per-hop bookkeeping, without I/O or time: feed it what was sent and what
+    answered, ask it which TTLs to probe and for a report.
+
+    The driver calls :meth:`probe_sent` for every probe, then exactly one of
+    :meth:`probe_answered` (the helper's result), :meth:`probe_withdrawn` (cancelled
+    because it is beyond the destination: as if never sent) or :meth:`probe_abandoned`
+    (given up at the end: lost).  :meth:`limit` is the highest TTL to probe now.
+
+    Raises ValueError for TTLs outside first_ttl..max_ttl and for accounting that does
+    not add up (an answer for a TTL with nothing outstanding).
+    """
+
+    def __init__(self, first_ttl: int = 1, max_ttl: int = 30,
+                 max_unknown: int = DEFAULT_MAX_UNKNOWN) -> None:
+        self.first_ttl = check_int("first_ttl", first_ttl, 1, 255)
+        self.max_ttl = check_int("max_ttl", max_ttl, first_ttl, 255)
+        self.max_unknown = check_int("max_unknown", max_unknown, 1)
+        self._hops = {ttl: _Hop() for ttl in range(first_ttl, max_ttl + 1)}
+
+    def _hop(self, ttl: int, outstanding: bool = False) -> _Hop:
+        hop = self._hops.get(ttl)
+        if hop is None:
+            raise ValueError(f"TTL {ttl} outside {self.first_ttl}..{self.max_ttl}")
+        if outstanding and hop.pending <= 0:
+            raise ValueError(f"no probe outstanding at TTL {ttl}")
+        return hop
+
+    def probe_sent(self, ttl: int) -> None:
+        """A probe for ``ttl`` was sent."""
+        hop = self._hop(ttl)
+        hop.sent += 1
+        hop.pending += 1
+
+    def probe_withdrawn(self, ttl: int) -> None:
+        """An outstanding probe was cancelled before its outcome: forget it was sent."""
+        hop = self._hop(ttl, outstanding=True)
+        hop.sent -= 1
+        hop.pending -= 1
+
+    def probe_abandoned(self, ttl: int) -> None:
+        """An outstanding probe was given up: count it lost."""
+        self._hop(ttl, outstanding=True).pending -= 1
+
+    def probe_answered(self, ttl: int, result: ProbeResult) -> Answer:
+        """Account the helper's result for an outstanding probe; return its Answer.
+
+        Raises ProbeSendError/ProtocolError (see :func:`~brokerpkg.ping.classify`)
+        for a probe that was never sent -- the probe is then no longer outstanding.
+        """
+        hop = self._hop(ttl, outstanding=True)
+        hop.pending -= 1
+        try:
+            answer = classify(result)
+        except BaseException:
+            hop.sent -= 1
+            raise
+        if answer is Answer.NO_REPLY or result.responder is None:
+            return answer
+        hop.received += 1
+        if result.time_ms is not None:
+            hop.stats.add(result.time_ms)
+        entry = hop.responders.setdefault(result.responder, [0, ()])
+        entry[0] += 1
+        if result.mpls and not entry[1]:
+            entry[1] = tuple(result.mpls)
+        hop.address = result.responder
+        hop.terminal = answer in (Answer.REPLY, Answer.UNREACHABLE)
+        hop.destination = answer is Answer.REPLY
+        return answer
+
+    def pending(self, ttl: int) -> int:
+        """Probes outstanding at ``ttl``."""
+        return self._hop(ttl).pending
+
+    @property
+    def destination_ttl(self) -> int | None:
+        """The lowest TTL whose latest answer ended the path (the destination's reply,
+        or destination unreachable), or None."""
+        for ttl, hop in self._hops.items():
+            if hop.terminal:
+                return ttl
+        return None
+
+    @property
+    def highest_known(self) -> int:
+        """The highest TTL that ever answered (first_ttl - 1 if none)."""
+        known = [ttl for ttl, hop in self._hops.items() if hop.received]
+        return max(known, default=self.first_ttl - 1)
+
+    def limit(self) -> int:
+        """The highest TTL to probe: the destination's, else max_unknown past the
+        highest known one (at most max_ttl)."""
+        end = self.destination_ttl
+        if end is not None:
+            return end
+        return min(self.max_ttl, self.highest_known + self.max_unknown)
+
+    def shown(self) -> range:
+        """The TTLs a report shows: to the destination's, else one past the highest
+        known (mtr's net_max)."""
+        end = self.destination_ttl
+        if end is None:
+            end = min(self.max_ttl, self.highest_known + 1)
+        return range(self.first_ttl, end + 1)
+
+    def hop_stats(self, ttl: int, names: Mapping[str, str | None] | None = None) -> HopStats:
+        """The row for ``ttl``; ``names`` gives reverse names of responders."""
+        hop = self._hop(ttl)
+        known = names or {}
+        running = hop.stats
+        return HopStats(
+            ttl=ttl,
+            sent=hop.sent,
+            received=hop.received,
+            pending=hop.pending,
+            last=running.last,
+            avg=running.mean,
+            best=running.best,
+            worst=running.worst,
+            stdev=running.stdev,
+            jitter=running.jitter,
+            javg=running.javg,
+            jmax=running.jmax,
+            jint=running.interarrival_jitter,
+            address=hop.address,
+            responders=tuple(
+                ResponderStats(address, count, mpls, known.get(address))
+                for address, (count, mpls) in hop.responders.items()
+            ),
+            destination=hop.destination,
+        )
+
+    def report(self, host: str, destination: str, cycle: int, final: bool,
+               names: Mapping[str, str | None] | None = None) -> MonitorReport:
+        """A snapshot of the shown hops."""
+        hops = tuple(self.hop_stats(ttl, names) for ttl in self.shown())
+        return MonitorReport(host, destination, cycle, final, hops)
+
+    def responders(self) -> list[str]:
+        """Every address that answered any hop."""
+        return [address for hop in self._hops.values() for address in hop.responders]
+
+
+class _Driver:
+    """Sends a monitor's probes and feeds their outcomes to a MonitorState."""
+
+    def __init__(self, session: Session, address: str, arguments: Mapping[str, Any],
+                 state: MonitorState, tasks: TaskGroup[None],
+                 names: NameResolver | None) -> None:
+        self.session = session
+        self.address = address
+        self.arguments = arguments
+        self.state = state
+        self.tasks = tasks
+        self.names = names
+        self.in_flight: dict[asyncio.Task[None], int] = {}
+        self.cycle_top = state.first_ttl - 1
+        self.looked_up: set[str] = set()
+
+    def start_cycle(self) -> None:
+        """Send this cycle's probes: every TTL up to the limit, at once."""
+        self.cycle_top = self.state.first_ttl - 1
+        self.fill()
+
+    def fill(self) -> None:
+        """Send the TTLs of the current cycle not sent yet, up to the limit."""
+        while self.cycle_top < self.state.limit():
+            self.cycle_top += 1
+            self.state.probe_sent(self.cycle_top)
+            task = self.tasks.start(self.probe(self.cycle_top))
+            self.in_flight[task] = self.cycle_top
+
+    async def probe(self, ttl: int) -> None:
+        """One probe; account its result, then widen or trim what is in flight."""
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            result = await self.session.probe(self.address, ttl=ttl, **self.arguments)
+        except asyncio.CancelledError:
+            raise  # accounted by whoever cancelled it
+        except BaseException:
+            if self.in_flight.pop(task, None) is not None:
+                self.state.probe_withdrawn(ttl)
+            raise
+        if self.in_flight.pop(task, None) is None:
+            return  # withdrawn meanwhile
+        self.state.probe_answered(ttl, result)
+        if self.names is not None and result.responder and result.responder not in self.looked_up:
+            self.looked_up.add(result.responder)
+            self.tasks.start(self._look_up(self.names, result.responder))
+        self.fill()
+        self.trim()
+
+    @staticmethod
+    async def _look_up(names: NameResolver, address: str) -> None:
+        await names.name(address)
+
+    def trim(self) -> None:
+        """Withdraw the probes beyond the destination's hop."""
+        end = self.state.destination_ttl
+        if end is None:
+            return
+        for task, ttl in list(self.in_flight.items()):
+            if ttl > end:
+                self.cancel(task, withdraw=True)
+
+    def cancel(self, task: asyncio.Task[None], *, withdraw: bool) -> None:
+        """Cancel an outstanding probe: withdrawn (never counted) or abandoned (lost)."""
+        ttl = self.in_flight.pop(task)
+        if withdraw:
+            self.state.probe_withdrawn(ttl)
+        else:
+            self.state.probe_abandoned(ttl)
+        task.cancel()
+
+    def abandon_all(self) -> None:
+        """Give up every outstanding probe (counted lost)."""
+        for task in list(self.in_flight):
+            self.cancel(task, withdraw=False)
+
+    def cached_names(self) -> dict[str, str | None]:
+        """Names found so far for the responders."""
+        if self.names is None:
+            return {}
+        return {address: self.names.cached(address) for address in self.looked_up}
+
+
+async def monitor(
+    host: str,
+    cycles: int | None = None,
+    interval: float = 1.0,
+    *,
+    first_ttl: int = 1,
+    max_ttl: int = 30,
+    max_unknown: int = DEFAULT_MAX_UNKNOWN,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - each probe's own timeout
+    grace: float = DEFAULT_GRACE,
+    session: Session | None = None,
+    helper: str | os.PathLike[str] | None = None,
+    family: int | None = None,
+    protocol: str | None = None,
+    port: int | None = None,
+    size: int | None = None,
+    payload_size: int | None = None,
+    bit_pattern: int | None = None,
+    tos: int | None = None,
+    mark: int | None = None,
+    local_ip: str | None = None,
+    local_port: int | None = None,
+    local_device: str | None = None,
+    details: bool = False,
+    resolve_names: bool = False,
+    name_resolver: NameResolver | None = None,
+) -> AsyncGenerator[MonitorReport, None]:
+    """Monitor the path to ``host`` as mtr does; yield a :class:`MonitorReport` after
+    every cycle (forever when ``cycles`` is None).
+
+    A cycle starts every ``interval`` seconds and sends one probe to every TTL from
+    ``first_ttl`` up to the destination's hop (or ``max_unknown`` unknown TTLs past the
+    highest that answered, at most ``max_ttl``) at once.  Each probe waits up to
+    ``timeout`` seconds (mtr's -Z, 10 s), across later cycles if need be.  The report
+    of cycle N is yielded when cycle N + 1 is due; the last one (``final``) once every
+    probe is settled, or ``grace`` seconds (mtr's -G, 5 s) after the last cycle started,
+    whichever comes first.  See the module documentation for mtr's rules followed here.
+
+    ``session``/``helper``, ``family`` and the probe options are those of
+    :func:`~brokerpkg.ping.ping`; ``resolve_names`` looks up responders' reverse names in
+    the background (reports show them once known).
+
+    Cycles are sent while the iteration runs: a consumer that blocks delays the next
+    cycle.  Close the iterator to stop early and cancel the outstanding probes at once
+    (``contextlib.aclosing``), or break out and let it be finalized.
+
+    Raises (from the iteration) TypeError/ValueError for bad arguments (cycles >= 1,
+    interval > 0, ttl range, max_unknown >= 1, grace >= 0), HostResolveError,
+    ProbeSendError and the session's errors.
+    """
+    if cycles is not None:
+        check_int("cycles", cycles, 1)
+    interval = check_seconds("interval", interval, positive=True)
+    grace = check_seconds("grace", grace)
+    state = MonitorState(first_ttl, max_ttl, max_unknown)
+    settings = probe_settings(
+        family=family, protocol=protocol, port=port, timeout=timeout, size=size,
+        payload_size=payload_size, bit_pattern=bit_pattern, tos=tos, mark=mark,
+        local_ip=local_ip, local_port=local_port, local_device=local_device, details=details,
+    )
+    if name_resolver is not None and not isinstance(name_resolver, NameResolver):
+        raise TypeError("name_resolver must be a NameResolver")
+    async with session_scope(session, helper) as open_session:
+        address = await resolve_address(open_session, host, family)
+        arguments = settings.arguments(address)
+        del arguments["ttl"]
+        names = (name_resolver or names_for(open_session)) if resolve_names else None
+        loop = asyncio.get_running_loop()
+        async with TaskGroup[None]() as tasks:
+            driver = _Driver(open_session, address, arguments, state, tasks, names)
+            start = loop.time()
+            cycle = 0
+            while cycles is None or cycle < cycles:
+                cycle += 1
+                driver.start_cycle()
+                if cycle == cycles:
+                    await _settle(tasks, driver, loop.time() + grace)
+                    yield state.report(host, address, cycle, True, driver.cached_names())
+                    return
+                due = start + cycle * interval
+                await tasks.sleep_until(due)
+                yield state.report(host, address, cycle, False, driver.cached_names())
+                start = max(start, loop.time() - cycle * interval)  # a slow consumer
+
+
+async def _settle(tasks: TaskGroup[None], driver: _Driver, until: float) -> None:
+    """Wait for the outstanding probes until ``until``; abandon those left."""
+    while driver.in_flight and await tasks.wait_any(until):
+        pass
+    driver.abandon_all()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(0)  # let the cancelled probes unwind

@@ -1,0 +1,537 @@
+"""traceroute with every probe in flight at once, and reverse name lookups.
+
+:func:`traceroute` sends ``probes_per_hop`` probes for every TTL from ``first_ttl`` to
+``max_ttl`` at the same moment (not hop by hop) and returns a :class:`TraceResult`:
+
+- the trace ends at the first TTL whose probe reached the destination (or got
+  "destination unreachable", which ends a path as well); hops beyond it are dropped;
+- as soon as such an answer arrives at TTL d, the probes still outstanding for TTLs
+  above d are cancelled (the session keeps their tokens reserved until the helper is
+  done with them), so a trace whose hops all answer finishes in about the farthest
+  hop's round trip; silent hops below d still wait for their timeout;
+- a hop nobody answered is kept, marked :attr:`Hop.is_silent`;
+- every address that answered a hop is recorded (load balancing shows several), with
+  its round-trip times and the MPLS label stack it quoted.
+
+Reverse DNS names (``resolve_names=True``) come from a :class:`NameResolver`, by default
+one cached per session (:func:`names_for`).
+
+Sending every probe at once is what makes the trace fast; a router that rate-limits its
+ICMP errors harder than a burst of ``probes_per_hop`` may then leave some probes
+unanswered, where a hop-by-hop traceroute would not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from . import stats
+from .ping import (
+    Answer,
+    NoReplyError,
+    ProgressCallback,
+    TaskGroup,
+    TimeExceeded,
+    _Progress,
+    check_int,
+    check_seconds,
+    classify,
+    probe_settings,
+    probe_to_dict,
+    raise_for_probe,
+    resolve_address,
+    session_scope,
+)
+from .protocol import Mpls, ProbeResult
+from .session import Session
+
+__all__ = [
+    "Hop",
+    "NameResolver",
+    "Responder",
+    "TraceResult",
+    "names_for",
+    "traceroute",
+]
+
+DEFAULT_NAME_TIMEOUT = 2.0
+TERMINAL_ANSWERS = (Answer.REPLY, Answer.UNREACHABLE)
+"""Answers after which a larger TTL cannot get further along the path."""
+
+
+# ----------------------------------------------------------------------------- names
+
+
+class NameResolver:
+    """Reverse DNS lookups (address -> name) with a cache, each bounded by ``timeout``.
+
+    Concurrent requests for one address share one lookup; failures and timeouts give
+    None and are cached too (use :meth:`clear` to retry).  Subclass and override
+    :meth:`lookup` to use another source of names.
+    """
+
+    def __init__(self, timeout: float = DEFAULT_NAME_TIMEOUT) -> None:
+        self.timeout = check_seconds("timeout", timeout, positive=True)
+        self._names: dict[str, str | None] = {}
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
+
+    def cached(self, address: str) -> str | None:
+        """The name already known for ``address`` (None if unknown or not looked up)."""
+        return self._names.get(address)
+
+    def clear(self) -> None:
+        """Forget every name (lookups under way still finish)."""
+        self._names.clear()
+
+    async def name(self, address: str) -> str | None:
+        """The name of ``address``, or None when it has none; never raises (except
+        CancelledError)."""
+        if address in self._names:
+            return self._names[address]
+        lookup = self._lookups.get(address)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._resolve(address))
+            self._lookups[address] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(address, None))
+        return await asyncio.shield(lookup)
+
+    async def _resolve(self, address: str) -> str | None:
+        name: str | None = None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeout):
+                name = await self.lookup(address)
+        self._names[address] = name
+        return name
+
+    async def lookup(self, address: str) -> str | None:
+        """Ask the system resolver (getnameinfo with NI_NAMEREQD) for ``address``'s
+        name; may raise OSError."""
+        loop = asyncio.get_running_loop()
+        host, _port = await loop.getnameinfo((address, 0), socket.NI_NAMEREQD)
+        return host
+
+
+_NAME_RESOLVERS: weakref.WeakKeyDictionary[Session, NameResolver] = weakref.WeakKeyDictionary()
+
+
+def names_for(session: Session) -> NameResolver:
+    """The NameResolver kept for ``session`` (created on first use)."""
+    resolver = _NAME_RESOLVERS.get(session)
+    if resolver is None:
+        resolver = _NAME_RESOLVERS[session] = NameResolver()
+    return resolver
+
+
+async def lookup_names(resolver: NameResolver, addresses: Iterable[str]) -> dict[str, str | None]:
+    """Names of all ``addresses``, looked up concurrently."""
+    unique = list(dict.fromkeys(addresses))
+    names = await asyncio.gather(*(resolver.name(address) for address in unique))
+    return dict(zip(unique, names, strict=True))
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _format_ms(value: float | None) -> str:
+    return "*" if value is None else f"{value:.3f} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class Responder:
+    """One address that answered probes of a hop.
+
+    ``rtts`` are its round-trip times (ms) in probe order, ``mpls`` the label stack of
+    the first of its answers that quoted one (RFC 4950; empty without), ``answers`` the
+    kinds of answer it gave (first seen first), ``name`` its reverse DNS name when
+    looked up and found.
+    """
+
+    address: str
+    rtts: tuple[float, ...]
+    mpls: tuple[Mpls, ...] = ()
+    answers: tuple[Answer, ...] = ()
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "address": self.address,
+            "name": self.name,
+            "rtts": list(self.rtts),
+            "mpls": [entry._asdict() for entry in self.mpls],
+            "answers": [str(answer) for answer in self.answers],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """The probes of one TTL and who answered them.
+
+    ``probes`` holds one ProbeResult per probe, in probe order; ``responders`` maps each
+    address that answered to its :class:`Responder`, in the order they first appear.
+    """
+
+    ttl: int
+    probes: tuple[ProbeResult, ...]
+    responders: Mapping[str, Responder] = field(default_factory=dict)
+
+    @property
+    def is_silent(self) -> bool:
+        """True if no probe of this hop was answered."""
+        return not self.responders
+
+    @property
+    def address(self) -> str | None:
+        """The first address that answered (None when silent)."""
+        return next(iter(self.responders), None)
+
+    @property
+    def name(self) -> str | None:
+        """The reverse name of :attr:`address`, if looked up and found."""
+        address = self.address
+        return None if address is None else self.responders[address].name
+
+    @property
+    def rtts(self) -> list[float]:
+        """Round-trip times (ms) of the answered probes, in probe order."""
+        return [probe.time_ms for probe in self.probes if probe.time_ms is not None
+                and probe.responder is not None]
+
+    @property
+    def sent(self) -> int:
+        """Probes sent for this TTL."""
+        return len(self.probes)
+
+    @property
+    def received(self) -> int:
+        """Probes answered (by anyone)."""
+        return sum(1 for probe in self.probes if probe.responder is not None)
+
+    @property
+    def packet_loss(self) -> float:
+        """Fraction of probes nobody answered."""
+        return stats.packet_loss(self.sent, self.received)
+
+    @property
+    def min_rtt(self) -> float | None:
+        """Smallest round-trip time (ms)."""
+        return stats.minimum(self.rtts)
+
+    @property
+    def avg_rtt(self) -> float | None:
+        """Mean round-trip time (ms)."""
+        return stats.mean(self.rtts)
+
+    @property
+    def max_rtt(self) -> float | None:
+        """Largest round-trip time (ms)."""
+        return stats.maximum(self.rtts)
+
+    @property
+    def reached(self) -> bool:
+        """True if the destination itself answered a probe of this hop."""
+        return any(probe.success for probe in self.probes)
+
+    @property
+    def unreachable(self) -> bool:
+        """True if a probe of this hop got "destination unreachable"."""
+        return any(classify(probe) is Answer.UNREACHABLE for probe in self.probes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the hop, its responders and every probe."""
+        return {
+            "ttl": self.ttl,
+            "is_silent": self.is_silent,
+            "reached": self.reached,
+            "sent": self.sent,
+            "received": self.received,
+            "packet_loss": self.packet_loss,
+            "min_rtt": self.min_rtt,
+            "avg_rtt": self.avg_rtt,
+            "max_rtt": self.max_rtt,
+            "responders": [responder.to_dict() for responder in self.responders.values()],
+            "probes": [probe_to_dict(probe) for probe in self.probes],
+        }
+
+    def __str__(self) -> str:
+        """A traceroute line: ``  3  name (address)  0.512 ms  0.498 ms  *``."""
+        if self.is_silent:
+            return f"{self.ttl:3d}  " + "  ".join("*" for _ in self.probes)
+        parts: list[str] = []
+        shown: str | None = None
+        for probe in self.probes:
+            if probe.responder is not None and probe.responder != shown:
+                shown = probe.responder
+                responder = self.responders[shown]
+                label = f"{responder.name} ({shown})" if responder.name else shown
+                if responder.mpls:
+                    label += " [MPLS " + ", ".join(
+                        f"label {entry.label} TTL {entry.ttl}" for entry in responder.mpls
+                    ) + "]"
+                parts.append(label)
+            marker = " !H" if classify(probe) is Answer.UNREACHABLE else ""
+            parts.append(_format_ms(probe.time_ms if probe.responder else None) + marker)
+        return f"{self.ttl:3d}  " + "  ".join(parts)
+
+
+def make_hop(
+    ttl: int, probes: Sequence[ProbeResult], names: Mapping[str, str | None] | None = None
+) -> Hop:
+    """Build the Hop for ``probes`` of one TTL: group answers by responder address.
+
+    Raises like :func:`~brokerpkg.ping.classify` for a result of a probe never sent.
+    """
+    rtts: dict[str, list[float]] = {}
+    mpls: dict[str, tuple[Mpls, ...]] = {}
+    answers: dict[str, list[Answer]] = {}
+    for probe in probes:
+        answer = classify(probe)
+        if probe.responder is None:
+            continue
+        address = probe.responder
+        rtts.setdefault(address, [])
+        if probe.time_ms is not None:
+            rtts[address].append(probe.time_ms)
+        if probe.mpls and not mpls.get(address):
+            mpls[address] = tuple(probe.mpls)
+        kinds = answers.setdefault(address, [])
+        if answer not in kinds:
+            kinds.append(answer)
+    known = names or {}
+    responders = {
+        address: Responder(
+            address, tuple(times), mpls.get(address, ()), tuple(answers[address]),
+            known.get(address),
+        )
+        for address, times in rtts.items()
+    }
+    return Hop(ttl, tuple(probes), responders)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceResult:
+    """The path to ``destination`` (the numeric address traced; ``host`` as given).
+
+    ``hops`` run from ``first_ttl`` to the hop that reached the destination (or answered
+    "destination unreachable"), or to ``max_ttl`` when no hop did.
+    """
+
+    host: str
+    destination: str
+    hops: tuple[Hop, ...]
+    first_ttl: int
+    max_ttl: int
+    protocol: str
+
+    @property
+    def reached(self) -> bool:
+        """True if the destination answered."""
+        return bool(self.hops) and self.hops[-1].reached
+
+    @property
+    def distance(self) -> int | None:
+        """The destination's TTL distance, when reached."""
+        return self.hops[-1].ttl if self.reached else None
+
+    def hop(self, ttl: int) -> Hop:
+        """The hop at ``ttl``; raises KeyError when the trace has none."""
+        for hop in self.hops:
+            if hop.ttl == ttl:
+                return hop
+        raise KeyError(f"no hop at TTL {ttl}")
+
+    def raise_for_status(self) -> Self:
+        """Return self if the destination was reached; raise otherwise.
+
+        Raises DestinationUnreachable when the path ended with that answer,
+        TimeExceeded when the hop at ``max_ttl`` still answered time exceeded, and
+        NoReplyError when the last hops stayed silent.
+        """
+        if self.reached:
+            return self
+        last = self.hops[-1]
+        for probe in last.probes:
+            if classify(probe) is not Answer.NO_REPLY:
+                if classify(probe) is Answer.TIME_EXCEEDED:
+                    raise TimeExceeded(
+                        f"{self.host} was not reached within {self.max_ttl} hops "
+                        f"(TTL {self.max_ttl} expired at {probe.responder})",
+                        host=self.host,
+                        result=probe,
+                    )
+                raise_for_probe(probe, self.host)
+        answered = [hop.ttl for hop in self.hops if not hop.is_silent]
+        after = f"after TTL {answered[-1]}" if answered else "at any TTL"
+        raise NoReplyError(
+            f"{self.host} was not reached: no answer {after} up to {self.max_ttl}",
+            host=self.host,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the whole trace."""
+        return {
+            "host": self.host,
+            "destination": self.destination,
+            "protocol": self.protocol,
+            "first_ttl": self.first_ttl,
+            "max_ttl": self.max_ttl,
+            "reached": self.reached,
+            "distance": self.distance,
+            "hops": [hop.to_dict() for hop in self.hops],
+        }
+
+    def __str__(self) -> str:
+        name = self.destination if self.host == self.destination else (
+            f"{self.host} ({self.destination})"
+        )
+        lines = [f"traceroute to {name}, {self.max_ttl} hops max, {self.protocol}"]
+        lines.extend(str(hop) for hop in self.hops)
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- traceroute
+
+
+def _check_ttls(first_ttl: object, max_ttl: object, probes_per_hop: object) -> None:
+    """Check the TTL range and probes per hop; raises TypeError/ValueError."""
+    first = check_int("first_ttl", first_ttl, 1, 255)
+    check_int("max_ttl", max_ttl, first, 255)
+    check_int("probes_per_hop", probes_per_hop, 1, 1000)
+
+
+async def traceroute(
+    host: str,
+    first_ttl: int = 1,
+    max_ttl: int = 30,
+    probes_per_hop: int = 3,
+    timeout: float = 2.0,  # noqa: ASYNC109 - each probe's own timeout, sent to the helper
+    *,
+    session: Session | None = None,
+    helper: str | os.PathLike[str] | None = None,
+    family: int | None = None,
+    protocol: str | None = None,
+    port: int | None = None,
+    size: int | None = None,
+    payload_size: int | None = None,
+    bit_pattern: int | None = None,
+    tos: int | None = None,
+    mark: int | None = None,
+    local_ip: str | None = None,
+    local_port: int | None = None,
+    local_device: str | None = None,
+    details: bool = False,
+    resolve_names: bool = False,
+    name_resolver: NameResolver | None = None,
+    progress: ProgressCallback | None = None,
+) -> TraceResult:
+    """Trace the path to ``host``: ``probes_per_hop`` probes for each TTL from
+    ``first_ttl`` to ``max_ttl``, all in flight at once, each waiting at most ``timeout``
+    seconds; return a :class:`TraceResult` (see the module documentation for when it
+    stops).
+
+    ``session``/``helper``, ``family`` and the probe options are as for
+    :func:`~brokerpkg.ping.ping` (``ttl`` is what the trace varies).  UDP probes without
+    ``port`` go to a different port each (classic traceroute), so load-balanced paths
+    show several responders per hop; give ``port`` to keep one flow.
+    ``resolve_names`` looks up each responder's reverse DNS name with ``name_resolver``
+    (default: the session's, see :func:`names_for`).  ``progress`` gets a
+    :class:`~brokerpkg.ping.ProgressEvent` per finished probe.
+
+    Raises like :func:`~brokerpkg.ping.ping`: TypeError/ValueError for bad arguments
+    (first_ttl 1-255, max_ttl first_ttl-255, probes_per_hop 1-1000), HostResolveError,
+    ProbeSendError, the session's errors.  Network answers are results: see
+    :meth:`TraceResult.raise_for_status`.
+    """
+    _check_ttls(first_ttl, max_ttl, probes_per_hop)
+    settings = probe_settings(
+        family=family, protocol=protocol, port=port, timeout=timeout, size=size,
+        payload_size=payload_size, bit_pattern=bit_pattern, tos=tos, mark=mark,
+        local_ip=local_ip, local_port=local_port, local_device=local_device, details=details,
+    )
+    if name_resolver is not None and not isinstance(name_resolver, NameResolver):
+        raise TypeError("name_resolver must be a NameResolver")
+    async with session_scope(session, helper) as open_session:
+        address = await resolve_address(open_session, host, family)
+        arguments = settings.arguments(address)
+        del arguments["ttl"]  # what the trace varies
+        probes = await _trace_probes(
+            open_session, host, address, first_ttl, max_ttl, probes_per_hop, arguments,
+            _Progress(progress, (max_ttl - first_ttl + 1) * probes_per_hop),
+        )
+        names: dict[str, str | None] = {}
+        if resolve_names:
+            resolver = name_resolver or names_for(open_session)
+            names = await lookup_names(
+                resolver,
+                (probe.responder for results in probes.values() for probe in results
+                 if probe.responder is not None),
+            )
+    hops = tuple(make_hop(ttl, probes[ttl], names) for ttl in sorted(probes))
+    return TraceResult(
+        host, address, hops, first_ttl, max_ttl, settings.options.protocol or "icmp"
+    )
+
+
+async def _trace_probes(
+    session: Session,
+    host: str,
+    address: str,
+    first_ttl: int,
+    max_ttl: int,
+    probes_per_hop: int,
+    arguments: Mapping[str, Any],
+    progress: _Progress,
+) -> dict[int, list[ProbeResult]]:
+    """Send every probe at once; return the results of the TTLs up to the end of the
+    path (all of them when it was not found), in probe order per TTL."""
+    results: dict[int, list[ProbeResult | None]] = {
+        ttl: [None] * probes_per_hop for ttl in range(first_ttl, max_ttl + 1)
+    }
+    tasks_by_ttl: dict[int, list[asyncio.Task[tuple[int, int, ProbeResult]]]] = {}
+    end = max_ttl
+
+    async def one(ttl: int, index: int) -> tuple[int, int, ProbeResult]:
+        result = await session.probe(address, ttl=ttl, **arguments)
+        classify(result)  # raises for local failures
+        return ttl, index, result
+
+    async with TaskGroup[tuple[int, int, ProbeResult]](collect=True) as tasks:
+        for index in range(probes_per_hop):
+            for ttl in range(first_ttl, max_ttl + 1):
+                tasks_by_ttl.setdefault(ttl, []).append(tasks.start(one(ttl, index)))
+        while (item := await tasks.next_result()) is not None:
+            ttl, index, result = item
+            if ttl > end:
+                continue
+            results[ttl][index] = result
+            progress.report(host, index, result)
+            if classify(result) in TERMINAL_ANSWERS and ttl < end:
+                _cancel_beyond(tasks_by_ttl, ttl, end)
+                end = ttl
+    return {
+        ttl: _completed(results[ttl]) for ttl in range(first_ttl, end + 1)
+    }
+
+
+def _cancel_beyond(
+    tasks_by_ttl: Mapping[int, Sequence[asyncio.Task[Any]]], end: int, old_end: int
+) -> None:
+    """Cancel the probes of TTLs end+1 .. old_end (finished ones are unaffected)."""
+    for ttl in range(end + 1, old_end + 1):
+        for task in tasks_by_ttl.get(ttl, ()):
+            task.cancel()
+
+
+def _completed(results: Sequence[ProbeResult | None]) -> list[ProbeResult]:
+    """The results of a TTL whose probes have all finished."""
+    done = [result for result in results if result is not None]
+    assert len(done) == len(results), "a probe at or below the end of the path was lost"
+    return done
+
