@@ -459,6 +459,10 @@ static int set_tcp_options(int fd, const struct probe_request *request,
     }
     /* one SYN per probe: no retransmission (1 is the kernel's minimum) */
     set_int_option(fd, IPPROTO_TCP, TCP_SYNCNT, 1);
+    /* ICMP errors the kernel accepts for the connect are queued with their
+       sender: the proof a raw-socket copy of one is genuine */
+    set_int_option(fd, family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
+                   family == AF_INET6 ? IPV6_RECVERR : IP_RECVERR, 1);
     if (ifindex != 0) {
         error = bind_to_interface(fd, ifindex);
     }
@@ -535,6 +539,53 @@ int net_tcp_result(int fd)
         return errno;
     }
     return error;
+}
+
+bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *out)
+{
+    union {
+        char buffer[CONTROL_BYTES];
+        struct cmsghdr align;
+    } control;
+    uint8_t quote[64];
+    struct iovec vector = {.iov_base = quote, .iov_len = sizeof(quote)};
+    struct msghdr message = {
+        .msg_iov = &vector,
+        .msg_iovlen = 1,
+        .msg_control = control.buffer,
+        .msg_controllen = sizeof(control.buffer),
+    };
+
+    /* EAGAIN: nothing queued; the quote itself is not needed (MSG_TRUNC) */
+    if (recvmsg(fd, &message, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+        return false;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c != NULL;
+         c = CMSG_NXTHDR(&message, c)) {
+        const struct sock_extended_err *error;
+
+        if (!((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR)
+              || (c->cmsg_level == IPPROTO_IPV6
+                  && c->cmsg_type == IPV6_RECVERR))
+            || c->cmsg_len < CMSG_LEN(sizeof(*error))) {
+            continue;
+        }
+        error = (const struct sock_extended_err *)CMSG_DATA(c);
+        /* the offender's sockaddr follows, as long as its family needs */
+        if ((error->ee_origin != SO_EE_ORIGIN_ICMP
+             && error->ee_origin != SO_EE_ORIGIN_ICMP6)
+            || !ip_address_from_sockaddr(
+                   SO_EE_OFFENDER(error),
+                   (socklen_t)(c->cmsg_len - CMSG_LEN(sizeof(*error))),
+                   &out->offender, NULL)) {
+            continue;
+        }
+        out->type = error->ee_type;
+        out->code = error->ee_code;
+        out->error = (int)error->ee_errno;
+        return true;
+    }
+    return false;
 }
 
 void net_tcp_abort(int fd)

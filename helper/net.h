@@ -92,6 +92,22 @@ int net_tcp_connect(const struct probe_request *request, unsigned ifindex,
 /* After a TCP probe socket signalled: 0 connected, or its errno. */
 int net_tcp_result(int fd);
 
+/* An ICMP error the kernel accepted for a TCP probe's connect. */
+struct tcp_icmp_error {
+    struct ip_address offender;     /* the error's sender */
+    uint8_t type;
+    uint8_t code;
+    int error;                      /* the errno it gave the connect */
+};
+
+/*
+ * The ICMP error the kernel queued on a TCP probe socket (IP_RECVERR), if
+ * any: the kernel queues only errors that quote the connection's own
+ * addresses, ports and a sequence number it sent.  Returns true and fills
+ * ERROR when one was waiting.
+ */
+bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *error);
+
 /* Close a TCP probe socket with a reset, leaving no TIME_WAIT behind. */
 void net_tcp_abort(int fd);
 

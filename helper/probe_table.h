@@ -13,6 +13,8 @@
 #include "addr.h"
 #include "command.h"
 
+struct tcp_evidence;
+
 struct probe {
     int32_t token;
     enum probe_protocol protocol;
@@ -27,6 +29,7 @@ struct probe {
     uint16_t udp_checksum;          /* udp: the probe's identity */
     uint32_t sctp_tag;              /* sctp: INIT's initiate tag */
     int tcp_fd;                     /* tcp: the connecting socket, else -1 */
+    struct tcp_evidence *tcp_evidence;  /* tcp: see prober.c, else NULL */
     struct timespec sent;           /* CLOCK_REALTIME when handed to the kernel */
     uint64_t deadline_ns;           /* CLOCK_MONOTONIC */
     /* table bookkeeping */

@@ -56,12 +56,32 @@ static uint64_t elapsed_us(const struct timespec *sent,
     return ns > 0 ? (uint64_t)ns / 1000u : 0;
 }
 
+/*
+ * What a TCP probe has heard.  The raw ICMP socket decodes errors that quote
+ * the probe's addresses and ports, but a forger can quote those; only the
+ * kernel knows the sequence number the SYN carried, and it accepts (and
+ * queues on the probe's socket, IP_RECVERR) only errors that quote it.  So
+ * raw-socket answers wait here until the kernel's verdict names one of them
+ * by sender, ICMP type and code; that one, which carries what the raw socket
+ * saw (MPLS labels, reply TTL and size, arrival time), is the reply.
+ */
+#define TCP_HEARD 4     /* answers kept while the verdict is awaited */
+
+struct tcp_evidence {
+    struct decoded_reply heard[TCP_HEARD];
+    struct timespec received[TCP_HEARD];
+    unsigned heard_count;           /* all ever heard; the last TCP_HEARD kept */
+    bool has_verdict;
+    struct tcp_icmp_error verdict;
+};
+
 /* Forget PROBE, closing its TCP socket if it has one. */
 static void release_probe(struct prober *p, struct probe *probe)
 {
     if (probe->tcp_fd >= 0) {
         net_tcp_abort(probe->tcp_fd);   /* also leaves the epoll set */
     }
+    free(probe->tcp_evidence);
     probe_free(p->table, probe);
 }
 
@@ -74,6 +94,86 @@ static void complete_probe(struct prober *p, struct probe *probe,
     release_probe(p, probe);
 }
 
+/* PROBE's evidence, made on first use; NULL when out of memory. */
+static struct tcp_evidence *tcp_evidence(struct probe *probe)
+{
+    if (probe->tcp_evidence == NULL) {
+        probe->tcp_evidence = calloc(1, sizeof(*probe->tcp_evidence));
+    }
+    return probe->tcp_evidence;
+}
+
+/* True when PROBE has the kernel's verdict, reading it if it is waiting. */
+static bool tcp_take_verdict(struct probe *probe)
+{
+    struct tcp_icmp_error verdict;
+    struct tcp_evidence *evidence = probe->tcp_evidence;
+
+    if (evidence != NULL && evidence->has_verdict) {
+        return true;
+    }
+    if (!net_tcp_icmp_error(probe->tcp_fd, &verdict)) {
+        return false;
+    }
+    evidence = tcp_evidence(probe);
+    if (evidence == NULL) {
+        return false;   /* out of memory: the socket's errno still ends it */
+    }
+    evidence->verdict = verdict;
+    evidence->has_verdict = true;
+    return true;
+}
+
+static bool verdict_names(const struct tcp_icmp_error *verdict,
+                          const struct decoded_reply *reply)
+{
+    return reply->from_icmp && reply->icmp_type == verdict->type
+           && reply->icmp_code == verdict->code
+           && ip_address_equal(&reply->responder, &verdict->offender);
+}
+
+/* Complete PROBE with the heard answer its verdict names; true if done. */
+static bool tcp_settle(struct prober *p, struct probe *probe)
+{
+    struct tcp_evidence *evidence = probe->tcp_evidence;
+    unsigned kept;
+
+    if (evidence == NULL || !evidence->has_verdict) {
+        return false;
+    }
+    kept = evidence->heard_count < TCP_HEARD ? evidence->heard_count
+                                             : TCP_HEARD;
+    for (unsigned n = 0; n < kept; n++) {   /* the latest first */
+        unsigned i = (evidence->heard_count - 1 - n) % TCP_HEARD;
+
+        if (verdict_names(&evidence->verdict, &evidence->heard[i])) {
+            complete_probe(p, probe, &evidence->heard[i],
+                           &evidence->received[i]);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A raw-socket answer for TCP PROBE: kept until the kernel's verdict. */
+static void tcp_hear(struct prober *p, struct probe *probe,
+                     const struct decoded_reply *reply,
+                     const struct timespec *received)
+{
+    struct tcp_evidence *evidence = tcp_evidence(probe);
+    unsigned i;
+
+    if (evidence == NULL) {
+        return;         /* out of memory: the socket's errno still ends it */
+    }
+    i = evidence->heard_count++ % TCP_HEARD;
+    evidence->heard[i] = *reply;
+    evidence->received[i] = *received;
+    if (tcp_take_verdict(probe)) {
+        tcp_settle(p, probe);
+    }
+}
+
 void prober_deliver(struct prober *p, const struct decoded_reply *reply,
                     const struct timespec *received)
 {
@@ -81,7 +181,11 @@ void prober_deliver(struct prober *p, const struct decoded_reply *reply,
                                                 reply_wire_key(reply));
          probe != NULL; probe = probe_wire_next(p->table, probe)) {
         if (reply_matches_probe(reply, probe)) {
-            complete_probe(p, probe, reply, received);
+            if (probe->tcp_fd >= 0) {
+                tcp_hear(p, probe, reply, received);
+            } else {
+                complete_probe(p, probe, reply, received);
+            }
             return;
         }
     }
@@ -444,12 +548,29 @@ void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
     uint32_t generation = (uint32_t)(cookie >> 32);
     struct probe *probe = probe_by_slot(p->table, slot, generation);
     struct timespec now;
+    int verdict_error = 0;
     int error;
 
     if (probe == NULL) {
         return;     /* answered by an ICMP error earlier in this wake-up */
     }
+    if (tcp_take_verdict(probe)) {
+        /* the kernel accepted an ICMP error: answer with its raw-socket
+           copy, which may still wait on the raw socket */
+        if (tcp_settle(p, probe)) {
+            return;
+        }
+        prober_receive(p, probe->destination.family, ROLE_ICMP);
+        probe = probe_by_slot(p->table, slot, generation);
+        if (probe == NULL) {
+            return;
+        }
+        verdict_error = probe->tcp_evidence->verdict.error;
+    }
     error = net_tcp_result(probe->tcp_fd);
+    if (error == 0) {
+        error = verdict_error;  /* the copy never came: what the kernel said */
+    }
     if (error == 0 && !writable) {
         return;
     }
@@ -469,14 +590,9 @@ void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
         release_probe(p, probe);
         return;
     }
-    /* an ICMP error ended the connect: prefer its answer, which names the
-       router, if the raw socket has it */
-    prober_receive(p, probe->destination.family, ROLE_ICMP);
-    probe = probe_by_slot(p->table, slot, generation);
-    if (probe != NULL) {
-        reply_send_error(&p->out, probe->token, error);
-        release_probe(p, probe);
-    }
+    /* a local failure, or an ICMP error whose copy did not decode */
+    reply_send_error(&p->out, probe->token, error);
+    release_probe(p, probe);
 }
 
 size_t prober_feed(struct prober *p, const char *data, size_t size)

@@ -95,6 +95,13 @@ int net_tcp_result(int fd)
     return ECONNREFUSED;
 }
 
+bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *error)
+{
+    (void)fd;
+    (void)error;
+    return false;
+}
+
 void net_tcp_abort(int fd)
 {
     (void)fd;

@@ -51,7 +51,7 @@ SPEC is an object whose keys are all optional:
     (default ``198.18.201.254`` / ``2001:db8:c9::fe``), of type ``forge_type``
     (``"time-exceeded"`` default, or ``"unreachable"``): ``"wrong-id"`` (quote
     with ICMP id + 1, or source port + 1), ``"wrong-seq"`` (ICMP sequence + 1,
-    TCP sequence + 1, SCTP tag + 1, UDP destination port + 1), ``"wrong-port"``
+    TCP sequence + 2**30, SCTP tag + 1, UDP destination port + 1), ``"wrong-port"``
     (destination port + 1; ICMP id + 1), ``"wrong-dst"`` (quoted destination
     changed), ``"wrong-src"`` (quoted source changed), ``"unrelated"`` (quotes
     a UDP packet nobody sent); and forged echo replies ``"reply-wrong-id"`` /
@@ -655,10 +655,10 @@ def _forge_quote(pkt: P.Packet, raw: bytes, kind: str) -> bytes:
             data[at:at + 16] = packed
         return bytes(data)
 
-    def bump(at: int, width: int = 2) -> None:
+    def bump(at: int, width: int = 2, by: int = 1) -> None:
         fmt = "!H" if width == 2 else "!I"
         (val,) = struct.unpack(fmt, data[at:at + width])
-        data[at:at + width] = struct.pack(fmt, (val + 1) & ((1 << (8 * width)) - 1))
+        data[at:at + width] = struct.pack(fmt, (val + by) & ((1 << (8 * width)) - 1))
 
     if pkt.is_icmp:
         bump(hl + (6 if kind == "wrong-seq" else 4))
@@ -668,7 +668,8 @@ def _forge_quote(pkt: P.Packet, raw: bytes, kind: str) -> bytes:
         elif kind == "wrong-port":
             bump(hl + 2)
         else:
-            bump(hl + 4, 4)
+            # far outside [ISN, ISN + 1], the window the kernel accepts errors for
+            bump(hl + 4, 4, by=1 << 30)
     elif pkt.proto == P.PROTO_SCTP:
         if kind == "wrong-id":
             bump(hl)
