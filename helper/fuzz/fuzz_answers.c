@@ -3,7 +3,9 @@
  * come from a socket -> the pure decoders -> matching against a probe table
  * that holds probes of every protocol and family -> replies.
  *
- * Input: byte 0 picks the socket kind, byte 1 the sender, the rest is the
+ * Input: byte 0 picks the socket kind (low bits; bit 0x80: IPv6 for kind 4;
+ * bit 0x40: recompute the packet's checksums first, so that mutations reach
+ * the code behind the checksum checks), byte 1 the sender, the rest is the
  * packet.  Each packet is delivered twice (duplicates must be harmless).
  */
 #include <errno.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../checksum.h"
 #include "../decode.h"
 #include "../net.h"
 #include "../prober.h"
@@ -44,6 +47,97 @@ static void address(int family, const char *text, struct ip_address *out)
     }
 }
 
+#define KIND_FIX_CHECKSUMS 0x40
+#define FUZZ_PACKET_MAX 65536
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static void put16(uint8_t *p, uint16_t value)
+{
+    p[0] = (uint8_t)(value >> 8);
+    p[1] = (uint8_t)value;
+}
+
+/* The Internet checksum at AT (an offset in DATA) made right for DATA. */
+static void fix_internet_checksum(uint8_t *data, size_t length, size_t at)
+{
+    if (length >= at + 2) {
+        put16(data + at, 0);
+        put16(data + at, checksum_finish(checksum_add(0, data, length)));
+    }
+}
+
+/* ICMP (or ICMPv6) ICMP: its RFC 4884 extension's checksum, as decode.c
+   finds the extension, then (IPv4) the message's own. */
+static void fix_icmp(uint8_t *icmp, size_t length, int family)
+{
+    size_t declared;
+    size_t offset;
+
+    if (length < 8) {
+        return;
+    }
+    declared = family == AF_INET6 ? (size_t)icmp[4] * 8 : (size_t)icmp[5] * 4;
+    offset = 8 + (declared != 0 ? declared : 128);
+    if (length >= offset + 4) {
+        fix_internet_checksum(icmp + offset, length - offset, 2);
+    }
+    if (family == AF_INET) {
+        fix_internet_checksum(icmp, length, 2);
+    }
+}
+
+static void fix_sctp(uint8_t *sctp, size_t length)
+{
+    uint32_t crc;
+
+    if (length < 12) {
+        return;
+    }
+    memset(sctp + 8, 0, 4);
+    crc = crc32c_finish(crc32c_update(CRC32C_INITIAL, sctp, length));
+    sctp[8] = (uint8_t)crc;             /* little-endian on the wire */
+    sctp[9] = (uint8_t)(crc >> 8);
+    sctp[10] = (uint8_t)(crc >> 16);
+    sctp[11] = (uint8_t)(crc >> 24);
+}
+
+/* Make the checksums of PACKET (as socket kind KIND delivers it) right. */
+static void fix_checksums(uint8_t kind, uint8_t *packet, size_t length)
+{
+    size_t header;
+    size_t total;
+
+    switch (kind & 0x3f) {
+    case 0:
+        if (length < 20) {
+            return;
+        }
+        header = (size_t)(packet[0] & 0x0f) * 4;
+        total = get16(packet + 2);
+        if (header < 20 || total < header || total > length) {
+            return;
+        }
+        if (packet[9] == 1) {
+            fix_icmp(packet + header, total - header, AF_INET);
+        } else if (packet[9] == 132) {
+            fix_sctp(packet + header, total - header);
+        }
+        return;
+    case 1:
+        fix_icmp(packet, length, AF_INET6);
+        return;
+    case 2:
+        fix_sctp(packet, length);
+        return;
+    default:
+        return;
+    }
+}
+
 static bool decode(uint8_t kind, uint8_t sender, const uint8_t *packet,
                    size_t length, struct decoded_reply *reply)
 {
@@ -56,7 +150,7 @@ static bool decode(uint8_t kind, uint8_t sender, const uint8_t *packet,
     if (family == AF_INET) {
         address(AF_INET, sender & 1 ? "198.18.0.254" : "198.18.0.1", &source);
     }
-    switch (kind & 0x7f) {
+    switch (kind & 0x3f) {
     case 0:
         return decode_ipv4_packet(packet, length, reply);
     case 1:
@@ -101,6 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct prober *prober;
     struct decoded_reply reply;
     struct timespec received = {.tv_sec = 1, .tv_nsec = 0};
+    const uint8_t *packet = data + 2;
 
     if (size < 2) {
         return 0;
@@ -111,8 +206,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     prober_feed(prober, requests, strlen(requests));
+    if ((data[0] & KIND_FIX_CHECKSUMS) != 0 && size - 2 <= FUZZ_PACKET_MAX) {
+        static uint8_t fixed[FUZZ_PACKET_MAX];
+
+        memcpy(fixed, data + 2, size - 2);
+        fix_checksums(data[0], fixed, size - 2);
+        packet = fixed;
+    }
     for (int copy = 0; copy < 2; copy++) {
-        if (decode(data[0], data[1], data + 2, size - 2, &reply)) {
+        if (decode(data[0], data[1], packet, size - 2, &reply)) {
             prober_deliver(prober, &reply, &received);
         }
     }
