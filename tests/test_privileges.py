@@ -694,3 +694,48 @@ def test_root_is_not_rate_limited(chain: Chain, helper_path: str) -> None:
                                    {"PATH": "/usr/bin:/bin", **sanitizer_env()})
     _check_all_answered(lines)
     assert arrivals[-1] < 1.0, f"3000 probes took {arrivals[-1]:.2f} s"
+
+
+# --------------------------------------------------------------------------- checked drop
+
+# A root wrapper installs a seccomp filter (root needs no no_new_privs for it) that makes
+# one system call return 0 without doing anything, becomes the caller with setuid/setgid
+# (not filtered), then runs the helper: the drop step "succeeds" but did not happen, and
+# only the helper's own check afterwards can notice.
+FAKE_SUCCESS = r"""
+import ctypes, os, struct, sys
+nr, uid, helper = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+LD_NR, JEQ, RET = 0x20, 0x15, 0x06
+ALLOW, ERRNO_0 = 0x7FFF0000, 0x00050000
+code = [(LD_NR, 0, 0, 0), (JEQ, 0, 1, nr), (RET, 0, 0, ERRNO_0), (RET, 0, 0, ALLOW)]
+buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in code))
+prog = struct.pack("HxxxxxxQ", len(code), ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(22, 2, ctypes.c_char_p(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+    raise OSError(ctypes.get_errno(), "seccomp")
+if uid:
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+os.execv(helper, [helper])
+"""
+SYSCALLS = {"x86_64": {"capset": 126, "setresuid": 117},
+            "aarch64": {"capset": 91, "setresuid": 147}}
+
+
+@pytest.mark.skipif(platform.machine() not in SYSCALLS, reason="syscall numbers for x86_64/aarch64")
+@pytest.mark.parametrize(("mode", "syscall", "step"), [
+    ("root", "capset", "verify capability sets"),
+    ("setuid", "setresuid", "verify uids"),
+])
+def test_a_drop_step_that_did_nothing_aborts_before_any_input(
+        mode: str, syscall: str, step: str, helper_path: str, unprivileged_copy) -> None:
+    helper = helper_path if mode == "root" else str(unprivileged_copy.helper(mode))
+    argv = ["/usr/bin/python3", "-c", FAKE_SUCCESS, str(SYSCALLS[platform.machine()][syscall]),
+            "0" if mode == "root" else str(NOBODY), helper]
+    res = subprocess.run(argv, input=b"1 check-support feature version\n", capture_output=True,
+                         timeout=30, check=False,
+                         env={"PATH": "/usr/bin:/bin", **sanitizer_env()})
+    assert res.returncode == -signal.SIGABRT, res
+    assert res.stdout == b"", "nothing was served"
+    assert f"privilege drop failed at {step}".encode() in res.stderr, res.stderr
