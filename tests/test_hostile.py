@@ -159,20 +159,17 @@ def test_malformed_answers_never_complete_a_probe_wrongly(
 FORGE_TYPES = ("time-exceeded", "unreachable")
 
 
-def forge_cases(chain: Chain, answer: str) -> tuple[list[Probe], dict[str, Any],
-                                                     dict[int, str]]:
+def forge_cases(chain: Chain, answer: str) -> tuple[list[Probe], dict[str, Any]]:
     """All forge kinds x forge types, 16 probes each, in one batch."""
     probes: list[Probe] = []
     targets: dict[str, Any] = {}
-    kind_of: dict[int, str] = {}
     for n, (kind, forge_type) in enumerate((k, t) for k in FORGES for t in FORGE_TYPES):
         batch = make_probes(chain, 1 + 8 * n, 1 + 16 * n)
         for p in batch:
             targets[p.target] = {"hops": 1, "forge": [kind], "forge_type": forge_type,
                                  "answer": answer}
-            kind_of[p.token] = kind
         probes += batch
-    return probes, {"targets": targets}, kind_of
+    return probes, {"targets": targets}
 
 
 @pytest.mark.parametrize("answer", ["normal", "none"])
@@ -180,7 +177,7 @@ def test_forged_answers_never_complete_a_probe(chain: Chain, responder, helper_p
                                                answer: str) -> None:
     """Forged errors (and echo replies) arrive before the real answer ("normal") or
     instead of it ("none"); the forger's address must never appear in a reply."""
-    probes, script, kind_of = forge_cases(chain, answer)
+    probes, script = forge_cases(chain, answer)
     responder.load(script)
     replies = run_batch(chain, helper_path, probes, 1)
     responder.sync()
