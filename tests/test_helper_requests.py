@@ -257,3 +257,13 @@ def test_same_words_as_mtr_packet(helper_path: str) -> None:
     assert len(theirs) == len(CORPUS)
     for token, reply in theirs.items():
         assert words(ours[token]) == words(reply), CORPUS[int(token) - 1]
+
+
+def test_a_token_in_flight_is_refused_and_the_probe_keeps_it(helper_path: str) -> None:
+    # both lines arrive in one read, so the first probe is still in flight for the second
+    line = b"5 send-probe ip-4 127.0.0.1 timeout 2\n"
+    run = run_helper([helper_path], line + line + b"6 send-probe ip-4 127.0.0.1 timeout 2\n")
+    assert run.returncode == 0, run.stderr
+    assert [words(x) for x in run.lines if " reply " not in x] == [
+        "5 invalid-argument reason token-in-use"]
+    assert sorted(by_token([x for x in run.lines if " reply " in x])) == ["5", "6"]
