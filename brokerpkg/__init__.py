@@ -16,28 +16,28 @@ import ...``.
 from . import stats, sync
 from ._version import __version__
 from .errors import (
+    DestinationUnreachable,
     FeatureNotSupportedError,
     HelperExitedError,
     HelperNotFoundError,
     HelperPrivilegeError,
     HostResolveError,
     InvalidProbeError,
+    NetworkError,
+    NoReplyError,
+    ProbeSendError,
     ProcessError,
     ProtocolError,
     ResponseTimeoutError,
     StateError,
+    TimeExceeded,
 )
 from .locate import HelperLocation, locate_helper
 from .mtr import HopStats, MonitorReport, ResponderStats, monitor
 from .ping import (
     Answer,
-    DestinationUnreachable,
-    NetworkError,
-    NoReplyError,
     PingResult,
-    ProbeSendError,
     ProgressEvent,
-    TimeExceeded,
     multiping,
     multiping_iter,
     ping,

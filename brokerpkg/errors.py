@@ -9,13 +9,21 @@ programs written for it catch the same errors here:
 - :class:`ProcessError`: the helper process cannot serve requests (it is missing, lacks
   privileges, exited, stopped answering, or said something we cannot understand).
 
-Everything else subclasses one of those or :class:`ValueError`, so a broad ``except``
-written for mtrpacket still catches it.  This module is pure: no I/O, no asyncio.
+The session's errors subclass one of those or :class:`ValueError`, so a broad
+``except`` written for mtrpacket still catches them.  The high-level tools add two more
+branches, split as icmplib splits them: :class:`NetworkError` (and its subclasses) for
+answers from the network, raised only on request by ``raise_for_status()``, and
+:class:`ProbeSendError` (an :class:`OSError`) when the kernel refused to send a probe.
+This module is pure: no I/O, no asyncio.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .protocol import ProbeResult
 
 HELPER_NAME = "brokerpkg-helper"
 
@@ -144,3 +152,58 @@ class FeatureNotSupportedError(InvalidProbeError):
             f"support (check-support feature {feature}: {value})",
         )
         self.reason = None
+
+
+# ----------------------------------------------------------------- network answers
+
+
+class NetworkError(Exception):
+    """An answer from the network (or its silence) says the destination was not reached.
+
+    Raised only by ``raise_for_status()`` / :func:`brokerpkg.ping.raise_for_probe`,
+    never by the probing functions themselves.  ``host`` is the host as given,
+    ``result`` the probe that shows it (None when the error sums up several probes).
+    """
+
+    def __init__(
+        self, message: str, *, host: str | None = None, result: ProbeResult | None = None
+    ) -> None:
+        super().__init__(message)
+        self.host = host
+        self.result = result
+
+    @property
+    def responder(self) -> str | None:
+        """The address that answered, if one did."""
+        return None if self.result is None else self.result.responder
+
+
+class DestinationUnreachable(NetworkError):
+    """ICMP destination unreachable (the helper's ``no-route`` with an address)."""
+
+
+class TimeExceeded(NetworkError):
+    """ICMP time exceeded: the TTL ran out before the destination (``ttl-expired``)."""
+
+
+class NoReplyError(NetworkError):
+    """Nothing answered within the timeout."""
+
+
+class ProbeSendError(OSError):
+    """The kernel (or the helper's capacity) refused to send a probe: nothing was sent.
+
+    ``errno`` is the matching errno value when the helper's reply word implies one
+    (``no-route`` EHOSTUNREACH, ``network-down`` ENETDOWN, ``permission-denied`` EACCES,
+    ``address-in-use`` EADDRINUSE, ``address-not-available`` EADDRNOTAVAIL,
+    ``unexpected-error errno N`` N), else None.  ``word`` is the reply word and
+    ``result`` the whole ProbeResult.
+    """
+
+    def __init__(self, code: int | None, message: str, word: str, result: ProbeResult) -> None:
+        if code is None:
+            super().__init__(message)
+        else:
+            super().__init__(code, message)
+        self.word = word
+        self.result = result

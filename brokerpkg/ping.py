@@ -54,7 +54,14 @@ from typing import Any, Generic, Self, TypeVar
 
 from . import protocol as wire
 from . import stats
-from .errors import ProtocolError
+from .errors import (
+    DestinationUnreachable,
+    NetworkError,
+    NoReplyError,
+    ProbeSendError,
+    ProtocolError,
+    TimeExceeded,
+)
 from .protocol import ProbeOptions, ProbeResult
 from .resolve import Resolver
 from .session import Session
@@ -100,58 +107,6 @@ class Answer(enum.StrEnum):
     """A router or the destination answered ICMP destination unreachable."""
     NO_REPLY = "no-reply"
     """Nothing answered within the timeout."""
-
-
-class NetworkError(Exception):
-    """An answer from the network (or its silence) says the destination was not reached.
-
-    Raised only by ``raise_for_status()`` / :func:`raise_for_probe`, never by the probing
-    functions themselves.  ``host`` is the host as given, ``result`` the probe that
-    shows it (None when the error sums up several probes).
-    """
-
-    def __init__(
-        self, message: str, *, host: str | None = None, result: ProbeResult | None = None
-    ) -> None:
-        super().__init__(message)
-        self.host = host
-        self.result = result
-
-    @property
-    def responder(self) -> str | None:
-        """The address that answered, if one did."""
-        return None if self.result is None else self.result.responder
-
-
-class DestinationUnreachable(NetworkError):
-    """ICMP destination unreachable (the helper's ``no-route`` with an address)."""
-
-
-class TimeExceeded(NetworkError):
-    """ICMP time exceeded: the TTL ran out before the destination (``ttl-expired``)."""
-
-
-class NoReplyError(NetworkError):
-    """Nothing answered within the timeout."""
-
-
-class ProbeSendError(OSError):
-    """The kernel (or the helper's capacity) refused to send a probe: nothing was sent.
-
-    ``errno`` is the matching errno value when the helper's reply word implies one
-    (``no-route`` EHOSTUNREACH, ``network-down`` ENETDOWN, ``permission-denied`` EACCES,
-    ``address-in-use`` EADDRINUSE, ``address-not-available`` EADDRNOTAVAIL,
-    ``unexpected-error errno N`` N), else None.  ``word`` is the reply word and
-    ``result`` the whole ProbeResult.
-    """
-
-    def __init__(self, code: int | None, message: str, word: str, result: ProbeResult) -> None:
-        if code is None:
-            super().__init__(message)
-        else:
-            super().__init__(code, message)
-        self.word = word
-        self.result = result
 
 
 _LOCAL_FAILURES: dict[str, tuple[int | None, str]] = {

@@ -15,6 +15,7 @@ import errno
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -460,3 +461,17 @@ def test_sync_wrappers_run_the_async_functions(helper_path: str) -> None:
 async def test_sync_wrappers_refuse_a_running_loop() -> None:
     with pytest.raises(RuntimeError, match=r"asynchronous brokerpkg\.ping"):
         sync.ping("127.0.0.1", helper=NOWHERE)
+
+
+def test_network_errors_live_in_errors_and_are_reexported() -> None:
+    import brokerpkg
+    from brokerpkg import errors
+
+    ping_module = sys.modules["brokerpkg.ping"]
+    for name in ("NetworkError", "DestinationUnreachable", "TimeExceeded", "NoReplyError",
+                 "ProbeSendError"):
+        cls = getattr(errors, name)
+        assert cls.__module__ == "brokerpkg.errors"
+        assert getattr(ping_module, name) is cls is getattr(brokerpkg, name)
+    assert issubclass(errors.ProbeSendError, OSError)
+    assert issubclass(errors.TimeExceeded, errors.NetworkError)
