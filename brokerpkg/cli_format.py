@@ -1,0 +1,507 @@
+"""The command line's output layouts: pure functions from results to text and JSON.
+
+Nothing here prints or reads the clock; :mod:`brokerpkg.cli` does that.  Each layout
+follows the program its users know, column for column:
+
+- ``ping``: iputils ping's reply lines and statistics (:func:`ping_reply_line`,
+  :func:`ping_summary`);
+- ``multiping``: fping's ``-c`` lines and per-host summaries (:func:`fping_reply_line`,
+  :func:`fping_summary_line`);
+- ``trace``: traceroute's hop lines (:func:`traceroute_lines`), several responders of
+  one hop on one line, ``*`` for silence, ``<MPLS:...>`` as ``traceroute -e``;
+- ``mtr``: mtr 0.95's report (:func:`mtr_report_lines`, fixed columns included: a
+  value wider than its column is cut by the next one, as mtr does), its JSON
+  (:func:`mtr_json`), its CSV (:func:`mtr_csv_lines`) and a screen for the live view
+  (:func:`mtr_screen_lines`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import stats
+from ._version import __version__
+from .mtr import HopStats, MonitorReport
+from .ping import Answer, PingResult, classify
+from .protocol import Mpls, ProbeResult
+from .trace import Hop, TraceResult
+
+IP_HEADER = {4: 20, 6: 40}
+REPORT_HOST_WIDTH = 33
+"""mtr's report: the host column ends at this offset unless the report is wide (-w)."""
+UNKNOWN_HOST = "???"
+CSV_VERSION = f"MTR.brokerpkg-{__version__}"
+"""First CSV column: mtr writes ``MTR.<version>``; the prefix keeps the format's tag."""
+
+# ICMP destination unreachable codes: (iputils ping's text, traceroute's mark).
+_UNREACHABLE_V4 = {
+    0: ("Destination Net Unreachable", "!N"),
+    1: ("Destination Host Unreachable", "!H"),
+    2: ("Destination Protocol Unreachable", "!P"),
+    3: ("Destination Port Unreachable", ""),
+    4: ("Frag needed", "!F"),
+    5: ("Source Route Failed", "!S"),
+    9: ("Destination Net Prohibited", "!X"),
+    10: ("Destination Host Prohibited", "!X"),
+    13: ("Packet filtered", "!X"),
+}
+_UNREACHABLE_V6 = {
+    0: ("Destination unreachable: No route", "!N"),
+    1: ("Destination unreachable: Administratively prohibited", "!X"),
+    3: ("Destination unreachable: Address unreachable", "!H"),
+    4: ("Destination unreachable: Port unreachable", ""),
+}
+
+
+# ----------------------------------------------------------------------------- shared
+
+
+def ms_text(value: float) -> str:
+    """A round-trip time (ms) with iputils ping's precision: 3 decimals below 1 ms, 2
+    below 10, 1 below 100, none above."""
+    if value >= 99.95:
+        return f"{value:.0f}"
+    if value >= 9.995:
+        return f"{value:.1f}"
+    if value >= 1.0:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def iso_time(moment: datetime) -> str:
+    """mtr's time stamp: ``2026-11-27T16:07:49+0000`` (``moment`` must be aware)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _family(result: ProbeResult) -> int:
+    address = result.responder or result.target or ""
+    return 6 if ":" in address else 4
+
+
+def _unreachable(result: ProbeResult) -> tuple[str, str]:
+    """(ping's text, traceroute's mark) for a destination-unreachable answer."""
+    table = _UNREACHABLE_V6 if _family(result) == 6 else _UNREACHABLE_V4
+    if result.icmp_code is None:
+        return "Destination Unreachable", "!H"
+    return table.get(result.icmp_code, (f"Destination Unreachable, code {result.icmp_code}",
+                                        f"!<{result.icmp_code}>"))
+
+
+def reply_bytes(result: ProbeResult) -> int | None:
+    """Bytes of the answer after its IP header (ping's "64 bytes"), when details say."""
+    if result.reply_size is None:
+        return None
+    return max(0, result.reply_size - IP_HEADER[_family(result)])
+
+
+def mpls_entries(mpls: Iterable[Mpls]) -> list[dict[str, Any]]:
+    """MPLS label stack entries as JSON objects."""
+    return [entry._asdict() for entry in mpls]
+
+
+# ----------------------------------------------------------------------------- ping
+
+
+def ping_header(host: str, address: str, protocol: str, payload: int | None,
+                port: int | None) -> str:
+    """``PING host (address) 56(84) bytes of data.`` (IPv6: ``56 data bytes``) for icmp
+    and udp, the protocol and port for tcp and sctp."""
+    if payload is not None:
+        version = 6 if ":" in address else 4
+        total = payload + 8 + IP_HEADER[version]
+        what = f"{payload}({total}) bytes of data" if version == 4 else f"{payload} data bytes"
+        if protocol != "icmp":
+            what = f"{protocol}, " + what
+    else:
+        what = f"{protocol} port {port}" if port is not None else protocol
+    return f"PING {host} ({address}) {what}."
+
+
+def ping_reply_line(result: ProbeResult, sequence: int) -> str | None:
+    """ping's line for one probe (``sequence`` counted from 1), or None for silence.
+
+    ``64 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time=0.050 ms`` for an answer from
+    the destination (bytes and ttl when the helper gives reply details; ``seq`` for
+    protocols other than icmp), ``From ADDRESS icmp_seq=N Time to live exceeded`` and
+    ``From ADDRESS icmp_seq=N Destination Host Unreachable`` for routers' answers.
+    """
+    name = "icmp_seq" if (result.protocol or "icmp") == "icmp" else "seq"
+    answer = classify(result)
+    if answer is Answer.NO_REPLY:
+        return None
+    if answer is Answer.TIME_EXCEEDED:
+        return f"From {result.responder} {name}={sequence} Time to live exceeded"
+    if answer is Answer.UNREACHABLE:
+        return f"From {result.responder} {name}={sequence} {_unreachable(result)[0]}"
+    size = reply_bytes(result)
+    line = f"{size} bytes from {result.responder}:" if size is not None else (
+        f"Reply from {result.responder}:")
+    line += f" {name}={sequence}"
+    if result.reply_ttl is not None:
+        line += f" ttl={result.reply_ttl}"
+    if result.time_ms is not None:
+        line += f" time={ms_text(result.time_ms)} ms"
+    return line
+
+
+def ping_summary(host: str, transmitted: int, results: Sequence[ProbeResult],
+                 elapsed_ms: float) -> list[str]:
+    """ping's closing lines over ``results`` (the probes that finished; ``transmitted``
+    also counts those still waiting when the run was stopped, as lost)::
+
+        --- 127.0.0.1 ping statistics ---
+        3 packets transmitted, 3 received, 0% packet loss, time 2003ms
+        rtt min/avg/max/mdev = 0.040/0.050/0.060/0.008 ms
+
+    ``+N errors`` counts routers' answers (time exceeded, unreachable); ``mdev`` is the
+    population standard deviation, as iputils computes it.
+    """
+    received = [result for result in results if result.success]
+    errors = sum(1 for result in results
+                 if classify(result) in (Answer.TIME_EXCEEDED, Answer.UNREACHABLE))
+    loss = 100.0 * (transmitted - len(received)) / transmitted if transmitted else 0.0
+    counts = f"{transmitted} packets transmitted, {len(received)} received"
+    if errors:
+        counts += f", +{errors} errors"
+    counts += f", {loss:g}% packet loss, time {elapsed_ms:.0f}ms"
+    lines = [f"--- {host} ping statistics ---", counts]
+    rtts = [result.time_ms for result in received if result.time_ms is not None]
+    if rtts:
+        values = (stats.minimum(rtts), stats.mean(rtts), stats.maximum(rtts),
+                  stats.pstdev(rtts))
+        lines.append("rtt min/avg/max/mdev = "
+                     + "/".join(f"{value or 0.0:.3f}" for value in values) + " ms")
+    return lines
+
+
+# ----------------------------------------------------------------------------- fping
+
+
+def fping_reply_line(host: str, width: int, sequence: int, result: ProbeResult,
+                     sent: int, rtts: Sequence[float]) -> str | None:
+    """fping ``-c``'s line for one answer (``sequence`` from 0; ``sent`` probes of this
+    host finished so far, ``rtts`` its round trips so far), or None for silence::
+
+        127.0.0.1 : [0], 64 bytes, 0.050 ms (0.050 avg, 0% loss)
+    """
+    answer = classify(result)
+    name = f"{host:<{width}} : [{sequence}]"
+    if answer is Answer.NO_REPLY:
+        return None
+    if answer is Answer.TIME_EXCEEDED:
+        return f"{name}, time exceeded from {result.responder}"
+    if answer is Answer.UNREACHABLE:
+        return f"{name}, {_unreachable(result)[0]} from {result.responder}"
+    line = name
+    size = reply_bytes(result)
+    if size is not None:
+        line += f", {size} bytes"
+    if result.time_ms is not None:
+        line += f", {ms_text(result.time_ms)} ms"
+    average = stats.mean(rtts)
+    loss = (sent - len(rtts)) * 100 // sent if sent else 0
+    if average is not None:
+        line += f" ({ms_text(average)} avg, {loss}% loss)"
+    return line
+
+
+def fping_summary_line(result: PingResult, width: int) -> str:
+    """fping's per-host summary::
+
+        127.0.0.1 : xmt/rcv/%loss = 3/3/0%, min/avg/max = 0.040/0.050/0.060
+    """
+    loss = (result.sent - result.received) * 100 // result.sent if result.sent else 0
+    line = (f"{result.host:<{width}} : xmt/rcv/%loss = "
+            f"{result.sent}/{result.received}/{loss}%")
+    if result.min_rtt is not None and result.avg_rtt is not None and result.max_rtt is not None:
+        line += (f", min/avg/max = {ms_text(result.min_rtt)}/{ms_text(result.avg_rtt)}/"
+                 f"{ms_text(result.max_rtt)}")
+    return line
+
+
+# ----------------------------------------------------------------------------- traceroute
+
+
+def traceroute_header(trace: TraceResult, size: int | None) -> str:
+    """``traceroute to HOST (ADDRESS), 30 hops max, 64 byte packets``."""
+    line = f"traceroute to {trace.host} ({trace.destination}), {trace.max_ttl} hops max"
+    if size is not None:
+        line += f", {size} byte packets"
+    return line
+
+
+def _traceroute_mpls(mpls: Sequence[Mpls]) -> str:
+    """traceroute -e's extension text: ``<MPLS:L=16,E=0,S=1,T=1>``, entries split by /."""
+    return "<MPLS:" + "/".join(
+        f"L={entry.label},E={entry.traffic_class},S={int(entry.bottom_of_stack)},T={entry.ttl}"
+        for entry in mpls
+    ) + ">"
+
+
+def traceroute_hop_line(hop: Hop, *, numeric: bool, show_mpls: bool) -> str:
+    """One hop as traceroute prints it: the hop number, then for each probe its
+    responder (when it differs from the previous answer's) and its time, ``*`` for a
+    probe nobody answered, ``!H``/``!N``/``!X``... after an unreachable answer::
+
+         4  198.18.201.1 <MPLS:L=16,E=0,S=1,T=1>  0.487 ms * 198.18.201.9  0.380 ms
+
+    Without ``numeric`` a responder reads ``name (address)``, the address standing in
+    for a missing name, as traceroute does.
+    """
+    line = f"{hop.ttl:2d} "
+    previous: tuple[str, tuple[Mpls, ...]] | None = None
+    for probe in hop.probes:
+        if probe.responder is None:
+            line += " *"
+            continue
+        key = (probe.responder, tuple(probe.mpls) if show_mpls else ())
+        if key != previous:
+            previous = key
+            if numeric:
+                line += f" {probe.responder}"
+            else:
+                name = hop.responders[probe.responder].name or probe.responder
+                line += f" {name} ({probe.responder})"
+            if show_mpls and probe.mpls:
+                line += " " + _traceroute_mpls(probe.mpls)
+        if probe.time_ms is not None:
+            line += f"  {probe.time_ms:.3f} ms"
+        if classify(probe) is Answer.UNREACHABLE:
+            mark = _unreachable(probe)[1]
+            if mark:
+                line += f" {mark}"
+    return line
+
+
+def traceroute_lines(trace: TraceResult, *, numeric: bool, show_mpls: bool,
+                     size: int | None) -> list[str]:
+    """The header and one line per hop."""
+    return [traceroute_header(trace, size)] + [
+        traceroute_hop_line(hop, numeric=numeric, show_mpls=show_mpls) for hop in trace.hops
+    ]
+
+
+def trace_json(trace: TraceResult) -> dict[str, Any]:
+    """The trace as JSON: ``host``, ``destination``, ``reached``, ``distance`` and per
+    hop its ``responders`` (address, name, rtts, mpls) and every probe."""
+    return trace.to_dict()
+
+
+# ----------------------------------------------------------------------------- mtr
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    title: str
+    width: int
+
+
+# mtr's default fields "LS NABWV" (ui/mtr.c data_fields): title, width.
+_FIELDS = (
+    _Field("Loss%", 6), _Field("Snt", 6), _Field(" ", 1), _Field("Last", 6),
+    _Field("Avg", 6), _Field("Best", 6), _Field("Wrst", 6), _Field("StDev", 6),
+)
+
+
+def _ms(value: float | None) -> float:
+    return 0.0 if value is None else value
+
+
+def _field_texts(hop: HopStats) -> list[str]:
+    """The row's cells in mtr's formats (`` %4.1f%%``, `` %5d``, `` ``, `` %5.1f``)."""
+    times = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev)
+    return [f" {hop.loss_percent:4.1f}%", f" {hop.sent:5d}", " ",
+            *(f" {_ms(value):5.1f}" for value in times)]
+
+
+def _overlay(prefix: str, start: int, cells: Sequence[str]) -> str:
+    """Write ``cells`` at fixed offsets from ``start`` as mtr's snprintf chain does:
+    each cell starts ``width`` after the previous one and cuts what overflowed."""
+    line = prefix[:start].ljust(start)
+    position = start
+    for cell, field in zip(cells, _FIELDS, strict=True):
+        line = line[:position] + cell
+        position += field.width
+    return line
+
+
+def _header_cells() -> list[str]:
+    return [f"{field.title:>{field.width}}" for field in _FIELDS]
+
+
+def hop_label(hop: HopStats, *, numeric: bool, show_ips: bool) -> str:
+    """The host of a row: ``???`` when unknown, the name when looked up and found
+    (``name (address)`` with ``show_ips``), else the address."""
+    if hop.address is None:
+        return UNKNOWN_HOST
+    name = None if numeric else hop.name
+    if name is None:
+        return hop.address
+    return f"{name} ({hop.address})" if show_ips else name
+
+
+def _mpls_report(entry: Mpls, lead: str) -> str:
+    return (f"{lead}[MPLS: Lbl {entry.label} Exp {entry.traffic_class} "
+            f"S {int(entry.bottom_of_stack)} TTL {entry.ttl}]")
+
+
+def _main_mpls(hop: HopStats) -> tuple[Mpls, ...]:
+    for responder in hop.responders:
+        if responder.address == hop.address:
+            return responder.mpls
+    return ()
+
+
+def _report_extra_lines(hop: HopStats, show_mpls: bool) -> list[str]:
+    """mtr's lines under a row: other addresses of the hop, and MPLS labels (-e)."""
+    lines: list[str] = []
+    others = [responder for responder in hop.responders if responder.address != hop.address]
+    main = _main_mpls(hop) if show_mpls else ()
+    if not others:
+        lines.extend(_mpls_report(entry, "    |   +-- ") for entry in main)
+        return lines
+    lines.extend(_mpls_report(entry, "    |  |+-- ") for entry in main)
+    for index, responder in enumerate(others):
+        lines.append(("    |  `|-- " if index == 0 else "    |   |-- ") + responder.address)
+        if show_mpls:
+            lines.extend(_mpls_report(entry, "    |   +-- ") for entry in responder.mpls)
+    return lines
+
+
+def mtr_report_lines(report: MonitorReport, *, local_host: str, started: datetime,
+                     wide: bool = False, numeric: bool = True, show_ips: bool = False,
+                     show_mpls: bool = False) -> list[str]:
+    """``mtr -r`` (``-w`` with ``wide``)::
+
+        Start: 2026-11-27T16:08:58+0000
+        HOST: vm                          Loss%   Snt   Last   Avg  Best  Wrst StDev
+          1.|-- 198.18.1.2                 0.0%     3    0.0   0.4   0.0   1.0   0.6
+          5.|-- ???                       100.0     3    0.0   0.0   0.0   0.0   0.0
+    """
+    labels = [hop_label(hop, numeric=numeric, show_ips=show_ips) for hop in report.hops]
+    width = REPORT_HOST_WIDTH
+    if wide:
+        width = max([len(local_host), *(len(label) for label in labels)])
+    header = f"HOST: {local_host:<{width}}"
+    lines = [f"Start: {iso_time(started)}",
+             _overlay(header, len(header) if wide else width, _header_cells())]
+    for hop, label in zip(report.hops, labels, strict=True):
+        prefix = f" {hop.ttl:2d}.|-- {label:<{width}}"
+        lines.append(_overlay(prefix, len(prefix) if wide else width, _field_texts(hop)))
+        lines.extend(_report_extra_lines(hop, show_mpls))
+    return lines
+
+
+def mtr_json(report: MonitorReport | None, *, local_host: str, target: str, tos: int,
+             tests: int, packet_size: int, bit_pattern: int, numeric: bool = True,
+             show_ips: bool = False) -> dict[str, Any]:
+    """``mtr -j``'s document, keys and value types as mtr 0.95 writes them::
+
+        {"report": {"mtr": {"src": "vm", "dst": "host", "tos": 0, "tests": 10,
+                            "psize": "64", "bitpattern": "0x00"},
+                    "hubs": [{"count": 1, "host": "198.18.1.2", "Loss%": 0.0, "Snt": 10,
+                              "Last": 0.065, "Avg": 0.062, "Best": 0.06, "Wrst": 0.065,
+                              "StDev": 0.003}]}}
+
+    Times in ms rounded to the microsecond, 0.0 where undefined; ``hubs`` is empty
+    without a report (an error before the first cycle).
+    """
+    hubs = []
+    for hop in report.hops if report is not None else ():
+        hubs.append({
+            "count": hop.ttl,
+            "host": hop_label(hop, numeric=numeric, show_ips=show_ips),
+            "Loss%": round(hop.loss_percent, 3),
+            "Snt": hop.sent,
+            "Last": round(_ms(hop.last), 3),
+            "Avg": round(_ms(hop.avg), 3),
+            "Best": round(_ms(hop.best), 3),
+            "Wrst": round(_ms(hop.worst), 3),
+            "StDev": round(_ms(hop.stdev), 3),
+        })
+    return {
+        "report": {
+            "mtr": {
+                "src": local_host,
+                "dst": target,
+                "tos": tos,
+                "tests": tests,
+                "psize": str(packet_size),
+                "bitpattern": f"0x{bit_pattern:02X}",
+            },
+            "hubs": hubs,
+        }
+    }
+
+
+def mtr_csv_lines(report: MonitorReport, *, target: str, started: int, numeric: bool = True,
+                  show_ips: bool = False) -> list[str]:
+    """``mtr -C``: a header, then one row per hop (``started`` in Unix seconds)::
+
+        Mtr_Version,Start_Time,Status,Host,Hop,Ip,Loss%,Snt, ,Last,Avg,Best,Wrst,StDev,
+        MTR.brokerpkg-0.1.0,1795795768,OK,198.18.200.50,1,198.18.1.2,0.00,2,0,0.05,...
+
+    The column titled `` `` is the number of lost probes (mtr's Drop), as in mtr.
+    """
+    lines = ["Mtr_Version,Start_Time,Status,Host,Hop,Ip,"
+             + "".join(f"{field.title}," for field in _FIELDS)]
+    for hop in report.hops:
+        label = hop_label(hop, numeric=numeric, show_ips=show_ips)
+        times = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev)
+        lines.append(
+            f"{CSV_VERSION},{started},OK,{target},{hop.ttl},{label},"
+            f"{hop.loss_percent:.2f},{hop.sent},{hop.lost},"
+            + ",".join(f"{_ms(value):.2f}" for value in times)
+        )
+    return lines
+
+
+def mtr_screen_lines(report: MonitorReport | None, *, local_host: str, target: str,
+                     address: str, now: datetime, width: int, height: int,
+                     numeric: bool = True, show_ips: bool = False, show_mpls: bool = False,
+                     cycles: int | None = None) -> list[str]:
+    """The live view's screen (mtr's curses layout), ``height`` lines at most, each at
+    most ``width`` characters::
+
+                                brokerpkg mtr [v0.1.0]
+        vm -> 198.18.200.50 (198.18.200.50)               2026-11-27T16:10:00+0000
+        Keys:  q quit                                                  cycle 3
+                                               Packets               Pings
+         Host                                Loss%   Snt   Last   Avg  Best  Wrst StDev
+          1. 198.18.1.2                       0.0%     3    0.1   0.1   0.1   0.1   0.0
+          2. (waiting for reply)
+    """
+    width = max(width, 40)
+    fields = sum(field.width for field in _FIELDS)
+    name_width = max(width - fields, 20)
+    title = f"brokerpkg mtr [v{__version__}]"
+    route = f"{local_host} -> {target}" + ("" if target == address else f" ({address})")
+    stamp = iso_time(now)
+    cycle = "" if report is None else f"cycle {report.cycle}" + (
+        f" of {cycles}" if cycles is not None else "")
+    keys = "Keys:  q quit"
+    lines = [
+        title.center(width).rstrip(),
+        route + stamp.rjust(max(width - len(route), len(stamp) + 1)),
+        keys + cycle.rjust(max(width - len(keys), len(cycle) + 1)),
+        " " * name_width + f"{'Packets':^13}{'Pings':^30}".rstrip(),
+        _overlay(" Host", name_width, _header_cells()),
+    ]
+    for hop in report.hops if report is not None else ():
+        label = hop_label(hop, numeric=numeric, show_ips=show_ips)
+        if hop.address is None:
+            lines.append(f"{hop.ttl:3d}. (waiting for reply)")
+            continue
+        prefix = f"{hop.ttl:3d}. {label}"[: name_width - 1]
+        lines.append(_overlay(prefix, name_width, _field_texts(hop)))
+        main = _main_mpls(hop) if show_mpls else ()
+        lines.extend(_mpls_report(entry, "       ") for entry in main)
+        for responder in hop.responders:
+            if responder.address != hop.address:
+                lines.append(f"       {responder.address}")
+                if show_mpls:
+                    lines.extend(_mpls_report(entry, "       ") for entry in responder.mpls)
+    return [line[:width] for line in lines[:height]]
