@@ -468,7 +468,7 @@ async def run_ping(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     async with Session(args.helper) as session:
         address = await _resolve_address(session, host, args.ip_version)
-        if not quiet:
+        if not args.json:  # ping -q still prints its first line
             port = options["port"] or (None if protocol in ("icmp", "udp")
                                        else DEFAULT_CONNECTED_PORT)
             _print(fmt.ping_header(host, address, protocol, payload, port))
