@@ -117,7 +117,8 @@ def ping_header(host: str, address: str, protocol: str, payload: int | None,
             what = f"{protocol}, " + what
     else:
         what = f"{protocol} port {port}" if port is not None else protocol
-    return f"PING {host} ({address}) {what}."
+    end = "" if what.endswith("data bytes") else "."
+    return f"PING {host} ({address}) {what}{end}"
 
 
 def ping_reply_line(result: ProbeResult, sequence: int) -> str | None:

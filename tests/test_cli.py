@@ -10,6 +10,7 @@ Probes go only to 127.0.0.1, ::1 and lab addresses (198.18.0.0/15, 2001:db8::/32
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ipaddress
 import json
@@ -30,7 +31,7 @@ from conftest import UnprivilegedCopy
 from lab import Chain, virtual_hop, virtual_target
 
 from brokerpkg import cli_format as fmt
-from brokerpkg.cli import _wants_json, split_target
+from brokerpkg.cli import _wants_json, build_parser, split_target
 from brokerpkg.mtr import HopStats, MonitorReport, ResponderStats
 from brokerpkg.protocol import Mpls, ProbeResult
 from brokerpkg.trace import make_hop
@@ -281,6 +282,23 @@ def test_ping_and_fping_lines_and_statistics() -> None:
     assert summary == "h   : xmt/rcv/%loss = 4/3/25%, min/avg/max = 0.100/4.30/12.5"
     dead = fmt.fping_summary_line(PingResult("dead", "198.19.1.1", (lost, lost)), 4)
     assert dead == "dead : xmt/rcv/%loss = 2/0/100%"
+
+
+def test_the_manual_documents_every_subcommand_and_option() -> None:
+    page = (REPO / "man" / "brokerpkg.1").read_text().replace("\\-", "-")
+    parser = build_parser()
+    commands = next(action for action in parser._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    assert set(commands.choices) == {"probe", "ping", "multiping", "trace", "mtr", "doctor"}
+    for name, command in commands.choices.items():
+        assert f"\n.SH {name.upper()}\n" in page, name
+        options = [option for action in command._actions for option in action.option_strings
+                   if option not in ("-h", "--help")]
+        for option in options:
+            assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", page), (name, option)
+    for section in ("OUTPUT", "EXIT STATUS", "ENVIRONMENT", "EXAMPLES"):
+        assert f"\n.SH {section}\n" in page
+    assert "BROKERPKG_HELPER" in page
 
 
 # ------------------------------------------------------------------------- loopback

@@ -232,6 +232,22 @@ def test_installed_command_probes_loopback(built: Built, tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("reply from 127.0.0.1 in ")
+    # README's first command, after its `pip install . &&`, through the installed script.
+    first = next(line.strip() for line in (REPO / "README.md").read_text().splitlines()
+                 if line.startswith("    python3 -m pip install . && "))
+    words = first.split(" && ", 1)[1].split()
+    assert words[0] == "brokerpkg"
+    readme = subprocess.run(
+        [sys.executable, str(target / "bin" / "brokerpkg"), *words[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert readme.returncode == 0, readme.stderr
+    assert readme.stdout.startswith("Start: ")
+    assert "  1.|-- " in readme.stdout
 
 
 # ------------------------------------------------------------------ sdist
