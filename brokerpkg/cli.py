@@ -20,17 +20,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import json
 import math
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from . import cli_format as fmt
 from ._version import __version__
@@ -531,6 +534,9 @@ async def run_multiping(args: argparse.Namespace) -> int:
 
     def on_probe(event: ProgressEvent) -> None:
         finished[event.host] += 1
+        done, rest = divmod(finished[event.host], args.count)
+        if rest == 0 and done <= occurrences[event.host]:  # one more host is complete
+            progress.update(progress.done + 1)
         result = event.result
         if result.success and result.time_ms is not None:
             rtts[event.host].append(result.time_ms)
@@ -540,8 +546,7 @@ async def run_multiping(args: argparse.Namespace) -> int:
             if line is not None:
                 progress.clear()
                 _print(line)
-        progress.update(sum(min(occurrences[host], done // args.count)
-                            for host, done in finished.items()))
+                progress.update(progress.done)
 
     try:
         async with Session(args.helper) as session:
@@ -660,8 +665,63 @@ async def _live_view(args: argparse.Namespace, reports: AsyncGenerator[MonitorRe
 
 # ----------------------------------------------------------------------------- main
 
-
 Runner = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+P = ParamSpec("P")
+T = TypeVar("T")
+_Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...],
+             dict[str, Any]]
+
+
+class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs the event loop's blocking calls (getaddrinfo, getnameinfo) on at most
+    ``workers`` daemon threads, and never waits for them on shutdown.
+
+    The system resolver may sit on a reverse lookup for 10 s and more after the
+    library has given up on it (2 s); with the default executor the command would
+    wait for that thread before exiting.  A daemon thread is simply left behind.
+    It subclasses ThreadPoolExecutor only because ``loop.set_default_executor``
+    insists on one; none of that class's machinery is used.
+    """
+
+    def __init__(self, workers: int = 16) -> None:
+        super().__init__(max_workers=1)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._daemons: list[threading.Thread] = []
+        self._workers = workers
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args,
+               **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((future, fn, args, kwargs))
+        if len(self._daemons) < self._workers:
+            thread = threading.Thread(target=self._work, name="brokerpkg-lookup", daemon=True)
+            thread.start()
+            self._daemons.append(thread)
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args, kwargs = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:  # handed to the waiting coroutine
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Let idle workers end; never waits (``wait`` is ignored: daemon threads)."""
+        for _ in self._daemons:
+            self._jobs.put(None)
+
+
+async def _run(runner: Runner, args: argparse.Namespace) -> int:
+    """Run a subcommand with name lookups on daemon threads (see DaemonExecutor)."""
+    asyncio.get_running_loop().set_default_executor(DaemonExecutor())
+    return await runner(args)
+
 
 
 def _runners() -> dict[str, Runner]:
@@ -716,7 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_json({"error": str(error)})
         return EXIT_ERROR
     try:
-        return asyncio.run(_runners()[args.command](args))
+        return asyncio.run(_run(_runners()[args.command], args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
