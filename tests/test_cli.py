@@ -772,6 +772,11 @@ def terminal_env(helper_path: str) -> dict[str, str]:
     return {**env, "BROKERPKG_HELPER": helper_path, "TERM": "xterm"}
 
 
+def finished(screen: str) -> bool:
+    """The script printed the exit status and both terminal settings after it."""
+    return re.search(r"exit=\d+\s+-?icanon\s+-?echo\b", screen) is not None
+
+
 AFTER = 'echo "exit=$?"; stty -a | tr " ;" "\\n\\n" | grep -x -e icanon -e echo -e -icanon -e -echo'
 
 
@@ -795,7 +800,7 @@ def test_the_live_view_redraws_in_place_and_quits_cleanly(
         assert hops == [(n, address or "(waiting") for n, address in enumerate(truth, 1)]
         assert "       [MPLS: Lbl 16 Exp 0 S 1 TTL 1]" in lines
     tmux.tmux("send-keys", "-t", "t", key)
-    after = tmux.wait_for(lambda text: "exit=" in text)
+    after = tmux.wait_for(finished)
     assert "exit=0" in after
     assert "Host" not in after  # back on the normal screen
     assert after.split("exit=0", 1)[1].split() == ["icanon", "echo"]  # settings restored
@@ -804,7 +809,7 @@ def test_the_live_view_redraws_in_place_and_quits_cleanly(
 def test_the_live_view_stops_after_count_cycles(helper_path: str, tmux: Tmux) -> None:
     tmux.start(f"python3 -m brokerpkg mtr -n -c 3 -i 0.2 127.0.0.1; {AFTER}",
                terminal_env(helper_path))
-    after = tmux.wait_for(lambda text: "exit=" in text)
+    after = tmux.wait_for(finished)
     assert "exit=0" in after and after.split("exit=0", 1)[1].split() == ["icanon", "echo"]
 
 
