@@ -461,3 +461,46 @@ bool decode_datagram_error(const uint8_t *message, size_t length,
     reply->probe_destination = *destination;
     return true;
 }
+
+/*
+ * Where the IP header of a looped-back sent packet starts: after a link
+ * header of a length seen in practice, where the version matches FAMILY and
+ * the IP length fields cover exactly the rest of the frame.
+ */
+static bool find_sent_ip_header(const uint8_t *frame, size_t length,
+                                int family, size_t *offset)
+{
+    static const size_t link_lengths[] = {14, 0, 18, 16};
+
+    for (size_t i = 0; i < sizeof(link_lengths) / sizeof(link_lengths[0]);
+         i++) {
+        size_t at = link_lengths[i];
+        const uint8_t *ip = frame + at;
+
+        if (family == AF_INET && length >= at + 20 && ip[0] >> 4 == 4
+            && get16(ip + 2) == length - at) {
+            *offset = at;
+            return true;
+        }
+        if (family == AF_INET6 && length >= at + 40 && ip[0] >> 4 == 6
+            && (size_t)get16(ip + 4) + 40 == length - at) {
+            *offset = at;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool decode_sent_packet(const uint8_t *frame, size_t length, int family,
+                        struct decoded_reply *reply)
+{
+    size_t offset;
+
+    reset_reply(reply);
+    if (!find_sent_ip_header(frame, length, family, &offset)) {
+        return false;
+    }
+    return family == AF_INET6
+               ? decode_quoted_ipv6(frame + offset, length - offset, reply)
+               : decode_quoted_ipv4(frame + offset, length - offset, reply);
+}

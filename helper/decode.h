@@ -94,6 +94,16 @@ bool decode_datagram_error(const uint8_t *message, size_t length,
                            struct decoded_reply *reply);
 
 /*
+ * A probe as the kernel handed it to a device, looped back on a socket's
+ * error queue with its transmit timestamp: the link-layer header (14 bytes
+ * on Ethernet and loopback, none on layer-3 devices), then our IP packet of
+ * FAMILY.  Fills the probe fields of REPLY (protocol, addresses, ids, ports)
+ * so that the probe can be found as a quoted one would be.
+ */
+bool decode_sent_packet(const uint8_t *frame, size_t length, int family,
+                        struct decoded_reply *reply);
+
+/*
  * MPLS label stack entries from the RFC 4884 extension structure of the
  * ICMP error at ICMP (LENGTH bytes, ICMP header first).  Returns the number
  * of labels stored (0 when there is no valid MPLS extension object).

@@ -211,8 +211,9 @@ static void watch_sockets(struct loop *l)
         for (int r = 0; r < ROLE_COUNT; r++) {
             int fd = l->net->sockets[f][r];
 
-            /* the UDP socket only sends */
-            if (fd >= 0 && r != ROLE_UDP) {
+            /* the UDP socket only sends: it wakes us (EPOLLERR) only for
+               the transmit timestamps on its error queue */
+            if (fd >= 0) {
                 watch(l, EPOLL_CTL_ADD, fd, EPOLLIN,
                       event_data(EVENT_SOCKET, (uint64_t)(f * ROLE_COUNT + r)));
             }

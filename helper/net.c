@@ -13,6 +13,7 @@
 #include <linux/errqueue.h>
 #include <linux/filter.h>
 #include <linux/icmp.h>
+#include <linux/net_tstamp.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -63,16 +64,43 @@ static void refuse_all_input(int fd)
                      sizeof(program));
 }
 
-/* Receive options shared by every socket we read answers from. */
-static void prepare_receiver(int fd, int family)
+/*
+ * Kernel timestamps: each packet we send is looped back on the socket's
+ * error queue with the time it was handed to the device (the moment a
+ * capture sees it), and each packet received carries its arrival time.
+ * Both are CLOCK_REALTIME.  Without SO_TIMESTAMPING (EINVAL, ENOPROTOOPT)
+ * arrivals are still stamped and departures are read from the clock.
+ */
+static void enable_timestamps(int fd)
+{
+    int flags = SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_RX_SOFTWARE
+                | SOF_TIMESTAMPING_SOFTWARE;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, &flags,
+                   sizeof(flags)) != 0) {
+        set_int_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1);
+    }
+}
+
+/*
+ * A buffer for what waits on the socket (answers, and transmit timestamps
+ * on the error queue, which share its room).  SO_RCVBUFFORCE needs
+ * CAP_NET_ADMIN (root, setuid); else rmem_max caps SO_RCVBUF.
+ */
+static void enlarge_receive_buffer(int fd)
 {
     int size = RECEIVE_BUFFER_BYTES;
 
-    /* SO_RCVBUFFORCE needs CAP_NET_ADMIN (root, setuid); else rmem_max caps it */
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0) {
         set_int_option(fd, SOL_SOCKET, SO_RCVBUF, size);
     }
-    set_int_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1);
+}
+
+/* Receive options shared by every socket we read answers from. */
+static void prepare_receiver(int fd, int family)
+{
+    enlarge_receive_buffer(fd);
+    enable_timestamps(fd);
     if (family == AF_INET6) {
         set_int_option(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1);
         set_int_option(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
@@ -118,6 +146,8 @@ static bool open_raw_family(struct net_state *net, int family)
     sockets[ROLE_UDP] = open_socket(family, SOCK_RAW, IPPROTO_UDP);
     if (sockets[ROLE_UDP] >= 0) {
         refuse_all_input(sockets[ROLE_UDP]);
+        enlarge_receive_buffer(sockets[ROLE_UDP]);
+        enable_timestamps(sockets[ROLE_UDP]);
     }
     sockets[ROLE_SCTP] = open_socket(family, SOCK_RAW, IPPROTO_SCTP);
     if (sockets[ROLE_SCTP] >= 0) {
@@ -643,6 +673,10 @@ static void read_controls(struct msghdr *message, int family,
          c = CMSG_NXTHDR(message, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
             memcpy(&info->received, CMSG_DATA(c), sizeof(info->received));
+        } else if (c->cmsg_level == SOL_SOCKET
+                   && c->cmsg_type == SCM_TIMESTAMPING) {
+            /* ts[0]: the software timestamp; [1] and [2] are hardware's */
+            memcpy(&info->received, CMSG_DATA(c), sizeof(info->received));
         } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT) {
             memcpy(&info->hop_limit, CMSG_DATA(c), sizeof(int));
         } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) {
@@ -662,9 +696,6 @@ static void read_controls(struct msghdr *message, int family,
                                      &info->offender, NULL);
         }
     }
-    if (info->received.tv_sec == 0) {
-        clock_gettime(CLOCK_REALTIME, &info->received);
-    }
     (void)family;
 }
 
@@ -683,6 +714,14 @@ static bool decode_raw(enum socket_role role, int family, const uint8_t *data,
     }
     return decode_icmp6_message(data, length, source, &info->local,
                                 info->hop_limit, reply);
+}
+
+/* A transmit timestamp on an error queue: our own packet looped back. */
+static bool is_transmit_timestamp(const struct receive_info *info)
+{
+    return info->error != NULL
+           && info->error->ee_origin == SO_EE_ORIGIN_TIMESTAMPING
+           && info->received.tv_sec != 0;
 }
 
 static bool decode_datagram(int family, const uint8_t *data, size_t length,
@@ -708,7 +747,7 @@ static bool decode_datagram(int family, const uint8_t *data, size_t length,
 /* Drain FD (its error queue when FLAGS has MSG_ERRQUEUE). */
 static void receive_from(const struct net_state *net, int fd,
                          enum socket_role role, int family, int flags,
-                         reply_sink sink, void *context)
+                         reply_sink sink, sent_sink sent, void *context)
 {
     for (;;) {
         int count;
@@ -726,13 +765,29 @@ static void receive_from(const struct net_state *net, int fd,
             struct decoded_reply reply;
             bool decoded;
 
-            if ((message->msg_flags & MSG_TRUNC) != 0
-                || !ip_address_from_sockaddr(message->msg_name,
-                                             message->msg_namelen, &peer,
-                                             NULL)) {
+            if ((message->msg_flags & MSG_TRUNC) != 0) {
                 continue;
             }
             read_controls(message, family, &info);
+            if (is_transmit_timestamp(&info)) {
+                if (decode_sent_packet(batch.packets[i],
+                                       batch.headers[i].msg_len, family,
+                                       &reply)) {
+                    sent(context, &reply, &info.received);
+                }
+                continue;
+            }
+            /* a raw socket's error queue holds nothing else we asked for */
+            if (net->raw && (flags & MSG_ERRQUEUE) != 0) {
+                continue;
+            }
+            if (!ip_address_from_sockaddr(message->msg_name,
+                                          message->msg_namelen, &peer, NULL)) {
+                continue;
+            }
+            if (info.received.tv_sec == 0) {
+                clock_gettime(CLOCK_REALTIME, &info.received);
+            }
             decoded = net->raw
                           ? decode_raw(role, family, batch.packets[i],
                                        batch.headers[i].msg_len, &peer, &info,
@@ -751,15 +806,20 @@ static void receive_from(const struct net_state *net, int fd,
 }
 
 void net_receive(const struct net_state *net, enum socket_role role,
-                 int family, reply_sink sink, void *context)
+                 int family, reply_sink sink, sent_sink sent, void *context)
 {
-    int fd = net->sockets[family_index(family)][role];
+    const int *sockets = net->sockets[family_index(family)];
 
-    if (fd < 0) {
+    if (sockets[role] < 0) {
         return;
     }
-    receive_from(net, fd, role, family, 0, sink, context);
-    if (!net->raw) {
-        receive_from(net, fd, role, family, MSG_ERRQUEUE, sink, context);
+    /* departures first: an answer may be waiting for a probe of any role;
+       a datagram socket's error queue also holds its ICMP errors */
+    for (int r = 0; r < ROLE_COUNT; r++) {
+        if (sockets[r] >= 0) {
+            receive_from(net, sockets[r], (enum socket_role)r, family,
+                         MSG_ERRQUEUE, sink, sent, context);
+        }
     }
+    receive_from(net, sockets[role], role, family, 0, sink, sent, context);
 }

@@ -115,8 +115,20 @@ void net_tcp_abort(int fd);
 typedef void (*reply_sink)(void *context, const struct decoded_reply *reply,
                            const struct timespec *received);
 
-/* Read everything waiting on the socket of ROLE and FAMILY. */
+/*
+ * Called for every probe the kernel reports as handed to a device: PROBE
+ * holds its fields as decoded from the packet, SENT the kernel's transmit
+ * timestamp (CLOCK_REALTIME, like the arrival times of answers).
+ */
+typedef void (*sent_sink)(void *context, const struct decoded_reply *probe,
+                          const struct timespec *sent);
+
+/*
+ * Read everything waiting on the socket of ROLE and FAMILY.  The transmit
+ * timestamps waiting on FAMILY's sending sockets are read first, so that a
+ * probe's departure is known before any answer to it.
+ */
 void net_receive(const struct net_state *net, enum socket_role role,
-                 int family, reply_sink sink, void *context);
+                 int family, reply_sink sink, sent_sink sent, void *context);
 
 #endif

@@ -30,7 +30,9 @@ struct probe {
     uint32_t sctp_tag;              /* sctp: INIT's initiate tag */
     int tcp_fd;                     /* tcp: the connecting socket, else -1 */
     struct tcp_evidence *tcp_evidence;  /* tcp: see prober.c, else NULL */
-    struct timespec sent;           /* CLOCK_REALTIME when handed to the kernel */
+    struct timespec sent;           /* CLOCK_REALTIME when handed to the kernel,
+                                       then the kernel's transmit timestamp */
+    bool sent_stamped;              /* sent is the transmit timestamp */
     uint64_t deadline_ns;           /* CLOCK_MONOTONIC */
     /* table bookkeeping */
     bool in_use;

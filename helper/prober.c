@@ -191,6 +191,35 @@ void prober_deliver(struct prober *p, const struct decoded_reply *reply,
     }
 }
 
+static bool earlier(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec
+           || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+bool prober_departed(struct prober *p, const struct decoded_reply *sent_probe,
+                     const struct timespec *sent)
+{
+    for (struct probe *probe = probe_wire_first(p->table, sent_probe->protocol,
+                                                reply_wire_key(sent_probe));
+         probe != NULL; probe = probe_wire_next(p->table, probe)) {
+        /*
+         * The first stamp only, and never one from before the probe was
+         * handed to the kernel: that one belongs to an earlier probe that
+         * had the same identity.
+         */
+        if (reply_matches_probe(sent_probe, probe)) {
+            if (probe->sent_stamped || earlier(sent, &probe->sent)) {
+                return false;
+            }
+            probe->sent = *sent;
+            probe->sent_stamped = true;
+            return true;
+        }
+    }
+    return false;
+}
+
 void prober_expire(struct prober *p, uint64_t now)
 {
     struct probe *probe;
@@ -530,16 +559,22 @@ static void fill_abilities(struct prober *p)
     a->max_probes = net->raw ? PROBE_CAPACITY : DATAGRAM_CAPACITY;
 }
 
-/* The answer callback net_receive() calls. */
+/* The callbacks net_receive() calls. */
 static void deliver_answer(void *context, const struct decoded_reply *reply,
                            const struct timespec *received)
 {
     prober_deliver(context, reply, received);
 }
 
+static void record_departure(void *context, const struct decoded_reply *probe,
+                             const struct timespec *sent)
+{
+    (void)prober_departed(context, probe, sent);
+}
+
 void prober_receive(struct prober *p, int family, enum socket_role role)
 {
-    net_receive(p->net, role, family, deliver_answer, p);
+    net_receive(p->net, role, family, deliver_answer, record_departure, p);
 }
 
 void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)

@@ -53,6 +53,14 @@ void prober_end_input(struct prober *prober);
 void prober_deliver(struct prober *prober, const struct decoded_reply *reply,
                     const struct timespec *received);
 
+/*
+ * The kernel's transmit timestamp SENT (CLOCK_REALTIME) of the probe that
+ * PROBE describes (decoded from the packet as sent): from now on its
+ * round-trip time is measured from there.  True when a probe took it.
+ */
+bool prober_departed(struct prober *prober, const struct decoded_reply *probe,
+                     const struct timespec *sent);
+
 /* Read and deliver every answer waiting on NET's socket of FAMILY and ROLE. */
 void prober_receive(struct prober *prober, int family, enum socket_role role);
 

@@ -42,6 +42,8 @@ SEED_REPLIES = {
     "v4-sctp-ttl": "5 ttl-expired ip-4 198.18.0.254 round-trip-time 0",
     "v4-ttl-mpls": ("7 ttl-expired ip-4 198.18.0.254 round-trip-time 0 mpls 24001,0,0,1,16,5,1,1 "
                     "reply-ttl 64 icmp-type 11 icmp-code 0 reply-size 172"),
+    "sent-v4-udp": "departed",
+    "sent-v6-icmp": "departed",
     "v4-ttl-plain": ("7 ttl-expired ip-4 198.18.0.254 round-trip-time 0 reply-ttl 64 icmp-type 11 "
                      "icmp-code 0 reply-size 56"),
     "v6-echo-reply": "2 reply ip-6 2001:db8::1 round-trip-time 0",

@@ -7,6 +7,9 @@
  * bit 0x40: recompute the packet's checksums first, so that mutations reach
  * the code behind the checksum checks), byte 1 the sender, the rest is the
  * packet.  Each packet is delivered twice (duplicates must be harmless).
+ * Kind 5 is a packet we sent, looped back with its transmit timestamp: a
+ * departure, which completes nothing (BROKERPKG_FUZZ_SHOW prints
+ * "departed" when a probe took the stamp).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -214,7 +217,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         packet = fixed;
     }
     for (int copy = 0; copy < 2; copy++) {
-        if (decode(data[0], data[1], packet, size - 2, &reply)) {
+        if ((data[0] & 0x3f) == 5) {
+            /* after the probes' own send times, read from the real clock */
+            struct timespec sent = {.tv_sec = (time_t)1 << 40, .tv_nsec = 0};
+
+            if (decode_sent_packet(packet, size - 2,
+                                   data[0] & 0x80 ? AF_INET6 : AF_INET, &reply)
+                && prober_departed(prober, &reply, &sent)
+                && getenv("BROKERPKG_FUZZ_SHOW") != NULL) {
+                (void)!write(1, "departed\n", 9);
+            }
+        } else if (decode(data[0], data[1], packet, size - 2, &reply)) {
             prober_deliver(prober, &reply, &received);
         }
     }

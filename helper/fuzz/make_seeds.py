@@ -18,6 +18,7 @@ ICMP_ID = 0x4242
 UDP_PORT = 0x4242
 V4_PROBE_DST, V4_SRC, V4_ROUTER = "198.18.0.1", "198.18.0.2", "198.18.0.254"
 V6_PROBE_DST, V6_SRC = "2001:db8::1", "2001:db8::2"
+ETHERNET = bytes(12)  # addresses; the EtherType follows
 
 
 def ip4(text: str) -> bytes:
@@ -134,6 +135,9 @@ def answers() -> dict[str, bytes]:
         "dgram-v4-echo": b"\x03\x80" + echo(0, 0),
         "dgram-v6-echo": b"\x83\x80" + echo(129, 1),
         "dgram-v4-error": b"\x04\x01" + bytes([11, 0]) + echo(8, 2)[:8],
+        # departures: the probe as sent, behind an Ethernet header or none
+        "sent-v4-udp": b"\x05\x00" + ETHERNET + b"\x08\x00" + v4_udp_probe,
+        "sent-v6-icmp": b"\x85\x00" + ipv6(V6_SRC, V6_PROBE_DST, 58, echo(128, 1), hops=255),
     }
 
 

@@ -108,11 +108,12 @@ void net_tcp_abort(int fd)
 }
 
 void net_receive(const struct net_state *net, enum socket_role role,
-                 int family, reply_sink sink, void *context)
+                 int family, reply_sink sink, sent_sink sent, void *context)
 {
     (void)net;
     (void)role;
     (void)family;
     (void)sink;
+    (void)sent;
     (void)context;
 }
