@@ -211,9 +211,8 @@ static void watch_sockets(struct loop *l)
         for (int r = 0; r < ROLE_COUNT; r++) {
             int fd = l->net->sockets[f][r];
 
-            /* the UDP socket only sends: it wakes us (EPOLLERR) only for
-               the transmit timestamps on its error queue */
-            if (fd >= 0) {
+            /* the UDP socket only sends (its error queue is read unasked) */
+            if (fd >= 0 && r != ROLE_UDP) {
                 watch(l, EPOLL_CTL_ADD, fd, EPOLLIN,
                       event_data(EVENT_SOCKET, (uint64_t)(f * ROLE_COUNT + r)));
             }
@@ -284,6 +283,7 @@ static void dispatch(struct loop *l, const struct epoll_event *events,
     if (input_ready && wants_input(l)) {
         read_input(l);
     }
+    prober_receive_departures(l->prober);
 }
 
 static bool finished(const struct loop *l)

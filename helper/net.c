@@ -25,6 +25,7 @@
 
 #include "construct.h"
 #include "privilege.h"
+#include "wire.h"
 
 #define RECEIVE_BUFFER_BYTES (8 * 1024 * 1024)
 #define RECEIVE_BATCH 32
@@ -65,21 +66,15 @@ static void refuse_all_input(int fd)
 }
 
 /*
- * Kernel timestamps: each packet we send is looped back on the socket's
- * error queue with the time it was handed to the device (the moment a
- * capture sees it), and each packet received carries its arrival time.
- * Both are CLOCK_REALTIME.  Without SO_TIMESTAMPING (EINVAL, ENOPROTOOPT)
- * arrivals are still stamped and departures are read from the clock.
+ * Kernel timestamps, CLOCK_REALTIME: every packet received carries its
+ * arrival time, and a packet sent with a TRANSMIT_STAMP control message
+ * (see net_send) is looped back on the socket's error queue with the time
+ * it was queued to the device, just before a capture sees it.
  */
 static void enable_timestamps(int fd)
 {
-    int flags = SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_RX_SOFTWARE
-                | SOF_TIMESTAMPING_SOFTWARE;
-
-    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, &flags,
-                   sizeof(flags)) != 0) {
-        set_int_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1);
-    }
+    set_int_option(fd, SOL_SOCKET, SO_TIMESTAMPING,
+                   SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE);
 }
 
 /*
@@ -105,6 +100,50 @@ static void prepare_receiver(int fd, int family)
         set_int_option(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1);
         set_int_option(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
     }
+}
+
+/* A send-only ICMP socket: no ICMP type reaches it (not even a copy). */
+static void filter_all_icmp(int fd, int family)
+{
+    if (family == AF_INET) {
+        struct icmp_filter filter = {.data = ~0u};
+
+        (void)setsockopt(fd, SOL_RAW, ICMP_FILTER, &filter, sizeof(filter));
+    } else {
+        struct icmp6_filter filter;
+
+        ICMP6_FILTER_SETBLOCKALL(&filter);
+        (void)setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, &filter,
+                         sizeof(filter));
+    }
+}
+
+/*
+ * A sending socket's own TTL (hop limit) is the probes' default, so that a
+ * probe with the default TTL and TOS 0 needs no control messages.  False
+ * when the option could not be set: then every probe carries its TTL.
+ */
+static bool preset_defaults(int fd, int family)
+{
+    int ttl = DEFAULT_TTL;
+
+    if (fd < 0) {
+        return true;
+    }
+    return setsockopt(fd, family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
+                      family == AF_INET6 ? IPV6_UNICAST_HOPS : IP_TTL, &ttl,
+                      sizeof(ttl)) == 0;
+}
+
+static void preset_family_defaults(struct net_state *net, int family)
+{
+    int index = family_index(family);
+    bool preset = preset_defaults(net->icmp_senders[index], family);
+
+    for (int r = 0; r < ROLE_COUNT; r++) {
+        preset = preset_defaults(net->sockets[index][r], family) && preset;
+    }
+    net->defaults_preset[index] = preset;
 }
 
 /* Only echo replies and the errors that quote a probe reach us. */
@@ -143,6 +182,17 @@ static bool open_raw_family(struct net_state *net, int family)
     }
     prepare_receiver(sockets[ROLE_ICMP], family);
     filter_icmp_types(sockets[ROLE_ICMP], family);
+    /*
+     * Probes leave through a second socket that epoll does not watch: the
+     * kernel then has nobody to wake when a sent packet is freed, which the
+     * watched receiving socket would cost on every probe.
+     */
+    net->icmp_senders[index] = open_socket(family, SOCK_RAW, icmp_protocol);
+    if (net->icmp_senders[index] >= 0) {
+        filter_all_icmp(net->icmp_senders[index], family);
+        enlarge_receive_buffer(net->icmp_senders[index]);
+        enable_timestamps(net->icmp_senders[index]);
+    }
     sockets[ROLE_UDP] = open_socket(family, SOCK_RAW, IPPROTO_UDP);
     if (sockets[ROLE_UDP] >= 0) {
         refuse_all_input(sockets[ROLE_UDP]);
@@ -154,6 +204,7 @@ static bool open_raw_family(struct net_state *net, int family)
         prepare_receiver(sockets[ROLE_SCTP], family);
     }
     net->family_ok[index] = true;
+    preset_family_defaults(net, family);
     return true;
 }
 
@@ -192,6 +243,7 @@ static void open_datagram_family(struct net_state *net, int family)
     }
     net->sockets[index][ROLE_ICMP] = fd;
     net->family_ok[index] = true;
+    preset_family_defaults(net, family);
     net->datagram_ids[index] = (uint16_t)port;
 }
 
@@ -244,6 +296,7 @@ void net_open(struct net_state *net)
     for (int i = 0; i < ID_HOLDER_COUNT; i++) {
         net->id_holders[i] = -1;
     }
+    net->icmp_senders[0] = net->icmp_senders[1] = -1;
     /* different processes start at different points of the id spaces */
     net->identity_seed = (uint32_t)getpid() ^ (uint32_t)time(NULL) * 2654435761u;
     net->raw = true;
@@ -296,6 +349,7 @@ static void add_control(struct control_builder *control, int level, int type,
     struct cmsghdr *header = (struct cmsghdr *)(control->u.buffer
                                                 + control->used);
 
+    memset(header, 0, CMSG_SPACE(length));
     header->cmsg_level = level;
     header->cmsg_type = type;
     header->cmsg_len = CMSG_LEN(length);
@@ -304,15 +358,20 @@ static void add_control(struct control_builder *control, int level, int type,
 }
 
 static void build_controls(struct control_builder *control, int family,
-                           const struct send_options *options)
+                           const struct send_options *options,
+                           bool defaults_preset)
 {
     int ttl = (int)options->ttl;
     int tos = (int)options->tos;
+    bool defaults = defaults_preset && options->ttl == DEFAULT_TTL
+                    && options->tos == 0;
 
-    memset(control, 0, sizeof(*control));
+    control->used = 0;
     if (family == AF_INET) {
-        add_control(control, IPPROTO_IP, IP_TTL, &ttl, sizeof(ttl));
-        add_control(control, IPPROTO_IP, IP_TOS, &tos, sizeof(tos));
+        if (!defaults) {
+            add_control(control, IPPROTO_IP, IP_TTL, &ttl, sizeof(ttl));
+            add_control(control, IPPROTO_IP, IP_TOS, &tos, sizeof(tos));
+        }
         if (options->source != NULL || options->ifindex != 0) {
             struct in_pktinfo info = {.ipi_ifindex = (int)options->ifindex};
 
@@ -322,8 +381,12 @@ static void build_controls(struct control_builder *control, int family,
             add_control(control, IPPROTO_IP, IP_PKTINFO, &info, sizeof(info));
         }
     } else {
-        add_control(control, IPPROTO_IPV6, IPV6_HOPLIMIT, &ttl, sizeof(ttl));
-        add_control(control, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof(tos));
+        if (!defaults) {
+            add_control(control, IPPROTO_IPV6, IPV6_HOPLIMIT, &ttl,
+                        sizeof(ttl));
+            add_control(control, IPPROTO_IPV6, IPV6_TCLASS, &tos,
+                        sizeof(tos));
+        }
         if (options->source != NULL || options->ifindex != 0) {
             struct in6_pktinfo info = {.ipi6_ifindex = options->ifindex};
 
@@ -337,6 +400,12 @@ static void build_controls(struct control_builder *control, int family,
     if (options->has_mark) {
         add_control(control, SOL_SOCKET, SO_MARK, &options->mark,
                     sizeof(options->mark));
+    }
+    if (options->stamp) {
+        uint32_t flags = SOF_TIMESTAMPING_TX_SCHED;
+
+        add_control(control, SOL_SOCKET, SO_TIMESTAMPING, &flags,
+                    sizeof(flags));
     }
 }
 
@@ -361,7 +430,9 @@ int net_send(const struct net_state *net, enum socket_role role,
              const struct ip_address *destination, const uint8_t *packet,
              size_t length, const struct send_options *options)
 {
-    int fd = net->sockets[family_index(destination->family)][role];
+    int index = family_index(destination->family);
+    int fd = role == ROLE_ICMP && net->icmp_senders[index] >= 0
+                 ? net->icmp_senders[index] : net->sockets[index][role];
     struct sockaddr_storage address;
     struct control_builder control;
     struct iovec vector = {.iov_base = (void *)packet, .iov_len = length};
@@ -379,8 +450,10 @@ int net_send(const struct net_state *net, enum socket_role role,
     message.msg_name = &address;
     message.msg_iov = &vector;
     message.msg_iovlen = 1;
-    build_controls(&control, destination->family, options);
-    message.msg_control = control.u.buffer;
+    build_controls(&control, destination->family, options,
+                   net->defaults_preset[index]);
+    /* no control messages: no control buffer for the kernel to copy */
+    message.msg_control = control.used > 0 ? control.u.buffer : NULL;
     message.msg_controllen = control.used;
     error = send_message(fd, &message, options->has_mark);
     /*
@@ -671,10 +744,7 @@ static void read_controls(struct msghdr *message, int family,
     info->hop_limit = -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(message); c != NULL;
          c = CMSG_NXTHDR(message, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
-            memcpy(&info->received, CMSG_DATA(c), sizeof(info->received));
-        } else if (c->cmsg_level == SOL_SOCKET
-                   && c->cmsg_type == SCM_TIMESTAMPING) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPING) {
             /* ts[0]: the software timestamp; [1] and [2] are hardware's */
             memcpy(&info->received, CMSG_DATA(c), sizeof(info->received));
         } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT) {
@@ -805,21 +875,42 @@ static void receive_from(const struct net_state *net, int fd,
     }
 }
 
+/* The error queues of FAMILY's sockets: departures, and a datagram
+   socket's ICMP errors. */
+static void receive_error_queues(const struct net_state *net, int family,
+                                 reply_sink sink, sent_sink sent,
+                                 void *context)
+{
+    int index = family_index(family);
+
+    if (net->icmp_senders[index] >= 0) {
+        receive_from(net, net->icmp_senders[index], ROLE_ICMP, family,
+                     MSG_ERRQUEUE, sink, sent, context);
+    }
+    for (int r = 0; r < ROLE_COUNT; r++) {
+        if (net->sockets[index][r] >= 0) {
+            receive_from(net, net->sockets[index][r], (enum socket_role)r,
+                         family, MSG_ERRQUEUE, sink, sent, context);
+        }
+    }
+}
+
 void net_receive(const struct net_state *net, enum socket_role role,
                  int family, reply_sink sink, sent_sink sent, void *context)
 {
-    const int *sockets = net->sockets[family_index(family)];
+    int fd = net->sockets[family_index(family)][role];
 
-    if (sockets[role] < 0) {
+    if (fd < 0) {
         return;
     }
-    /* departures first: an answer may be waiting for a probe of any role;
-       a datagram socket's error queue also holds its ICMP errors */
-    for (int r = 0; r < ROLE_COUNT; r++) {
-        if (sockets[r] >= 0) {
-            receive_from(net, sockets[r], (enum socket_role)r, family,
-                         MSG_ERRQUEUE, sink, sent, context);
-        }
-    }
-    receive_from(net, sockets[role], role, family, 0, sink, sent, context);
+    /* departures first: an answer may be waiting for a probe of any role */
+    receive_error_queues(net, family, sink, sent, context);
+    receive_from(net, fd, role, family, 0, sink, sent, context);
+}
+
+void net_receive_departures(const struct net_state *net, reply_sink sink,
+                            sent_sink sent, void *context)
+{
+    receive_error_queues(net, AF_INET, sink, sent, context);
+    receive_error_queues(net, AF_INET6, sink, sent, context);
 }

@@ -27,6 +27,9 @@ struct net_state {
     bool raw;                       /* false: only ICMP datagram sockets */
     bool family_ok[2];              /* [0] IPv4, [1] IPv6 */
     int sockets[2][ROLE_COUNT];     /* -1 when not open */
+    int icmp_senders[2];            /* raw: send-only ICMP sockets, or -1 */
+    bool defaults_preset[2];        /* every sending socket of the family has
+                                       DEFAULT_TTL and TOS 0 as its own */
     int id_holders[ID_HOLDER_COUNT];
     uint16_t icmp_ids[ID_HOLDER_COUNT]; /* raw: the held ports' numbers */
     unsigned icmp_id_count;
@@ -62,6 +65,7 @@ struct send_options {
     uint32_t mark;
     unsigned ifindex;                   /* 0: any interface */
     const struct ip_address *source;    /* NULL: the kernel's choice */
+    bool stamp;                         /* ask for a transmit timestamp */
 };
 
 /*
@@ -130,5 +134,14 @@ typedef void (*sent_sink)(void *context, const struct decoded_reply *probe,
  */
 void net_receive(const struct net_state *net, enum socket_role role,
                  int family, reply_sink sink, sent_sink sent, void *context);
+
+/*
+ * Read the transmit timestamps waiting on every sending socket.  Nothing
+ * wakes the loop for them (a socket watched by epoll pays for a wake-up call
+ * on every packet it sends); they are read before answers, and after
+ * sending, so that the error queues stay short.
+ */
+void net_receive_departures(const struct net_state *net, reply_sink sink,
+                            sent_sink sent, void *context);
 
 #endif

@@ -39,15 +39,28 @@ static uint32_t mix32(uint32_t x)
     return x;
 }
 
+/*
+ * Keys that differ only in their low RUN_BITS bits (consecutive tokens,
+ * consecutive ICMP sequences) land in neighbouring buckets, so a run of
+ * probes touches a few cache lines instead of one per probe; the bits above
+ * are mixed, so keys that share their low bits still spread.
+ */
+#define RUN_BITS 10
+
+static uint32_t spread(uint32_t key)
+{
+    return key ^ mix32(key >> RUN_BITS) << RUN_BITS;
+}
+
 static uint32_t token_bucket(const struct probe_table *t, int32_t token)
 {
-    return mix32((uint32_t)token) & t->bucket_mask;
+    return spread((uint32_t)token) & t->bucket_mask;
 }
 
 static uint32_t wire_bucket(const struct probe_table *t,
                             enum probe_protocol protocol, uint32_t key)
 {
-    return mix32(key ^ ((uint32_t)protocol * 0x9e3779b9U)) & t->bucket_mask;
+    return spread(key ^ ((uint32_t)protocol << 28)) & t->bucket_mask;
 }
 
 static struct probe *slot_probe(const struct probe_table *t, uint32_t slot)

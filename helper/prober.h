@@ -61,6 +61,9 @@ void prober_deliver(struct prober *prober, const struct decoded_reply *reply,
 bool prober_departed(struct prober *prober, const struct decoded_reply *probe,
                      const struct timespec *sent);
 
+/* Read the departures of the probes sent since the last call, if any. */
+void prober_receive_departures(struct prober *prober);
+
 /* Read and deliver every answer waiting on NET's socket of FAMILY and ROLE. */
 void prober_receive(struct prober *prober, int family, enum socket_role role);
 

@@ -95,6 +95,72 @@ static void append(char *line, size_t *used, const char *format, ...)
     }
 }
 
+/*
+ * The frequent replies are put together by hand rather than by vsnprintf,
+ * which costs several times as much per reply.  Each piece is bounded like
+ * append(): LINE never runs past REPLY_LINE_MAX - 1 bytes.
+ */
+static void append_text(char *line, size_t *used, const char *text)
+{
+    size_t length = strlen(text);
+
+    if (length > REPLY_LINE_MAX - 1 - *used) {
+        length = REPLY_LINE_MAX - 1 - *used;
+    }
+    memcpy(line + *used, text, length);
+    *used += length;
+}
+
+static void append_unsigned(char *line, size_t *used, uint64_t value)
+{
+    char digits[21];
+    size_t count = sizeof(digits);
+
+    digits[--count] = '\0';
+    do {
+        digits[--count] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    append_text(line, used, digits + count);
+}
+
+static void append_token(char *line, size_t *used, int32_t token)
+{
+    if (token < 0) {
+        append_text(line, used, "-");
+        append_unsigned(line, used, (uint64_t)-(int64_t)token);
+    } else {
+        append_unsigned(line, used, (uint64_t)token);
+    }
+}
+
+/* Dotted quad by hand; inet_ntop formats IPv4 with sprintf. */
+static void format_address(const struct ip_address *address, char *text)
+{
+    const uint8_t *bytes = (const uint8_t *)&address->u.v4;
+    size_t used = 0;
+
+    if (address->family != AF_INET) {
+        ip_address_format(address, text);
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        unsigned byte = bytes[i];
+
+        if (i > 0) {
+            text[used++] = '.';
+        }
+        if (byte >= 100) {
+            text[used++] = (char)('0' + byte / 100);
+        }
+        if (byte >= 10) {
+            text[used++] = (char)('0' + byte / 10 % 10);
+        }
+        text[used++] = (char)('0' + byte % 10);
+    }
+    text[used] = '\0';
+}
+
 int reply_flush(struct reply_writer *writer, int fd)
 {
     while (writer->start < writer->length) {
@@ -133,7 +199,9 @@ void reply_bare(struct reply_writer *writer, int32_t token, const char *word)
     char line[REPLY_LINE_MAX];
     size_t used = 0;
 
-    append(line, &used, "%d %s", (int)token, word);
+    append_token(line, &used, token);
+    append_text(line, &used, " ");
+    append_text(line, &used, word);
     emit(writer, line, used);
 }
 
@@ -229,10 +297,12 @@ static void append_address(char *line, size_t *used,
 {
     char text[IP_TEXT_MAX];
 
-    ip_address_format(address, text);
-    append(line, used, " %s %s " RA_RTT " %llu",
-           address->family == AF_INET6 ? RA_IP6 : RA_IP4, text,
-           (unsigned long long)rtt_us);
+    format_address(address, text);
+    append_text(line, used, address->family == AF_INET6 ? " " RA_IP6 " "
+                                                        : " " RA_IP4 " ");
+    append_text(line, used, text);
+    append_text(line, used, " " RA_RTT " ");
+    append_unsigned(line, used, rtt_us);
 }
 
 static void append_mpls(char *line, size_t *used,
@@ -269,7 +339,9 @@ void reply_answer(struct reply_writer *writer, int32_t token,
     char line[REPLY_LINE_MAX];
     size_t used = 0;
 
-    append(line, &used, "%d %s", (int)token, outcome_word(reply->outcome));
+    append_token(line, &used, token);
+    append_text(line, &used, " ");
+    append_text(line, &used, outcome_word(reply->outcome));
     append_address(line, &used, &reply->responder, rtt_us);
     append_mpls(line, &used, reply);
     if (details) {

@@ -17,6 +17,7 @@ int family_index(int family)
 void net_open(struct net_state *net)
 {
     memset(net, 0, sizeof(*net));
+    net->icmp_senders[0] = net->icmp_senders[1] = -1;
     net->raw = true;
     net->family_ok[0] = net->family_ok[1] = true;
     for (int f = 0; f < 2; f++) {
@@ -105,6 +106,15 @@ bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *error)
 void net_tcp_abort(int fd)
 {
     (void)fd;
+}
+
+void net_receive_departures(const struct net_state *net, reply_sink sink,
+                            sent_sink sent, void *context)
+{
+    (void)net;
+    (void)sink;
+    (void)sent;
+    (void)context;
 }
 
 void net_receive(const struct net_state *net, enum socket_role role,
