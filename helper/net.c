@@ -418,7 +418,12 @@ static int send_message(int fd, const struct msghdr *message, bool has_mark)
     if (has_mark && !privilege_raise_net_admin()) {
         return EPERM;
     }
-    sent = sendmsg(fd, message, 0);
+    /* without control messages sendto() spares the kernel a msghdr copy */
+    sent = message->msg_controllen == 0
+               ? sendto(fd, message->msg_iov[0].iov_base,
+                        message->msg_iov[0].iov_len, 0, message->msg_name,
+                        message->msg_namelen)
+               : sendmsg(fd, message, 0);
     error = sent < 0 ? errno : 0;
     if (has_mark) {
         privilege_lower_net_admin();
@@ -711,7 +716,8 @@ struct receive_batch {
 
 static struct receive_batch batch;
 
-static void prepare_batch(void)
+/* WITH_NAMES: the senders' addresses are wanted. */
+static void prepare_batch(bool with_names)
 {
     for (int i = 0; i < RECEIVE_BATCH; i++) {
         struct msghdr *message = &batch.headers[i].msg_hdr;
@@ -719,8 +725,10 @@ static void prepare_batch(void)
         batch.vectors[i].iov_base = batch.packets[i];
         batch.vectors[i].iov_len = sizeof(batch.packets[i]);
         memset(message, 0, sizeof(*message));
-        message->msg_name = &batch.names[i];
-        message->msg_namelen = sizeof(batch.names[i]);
+        if (with_names) {
+            message->msg_name = &batch.names[i];
+            message->msg_namelen = sizeof(batch.names[i]);
+        }
         message->msg_iov = &batch.vectors[i];
         message->msg_iovlen = 1;
         message->msg_control = batch.controls[i].buffer;
@@ -819,10 +827,13 @@ static void receive_from(const struct net_state *net, int fd,
                          enum socket_role role, int family, int flags,
                          reply_sink sink, sent_sink sent, void *context)
 {
+    /* an IPv4 raw packet names its sender in its own header */
+    bool with_names = !net->raw || family == AF_INET6;
+
     for (;;) {
         int count;
 
-        prepare_batch();
+        prepare_batch(with_names);
         count = recvmmsg(fd, batch.headers, RECEIVE_BATCH, flags, NULL);
         if (count <= 0) {
             /* EAGAIN: drained.  Others (ENOBUFS, ...) lose packets, not us. */
@@ -851,8 +862,11 @@ static void receive_from(const struct net_state *net, int fd,
             if (net->raw && (flags & MSG_ERRQUEUE) != 0) {
                 continue;
             }
-            if (!ip_address_from_sockaddr(message->msg_name,
-                                          message->msg_namelen, &peer, NULL)) {
+            memset(&peer, 0, sizeof(peer));
+            if (with_names
+                && !ip_address_from_sockaddr(message->msg_name,
+                                             message->msg_namelen, &peer,
+                                             NULL)) {
                 continue;
             }
             if (info.received.tv_sec == 0) {

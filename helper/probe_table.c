@@ -15,6 +15,12 @@
 #define CHUNK_SIZE (1u << CHUNK_SHIFT)
 #define NO_SLOT 0u          /* chain links store slot + 1 */
 
+/* The deadline sits beside the slot: sifting reads no probe. */
+struct heap_entry {
+    uint64_t deadline_ns;
+    uint32_t slot;
+};
+
 struct probe_table {
     unsigned capacity;
     unsigned count;
@@ -25,7 +31,7 @@ struct probe_table {
     uint32_t bucket_mask;
     uint32_t *token_buckets;    /* slot + 1 of the chain head */
     uint32_t *wire_buckets;
-    uint32_t *heap;             /* slots ordered by deadline */
+    struct heap_entry *heap;    /* probes ordered by deadline */
     uint32_t generation;        /* of the last probe handed out */
 };
 
@@ -68,10 +74,11 @@ static struct probe *slot_probe(const struct probe_table *t, uint32_t slot)
     return &t->chunks[slot >> CHUNK_SHIFT][slot & (CHUNK_SIZE - 1)];
 }
 
-static void heap_place(struct probe_table *t, unsigned index, uint32_t slot)
+static void heap_place(struct probe_table *t, unsigned index,
+                       struct heap_entry entry)
 {
-    t->heap[index] = slot;
-    slot_probe(t, slot)->heap_index = index;
+    t->heap[index] = entry;
+    slot_probe(t, entry.slot)->heap_index = index;
 }
 
 struct probe_table *probe_table_create(unsigned capacity)
@@ -172,7 +179,8 @@ struct probe *probe_alloc(struct probe_table *t, int32_t token)
     bucket = token_bucket(t, token);
     probe->token_next = t->token_buckets[bucket];
     t->token_buckets[bucket] = slot + 1;
-    heap_place(t, t->count, slot);
+    heap_place(t, t->count,
+               (struct heap_entry){.deadline_ns = UINT64_MAX, .slot = slot});
     t->count++;
     return probe;
 }
@@ -271,32 +279,25 @@ struct probe *probe_wire_next(const struct probe_table *t,
 
 /* Deadline heap: every probe in the table is in it, t->count entries. */
 
-static uint64_t heap_deadline(const struct probe_table *t, unsigned index)
-{
-    return slot_probe(t, t->heap[index])->deadline_ns;
-}
-
 static void heap_sift_up(struct probe_table *t, unsigned index)
 {
-    uint32_t slot = t->heap[index];
-    uint64_t deadline = slot_probe(t, slot)->deadline_ns;
+    struct heap_entry entry = t->heap[index];
 
     while (index > 0) {
         unsigned parent = (index - 1) / 2;
 
-        if (heap_deadline(t, parent) <= deadline) {
+        if (t->heap[parent].deadline_ns <= entry.deadline_ns) {
             break;
         }
         heap_place(t, index, t->heap[parent]);
         index = parent;
     }
-    heap_place(t, index, slot);
+    heap_place(t, index, entry);
 }
 
 static void heap_sift_down(struct probe_table *t, unsigned index)
 {
-    uint32_t slot = t->heap[index];
-    uint64_t deadline = slot_probe(t, slot)->deadline_ns;
+    struct heap_entry entry = t->heap[index];
 
     for (;;) {
         unsigned child = 2 * index + 1;
@@ -305,36 +306,37 @@ static void heap_sift_down(struct probe_table *t, unsigned index)
             break;
         }
         if (child + 1 < t->count
-            && heap_deadline(t, child + 1) < heap_deadline(t, child)) {
+            && t->heap[child + 1].deadline_ns < t->heap[child].deadline_ns) {
             child++;
         }
-        if (heap_deadline(t, child) >= deadline) {
+        if (t->heap[child].deadline_ns >= entry.deadline_ns) {
             break;
         }
         heap_place(t, index, t->heap[child]);
         index = child;
     }
-    heap_place(t, index, slot);
+    heap_place(t, index, entry);
 }
 
 void probe_set_deadline(struct probe_table *t, struct probe *probe,
                         uint64_t deadline_ns)
 {
     probe->deadline_ns = deadline_ns;
+    t->heap[probe->heap_index].deadline_ns = deadline_ns;
     heap_sift_up(t, probe->heap_index);
     heap_sift_down(t, probe->heap_index);
 }
 
 struct probe *probe_earliest(const struct probe_table *t)
 {
-    return t->count == 0 ? NULL : slot_probe(t, t->heap[0]);
+    return t->count == 0 ? NULL : slot_probe(t, t->heap[0].slot);
 }
 
 void probe_free(struct probe_table *t, struct probe *probe)
 {
     uint32_t slot = probe->slot;
     unsigned index = probe->heap_index;
-    uint32_t last = t->heap[t->count - 1];
+    struct heap_entry last = t->heap[t->count - 1];
 
     unlink_token(t, slot);
     if (probe->wire_linked) {
@@ -344,7 +346,7 @@ void probe_free(struct probe_table *t, struct probe *probe)
     if (index != t->count) {
         heap_place(t, index, last);
         heap_sift_up(t, index);
-        heap_sift_down(t, slot_probe(t, last)->heap_index);
+        heap_sift_down(t, slot_probe(t, last.slot)->heap_index);
     }
     probe->in_use = false;
     t->free_slots[t->free_count++] = slot;

@@ -54,6 +54,7 @@ static const struct sock_filter filter[] = {
     ALLOW(timerfd_settime),
     ALLOW(clock_gettime),
     ALLOW(sendmsg),
+    ALLOW(sendto),
     ALLOW(recvmmsg),
     ALLOW(recvmsg),
     ALLOW(socket),

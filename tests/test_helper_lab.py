@@ -970,7 +970,11 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(chain: Chain, respon
         [tx] = responder.sent(rx=rx.n)
         held = (tx.ts_ns - rx.ts_ns) / 1e9  # how long the responder kept it: delay + its lag
         assert held >= delay
-        assert abs(rtt - on_wire) < 0.0015, (proto, fam, rtt, on_wire)
+        # kernel timestamps at both ends (the probe's as it is queued to the device, just
+        # before the capture sees it): microseconds apart, at most.  TCP is timed by the
+        # helper's clock from connect() to the socket's outcome.
+        tolerance = 0.0015 if proto == "tcp" else 0.00002
+        assert abs(rtt - on_wire) < tolerance, (proto, fam, rtt, on_wire)
         assert abs(rtt - held) < 0.003, (proto, fam, rtt, held)
         assert delay <= rtt < delay + 0.05, (proto, fam, rtt)
 
