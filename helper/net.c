@@ -4,7 +4,8 @@
  * All probes leave through sockets whose IP header the kernel writes (no
  * IP_HDRINCL, IP_FREEBIND or IP_TRANSPARENT): the source address is always
  * one the host owns.  Per-probe TTL, TOS, source, interface and mark travel
- * as control messages, so a few shared sockets serve every probe.
+ * as control messages, so a few shared sockets serve every probe; the
+ * sockets' own TTL and TOS are the defaults, which need none.
  */
 #include "net.h"
 
