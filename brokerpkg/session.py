@@ -7,7 +7,10 @@ Nothing can leave a caller waiting forever:
   (exit status and last stderr line);
 - each request has a Python-side deadline (probe timeout + ``probe_grace``) raising
   ResponseTimeoutError, whose message lists the helper's unattributed errors (token-0
-  replies, garbage lines), which are recorded and never stop the reader;
+  replies, garbage lines), which are recorded and never stop the reader; a probe past
+  its deadline fails only once the helper has answered a request sent after it (the
+  helper answers in order, so its reply was not just waiting to be read by a busy
+  event loop), or the helper stayed silent for ``probe_grace``;
 - a cancelled probe's token stays reserved until its late reply arrives (then it is
   discarded), so a token is never reused while the helper may still answer it;
 - :meth:`Session.close` kills and reaps the helper, closes its pipes and cancels tasks.
@@ -258,6 +261,9 @@ class Session:
         self._deadlines: dict[float, collections.deque[tuple[float, int]]] = {}
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_timer_at = 0.0
+        self._overdue: list[tuple[float, int]] = []
+        self._confirmer: asyncio.Task[None] | None = None
+        self._chunks_read = 0
 
     # ------------------------------------------------------------------ properties
 
@@ -436,9 +442,10 @@ class Session:
         self._outbox.clear()
         if self._transport is not None:
             await self._transport.close()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.wait({self._flusher})
+        for task in (self._flusher, self._confirmer):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task})
         if self._reader_task is not None:
             await asyncio.wait({self._reader_task}, timeout=READER_END_WAIT)
             self._reader_task.cancel()
@@ -476,6 +483,7 @@ class Session:
                 chunk = b""
             if not chunk:
                 break
+            self._chunks_read += 1
             lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
             for raw in lines:
@@ -609,20 +617,54 @@ class Session:
         self._deadline_timer = asyncio.get_running_loop().call_at(when, self._expire_deadlines)
 
     def _expire_deadlines(self) -> None:
-        """Fail requests whose deadline passed with ResponseTimeoutError; re-arm."""
+        """Fail requests whose deadline passed with ResponseTimeoutError (probes once
+        :meth:`_confirm_overdue` says so); re-arm."""
         self._deadline_timer = None
         now = asyncio.get_running_loop().time()
         earliest: float | None = None
         for length, queue in list(self._deadlines.items()):
             while queue and queue[0][0] <= now:
                 deadline_at, token = queue.popleft()
-                self._expire(token, deadline_at)
+                entry = self._pending.get(token)
+                if entry is not None and entry.holds_slot:
+                    self._overdue.append((deadline_at, token))
+                else:
+                    self._expire(token, deadline_at)
             if not queue:
                 del self._deadlines[length]
             elif earliest is None or queue[0][0] < earliest:
                 earliest = queue[0][0]
         if earliest is not None:
             self._set_deadline_timer(earliest)
+        if self._overdue and self._confirmer is None:
+            self._confirmer = asyncio.create_task(self._confirm_overdue())
+
+    async def _confirm_overdue(self) -> None:
+        """Confirmer task: fail the overdue probes whose reply is still missing once the
+        helper has answered a check-support sent after their deadline, or once nothing
+        at all came from it for ``probe_grace``; an event loop too busy to read replies
+        as they come (100,000 probes in flight on a loaded machine) finds them in the
+        pipe instead of failing them.  Ends quietly when the session ends.
+        """
+        tail = wire.encode_request_tail(wire.CHECK_SUPPORT, [("feature", "version")])
+        try:
+            while self._overdue:
+                overdue, self._overdue = self._overdue, []
+                while True:
+                    chunks = self._chunks_read
+                    try:  # the grace bounds waiting to write the question, too
+                        async with asyncio.timeout(self._probe_grace):
+                            await self._exchange(tail, self._probe_grace)
+                        break
+                    except (TimeoutError, ResponseTimeoutError):
+                        if self._chunks_read == chunks:
+                            break  # silent for a whole grace: the helper is stuck
+                for deadline_at, token in overdue:
+                    self._expire(token, deadline_at)
+        except (ProcessError, StateError):
+            return  # helper gone or session closed: every request failed already
+        finally:
+            self._confirmer = None
 
     def _expire(self, token: int, deadline_at: float) -> None:
         """Fail the request TOKEN with ResponseTimeoutError, unless it was answered."""

@@ -330,6 +330,39 @@ async def test_deadline_uses_the_timeout_the_helper_really_gets() -> None:
         assert time.monotonic() - started >= 1.0
 
 
+async def test_a_reply_left_unread_past_the_deadline_is_no_timeout() -> None:
+    # An event loop too busy to read (here: blocked) until long after a probe's deadline
+    # (0.1 s + 0.2 s grace), while the helper's reply (sent after 0.1 s) waits in the
+    # pipe: the probe gets its reply, not ResponseTimeoutError.
+    async with (
+        asyncio.timeout(LIMIT),
+        Session(command=fake("delay", "--delay", "0.1"), probe_grace=0.2) as session,
+    ):
+        probe = asyncio.create_task(session.probe("127.0.0.1", timeout=0.1))
+        while session.in_flight == 0:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)  # the writer task hands it to the pipe
+        time.sleep(1.0)  # noqa: ASYNC251 - the busy loop under test
+        result = await probe
+        assert result.success and result.responder == "127.0.0.1"
+
+
+async def test_a_helper_that_answers_nothing_fails_a_grace_after_the_deadline() -> None:
+    # Past the deadline the session asks the helper a question; a helper silent for a
+    # whole grace more (0.3 s) is stuck: the probe fails then, not later.
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answer_features(reader, writer)
+        await reader.read()  # until the session closes, answering nothing
+
+    session, task, _ = await scripted_pair(script)
+    async with asyncio.timeout(LIMIT), session:
+        started = time.monotonic()
+        with pytest.raises(ResponseTimeoutError):
+            await session.probe("127.0.0.1", timeout=0.2)
+        assert 0.8 <= time.monotonic() - started < 3
+    await task
+
+
 async def test_privilege_failure_says_how_to_grant_it() -> None:
     session = Session(command=fake("privilege"))
     with pytest.raises(HelperPrivilegeError) as caught:

@@ -9,7 +9,10 @@
    nothing else in flight, then again with 100,000 probes to the blackhole in flight
    (ratio near 1: the probe table's lookups do not grow with it).
 3. brokerpkg.Session holding 100,000 pending probes to the blackhole at once: all end
-   no-reply; the Python process's peak memory is reported.
+   no-reply (any other result or exception is counted and shown); the Python process's
+   peak memory is reported.
+
+Exits 1 when part 1 or 3 does not end with 100,000 no-reply.
 
 Run as root:  python3 tests/bench/bench_scale.py
 """
@@ -103,10 +106,12 @@ async def session_pending(helper: str, blackhole: str, count: int) -> tuple[floa
     start = time.perf_counter()
     async with brokerpkg.Session(helper, max_in_flight=count) as session:
         results = await asyncio.gather(
-            *(session.probe(blackhole, timeout=5) for _ in range(count)))
+            *(session.probe(blackhole, timeout=5) for _ in range(count)),
+            return_exceptions=True)
     counts: dict[str, int] = {}
-    for result in results:
-        counts[result.result] = counts.get(result.result, 0) + 1
+    for result in results:  # an exception (ResponseTimeoutError...) is counted by its name
+        kind = type(result).__name__ if isinstance(result, BaseException) else result.result
+        counts[kind] = counts.get(kind, 0) + 1
     return time.perf_counter() - start, counts
 
 
@@ -115,6 +120,7 @@ def inside(blackhole: str) -> int:
     subprocess.run(["make", "-s", "-C", str(ROOT / "helper")], check=True)
     helper = str(ROOT / "helper" / "brokerpkg-helper")
     seconds, counts, peak = pipe_burst([helper], probes(100_000, blackhole, 5), 100_000)
+    failed = counts != {"no-reply": 100_000}
     print(f"1. 100,000 probes to a blackhole at once, timeout 5 s: {seconds:.2f} s, "
           f"replies {counts}, helper VmHWM {peak / 1024:.1f} MB (target <= 64 MB)")
     mtr_packet = shutil.which("mtr-packet")
@@ -127,10 +133,11 @@ def inside(blackhole: str) -> int:
     print(f"2. 20,000 loopback probes: {alone:.3f} s alone, {loaded:.3f} s with 100,000 in "
           f"flight (ratio {loaded / alone:.2f}; 1.0 = lookups do not grow)")
     seconds, counts = asyncio.run(session_pending(helper, blackhole, 100_000))
+    failed = failed or counts != {"no-reply": 100_000}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"3. Session with 100,000 pending probes: {seconds:.2f} s, results {counts}, "
           f"Python peak RSS {peak / 1024:.0f} MB")
-    return 0
+    return 1 if failed else 0
 
 
 def main() -> int:
