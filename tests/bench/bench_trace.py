@@ -63,18 +63,20 @@ class Column:
     def __init__(self, name: str) -> None:
         self.name = name
         self.times: list[float] = []
+        self.by_round: dict[int, float] = {}
         self.failures: list[str] = []
 
     def median(self) -> float | None:
         return statistics.median(self.times) if self.times else None
 
-    def show(self, minus: float | None = None) -> str:
-        """The median in ms with min and max, or only the median less MINUS seconds."""
+    def show(self, minus: Column | None = None) -> str:
+        """The median in ms with min and max, or the median of (ours - MINUS's) per round."""
         median = self.median()
         if median is None:
             return "no valid run"
         if minus is not None:
-            return f"median {(median - minus) * 1000:7.2f} ms"
+            difference = per_round([self, minus], lambda ours, theirs: ours - theirs)
+            return "no valid run" if difference is None else f"median {difference * 1000:7.2f} ms"
         return (f"median {median * 1000:7.2f} ms  (min {min(self.times) * 1000:7.2f}  "
                 f"max {max(self.times) * 1000:7.2f})")
 
@@ -189,7 +191,8 @@ def inside(target: str, distance: int, rounds: int) -> int:
     for name in ("traceroute", "mtr"):
         if shutil.which(name) is None:
             del tools[f"{name} -n -q 1" if name == "traceroute" else "mtr -r -c 1 -n"]
-    for _ in range(rounds):
+    for number in range(rounds):
+        counts = {name: len(column.times) for name, column in columns.items()}
         asyncio.run(library_round(helper, target, distance, columns, rtts))
         helper_round(columns["helper alone"], helper, target, distance)
         for name, (argv, tool_env) in tools.items():
@@ -201,8 +204,18 @@ def inside(target: str, distance: int, rounds: int) -> int:
                     columns[name].failures.append(f"exit {status}")
             else:
                 command_round(columns[name], argv, target, distance, tool_env)
+        for name, column in columns.items():
+            if len(column.times) > counts[name]:
+                column.by_round[number] = column.times[-1]
     report(columns, rtts, rounds, target, distance, available)
     return 1 if any(column.failures for column in columns.values()) else 0
+
+
+def per_round(columns: Sequence[Column], combine: Callable[..., float]) -> float | None:
+    """The median over the rounds all COLUMNS have of combine(their times...)."""
+    rounds = set.intersection(*(set(column.by_round) for column in columns))
+    values = [combine(*(column.by_round[number] for column in columns)) for number in rounds]
+    return statistics.median(values) if values else None
 
 
 def report(columns: dict[str, Column], rtts: dict[str, list[float]], rounds: int,
@@ -224,31 +237,27 @@ def report(columns: dict[str, Column], rtts: dict[str, list[float]], rounds: int
         print(f"   target 1.5 x {rtt:.3f} + 10 = {bound:.2f} ms: ratio wall/target "
               f"{library * 1000 / bound:.2f} (median), {worst:.2f} (worst round); "
               f"{'met' if library * 1000 <= bound else 'NOT met'}")
-    start = columns["python3 -c pass"].median() or 0.0
-    imports = columns[IMPORT].median()
-    print("b. command (wall time of the whole process)")
-    print(f"   python3 -c pass                  {columns['python3 -c pass'].show()}")
-    if imports is not None:
-        print(f"   python3 -c 'import brokerpkg.cli' {columns[IMPORT].show()}")
-    reference = columns["traceroute -n -q 1"].median()
+    start = columns["python3 -c pass"]
+    print("b. command (wall time of the whole process; 'less' lines and ratios are medians")
+    print("   of the per-round values)")
+    print(f"   python3 -c pass                  {start.show()}")
+    print(f"   python3 -c 'import brokerpkg.cli' {columns[IMPORT].show()}")
+    ours = columns["brokerpkg trace -n -q 1"]
     if not available:
         print("   brokerpkg trace -n -q 1          command not available")
     else:
-        ours = columns["brokerpkg trace -n -q 1"]
         print(f"   brokerpkg trace -n -q 1          {ours.show()}")
         print(f"     less python3 start-up          {ours.show(minus=start)}")
-        if imports is not None:
-            print(f"     less start-up and the import   {ours.show(minus=imports)}")
+        print(f"     less start-up and the import   {ours.show(minus=columns[IMPORT])}")
     print(f"   traceroute -n -q 1               {columns['traceroute -n -q 1'].show()}")
     print(f"   mtr -r -c 1 -n                   {columns['mtr -r -c 1 -n'].show()}")
-    ours_median = columns["brokerpkg trace -n -q 1"].median()
-    if ours_median is not None and reference is not None:
-        print(f"   ratio (brokerpkg trace - python3 start-up) / traceroute: "
-              f"{(ours_median - start) / reference:.2f} (target <= 1.00)")
-        mtr = columns["mtr -r -c 1 -n"].median()
-        if mtr is not None:
-            print(f"   ratio (brokerpkg trace - python3 start-up) / mtr: "
-                  f"{(ours_median - start) / mtr:.2f}")
+    for reference, target_text in (("traceroute -n -q 1", " (target <= 1.00)"),
+                                   ("mtr -r -c 1 -n", "")):
+        ratio = per_round([ours, start, columns[reference]],
+                          lambda command, python, other: (command - python) / other)
+        if ratio is not None:
+            print(f"   ratio (brokerpkg trace - python3 start-up) / {reference.split()[0]}: "
+                  f"{ratio:.2f}{target_text}")
     for column in columns.values():
         for failure in column.failures[:3]:
             print(f"   FAILED {column.name}: {failure}")
