@@ -164,7 +164,9 @@ class Session:
     that argv instead (e.g. ``['ssh', 'host', 'brokerpkg-helper']``), and
     ``Session(command='...', shell=True)`` a shell command string.  ``env`` is the
     helper's environment (default: inherited).  ``probe_grace`` is added to each probe's
-    timeout to get the Python-side deadline; ``max_in_flight`` bounds concurrent probes
+    timeout to get the Python-side deadline (past it, a probe fails once the helper has
+    answered a question sent then, or stayed silent a grace more: see the module
+    documentation); ``max_in_flight`` bounds concurrent probes
     (default: the helper's ``max-probes``, else 1024); ``open_timeout`` bounds the
     feature queries at open and every check-support.
 
@@ -786,7 +788,8 @@ class Session:
         FeatureNotSupportedError when the helper lacks what an option needs (before
         anything is sent), HostResolveError, InvalidProbeError when the helper refuses
         the probe, StateError when not open, HelperExitedError when the helper exits,
-        ResponseTimeoutError when it does not answer by timeout + probe_grace, and
+        ResponseTimeoutError when it does not answer by timeout + probe_grace (see the
+        class documentation), and
         ProcessError (ProtocolError) for replies that do not follow the protocol.
         """
         options = _cached_options(
