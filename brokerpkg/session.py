@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import os
 import re
 import shlex
@@ -37,6 +36,7 @@ from .errors import (
     HelperPrivilegeError,
     InvalidProbeError,
     ProcessError,
+    ProtocolError,
     ResponseTimeoutError,
     StateError,
 )
@@ -55,6 +55,9 @@ READER_END_WAIT = 5.0
 READ_CHUNK = 65536
 WRITE_BATCH = 1024
 """Requests handed to the transport at once; their deadlines start then."""
+EAGER_WRITE = 64
+"""Queued requests written at once, without waiting for the writer task, while the pipe
+takes everything: the helper starts on them while later ones are still being made."""
 MTR_PACKET_VARIABLE = "MTR_PACKET"
 
 _PRIVILEGE_WORDS = re.compile(
@@ -75,55 +78,76 @@ def looks_like_privilege_failure(returncode: int | None, stderr_line: str | None
     return returncode == 1 and bool(stderr_line and _PRIVILEGE_WORDS.search(stderr_line))
 
 
-class _Pending:
-    """A request waiting for its reply.
-
-    ``deadline_at`` (loop time) is set when the request line is handed to the
-    transport: time spent queued behind a burst of requests does not count.
-    """
-
-    __slots__ = ("deadline", "deadline_at", "future", "holds_slot", "line", "message_mark")
-
-    def __init__(
-        self,
-        future: asyncio.Future[Reply],
-        holds_slot: bool,
-        deadline: float,
-        message_mark: int,
-        line: bytes,
-    ) -> None:
-        self.future = future
-        self.holds_slot = holds_slot
-        self.deadline = deadline
-        self.deadline_at: float | None = None
-        self.message_mark = message_mark
-        self.line = line
-
-
 class _ProbeTemplate(NamedTuple):
     """What every probe with the same host and options shares, worked out once: the
-    encoded request without its token, the Python-side deadline, the numeric target."""
+    encoded request without its token, the Python-side deadline, the numeric target,
+    the options, and the request's fields of every result (target, ttl, protocol, port,
+    and no reply details)."""
 
     tail: bytes
     deadline: float
     target: str
+    options: ProbeOptions
+    result_tail: tuple[str, int, str, int | None, None, None, None, None, None]
+
+
+class _Pending:
+    """A request waiting for its reply, under its token (the decimal digits, as bytes,
+    so reply lines are matched without converting numbers).
+
+    ``template`` is None for check-support (the future gets the Reply, and no
+    flow-control slot is held) and the probe's template for send-probe (the reader
+    builds the ProbeResult; a slot is held).  ``deadline_at`` (loop time) is set when the
+    request line is handed to the transport: time spent queued behind a burst of
+    requests does not count.
+    """
+
+    __slots__ = ("deadline", "deadline_at", "future", "message_mark", "tail", "template", "token")
+
+    def __init__(
+        self,
+        token: bytes,
+        future: asyncio.Future[Any],
+        template: _ProbeTemplate | None,
+        tail: bytes,
+        deadline: float,
+        message_mark: int,
+    ) -> None:
+        self.token = token
+        self.future = future
+        self.template = template
+        self.tail = tail
+        self.deadline = deadline
+        self.deadline_at: float | None = None
+        self.message_mark = message_mark
 
 
 TEMPLATES_KEPT = 4096
-"""Probe templates cached per session (the cache is emptied when it grows past this)."""
+"""Probe templates cached per session (the caches are emptied when they grow past this)."""
 
-_cached_options = functools.lru_cache(maxsize=1024)(wire.make_probe_options)
+RESPONDERS_KEPT = 4096
+"""Responder addresses decoded once per session (the cache is emptied past this)."""
+
+_ADDRESS_NAMES = frozenset((b"ip-4", b"ip-6"))
+_ADDRESS_BYTES = b"0123456789abcdefABCDEF.:"
+"""Bytes of a numeric address on the fast path (anything else takes the full parser)."""
+_ZERO_OR_ONE = frozenset((0, 1))
+_Future = asyncio.Future
+"""Futures made directly: loop.create_future() costs a Python call more per probe."""
+_new_tuple = tuple.__new__
+"""Builds a ProbeResult from all its fields at once, without NamedTuple's argument handling."""
 
 
 class _TokensInUse:
     """Tokens that must not be reused yet (waiting, or given up but unanswered), without
     copying them: allocating a token stays cheap with 100,000 probes in flight."""
 
-    def __init__(self, *tables: Mapping[int, object]) -> None:
+    def __init__(self, *tables: Mapping[bytes, object]) -> None:
         self._tables = tables
 
     def __contains__(self, token: object) -> bool:
-        return any(token in table for table in self._tables)
+        key = b"%d" % token if isinstance(token, int) else token
+        return any(key in table for table in self._tables)
 
 
 class _Launch(NamedTuple):
@@ -176,6 +200,9 @@ class Session:
     Raises ValueError/TypeError for contradictory arguments (both helper and command, a
     command string without shell=True, a negative grace).
     """
+
+    _loop: asyncio.AbstractEventLoop
+    """The event loop the session was opened in (set by :meth:`open`)."""
 
     def __init__(
         self,
@@ -246,24 +273,30 @@ class Session:
         self._transport: Transport | None = None
         self._location: HelperLocation | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, _Pending] = {}
-        self._abandoned: dict[int, asyncio.TimerHandle | None] = {}
+        self._pending: dict[bytes, _Pending] = {}
+        self._abandoned: dict[bytes, asyncio.TimerHandle | None] = {}
+        self._responders: dict[bytes, str] = {}
         self._next_token = 1
         self._features: dict[str, str] = {}
         self._failure: Callable[[], ProcessError] | None = None
         self._messages: collections.deque[tuple[int, str]] = collections.deque(maxlen=MESSAGES_KEPT)
         self._message_count = 0
         self._discarded_replies = 0
-        self._slots: asyncio.Semaphore | None = None
+        # flow control: free in-flight slots, and the probes waiting for one (first come,
+        # first served); while anyone waits there is no free slot
+        self._free_slots = 0
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._max_in_flight = 0
         self._templates: dict[tuple[str, ProbeOptions, bool], _ProbeTemplate] = {}
-        self._outbox: collections.deque[int] = collections.deque()
+        # probe()'s own keyword values -> template, so a repeated probe skips validation
+        self._probe_keys: dict[tuple[object, ...], tuple[_ProbeTemplate, tuple[int, ...]]] = {}
+        self._outbox: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
-        # one first-in-first-out queue per deadline length: appends stay in order
-        self._deadlines: dict[float, collections.deque[tuple[float, int]]] = {}
+        # deadline length -> (deadline, tokens) in the order they were written
+        self._deadlines: dict[float, collections.deque[tuple[float, list[bytes]]]] = {}
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_timer_at = 0.0
-        self._overdue: list[tuple[float, int]] = []
+        self._overdue: list[tuple[float, bytes]] = []
         self._confirmer: asyncio.Task[None] | None = None
         self._chunks_read = 0
 
@@ -358,6 +391,7 @@ class Session:
                 else "session closed; create a new Session"
             )
         self._state = _OPEN
+        self._loop = asyncio.get_running_loop()
         try:
             self._transport = await self._start_transport()
             self._reader_task = asyncio.create_task(self._read_replies())
@@ -424,7 +458,7 @@ class Session:
             limit = int(advertised) if advertised.isascii() and advertised.isdigit() else 0
             limit = limit or DEFAULT_MAX_IN_FLIGHT
         self._max_in_flight = limit
-        self._slots = asyncio.Semaphore(limit)
+        self._free_slots = limit
 
     async def close(self) -> None:
         """Stop the helper and release everything; calling it again does nothing.
@@ -474,7 +508,10 @@ class Session:
     async def _read_lines(self, reader: asyncio.StreamReader) -> None:
         """Dispatch every line until end-of-file, reading in large chunks.
 
-        A line longer than the transport's READ_LIMIT is recorded and discarded.
+        The common probe reply (``TOKEN reply|ttl-expired ip-N ADDRESS round-trip-time N``
+        for a probe in flight) becomes its result right here; any other line goes through
+        the full parser.  A line longer than the transport's READ_LIMIT is recorded and
+        discarded.
         """
         partial = b""
         discarding = False
@@ -488,10 +525,40 @@ class Session:
             self._chunks_read += 1
             lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
+            pending = self._pending
             for raw in lines:
                 if discarding:
                     discarding = False
                     continue
+                words = raw.split(b" ")
+                if len(words) == 6:
+                    entry = pending.get(words[0])
+                    if (
+                        entry is not None
+                        and (template := entry.template) is not None
+                        and words[4] == b"round-trip-time"
+                        and words[5].isdigit()
+                        and words[2] in _ADDRESS_NAMES
+                    ):
+                        kind = words[1]
+                        responder = self._responders.get(words[3])
+                        if responder is None:
+                            responder = self._responder(words[3])
+                        if responder is not None and (
+                            kind == b"reply" or kind == b"ttl-expired"  # noqa: PLR1714
+                        ):
+                            del pending[words[0]]
+                            if not entry.future.done():
+                                success = kind == b"reply"
+                                entry.future.set_result(_new_tuple(ProbeResult, (
+                                    success,
+                                    wire.REPLY if success else wire.TTL_EXPIRED,
+                                    float(words[5]) / 1000.0,
+                                    responder,
+                                    [],
+                                    *template.result_tail,
+                                )))
+                            continue
                 self._dispatch(wire.parse_reply_line(raw))
             if len(partial) > READ_LIMIT:
                 self._record_message("(over-long line from the helper, discarded)")
@@ -499,18 +566,43 @@ class Session:
         if partial and not discarding:
             self._dispatch(wire.parse_reply_line(partial))
 
+    def _responder(self, address: bytes) -> str | None:
+        """The responder address of a fast-path reply as text (remembered), or None when
+        it has bytes a numeric address does not (the full parser judges the line)."""
+        if not address or address.translate(None, _ADDRESS_BYTES):
+            return None
+        if len(self._responders) >= RESPONDERS_KEPT:
+            self._responders.clear()
+        text = self._responders[address] = address.decode("ascii")
+        return text
+
     def _dispatch(self, line: Reply | Garbage) -> None:
-        """Hand a line to the request with its token, or record it as unattributed."""
+        """Hand a line to the request with its token, or record it as unattributed.
+
+        A probe's future gets its ProbeResult (or the ProtocolError of a malformed
+        reply), a check-support's the Reply itself.
+        """
         if isinstance(line, Garbage) or line.token == 0:
             self._record_message(wire.describe_unattributed(line))
             return
-        pending = self._pending.pop(line.token, None)
+        token = b"%d" % line.token
+        pending = self._pending.pop(token, None)
         if pending is not None:
-            if not pending.future.done():
+            if pending.future.done():
+                return
+            template = pending.template
+            if template is None:
                 pending.future.set_result(line)
+                return
+            try:
+                result = wire.make_probe_result(line, template.options, template.target)
+            except ProtocolError as error:
+                pending.future.set_exception(error)
+            else:
+                pending.future.set_result(result)
             return
-        if line.token in self._abandoned:
-            self._forget_abandoned(line.token)
+        if token in self._abandoned:
+            self._forget_abandoned(token)
             self._discarded_replies += 1
             return
         self._record_message(f"{line.text} (token not in flight)")
@@ -544,94 +636,132 @@ class Session:
         if self._failure is not None:
             raise self._failure()
 
-    async def _exchange(self, tail: bytes, deadline: float, *, holds_slot: bool = False) -> Reply:
-        """Send one request and wait at most ``deadline`` seconds for its reply.
+    def _submit(
+        self, tail: bytes, deadline: float, template: _ProbeTemplate | None
+    ) -> _Pending:
+        """Give a request a token and queue it: written at once when enough are queued
+        and the pipe takes them, else by the writer task (started when needed).
+
+        Raises ProtocolError if every token is in use.
+        """
+        number = self._next_token
+        token = b"%d" % number
+        if token in self._pending or token in self._abandoned or number > wire.MAX_TOKEN:
+            in_use = _TokensInUse(self._pending, self._abandoned)
+            number, self._next_token = wire.next_free_token(number, in_use)
+            token = b"%d" % number
+        else:
+            self._next_token = number + 1
+        entry = _Pending(
+            token, _Future(loop=self._loop), template, tail, deadline, self._message_count
+        )
+        self._pending[token] = entry
+        outbox = self._outbox
+        outbox.append(entry)
+        if len(outbox) >= EAGER_WRITE and self._may_write_now():
+            self._write_batch()
+        if self._flusher is None and self._outbox:
+            self._flusher = self._loop.create_task(self._flush())
+        return entry
+
+    async def _exchange(self, tail: bytes, deadline: float) -> Reply:
+        """Send one request and wait at most ``deadline`` seconds for its Reply.
 
         Raises StateError, HelperExitedError / ProcessError (helper gone),
         ResponseTimeoutError (deadline passed; the token stays reserved).
         """
         self._ensure_usable()
-        assert self._transport is not None
-        token = self._next_token
-        if token in self._pending or token in self._abandoned or token > wire.MAX_TOKEN:
-            in_use = _TokensInUse(self._pending, self._abandoned)
-            token, self._next_token = wire.next_free_token(token, in_use)
-        else:
-            self._next_token = token + 1
-        line = b"%d" % token + tail
-        loop = asyncio.get_running_loop()
-        entry = _Pending(loop.create_future(), holds_slot, deadline, self._message_count, line)
-        self._pending[token] = entry
-        self._queue(token)
-        timed_out = False
+        entry = self._submit(tail, deadline, None)
         try:
-            return await entry.future
-        except ResponseTimeoutError:
-            timed_out = True
+            reply: Reply = await entry.future
+        except BaseException as error:
+            self._settle(entry, isinstance(error, ResponseTimeoutError))
             raise
-        finally:
-            self._settle(token, entry, timed_out)
+        return reply
 
-    def _queue(self, token: int) -> None:
-        """Queue a request line for the writer task (started when needed)."""
-        self._outbox.append(token)
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
+    def _may_write_now(self) -> bool:
+        """True while the transport holds nothing back (the pipe took every byte)."""
+        assert self._transport is not None
+        writer = self._transport.writer
+        return not writer.is_closing() and not writer.transport.get_write_buffer_size()
 
     async def _flush(self) -> None:
-        """Writer task: hand queued requests to the transport in batches, starting each
-        one's deadline then, and wait whenever the transport is above its high water.
+        """Writer task: hand queued requests to the transport in batches, and wait
+        whenever the transport is above its high water.
 
         A broken pipe is left for the reader to report (it sees end-of-file and fails
         every request with the helper's exit status).
         """
         assert self._transport is not None
         writer = self._transport.writer
-        loop = asyncio.get_running_loop()
         try:
             while self._outbox and not writer.is_closing():
-                batch = [self._outbox.popleft() for _ in range(min(WRITE_BATCH, len(self._outbox)))]
-                entries = [(token, self._pending.get(token)) for token in batch]
-                writer.write(b"".join(entry.line for _, entry in entries if entry is not None))
-                now = loop.time()
-                for token, entry in entries:
-                    if entry is not None:
-                        self._arm_deadline(token, entry, now)
+                self._write_batch()
                 with contextlib.suppress(ConnectionError):
                     await writer.drain()
         finally:
             self._flusher = None
 
-    def _arm_deadline(self, token: int, entry: _Pending, now: float) -> None:
-        """Start ``entry``'s deadline at ``now``; one timer serves all deadlines."""
-        deadline_at = entry.deadline_at = now + entry.deadline
-        queue = self._deadlines.get(entry.deadline)
-        if queue is None:
-            queue = self._deadlines[entry.deadline] = collections.deque()
-        queue.append((deadline_at, token))
-        if self._deadline_timer is None or deadline_at < self._deadline_timer_at:
-            self._set_deadline_timer(deadline_at)
+    def _write_batch(self) -> None:
+        """Hand up to WRITE_BATCH queued requests to the transport and start their
+        deadlines.  Requests cancelled (or failed) before their turn are not sent."""
+        assert self._transport is not None
+        batch = self._outbox
+        if len(batch) > WRITE_BATCH:
+            batch, self._outbox = batch[:WRITE_BATCH], batch[WRITE_BATCH:]
+        else:
+            self._outbox = []
+        now = self._loop.time()
+        lines = []
+        # requests in a row with the same deadline length share one deadline record
+        runs: list[tuple[float, float, list[bytes]]] = []
+        length = deadline_at = -1.0
+        tokens: list[bytes] = []
+        for entry in batch:
+            if entry.future.done():
+                continue
+            lines.append(entry.token)
+            lines.append(entry.tail)
+            if entry.deadline != length:
+                length = entry.deadline
+                deadline_at = now + length
+                tokens = []
+                runs.append((length, deadline_at, tokens))
+            entry.deadline_at = deadline_at
+            tokens.append(entry.token)
+        if not lines:
+            return
+        self._transport.writer.write(b"".join(lines))
+        for length, deadline_at, tokens in runs:
+            # one first-in-first-out queue per deadline length: appends stay in order
+            queue = self._deadlines.get(length)
+            if queue is None:
+                queue = self._deadlines[length] = collections.deque()
+            queue.append((deadline_at, tokens))
+            if self._deadline_timer is None or deadline_at < self._deadline_timer_at:
+                self._set_deadline_timer(deadline_at)
 
     def _set_deadline_timer(self, when: float) -> None:
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         self._deadline_timer_at = when
-        self._deadline_timer = asyncio.get_running_loop().call_at(when, self._expire_deadlines)
+        self._deadline_timer = self._loop.call_at(when, self._expire_deadlines)
 
     def _expire_deadlines(self) -> None:
         """Fail requests whose deadline passed with ResponseTimeoutError (probes once
         :meth:`_confirm_overdue` says so); re-arm."""
         self._deadline_timer = None
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         earliest: float | None = None
         for length, queue in list(self._deadlines.items()):
             while queue and queue[0][0] <= now:
-                deadline_at, token = queue.popleft()
-                entry = self._pending.get(token)
-                if entry is not None and entry.holds_slot:
-                    self._overdue.append((deadline_at, token))
-                else:
-                    self._expire(token, deadline_at)
+                deadline_at, tokens = queue.popleft()
+                for token in tokens:
+                    entry = self._pending.get(token)
+                    if entry is not None and entry.template is not None:
+                        self._overdue.append((deadline_at, token))
+                    else:
+                        self._expire(token, deadline_at)
             if not queue:
                 del self._deadlines[length]
             elif earliest is None or queue[0][0] < earliest:
@@ -668,46 +798,50 @@ class Session:
         finally:
             self._confirmer = None
 
-    def _expire(self, token: int, deadline_at: float) -> None:
+    def _expire(self, token: bytes, deadline_at: float) -> None:
         """Fail the request TOKEN with ResponseTimeoutError, unless it was answered."""
         entry = self._pending.get(token)
         if entry is None or entry.deadline_at != deadline_at or entry.future.done():
             return  # answered (or the token was reused since)
-        what = f"request {entry.line.decode('ascii').strip()!r}"
+        what = f"request {(entry.token + entry.tail).decode('ascii').strip()!r}"
         entry.future.set_exception(
             ResponseTimeoutError(what, entry.deadline, self._messages_since(entry.message_mark))
         )
 
-    def _settle(self, token: int, entry: _Pending, timed_out: bool) -> None:
-        """After a request ends: free its slot, or keep the token if still unanswered.
+    def _settle(self, entry: _Pending, timed_out: bool) -> None:
+        """After a request ended other than with its reply: free its slot, or keep the
+        token if the helper may still answer.
 
-        A cancelled probe keeps its slot until its deadline (the helper still works on
-        it); a timed-out one frees it at once.  Either way the token stays reserved.
+        A request given up before it was sent is simply dropped.  A cancelled probe keeps
+        its slot until its deadline (the helper still works on it); a timed-out one frees
+        it at once.  Either way the token stays reserved.
         """
+        token = entry.token
+        holds_slot = entry.template is not None
         if entry.future.done() and not entry.future.cancelled():
             entry.future.exception()  # mark retrieved even if the caller went away
         if self._pending.get(token) is not entry:
-            self._release_slot(entry.holds_slot)
+            self._release_slot(holds_slot)
             return
         del self._pending[token]
         entry.future.cancel()
-        if self._state != _OPEN or self._failure is not None:
-            self._release_slot(entry.holds_slot)
-        elif timed_out or not entry.holds_slot:
-            self._release_slot(entry.holds_slot)
+        if self._state != _OPEN or self._failure is not None or entry.deadline_at is None:
+            self._release_slot(holds_slot)  # helper gone, or never sent
+        elif timed_out or not holds_slot:
+            self._release_slot(holds_slot)
             self._abandoned[token] = None
         else:
-            loop = asyncio.get_running_loop()
-            deadline_at = entry.deadline_at or loop.time() + entry.deadline
-            self._abandoned[token] = loop.call_at(deadline_at, self._expire_slot, token)
+            self._abandoned[token] = self._loop.call_at(
+                entry.deadline_at, self._expire_slot, token
+            )
 
-    def _expire_slot(self, token: int) -> None:
+    def _expire_slot(self, token: bytes) -> None:
         """A given-up probe's deadline passed: free its slot, keep its token reserved."""
         if self._abandoned.get(token) is not None:
             self._abandoned[token] = None
             self._release_slot(True)
 
-    def _forget_abandoned(self, token: int) -> None:
+    def _forget_abandoned(self, token: bytes) -> None:
         """Free a given-up probe's token (and its slot if it still holds one)."""
         handle = self._abandoned.pop(token, None)
         if handle is not None:
@@ -715,9 +849,39 @@ class Session:
             self._release_slot(True)
 
     def _release_slot(self, holds_slot: bool) -> None:
-        """Give a flow-control slot back."""
-        if holds_slot and self._slots is not None:
-            self._slots.release()
+        """Give a flow-control slot back: to the first probe waiting for one, if any."""
+        if not holds_slot:
+            return
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free_slots += 1
+
+    async def _wait_for_slot(self) -> None:
+        """Wait until a flow-control slot is handed over; on cancellation, pass it on.
+
+        Raises StateError / the helper's error when the session became unusable meanwhile
+        (the slot is given back first).
+        """
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot(True)  # a slot was handed over just now: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._slot_waiters.remove(waiter)
+            raise
+        try:
+            self._ensure_usable()
+        except BaseException:
+            self._release_slot(True)
+            raise
 
     # ------------------------------------------------------------------ features
 
@@ -792,27 +956,80 @@ class Session:
         class documentation), and
         ProcessError (ProtocolError) for replies that do not follow the protocol.
         """
-        options = _cached_options(
-            ip_version=ip_version,
-            ttl=ttl,
-            protocol=protocol,
-            port=port,
-            local_ip=local_ip,
-            local_port=local_port,
-            local_device=local_device,
-            timeout=timeout,
-            size=size,
-            bit_pattern=bit_pattern,
-            tos=tos,
-            mark=mark,
-            details=details,
+        settings = (
+            ip_version, ttl, protocol, port, local_ip, local_port, local_device, timeout,
+            size, bit_pattern, tos, mark,
         )
-        result = await self.probe_with_options(host, options)
+        key = (host, details, settings)
+        template = self._known_template(key, details, settings)
+        if template is None:
+            options = wire.make_probe_options(
+                ip_version=ip_version,
+                ttl=ttl,
+                protocol=protocol,
+                port=port,
+                local_ip=local_ip,
+                local_port=local_port,
+                local_device=local_device,
+                timeout=timeout,
+                size=size,
+                bit_pattern=bit_pattern,
+                tos=tos,
+                mark=mark,
+                details=details,
+            )
+            self._ensure_usable()
+            template = await self._template(host, options, True)
+            if len(self._probe_keys) >= TEMPLATES_KEPT:
+                self._probe_keys.clear()
+            self._probe_keys[key] = (template, tuple(
+                index for index, value in enumerate(settings) if value in _ZERO_OR_ONE
+            ))
+        # _probe_template's steps, inline: one coroutine less per probe
+        if self._state != _OPEN or self._failure is not None:
+            self._ensure_usable()
+        if self._free_slots and not self._slot_waiters:
+            self._free_slots -= 1
+        else:
+            await self._wait_for_slot()
+        try:
+            entry = self._submit(template.tail, template.deadline, template)
+        except BaseException:
+            self._release_slot(True)
+            raise
+        try:
+            result: ProbeResult = await entry.future
+        except BaseException as error:
+            self._settle(entry, isinstance(error, ResponseTimeoutError))
+            raise
+        # answered (the reader took it out of the table): the slot goes back
+        if self._slot_waiters:
+            self._release_slot(True)
+        else:
+            self._free_slots += 1
         if result.result == wire.INVALID_ARGUMENT:
             raise InvalidProbeError(result.reason)
         if result.result == wire.UNKNOWN_COMMAND:
             raise ProcessError(f"helper {self.description} does not know send-probe")
         return result
+
+    def _known_template(
+        self, key: tuple[object, ...], details: object, settings: tuple[object, ...]
+    ) -> _ProbeTemplate | None:
+        """The template cached for probe()'s exact arguments, or None.
+
+        True == 1 and False == 0, so a key cannot tell them apart: where the cached key
+        has a 0 or 1, this call must not have a bool there, and ``details`` must be one
+        (validation refuses anything else).
+        """
+        known = self._probe_keys.get(key)
+        if known is None or (details is not True and details is not False):
+            return None
+        template, zero_or_one = known
+        for index in zero_or_one:
+            if settings[index] is True or settings[index] is False:
+                return None
+        return template
 
     async def probe_with_options(
         self, host: str, options: ProbeOptions, *, check_features: bool = True
@@ -824,6 +1041,13 @@ class Session:
         Raises like :meth:`probe`, except InvalidProbeError.
         """
         self._ensure_usable()
+        template = await self._template(host, options, check_features)
+        return await self._probe_template(template)
+
+    async def _template(
+        self, host: str, options: ProbeOptions, check_features: bool
+    ) -> _ProbeTemplate:
+        """The probe's template, from the cache or made now; raises like :meth:`probe`."""
         key = (host, options, check_features)
         template = self._templates.get(key)
         if template is None:
@@ -831,8 +1055,7 @@ class Session:
             if len(self._templates) >= TEMPLATES_KEPT:
                 self._templates.clear()
             self._templates[key] = template
-        reply = await self._send_probe(template.tail, template.deadline)
-        return wire.make_probe_result(reply, options, template.target)
+        return template
 
     async def _make_template(
         self, host: str, options: ProbeOptions, check_features: bool
@@ -848,7 +1071,11 @@ class Session:
         )
         deadline = wire.helper_timeout(options.timeout, fractional) + self._probe_grace
         tail = wire.encode_request_tail(wire.SEND_PROBE, arguments)
-        return _ProbeTemplate(tail, deadline, target.address)
+        ttl = options.ttl if options.ttl is not None else wire.DEFAULT_TTL
+        protocol = options.protocol or wire.DEFAULT_PROTOCOL
+        result_tail = (target.address, ttl, protocol, wire.effective_port(options),
+                       None, None, None, None, None)
+        return _ProbeTemplate(tail, deadline, target.address, options, result_tail)
 
     async def _resolve_local(self, local_ip: str | None, target: ResolvedAddress) -> str | None:
         """Resolve the source address in the target's family; raises HostResolveError."""
@@ -856,21 +1083,41 @@ class Session:
             return None
         return (await self._resolver.resolve(local_ip, target.ip_version)).address
 
-    async def _send_probe(self, tail: bytes, deadline: float) -> Reply:
-        """Wait for a flow-control slot, then send the probe; raises like _exchange."""
-        assert self._slots is not None
-        await self._slots.acquire()
-        try:
+    async def _probe_template(self, template: _ProbeTemplate) -> ProbeResult:
+        """Wait for a flow-control slot, send the probe and wait for its result.
+
+        Raises StateError, HelperExitedError / ProcessError (helper gone),
+        ResponseTimeoutError (deadline passed; the token stays reserved), ProtocolError
+        (malformed reply).
+        """
+        if self._state != _OPEN or self._failure is not None:
             self._ensure_usable()
+        if self._free_slots and not self._slot_waiters:
+            self._free_slots -= 1
+        else:
+            await self._wait_for_slot()
+        try:
+            entry = self._submit(template.tail, template.deadline, template)
         except BaseException:
-            self._slots.release()
+            self._release_slot(True)
             raise
-        return await self._exchange(tail, deadline, holds_slot=True)
+        try:
+            result: ProbeResult = await entry.future
+        except BaseException as error:
+            self._settle(entry, isinstance(error, ResponseTimeoutError))
+            raise
+        # answered (the reader took it out of the table): the slot goes back
+        if self._slot_waiters:
+            self._release_slot(True)
+        else:
+            self._free_slots += 1
+        return result
 
     def clear_dns_cache(self) -> None:
         """Forget resolved host names (they are resolved once per session otherwise)."""
         self._resolver.clear()
         self._templates.clear()
+        self._probe_keys.clear()
 
 
 # ---------------------------------------------------------------------- mtrpacket

@@ -199,6 +199,25 @@ async def test_bad_option_never_reaches_the_helper(echo: Session, tmp_path: Path
     assert sent_probes(tmp_path / "log") == []
 
 
+async def test_repeated_probe_still_refuses_bools_for_numbers(
+    echo: Session, tmp_path: Path
+) -> None:
+    """Repeated probes skip validation through a cache, but True == 1 and False == 0
+    must not let a bool through where the cached call had a number (or vice versa)."""
+    assert (await echo.probe("127.0.0.1", ttl=1, tos=0, timeout=1)).ttl == 1
+    assert (await echo.probe("127.0.0.1", ttl=1, tos=0, timeout=1)).ttl == 1
+    with pytest.raises(TypeError, match="ttl"):
+        await echo.probe("127.0.0.1", ttl=True, tos=0, timeout=1)
+    with pytest.raises(TypeError, match="tos"):
+        await echo.probe("127.0.0.1", ttl=1, tos=False, timeout=1)
+    with pytest.raises(TypeError, match="timeout"):
+        await echo.probe("127.0.0.1", ttl=1, tos=0, timeout=True)
+    assert (await echo.probe("127.0.0.1", details=True)).reply_ttl == 64
+    with pytest.raises(TypeError, match="details"):
+        await echo.probe("127.0.0.1", details=1)  # type: ignore[arg-type]
+    assert len(sent_probes(tmp_path / "log")) == 3
+
+
 async def test_helper_invalid_argument_raises_invalid_probe_error() -> None:
     async with asyncio.timeout(LIMIT), Session(command=fake("invalid")) as session:
         with pytest.raises(InvalidProbeError, match="ttl-out-of-range") as caught:
@@ -439,6 +458,24 @@ async def test_cancelling_while_waiting_for_a_slot_is_safe() -> None:
             await waiting
         assert (await first).success
         assert (await session.probe("127.0.0.3")).responder == "127.0.0.3"
+
+
+async def test_probe_cancelled_before_it_was_sent_is_dropped(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    async with (
+        asyncio.timeout(LIMIT),
+        Session(command=fake("echo", "--log", str(log)), max_in_flight=1) as session,
+    ):
+        task = asyncio.create_task(session.probe("127.0.0.1"))
+        await asyncio.sleep(0)  # queued for the writer task, not yet written
+        assert session.in_flight == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert session.in_flight == 0  # no token kept back: it was never sent
+        # its slot came back at once (the only one): the next probe goes out
+        assert (await session.probe("127.0.0.2")).responder == "127.0.0.2"
+    assert [line.split()[3] for line in sent_probes(log)] == ["127.0.0.2"]
 
 
 async def test_cancelled_probe_slot_returns_at_its_deadline() -> None:
