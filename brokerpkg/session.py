@@ -24,7 +24,7 @@ import contextlib
 import os
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple, Self
 
@@ -1007,6 +1007,93 @@ class Session:
             self._release_slot(True)
         else:
             self._free_slots += 1
+        if result.result == wire.INVALID_ARGUMENT:
+            raise InvalidProbeError(result.reason)
+        if result.result == wire.UNKNOWN_COMMAND:
+            raise ProcessError(f"helper {self.description} does not know send-probe")
+        return result
+
+    async def probe_many(
+        self, hosts: Iterable[str], *, concurrency: int | None = None, **options: Any
+    ) -> list[ProbeResult]:
+        """Probe each of ``hosts`` (repeats allowed) with the same ``options`` (those of
+        :meth:`probe`), at most ``concurrency`` at once (default and ceiling: the
+        session's in-flight limit, shared with other probes), and return the results in
+        the order of ``hosts``.
+
+        Cheaper per probe than as many :meth:`probe` calls: no task or coroutine per
+        probe, and each answer frees its slot for the next host at once.
+
+        Raises ValueError for a concurrency below 1, and like :meth:`probe` (options are
+        checked and every host resolved before anything is sent); on the first failure
+        the probes still in flight are given up as if cancelled and the error is raised.
+        """
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+        checked = wire.make_probe_options(**options)
+        self._ensure_usable()
+        plan = await self._plan(hosts, checked)
+        limit = min(concurrency or self._max_in_flight, self._max_in_flight)
+        results: list[ProbeResult] = []
+        flight: collections.deque[_Pending] = collections.deque()
+        try:
+            for template in plan:
+                if self._state != _OPEN or self._failure is not None:
+                    self._ensure_usable()
+                # a slot: a free one, else our oldest probe's once it is answered
+                while len(flight) >= limit or not self._free_slots or self._slot_waiters:
+                    if not flight:
+                        await self._wait_for_slot()
+                        break
+                    entry = flight[0]
+                    if not entry.future.done():
+                        with contextlib.suppress(Exception):  # _batch_result raises it
+                            await entry.future
+                    flight.popleft()
+                    results.append(self._batch_result(entry))
+                else:
+                    self._free_slots -= 1
+                try:
+                    flight.append(self._submit(template.tail, template.deadline, template))
+                except BaseException:
+                    self._release_slot(True)
+                    raise
+            while flight:
+                entry = flight[0]
+                if not entry.future.done():
+                    with contextlib.suppress(Exception):
+                        await entry.future
+                flight.popleft()
+                results.append(self._batch_result(entry))
+        except BaseException:
+            for entry in flight:
+                self._settle(entry, False)
+            raise
+        return results
+
+    async def _plan(self, hosts: Iterable[str], options: ProbeOptions) -> list[_ProbeTemplate]:
+        """One template per host, each distinct host resolved once; raises like probe()."""
+        templates: dict[str, _ProbeTemplate] = {}
+        plan: list[_ProbeTemplate] = []
+        for host in hosts:
+            template = templates.get(host)
+            if template is None:
+                template = templates[host] = await self._template(host, options, True)
+            plan.append(template)
+        return plan
+
+    def _batch_result(self, entry: _Pending) -> ProbeResult:
+        """The result of a finished probe of :meth:`probe_many`; frees its slot.
+
+        Raises its error (the probe settled), InvalidProbeError and ProcessError like
+        :meth:`probe`.
+        """
+        try:
+            result: ProbeResult = entry.future.result()
+        except BaseException as error:
+            self._settle(entry, isinstance(error, ResponseTimeoutError))
+            raise
+        self._release_slot(True)
         if result.result == wire.INVALID_ARGUMENT:
             raise InvalidProbeError(result.reason)
         if result.result == wire.UNKNOWN_COMMAND:

@@ -418,6 +418,81 @@ async def test_missing_helper_is_reported() -> None:
         await Session(command=["/nonexistent/brokerpkg-helper"]).open()
 
 
+# ------------------------------------------------------------------ probe_many
+
+
+async def test_probe_many_keeps_input_order_and_its_concurrency(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    # the fake holds replies until 4 probes arrived, then answers newest first: with
+    # more than 4 in flight the order is scrambled, with fewer nothing is ever answered
+    async with (
+        asyncio.timeout(LIMIT),
+        Session(command=fake("reverse", "--count", "4", "--log", str(log))) as session,
+    ):
+        hosts = [f"127.0.0.{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 3, 3, 2, 1)]
+        results = await session.probe_many(hosts, concurrency=4, ttl=9)
+        assert [result.responder for result in results] == hosts
+        assert all(result.success and result.ttl == 9 for result in results)
+        assert session.in_flight == 0
+        assert (await session.probe_many([])) == []
+    sent = sent_probes(log)
+    assert len(sent) == len(hosts)
+    assert all("ttl 9" in line for line in sent)
+
+
+async def test_probe_many_checks_everything_before_sending(
+    echo: Session, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        await echo.probe_many(["127.0.0.1"], concurrency=0)
+    with pytest.raises(TypeError, match="colour"):
+        await echo.probe_many(["127.0.0.1"], colour="red")
+    with pytest.raises(ValueError, match="ttl"):
+        await echo.probe_many(["127.0.0.1"], ttl=0)
+    with pytest.raises(HostResolveError):
+        await echo.probe_many(["127.0.0.1", "::1"], ip_version=4)
+    assert sent_probes(tmp_path / "log") == []
+    results = await echo.probe_many(["127.0.0.1", "::1"], details=True)
+    assert [result.reply_ttl for result in results] == [64, 64]
+
+
+async def test_probe_many_raises_the_first_failure_and_gives_up_the_rest() -> None:
+    async with (
+        asyncio.timeout(LIMIT),
+        Session(command=fake("exit-after", "--count", "3")) as session,
+    ):
+        with pytest.raises(HelperExitedError, match="status 3"):
+            await session.probe_many(["127.0.0.1"] * 10, concurrency=5)
+        assert session.in_flight == 0
+    async with asyncio.timeout(LIMIT), Session(command=fake("invalid")) as session:
+        with pytest.raises(InvalidProbeError, match="ttl-out-of-range"):
+            await session.probe_many(["127.0.0.1"] * 3)
+        assert session.in_flight == 0
+
+
+async def test_probe_many_cancelled_keeps_tokens_and_returns_slots() -> None:
+    async with (
+        asyncio.timeout(LIMIT),
+        Session(command=fake("silent"), max_in_flight=3, probe_grace=0.1) as session,
+    ):
+        hosts = ["127.0.0.1"] * 5
+        task = asyncio.create_task(session.probe_many(hosts, concurrency=2, timeout=0.2))
+        await asyncio.sleep(0.05)
+        assert session.in_flight == 2  # its own concurrency holds
+        other = asyncio.create_task(session.probe_many(hosts, timeout=0.2))
+        await asyncio.sleep(0.05)
+        assert session.in_flight == 3  # the session's in-flight limit holds
+        task.cancel()
+        other.cancel()
+        await asyncio.gather(task, other, return_exceptions=True)
+        assert task.cancelled() and other.cancelled()
+        assert session.in_flight == 3  # given up, tokens kept until the deadline
+        started = time.monotonic()
+        with pytest.raises(ResponseTimeoutError):
+            await session.probe("127.0.0.2", timeout=0.2)  # a slot came back
+        assert time.monotonic() - started < 1.5
+
+
 # ------------------------------------------------------------------ cancellation
 
 

@@ -4,8 +4,11 @@
 20,000 ICMP probes to 127.0.0.1 with 1,000 in flight at any time, through
 brokerpkg.Session driving brokerpkg-helper, and through the mtrpacket package driving
 mtr-packet 0.95 (its own MtrPacket class, unchanged), interleaved in one run; medians of
-ROUNDS rounds are compared.  Also reported: brokerpkg.MtrPacket (our drop-in) driving our
-helper.  Run as root:
+ROUNDS rounds are compared.  The workload is the same for every per-probe contender:
+1,000 coroutines, each awaiting probe('127.0.0.1', timeout=1) in a loop until 20,000
+were sent.  Also reported: brokerpkg.MtrPacket (our drop-in) driving our helper, the
+mtrpacket package driving our helper (the Python side alone compared), and
+Session.probe_many (the batch API, 1,000 in flight).  Run as root:
 
     python3 tests/bench/bench_session.py [--count 20000] [--window 1000] [--rounds 5]
 
@@ -56,6 +59,8 @@ async def windowed(probe: Callable[[], Awaitable[Any]], count: int, window: int,
 
 SESSION = "brokerpkg.Session + brokerpkg-helper"
 DROP_IN = "brokerpkg.MtrPacket + brokerpkg-helper"
+BATCH = "Session.probe_many + brokerpkg-helper"
+MTRPACKET_OURS = "mtrpacket 1.0.1 + brokerpkg-helper"
 REFERENCE = "mtrpacket 1.0.1 + mtr-packet 0.95"
 
 
@@ -75,12 +80,28 @@ async def run_brokerpkg_mtrpacket(helper: str, count: int, window: int) -> float
         del os.environ["MTR_PACKET"]
 
 
-async def run_mtrpacket(count: int, window: int) -> float:
+async def run_batch(helper: str, count: int, window: int) -> float:
+    async with brokerpkg.Session(helper) as session:
+        start = time.perf_counter()
+        results = await session.probe_many(
+            ["127.0.0.1"] * count, concurrency=window, timeout=TIMEOUT)
+        seconds = time.perf_counter() - start
+    LOST[BATCH] = LOST.get(BATCH, 0) + sum(not result.success for result in results)
+    return seconds
+
+
+async def run_mtrpacket(count: int, window: int, helper: str | None = None) -> float:
     import mtrpacket
 
-    async with mtrpacket.MtrPacket() as mtr:
-        return await windowed(
-            lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, REFERENCE)
+    name = REFERENCE if helper is None else MTRPACKET_OURS
+    if helper is not None:
+        os.environ["MTR_PACKET"] = helper
+    try:
+        async with mtrpacket.MtrPacket() as mtr:
+            return await windowed(
+                lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, name)
+    finally:
+        os.environ.pop("MTR_PACKET", None)
 
 
 def main() -> int:
@@ -98,6 +119,8 @@ def main() -> int:
     contenders: dict[str, Callable[[], Awaitable[float]]] = {
         SESSION: lambda: run_brokerpkg(helper, count, window),
         DROP_IN: lambda: run_brokerpkg_mtrpacket(helper, count, window),
+        BATCH: lambda: run_batch(helper, count, window),
+        MTRPACKET_OURS: lambda: run_mtrpacket(count, window, helper),
     }
     if shutil.which("mtr-packet"):
         contenders[REFERENCE] = lambda: run_mtrpacket(count, window)
@@ -110,11 +133,16 @@ def main() -> int:
         median = statistics.median(seconds)
         lost = LOST.get(name, 0)
         print(f"  {name:40s} {median:7.3f} s  {count / median:8.0f} probes/s"
-              f"  ({lost} of {count * arguments.rounds} probes unanswered)")
+              f"  (min {min(seconds):.3f} s, max {max(seconds):.3f} s;"
+              f" {lost} of {count * arguments.rounds} probes unanswered)")
     ours = statistics.median(runs[SESSION])
+    print(f"  Session vs mtrpacket, both with brokerpkg-helper (Python side):"
+          f" {statistics.median(runs[MTRPACKET_OURS]) / ours:.2f}x")
     if REFERENCE in runs:
         theirs = statistics.median(runs[REFERENCE])
         print(f"  Session vs mtrpacket+mtr-packet: {theirs / ours:.2f}x (target >= 4x)")
+        print(f"  probe_many vs mtrpacket+mtr-packet: "
+              f"{theirs / statistics.median(runs[BATCH]):.2f}x")
     return 0
 
 
