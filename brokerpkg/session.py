@@ -956,12 +956,11 @@ class Session:
         class documentation), and
         ProcessError (ProtocolError) for replies that do not follow the protocol.
         """
-        settings = (
-            ip_version, ttl, protocol, port, local_ip, local_port, local_device, timeout,
-            size, bit_pattern, tos, mark,
+        key = (
+            host, details, ip_version, ttl, protocol, port, local_ip, local_port,
+            local_device, timeout, size, bit_pattern, tos, mark,
         )
-        key = (host, details, settings)
-        template = self._known_template(key, details, settings)
+        template = self._known_template(key)
         if template is None:
             options = wire.make_probe_options(
                 ip_version=ip_version,
@@ -983,7 +982,7 @@ class Session:
             if len(self._probe_keys) >= TEMPLATES_KEPT:
                 self._probe_keys.clear()
             self._probe_keys[key] = (template, tuple(
-                index for index, value in enumerate(settings) if value in _ZERO_OR_ONE
+                index for index, value in enumerate(key) if index > 1 and value in _ZERO_OR_ONE
             ))
         # _probe_template's steps, inline: one coroutine less per probe
         if self._state != _OPEN or self._failure is not None:
@@ -1100,21 +1099,20 @@ class Session:
             raise ProcessError(f"helper {self.description} does not know send-probe")
         return result
 
-    def _known_template(
-        self, key: tuple[object, ...], details: object, settings: tuple[object, ...]
-    ) -> _ProbeTemplate | None:
-        """The template cached for probe()'s exact arguments, or None.
+    def _known_template(self, key: tuple[object, ...]) -> _ProbeTemplate | None:
+        """The template cached for probe()'s exact arguments (host, details, then the
+        other options), or None.
 
         True == 1 and False == 0, so a key cannot tell them apart: where the cached key
         has a 0 or 1, this call must not have a bool there, and ``details`` must be one
         (validation refuses anything else).
         """
         known = self._probe_keys.get(key)
-        if known is None or (details is not True and details is not False):
+        if known is None or (key[1] is not True and key[1] is not False):
             return None
         template, zero_or_one = known
         for index in zero_or_one:
-            if settings[index] is True or settings[index] is False:
+            if key[index] is True or key[index] is False:
                 return None
         return template
 

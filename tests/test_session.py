@@ -467,7 +467,14 @@ async def test_probe_many_raises_the_first_failure_and_gives_up_the_rest() -> No
     async with asyncio.timeout(LIMIT), Session(command=fake("invalid")) as session:
         with pytest.raises(InvalidProbeError, match="ttl-out-of-range"):
             await session.probe_many(["127.0.0.1"] * 3)
+        # the others were given up: their tokens stay reserved until their replies come
+        given_up = session.in_flight
+        for _ in range(500):
+            if not session.in_flight:
+                break
+            await asyncio.sleep(0.01)
         assert session.in_flight == 0
+        assert session.discarded_replies == given_up
 
 
 async def test_probe_many_cancelled_keeps_tokens_and_returns_slots() -> None:
