@@ -131,7 +131,16 @@ RESPONDERS_KEPT = 4096
 _ADDRESS_NAMES = frozenset((b"ip-4", b"ip-6"))
 _ADDRESS_BYTES = b"0123456789abcdefABCDEF.:"
 """Bytes of a numeric address on the fast path (anything else takes the full parser)."""
-_ZERO_OR_ONE = frozenset((0, 1))
+_Types = tuple[tuple[int, type], ...]
+
+
+def _given_types(values: Sequence[object]) -> _Types:
+    """(position, type) of every value but the first (the host) that is not None."""
+    return tuple(
+        (index, value.__class__)
+        for index, value in enumerate(values)
+        if index and value is not None
+    )
 _Future = asyncio.Future
 """Futures made directly: loop.create_future() costs a Python call more per probe."""
 _new_tuple = tuple.__new__
@@ -289,7 +298,7 @@ class Session:
         self._max_in_flight = 0
         self._templates: dict[tuple[str, ProbeOptions, bool], _ProbeTemplate] = {}
         # probe()'s own keyword values -> template, so a repeated probe skips validation
-        self._probe_keys: dict[tuple[object, ...], tuple[_ProbeTemplate, tuple[int, ...]]] = {}
+        self._probe_keys: dict[tuple[object, ...], tuple[_ProbeTemplate, _Types]] = {}
         self._outbox: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         # deadline length -> (deadline, tokens) in the order they were written
@@ -981,9 +990,7 @@ class Session:
             template = await self._template(host, options, True)
             if len(self._probe_keys) >= TEMPLATES_KEPT:
                 self._probe_keys.clear()
-            self._probe_keys[key] = (template, tuple(
-                index for index, value in enumerate(key) if index > 1 and value in _ZERO_OR_ONE
-            ))
+            self._probe_keys[key] = (template, _given_types(key))
         # _probe_template's steps, inline: one coroutine less per probe
         if self._state != _OPEN or self._failure is not None:
             self._ensure_usable()
@@ -1103,16 +1110,15 @@ class Session:
         """The template cached for probe()'s exact arguments (host, details, then the
         other options), or None.
 
-        True == 1 and False == 0, so a key cannot tell them apart: where the cached key
-        has a 0 or 1, this call must not have a bool there, and ``details`` must be one
-        (validation refuses anything else).
+        Equal is not enough (True == 1 == 1.0, and validation refuses a bool or a float
+        ttl): every option given must also have the type it had when it was validated.
         """
         known = self._probe_keys.get(key)
-        if known is None or (key[1] is not True and key[1] is not False):
+        if known is None:
             return None
-        template, zero_or_one = known
-        for index in zero_or_one:
-            if key[index] is True or key[index] is False:
+        template, types = known
+        for index, kind in types:
+            if key[index].__class__ is not kind:
                 return None
         return template
 
@@ -1260,6 +1266,9 @@ class MtrPacket:
     def __init__(self) -> None:
         self._session: Session | None = None
         self._resolver = Resolver()
+        self._known_options: dict[
+            tuple[tuple[str, Any], ...], tuple[ProbeOptions, tuple[type, ...]]
+        ] = {}
 
     def __repr__(self) -> str:
         process = self.process
@@ -1331,8 +1340,28 @@ class MtrPacket:
         keyword, ValueError for a bad value, ProcessError when the helper exited.
         """
         session = self._open_session()
+        return await session.probe_with_options(host, self._options(args), check_features=False)
+
+    def _options(self, args: dict[str, Any]) -> ProbeOptions:
+        """probe()'s keyword arguments as ProbeOptions, remembered by their values and
+        types (as Session.probe remembers its templates).
+
+        Raises TypeError for an unknown keyword, ValueError for bad values.
+        """
+        key = tuple(args.items())
+        try:
+            known = self._known_options.get(key)
+        except TypeError:  # an unhashable value: validation says what is wrong with it
+            return _mtrpacket_options(args)
+        if known is not None:
+            options, types = known
+            if all(value.__class__ is kind for (_, value), kind in zip(key, types, strict=True)):
+                return options
         options = _mtrpacket_options(args)
-        return await session.probe_with_options(host, options, check_features=False)
+        if len(self._known_options) >= TEMPLATES_KEPT:
+            self._known_options.clear()
+        self._known_options[key] = (options, tuple(value.__class__ for _, value in key))
+        return options
 
     def clear_dns_cache(self) -> None:
         """Forget resolved host names."""

@@ -288,6 +288,14 @@ async def test_arguments_are_passed_like_mtrpacket(
             await mtr.probe("127.0.0.1", local_devices="lo")
         with pytest.raises(ValueError, match="ttl"):
             await mtr.probe("127.0.0.1", ttl=300)
+        await mtr.probe("127.0.0.1", ttl=1)
+        await mtr.probe("127.0.0.1", ttl=1)  # options remembered: still checked by type
+        with pytest.raises(TypeError, match="ttl"):
+            await mtr.probe("127.0.0.1", ttl=True)
+        with pytest.raises(TypeError, match="ttl"):
+            await mtr.probe("127.0.0.1", ttl=1.0)
+        with pytest.raises(TypeError, match="ttl"):
+            await mtr.probe("127.0.0.1", ttl=[1])
     probes = [
         line.split(" ", 2)[2]
         for line in log.read_text().splitlines()
@@ -300,6 +308,8 @@ async def test_arguments_are_passed_like_mtrpacket(
         "ip-4 127.0.0.1 protocol icmp",
         "ip-4 127.0.0.1 protocol udp port 53 local-port 40000 mark 3",
         "ip-4 127.0.0.1 details yes",
+        "ip-4 127.0.0.1 ttl 1",
+        "ip-4 127.0.0.1 ttl 1",
     ]
 
 

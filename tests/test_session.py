@@ -199,11 +199,11 @@ async def test_bad_option_never_reaches_the_helper(echo: Session, tmp_path: Path
     assert sent_probes(tmp_path / "log") == []
 
 
-async def test_repeated_probe_still_refuses_bools_for_numbers(
+async def test_repeated_probe_still_refuses_values_of_the_wrong_type(
     echo: Session, tmp_path: Path
 ) -> None:
-    """Repeated probes skip validation through a cache, but True == 1 and False == 0
-    must not let a bool through where the cached call had a number (or vice versa)."""
+    """Repeated probes skip validation through a cache, but True == 1 == 1.0 must not
+    let a bool or a float through where the cached call had an int (or vice versa)."""
     assert (await echo.probe("127.0.0.1", ttl=1, tos=0, timeout=1)).ttl == 1
     assert (await echo.probe("127.0.0.1", ttl=1, tos=0, timeout=1)).ttl == 1
     with pytest.raises(TypeError, match="ttl"):
@@ -212,6 +212,8 @@ async def test_repeated_probe_still_refuses_bools_for_numbers(
         await echo.probe("127.0.0.1", ttl=1, tos=False, timeout=1)
     with pytest.raises(TypeError, match="timeout"):
         await echo.probe("127.0.0.1", ttl=1, tos=0, timeout=True)
+    with pytest.raises(TypeError, match="ttl"):
+        await echo.probe("127.0.0.1", ttl=1.0, tos=0, timeout=1)  # type: ignore[arg-type]
     assert (await echo.probe("127.0.0.1", details=True)).reply_ttl == 64
     with pytest.raises(TypeError, match="details"):
         await echo.probe("127.0.0.1", details=1)  # type: ignore[arg-type]
