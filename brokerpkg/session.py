@@ -1364,5 +1364,7 @@ class MtrPacket:
         return options
 
     def clear_dns_cache(self) -> None:
-        """Forget resolved host names."""
+        """Forget resolved host names (and the probe templates built from them)."""
+        if self._session is not None:
+            self._session.clear_dns_cache()
         self._resolver.clear()

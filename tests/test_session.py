@@ -857,6 +857,26 @@ async def test_session_resolves_names_and_local_ip_in_the_target_family(
         await echo.probe("missing.test")
 
 
+async def test_mtrpacket_clear_dns_cache_reaches_new_addresses(
+    dns: FakeGetaddrinfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that moved is probed at its new address after clear_dns_cache(), as in
+    mtrpacket: the session's cached probe templates are forgotten too."""
+    from brokerpkg import MtrPacket
+
+    command = " ".join(fake("echo", "--log", str(tmp_path / "log")))
+    monkeypatch.setenv("MTR_PACKET", command)
+    async with asyncio.timeout(LIMIT), MtrPacket() as mtr:
+        await mtr.probe("four.test")
+        dns.table["four.test"] = [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.9", 0))]
+        await mtr.probe("four.test")
+        mtr.clear_dns_cache()
+        await mtr.probe("four.test")
+    assert [line.split()[3] for line in sent_probes(tmp_path / "log")] == [
+        "127.0.0.7", "127.0.0.7", "127.0.0.9",
+    ]
+
+
 # ------------------------------------------------------------------ real helpers on loopback
 #
 # Probes go to 127.0.0.0/8 and ::1 only.  mtr-packet (Debian's mtr-tiny) is the reference;
