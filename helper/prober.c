@@ -28,6 +28,12 @@
  * leaving; an idle one can be tens of microseconds away (a cold path).
  */
 #define BULK_BYTES 4096
+/*
+ * ICMP probes sent to a family between reads of its answers while requests
+ * are served in bulk: a short receive queue stays in the cache (the kernel
+ * queues an answer to a loopback or nearby target within the send itself).
+ */
+#define RECEIVE_INTERLEAVE 64
 
 struct prober {
     struct net_state *net;
@@ -41,6 +47,7 @@ struct prober {
     bool blocked;                   /* PENDING waits for the rate limit */
     bool departures_waiting;        /* probes sent since their stamps were read */
     bool bulk;                      /* BULK_BYTES of requests wait behind this one */
+    unsigned unread_sends[2];       /* ICMP probes per family since a read */
     struct probe_request pending;
     uint32_t icmp_counter;
     uint16_t udp_counter;
@@ -334,6 +341,7 @@ static int send_icmp(struct prober *p, struct probe *probe,
                     probe->icmp_id, probe->icmp_sequence,
                     (uint8_t)request->bit_pattern);
     probe_link_wire_key(p->table, probe, probe_wire_key(probe));
+    p->unread_sends[family_index(request->destination.family)]++;
     return transmit(p, probe, ROLE_ICMP, packet, length, options);
 }
 
@@ -653,6 +661,17 @@ void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
     release_probe(p, probe);
 }
 
+/* Read the answers to the last RECEIVE_INTERLEAVE ICMP probes of a family. */
+static void receive_interleaved(struct prober *p)
+{
+    for (int f = 0; f < 2; f++) {
+        if (p->unread_sends[f] >= RECEIVE_INTERLEAVE) {
+            p->unread_sends[f] = 0;
+            prober_receive(p, f == 1 ? AF_INET6 : AF_INET, ROLE_ICMP);
+        }
+    }
+}
+
 size_t prober_feed(struct prober *p, const char *data, size_t size)
 {
     size_t consumed = 0;
@@ -665,6 +684,7 @@ size_t prober_feed(struct prober *p, const char *data, size_t size)
         p->bulk = size - consumed >= BULK_BYTES;
         if (event == LINE_COMPLETE) {
             handle_line(p, p->reader.line, p->reader.length);
+            receive_interleaved(p);
         } else if (event == LINE_OVERFLOW) {
             reply_buffer_overflow(&p->out);
         }
