@@ -139,6 +139,7 @@ static void read_input(struct loop *l)
     if (count > 0) {
         l->input_start = 0;
         l->input_end = (size_t)count;
+        prober_more_input(l->prober, (size_t)count == sizeof(l->input));
         offer_input(l);
     } else if (count == 0 || (errno != EAGAIN && errno != EINTR)) {
         close_input(l);     /* end of input, or it failed: same for us */

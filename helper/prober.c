@@ -47,6 +47,7 @@ struct prober {
     bool blocked;                   /* PENDING waits for the rate limit */
     bool departures_waiting;        /* probes sent since their stamps were read */
     bool bulk;                      /* BULK_BYTES of requests wait behind this one */
+    bool more_input;                /* more requests wait beyond those fed */
     unsigned unread_sends[2];       /* ICMP probes per family since a read */
     struct probe_request pending;
     uint32_t icmp_counter;
@@ -681,7 +682,7 @@ size_t prober_feed(struct prober *p, const char *data, size_t size)
 
         consumed += line_reader_feed(&p->reader, data + consumed,
                                      size - consumed, &event);
-        p->bulk = size - consumed >= BULK_BYTES;
+        p->bulk = p->more_input || size - consumed >= BULK_BYTES;
         if (event == LINE_COMPLETE) {
             handle_line(p, p->reader.line, p->reader.length);
             receive_interleaved(p);
@@ -690,6 +691,11 @@ size_t prober_feed(struct prober *p, const char *data, size_t size)
         }
     }
     return consumed;
+}
+
+void prober_more_input(struct prober *p, bool waiting)
+{
+    p->more_input = waiting;
 }
 
 bool prober_blocked(const struct prober *p)

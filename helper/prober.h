@@ -39,6 +39,12 @@ void prober_destroy(struct prober *prober);
  */
 size_t prober_feed(struct prober *prober, const char *data, size_t size);
 
+/*
+ * WAITING: more requests wait beyond the bytes being fed (the last read
+ * filled its buffer), so the helper is saturated even at the end of them.
+ */
+void prober_more_input(struct prober *prober, bool waiting);
+
 /* True while a probe waits for the rate limit. */
 bool prober_blocked(const struct prober *prober);
 
