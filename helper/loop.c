@@ -24,6 +24,7 @@
 #include "reply.h"
 
 #define INPUT_CHUNK_BYTES 65536
+#define PIPE_BYTES (1024 * 1024)    /* fs.pipe-max-size's default */
 #define OUTPUT_HIGH_WATER (4u * 1024 * 1024)  /* stop reading requests */
 #define OUTPUT_LOW_WATER (1u * 1024 * 1024)   /* read them again */
 #define EVENT_BATCH 256
@@ -206,6 +207,20 @@ static bool is_pipe_or_socket(int fd)
            && (S_ISFIFO(info.st_mode) || S_ISSOCK(info.st_mode));
 }
 
+/*
+ * A bigger pipe for a client that writes many requests at once, or reads
+ * many replies: fewer wake-ups on both sides.  Best effort: EPERM past
+ * fs.pipe-max-size or the user's pipe quota, EBADF/EINVAL when not a pipe.
+ */
+static void enlarge_pipe(int fd)
+{
+    int size = fcntl(fd, F_GETPIPE_SZ);
+
+    if (size > 0 && size < PIPE_BYTES) {
+        (void)fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES);
+    }
+}
+
 static void watch_sockets(struct loop *l)
 {
     for (int f = 0; f < 2; f++) {
@@ -237,8 +252,10 @@ static void setup(struct loop *l, struct net_state *net)
     l->input_pollable = epoll_change(l, EPOLL_CTL_ADD, STDIN_FILENO, EPOLLIN,
                                      event_data(EVENT_STDIN, 0)) == 0;
     l->input_watched = l->input_pollable;
+    enlarge_pipe(STDIN_FILENO);
     /* non-blocking only on our own pipe: a shared tty must stay as it was */
     if (is_pipe_or_socket(STDOUT_FILENO)) {
+        enlarge_pipe(STDOUT_FILENO);
         fcntl(STDOUT_FILENO, F_SETFL,
               fcntl(STDOUT_FILENO, F_GETFL) | O_NONBLOCK);
         /* watched with no events: EPOLLERR/EPOLLHUP say the reader left */
