@@ -28,6 +28,7 @@
 #define OUTPUT_HIGH_WATER (4u * 1024 * 1024)  /* stop reading requests */
 #define OUTPUT_LOW_WATER (1u * 1024 * 1024)   /* read them again */
 #define EVENT_BATCH 256
+#define QUIET_INPUT_BYTES 4096      /* see offer_input() */
 
 enum event_kind {
     EVENT_STDIN = 1,
@@ -89,6 +90,22 @@ static int watch_tcp(void *context, int fd, uint64_t cookie)
                         event_data(EVENT_TCP, cookie)) == 0 ? 0 : errno;
 }
 
+/* OPERATION (EPOLL_CTL_ADD or _DEL) on the sockets answers come to. */
+static void watch_sockets(struct loop *l, int operation)
+{
+    for (int f = 0; f < 2; f++) {
+        for (int r = 0; r < ROLE_COUNT; r++) {
+            int fd = l->net->sockets[f][r];
+
+            /* the UDP socket only sends (its error queue is read unasked) */
+            if (fd >= 0 && r != ROLE_UDP) {
+                watch(l, operation, fd, EPOLLIN,
+                      event_data(EVENT_SOCKET, (uint64_t)(f * ROLE_COUNT + r)));
+            }
+        }
+    }
+}
+
 /* Input */
 
 /*
@@ -116,11 +133,26 @@ static void watch_input(struct loop *l, bool wanted)
     l->input_watched = wanted;
 }
 
-/* Give the prober what it has not taken yet; it stops at a rate limit. */
+/*
+ * Give the prober what it has not taken yet; it stops at a rate limit.
+ * While it serves many requests in a row, the answer sockets leave the
+ * epoll set: every answer queued during a send would otherwise wake it (a
+ * lock and a list check per packet), and the prober reads the answers
+ * between sends anyway.  Put back, they are polled at once: nothing waiting
+ * is missed.
+ */
 static void offer_input(struct loop *l)
 {
+    bool quiet = l->input_end - l->input_start >= QUIET_INPUT_BYTES;
+
+    if (quiet) {
+        watch_sockets(l, EPOLL_CTL_DEL);
+    }
     l->input_start += prober_feed(l->prober, l->input + l->input_start,
                                   l->input_end - l->input_start);
+    if (quiet) {
+        watch_sockets(l, EPOLL_CTL_ADD);
+    }
     if (l->input_start == l->input_end) {
         l->input_start = l->input_end = 0;
     }
@@ -221,21 +253,6 @@ static void enlarge_pipe(int fd)
     }
 }
 
-static void watch_sockets(struct loop *l)
-{
-    for (int f = 0; f < 2; f++) {
-        for (int r = 0; r < ROLE_COUNT; r++) {
-            int fd = l->net->sockets[f][r];
-
-            /* the UDP socket only sends (its error queue is read unasked) */
-            if (fd >= 0 && r != ROLE_UDP) {
-                watch(l, EPOLL_CTL_ADD, fd, EPOLLIN,
-                      event_data(EVENT_SOCKET, (uint64_t)(f * ROLE_COUNT + r)));
-            }
-        }
-    }
-}
-
 static void setup(struct loop *l, struct net_state *net)
 {
     memset(l, 0, sizeof(*l));
@@ -263,7 +280,7 @@ static void setup(struct loop *l, struct net_state *net)
                                           event_data(EVENT_STDOUT, 0)) == 0;
     }
     watch(l, EPOLL_CTL_ADD, l->timer_fd, EPOLLIN, event_data(EVENT_TIMER, 0));
-    watch_sockets(l);
+    watch_sockets(l, EPOLL_CTL_ADD);
 }
 
 /* One wake-up: answers first, then deadlines, then new requests. */
