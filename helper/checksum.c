@@ -6,21 +6,20 @@
 uint32_t checksum_add(uint32_t sum, const void *data, size_t length)
 {
     const uint8_t *bytes = data;
+    /* folded once at the end: 64 bits hold any packet's carries */
+    uint64_t total = sum;
     size_t i;
 
     for (i = 0; i + 1 < length; i += 2) {
-        sum += (uint32_t)bytes[i] << 8 | bytes[i + 1];
-        if (sum >> 16) {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
+        total += (uint32_t)bytes[i] << 8 | bytes[i + 1];
     }
     if (i < length) {
-        sum += (uint32_t)bytes[i] << 8;
+        total += (uint32_t)bytes[i] << 8;
     }
-    while (sum >> 16) {
-        sum = (sum & 0xffff) + (sum >> 16);
+    while (total >> 16) {
+        total = (total & 0xffff) + (total >> 16);
     }
-    return sum;
+    return (uint32_t)total;
 }
 
 uint16_t checksum_finish(uint32_t sum)
