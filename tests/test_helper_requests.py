@@ -165,6 +165,23 @@ def test_end_of_input_waits_for_probes_in_flight(helper_path: str) -> None:
     assert sorted(by_token(run.lines), key=int) == [str(t) for t in range(1, 51)]
 
 
+def test_a_long_run_of_requests_written_at_once_gets_every_answer(helper_path: str) -> None:
+    # 20,000 requests in one write, the families alternating: the helper serves them in
+    # bulk (answers read between sends, its answer sockets out of the epoll set meanwhile,
+    # no transmit timestamps); the last answers of each family must still be read
+    requests = "".join(
+        f"{t} send-probe ip-4 127.0.0.1 timeout 5\n" if t % 2
+        else f"{t} send-probe ip-6 ::1 timeout 5\n"
+        for t in range(1, 20_001)
+    )
+    run = run_helper([helper_path], requests, timeout=60.0)
+    assert run.returncode == 0
+    replies = by_token(run.lines)
+    assert len(run.lines) == len(replies) == 20_000
+    assert {words(line).split(" ", 1)[1] for line in replies.values()} == {
+        "reply ip-4 127.0.0.1 round-trip-time N", "reply ip-6 ::1 round-trip-time N"}
+
+
 def test_version_flag_and_usage_error(helper_path: str) -> None:
     version = run_helper([helper_path, "--version"], b"")
     assert (version.returncode, version.lines) == (0, ["brokerpkg-helper brokerpkg-0.1.0"])
