@@ -303,3 +303,13 @@ def test_package_imports_only_the_standard_library() -> None:
                 continue
             for module in modules:
                 assert module.split(".")[0] in sys.stdlib_module_names, f"{source.name}: {module}"
+
+
+def test_ci_runs_the_test_command_readme_gives_users() -> None:
+    """README's second command is the line .ci/run runs, so what users run is what CI
+    checks."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    command = next(line.strip() for line in lines
+                   if line.startswith("    ") and line.strip().endswith("python3 -m pytest"))
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert command in [line.strip() for line in ci]
