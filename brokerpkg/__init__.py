@@ -11,40 +11,51 @@ statistics in :mod:`brokerpkg.stats`, and blocking wrappers in :mod:`brokerpkg.s
 Their results are frozen dataclasses with ``to_dict()`` for JSON.  As in icmplib,
 ``brokerpkg.ping`` is the function; its module is reached with ``from brokerpkg.ping
 import ...``.
+
+``import brokerpkg`` itself is cheap: each public name (and each submodule) is imported
+on first use (PEP 562), so a program that needs only the pure parts, or the command line
+for one subcommand, does not pay for asyncio and the rest.
 """
 
-from . import stats, sync
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .errors import (
-    DestinationUnreachable,
-    FeatureNotSupportedError,
-    HelperExitedError,
-    HelperNotFoundError,
-    HelperPrivilegeError,
-    HostResolveError,
-    InvalidProbeError,
-    NetworkError,
-    NoReplyError,
-    ProbeSendError,
-    ProcessError,
-    ProtocolError,
-    ResponseTimeoutError,
-    StateError,
-    TimeExceeded,
-)
-from .locate import HelperLocation, locate_helper
-from .mtr import HopStats, MonitorReport, ResponderStats, monitor
-from .ping import (
-    Answer,
-    PingResult,
-    ProgressEvent,
-    multiping,
-    multiping_iter,
-    ping,
-)
-from .protocol import Mpls, ProbeResult
-from .session import MtrPacket, Session
-from .trace import Hop, NameResolver, Responder, TraceResult, traceroute
+
+if TYPE_CHECKING:
+    from . import stats, sync
+    from .errors import (
+        DestinationUnreachable,
+        FeatureNotSupportedError,
+        HelperExitedError,
+        HelperNotFoundError,
+        HelperPrivilegeError,
+        HostResolveError,
+        InvalidProbeError,
+        NetworkError,
+        NoReplyError,
+        ProbeSendError,
+        ProcessError,
+        ProtocolError,
+        ResponseTimeoutError,
+        StateError,
+        TimeExceeded,
+    )
+    from .locate import HelperLocation, locate_helper
+    from .mtr import HopStats, MonitorReport, ResponderStats, monitor
+    from .ping import (
+        Answer,
+        PingResult,
+        ProgressEvent,
+        multiping,
+        multiping_iter,
+        ping,
+    )
+    from .protocol import Mpls, ProbeResult
+    from .session import MtrPacket, Session
+    from .trace import Hop, NameResolver, Responder, TraceResult, traceroute
 
 __all__ = [
     "FeatureNotSupportedError",
@@ -88,3 +99,66 @@ __all__ = [
     "sync",
     "traceroute",
 ]
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("DestinationUnreachable", "FeatureNotSupportedError", "HelperExitedError",
+         "HelperNotFoundError", "HelperPrivilegeError", "HostResolveError",
+         "InvalidProbeError", "NetworkError", "NoReplyError", "ProbeSendError",
+         "ProcessError", "ProtocolError", "ResponseTimeoutError", "StateError",
+         "TimeExceeded"),
+        "errors",
+    ),
+    **dict.fromkeys(("HelperLocation", "locate_helper"), "locate"),
+    **dict.fromkeys(("HopStats", "MonitorReport", "ResponderStats", "monitor"), "mtr"),
+    **dict.fromkeys(
+        ("Answer", "PingResult", "ProgressEvent", "multiping", "multiping_iter", "ping"),
+        "ping",
+    ),
+    **dict.fromkeys(("Mpls", "ProbeResult"), "protocol"),
+    **dict.fromkeys(("MtrPacket", "Session"), "session"),
+    **dict.fromkeys(("Hop", "NameResolver", "Responder", "TraceResult", "traceroute"),
+                    "trace"),
+}
+"""Public name -> the submodule that defines it (imported on first use)."""
+
+_SUBMODULES = frozenset({"errors", "locate", "mtr", "protocol", "resolve", "session",
+                         "stats", "sync", "trace", "transport"})
+"""Submodules reachable as attributes without importing them first (``brokerpkg.stats``;
+the package used to import them all eagerly).  ``ping`` is not among them: the name is
+the function."""
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above; an unknown name stays an error
+
+    def __getattr__(name: str) -> object:
+        """Import a public name or submodule on first use (PEP 562); raises AttributeError
+        for any other name, and what the submodule's import raises."""
+        if name in _EXPORTS:
+            value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        elif name in _SUBMODULES:
+            value = importlib.import_module(f"{__name__}.{name}")
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__, *_SUBMODULES})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: keeps ``brokerpkg.ping`` the function.
+
+    Importing a submodule sets the package's attribute of that name to the submodule;
+    for ``brokerpkg.ping`` that would replace the function ``ping`` with its module
+    (the package used to import the function after the module, so it won).
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "ping" and isinstance(value, types.ModuleType):
+            value = value.ping
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,0 +1,121 @@
+"""What importing costs: ``import brokerpkg`` loads no submodule until a name is used
+(PEP 562).
+
+Each check runs in a fresh interpreter (``python3 -c``, from the worktree root), since
+this test process has long imported everything.  Modules that the bare interpreter
+already loads at start-up (``python3 -c pass``: site and .pth files differ between
+machines) are taken out before comparing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import brokerpkg
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = {"asyncio", "brokerpkg.session", "brokerpkg.ping", "brokerpkg.trace", "brokerpkg.mtr",
+         "brokerpkg.sync", "brokerpkg.stats", "brokerpkg.cli_format", "brokerpkg.cli_terminal",
+         "brokerpkg.cli_doctor"}
+"""What a plain ``import brokerpkg`` must not load."""
+DUMP_MODULES = ("import sys; loaded = sorted(sys.modules); import json; "
+                "print(json.dumps(loaded))")
+"""Print the modules loaded so far (json itself is imported after the list is taken)."""
+
+
+def run_python(code: str, env: dict[str, str] | None = None) -> str:
+    """Run ``python3 -c CODE`` in a fresh interpreter from the worktree root; its stdout."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def new_modules(code: str, env: dict[str, str] | None = None) -> set[str]:
+    """The modules that CODE loads beyond what the bare interpreter loads (CODE's output
+    must end with the line DUMP_MODULES prints)."""
+    bare = set(json.loads(run_python(DUMP_MODULES)))
+    after = set(json.loads(run_python(f"{code}\n{DUMP_MODULES}", env).splitlines()[-1]))
+    return after - bare
+
+
+# ------------------------------------------------------------------------ the package
+
+
+def test_import_brokerpkg_loads_no_submodule_and_not_asyncio() -> None:
+    loaded = new_modules("import brokerpkg")
+    assert {name for name in loaded if name.startswith("brokerpkg")} == {
+        "brokerpkg", "brokerpkg._version"}
+    assert not loaded & HEAVY
+
+
+def test_a_pure_name_loads_only_its_module() -> None:
+    loaded = new_modules("from brokerpkg import ProbeResult, StateError")
+    assert {"brokerpkg.protocol", "brokerpkg.errors"} <= loaded
+    assert not loaded & HEAVY
+
+
+def test_every_public_name_resolves_to_its_module_object() -> None:
+    code = """
+import importlib, json, sys, types
+import brokerpkg
+kinds = {}
+for name in brokerpkg.__all__:
+    value = getattr(brokerpkg, name)
+    if isinstance(value, types.ModuleType):
+        kinds[name] = "module" if value is sys.modules["brokerpkg." + name] else "other module"
+    elif name == "__version__":
+        kinds[name] = "version" if value == brokerpkg._version.__version__ else repr(value)
+    else:
+        home = importlib.import_module(value.__module__)
+        kinds[name] = "defined" if getattr(home, name) is value else value.__module__
+star = {}
+exec("from brokerpkg import *", star)
+print(json.dumps({"kinds": kinds, "star": sorted(set(star) - {"__builtins__"}),
+                  "dir": dir(brokerpkg)}))
+"""
+    result: dict[str, Any] = json.loads(run_python(code))
+    expected = dict.fromkeys(brokerpkg.__all__, "defined")
+    expected.update(stats="module", sync="module", __version__="version")
+    assert result["kinds"] == expected
+    assert result["star"] == sorted(brokerpkg.__all__)
+    assert set(brokerpkg.__all__) <= set(result["dir"])
+
+
+def test_unknown_names_raise_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'traceroot'"):
+        _ = brokerpkg.traceroot  # type: ignore[attr-defined]
+    with pytest.raises(ImportError, match="traceroot"):
+        exec("from brokerpkg import traceroot", {})
+
+
+@pytest.mark.parametrize("first", [
+    "import brokerpkg.ping",
+    "from brokerpkg.ping import PingResult",
+    "import brokerpkg.trace",  # imports brokerpkg.ping itself
+    "import brokerpkg; brokerpkg.ping; import brokerpkg.mtr",
+])
+def test_brokerpkg_ping_stays_the_function_whatever_is_imported_first(first: str) -> None:
+    code = f"""
+{first}
+import inspect, sys
+import brokerpkg
+print(inspect.iscoroutinefunction(brokerpkg.ping),
+      brokerpkg.ping is sys.modules["brokerpkg.ping"].ping)
+"""
+    assert run_python(code).split() == ["True", "True"]
+
+
+def test_submodules_are_reachable_as_attributes() -> None:
+    code = """
+import brokerpkg
+print(brokerpkg.session.Session is brokerpkg.Session,
+      brokerpkg.protocol.Mpls is brokerpkg.Mpls, brokerpkg.errors.StateError.__name__)
+"""
+    assert run_python(code).split() == ["True", "True", "StateError"]
