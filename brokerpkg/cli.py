@@ -13,6 +13,11 @@ unresolvable host, a probe the kernel refused), with a one-line message on stand
 error; with ``-j`` standard output still carries a JSON document, with an ``error`` key.
 130 after Ctrl-C, except where Ctrl-C is the normal way to stop (ping without ``-c``,
 the live view), which end as they would have.
+
+Start-up time counts for a command (a trace takes a few milliseconds; Python's imports
+took many times that): this module imports only what parsing the arguments and
+reporting errors need, and each subcommand imports its own tools (the trace command
+never loads the monitor, the terminal code or the doctor).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import json
 import math
 import os
 import queue
@@ -32,13 +36,10 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
-from . import cli_format as fmt
 from ._version import __version__
-from .cli_doctor import run_doctor
-from .cli_terminal import ProgressLine, Screen, run_screen
+from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT
 from .errors import (
     FeatureNotSupportedError,
     HelperNotFoundError,
@@ -47,12 +48,13 @@ from .errors import (
     StateError,
 )
 from .locate import ENVIRONMENT_VARIABLE
-from .mtr import DEFAULT_GRACE, DEFAULT_MAX_UNKNOWN, DEFAULT_TIMEOUT, MonitorReport, monitor
-from .ping import PingResult, ProgressEvent, multiping, ping, probe_settings, probe_to_dict
-from .ping import resolve_address as _resolve_address
-from .protocol import DEFAULT_CONNECTED_PORT, PROTOCOLS, ProbeResult
-from .session import Session
-from .trace import traceroute
+from .protocol import DEFAULT_CONNECTED_PORT, PROTOCOLS
+
+if TYPE_CHECKING:
+    from .mtr import MonitorReport
+    from .ping import ProgressEvent
+    from .protocol import ProbeResult
+    from .session import Session
 
 EXIT_REPLY = 0
 EXIT_NO_REPLY = 1
@@ -229,17 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     mtr = commands.add_parser("mtr", parents=[common],
                               help="monitor the path (mtr's report, JSON, CSV, live view)")
     mtr.add_argument("target", metavar="HOST")
-    _add_path_options(mtr, timeout=DEFAULT_TIMEOUT)
+    _add_path_options(mtr, timeout=MTR_TIMEOUT)
     mtr.add_argument("-c", "--report-cycles", dest="count", type=_integer, metavar="COUNT",
                      help="cycles to run (default: 10 for reports, endless live)")
     mtr.add_argument("-i", "--interval", type=_seconds, default=1.0, metavar="SECONDS",
                      help="seconds between cycles (default 1)")
-    mtr.add_argument("-G", "--gracetime", type=_seconds, default=DEFAULT_GRACE,
+    mtr.add_argument("-G", "--gracetime", type=_seconds, default=MTR_GRACE,
                      metavar="SECONDS", help="wait for late answers after the last cycle "
-                                             f"(default {DEFAULT_GRACE:g})")
-    mtr.add_argument("-U", "--max-unknown", type=_integer, default=DEFAULT_MAX_UNKNOWN,
+                                             f"(default {MTR_GRACE:g})")
+    mtr.add_argument("-U", "--max-unknown", type=_integer, default=MTR_MAX_UNKNOWN,
                      metavar="N", help="unknown hops in a row before giving up "
-                                       f"(default {DEFAULT_MAX_UNKNOWN})")
+                                       f"(default {MTR_MAX_UNKNOWN})")
     mtr.add_argument("-b", "--show-ips", action="store_true",
                      help="show addresses beside names")
     mtr.add_argument("-r", "--report", action="store_true", help="report mode")
@@ -320,6 +322,8 @@ def _print(*lines: str) -> None:
 
 
 def _print_json(document: object, indent: int = 2) -> None:
+    import json
+
     print(json.dumps(document, indent=indent))
     sys.stdout.flush()
 
@@ -339,6 +343,9 @@ def _local_host() -> str:
 
 async def run_probe(args: argparse.Namespace) -> int:
     """``brokerpkg probe``: one probe, its result on one line (or JSON)."""
+    from .ping import probe_to_dict
+    from .session import Session
+
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     async with Session(args.helper) as session:
@@ -396,6 +403,9 @@ class _Pinger:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _one(self, sequence: int) -> None:
+        from . import cli_format as fmt
+        from .ping import ping
+
         result = await ping(
             self.address, count=1, timeout=self.args.timeout, session=self.session,
             family=self.args.ip_version, ttl=self.args.ttl, payload_size=self.payload,
@@ -457,6 +467,10 @@ class _Pinger:
 
 async def run_ping(args: argparse.Namespace) -> int:
     """``brokerpkg ping``: ping's lines, Ctrl-C ends early with the summary."""
+    from . import cli_format as fmt
+    from .ping import PingResult, probe_settings, resolve_address
+    from .session import Session
+
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     protocol = options["protocol"] or "icmp"
@@ -470,7 +484,7 @@ async def run_ping(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.json
     loop = asyncio.get_running_loop()
     async with Session(args.helper) as session:
-        address = await _resolve_address(session, host, args.ip_version)
+        address = await resolve_address(session, host, args.ip_version)
         if not args.json:  # ping -q still prints its first line
             port = options["port"] or (None if protocol in ("icmp", "udp")
                                        else DEFAULT_CONNECTED_PORT)
@@ -517,6 +531,11 @@ def read_targets(args: argparse.Namespace) -> list[str]:
 
 async def run_multiping(args: argparse.Namespace) -> int:
     """``brokerpkg multiping``: fping's lines, summaries in input order."""
+    from . import cli_format as fmt
+    from .cli_terminal import ProgressLine
+    from .ping import multiping
+    from .session import Session
+
     parsed = [split_target(target) for target in read_targets(args)]
     hosts = [host for host, _ in parsed]
     ports = {port for _, port in parsed if port is not None}
@@ -570,6 +589,10 @@ async def run_multiping(args: argparse.Namespace) -> int:
 
 async def run_trace(args: argparse.Namespace) -> int:
     """``brokerpkg trace``: traceroute's lines (or JSON) once every hop is settled."""
+    from . import cli_format as fmt
+    from .session import Session
+    from .trace import traceroute
+
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     async with Session(args.helper) as session:
@@ -603,6 +626,8 @@ def _mtr_mode(args: argparse.Namespace) -> str:
 
 
 def _mtr_json(args: argparse.Namespace, report: MonitorReport | None) -> dict[str, Any]:
+    from . import cli_format as fmt
+
     return fmt.mtr_json(
         report, local_host=_local_host(), target=args.target, tos=args.tos or 0,
         tests=args.count if args.count is not None else MTR_REPORT_CYCLES,
@@ -613,6 +638,13 @@ def _mtr_json(args: argparse.Namespace, report: MonitorReport | None) -> dict[st
 
 async def run_mtr(args: argparse.Namespace) -> int:
     """``brokerpkg mtr``: mtr's report, JSON, CSV, or the live view."""
+    from datetime import UTC, datetime
+
+    from . import cli_format as fmt
+    from .mtr import monitor
+    from .ping import resolve_address
+    from .session import Session
+
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     mode = _mtr_mode(args)
@@ -620,7 +652,7 @@ async def run_mtr(args: argparse.Namespace) -> int:
         None if mode == "live" else MTR_REPORT_CYCLES)
     started = datetime.now(UTC).astimezone()
     async with Session(args.helper) as session:
-        address = await _resolve_address(session, host, args.ip_version)
+        address = await resolve_address(session, host, args.ip_version)
         reports = monitor(
             host, cycles=cycles, interval=args.interval, first_ttl=args.first_ttl,
             max_ttl=args.max_ttl, max_unknown=args.max_unknown, timeout=args.timeout,
@@ -649,6 +681,11 @@ async def run_mtr(args: argparse.Namespace) -> int:
 async def _live_view(args: argparse.Namespace, reports: AsyncGenerator[MonitorReport, None],
                      address: str, cycles: int | None) -> MonitorReport | None:
     """Run the live view until the cycles end or the user quits; the last report."""
+    from datetime import UTC, datetime
+
+    from . import cli_format as fmt
+    from .cli_terminal import Screen, run_screen
+
     local_host = _local_host()
 
     def render(report: MonitorReport | None, size: os.terminal_size) -> list[str]:
@@ -724,15 +761,20 @@ async def _run(runner: Runner, args: argparse.Namespace) -> int:
 
 
 
-def _runners() -> dict[str, Runner]:
-    return {
+def _runner(command: str) -> Runner:
+    """The coroutine function that runs ``command`` (doctor's is imported only for it)."""
+    if command == "doctor":
+        from .cli_doctor import run_doctor
+
+        return run_doctor
+    runners: dict[str, Runner] = {
         "probe": run_probe,
         "ping": run_ping,
         "multiping": run_multiping,
         "trace": run_trace,
         "mtr": run_mtr,
-        "doctor": run_doctor,
     }
+    return runners[command]
 
 
 def describe_error(error: BaseException) -> str:
@@ -776,7 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_json({"error": str(error)})
         return EXIT_ERROR
     try:
-        return asyncio.run(_run(_runners()[args.command], args))
+        return asyncio.run(_run(_runner(args.command), args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

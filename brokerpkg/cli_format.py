@@ -19,15 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import stats
 from ._version import __version__
-from .mtr import HopStats, MonitorReport
-from .ping import Answer, PingResult, classify
-from .protocol import Mpls, ProbeResult
-from .trace import Hop, TraceResult
+from .ping import Answer, classify
+
+if TYPE_CHECKING:  # types of arguments only: the trace command never imports the monitor
+    from datetime import datetime
+
+    from .mtr import HopStats, MonitorReport
+    from .ping import PingResult
+    from .protocol import Mpls, ProbeResult
+    from .trace import Hop, TraceResult
 
 IP_HEADER = {4: 20, 6: 40}
 REPORT_HOST_WIDTH = 33

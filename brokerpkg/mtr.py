@@ -61,6 +61,9 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .defaults import MTR_GRACE as DEFAULT_GRACE
+from .defaults import MTR_MAX_UNKNOWN as DEFAULT_MAX_UNKNOWN
+from .defaults import MTR_TIMEOUT as DEFAULT_TIMEOUT
 from .ping import (
     Answer,
     TaskGroup,
@@ -83,13 +86,6 @@ __all__ = [
     "ResponderStats",
     "monitor",
 ]
-
-DEFAULT_TIMEOUT = 10.0
-"""mtr's default probe timeout (-Z)."""
-DEFAULT_GRACE = 5.0
-"""mtr's default grace period after the last cycle (-G)."""
-DEFAULT_MAX_UNKNOWN = 5
-"""mtr's documented default -U (its code uses 12)."""
 
 
 @dataclass(frozen=True, slots=True)

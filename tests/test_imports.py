@@ -1,5 +1,5 @@
 """What importing costs: ``import brokerpkg`` loads no submodule until a name is used
-(PEP 562).
+(PEP 562), and the command imports only what the subcommand run needs.
 
 Each check runs in a fresh interpreter (``python3 -c``, from the worktree root), since
 this test process has long imported everything.  Modules that the bare interpreter
@@ -10,6 +10,7 @@ machines) are taken out before comparing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,24 @@ print(brokerpkg.session.Session is brokerpkg.Session,
       brokerpkg.protocol.Mpls is brokerpkg.Mpls, brokerpkg.errors.StateError.__name__)
 """
     assert run_python(code).split() == ["True", "True", "StateError"]
+
+
+# ------------------------------------------------------------------------ the command
+
+
+def test_importing_the_command_loads_no_tool() -> None:
+    loaded = new_modules("import brokerpkg.cli; brokerpkg.cli.build_parser()")
+    assert not loaded & (HEAVY - {"asyncio"})
+
+
+def test_the_trace_command_loads_neither_the_monitor_nor_the_other_subcommands(
+        helper_path: str) -> None:
+    code = """
+from brokerpkg import cli
+status = cli.main(["trace", "-n", "-q", "1", "127.0.0.1"])
+assert status == 0, status
+"""
+    loaded = new_modules(code, env=dict(os.environ, BROKERPKG_HELPER=helper_path))
+    assert {"brokerpkg.session", "brokerpkg.trace", "brokerpkg.cli_format"} <= loaded
+    assert not loaded & {"brokerpkg.mtr", "brokerpkg.sync", "brokerpkg.cli_terminal",
+                         "brokerpkg.cli_doctor", "json", "datetime"}
