@@ -20,9 +20,10 @@ for one subcommand, does not pay for asyncio and the rest.
 import importlib
 import sys
 import types
-from typing import TYPE_CHECKING
 
 from ._version import __version__
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 
 if TYPE_CHECKING:
     from . import stats, sync

@@ -1,10 +1,10 @@
 """What importing costs: ``import brokerpkg`` loads no submodule until a name is used
 (PEP 562), and the command imports only what the subcommand run needs.
 
-Each check runs in a fresh interpreter (``python3 -c``, from the worktree root), since
-this test process has long imported everything.  Modules that the bare interpreter
-already loads at start-up (``python3 -c pass``: site and .pth files differ between
-machines) are taken out before comparing.
+Each check runs in a fresh interpreter (``python3 -S -c``, from the worktree root), since
+this test process has long imported everything; -S leaves out site and its .pth files,
+which import different modules on different machines.  Modules that this bare
+interpreter loads by itself (``python3 -S -c pass``) are taken out before comparing.
 """
 
 from __future__ import annotations
@@ -21,18 +21,19 @@ import pytest
 import brokerpkg
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = {"asyncio", "brokerpkg.session", "brokerpkg.ping", "brokerpkg.trace", "brokerpkg.mtr",
+TOOLS = {"brokerpkg.session", "brokerpkg.ping", "brokerpkg.trace", "brokerpkg.mtr",
          "brokerpkg.sync", "brokerpkg.stats", "brokerpkg.cli_format", "brokerpkg.cli_terminal",
          "brokerpkg.cli_doctor"}
-"""What a plain ``import brokerpkg`` must not load."""
+"""brokerpkg's modules that load asyncio, or serve only some subcommands."""
 DUMP_MODULES = ("import sys; loaded = sorted(sys.modules); import json; "
                 "print(json.dumps(loaded))")
 """Print the modules loaded so far (json itself is imported after the list is taken)."""
 
 
 def run_python(code: str, env: dict[str, str] | None = None) -> str:
-    """Run ``python3 -c CODE`` in a fresh interpreter from the worktree root; its stdout."""
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+    """Run ``python3 -S -c CODE`` in a fresh interpreter from the worktree root; its
+    stdout."""
+    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=60, env=env, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -53,13 +54,13 @@ def test_import_brokerpkg_loads_no_submodule_and_not_asyncio() -> None:
     loaded = new_modules("import brokerpkg")
     assert {name for name in loaded if name.startswith("brokerpkg")} == {
         "brokerpkg", "brokerpkg._version"}
-    assert not loaded & HEAVY
+    assert not loaded & (TOOLS | {"asyncio", "typing"})
 
 
 def test_a_pure_name_loads_only_its_module() -> None:
     loaded = new_modules("from brokerpkg import ProbeResult, StateError")
     assert {"brokerpkg.protocol", "brokerpkg.errors"} <= loaded
-    assert not loaded & HEAVY
+    assert not loaded & (TOOLS | {"asyncio"})
 
 
 def test_every_public_name_resolves_to_its_module_object() -> None:
@@ -127,7 +128,7 @@ print(brokerpkg.session.Session is brokerpkg.Session,
 
 def test_importing_the_command_loads_no_tool() -> None:
     loaded = new_modules("import brokerpkg.cli; brokerpkg.cli.build_parser()")
-    assert not loaded & (HEAVY - {"asyncio"})
+    assert not loaded & TOOLS
 
 
 def test_the_trace_command_loads_neither_the_monitor_nor_the_other_subcommands(
