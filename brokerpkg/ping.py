@@ -545,7 +545,7 @@ class TaskGroup(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
-class PingResult:
+class PingResult(stats.ProbeCounts):
     """The result of pinging one host: the raw probe results and statistics computed
     from them (:mod:`brokerpkg.stats`; times in milliseconds).
 
@@ -578,26 +578,6 @@ class PingResult:
         return [
             probe.time_ms for probe in self.probes if probe.success and probe.time_ms is not None
         ]
-
-    @property
-    def packet_loss(self) -> float:
-        """Fraction of probes not answered by the destination, 0.0 to 1.0."""
-        return stats.packet_loss(self.sent, self.received)
-
-    @property
-    def min_rtt(self) -> float | None:
-        """Smallest round-trip time (ms)."""
-        return stats.minimum(self.rtts)
-
-    @property
-    def avg_rtt(self) -> float | None:
-        """Mean round-trip time (ms)."""
-        return stats.mean(self.rtts)
-
-    @property
-    def max_rtt(self) -> float | None:
-        """Largest round-trip time (ms)."""
-        return stats.maximum(self.rtts)
 
     @property
     def stdev_rtt(self) -> float | None:

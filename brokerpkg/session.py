@@ -991,28 +991,7 @@ class Session:
             if len(self._probe_keys) >= TEMPLATES_KEPT:
                 self._probe_keys.clear()
             self._probe_keys[key] = (template, _given_types(key))
-        # _probe_template's steps, inline: one coroutine less per probe
-        if self._state != _OPEN or self._failure is not None:
-            self._ensure_usable()
-        if self._free_slots and not self._slot_waiters:
-            self._free_slots -= 1
-        else:
-            await self._wait_for_slot()
-        try:
-            entry = self._submit(template.tail, template.deadline, template)
-        except BaseException:
-            self._release_slot(True)
-            raise
-        try:
-            result: ProbeResult = await entry.future
-        except BaseException as error:
-            self._settle(entry, isinstance(error, ResponseTimeoutError))
-            raise
-        # answered (the reader took it out of the table): the slot goes back
-        if self._slot_waiters:
-            self._release_slot(True)
-        else:
-            self._free_slots += 1
+        result = await self._probe_template(template)
         if result.result == wire.INVALID_ARGUMENT:
             raise InvalidProbeError(result.reason)
         if result.result == wire.UNKNOWN_COMMAND:

@@ -39,9 +39,10 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
+    "ProbeCounts",
     "RttSummary",
     "RunningStats",
     "jitter",
@@ -140,6 +141,46 @@ class RttSummary:
             "pstdev": self.pstdev,
             "jitter": self.jitter,
         }
+
+
+class _Counted(Protocol):
+    """What :class:`ProbeCounts` computes from."""
+
+    @property
+    def sent(self) -> int: ...
+
+    @property
+    def received(self) -> int: ...
+
+    @property
+    def rtts(self) -> list[float]: ...
+
+
+class ProbeCounts:
+    """Mixin for results that define ``sent``, ``received`` and ``rtts`` (ms): the loss
+    and min/avg/max statistics computed from them, as the functions above define them."""
+
+    __slots__ = ()
+
+    @property
+    def packet_loss(self: _Counted) -> float:
+        """Fraction of probes not answered, 0.0 to 1.0."""
+        return packet_loss(self.sent, self.received)
+
+    @property
+    def min_rtt(self: _Counted) -> float | None:
+        """Smallest round-trip time (ms)."""
+        return minimum(self.rtts)
+
+    @property
+    def avg_rtt(self: _Counted) -> float | None:
+        """Mean round-trip time (ms)."""
+        return mean(self.rtts)
+
+    @property
+    def max_rtt(self: _Counted) -> float | None:
+        """Largest round-trip time (ms)."""
+        return maximum(self.rtts)
 
 
 def summarize(rtts: Sequence[float]) -> RttSummary:

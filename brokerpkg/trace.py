@@ -171,7 +171,7 @@ class Responder:
 
 
 @dataclass(frozen=True, slots=True)
-class Hop:
+class Hop(stats.ProbeCounts):
     """The probes of one TTL and who answered them.
 
     ``probes`` holds one ProbeResult per probe, in probe order; ``responders`` maps each
@@ -213,26 +213,6 @@ class Hop:
     def received(self) -> int:
         """Probes answered (by anyone)."""
         return sum(1 for probe in self.probes if probe.responder is not None)
-
-    @property
-    def packet_loss(self) -> float:
-        """Fraction of probes nobody answered."""
-        return stats.packet_loss(self.sent, self.received)
-
-    @property
-    def min_rtt(self) -> float | None:
-        """Smallest round-trip time (ms)."""
-        return stats.minimum(self.rtts)
-
-    @property
-    def avg_rtt(self) -> float | None:
-        """Mean round-trip time (ms)."""
-        return stats.mean(self.rtts)
-
-    @property
-    def max_rtt(self) -> float | None:
-        """Largest round-trip time (ms)."""
-        return stats.maximum(self.rtts)
 
     @property
     def reached(self) -> bool:
