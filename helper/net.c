@@ -650,53 +650,6 @@ int net_tcp_result(int fd)
     return error;
 }
 
-bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *out)
-{
-    union {
-        char buffer[CONTROL_BYTES];
-        struct cmsghdr align;
-    } control;
-    uint8_t quote[64];
-    struct iovec vector = {.iov_base = quote, .iov_len = sizeof(quote)};
-    struct msghdr message = {
-        .msg_iov = &vector,
-        .msg_iovlen = 1,
-        .msg_control = control.buffer,
-        .msg_controllen = sizeof(control.buffer),
-    };
-
-    /* EAGAIN: nothing queued; the quote itself is not needed (MSG_TRUNC) */
-    if (recvmsg(fd, &message, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
-        return false;
-    }
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c != NULL;
-         c = CMSG_NXTHDR(&message, c)) {
-        const struct sock_extended_err *error;
-
-        if (!((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR)
-              || (c->cmsg_level == IPPROTO_IPV6
-                  && c->cmsg_type == IPV6_RECVERR))
-            || c->cmsg_len < CMSG_LEN(sizeof(*error))) {
-            continue;
-        }
-        error = (const struct sock_extended_err *)CMSG_DATA(c);
-        /* the offender's sockaddr follows, as long as its family needs */
-        if ((error->ee_origin != SO_EE_ORIGIN_ICMP
-             && error->ee_origin != SO_EE_ORIGIN_ICMP6)
-            || !ip_address_from_sockaddr(
-                   SO_EE_OFFENDER(error),
-                   (socklen_t)(c->cmsg_len - CMSG_LEN(sizeof(*error))),
-                   &out->offender, NULL)) {
-            continue;
-        }
-        out->type = error->ee_type;
-        out->code = error->ee_code;
-        out->error = (int)error->ee_errno;
-        return true;
-    }
-    return false;
-}
-
 void net_tcp_abort(int fd)
 {
     close(fd);  /* SO_LINGER {1, 0} turns this into a RST */
@@ -746,8 +699,7 @@ struct receive_info {
     struct ip_address offender;
 };
 
-static void read_controls(struct msghdr *message, int family,
-                          struct receive_info *info)
+static void read_controls(struct msghdr *message, struct receive_info *info)
 {
     memset(info, 0, sizeof(*info));
     info->hop_limit = -1;
@@ -766,16 +718,51 @@ static void read_controls(struct msghdr *message, int family,
             memcpy(&pktinfo, CMSG_DATA(c), sizeof(pktinfo));
             info->local.family = AF_INET6;
             info->local.u.v6 = pktinfo.ipi6_addr;
-        } else if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR)
-                   || (c->cmsg_level == IPPROTO_IPV6
-                       && c->cmsg_type == IPV6_RECVERR)) {
+        } else if (((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR)
+                    || (c->cmsg_level == IPPROTO_IPV6
+                        && c->cmsg_type == IPV6_RECVERR))
+                   && c->cmsg_len >= CMSG_LEN(sizeof(*info->error))) {
             info->error = (const struct sock_extended_err *)CMSG_DATA(c);
-            ip_address_from_sockaddr(SO_EE_OFFENDER(info->error),
-                                     sizeof(struct sockaddr_in6),
-                                     &info->offender, NULL);
+            /* the offender's sockaddr follows, as long as its family needs */
+            ip_address_from_sockaddr(
+                SO_EE_OFFENDER(info->error),
+                (socklen_t)(c->cmsg_len - CMSG_LEN(sizeof(*info->error))),
+                &info->offender, NULL);
         }
     }
-    (void)family;
+}
+
+bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *out)
+{
+    union {
+        char buffer[CONTROL_BYTES];
+        struct cmsghdr align;
+    } control;
+    uint8_t quote[64];
+    struct iovec vector = {.iov_base = quote, .iov_len = sizeof(quote)};
+    struct msghdr message = {
+        .msg_iov = &vector,
+        .msg_iovlen = 1,
+        .msg_control = control.buffer,
+        .msg_controllen = sizeof(control.buffer),
+    };
+    struct receive_info info;
+
+    /* EAGAIN: nothing queued; the quote itself is not needed (MSG_TRUNC) */
+    if (recvmsg(fd, &message, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+        return false;
+    }
+    read_controls(&message, &info);
+    if (info.error == NULL || info.offender.family == 0
+        || (info.error->ee_origin != SO_EE_ORIGIN_ICMP
+            && info.error->ee_origin != SO_EE_ORIGIN_ICMP6)) {
+        return false;
+    }
+    out->offender = info.offender;
+    out->type = info.error->ee_type;
+    out->code = info.error->ee_code;
+    out->error = (int)info.error->ee_errno;
+    return true;
 }
 
 /* Decode one packet read from a raw socket of ROLE. */
@@ -850,7 +837,7 @@ static void receive_from(const struct net_state *net, int fd,
             if ((message->msg_flags & MSG_TRUNC) != 0) {
                 continue;
             }
-            read_controls(message, family, &info);
+            read_controls(message, &info);
             if (is_transmit_timestamp(&info)) {
                 if (decode_sent_packet(batch.packets[i],
                                        batch.headers[i].msg_len, family,

@@ -134,33 +134,6 @@ static void append_token(char *line, size_t *used, int32_t token)
     }
 }
 
-/* Dotted quad by hand; inet_ntop formats IPv4 with sprintf. */
-static void format_address(const struct ip_address *address, char *text)
-{
-    const uint8_t *bytes = (const uint8_t *)&address->u.v4;
-    size_t used = 0;
-
-    if (address->family != AF_INET) {
-        ip_address_format(address, text);
-        return;
-    }
-    for (int i = 0; i < 4; i++) {
-        unsigned byte = bytes[i];
-
-        if (i > 0) {
-            text[used++] = '.';
-        }
-        if (byte >= 100) {
-            text[used++] = (char)('0' + byte / 100);
-        }
-        if (byte >= 10) {
-            text[used++] = (char)('0' + byte / 10 % 10);
-        }
-        text[used++] = (char)('0' + byte % 10);
-    }
-    text[used] = '\0';
-}
-
 int reply_flush(struct reply_writer *writer, int fd)
 {
     while (writer->start < writer->length) {
@@ -297,7 +270,7 @@ static void append_address(char *line, size_t *used,
 {
     char text[IP_TEXT_MAX];
 
-    format_address(address, text);
+    ip_address_format(address, text);
     append_text(line, used, address->family == AF_INET6 ? " " RA_IP6 " "
                                                         : " " RA_IP4 " ");
     append_text(line, used, text);
