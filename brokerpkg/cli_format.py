@@ -17,7 +17,7 @@ follows the program its users know, column for column:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -99,11 +99,6 @@ def reply_bytes(result: ProbeResult) -> int | None:
     if result.reply_size is None:
         return None
     return max(0, result.reply_size - IP_HEADER[_family(result)])
-
-
-def mpls_entries(mpls: Iterable[Mpls]) -> list[dict[str, Any]]:
-    """MPLS label stack entries as JSON objects."""
-    return [entry._asdict() for entry in mpls]
 
 
 # ----------------------------------------------------------------------------- ping

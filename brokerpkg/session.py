@@ -26,7 +26,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Generic, NamedTuple, Self, TypeVar
 
 from . import protocol as wire
 from .errors import (
@@ -131,16 +131,48 @@ RESPONDERS_KEPT = 4096
 _ADDRESS_NAMES = frozenset((b"ip-4", b"ip-6"))
 _ADDRESS_BYTES = b"0123456789abcdefABCDEF.:"
 """Bytes of a numeric address on the fast path (anything else takes the full parser)."""
-_Types = tuple[tuple[int, type], ...]
+_Cached = TypeVar("_Cached")
 
 
-def _given_types(values: Sequence[object]) -> _Types:
-    """(position, type) of every value but the first (the host) that is not None."""
-    return tuple(
-        (index, value.__class__)
-        for index, value in enumerate(values)
-        if index and value is not None
-    )
+class _TypedCache(Generic[_Cached]):
+    """Values remembered by a tuple of the arguments they were validated from.
+
+    Equal is not enough (True == 1 == 1.0, and validation refuses a bool or a float
+    ttl): every item that is not None must also have the type it had when the value
+    was stored.  Emptied when it grows past TEMPLATES_KEPT entries.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[object, ...], tuple[_Cached, tuple[tuple[int, type], ...]]]
+        self._entries = {}
+
+    def get(self, key: tuple[object, ...]) -> _Cached | None:
+        """The value stored under ``key`` with the same item types, or None.
+
+        Raises TypeError when an item of ``key`` is unhashable.
+        """
+        known = self._entries.get(key)
+        if known is None:
+            return None
+        value, types = known
+        for index, kind in types:
+            if key[index].__class__ is not kind:
+                return None
+        return value
+
+    def put(self, key: tuple[object, ...], value: _Cached) -> None:
+        """Remember ``value`` for ``key`` and the types of its items."""
+        if len(self._entries) >= TEMPLATES_KEPT:
+            self._entries.clear()
+        self._entries[key] = (value, tuple(
+            (index, item.__class__) for index, item in enumerate(key) if item is not None
+        ))
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()
 _Future = asyncio.Future
 """Futures made directly: loop.create_future() costs a Python call more per probe."""
 _new_tuple = tuple.__new__
@@ -298,7 +330,7 @@ class Session:
         self._max_in_flight = 0
         self._templates: dict[tuple[str, ProbeOptions, bool], _ProbeTemplate] = {}
         # probe()'s own keyword values -> template, so a repeated probe skips validation
-        self._probe_keys: dict[tuple[object, ...], tuple[_ProbeTemplate, _Types]] = {}
+        self._probe_keys: _TypedCache[_ProbeTemplate] = _TypedCache()
         self._outbox: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         # deadline length -> (deadline, tokens) in the order they were written
@@ -969,7 +1001,7 @@ class Session:
             host, details, ip_version, ttl, protocol, port, local_ip, local_port,
             local_device, timeout, size, bit_pattern, tos, mark,
         )
-        template = self._known_template(key)
+        template = self._probe_keys.get(key)
         if template is None:
             options = wire.make_probe_options(
                 ip_version=ip_version,
@@ -988,9 +1020,7 @@ class Session:
             )
             self._ensure_usable()
             template = await self._template(host, options, True)
-            if len(self._probe_keys) >= TEMPLATES_KEPT:
-                self._probe_keys.clear()
-            self._probe_keys[key] = (template, _given_types(key))
+            self._probe_keys.put(key, template)
         result = await self._probe_template(template)
         if result.result == wire.INVALID_ARGUMENT:
             raise InvalidProbeError(result.reason)
@@ -1084,22 +1114,6 @@ class Session:
         if result.result == wire.UNKNOWN_COMMAND:
             raise ProcessError(f"helper {self.description} does not know send-probe")
         return result
-
-    def _known_template(self, key: tuple[object, ...]) -> _ProbeTemplate | None:
-        """The template cached for probe()'s exact arguments (host, details, then the
-        other options), or None.
-
-        Equal is not enough (True == 1 == 1.0, and validation refuses a bool or a float
-        ttl): every option given must also have the type it had when it was validated.
-        """
-        known = self._probe_keys.get(key)
-        if known is None:
-            return None
-        template, types = known
-        for index, kind in types:
-            if key[index].__class__ is not kind:
-                return None
-        return template
 
     async def probe_with_options(
         self, host: str, options: ProbeOptions, *, check_features: bool = True
@@ -1245,9 +1259,7 @@ class MtrPacket:
     def __init__(self) -> None:
         self._session: Session | None = None
         self._resolver = Resolver()
-        self._known_options: dict[
-            tuple[tuple[str, Any], ...], tuple[ProbeOptions, tuple[type, ...]]
-        ] = {}
+        self._known_options: _TypedCache[ProbeOptions] = _TypedCache()
 
     def __repr__(self) -> str:
         process = self.process
@@ -1327,19 +1339,14 @@ class MtrPacket:
 
         Raises TypeError for an unknown keyword, ValueError for bad values.
         """
-        key = tuple(args.items())
+        key = (*args, *args.values())
         try:
-            known = self._known_options.get(key)
+            options = self._known_options.get(key)
         except TypeError:  # an unhashable value: validation says what is wrong with it
             return _mtrpacket_options(args)
-        if known is not None:
-            options, types = known
-            if all(value.__class__ is kind for (_, value), kind in zip(key, types, strict=True)):
-                return options
-        options = _mtrpacket_options(args)
-        if len(self._known_options) >= TEMPLATES_KEPT:
-            self._known_options.clear()
-        self._known_options[key] = (options, tuple(value.__class__ for _, value in key))
+        if options is None:
+            options = _mtrpacket_options(args)
+            self._known_options.put(key, options)
         return options
 
     def clear_dns_cache(self) -> None:
