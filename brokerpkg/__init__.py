@@ -103,11 +103,23 @@ __all__ = [
 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
-        ("DestinationUnreachable", "FeatureNotSupportedError", "HelperExitedError",
-         "HelperNotFoundError", "HelperPrivilegeError", "HostResolveError",
-         "InvalidProbeError", "NetworkError", "NoReplyError", "ProbeSendError",
-         "ProcessError", "ProtocolError", "ResponseTimeoutError", "StateError",
-         "TimeExceeded"),
+        (
+            "DestinationUnreachable",
+            "FeatureNotSupportedError",
+            "HelperExitedError",
+            "HelperNotFoundError",
+            "HelperPrivilegeError",
+            "HostResolveError",
+            "InvalidProbeError",
+            "NetworkError",
+            "NoReplyError",
+            "ProbeSendError",
+            "ProcessError",
+            "ProtocolError",
+            "ResponseTimeoutError",
+            "StateError",
+            "TimeExceeded",
+        ),
         "errors",
     ),
     **dict.fromkeys(("HelperLocation", "locate_helper"), "locate"),
@@ -118,13 +130,24 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("Mpls", "ProbeResult"), "protocol"),
     **dict.fromkeys(("MtrPacket", "Session"), "session"),
-    **dict.fromkeys(("Hop", "NameResolver", "Responder", "TraceResult", "traceroute"),
-                    "trace"),
+    **dict.fromkeys(("Hop", "NameResolver", "Responder", "TraceResult", "traceroute"), "trace"),
 }
 """Public name -> the submodule that defines it (imported on first use)."""
 
-_SUBMODULES = frozenset({"errors", "locate", "mtr", "protocol", "resolve", "session",
-                         "stats", "sync", "trace", "transport"})
+_SUBMODULES = frozenset(
+    {
+        "errors",
+        "locate",
+        "mtr",
+        "protocol",
+        "resolve",
+        "session",
+        "stats",
+        "sync",
+        "trace",
+        "transport",
+    }
+)
 """Submodules reachable as attributes without importing them first (``brokerpkg.stats``;
 the package used to import them all eagerly).  ``ping`` is not among them: the name is
 the function."""

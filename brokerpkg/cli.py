@@ -134,7 +134,7 @@ def split_target(text: str) -> tuple[str, int | None]:
             raise ValueError(f"bad target {text!r}: write [IPV6] or [IPV6]:PORT")
         host = text[1:close]
         if close + 1 < len(text):
-            port_text = text[close + 2:]
+            port_text = text[close + 2 :]
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     if not host:
@@ -156,31 +156,36 @@ def _target_port(target_port: int | None, option_port: int | None) -> int | None
 def _common_parent() -> _Parser:
     """Options of every probing subcommand: mtr's letters and meanings."""
     parent = _Parser(add_help=False)
-    parent.add_argument("--helper", metavar="PATH",
-                        help=f"brokerpkg-helper to run (default: ${ENVIRONMENT_VARIABLE}, "
-                             "then a search; see brokerpkg doctor)")
+    parent.add_argument(
+        "--helper",
+        metavar="PATH",
+        help=f"brokerpkg-helper to run (default: ${ENVIRONMENT_VARIABLE}, "
+        "then a search; see brokerpkg doctor)",
+    )
     family = parent.add_mutually_exclusive_group()
-    family.add_argument("-4", dest="ip_version", action="store_const", const=4,
-                        help="IPv4 only")
-    family.add_argument("-6", dest="ip_version", action="store_const", const=6,
-                        help="IPv6 only")
+    family.add_argument("-4", dest="ip_version", action="store_const", const=4, help="IPv4 only")
+    family.add_argument("-6", dest="ip_version", action="store_const", const=6, help="IPv6 only")
     protocol = parent.add_mutually_exclusive_group()
-    protocol.add_argument("-u", "--udp", dest="protocol", action="store_const", const="udp",
-                          help="UDP probes")
-    protocol.add_argument("-T", "--tcp", dest="protocol", action="store_const", const="tcp",
-                          help="TCP SYN probes")
-    protocol.add_argument("-S", "--sctp", dest="protocol", action="store_const", const="sctp",
-                          help="SCTP INIT probes")
+    protocol.add_argument(
+        "-u", "--udp", dest="protocol", action="store_const", const="udp", help="UDP probes"
+    )
+    protocol.add_argument(
+        "-T", "--tcp", dest="protocol", action="store_const", const="tcp", help="TCP SYN probes"
+    )
+    protocol.add_argument(
+        "-S", "--sctp", dest="protocol", action="store_const", const="sctp", help="SCTP INIT probes"
+    )
     protocol.add_argument("--protocol", choices=PROTOCOLS, help="probe protocol (default icmp)")
-    parent.add_argument("-P", "--port", type=_integer,
-                        help="destination port (udp, tcp, sctp); also HOST:PORT")
+    parent.add_argument(
+        "-P", "--port", type=_integer, help="destination port (udp, tcp, sctp); also HOST:PORT"
+    )
     parent.add_argument("-L", "--localport", type=_integer, help="source port")
     parent.add_argument("-a", "--address", metavar="ADDRESS", help="source address")
     parent.add_argument("-I", "--interface", metavar="NAME", help="send through this interface")
-    parent.add_argument("-B", "--bitpattern", type=_byte, metavar="NUM",
-                        help="payload byte, 0-255")
-    parent.add_argument("-Q", "--tos", type=_byte, metavar="NUM",
-                        help="type of service / traffic class, 0-255")
+    parent.add_argument("-B", "--bitpattern", type=_byte, metavar="NUM", help="payload byte, 0-255")
+    parent.add_argument(
+        "-Q", "--tos", type=_byte, metavar="NUM", help="type of service / traffic class, 0-255"
+    )
     parent.add_argument("-M", "--mark", type=_integer, metavar="MARK", help="packet mark")
     parent.add_argument("-j", "--json", action="store_true", help="print JSON")
     return parent
@@ -188,9 +193,11 @@ def _common_parent() -> _Parser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = _Parser(prog="brokerpkg",
-                     description="Network probes (ping, traceroute, mtr) via brokerpkg-helper.",
-                     epilog="See brokerpkg(1) for every option, output layout and exit status.")
+    parser = _Parser(
+        prog="brokerpkg",
+        description="Network probes (ping, traceroute, mtr) via brokerpkg-helper.",
+        epilog="See brokerpkg(1) for every option, output layout and exit status.",
+    )
     parser.add_argument("--version", action="version", version=f"brokerpkg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_parent()
@@ -198,59 +205,121 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", parents=[common], help="send one probe")
     probe.add_argument("target", metavar="HOST")
     probe.add_argument("-t", "--ttl", type=_integer, help="time to live / hop limit")
-    probe.add_argument("-W", "--timeout", type=_seconds, metavar="SECONDS",
-                       help="wait this long for the answer (default 10)")
-    probe.add_argument("-s", "--psize", "--size", dest="size", type=_integer, metavar="BYTES",
-                       help="whole packet size, IP header included (default 64)")
-    probe.add_argument("--details", action="store_true",
-                       help="ask for reply details (reply TTL, ICMP type and code, size)")
+    probe.add_argument(
+        "-W",
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="wait this long for the answer (default 10)",
+    )
+    probe.add_argument(
+        "-s",
+        "--psize",
+        "--size",
+        dest="size",
+        type=_integer,
+        metavar="BYTES",
+        help="whole packet size, IP header included (default 64)",
+    )
+    probe.add_argument(
+        "--details",
+        action="store_true",
+        help="ask for reply details (reply TTL, ICMP type and code, size)",
+    )
 
-    ping_parser = commands.add_parser("ping", parents=[common],
-                                      help="ping one host (iputils ping's output)")
+    ping_parser = commands.add_parser(
+        "ping", parents=[common], help="ping one host (iputils ping's output)"
+    )
     ping_parser.add_argument("target", metavar="HOST")
     _add_ping_options(ping_parser, count=None)
 
-    many = commands.add_parser("multiping", parents=[common],
-                               help="ping many hosts (fping's output)")
+    many = commands.add_parser(
+        "multiping", parents=[common], help="ping many hosts (fping's output)"
+    )
     many.add_argument("targets", metavar="HOST", nargs="*")
-    many.add_argument("-f", "--file", metavar="FILE",
-                      help="read targets from FILE, one per line (- for standard input)")
-    many.add_argument("--concurrency", type=_integer, default=50, metavar="N",
-                      help="ping at most N hosts at once (default 50)")
+    many.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="read targets from FILE, one per line (- for standard input)",
+    )
+    many.add_argument(
+        "--concurrency",
+        type=_integer,
+        default=50,
+        metavar="N",
+        help="ping at most N hosts at once (default 50)",
+    )
     _add_ping_options(many, count=1)
 
-    trace = commands.add_parser("trace", parents=[common],
-                                help="trace the path (traceroute's output)")
+    trace = commands.add_parser(
+        "trace", parents=[common], help="trace the path (traceroute's output)"
+    )
     trace.add_argument("target", metavar="HOST")
     _add_path_options(trace, timeout=2.0)
-    trace.add_argument("-q", "--queries", type=_integer, default=3, metavar="N",
-                       help="probes per hop (default 3)")
-    trace.add_argument("-w", "--wait", dest="timeout", type=_seconds, metavar="SECONDS",
-                       help="same as -Z (traceroute's name)")
+    trace.add_argument(
+        "-q", "--queries", type=_integer, default=3, metavar="N", help="probes per hop (default 3)"
+    )
+    trace.add_argument(
+        "-w",
+        "--wait",
+        dest="timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="same as -Z (traceroute's name)",
+    )
 
-    mtr = commands.add_parser("mtr", parents=[common],
-                              help="monitor the path (mtr's report, JSON, CSV, live view)")
+    mtr = commands.add_parser(
+        "mtr", parents=[common], help="monitor the path (mtr's report, JSON, CSV, live view)"
+    )
     mtr.add_argument("target", metavar="HOST")
     _add_path_options(mtr, timeout=MTR_TIMEOUT)
-    mtr.add_argument("-c", "--report-cycles", dest="count", type=_integer, metavar="COUNT",
-                     help="cycles to run (default: 10 for reports, endless live)")
-    mtr.add_argument("-i", "--interval", type=_seconds, default=1.0, metavar="SECONDS",
-                     help="seconds between cycles (default 1)")
-    mtr.add_argument("-G", "--gracetime", type=_seconds, default=MTR_GRACE,
-                     metavar="SECONDS", help="wait for late answers after the last cycle "
-                                             f"(default {MTR_GRACE:g})")
-    mtr.add_argument("-U", "--max-unknown", type=_integer, default=MTR_MAX_UNKNOWN,
-                     metavar="N", help="unknown hops in a row before giving up "
-                                       f"(default {MTR_MAX_UNKNOWN})")
-    mtr.add_argument("-b", "--show-ips", action="store_true",
-                     help="show addresses beside names")
+    mtr.add_argument(
+        "-c",
+        "--report-cycles",
+        dest="count",
+        type=_integer,
+        metavar="COUNT",
+        help="cycles to run (default: 10 for reports, endless live)",
+    )
+    mtr.add_argument(
+        "-i",
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between cycles (default 1)",
+    )
+    mtr.add_argument(
+        "-G",
+        "--gracetime",
+        type=_seconds,
+        default=MTR_GRACE,
+        metavar="SECONDS",
+        help=f"wait for late answers after the last cycle (default {MTR_GRACE:g})",
+    )
+    mtr.add_argument(
+        "-U",
+        "--max-unknown",
+        type=_integer,
+        default=MTR_MAX_UNKNOWN,
+        metavar="N",
+        help=f"unknown hops in a row before giving up (default {MTR_MAX_UNKNOWN})",
+    )
+    mtr.add_argument("-b", "--show-ips", action="store_true", help="show addresses beside names")
     mtr.add_argument("-r", "--report", action="store_true", help="report mode")
-    mtr.add_argument("-w", "--report-wide", dest="wide", action="store_true",
-                     help="wide report (names are not cut)")
+    mtr.add_argument(
+        "-w",
+        "--report-wide",
+        dest="wide",
+        action="store_true",
+        help="wide report (names are not cut)",
+    )
     mtr.add_argument("-C", "--csv", action="store_true", help="print CSV")
 
-    doctor = commands.add_parser("doctor", help="which helper, its privileges and features, "
-                                                "and how to fix what is missing")
+    doctor = commands.add_parser(
+        "doctor", help="which helper, its privileges and features, and how to fix what is missing"
+    )
     doctor.add_argument("--helper", metavar="PATH", help="check this helper")
     doctor.add_argument("-j", "--json", action="store_true", help="print JSON")
     return parser
@@ -259,31 +328,75 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> None:
     """ping's and fping's -c, -i, -W, -q, -s, -t."""
     default = "until interrupted" if count is None else str(count)
-    parser.add_argument("-c", "--count", type=_integer, default=count, metavar="COUNT",
-                        help=f"probes per host (default {default})")
-    parser.add_argument("-i", "--interval", type=_seconds, default=1.0, metavar="SECONDS",
-                        help="seconds between probes to a host (default 1)")
-    parser.add_argument("-W", "--timeout", type=_seconds, default=2.0, metavar="SECONDS",
-                        help="wait this long for each answer (default 2)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no line per answer, only the summary")
-    parser.add_argument("-s", "--size", dest="payload", type=_integer, metavar="BYTES",
-                        help=f"payload bytes after the ICMP/UDP header (default {PING_PAYLOAD})")
+    parser.add_argument(
+        "-c",
+        "--count",
+        type=_integer,
+        default=count,
+        metavar="COUNT",
+        help=f"probes per host (default {default})",
+    )
+    parser.add_argument(
+        "-i",
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between probes to a host (default 1)",
+    )
+    parser.add_argument(
+        "-W",
+        "--timeout",
+        type=_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="wait this long for each answer (default 2)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no line per answer, only the summary"
+    )
+    parser.add_argument(
+        "-s",
+        "--size",
+        dest="payload",
+        type=_integer,
+        metavar="BYTES",
+        help=f"payload bytes after the ICMP/UDP header (default {PING_PAYLOAD})",
+    )
     parser.add_argument("-t", "--ttl", type=_integer, help="time to live / hop limit")
 
 
 def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
     """The options trace and mtr share: TTL range, probe timeout, size, names, MPLS."""
-    parser.add_argument("-f", "--first-ttl", type=_integer, default=1, metavar="TTL",
-                        help="first TTL (default 1)")
-    parser.add_argument("-m", "--max-ttl", type=_integer, default=30, metavar="TTL",
-                        help="largest TTL (default 30)")
-    parser.add_argument("-Z", "--timeout", type=_seconds, default=timeout, metavar="SECONDS",
-                        help=f"wait this long for each answer (default {timeout:g})")
-    parser.add_argument("-s", "--psize", dest="size", type=_integer, metavar="BYTES",
-                        help="whole packet size, IP header included (default 64)")
-    parser.add_argument("-n", "--no-dns", dest="numeric", action="store_true",
-                        help="numeric addresses, no reverse DNS")
+    parser.add_argument(
+        "-f", "--first-ttl", type=_integer, default=1, metavar="TTL", help="first TTL (default 1)"
+    )
+    parser.add_argument(
+        "-m", "--max-ttl", type=_integer, default=30, metavar="TTL", help="largest TTL (default 30)"
+    )
+    parser.add_argument(
+        "-Z",
+        "--timeout",
+        type=_seconds,
+        default=timeout,
+        metavar="SECONDS",
+        help=f"wait this long for each answer (default {timeout:g})",
+    )
+    parser.add_argument(
+        "-s",
+        "--psize",
+        dest="size",
+        type=_integer,
+        metavar="BYTES",
+        help="whole packet size, IP header included (default 64)",
+    )
+    parser.add_argument(
+        "-n",
+        "--no-dns",
+        dest="numeric",
+        action="store_true",
+        help="numeric addresses, no reverse DNS",
+    )
     parser.add_argument("-e", "--mpls", action="store_true", help="show MPLS labels")
 
 
@@ -306,8 +419,12 @@ def _wants_json(argv: Sequence[str]) -> bool:
     for word in argv:
         if word == "--json":
             return True
-        if (word.startswith("-") and not word.startswith("--") and word[1:].isalpha()
-                and "j" in word[1:]):
+        if (
+            word.startswith("-")
+            and not word.startswith("--")
+            and word[1:].isalpha()
+            and "j" in word[1:]
+        ):
             return True
     return False
 
@@ -350,8 +467,13 @@ async def run_probe(args: argparse.Namespace) -> int:
     options = probe_options(args, _target_port(target_port, args.port))
     async with Session(args.helper) as session:
         result = await session.probe(
-            host, ip_version=args.ip_version, ttl=args.ttl, timeout=args.timeout,
-            size=args.size, details=args.details, **options,
+            host,
+            ip_version=args.ip_version,
+            ttl=args.ttl,
+            timeout=args.timeout,
+            size=args.size,
+            details=args.details,
+            **options,
         )
     if args.json:
         _print_json(probe_to_dict(result))
@@ -388,8 +510,15 @@ class _Pinger:
     """ping's loop: one probe every interval (until ``count``, or until stopped), each
     answer printed as it comes; :meth:`run` returns when all are settled or on stop."""
 
-    def __init__(self, session: Session, address: str, args: argparse.Namespace,
-                 options: dict[str, Any], payload: int | None, quiet: bool) -> None:
+    def __init__(
+        self,
+        session: Session,
+        address: str,
+        args: argparse.Namespace,
+        options: dict[str, Any],
+        payload: int | None,
+        quiet: bool,
+    ) -> None:
         self.session = session
         self.address = address
         self.args = args
@@ -407,9 +536,15 @@ class _Pinger:
         from .ping import ping
 
         result = await ping(
-            self.address, count=1, timeout=self.args.timeout, session=self.session,
-            family=self.args.ip_version, ttl=self.args.ttl, payload_size=self.payload,
-            details=self.details, **self.options,
+            self.address,
+            count=1,
+            timeout=self.args.timeout,
+            session=self.session,
+            family=self.args.ip_version,
+            ttl=self.args.ttl,
+            payload_size=self.payload,
+            details=self.details,
+            **self.options,
         )
         probe = result.probes[0]
         self.results[sequence] = probe
@@ -429,8 +564,9 @@ class _Pinger:
                 delay = None if until is None else until - loop.time()
                 if delay is not None and delay <= 0:
                     return
-                done, _ = await asyncio.wait({*self._tasks, stopper}, timeout=delay,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {*self._tasks, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in done - {stopper}:
                     self._tasks.discard(task)
                     error = task.exception()
@@ -479,15 +615,17 @@ async def run_ping(args: argparse.Namespace) -> int:
         raise ValueError("count must be >= 1")
     if args.interval <= 0:
         raise ValueError("interval must be > 0 seconds")
-    probe_settings(family=args.ip_version, timeout=args.timeout, ttl=args.ttl,
-                   payload_size=payload, **options)  # refuse bad options before the header
+    probe_settings(
+        family=args.ip_version, timeout=args.timeout, ttl=args.ttl, payload_size=payload, **options
+    )  # refuse bad options before the header
     quiet = args.quiet or args.json
     loop = asyncio.get_running_loop()
     async with Session(args.helper) as session:
         address = await resolve_address(session, host, args.ip_version)
         if not args.json:  # ping -q still prints its first line
-            port = options["port"] or (None if protocol in ("icmp", "udp")
-                                       else DEFAULT_CONNECTED_PORT)
+            port = options["port"] or (
+                None if protocol in ("icmp", "udp") else DEFAULT_CONNECTED_PORT
+            )
             _print(fmt.ping_header(host, address, protocol, payload, port))
         pinger = _Pinger(session, address, args, options, payload, quiet)
         loop.add_signal_handler(signal.SIGINT, pinger.stop.set)
@@ -540,8 +678,9 @@ async def run_multiping(args: argparse.Namespace) -> int:
     hosts = [host for host, _ in parsed]
     ports = {port for _, port in parsed if port is not None}
     if len(ports) > 1:
-        raise ValueError("multiping probes one port for all targets: the targets name "
-                         f"ports {sorted(ports)}")
+        raise ValueError(
+            f"multiping probes one port for all targets: the targets name ports {sorted(ports)}"
+        )
     options = probe_options(args, _target_port(next(iter(ports), None), args.port))
     payload = _payload(args, options["protocol"] or "icmp")
     quiet = args.quiet or args.json
@@ -560,8 +699,9 @@ async def run_multiping(args: argparse.Namespace) -> int:
         if result.success and result.time_ms is not None:
             rtts[event.host].append(result.time_ms)
         if not quiet:
-            line = fmt.fping_reply_line(event.host, width, event.sequence, result,
-                                        finished[event.host], rtts[event.host])
+            line = fmt.fping_reply_line(
+                event.host, width, event.sequence, result, finished[event.host], rtts[event.host]
+            )
             if line is not None:
                 progress.clear()
                 _print(line)
@@ -570,10 +710,18 @@ async def run_multiping(args: argparse.Namespace) -> int:
     try:
         async with Session(args.helper) as session:
             results = await multiping(
-                hosts, count=args.count, interval=args.interval, timeout=args.timeout,
-                concurrency=args.concurrency, session=session, family=args.ip_version,
-                ttl=args.ttl, payload_size=payload, details=_has_details(session),
-                progress=on_probe, **options,
+                hosts,
+                count=args.count,
+                interval=args.interval,
+                timeout=args.timeout,
+                concurrency=args.concurrency,
+                session=session,
+                family=args.ip_version,
+                ttl=args.ttl,
+                payload_size=payload,
+                details=_has_details(session),
+                progress=on_probe,
+                **options,
             )
     finally:
         progress.finish()
@@ -597,17 +745,23 @@ async def run_trace(args: argparse.Namespace) -> int:
     options = probe_options(args, _target_port(target_port, args.port))
     async with Session(args.helper) as session:
         trace = await traceroute(
-            host, first_ttl=args.first_ttl, max_ttl=args.max_ttl,
-            probes_per_hop=args.queries, timeout=args.timeout, session=session,
-            family=args.ip_version, size=args.size, details=_has_details(session),
-            resolve_names=not args.numeric, **options,
+            host,
+            first_ttl=args.first_ttl,
+            max_ttl=args.max_ttl,
+            probes_per_hop=args.queries,
+            timeout=args.timeout,
+            session=session,
+            family=args.ip_version,
+            size=args.size,
+            details=_has_details(session),
+            resolve_names=not args.numeric,
+            **options,
         )
     if args.json:
         _print_json(fmt.trace_json(trace))
     else:
         size = None if options["protocol"] == "tcp" else args.size or DEFAULT_PACKET_SIZE
-        _print(*fmt.traceroute_lines(trace, numeric=args.numeric, show_mpls=args.mpls,
-                                     size=size))
+        _print(*fmt.traceroute_lines(trace, numeric=args.numeric, show_mpls=args.mpls, size=size))
     return EXIT_REPLY if trace.reached else EXIT_NO_REPLY
 
 
@@ -629,10 +783,15 @@ def _mtr_json(args: argparse.Namespace, report: MonitorReport | None) -> dict[st
     from . import cli_format as fmt
 
     return fmt.mtr_json(
-        report, local_host=_local_host(), target=args.target, tos=args.tos or 0,
+        report,
+        local_host=_local_host(),
+        target=args.target,
+        tos=args.tos or 0,
         tests=args.count if args.count is not None else MTR_REPORT_CYCLES,
-        packet_size=args.size or DEFAULT_PACKET_SIZE, bit_pattern=args.bitpattern or 0,
-        numeric=args.numeric, show_ips=args.show_ips,
+        packet_size=args.size or DEFAULT_PACKET_SIZE,
+        bit_pattern=args.bitpattern or 0,
+        numeric=args.numeric,
+        show_ips=args.show_ips,
     )
 
 
@@ -648,16 +807,26 @@ async def run_mtr(args: argparse.Namespace) -> int:
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     mode = _mtr_mode(args)
-    cycles = args.count if args.count is not None else (
-        None if mode == "live" else MTR_REPORT_CYCLES)
+    cycles = (
+        args.count if args.count is not None else (None if mode == "live" else MTR_REPORT_CYCLES)
+    )
     started = datetime.now(UTC).astimezone()
     async with Session(args.helper) as session:
         address = await resolve_address(session, host, args.ip_version)
         reports = monitor(
-            host, cycles=cycles, interval=args.interval, first_ttl=args.first_ttl,
-            max_ttl=args.max_ttl, max_unknown=args.max_unknown, timeout=args.timeout,
-            grace=args.gracetime, session=session, family=args.ip_version, size=args.size,
-            resolve_names=not args.numeric, **options,
+            host,
+            cycles=cycles,
+            interval=args.interval,
+            first_ttl=args.first_ttl,
+            max_ttl=args.max_ttl,
+            max_unknown=args.max_unknown,
+            timeout=args.timeout,
+            grace=args.gracetime,
+            session=session,
+            family=args.ip_version,
+            size=args.size,
+            resolve_names=not args.numeric,
+            **options,
         )
         if mode == "live":
             final = await _live_view(args, reports, address, cycles)
@@ -669,17 +838,36 @@ async def run_mtr(args: argparse.Namespace) -> int:
     if mode == "json":
         _print_json(_mtr_json(args, final), MTR_JSON_INDENT)
     elif mode == "csv" and final is not None:
-        _print(*fmt.mtr_csv_lines(final, target=args.target, started=int(started.timestamp()),
-                                  numeric=args.numeric, show_ips=args.show_ips))
+        _print(
+            *fmt.mtr_csv_lines(
+                final,
+                target=args.target,
+                started=int(started.timestamp()),
+                numeric=args.numeric,
+                show_ips=args.show_ips,
+            )
+        )
     elif mode == "report" and final is not None:
-        _print(*fmt.mtr_report_lines(final, local_host=_local_host(), started=started,
-                                     wide=args.wide, numeric=args.numeric,
-                                     show_ips=args.show_ips, show_mpls=args.mpls))
+        _print(
+            *fmt.mtr_report_lines(
+                final,
+                local_host=_local_host(),
+                started=started,
+                wide=args.wide,
+                numeric=args.numeric,
+                show_ips=args.show_ips,
+                show_mpls=args.mpls,
+            )
+        )
     return EXIT_REPLY if final is not None and final.reached else EXIT_NO_REPLY
 
 
-async def _live_view(args: argparse.Namespace, reports: AsyncGenerator[MonitorReport, None],
-                     address: str, cycles: int | None) -> MonitorReport | None:
+async def _live_view(
+    args: argparse.Namespace,
+    reports: AsyncGenerator[MonitorReport, None],
+    address: str,
+    cycles: int | None,
+) -> MonitorReport | None:
     """Run the live view until the cycles end or the user quits; the last report."""
     from datetime import UTC, datetime
 
@@ -690,10 +878,17 @@ async def _live_view(args: argparse.Namespace, reports: AsyncGenerator[MonitorRe
 
     def render(report: MonitorReport | None, size: os.terminal_size) -> list[str]:
         return fmt.mtr_screen_lines(
-            report, local_host=local_host, target=args.target, address=address,
-            now=datetime.now(UTC).astimezone(), width=size.columns,
-            height=size.lines, numeric=args.numeric, show_ips=args.show_ips,
-            show_mpls=args.mpls, cycles=cycles,
+            report,
+            local_host=local_host,
+            target=args.target,
+            address=address,
+            now=datetime.now(UTC).astimezone(),
+            width=size.columns,
+            height=size.lines,
+            numeric=args.numeric,
+            show_ips=args.show_ips,
+            show_mpls=args.mpls,
+            cycles=cycles,
         )
 
     with Screen(sys.stdout, sys.stdin) as screen:
@@ -705,8 +900,7 @@ async def _live_view(args: argparse.Namespace, reports: AsyncGenerator[MonitorRe
 Runner = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 P = ParamSpec("P")
 T = TypeVar("T")
-_Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...],
-             dict[str, Any]]
+_Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -726,8 +920,9 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
         self._daemons: list[threading.Thread] = []
         self._workers = workers
 
-    def submit(self, fn: Callable[P, T], /, *args: P.args,
-               **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._jobs.put((future, fn, args, kwargs))
         if len(self._daemons) < self._workers:
@@ -760,7 +955,6 @@ async def _run(runner: Runner, args: argparse.Namespace) -> int:
     return await runner(args)
 
 
-
 def _runner(command: str) -> Runner:
     """The coroutine function that runs ``command`` (doctor's is imported only for it)."""
     if command == "doctor":
@@ -782,12 +976,15 @@ def describe_error(error: BaseException) -> str:
     message = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, HelperNotFoundError):
         if os.environ.get(ENVIRONMENT_VARIABLE):
-            message += (f"; fix: unset {ENVIRONMENT_VARIABLE} or point it at an executable "
-                        "brokerpkg-helper")
+            message += (
+                f"; fix: unset {ENVIRONMENT_VARIABLE} or point it at an executable brokerpkg-helper"
+            )
         else:
-            message += ("; fix: install the package with `python3 -m pip install .` (it "
-                        "builds the helper), run `make -C helper` in a source checkout, or "
-                        f"give --helper PATH or {ENVIRONMENT_VARIABLE}")
+            message += (
+                "; fix: install the package with `python3 -m pip install .` (it "
+                "builds the helper), run `make -C helper` in a source checkout, or "
+                f"give --helper PATH or {ENVIRONMENT_VARIABLE}"
+            )
     elif isinstance(error, FeatureNotSupportedError):
         message += "; `brokerpkg doctor` shows what the helper can do"
     return message

@@ -29,9 +29,11 @@ from .session import Session
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
 NEEDED = ("ip-4", "ip-6", "icmp", "udp", "tcp", "sctp")
 """Features that must be ``ok`` for the helper to do everything."""
-SEARCH_ORDER = (f"--helper, ${ENVIRONMENT_VARIABLE}, a setuid-root or cap_net_raw "
-                "brokerpkg-helper on PATH, the copy installed with the package, the "
-                "source checkout's helper/brokerpkg-helper")
+SEARCH_ORDER = (
+    f"--helper, ${ENVIRONMENT_VARIABLE}, a setuid-root or cap_net_raw "
+    "brokerpkg-helper on PATH, the copy installed with the package, the "
+    "source checkout's helper/brokerpkg-helper"
+)
 
 EXIT_OK = 0
 EXIT_DEGRADED = 1
@@ -84,26 +86,32 @@ def _socket_text(sockets: str) -> str:
     if sockets == "raw":
         return "raw: icmp, udp, tcp and sctp probes"
     if sockets == "datagram":
-        return ("datagram ICMP sockets only (allowed by net.ipv4.ping_group_range): icmp "
-                "probes only, no udp, tcp or sctp")
+        return (
+            "datagram ICMP sockets only (allowed by net.ipv4.ping_group_range): icmp "
+            "probes only, no udp, tcp or sctp"
+        )
     return f"{sockets} (the helper does not say: not a brokerpkg-helper?)"
 
 
-def diagnose(location: HelperLocation, features: dict[str, str],
-             euid: int) -> tuple[list[str], list[str]]:
+def diagnose(
+    location: HelperLocation, features: dict[str, str], euid: int
+) -> tuple[list[str], list[str]]:
     """(problems, fixes) for a helper that started with ``features``."""
     problems: list[str] = []
     fixes: list[str] = []
     missing = [name for name in NEEDED if features.get(name) != "ok"]
     if features.get("sockets") == "datagram":
-        problems.append("the helper has no raw-socket privilege: it fell back to ICMP "
-                        "datagram sockets")
+        problems.append(
+            "the helper has no raw-socket privilege: it fell back to ICMP datagram sockets"
+        )
         fixes.extend(raw_socket_fixes(location.path))
     if missing:
         problems.append("not available: " + ", ".join(missing))
     if "ip-6" in missing and "ip-4" not in missing:
-        fixes.append("IPv6 sockets could not be opened: is IPv6 disabled "
-                     "(sysctl net.ipv6.conf.all.disable_ipv6)?")
+        fixes.append(
+            "IPv6 sockets could not be opened: is IPv6 disabled "
+            "(sysctl net.ipv6.conf.all.disable_ipv6)?"
+        )
     if features.get("mark") != "ok" and euid != 0:
         problems.append("marks (-M) need CAP_NET_ADMIN: only root may set them")
     return problems, fixes
@@ -115,14 +123,19 @@ def _lines(report: dict[str, Any]) -> list[str]:
     if report.get("found_by"):
         rows.append(("found by", f"{report['found_by']} ({report['reason']})"))
     rows.append(("search order", SEARCH_ORDER))
-    for key, title in (("version", "version"), ("file_privilege", "file privilege"),
-                       ("running_as", "running as"), ("sockets_text", "sockets"),
-                       ("sandbox", "sandbox")):
+    for key, title in (
+        ("version", "version"),
+        ("file_privilege", "file privilege"),
+        ("running_as", "running as"),
+        ("sockets_text", "sockets"),
+        ("sandbox", "sandbox"),
+    ):
         if report.get(key):
             rows.append((title, report[key]))
     if report.get("features"):
-        rows.append(("features", "  ".join(f"{name} {value}"
-                                          for name, value in report["features"].items())))
+        rows.append(
+            ("features", "  ".join(f"{name} {value}" for name, value in report["features"].items()))
+        )
     span = report.get("ping_group_range")
     if span is not None:
         state = "your groups are in it" if report["in_ping_group"] else "your groups are not in it"
@@ -139,11 +152,21 @@ async def check(helper: str | None) -> tuple[dict[str, Any], int]:
     """Find and start the helper; return the report and the exit status."""
     span = ping_group_range()
     report: dict[str, Any] = {
-        "helper": None, "found_by": None, "reason": None, "version": None,
-        "file_privilege": None, "running_as": _running_as(), "sockets": None,
-        "sockets_text": None, "sandbox": None, "features": {},
+        "helper": None,
+        "found_by": None,
+        "reason": None,
+        "version": None,
+        "file_privilege": None,
+        "running_as": _running_as(),
+        "sockets": None,
+        "sockets_text": None,
+        "sandbox": None,
+        "features": {},
         "ping_group_range": list(span) if span is not None else None,
-        "in_ping_group": _in_ping_group(span), "status": "", "problems": [], "fixes": [],
+        "in_ping_group": _in_ping_group(span),
+        "status": "",
+        "problems": [],
+        "fixes": [],
         "notes": [],
     }
     try:
@@ -152,13 +175,18 @@ async def check(helper: str | None) -> tuple[dict[str, Any], int]:
         report["status"] = "error: no helper"
         report["problems"].append(str(error))
         if helper is None and os.environ.get(ENVIRONMENT_VARIABLE):
-            report["fixes"].append(f"unset {ENVIRONMENT_VARIABLE} or point it at an "
-                                   "executable brokerpkg-helper")
+            report["fixes"].append(
+                f"unset {ENVIRONMENT_VARIABLE} or point it at an executable brokerpkg-helper"
+            )
         report["fixes"].append("python3 -m pip install .   (builds and installs the helper)")
         report["fixes"].append("or, in a source checkout: make -C helper")
         return report, EXIT_ERROR
-    report.update(helper=location.path, found_by=location.found_by, reason=location.reason,
-                  file_privilege=_file_privilege(location))
+    report.update(
+        helper=location.path,
+        found_by=location.found_by,
+        reason=location.reason,
+        file_privilege=_file_privilege(location),
+    )
     try:
         async with Session(location.path) as session:
             features = dict(session.features)
@@ -173,15 +201,19 @@ async def check(helper: str | None) -> tuple[dict[str, Any], int]:
         report["status"] = "error: the helper does not work"
         report["problems"].append(" ".join(str(error).split()))
         return report, EXIT_ERROR
-    report.update(version=features.get("version"), features=features,
-                  sockets=features.get("sockets"),
-                  sockets_text=_socket_text(features.get("sockets", "no")))
+    report.update(
+        version=features.get("version"),
+        features=features,
+        sockets=features.get("sockets"),
+        sockets_text=_socket_text(features.get("sockets", "no")),
+    )
     problems, fixes = diagnose(location, features, os.geteuid())
     report["problems"].extend(problems)
     report["fixes"].extend(fixes)
     if os.geteuid() == 0 and location.privilege not in (PRIVILEGE_SETUID, PRIVILEGE_CAPABILITY):
-        report["notes"].append("for users who are not root: "
-                               + " ".join(raw_socket_fixes(location.path)))
+        report["notes"].append(
+            "for users who are not root: " + " ".join(raw_socket_fixes(location.path))
+        )
     if any(features.get(name) != "ok" for name in NEEDED):
         report["status"] = "degraded: " + "; ".join(problems)
         return report, EXIT_DEGRADED
@@ -199,4 +231,3 @@ async def run_doctor(args: argparse.Namespace) -> int:
     else:
         print("\n".join(_lines(report)))
     return status
-

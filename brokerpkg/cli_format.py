@@ -90,8 +90,10 @@ def _unreachable(result: ProbeResult) -> tuple[str, str]:
     table = _UNREACHABLE_V6 if _family(result) == 6 else _UNREACHABLE_V4
     if result.icmp_code is None:
         return "Destination Unreachable", "!H"
-    return table.get(result.icmp_code, (f"Destination Unreachable, code {result.icmp_code}",
-                                        f"!<{result.icmp_code}>"))
+    return table.get(
+        result.icmp_code,
+        (f"Destination Unreachable, code {result.icmp_code}", f"!<{result.icmp_code}>"),
+    )
 
 
 def reply_bytes(result: ProbeResult) -> int | None:
@@ -104,8 +106,9 @@ def reply_bytes(result: ProbeResult) -> int | None:
 # ----------------------------------------------------------------------------- ping
 
 
-def ping_header(host: str, address: str, protocol: str, payload: int | None,
-                port: int | None) -> str:
+def ping_header(
+    host: str, address: str, protocol: str, payload: int | None, port: int | None
+) -> str:
     """``PING host (address) 56(84) bytes of data.`` (IPv6: ``56 data bytes``) for icmp
     and udp, the protocol and port for tcp and sctp."""
     if payload is not None:
@@ -137,8 +140,11 @@ def ping_reply_line(result: ProbeResult, sequence: int) -> str | None:
     if answer is Answer.UNREACHABLE:
         return f"From {result.responder} {name}={sequence} {_unreachable(result)[0]}"
     size = reply_bytes(result)
-    line = f"{size} bytes from {result.responder}:" if size is not None else (
-        f"Reply from {result.responder}:")
+    line = (
+        f"{size} bytes from {result.responder}:"
+        if size is not None
+        else (f"Reply from {result.responder}:")
+    )
     line += f" {name}={sequence}"
     if result.reply_ttl is not None:
         line += f" ttl={result.reply_ttl}"
@@ -147,8 +153,9 @@ def ping_reply_line(result: ProbeResult, sequence: int) -> str | None:
     return line
 
 
-def ping_summary(host: str, transmitted: int, results: Sequence[ProbeResult],
-                 elapsed_ms: float) -> list[str]:
+def ping_summary(
+    host: str, transmitted: int, results: Sequence[ProbeResult], elapsed_ms: float
+) -> list[str]:
     """ping's closing lines over ``results`` (the probes that finished; ``transmitted``
     also counts those still waiting when the run was stopped, as lost)::
 
@@ -160,8 +167,9 @@ def ping_summary(host: str, transmitted: int, results: Sequence[ProbeResult],
     population standard deviation, as iputils computes it.
     """
     received = [result for result in results if result.success]
-    errors = sum(1 for result in results
-                 if classify(result) in (Answer.TIME_EXCEEDED, Answer.UNREACHABLE))
+    errors = sum(
+        1 for result in results if classify(result) in (Answer.TIME_EXCEEDED, Answer.UNREACHABLE)
+    )
     loss = 100.0 * (transmitted - len(received)) / transmitted if transmitted else 0.0
     counts = f"{transmitted} packets transmitted, {len(received)} received"
     if errors:
@@ -170,18 +178,19 @@ def ping_summary(host: str, transmitted: int, results: Sequence[ProbeResult],
     lines = [f"--- {host} ping statistics ---", counts]
     rtts = [result.time_ms for result in received if result.time_ms is not None]
     if rtts:
-        values = (stats.minimum(rtts), stats.mean(rtts), stats.maximum(rtts),
-                  stats.pstdev(rtts))
-        lines.append("rtt min/avg/max/mdev = "
-                     + "/".join(f"{value or 0.0:.3f}" for value in values) + " ms")
+        values = (stats.minimum(rtts), stats.mean(rtts), stats.maximum(rtts), stats.pstdev(rtts))
+        lines.append(
+            "rtt min/avg/max/mdev = " + "/".join(f"{value or 0.0:.3f}" for value in values) + " ms"
+        )
     return lines
 
 
 # ----------------------------------------------------------------------------- fping
 
 
-def fping_reply_line(host: str, width: int, sequence: int, result: ProbeResult,
-                     sent: int, rtts: Sequence[float]) -> str | None:
+def fping_reply_line(
+    host: str, width: int, sequence: int, result: ProbeResult, sent: int, rtts: Sequence[float]
+) -> str | None:
     """fping ``-c``'s line for one answer (``sequence`` from 0; ``sent`` probes of this
     host finished so far, ``rtts`` its round trips so far), or None for silence::
 
@@ -211,14 +220,15 @@ def fping_reply_line(host: str, width: int, sequence: int, result: ProbeResult,
 def fping_summary_line(result: PingResult, width: int) -> str:
     """fping's per-host summary::
 
-        127.0.0.1 : xmt/rcv/%loss = 3/3/0%, min/avg/max = 0.040/0.050/0.060
+    127.0.0.1 : xmt/rcv/%loss = 3/3/0%, min/avg/max = 0.040/0.050/0.060
     """
     loss = (result.sent - result.received) * 100 // result.sent if result.sent else 0
-    line = (f"{result.host:<{width}} : xmt/rcv/%loss = "
-            f"{result.sent}/{result.received}/{loss}%")
+    line = f"{result.host:<{width}} : xmt/rcv/%loss = {result.sent}/{result.received}/{loss}%"
     if result.min_rtt is not None and result.avg_rtt is not None and result.max_rtt is not None:
-        line += (f", min/avg/max = {ms_text(result.min_rtt)}/{ms_text(result.avg_rtt)}/"
-                 f"{ms_text(result.max_rtt)}")
+        line += (
+            f", min/avg/max = {ms_text(result.min_rtt)}/{ms_text(result.avg_rtt)}/"
+            f"{ms_text(result.max_rtt)}"
+        )
     return line
 
 
@@ -235,10 +245,14 @@ def traceroute_header(trace: TraceResult, size: int | None) -> str:
 
 def _traceroute_mpls(mpls: Sequence[Mpls]) -> str:
     """traceroute -e's extension text: ``<MPLS:L=16,E=0,S=1,T=1>``, entries split by /."""
-    return "<MPLS:" + "/".join(
-        f"L={entry.label},E={entry.traffic_class},S={int(entry.bottom_of_stack)},T={entry.ttl}"
-        for entry in mpls
-    ) + ">"
+    return (
+        "<MPLS:"
+        + "/".join(
+            f"L={entry.label},E={entry.traffic_class},S={int(entry.bottom_of_stack)},T={entry.ttl}"
+            for entry in mpls
+        )
+        + ">"
+    )
 
 
 def traceroute_hop_line(hop: Hop, *, numeric: bool, show_mpls: bool) -> str:
@@ -276,8 +290,9 @@ def traceroute_hop_line(hop: Hop, *, numeric: bool, show_mpls: bool) -> str:
     return line
 
 
-def traceroute_lines(trace: TraceResult, *, numeric: bool, show_mpls: bool,
-                     size: int | None) -> list[str]:
+def traceroute_lines(
+    trace: TraceResult, *, numeric: bool, show_mpls: bool, size: int | None
+) -> list[str]:
     """The header and one line per hop."""
     return [traceroute_header(trace, size)] + [
         traceroute_hop_line(hop, numeric=numeric, show_mpls=show_mpls) for hop in trace.hops
@@ -301,8 +316,14 @@ class _Field:
 
 # mtr's default fields "LS NABWV" (ui/mtr.c data_fields): title, width.
 _FIELDS = (
-    _Field("Loss%", 6), _Field("Snt", 6), _Field(" ", 1), _Field("Last", 6),
-    _Field("Avg", 6), _Field("Best", 6), _Field("Wrst", 6), _Field("StDev", 6),
+    _Field("Loss%", 6),
+    _Field("Snt", 6),
+    _Field(" ", 1),
+    _Field("Last", 6),
+    _Field("Avg", 6),
+    _Field("Best", 6),
+    _Field("Wrst", 6),
+    _Field("StDev", 6),
 )
 
 
@@ -313,8 +334,12 @@ def _ms(value: float | None) -> float:
 def _field_texts(hop: HopStats) -> list[str]:
     """The row's cells in mtr's formats (`` %4.1f%%``, `` %5d``, `` ``, `` %5.1f``)."""
     times = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev)
-    return [f" {hop.loss_percent:4.1f}%", f" {hop.sent:5d}", " ",
-            *(f" {_ms(value):5.1f}" for value in times)]
+    return [
+        f" {hop.loss_percent:4.1f}%",
+        f" {hop.sent:5d}",
+        " ",
+        *(f" {_ms(value):5.1f}" for value in times),
+    ]
 
 
 def _overlay(prefix: str, start: int, cells: Sequence[str]) -> str:
@@ -344,8 +369,10 @@ def hop_label(hop: HopStats, *, numeric: bool, show_ips: bool) -> str:
 
 
 def _mpls_report(entry: Mpls, lead: str) -> str:
-    return (f"{lead}[MPLS: Lbl {entry.label} Exp {entry.traffic_class} "
-            f"S {int(entry.bottom_of_stack)} TTL {entry.ttl}]")
+    return (
+        f"{lead}[MPLS: Lbl {entry.label} Exp {entry.traffic_class} "
+        f"S {int(entry.bottom_of_stack)} TTL {entry.ttl}]"
+    )
 
 
 def _main_mpls(hop: HopStats) -> tuple[Mpls, ...]:
@@ -371,23 +398,32 @@ def _report_extra_lines(hop: HopStats, show_mpls: bool) -> list[str]:
     return lines
 
 
-def mtr_report_lines(report: MonitorReport, *, local_host: str, started: datetime,
-                     wide: bool = False, numeric: bool = True, show_ips: bool = False,
-                     show_mpls: bool = False) -> list[str]:
+def mtr_report_lines(
+    report: MonitorReport,
+    *,
+    local_host: str,
+    started: datetime,
+    wide: bool = False,
+    numeric: bool = True,
+    show_ips: bool = False,
+    show_mpls: bool = False,
+) -> list[str]:
     """``mtr -r`` (``-w`` with ``wide``)::
 
-        Start: 2026-11-27T16:08:58+0000
-        HOST: vm                          Loss%   Snt   Last   Avg  Best  Wrst StDev
-          1.|-- 198.18.1.2                 0.0%     3    0.0   0.4   0.0   1.0   0.6
-          5.|-- ???                       100.0     3    0.0   0.0   0.0   0.0   0.0
+    Start: 2026-11-27T16:08:58+0000
+    HOST: vm                          Loss%   Snt   Last   Avg  Best  Wrst StDev
+      1.|-- 198.18.1.2                 0.0%     3    0.0   0.4   0.0   1.0   0.6
+      5.|-- ???                       100.0     3    0.0   0.0   0.0   0.0   0.0
     """
     labels = [hop_label(hop, numeric=numeric, show_ips=show_ips) for hop in report.hops]
     width = REPORT_HOST_WIDTH
     if wide:
         width = max([len(local_host), *(len(label) for label in labels)])
     header = f"HOST: {local_host:<{width}}"
-    lines = [f"Start: {iso_time(started)}",
-             _overlay(header, len(header) if wide else width, _header_cells())]
+    lines = [
+        f"Start: {iso_time(started)}",
+        _overlay(header, len(header) if wide else width, _header_cells()),
+    ]
     for hop, label in zip(report.hops, labels, strict=True):
         prefix = f" {hop.ttl:2d}.|-- {label:<{width}}"
         lines.append(_overlay(prefix, len(prefix) if wide else width, _field_texts(hop)))
@@ -395,9 +431,18 @@ def mtr_report_lines(report: MonitorReport, *, local_host: str, started: datetim
     return lines
 
 
-def mtr_json(report: MonitorReport | None, *, local_host: str, target: str, tos: int,
-             tests: int, packet_size: int, bit_pattern: int, numeric: bool = True,
-             show_ips: bool = False) -> dict[str, Any]:
+def mtr_json(
+    report: MonitorReport | None,
+    *,
+    local_host: str,
+    target: str,
+    tos: int,
+    tests: int,
+    packet_size: int,
+    bit_pattern: int,
+    numeric: bool = True,
+    show_ips: bool = False,
+) -> dict[str, Any]:
     """``mtr -j``'s document, keys and value types as mtr 0.95 writes them::
 
         {"report": {"mtr": {"src": "vm", "dst": "host", "tos": 0, "tests": 10,
@@ -411,17 +456,19 @@ def mtr_json(report: MonitorReport | None, *, local_host: str, target: str, tos:
     """
     hubs = []
     for hop in report.hops if report is not None else ():
-        hubs.append({
-            "count": hop.ttl,
-            "host": hop_label(hop, numeric=numeric, show_ips=show_ips),
-            "Loss%": round(hop.loss_percent, 3),
-            "Snt": hop.sent,
-            "Last": round(_ms(hop.last), 3),
-            "Avg": round(_ms(hop.avg), 3),
-            "Best": round(_ms(hop.best), 3),
-            "Wrst": round(_ms(hop.worst), 3),
-            "StDev": round(_ms(hop.stdev), 3),
-        })
+        hubs.append(
+            {
+                "count": hop.ttl,
+                "host": hop_label(hop, numeric=numeric, show_ips=show_ips),
+                "Loss%": round(hop.loss_percent, 3),
+                "Snt": hop.sent,
+                "Last": round(_ms(hop.last), 3),
+                "Avg": round(_ms(hop.avg), 3),
+                "Best": round(_ms(hop.best), 3),
+                "Wrst": round(_ms(hop.worst), 3),
+                "StDev": round(_ms(hop.stdev), 3),
+            }
+        )
     return {
         "report": {
             "mtr": {
@@ -437,8 +484,14 @@ def mtr_json(report: MonitorReport | None, *, local_host: str, target: str, tos:
     }
 
 
-def mtr_csv_lines(report: MonitorReport, *, target: str, started: int, numeric: bool = True,
-                  show_ips: bool = False) -> list[str]:
+def mtr_csv_lines(
+    report: MonitorReport,
+    *,
+    target: str,
+    started: int,
+    numeric: bool = True,
+    show_ips: bool = False,
+) -> list[str]:
     """``mtr -C``: a header, then one row per hop (``started`` in Unix seconds)::
 
         Mtr_Version,Start_Time,Status,Host,Hop,Ip,Loss%,Snt, ,Last,Avg,Best,Wrst,StDev,
@@ -446,8 +499,10 @@ def mtr_csv_lines(report: MonitorReport, *, target: str, started: int, numeric: 
 
     The column titled `` `` is the number of lost probes (mtr's Drop), as in mtr.
     """
-    lines = ["Mtr_Version,Start_Time,Status,Host,Hop,Ip,"
-             + "".join(f"{field.title}," for field in _FIELDS)]
+    lines = [
+        "Mtr_Version,Start_Time,Status,Host,Hop,Ip,"
+        + "".join(f"{field.title}," for field in _FIELDS)
+    ]
     for hop in report.hops:
         label = hop_label(hop, numeric=numeric, show_ips=show_ips)
         times = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev)
@@ -459,10 +514,20 @@ def mtr_csv_lines(report: MonitorReport, *, target: str, started: int, numeric: 
     return lines
 
 
-def mtr_screen_lines(report: MonitorReport | None, *, local_host: str, target: str,
-                     address: str, now: datetime, width: int, height: int,
-                     numeric: bool = True, show_ips: bool = False, show_mpls: bool = False,
-                     cycles: int | None = None) -> list[str]:
+def mtr_screen_lines(
+    report: MonitorReport | None,
+    *,
+    local_host: str,
+    target: str,
+    address: str,
+    now: datetime,
+    width: int,
+    height: int,
+    numeric: bool = True,
+    show_ips: bool = False,
+    show_mpls: bool = False,
+    cycles: int | None = None,
+) -> list[str]:
     """The live view's screen (mtr's curses layout), ``height`` lines at most, each at
     most ``width`` characters::
 
@@ -480,8 +545,11 @@ def mtr_screen_lines(report: MonitorReport | None, *, local_host: str, target: s
     title = f"brokerpkg mtr [v{__version__}]"
     route = f"{local_host} -> {target}" + ("" if target == address else f" ({address})")
     stamp = iso_time(now)
-    cycle = "" if report is None else f"cycle {report.cycle}" + (
-        f" of {cycles}" if cycles is not None else "")
+    cycle = (
+        ""
+        if report is None
+        else f"cycle {report.cycle}" + (f" of {cycles}" if cycles is not None else "")
+    )
     keys = "Keys:  q quit"
     lines = [
         title.center(width).rstrip(),

@@ -60,8 +60,12 @@ class Screen:
         self.out.flush()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         try:
             self.out.write(LEAVE)
             self.out.flush()
@@ -149,8 +153,15 @@ class ProgressLine:
     writing anything else to the same terminal) and :meth:`finish`.
     """
 
-    def __init__(self, stream: TextIO, total: int, *, what: str = "hosts done",
-                 delay: float = 0.5, every: float = 0.1) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        total: int,
+        *,
+        what: str = "hosts done",
+        delay: float = 0.5,
+        every: float = 0.1,
+    ) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
         self.total = total
@@ -167,8 +178,7 @@ class ProgressLine:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now < self._show_after or (now - self._last_drawn < self._every
-                                       and done < self.total):
+        if now < self._show_after or (now - self._last_drawn < self._every and done < self.total):
             return
         self._last_drawn = now
         self.stream.write(f"\r{self.done}/{self.total} {self.what}{CLEAR_LINE}")

@@ -226,8 +226,9 @@ class MonitorReport:
 
     def __str__(self) -> str:
         """mtr's report layout (``mtr -r``), other addresses of a hop on extra lines."""
-        width = max([len(self.host) + 6, *(len(h.name or h.address or "???") + 10
-                                          for h in self.hops), 30])
+        width = max(
+            [len(self.host) + 6, *(len(h.name or h.address or "???") + 10 for h in self.hops), 30]
+        )
         lines = [
             f"{'HOST: ' + self.host:<{width}} Loss%   Snt   Rcv   Last    Avg   Best   Wrst  StDev"
         ]
@@ -250,8 +251,16 @@ class MonitorReport:
 class _Hop:
     """Mutable per-TTL bookkeeping."""
 
-    __slots__ = ("address", "destination", "pending", "received", "responders", "sent", "stats",
-                 "terminal")
+    __slots__ = (
+        "address",
+        "destination",
+        "pending",
+        "received",
+        "responders",
+        "sent",
+        "stats",
+        "terminal",
+    )
 
     def __init__(self) -> None:
         self.sent = 0
@@ -277,8 +286,9 @@ class MonitorState:
     not add up (an answer for a TTL with nothing outstanding).
     """
 
-    def __init__(self, first_ttl: int = 1, max_ttl: int = 30,
-                 max_unknown: int = DEFAULT_MAX_UNKNOWN) -> None:
+    def __init__(
+        self, first_ttl: int = 1, max_ttl: int = 30, max_unknown: int = DEFAULT_MAX_UNKNOWN
+    ) -> None:
         self.first_ttl = check_int("first_ttl", first_ttl, 1, 255)
         self.max_ttl = check_int("max_ttl", max_ttl, first_ttl, 255)
         self.max_unknown = check_int("max_unknown", max_unknown, 1)
@@ -397,8 +407,14 @@ class MonitorState:
             destination=hop.destination,
         )
 
-    def report(self, host: str, destination: str, cycle: int, final: bool,
-               names: Mapping[str, str | None] | None = None) -> MonitorReport:
+    def report(
+        self,
+        host: str,
+        destination: str,
+        cycle: int,
+        final: bool,
+        names: Mapping[str, str | None] | None = None,
+    ) -> MonitorReport:
         """A snapshot of the shown hops."""
         hops = tuple(self.hop_stats(ttl, names) for ttl in self.shown())
         return MonitorReport(host, destination, cycle, final, hops)
@@ -411,9 +427,15 @@ class MonitorState:
 class _Driver:
     """Sends a monitor's probes and feeds their outcomes to a MonitorState."""
 
-    def __init__(self, session: Session, address: str, arguments: Mapping[str, Any],
-                 state: MonitorState, tasks: TaskGroup[None],
-                 names: NameResolver | None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        address: str,
+        arguments: Mapping[str, Any],
+        state: MonitorState,
+        tasks: TaskGroup[None],
+        names: NameResolver | None,
+    ) -> None:
         self.session = session
         self.address = address
         self.arguments = arguments
@@ -548,9 +570,19 @@ async def monitor(
     grace = check_seconds("grace", grace)
     state = MonitorState(first_ttl, max_ttl, max_unknown)
     settings = probe_settings(
-        family=family, protocol=protocol, port=port, timeout=timeout, size=size,
-        payload_size=payload_size, bit_pattern=bit_pattern, tos=tos, mark=mark,
-        local_ip=local_ip, local_port=local_port, local_device=local_device, details=details,
+        family=family,
+        protocol=protocol,
+        port=port,
+        timeout=timeout,
+        size=size,
+        payload_size=payload_size,
+        bit_pattern=bit_pattern,
+        tos=tos,
+        mark=mark,
+        local_ip=local_ip,
+        local_port=local_port,
+        local_device=local_device,
+        details=details,
     )
     if name_resolver is not None and not isinstance(name_resolver, NameResolver):
         raise TypeError("name_resolver must be a NameResolver")

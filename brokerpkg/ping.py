@@ -363,8 +363,11 @@ def probe_settings(
                 f"payload_size applies to icmp and udp probes, not {name}; give size instead"
             )
     if name == "tcp":
-        for option, value in (("size", size), ("payload_size", payload_size),
-                              ("bit_pattern", bit_pattern)):
+        for option, value in (
+            ("size", size),
+            ("payload_size", payload_size),
+            ("bit_pattern", bit_pattern),
+        ):
             if value is not None:
                 raise ValueError(f"{option} does not apply to tcp probes (a SYN has no payload)")
     options = wire.make_probe_options(
@@ -616,8 +619,7 @@ class PingResult(stats.ProbeCounts):
                 raise_for_probe(probe, self.host)
         if not self.is_alive:
             raise NoReplyError(
-                f"no reply from {self._name()} to {self.sent} probe"
-                f"{'' if self.sent == 1 else 's'}",
+                f"no reply from {self._name()} to {self.sent} probe{'' if self.sent == 1 else 's'}",
                 host=self.host,
             )
         return self
@@ -651,9 +653,11 @@ class PingResult(stats.ProbeCounts):
         )
         if self.is_alive:
             values = [self.min_rtt, self.avg_rtt, self.max_rtt, self.stdev_rtt]
-            line += ", rtt min/avg/max/stdev " + "/".join(
-                "-" if value is None else f"{value:.3f}" for value in values
-            ) + " ms"
+            line += (
+                ", rtt min/avg/max/stdev "
+                + "/".join("-" if value is None else f"{value:.3f}" for value in values)
+                + " ms"
+            )
         if self.jitter is not None:
             line += f", jitter {self.jitter:.3f} ms"
         return line
@@ -739,14 +743,30 @@ async def ping(
     """
     count, interval = _check_ping(count, interval, timeout)
     settings = probe_settings(
-        family=family, protocol=protocol, port=port, ttl=ttl, timeout=timeout, size=size,
-        payload_size=payload_size, bit_pattern=bit_pattern, tos=tos, mark=mark,
-        local_ip=local_ip, local_port=local_port, local_device=local_device, details=details,
+        family=family,
+        protocol=protocol,
+        port=port,
+        ttl=ttl,
+        timeout=timeout,
+        size=size,
+        payload_size=payload_size,
+        bit_pattern=bit_pattern,
+        tos=tos,
+        mark=mark,
+        local_ip=local_ip,
+        local_port=local_port,
+        local_device=local_device,
+        details=details,
     )
     async with session_scope(session, helper) as open_session:
         address = await resolve_address(open_session, host, family)
         return await _ping_address(
-            open_session, host, address, count, interval, settings.arguments(address),
+            open_session,
+            host,
+            address,
+            count,
+            interval,
+            settings.arguments(address),
             _Progress(progress, count),
         )
 
@@ -800,8 +820,13 @@ async def _multiping_indexed(
         async def one(index: int) -> tuple[int, PingResult]:
             async with slots:
                 result = await _ping_address(
-                    open_session, names[index], addresses[index], count, interval,
-                    arguments[index], counter,
+                    open_session,
+                    names[index],
+                    addresses[index],
+                    count,
+                    interval,
+                    arguments[index],
+                    counter,
                 )
             return index, result
 
@@ -850,9 +875,29 @@ async def multiping(
     names = list(hosts)
     results: list[PingResult | None] = [None] * len(names)
     stream = _multiping_indexed(
-        names, count, interval, timeout, concurrency, session, helper, family, progress,
-        _options(protocol, port, ttl, size, payload_size, bit_pattern, tos, mark, local_ip,
-                 local_port, local_device, details),
+        names,
+        count,
+        interval,
+        timeout,
+        concurrency,
+        session,
+        helper,
+        family,
+        progress,
+        _options(
+            protocol,
+            port,
+            ttl,
+            size,
+            payload_size,
+            bit_pattern,
+            tos,
+            mark,
+            local_ip,
+            local_port,
+            local_device,
+            details,
+        ),
     )
     async with contextlib.aclosing(stream):
         async for index, result in stream:
@@ -892,9 +937,29 @@ async def multiping_iter(
     multiping_iter(...)) as results: async for result in results: ...``.
     """
     stream = _multiping_indexed(
-        hosts, count, interval, timeout, concurrency, session, helper, family, progress,
-        _options(protocol, port, ttl, size, payload_size, bit_pattern, tos, mark, local_ip,
-                 local_port, local_device, details),
+        hosts,
+        count,
+        interval,
+        timeout,
+        concurrency,
+        session,
+        helper,
+        family,
+        progress,
+        _options(
+            protocol,
+            port,
+            ttl,
+            size,
+            payload_size,
+            bit_pattern,
+            tos,
+            mark,
+            local_ip,
+            local_port,
+            local_device,
+            details,
+        ),
     )
     async with contextlib.aclosing(stream):
         async for _, result in stream:
@@ -917,8 +982,16 @@ def _options(
 ) -> dict[str, Any]:
     """The probe options of multiping as keyword arguments of probe_settings."""
     return {
-        "protocol": protocol, "port": port, "ttl": ttl, "size": size,
-        "payload_size": payload_size, "bit_pattern": bit_pattern, "tos": tos, "mark": mark,
-        "local_ip": local_ip, "local_port": local_port, "local_device": local_device,
+        "protocol": protocol,
+        "port": port,
+        "ttl": ttl,
+        "size": size,
+        "payload_size": payload_size,
+        "bit_pattern": bit_pattern,
+        "tos": tos,
+        "mark": mark,
+        "local_ip": local_ip,
+        "local_port": local_port,
+        "local_device": local_device,
         "details": details,
     }

@@ -295,9 +295,18 @@ def make_probe_options(
     Raises TypeError for a value of the wrong type, ValueError for one out of range.
     """
     if (
-        ip_version is None and protocol is None and port is None and local_ip is None
-        and local_port is None and local_device is None and timeout is None and ttl is None
-        and size is None and bit_pattern is None and tos is None and mark is None
+        ip_version is None
+        and protocol is None
+        and port is None
+        and local_ip is None
+        and local_port is None
+        and local_device is None
+        and timeout is None
+        and ttl is None
+        and size is None
+        and bit_pattern is None
+        and tos is None
+        and mark is None
         and details is False
     ):
         return _DEFAULT_OPTIONS
@@ -476,8 +485,10 @@ def encode_request_tail(command: str, arguments: Sequence[tuple[str, str]] = ())
         words.append(_check_word(f"value of {name}", value))
     tail = " ".join(words)
     if len(tail) + len(str(MAX_TOKEN)) > MAX_REQUEST_LENGTH:
-        raise ValueError(f"request is {len(tail) + len(str(MAX_TOKEN))} bytes at most, "
-                         f"more than {MAX_REQUEST_LENGTH}")
+        raise ValueError(
+            f"request is {len(tail) + len(str(MAX_TOKEN))} bytes at most, "
+            f"more than {MAX_REQUEST_LENGTH}"
+        )
     return tail.encode("ascii") + b"\n"
 
 

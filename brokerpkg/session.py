@@ -166,13 +166,16 @@ class _TypedCache(Generic[_Cached]):
         """Remember ``value`` for ``key`` and the types of its items."""
         if len(self._entries) >= TEMPLATES_KEPT:
             self._entries.clear()
-        self._entries[key] = (value, tuple(
-            (index, item.__class__) for index, item in enumerate(key) if item is not None
-        ))
+        self._entries[key] = (
+            value,
+            tuple((index, item.__class__) for index, item in enumerate(key) if item is not None),
+        )
 
     def clear(self) -> None:
         """Forget everything."""
         self._entries.clear()
+
+
 _Future = asyncio.Future
 """Futures made directly: loop.create_future() costs a Python call more per probe."""
 _new_tuple = tuple.__new__
@@ -591,14 +594,19 @@ class Session:
                             del pending[words[0]]
                             if not entry.future.done():
                                 success = kind == b"reply"
-                                entry.future.set_result(_new_tuple(ProbeResult, (
-                                    success,
-                                    wire.REPLY if success else wire.TTL_EXPIRED,
-                                    float(words[5]) / 1000.0,
-                                    responder,
-                                    [],
-                                    *template.result_tail,
-                                )))
+                                entry.future.set_result(
+                                    _new_tuple(
+                                        ProbeResult,
+                                        (
+                                            success,
+                                            wire.REPLY if success else wire.TTL_EXPIRED,
+                                            float(words[5]) / 1000.0,
+                                            responder,
+                                            [],
+                                            *template.result_tail,
+                                        ),
+                                    )
+                                )
                             continue
                 self._dispatch(wire.parse_reply_line(raw))
             if len(partial) > READ_LIMIT:
@@ -677,9 +685,7 @@ class Session:
         if self._failure is not None:
             raise self._failure()
 
-    def _submit(
-        self, tail: bytes, deadline: float, template: _ProbeTemplate | None
-    ) -> _Pending:
+    def _submit(self, tail: bytes, deadline: float, template: _ProbeTemplate | None) -> _Pending:
         """Give a request a token and queue it: written at once when enough are queued
         and the pipe takes them, else by the writer task (started when needed).
 
@@ -872,9 +878,7 @@ class Session:
             self._release_slot(holds_slot)
             self._abandoned[token] = None
         else:
-            self._abandoned[token] = self._loop.call_at(
-                entry.deadline_at, self._expire_slot, token
-            )
+            self._abandoned[token] = self._loop.call_at(entry.deadline_at, self._expire_slot, token)
 
     def _expire_slot(self, token: bytes) -> None:
         """A given-up probe's deadline passed: free its slot, keep its token reserved."""
@@ -998,8 +1002,20 @@ class Session:
         ProcessError (ProtocolError) for replies that do not follow the protocol.
         """
         key = (
-            host, details, ip_version, ttl, protocol, port, local_ip, local_port,
-            local_device, timeout, size, bit_pattern, tos, mark,
+            host,
+            details,
+            ip_version,
+            ttl,
+            protocol,
+            port,
+            local_ip,
+            local_port,
+            local_device,
+            timeout,
+            size,
+            bit_pattern,
+            tos,
+            mark,
         )
         template = self._probe_keys.get(key)
         if template is None:
@@ -1157,8 +1173,17 @@ class Session:
         tail = wire.encode_request_tail(wire.SEND_PROBE, arguments)
         ttl = options.ttl if options.ttl is not None else wire.DEFAULT_TTL
         protocol = options.protocol or wire.DEFAULT_PROTOCOL
-        result_tail = (target.address, ttl, protocol, wire.effective_port(options),
-                       None, None, None, None, None)
+        result_tail = (
+            target.address,
+            ttl,
+            protocol,
+            wire.effective_port(options),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
         return _ProbeTemplate(tail, deadline, target.address, options, result_tail)
 
     async def _resolve_local(self, local_ip: str | None, target: ResolvedAddress) -> str | None:

@@ -205,8 +205,18 @@ class RunningStats:
     where mtr truncates to integer microseconds.
     """
 
-    __slots__ = ("_count", "_interarrival", "_javg", "_jitter", "_jmax", "_last", "_m2",
-                 "_maximum", "_mean", "_minimum")
+    __slots__ = (
+        "_count",
+        "_interarrival",
+        "_javg",
+        "_jitter",
+        "_jmax",
+        "_last",
+        "_m2",
+        "_maximum",
+        "_mean",
+        "_minimum",
+    )
 
     def __init__(self) -> None:
         self._count = 0

@@ -201,8 +201,11 @@ class Hop(stats.ProbeCounts):
     @property
     def rtts(self) -> list[float]:
         """Round-trip times (ms) of the answered probes, in probe order."""
-        return [probe.time_ms for probe in self.probes if probe.time_ms is not None
-                and probe.responder is not None]
+        return [
+            probe.time_ms
+            for probe in self.probes
+            if probe.time_ms is not None and probe.responder is not None
+        ]
 
     @property
     def sent(self) -> int:
@@ -252,9 +255,13 @@ class Hop(stats.ProbeCounts):
                 responder = self.responders[shown]
                 label = f"{responder.name} ({shown})" if responder.name else shown
                 if responder.mpls:
-                    label += " [MPLS " + ", ".join(
-                        f"label {entry.label} TTL {entry.ttl}" for entry in responder.mpls
-                    ) + "]"
+                    label += (
+                        " [MPLS "
+                        + ", ".join(
+                            f"label {entry.label} TTL {entry.ttl}" for entry in responder.mpls
+                        )
+                        + "]"
+                    )
                 parts.append(label)
             marker = " !H" if classify(probe) is Answer.UNREACHABLE else ""
             parts.append(_format_ms(probe.time_ms if probe.responder else None) + marker)
@@ -287,7 +294,10 @@ def make_hop(
     known = names or {}
     responders = {
         address: Responder(
-            address, tuple(times), mpls.get(address, ()), tuple(answers[address]),
+            address,
+            tuple(times),
+            mpls.get(address, ()),
+            tuple(answers[address]),
             known.get(address),
         )
         for address, times in rtts.items()
@@ -368,8 +378,10 @@ class TraceResult:
         }
 
     def __str__(self) -> str:
-        name = self.destination if self.host == self.destination else (
-            f"{self.host} ({self.destination})"
+        name = (
+            self.destination
+            if self.host == self.destination
+            else (f"{self.host} ({self.destination})")
         )
         lines = [f"traceroute to {name}, {self.max_ttl} hops max, {self.protocol}"]
         lines.extend(str(hop) for hop in self.hops)
@@ -431,9 +443,19 @@ async def traceroute(
     """
     _check_ttls(first_ttl, max_ttl, probes_per_hop)
     settings = probe_settings(
-        family=family, protocol=protocol, port=port, timeout=timeout, size=size,
-        payload_size=payload_size, bit_pattern=bit_pattern, tos=tos, mark=mark,
-        local_ip=local_ip, local_port=local_port, local_device=local_device, details=details,
+        family=family,
+        protocol=protocol,
+        port=port,
+        timeout=timeout,
+        size=size,
+        payload_size=payload_size,
+        bit_pattern=bit_pattern,
+        tos=tos,
+        mark=mark,
+        local_ip=local_ip,
+        local_port=local_port,
+        local_device=local_device,
+        details=details,
     )
     if name_resolver is not None and not isinstance(name_resolver, NameResolver):
         raise TypeError("name_resolver must be a NameResolver")
@@ -442,7 +464,13 @@ async def traceroute(
         arguments = settings.arguments(address)
         del arguments["ttl"]  # what the trace varies
         probes = await _trace_probes(
-            open_session, host, address, first_ttl, max_ttl, probes_per_hop, arguments,
+            open_session,
+            host,
+            address,
+            first_ttl,
+            max_ttl,
+            probes_per_hop,
+            arguments,
             _Progress(progress, (max_ttl - first_ttl + 1) * probes_per_hop),
         )
         names: dict[str, str | None] = {}
@@ -450,13 +478,15 @@ async def traceroute(
             resolver = name_resolver or names_for(open_session)
             names = await lookup_names(
                 resolver,
-                (probe.responder for results in probes.values() for probe in results
-                 if probe.responder is not None),
+                (
+                    probe.responder
+                    for results in probes.values()
+                    for probe in results
+                    if probe.responder is not None
+                ),
             )
     hops = tuple(make_hop(ttl, probes[ttl], names) for ttl in sorted(probes))
-    return TraceResult(
-        host, address, hops, first_ttl, max_ttl, settings.options.protocol or "icmp"
-    )
+    return TraceResult(host, address, hops, first_ttl, max_ttl, settings.options.protocol or "icmp")
 
 
 async def _trace_probes(
@@ -495,9 +525,7 @@ async def _trace_probes(
             if classify(result) in TERMINAL_ANSWERS and ttl < end:
                 _cancel_beyond(tasks_by_ttl, ttl, end)
                 end = ttl
-    return {
-        ttl: _completed(results[ttl]) for ttl in range(first_ttl, end + 1)
-    }
+    return {ttl: _completed(results[ttl]) for ttl in range(first_ttl, end + 1)}
 
 
 def _cancel_beyond(
@@ -514,4 +542,3 @@ def _completed(results: Sequence[ProbeResult | None]) -> list[ProbeResult]:
     done = [result for result in results if result is not None]
     assert len(done) == len(results), "a probe at or below the end of the path was lost"
     return done
-

@@ -131,6 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # A SIGTERM (CI timeout, kill) unwinds like Ctrl-C so fixtures remove their
     # namespaces; the atexit hook in lab.topology is the second line of defence.
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+
         def _term(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt(f"signal {signum}")
 
@@ -181,8 +182,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = _skip_reason(rep.longrepr)
         _TEST_SKIPS.append(f"{item.nodeid}: {reason}")
         rep.outcome = "failed"
-        rep.longrepr = (f"test skipped ({reason}), but {REQUIRE_ENV}=1 turns every skip into "
-                        "a failure")
+        rep.longrepr = (
+            f"test skipped ({reason}), but {REQUIRE_ENV}=1 turns every skip into a failure"
+        )
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -244,11 +246,14 @@ def helper_path() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if sanitized_build():
             _mirror_helper_sources(build_dir)
-        res = subprocess.run(["make", "-C", str(build_dir), *make_args], capture_output=True,
-                             text=True, check=False)
+        res = subprocess.run(
+            ["make", "-C", str(build_dir), *make_args], capture_output=True, text=True, check=False
+        )
     if res.returncode != 0:
-        pytest.fail(f"make -C {build_dir} {' '.join(make_args)} failed ({res.returncode}):\n"
-                    f"{res.stdout}\n{res.stderr}")
+        pytest.fail(
+            f"make -C {build_dir} {' '.join(make_args)} failed ({res.returncode}):\n"
+            f"{res.stdout}\n{res.stderr}"
+        )
     path = build_dir / HELPER_NAME
     if not path.is_file() or not os.access(path, os.X_OK):
         pytest.fail(f"make -C helper did not produce an executable {path}")
@@ -262,8 +267,11 @@ def _mirror_helper_sources(dest: Path) -> None:
     what depends on them); sources gone from helper/ are removed with their objects.
     """
     dest.mkdir(mode=0o755, exist_ok=True)
-    wanted = {p.name: p for p in HELPER_DIR.iterdir()
-              if p.is_file() and (p.suffix in (".c", ".h") or p.name == "Makefile")}
+    wanted = {
+        p.name: p
+        for p in HELPER_DIR.iterdir()
+        if p.is_file() and (p.suffix in (".c", ".h") or p.name == "Makefile")
+    }
     for old in dest.iterdir():
         if old.suffix in (".c", ".h") and old.name not in wanted:
             old.unlink()
@@ -307,8 +315,13 @@ def make_chain(privileged: None) -> Iterator[Callable[..., Chain]]:
     """
     made: list[Chain] = []
 
-    def factory(routers: int = 3, *, responder: bool = False, script: Mapping[str, Any] | None
-                = None, **kwargs: Any) -> Chain:
+    def factory(
+        routers: int = 3,
+        *,
+        responder: bool = False,
+        script: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Chain:
         c = Chain(routers, responder=responder, **kwargs)
         made.append(c)
         c.build()
@@ -363,8 +376,9 @@ def make_setcap_net_raw(path: Path) -> Path:
     if shutil.which("setcap") is None:
         raise RuntimeError("setcap not installed (apt-get install libcap2-bin)")
     os.chmod(path, 0o755)
-    res = subprocess.run(["setcap", "cap_net_raw+ep", str(path)], capture_output=True, text=True,
-                         check=False)
+    res = subprocess.run(
+        ["setcap", "cap_net_raw+ep", str(path)], capture_output=True, text=True, check=False
+    )
     if res.returncode != 0:
         raise RuntimeError(f"setcap cap_net_raw+ep {path}: {res.stderr.strip()}")
     return path
@@ -395,8 +409,9 @@ class UnprivilegedCopy:
         self.src.mkdir(mode=0o755, exist_ok=True)
         pkg = REPO / "brokerpkg"
         if pkg.is_dir():
-            shutil.copytree(pkg, self.src / "brokerpkg",
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                pkg, self.src / "brokerpkg", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
             if helper is not None:
                 inner = self.src / "brokerpkg" / "_helper"
                 inner.mkdir(mode=0o755, exist_ok=True)
@@ -462,9 +477,14 @@ class UnprivilegedCopy:
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A minimal environment for the unprivileged user (PYTHONPATH = src)."""
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
-               "PYTHONPATH": str(self.src), "HOME": str(self.root), "PYTHONDONTWRITEBYTECODE": "1",
-               **_SANITIZER_OPTIONS}
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(self.src),
+            "HOME": str(self.root),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **_SANITIZER_OPTIONS,
+        }
         if extra:
             env.update(extra)
         return env
@@ -474,15 +494,31 @@ class UnprivilegedCopy:
         cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"]
         return cmd + ([self.python] if python else []) + list(args)
 
-    def run(self, args: Sequence[str], *, python: bool = True, env: Mapping[str, str] | None = None,
-            lab: Lab | None = None, node: Any = None, timeout: float = 60,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        python: bool = True,
+        env: Mapping[str, str] | None = None,
+        lab: Lab | None = None,
+        node: Any = None,
+        timeout: float = 60,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``args`` as nobody (in ``lab``'s ``node`` namespace if given); capture output."""
         argv = self.argv(args, python=python)
         if lab is not None:
             argv = lab.exec_argv(node, argv)
-        return subprocess.run(argv, env=self.env(env), capture_output=True, text=True,
-                              timeout=timeout, input=input, cwd=str(self.root), check=False)
+        return subprocess.run(
+            argv,
+            env=self.env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            cwd=str(self.root),
+            check=False,
+        )
 
 
 def _open_up(root: Path) -> None:
@@ -526,8 +562,8 @@ def make_unprivileged_copy() -> Iterator[Callable[[Path | None], UnprivilegedCop
 
 
 @pytest.fixture(scope="session")
-def unprivileged_copy(helper_path: str,
-                      make_unprivileged_copy: Callable[[Path | None], UnprivilegedCopy]
-                      ) -> UnprivilegedCopy:
+def unprivileged_copy(
+    helper_path: str, make_unprivileged_copy: Callable[[Path | None], UnprivilegedCopy]
+) -> UnprivilegedCopy:
     """Package source + the built helper, readable and runnable by nobody."""
     return make_unprivileged_copy(Path(helper_path))

@@ -19,9 +19,7 @@ class HelperRun:
     returncode: int
 
 
-def run_helper(
-    command: Sequence[str], requests: bytes | str, timeout: float = 20.0
-) -> HelperRun:
+def run_helper(command: Sequence[str], requests: bytes | str, timeout: float = 20.0) -> HelperRun:
     """Feed REQUESTS on stdin, wait for the helper to exit, return its output.
 
     Raises subprocess.TimeoutExpired if it does not exit within TIMEOUT.

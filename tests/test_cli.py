@@ -45,15 +45,22 @@ LABELS = [[16, 0, 1, 1]]
 # Columns of ``mtr -r`` after the host: where each title and each value ends.
 REPORT_ROW = re.compile(
     r"^ *(\d+)\.\|-- (\S+) +(\d+\.\d)%? +(\d+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+)"
-    r" +([\d.]+)$")
+    r" +([\d.]+)$"
+)
 
 
 # ------------------------------------------------------------------------- running it
 
 
-def run_cli(args: Sequence[str], helper: str, *, chain: Chain | None = None,
-            env: dict[str, str] | None = None, input: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str],
+    helper: str,
+    *,
+    chain: Chain | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """``python3 -m brokerpkg ARGS`` from the worktree root (in the chain's client
     namespace if given), with BROKERPKG_HELPER set to ``helper``."""
     argv = [sys.executable, "-m", "brokerpkg", *args]
@@ -62,8 +69,16 @@ def run_cli(args: Sequence[str], helper: str, *, chain: Chain | None = None,
     environment = dict(os.environ, BROKERPKG_HELPER=helper)
     environment.pop("COLUMNS", None)
     environment.update(env or {})
-    return subprocess.run(argv, cwd=REPO, env=environment, capture_output=True, text=True,
-                          timeout=timeout, input=input, check=False)
+    return subprocess.run(
+        argv,
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        check=False,
+    )
 
 
 def trace_hops(text: str) -> list[tuple[int, list[str], int, list[str]]]:
@@ -103,8 +118,9 @@ def report_rows(text: str) -> list[tuple[int, str, float, int]]:
     for line in text.splitlines():
         match = REPORT_ROW.match(line)
         if match:
-            rows.append((int(match.group(1)), match.group(2), float(match.group(3)),
-                         int(match.group(4))))
+            rows.append(
+                (int(match.group(1)), match.group(2), float(match.group(3)), int(match.group(4)))
+            )
     return rows
 
 
@@ -124,8 +140,7 @@ def shape(value: Any) -> Any:
 
 def lab_truth(chain: Chain, family: int, target: str) -> list[str | None]:
     """The scripted path: 3 routers, an MPLS hop, a silent hop, a hop, the target."""
-    return [*chain.path(family)[:3], virtual_hop(1, family), None, virtual_hop(3, family),
-            target]
+    return [*chain.path(family)[:3], virtual_hop(1, family), None, virtual_hop(3, family), target]
 
 
 def script_path(responder: Any, chain: Chain, number: int, family: int) -> str:
@@ -137,20 +152,24 @@ def script_path(responder: Any, chain: Chain, number: int, family: int) -> str:
 # ------------------------------------------------------------------------- no packets
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("198.18.4.2", ("198.18.4.2", None)),
-    ("198.18.4.2:443", ("198.18.4.2", 443)),
-    ("host.example:80", ("host.example", 80)),
-    ("2001:db8::1", ("2001:db8::1", None)),
-    ("[2001:db8::1]:33434", ("2001:db8::1", 33434)),
-    ("[::1]", ("::1", None)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("198.18.4.2", ("198.18.4.2", None)),
+        ("198.18.4.2:443", ("198.18.4.2", 443)),
+        ("host.example:80", ("host.example", 80)),
+        ("2001:db8::1", ("2001:db8::1", None)),
+        ("[2001:db8::1]:33434", ("2001:db8::1", 33434)),
+        ("[::1]", ("::1", None)),
+    ],
+)
 def test_targets_split_into_host_and_port(text: str, expected: tuple[str, int | None]) -> None:
     assert split_target(text) == expected
 
 
-@pytest.mark.parametrize("text", ["host:0", "host:65536", "host:x", "[::1", "[::1]80", ":80",
-                                  "[::1]:"])
+@pytest.mark.parametrize(
+    "text", ["host:0", "host:65536", "host:x", "[::1", "[::1]80", ":80", "[::1]:"]
+)
 def test_bad_targets_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="target"):
         split_target(text)
@@ -162,20 +181,42 @@ def test_json_is_recognised_among_unparsed_words() -> None:
     assert not _wants_json(["trace", "-n", "host-j"]) and not _wants_json(["-Z", "1"])
 
 
-def hop_stats(ttl: int, address: str | None, rtts: Sequence[float], sent: int,
-              others: Sequence[str] = (), mpls: tuple[Mpls, ...] = ()) -> HopStats:
+def hop_stats(
+    ttl: int,
+    address: str | None,
+    rtts: Sequence[float],
+    sent: int,
+    others: Sequence[str] = (),
+    mpls: tuple[Mpls, ...] = (),
+) -> HopStats:
     """A report row as the monitor builds it, from round trips in arrival order."""
     from brokerpkg.stats import RunningStats
 
     running = RunningStats()
     for rtt in rtts:
         running.add(rtt)
-    responders = tuple(ResponderStats(a, 1, mpls if a == address else ())
-                       for a in ([address] if address else []) + list(others))
-    return HopStats(ttl, sent, len(rtts), 0, running.last, running.mean, running.best,
-                    running.worst, running.stdev, running.jitter, running.javg,
-                    running.jmax, running.interarrival_jitter, address, responders,
-                    destination=False)
+    responders = tuple(
+        ResponderStats(a, 1, mpls if a == address else ())
+        for a in ([address] if address else []) + list(others)
+    )
+    return HopStats(
+        ttl,
+        sent,
+        len(rtts),
+        0,
+        running.last,
+        running.mean,
+        running.best,
+        running.worst,
+        running.stdev,
+        running.jitter,
+        running.javg,
+        running.jmax,
+        running.interarrival_jitter,
+        address,
+        responders,
+        destination=False,
+    )
 
 
 def test_the_report_has_mtrs_fixed_columns() -> None:
@@ -202,56 +243,106 @@ def test_the_report_has_mtrs_fixed_columns() -> None:
     assert wide[2] == "  1.|-- 198.18.1.2    0.0%     3    0.2   0.2   0.1   0.3   0.1"
     # A name longer than the column is cut by the first value, as in mtr.
     long_hop = hop_stats(1, "2001:db8:ffff:ffff:ffff::1234", [1.0], 1)
-    cut = fmt.mtr_report_lines(MonitorReport("t", "::1", 1, True, (long_hop,)),
-                               local_host="vm", started=started)
+    cut = fmt.mtr_report_lines(
+        MonitorReport("t", "::1", 1, True, (long_hop,)), local_host="vm", started=started
+    )
     assert cut[2] == "  1.|-- 2001:db8:ffff:ffff:ffff::  0.0%     1    1.0   1.0   1.0   1.0   0.0"
 
 
 def test_mtr_json_and_csv_values() -> None:
     hops = (hop_stats(1, "198.18.1.2", [0.0654, 0.0598], 2), hop_stats(2, None, [], 2))
     report = MonitorReport("t", "198.18.1.2", 2, True, hops)
-    document = fmt.mtr_json(report, local_host="vm", target="t", tos=16, tests=2,
-                            packet_size=100, bit_pattern=255)
-    assert document["report"]["mtr"] == {"src": "vm", "dst": "t", "tos": 16, "tests": 2,
-                                         "psize": "100", "bitpattern": "0xFF"}
+    document = fmt.mtr_json(
+        report, local_host="vm", target="t", tos=16, tests=2, packet_size=100, bit_pattern=255
+    )
+    assert document["report"]["mtr"] == {
+        "src": "vm",
+        "dst": "t",
+        "tos": 16,
+        "tests": 2,
+        "psize": "100",
+        "bitpattern": "0xFF",
+    }
     assert document["report"]["hubs"] == [
-        {"count": 1, "host": "198.18.1.2", "Loss%": 0.0, "Snt": 2, "Last": 0.06,
-         "Avg": 0.063, "Best": 0.06, "Wrst": 0.065, "StDev": 0.004},
-        {"count": 2, "host": "???", "Loss%": 100.0, "Snt": 2, "Last": 0.0, "Avg": 0.0,
-         "Best": 0.0, "Wrst": 0.0, "StDev": 0.0},
+        {
+            "count": 1,
+            "host": "198.18.1.2",
+            "Loss%": 0.0,
+            "Snt": 2,
+            "Last": 0.06,
+            "Avg": 0.063,
+            "Best": 0.06,
+            "Wrst": 0.065,
+            "StDev": 0.004,
+        },
+        {
+            "count": 2,
+            "host": "???",
+            "Loss%": 100.0,
+            "Snt": 2,
+            "Last": 0.0,
+            "Avg": 0.0,
+            "Best": 0.0,
+            "Wrst": 0.0,
+            "StDev": 0.0,
+        },
     ]
     csv = fmt.mtr_csv_lines(report, target="t", started=1795795768)
-    assert csv[1] == ("MTR.brokerpkg-0.1.0,1795795768,OK,t,1,198.18.1.2,0.00,2,0,"
-                      "0.06,0.06,0.06,0.07,0.00")
+    assert csv[1] == (
+        "MTR.brokerpkg-0.1.0,1795795768,OK,t,1,198.18.1.2,0.00,2,0,0.06,0.06,0.06,0.07,0.00"
+    )
     assert csv[2].split(",")[5:9] == ["???", "100.00", "2", "2"]
 
 
-def probe(word: str, responder: str | None, time_ms: float | None, *,
-          mpls: Sequence[Mpls] = (), code: int | None = None) -> ProbeResult:
-    return ProbeResult(word == "reply", word, time_ms, responder, list(mpls),
-                       target="198.18.200.9", ttl=4, protocol="icmp", icmp_code=code)
+def probe(
+    word: str,
+    responder: str | None,
+    time_ms: float | None,
+    *,
+    mpls: Sequence[Mpls] = (),
+    code: int | None = None,
+) -> ProbeResult:
+    return ProbeResult(
+        word == "reply",
+        word,
+        time_ms,
+        responder,
+        list(mpls),
+        target="198.18.200.9",
+        ttl=4,
+        protocol="icmp",
+        icmp_code=code,
+    )
 
 
 def test_traceroute_lines_group_responders_like_traceroute() -> None:
     stack = [Mpls(16, 0, True, 1), Mpls(17, 5, False, 255)]
-    hop = make_hop(4, [
-        probe("no-reply", None, None),
-        probe("ttl-expired", "198.18.201.1", 0.4871, mpls=stack),
-        probe("ttl-expired", "198.18.201.1", 0.5),
-        probe("ttl-expired", "198.18.202.1", 0.38),
-        probe("no-reply", None, None),
-    ], {"198.18.201.1": "r1.lab"})
+    hop = make_hop(
+        4,
+        [
+            probe("no-reply", None, None),
+            probe("ttl-expired", "198.18.201.1", 0.4871, mpls=stack),
+            probe("ttl-expired", "198.18.201.1", 0.5),
+            probe("ttl-expired", "198.18.202.1", 0.38),
+            probe("no-reply", None, None),
+        ],
+        {"198.18.201.1": "r1.lab"},
+    )
     assert fmt.traceroute_hop_line(hop, numeric=True, show_mpls=False) == (
-        " 4  * 198.18.201.1  0.487 ms  0.500 ms 198.18.202.1  0.380 ms *")
+        " 4  * 198.18.201.1  0.487 ms  0.500 ms 198.18.202.1  0.380 ms *"
+    )
     assert fmt.traceroute_hop_line(hop, numeric=False, show_mpls=True) == (
         " 4  * r1.lab (198.18.201.1) <MPLS:L=16,E=0,S=1,T=1/L=17,E=5,S=0,T=255>  0.487 ms"
-        " r1.lab (198.18.201.1)  0.500 ms 198.18.202.1 (198.18.202.1)  0.380 ms *")
+        " r1.lab (198.18.201.1)  0.500 ms 198.18.202.1 (198.18.202.1)  0.380 ms *"
+    )
     silent = make_hop(12, [probe("no-reply", None, None)] * 3)
     assert fmt.traceroute_hop_line(silent, numeric=True, show_mpls=True) == "12  * * *"
-    unreachable = make_hop(5, [probe("no-route", "198.18.2.2", 1.0, code=13),
-                               probe("no-route", "198.18.2.2", 1.0)])
+    unreachable = make_hop(
+        5, [probe("no-route", "198.18.2.2", 1.0, code=13), probe("no-route", "198.18.2.2", 1.0)]
+    )
     assert fmt.traceroute_hop_line(unreachable, numeric=True, show_mpls=False) == (
-        " 5  198.18.2.2  1.000 ms !X  1.000 ms !H")
+        " 5  198.18.2.2  1.000 ms !X  1.000 ms !H"
+    )
 
 
 def test_ping_and_fping_lines_and_statistics() -> None:
@@ -266,16 +357,23 @@ def test_ping_and_fping_lines_and_statistics() -> None:
         "rtt min/avg/max/mdev = 0.100/4.300/12.500/5.799 ms",
     ]
     assert fmt.ping_summary("host", 1, [lost], 1.0)[1:] == [
-        "1 packets transmitted, 0 received, 100% packet loss, time 1ms"]
+        "1 packets transmitted, 0 received, 100% packet loss, time 1ms"
+    ]
     with_details = replies[2]._replace(reply_ttl=61, reply_size=84)
     assert fmt.ping_reply_line(with_details, 3) == (
-        "64 bytes from 127.0.0.1: icmp_seq=3 ttl=61 time=12.5 ms")
+        "64 bytes from 127.0.0.1: icmp_seq=3 ttl=61 time=12.5 ms"
+    )
     assert fmt.ping_reply_line(exceeded, 5) == "From 198.18.1.2 icmp_seq=5 Time to live exceeded"
     assert fmt.ping_reply_line(lost, 4) is None
     assert [fmt.ms_text(v) for v in (0.0456, 1.234, 12.34, 123.4)] == [
-        "0.046", "1.23", "12.3", "123"]
+        "0.046",
+        "1.23",
+        "12.3",
+        "123",
+    ]
     assert fmt.fping_reply_line("h", 3, 0, with_details, 2, [0.1, 12.5]) == (
-        "h   : [0], 64 bytes, 12.5 ms (6.30 avg, 0% loss)")
+        "h   : [0], 64 bytes, 12.5 ms (6.30 avg, 0% loss)"
+    )
     from brokerpkg import PingResult
 
     summary = fmt.fping_summary_line(PingResult("h", "127.0.0.1", (*replies, lost)), 3)
@@ -287,13 +385,18 @@ def test_ping_and_fping_lines_and_statistics() -> None:
 def test_the_manual_documents_every_subcommand_and_option() -> None:
     page = (REPO / "man" / "brokerpkg.1").read_text().replace("\\-", "-")
     parser = build_parser()
-    commands = next(action for action in parser._actions
-                    if isinstance(action, argparse._SubParsersAction))
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
     assert set(commands.choices) == {"probe", "ping", "multiping", "trace", "mtr", "doctor"}
     for name, command in commands.choices.items():
         assert f"\n.SH {name.upper()}\n" in page, name
-        options = [option for action in command._actions for option in action.option_strings
-                   if option not in ("-h", "--help")]
+        options = [
+            option
+            for action in command._actions
+            for option in action.option_strings
+            if option not in ("-h", "--help")
+        ]
         for option in options:
             assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", page), (name, option)
     for section in ("OUTPUT", "EXIT STATUS", "ENVIRONMENT", "EXAMPLES"):
@@ -325,8 +428,14 @@ asyncio.run(main())
 
 def test_a_stuck_name_lookup_does_not_delay_the_exit() -> None:
     began = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", DAEMON_CHECK], cwd=REPO, capture_output=True,
-                          text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", DAEMON_CHECK],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "done\n"
     assert time.monotonic() - began < 10  # not the 60 s the stuck calls would take
@@ -348,9 +457,14 @@ def test_mtr_report_on_loopback_matches_mtrs_layout(helper_path: str) -> None:
     assert report_rows(ours.stdout) == [(1, "127.0.0.1", 0.0, 3)]
     if not os.access(MTR, os.X_OK):
         pytest.skip("mtr not installed (apt-get install mtr-tiny)")
-    real = subprocess.run([MTR, "-r", "-c", "2", "-i", "0.2", "-n", "127.0.0.1"],
-                          env=dict(os.environ, MTR_PACKET=helper_path), capture_output=True,
-                          text=True, timeout=60, check=False)
+    real = subprocess.run(
+        [MTR, "-r", "-c", "2", "-i", "0.2", "-n", "127.0.0.1"],
+        env=dict(os.environ, MTR_PACKET=helper_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert real.returncode == 0, real.stderr
     mtr_lines = real.stdout.splitlines()
     assert lines[1] == mtr_lines[1]  # the same header, character for character
@@ -366,18 +480,29 @@ def test_mtr_json_has_the_keys_and_types_of_mtrs(helper_path: str) -> None:
     assert ours.stdout.startswith('{\n    "report": {\n        "mtr": {')  # mtr's indent
     if not os.access(MTR, os.X_OK):
         pytest.skip("mtr not installed (apt-get install mtr-tiny)")
-    real = subprocess.run([MTR, "-j", "-c", "2", "-i", "0.2", "-n", "127.0.0.1"],
-                          env=dict(os.environ, MTR_PACKET=helper_path), capture_output=True,
-                          text=True, timeout=60, check=False)
+    real = subprocess.run(
+        [MTR, "-j", "-c", "2", "-i", "0.2", "-n", "127.0.0.1"],
+        env=dict(os.environ, MTR_PACKET=helper_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert shape(document) == shape(json.loads(real.stdout))
     csv = run_cli(["mtr", "-C", "-c", "1", "-n", "127.0.0.1"], helper_path)
-    real_csv = subprocess.run([MTR, "-C", "-c", "1", "-n", "127.0.0.1"],
-                              env=dict(os.environ, MTR_PACKET=helper_path),
-                              capture_output=True, text=True, timeout=60, check=False)
+    real_csv = subprocess.run(
+        [MTR, "-C", "-c", "1", "-n", "127.0.0.1"],
+        env=dict(os.environ, MTR_PACKET=helper_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     ours_lines, mtr_lines = csv.stdout.splitlines(), real_csv.stdout.splitlines()
     assert ours_lines[0] == mtr_lines[0]
     assert [len(line.split(",")) for line in ours_lines] == [
-        len(line.split(",")) for line in mtr_lines]
+        len(line.split(",")) for line in mtr_lines
+    ]
     assert ours_lines[1].split(",")[2:6] == ["OK", "127.0.0.1", "1", "127.0.0.1"]
 
 
@@ -393,24 +518,31 @@ def test_trace_on_loopback_numeric_names_and_json(helper_path: str) -> None:
     numeric = run_cli(["trace", "-n", "127.0.0.1"], helper_path)
     assert numeric.returncode == 0, numeric.stderr
     assert numeric.stdout.splitlines()[0] == (
-        "traceroute to 127.0.0.1 (127.0.0.1), 30 hops max, 64 byte packets")
+        "traceroute to 127.0.0.1 (127.0.0.1), 30 hops max, 64 byte packets"
+    )
     assert trace_hops(numeric.stdout) == [(1, ["127.0.0.1"], 0, [])]
     assert re.fullmatch(r" 1  127\.0\.0\.1(  \d+\.\d{3} ms){3}", numeric.stdout.splitlines()[1])
     named = run_cli(["trace", "-q", "1", "127.0.0.1"], helper_path)  # /etc/hosts names it
     assert named.returncode == 0, named.stderr
-    assert re.fullmatch(r" 1  \S+ \(127\.0\.0\.1\)  \d+\.\d{3} ms",
-                        named.stdout.splitlines()[1])
+    assert re.fullmatch(r" 1  \S+ \(127\.0\.0\.1\)  \d+\.\d{3} ms", named.stdout.splitlines()[1])
     document = json.loads(run_cli(["trace", "-j", "-q", "2", "127.0.0.1"], helper_path).stdout)
     assert document["reached"] is True and document["distance"] == 1
     assert document["hops"][0]["responders"][0]["address"] == "127.0.0.1"
     assert len(document["hops"][0]["responders"][0]["rtts"]) == 2
 
 
-@pytest.mark.parametrize(("flags", "target", "seq"), [
-    ([], "127.0.0.1", "icmp_seq"), (["-6"], "::1", "icmp_seq"),
-    (["-u"], "127.0.0.1", "seq"), (["-T"], "[::1]:9", "seq")])
-def test_ping_lines_and_summary_on_loopback(helper_path: str, flags: list[str], target: str,
-                                            seq: str) -> None:
+@pytest.mark.parametrize(
+    ("flags", "target", "seq"),
+    [
+        ([], "127.0.0.1", "icmp_seq"),
+        (["-6"], "::1", "icmp_seq"),
+        (["-u"], "127.0.0.1", "seq"),
+        (["-T"], "[::1]:9", "seq"),
+    ],
+)
+def test_ping_lines_and_summary_on_loopback(
+    helper_path: str, flags: list[str], target: str, seq: str
+) -> None:
     done = run_cli(["ping", "-c", "3", "-i", "0.1", *flags, target], helper_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -419,11 +551,16 @@ def test_ping_lines_and_summary_on_loopback(helper_path: str, flags: list[str], 
     assert [re.search(rf"{seq}=(\d+)", line).group(1) for line in replies] == ["1", "2", "3"]
     assert all(re.search(r"time=\d+\.\d+ ms$", line) for line in replies)
     assert lines[-3] == f"--- {split_target(target)[0]} ping statistics ---"
-    counts = re.fullmatch(r"3 packets transmitted, 3 received, 0% packet loss, time (\d+)ms",
-                          lines[-2])
+    counts = re.fullmatch(
+        r"3 packets transmitted, 3 received, 0% packet loss, time (\d+)ms", lines[-2]
+    )
     assert counts and 150 <= int(counts.group(1)) < 2000
-    low, mean, high, mdev = map(float, re.fullmatch(
-        r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", lines[-1]).groups())
+    low, mean, high, mdev = map(
+        float,
+        re.fullmatch(
+            r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", lines[-1]
+        ).groups(),
+    )
     times = [float(re.search(r"time=([\d.]+)", line).group(1)) for line in replies]
     assert low <= mean <= high and mdev >= 0
     assert low == pytest.approx(min(times), abs=0.0015)
@@ -436,8 +573,9 @@ def test_ping_quiet_and_json(helper_path: str) -> None:
     lines = quiet.stdout.splitlines()
     assert lines[0].startswith("PING 127.0.0.1 (127.0.0.1) ") and lines[1] == ""
     assert lines[2] == "--- 127.0.0.1 ping statistics ---" and len(lines) == 5
-    document = json.loads(run_cli(["ping", "-j", "-c", "2", "-i", "0.1", "127.0.0.1"],
-                                  helper_path).stdout)
+    document = json.loads(
+        run_cli(["ping", "-j", "-c", "2", "-i", "0.1", "127.0.0.1"], helper_path).stdout
+    )
     assert document["sent"] == document["received"] == document["transmitted"] == 2
     assert len(document["rtts"]) == 2 and document["is_alive"] is True
 
@@ -445,30 +583,41 @@ def test_ping_quiet_and_json(helper_path: str) -> None:
 def test_multiping_reads_targets_in_input_order(helper_path: str, tmp_path: Path) -> None:
     targets = tmp_path / "targets"
     targets.write_text("# loopback\n127.0.0.3\n\n::1\n127.0.0.2  # trailing comment\n")
-    done = run_cli(["multiping", "-c", "2", "-i", "0.1", "-f", str(targets), "127.0.0.9"],
-                   helper_path)
+    done = run_cli(
+        ["multiping", "-c", "2", "-i", "0.1", "-f", str(targets), "127.0.0.9"], helper_path
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     summary = [line for line in lines if "xmt/rcv/%loss" in line]
     hosts = [line.split(" : ")[0].strip() for line in summary]
     assert hosts == ["127.0.0.9", "127.0.0.3", "::1", "127.0.0.2"]
-    assert all(re.search(r"xmt/rcv/%loss = 2/2/0%, min/avg/max = [\d.]+/[\d.]+/[\d.]+$", line)
-               for line in summary)
+    assert all(
+        re.search(r"xmt/rcv/%loss = 2/2/0%, min/avg/max = [\d.]+/[\d.]+/[\d.]+$", line)
+        for line in summary
+    )
     replies = [line for line in lines if re.match(r"^\S+ +: \[[01]\], 64 bytes, ", line)]
     assert len(replies) == 8
     assert lines[-4:] == summary  # summaries last, after every reply line
-    quiet = run_cli(["multiping", "-q", "-c", "1", "-f", "-"], helper_path,
-                    input="127.0.0.5\n127.0.0.4\n")
+    quiet = run_cli(
+        ["multiping", "-q", "-c", "1", "-f", "-"], helper_path, input="127.0.0.5\n127.0.0.4\n"
+    )
     assert [line.split()[0] for line in quiet.stdout.splitlines()] == ["127.0.0.5", "127.0.0.4"]
     document = json.loads(run_cli(["multiping", "-j", "127.0.0.7", "::1"], helper_path).stdout)
     assert [host["host"] for host in document["hosts"]] == ["127.0.0.7", "::1"]
 
 
 def test_usage_errors_exit_2(helper_path: str) -> None:
-    for args in (["trace", "--bogus", "127.0.0.1"], ["mtr", "-c", "x", "127.0.0.1"],
-                 ["ping"], [], ["frobnicate"], ["multiping"], ["trace", "127.0.0.1:99999"],
-                 ["ping", "-T", "-s", "10", "127.0.0.1"], ["trace", "-f", "5", "-m", "4",
-                                                            "127.0.0.1"]):
+    for args in (
+        ["trace", "--bogus", "127.0.0.1"],
+        ["mtr", "-c", "x", "127.0.0.1"],
+        ["ping"],
+        [],
+        ["frobnicate"],
+        ["multiping"],
+        ["trace", "127.0.0.1:99999"],
+        ["ping", "-T", "-s", "10", "127.0.0.1"],
+        ["trace", "-f", "5", "-m", "4", "127.0.0.1"],
+    ):
         done = run_cli(args, helper_path)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert done.stdout == ""
@@ -478,17 +627,25 @@ def test_usage_errors_exit_2(helper_path: str) -> None:
 
 
 def test_a_missing_helper_exits_2_with_one_line_naming_the_fix() -> None:
-    for args in (["trace", "127.0.0.1"], ["mtr", "-r", "-c", "1", "127.0.0.1"],
-                 ["ping", "-c", "1", "127.0.0.1"], ["multiping", "127.0.0.1"],
-                 ["probe", "127.0.0.1"]):
+    for args in (
+        ["trace", "127.0.0.1"],
+        ["mtr", "-r", "-c", "1", "127.0.0.1"],
+        ["ping", "-c", "1", "127.0.0.1"],
+        ["multiping", "127.0.0.1"],
+        ["probe", "127.0.0.1"],
+    ):
         done = run_cli(args, "/nonexistent")
         assert done.returncode == 2, args
         assert done.stdout == ""
         message = done.stderr.splitlines()
         assert len(message) == 1, done.stderr
         assert "/nonexistent" in message[0] and "fix: unset BROKERPKG_HELPER" in message[0]
-    for args in (["trace", "-j", "127.0.0.1"], ["ping", "-j", "127.0.0.1"],
-                 ["multiping", "-j", "127.0.0.1"], ["probe", "-j", "127.0.0.1"]):
+    for args in (
+        ["trace", "-j", "127.0.0.1"],
+        ["ping", "-j", "127.0.0.1"],
+        ["multiping", "-j", "127.0.0.1"],
+        ["probe", "-j", "127.0.0.1"],
+    ):
         done = run_cli(args, "/nonexistent")
         assert done.returncode == 2
         assert "fix: unset BROKERPKG_HELPER" in json.loads(done.stdout)["error"]
@@ -534,15 +691,20 @@ def test_doctor_as_root(helper_path: str) -> None:
     assert "fix:" in missing.stdout and "unset BROKERPKG_HELPER" in missing.stdout
 
 
-def doctor_as_nobody(copy: UnprivilegedCopy, helper: Path,
-                     chain: Chain | None = None) -> subprocess.CompletedProcess[str]:
-    return copy.run(["-m", "brokerpkg", "doctor", "-j", "--helper", str(helper)],
-                    lab=chain, node="client" if chain else None)
+def doctor_as_nobody(
+    copy: UnprivilegedCopy, helper: Path, chain: Chain | None = None
+) -> subprocess.CompletedProcess[str]:
+    return copy.run(
+        ["-m", "brokerpkg", "doctor", "-j", "--helper", str(helper)],
+        lab=chain,
+        node="client" if chain else None,
+    )
 
 
 @pytest.mark.privileged
-def test_doctor_for_a_user_who_is_not_root(unprivileged_copy: UnprivilegedCopy,
-                                           make_chain: Callable[..., Chain]) -> None:
+def test_doctor_for_a_user_who_is_not_root(
+    unprivileged_copy: UnprivilegedCopy, make_chain: Callable[..., Chain]
+) -> None:
     plain = unprivileged_copy.helper("plain")
     refused = doctor_as_nobody(unprivileged_copy, plain)
     report = json.loads(refused.stdout)
@@ -575,7 +737,8 @@ def test_doctor_for_a_user_who_is_not_root(unprivileged_copy: UnprivilegedCopy,
 @FAMILIES
 @PROTOCOLS
 def test_trace_text_and_json_show_the_known_path(
-        chain: Chain, responder: Any, helper_path: str, family: int, protocol: str) -> None:
+    chain: Chain, responder: Any, helper_path: str, family: int, protocol: str
+) -> None:
     target = script_path(responder, chain, 160, family)
     truth = lab_truth(chain, family, target)
     flags = [f"-{family}", *PROTOCOL_FLAGS[protocol], "-Z", "1"]
@@ -587,28 +750,50 @@ def test_trace_text_and_json_show_the_known_path(
     assert [stars for _, _, stars, _ in hops] == [0, 0, 0, 0, 3, 0, 0]
     assert hops[3][3] == ["<MPLS:L=16,E=0,S=1,T=1>"]
     assert all(not extensions for *_, extensions in hops[:3] + hops[4:])
-    document = json.loads(run_cli(["trace", "-j", "-n", *flags, target], helper_path,
-                                  chain=chain).stdout)
+    document = json.loads(
+        run_cli(["trace", "-j", "-n", *flags, target], helper_path, chain=chain).stdout
+    )
     assert document["reached"] is True and document["distance"] == 7
-    seen = [hop["responders"][0]["address"] if hop["responders"] else None
-            for hop in document["hops"]]
+    seen = [
+        hop["responders"][0]["address"] if hop["responders"] else None for hop in document["hops"]
+    ]
     assert seen == truth
     assert document["hops"][3]["responders"][0]["mpls"] == [
-        {"label": 16, "traffic_class": 0, "bottom_of_stack": True, "ttl": 1}]
-    assert all(len(hop["responders"][0]["rtts"]) == 3 for hop in document["hops"]
-               if hop["responders"])
+        {"label": 16, "traffic_class": 0, "bottom_of_stack": True, "ttl": 1}
+    ]
+    assert all(
+        len(hop["responders"][0]["rtts"]) == 3 for hop in document["hops"] if hop["responders"]
+    )
 
 
 @pytest.mark.privileged
 @FAMILIES
 @PROTOCOLS
 def test_mtr_json_shows_the_known_path(
-        chain: Chain, responder: Any, helper_path: str, family: int, protocol: str) -> None:
+    chain: Chain, responder: Any, helper_path: str, family: int, protocol: str
+) -> None:
     target = script_path(responder, chain, 161, family)
     truth = lab_truth(chain, family, target)
-    done = run_cli(["mtr", "-j", "-n", "-c", "2", "-i", "0.2", "-Z", "1", "-G", "1",
-                    f"-{family}", *PROTOCOL_FLAGS[protocol], target], helper_path,
-                   chain=chain)
+    done = run_cli(
+        [
+            "mtr",
+            "-j",
+            "-n",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-Z",
+            "1",
+            "-G",
+            "1",
+            f"-{family}",
+            *PROTOCOL_FLAGS[protocol],
+            target,
+        ],
+        helper_path,
+        chain=chain,
+    )
     assert done.returncode == 0, done.stderr
     hubs = json.loads(done.stdout)["report"]["hubs"]
     assert [hub["count"] for hub in hubs] == list(range(1, 8))
@@ -621,25 +806,36 @@ def test_mtr_json_shows_the_known_path(
 @pytest.mark.privileged
 @FAMILIES
 def test_mtr_report_side_by_side_with_mtr(
-        chain: Chain, responder: Any, helper_path: str, family: int) -> None:
+    chain: Chain, responder: Any, helper_path: str, family: int
+) -> None:
     target = script_path(responder, chain, 162, family)
     truth = lab_truth(chain, family, target)
-    ours = run_cli(["mtr", "-r", "-e", "-c", "3", "-i", "0.2", "-Z", "1", "-G", "1", "-n",
-                    target], helper_path, chain=chain)
+    ours = run_cli(
+        ["mtr", "-r", "-e", "-c", "3", "-i", "0.2", "-Z", "1", "-G", "1", "-n", target],
+        helper_path,
+        chain=chain,
+    )
     assert ours.returncode == 0, ours.stderr
     rows = report_rows(ours.stdout)
     assert [(hop, host) for hop, host, _, _ in rows] == [
-        (hop, address or "???") for hop, address in enumerate(truth, start=1)]
+        (hop, address or "???") for hop, address in enumerate(truth, start=1)
+    ]
     assert [(loss, sent) for _, _, loss, sent in rows] == [(0.0, 3)] * 4 + [(100.0, 3)] + [
-        (0.0, 3)] * 2
+        (0.0, 3)
+    ] * 2
     assert "    |   +-- [MPLS: Lbl 16 Exp 0 S 1 TTL 1]" in ours.stdout.splitlines()
     if not os.access(MTR, os.X_OK):
         pytest.skip("mtr not installed (apt-get install mtr-tiny)")
-    real = chain.run("client", [MTR, "-r", "-c", "2", "-i", "0.2", "-G", "1", "-n", target],
-                     check=False, timeout=60)
+    real = chain.run(
+        "client",
+        [MTR, "-r", "-c", "2", "-i", "0.2", "-G", "1", "-n", target],
+        check=False,
+        timeout=60,
+    )
     real_rows = report_rows(real.stdout)
     assert [(hop, host) for hop, host, _, _ in real_rows] == [
-        (hop, host) for hop, host, _, _ in rows]
+        (hop, host) for hop, host, _, _ in rows
+    ]
     our_lines = [line for line in ours.stdout.splitlines() if REPORT_ROW.match(line)]
     mtr_lines = [line for line in real.stdout.splitlines() if REPORT_ROW.match(line)]
     assert ours.stdout.splitlines()[1] == real.stdout.splitlines()[1]
@@ -649,8 +845,9 @@ def test_mtr_report_side_by_side_with_mtr(
 
 @pytest.mark.privileged
 @FAMILIES
-def test_a_silenced_router_is_a_silent_hop(make_chain: Callable[..., Chain], helper_path: str,
-                                           family: int) -> None:
+def test_a_silenced_router_is_a_silent_hop(
+    make_chain: Callable[..., Chain], helper_path: str, family: int
+) -> None:
     chain = make_chain(3)
     chain.silence_router(2)
     path = chain.path(family)
@@ -658,50 +855,80 @@ def test_a_silenced_router_is_a_silent_hop(make_chain: Callable[..., Chain], hel
     trace = run_cli(["trace", "-n", "-w", "0.5", server], helper_path, chain=chain)
     assert trace.returncode == 0, trace.stderr
     assert trace_hops(trace.stdout) == [
-        (1, [path[0]], 0, []), (2, [], 3, []), (3, [path[2]], 0, []), (4, [server], 0, [])]
-    report = run_cli(["mtr", "-r", "-n", "-c", "2", "-i", "0.2", "-Z", "0.5", "-G", "0.5",
-                      server], helper_path, chain=chain)
+        (1, [path[0]], 0, []),
+        (2, [], 3, []),
+        (3, [path[2]], 0, []),
+        (4, [server], 0, []),
+    ]
+    report = run_cli(
+        ["mtr", "-r", "-n", "-c", "2", "-i", "0.2", "-Z", "0.5", "-G", "0.5", server],
+        helper_path,
+        chain=chain,
+    )
     assert report.returncode == 0, report.stderr
     assert [(hop, host, loss) for hop, host, loss, _ in report_rows(report.stdout)] == [
-        (1, path[0], 0.0), (2, "???", 100.0), (3, path[2], 0.0), (4, server, 0.0)]
+        (1, path[0], 0.0),
+        (2, "???", 100.0),
+        (3, path[2], 0.0),
+        (4, server, 0.0),
+    ]
 
 
 @pytest.mark.privileged
 @FAMILIES
 def test_a_blackholed_destination_exits_1_with_valid_json(
-        chain: Chain, helper_path: str, family: int) -> None:
+    chain: Chain, helper_path: str, family: int
+) -> None:
     hole = chain.add_blackhole(2).address(family)
     trace = run_cli(["trace", "-n", "-m", "4", "-w", "0.3", hole], helper_path, chain=chain)
     assert trace.returncode == 1, trace.stderr
-    assert trace_hops(trace.stdout) == [(1, [chain.hop_address(1, family)], 0, []),
-                                        (2, [], 3, []), (3, [], 3, []), (4, [], 3, [])]
-    traced = json.loads(run_cli(["trace", "-j", "-n", "-m", "3", "-w", "0.3", hole], helper_path,
-                                chain=chain).stdout)
+    assert trace_hops(trace.stdout) == [
+        (1, [chain.hop_address(1, family)], 0, []),
+        (2, [], 3, []),
+        (3, [], 3, []),
+        (4, [], 3, []),
+    ]
+    traced = json.loads(
+        run_cli(
+            ["trace", "-j", "-n", "-m", "3", "-w", "0.3", hole], helper_path, chain=chain
+        ).stdout
+    )
     assert traced["reached"] is False and traced["distance"] is None
-    mtr = run_cli(["mtr", "-j", "-n", "-c", "1", "-m", "4", "-Z", "0.3", "-G", "0.5", hole],
-                  helper_path, chain=chain)
+    mtr = run_cli(
+        ["mtr", "-j", "-n", "-c", "1", "-m", "4", "-Z", "0.3", "-G", "0.5", hole],
+        helper_path,
+        chain=chain,
+    )
     assert mtr.returncode == 1
     assert [hub["host"] for hub in json.loads(mtr.stdout)["report"]["hubs"]] == [
-        chain.hop_address(1, family), "???"]
-    ping = run_cli(["ping", "-c", "2", "-i", "0.1", "-W", "0.3", hole], helper_path,
-                   chain=chain)
+        chain.hop_address(1, family),
+        "???",
+    ]
+    ping = run_cli(["ping", "-c", "2", "-i", "0.1", "-W", "0.3", hole], helper_path, chain=chain)
     assert ping.returncode == 1
     assert "2 packets transmitted, 0 received, 100% packet loss" in ping.stdout
-    many = run_cli(["multiping", "-q", "-W", "0.3", chain.server_address(family), hole],
-                   helper_path, chain=chain)
+    many = run_cli(
+        ["multiping", "-q", "-W", "0.3", chain.server_address(family), hole],
+        helper_path,
+        chain=chain,
+    )
     assert many.returncode == 1
     assert [line.split()[0] for line in many.stdout.splitlines()] == [
-        chain.server_address(family), hole]
+        chain.server_address(family),
+        hole,
+    ]
     assert many.stdout.splitlines()[1].endswith("xmt/rcv/%loss = 1/0/100%")
 
 
 @pytest.mark.privileged
 def test_ping_summary_counts_the_losses_the_responder_injects(
-        chain: Chain, responder: Any, helper_path: str) -> None:
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
     target = virtual_target(163)
     responder.set(target, drop=0.5, seed=7)
-    done = run_cli(["ping", "-c", "10", "-i", "0.05", "-W", "0.5", target], helper_path,
-                   chain=chain)
+    done = run_cli(
+        ["ping", "-c", "10", "-i", "0.05", "-W", "0.5", target], helper_path, chain=chain
+    )
     replies = [line for line in done.stdout.splitlines() if " bytes from " in line]
     received = len(replies)
     assert 0 < received < 10
@@ -721,14 +948,20 @@ class Tmux:
         self.directory = directory
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
-                              text=True, timeout=30, check=True).stdout
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
 
     def start(self, commands: str, env: dict[str, str]) -> None:
         script = self.directory / "run.sh"
         exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
-        script.write_text(f"#!/bin/bash\ncd {shlex.quote(str(REPO))}\n{exports}{commands}\n"
-                          "sleep 120\n")
+        script.write_text(
+            f"#!/bin/bash\ncd {shlex.quote(str(REPO))}\n{exports}{commands}\nsleep 120\n"
+        )
         script.chmod(0o755)
         self.tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", str(script))
 
@@ -783,11 +1016,16 @@ AFTER = 'echo "exit=$?"; stty -a | tr " ;" "\\n\\n" | grep -x -e icanon -e echo 
 @pytest.mark.privileged
 @pytest.mark.parametrize("key", ["q", "C-c"])
 def test_the_live_view_redraws_in_place_and_quits_cleanly(
-        chain: Chain, responder: Any, helper_path: str, tmux: Tmux, key: str) -> None:
+    chain: Chain, responder: Any, helper_path: str, tmux: Tmux, key: str
+) -> None:
     target = script_path(responder, chain, 164, 4)
     truth = lab_truth(chain, 4, target)
-    command = shlex.join(chain.exec_argv("client", [
-        sys.executable, "-m", "brokerpkg", "mtr", "-n", "-e", "-i", "0.2", "-Z", "1", target]))
+    command = shlex.join(
+        chain.exec_argv(
+            "client",
+            [sys.executable, "-m", "brokerpkg", "mtr", "-n", "-e", "-i", "0.2", "-Z", "1", target],
+        )
+    )
     tmux.start(f"{command}; {AFTER}", terminal_env(helper_path))
     first = tmux.wait_for(lambda text: cycle_of(text) >= 3 and target in text)
     later = tmux.wait_for(lambda text: cycle_of(text) >= cycle_of(first) + 2)
@@ -807,8 +1045,9 @@ def test_the_live_view_redraws_in_place_and_quits_cleanly(
 
 
 def test_the_live_view_stops_after_count_cycles(helper_path: str, tmux: Tmux) -> None:
-    tmux.start(f"python3 -m brokerpkg mtr -n -c 3 -i 0.2 127.0.0.1; {AFTER}",
-               terminal_env(helper_path))
+    tmux.start(
+        f"python3 -m brokerpkg mtr -n -c 3 -i 0.2 127.0.0.1; {AFTER}", terminal_env(helper_path)
+    )
     after = tmux.wait_for(finished)
     assert "exit=0" in after and after.split("exit=0", 1)[1].split() == ["icanon", "echo"]
 
@@ -820,8 +1059,14 @@ def test_progress_shows_only_on_a_terminal(helper_path: str) -> None:
     args = ["multiping", "-q", "-c", "4", "-i", "0.3", *hosts]
     env = dict(os.environ, BROKERPKG_HELPER=helper_path)
     argv = shlex.join([sys.executable, "-m", "brokerpkg", *args])
-    terminal = subprocess.run(["script", "-q", "-e", "-c", argv, "/dev/null"], cwd=REPO,
-                              env=env, capture_output=True, timeout=60, check=False)
+    terminal = subprocess.run(
+        ["script", "-q", "-e", "-c", argv, "/dev/null"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     output = terminal.stdout.decode()  # bytes: keep the carriage returns
     assert terminal.returncode == 0, output
     assert re.search(r"\r\d+/30 hosts done", output)

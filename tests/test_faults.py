@@ -101,24 +101,33 @@ while True:
 
 @pytest.mark.privileged
 @pytest.mark.parametrize("disposition", ["default", "ignored"])
-def test_helper_exits_when_its_client_is_killed(chain: Chain, responder, helper_path: str,
-                                                disposition: str) -> None:
+def test_helper_exits_when_its_client_is_killed(
+    chain: Chain, responder, helper_path: str, disposition: str
+) -> None:
     """50 probes in flight (30 s timeouts to a silent target); the client is SIGKILLed.
     mtr-packet with SIGPIPE ignored outlives its client; the helper must be gone within
     1 s, with status 0 (its reader went away)."""
     target = chain.virtual_target(77)
     responder.set(target, answer="none")
-    client = chain.exec_argv("client", [sys.executable, "-c", CLIENT, helper_path, target,
-                                        disposition])
-    res = subprocess.run([sys.executable, "-c", SUPERVISOR, json.dumps(client), "0.3"],
-                         capture_output=True, text=True, timeout=60, check=False,
-                         env={**os.environ, **helper_env()})
+    client = chain.exec_argv(
+        "client", [sys.executable, "-c", CLIENT, helper_path, target, disposition]
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", SUPERVISOR, json.dumps(client), "0.3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **helper_env()},
+    )
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout)
     assert len(responder.received(dst=target)) == 50, "the probes were in flight"
     assert result["after"] is not None, "the helper outlived its client by 5 s"
-    report(f"client killed (SIGPIPE {disposition}): helper gone after {result['after']:.3f} s, "
-           f"status {result['status']}")
+    report(
+        f"client killed (SIGPIPE {disposition}): helper gone after {result['after']:.3f} s, "
+        f"status {result['status']}"
+    )
     assert result["after"] < 1.0
     assert result["status"] == 0
 
@@ -127,8 +136,9 @@ def test_helper_exits_when_its_client_is_killed(chain: Chain, responder, helper_
 
 
 @pytest.mark.privileged
-def test_end_of_input_finishes_the_probes_in_flight(chain: Chain, responder,
-                                                    helper_path: str) -> None:
+def test_end_of_input_finishes_the_probes_in_flight(
+    chain: Chain, responder, helper_path: str
+) -> None:
     slow, silent = chain.virtual_target(80), chain.virtual_target(81)
     slow6, silent6 = chain.virtual_target(80, 6), chain.virtual_target(81, 6)
     for address in (slow, slow6):
@@ -139,15 +149,24 @@ def test_end_of_input_finishes_the_probes_in_flight(chain: Chain, responder,
     for n, protocol in enumerate(("icmp", "udp", "tcp", "sctp") * 3):
         for family, (fast, quiet) in ((4, (slow, silent)), (6, (slow6, silent6))):
             token = len(requests) + 1
-            requests.append(f"{token} send-probe ip-{family} {fast} protocol {protocol} "
-                            f"port {1000 + n} timeout 3")
+            requests.append(
+                f"{token} send-probe ip-{family} {fast} protocol {protocol} "
+                f"port {1000 + n} timeout 3"
+            )
             answered.append(token)
-            requests.append(f"{token + 1} send-probe ip-{family} {quiet} protocol {protocol} "
-                            f"port {1000 + n} timeout 1.5")
+            requests.append(
+                f"{token + 1} send-probe ip-{family} {quiet} protocol {protocol} "
+                f"port {1000 + n} timeout 1.5"
+            )
     started = time.monotonic()
-    res = subprocess.run(chain.exec_argv("client", [helper_path]),
-                         input="".join(r + "\n" for r in requests).encode(),
-                         capture_output=True, timeout=30, env=helper_env(), check=False)
+    res = subprocess.run(
+        chain.exec_argv("client", [helper_path]),
+        input="".join(r + "\n" for r in requests).encode(),
+        capture_output=True,
+        timeout=30,
+        env=helper_env(),
+        check=False,
+    )
     took = time.monotonic() - started
     assert (res.returncode, res.stderr) == (0, b"")
     replies = {int(line.split()[0]): line.split()[1] for line in res.stdout.decode().splitlines()}
@@ -166,8 +185,13 @@ def test_writer_that_never_reads_keeps_memory_bounded(helper_path: str) -> None:
     """200,000 requests written without reading a reply: the helper stops reading at a
     4 MB reply backlog, so its memory stays bounded and the writer blocks; once the
     client reads, everything completes."""
-    proc = subprocess.Popen([helper_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=helper_env())
+    proc = subprocess.Popen(
+        [helper_path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=helper_env(),
+    )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(b"0 check-support feature version\n")
     proc.stdin.flush()
@@ -178,8 +202,10 @@ def test_writer_that_never_reads_keeps_memory_bounded(helper_path: str) -> None:
     def writer() -> None:
         assert proc.stdin is not None
         for first in range(1, FLOOD + 1, 1000):
-            chunk = "".join(f"{t} send-probe ip-4 127.0.0.1 timeout 1\n"
-                            for t in range(first, min(first + 1000, FLOOD + 1)))
+            chunk = "".join(
+                f"{t} send-probe ip-4 127.0.0.1 timeout 1\n"
+                for t in range(first, min(first + 1000, FLOOD + 1))
+            )
             proc.stdin.write(chunk.encode())
             proc.stdin.flush()
             written[0] = min(first + 999, FLOOD)
@@ -219,8 +245,10 @@ def test_writer_that_never_reads_keeps_memory_bounded(helper_path: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    report(f"never-reading writer: stalled after {stalled_at} of {FLOOD} requests; helper "
-           f"VmRSS {start['VmRSS']} -> {stalled['VmRSS']} kB, VmHWM {stalled['VmHWM']} kB")
+    report(
+        f"never-reading writer: stalled after {stalled_at} of {FLOOD} requests; helper "
+        f"VmRSS {start['VmRSS']} -> {stalled['VmRSS']} kB, VmHWM {stalled['VmHWM']} kB"
+    )
     assert stalled_at < FLOOD * 0.75, "the helper kept reading though nobody read its replies"
     # 4 MB of backlog (at most 8 MB of buffer) and a 64 kB input chunk, nothing more
     limit = 12 * 1024 if not SANITIZED else 40 * 1024
@@ -231,18 +259,32 @@ def test_writer_that_never_reads_keeps_memory_bounded(helper_path: str) -> None:
 # --------------------------------------------------------------------------- TCP descriptors
 
 
-def tcp_flood(chain: Chain, argv: Sequence[str], target: str, count: int,
-              preexec: Callable[[], None] | None = None) -> tuple[Counter[str], int, list[str]]:
+def tcp_flood(
+    chain: Chain,
+    argv: Sequence[str],
+    target: str,
+    count: int,
+    preexec: Callable[[], None] | None = None,
+) -> tuple[Counter[str], int, list[str]]:
     """``count`` TCP probes to a silent port, then probes that must work; returns the
     reply kinds of the flood, the most descriptors seen, and the later replies."""
     server = chain.server_address(4)
-    proc = subprocess.Popen(chain.exec_argv("client", list(argv)), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=helper_env(),
-                            preexec_fn=preexec)  # noqa: PLW1509 - no threads here
+    proc = subprocess.Popen(
+        chain.exec_argv("client", list(argv)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=helper_env(),
+        preexec_fn=preexec,  # noqa: PLW1509 - no threads here
+    )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
-        proc.stdin.write("".join(f"{t} send-probe ip-4 {target} protocol tcp port 8080 "
-                                 f"timeout 1.5\n" for t in range(1, count + 1)).encode())
+        proc.stdin.write(
+            "".join(
+                f"{t} send-probe ip-4 {target} protocol tcp port 8080 timeout 1.5\n"
+                for t in range(1, count + 1)
+            ).encode()
+        )
         proc.stdin.flush()
         most = 0
         kinds: Counter[str] = Counter()
@@ -264,18 +306,24 @@ def tcp_flood(chain: Chain, argv: Sequence[str], target: str, count: int,
                     kinds[word] += 1
         assert tokens == set(range(1, count + 1)) and buffer == b""
         # still serving: a feature, an echo, a TCP probe answered with a reset
-        out, err = proc.communicate(f"90001 check-support feature max-probes\n"
-                                    f"90002 send-probe ip-4 {server} timeout 2\n"
-                                    f"90003 send-probe ip-4 {server} protocol tcp port 9 "
-                                    f"timeout 2\n".encode(), timeout=30)
+        out, err = proc.communicate(
+            f"90001 check-support feature max-probes\n"
+            f"90002 send-probe ip-4 {server} timeout 2\n"
+            f"90003 send-probe ip-4 {server} protocol tcp port 9 "
+            f"timeout 2\n".encode(),
+            timeout=30,
+        )
         after = sorted(out.decode().splitlines())
         assert (proc.returncode, err) == (0, b"")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert [line.split()[:2] for line in after] == [["90001", "feature-support"],
-                                                    ["90002", "reply"], ["90003", "reply"]]
+    assert [line.split()[:2] for line in after] == [
+        ["90001", "feature-support"],
+        ["90002", "reply"],
+        ["90003", "reply"],
+    ]
     return kinds, most, after
 
 
@@ -294,7 +342,8 @@ def test_2000_tcp_probes_to_a_silent_port(chain: Chain, responder, helper_path: 
 
 @pytest.mark.privileged
 def test_tcp_probes_beyond_the_descriptor_limit_are_probes_exhausted(
-        chain: Chain, responder, helper_path: str) -> None:
+    chain: Chain, responder, helper_path: str
+) -> None:
     """With a hard limit of 512 descriptors it cannot raise (CAP_SYS_RESOURCE gone from
     its bounding set), the probes that find no descriptor get probes-exhausted at once;
     the rest time out; afterwards the helper serves normally."""
@@ -317,7 +366,8 @@ def test_tcp_probes_beyond_the_descriptor_limit_are_probes_exhausted(
 
 @pytest.mark.privileged
 async def test_sigkill_under_a_session_fails_every_pending_probe(
-        chain: Chain, responder, helper_path: str) -> None:
+    chain: Chain, responder, helper_path: str
+) -> None:
     target = chain.virtual_target(95)
     responder.set(target, answer="none")
     command = chain.exec_argv("client", [helper_path])
@@ -367,8 +417,14 @@ def test_a_million_probes_keep_descriptors_and_memory_flat(helper_path: str) -> 
     """1,000,000 probes (ICMP, UDP, TCP; IPv4 and IPv6 loopback) through one helper with
     up to 10,000 in flight: every one answered once; open descriptors and RSS sampled
     every 100,000 replies stay flat."""
-    proc = subprocess.Popen([helper_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=helper_env(), bufsize=0)
+    proc = subprocess.Popen(
+        [helper_path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=helper_env(),
+        bufsize=0,
+    )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     out_fd, in_fd = proc.stdin.fileno(), proc.stdout.fileno()
     os.write(out_fd, b"0 check-support feature version\n")
@@ -416,9 +472,11 @@ def test_a_million_probes_keep_descriptors_and_memory_flat(helper_path: str) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    report(f"1,000,000 probes in {took:.1f} s ({MILLION / took:,.0f}/s), replies {dict(kinds)}; "
-           f"descriptors {fds_at_start} at start, {fds_at_end} at the end; samples "
-           f"(replies, descriptors, VmRSS kB): {samples}")
+    report(
+        f"1,000,000 probes in {took:.1f} s ({MILLION / took:,.0f}/s), replies {dict(kinds)}; "
+        f"descriptors {fds_at_start} at start, {fds_at_end} at the end; samples "
+        f"(replies, descriptors, VmRSS kB): {samples}"
+    )
     assert kinds == {b"reply": MILLION}
     assert fds_at_end == fds_at_start, "a descriptor leaked"
     assert max(fds for _, fds, _ in samples) < fds_at_start + WINDOW // 10 + 50

@@ -26,8 +26,10 @@ CORPUS = FUZZ / "corpus"
 HARNESSES = ("fuzz_requests", "fuzz_answers")
 MAX_LEN = {"fuzz_requests": 8192, "fuzz_answers": 1600}
 SECONDS = int(os.environ.get("BROKERPKG_FUZZ_SECONDS", "30"))
-SANITIZER_TROUBLE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:"
-                               r"|deadly signal|SUMMARY: ")
+SANITIZER_TROUBLE = re.compile(
+    r"ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:"
+    r"|deadly signal|SUMMARY: "
+)
 
 # What each answer seed answers (make_seeds.py): the reply the harness prints for it.
 SEED_REPLIES = {
@@ -40,17 +42,23 @@ SEED_REPLIES = {
     "v4-sctp-abort-t": "5 reply ip-4 198.18.0.1 round-trip-time 0",
     "v4-sctp-init-ack": "5 reply ip-4 198.18.0.1 round-trip-time 0",
     "v4-sctp-ttl": "5 ttl-expired ip-4 198.18.0.254 round-trip-time 0",
-    "v4-ttl-mpls": ("7 ttl-expired ip-4 198.18.0.254 round-trip-time 0 mpls 24001,0,0,1,16,5,1,1 "
-                    "reply-ttl 64 icmp-type 11 icmp-code 0 reply-size 172"),
+    "v4-ttl-mpls": (
+        "7 ttl-expired ip-4 198.18.0.254 round-trip-time 0 mpls 24001,0,0,1,16,5,1,1 "
+        "reply-ttl 64 icmp-type 11 icmp-code 0 reply-size 172"
+    ),
     "sent-v4-udp": "departed",
     "sent-v6-icmp": "departed",
-    "v4-ttl-plain": ("7 ttl-expired ip-4 198.18.0.254 round-trip-time 0 reply-ttl 64 icmp-type 11 "
-                     "icmp-code 0 reply-size 56"),
+    "v4-ttl-plain": (
+        "7 ttl-expired ip-4 198.18.0.254 round-trip-time 0 reply-ttl 64 icmp-type 11 "
+        "icmp-code 0 reply-size 56"
+    ),
     "v6-echo-reply": "2 reply ip-6 2001:db8::1 round-trip-time 0",
     "v6-port-unreachable": "4 reply ip-6 2001:db8::ff round-trip-time 0",
     "v6-sctp-init-ack": "6 reply ip-6 2001:db8::1 round-trip-time 0",
-    "v6-ttl-mpls": ("8 ttl-expired ip-6 2001:db8::ff round-trip-time 0 mpls 1048575,7,1,255 "
-                    "reply-ttl 64 icmp-type 3 icmp-code 0 reply-size 188"),
+    "v6-ttl-mpls": (
+        "8 ttl-expired ip-6 2001:db8::ff round-trip-time 0 mpls 1048575,7,1,255 "
+        "reply-ttl 64 icmp-type 3 icmp-code 0 reply-size 188"
+    ),
 }
 
 
@@ -73,11 +81,17 @@ def harnesses(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (build / "fuzz").mkdir()
     for source in FUZZ.glob("*.c"):
         shutil.copy2(source, build / "fuzz" / source.name)
-    res = subprocess.run(["make", "-C", str(build), f"-j{os.cpu_count() or 1}", "fuzz"],
-                         capture_output=True, text=True, timeout=600, check=False)
+    res = subprocess.run(
+        ["make", "-C", str(build), f"-j{os.cpu_count() or 1}", "fuzz"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert res.returncode == 0, (
         "make fuzz failed (clang needs libclang-rt-14-dev for -fsanitize=fuzzer):\n"
-        f"{res.stdout}\n{res.stderr}")
+        f"{res.stdout}\n{res.stderr}"
+    )
     return {name: build / "fuzz" / name for name in HARNESSES}
 
 
@@ -97,9 +111,14 @@ def test_each_answer_seed_still_answers_its_probe(harnesses: dict[str, Path]) ->
     the fuzzer starting far from the code it should explore."""
     wrong = {}
     for seed, expected in SEED_REPLIES.items():
-        res = subprocess.run([str(harnesses["fuzz_answers"]), str(CORPUS / "answers" / seed)],
-                             capture_output=True, text=True, timeout=60, check=False,
-                             env=fuzz_env(BROKERPKG_FUZZ_SHOW="1"))
+        res = subprocess.run(
+            [str(harnesses["fuzz_answers"]), str(CORPUS / "answers" / seed)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=fuzz_env(BROKERPKG_FUZZ_SHOW="1"),
+        )
         assert res.returncode == 0, res.stderr
         if res.stdout.splitlines() != [expected]:
             wrong[seed] = res.stdout.splitlines()
@@ -108,8 +127,14 @@ def test_each_answer_seed_still_answers_its_probe(harnesses: dict[str, Path]) ->
 
 def test_request_seeds_run_clean(harnesses: dict[str, Path]) -> None:
     seeds = sorted(str(p) for p in (CORPUS / "requests").iterdir())
-    res = subprocess.run([str(harnesses["fuzz_requests"]), *seeds], capture_output=True,
-                         text=True, timeout=120, check=False, env=fuzz_env())
+    res = subprocess.run(
+        [str(harnesses["fuzz_requests"]), *seeds],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=fuzz_env(),
+    )
     assert res.returncode == 0 and not SANITIZER_TROUBLE.search(res.stderr), res.stderr
 
 
@@ -120,11 +145,23 @@ def test_short_fuzz_run_of_each_harness(harnesses: dict[str, Path], tmp_path: Pa
         corpus.mkdir()
         artifacts.mkdir()
         # new inputs go to the first directory; the seeds are only read
-        argv = [str(binary), f"-max_total_time={SECONDS}", "-print_final_stats=1",
-                f"-max_len={MAX_LEN[name]}", "-timeout=10", "-rss_limit_mb=2048",
-                f"-artifact_prefix={artifacts}/", str(corpus), str(CORPUS / name.split("_")[1])]
-        runs[name] = (subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, env=fuzz_env()), artifacts)
+        argv = [
+            str(binary),
+            f"-max_total_time={SECONDS}",
+            "-print_final_stats=1",
+            f"-max_len={MAX_LEN[name]}",
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            f"-artifact_prefix={artifacts}/",
+            str(corpus),
+            str(CORPUS / name.split("_")[1]),
+        ]
+        runs[name] = (
+            subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fuzz_env()
+            ),
+            artifacts,
+        )
     failures = []
     for name, (proc, artifacts) in runs.items():
         try:
@@ -136,12 +173,17 @@ def test_short_fuzz_run_of_each_harness(harnesses: dict[str, Path], tmp_path: Pa
             continue
         executions = re.search(r"stat::number_of_executed_units:\s*(\d+)", stderr)
         kept = sorted(p.name for p in artifacts.iterdir())
-        print(f"\n[figures] {name}: {executions[1] if executions else '?'} executions in "
-              f"{SECONDS} s, corpus {sum(1 for _ in (tmp_path / f'{name}-corpus').iterdir())} "
-              "new inputs", file=sys.stderr)
+        print(
+            f"\n[figures] {name}: {executions[1] if executions else '?'} executions in "
+            f"{SECONDS} s, corpus {sum(1 for _ in (tmp_path / f'{name}-corpus').iterdir())} "
+            "new inputs",
+            file=sys.stderr,
+        )
         if proc.returncode != 0 or SANITIZER_TROUBLE.search(stderr) or kept:
-            failures.append(f"{name}: exit {proc.returncode}, reproducers {kept} in {artifacts}"
-                            f"\n{stderr[-6000:]}")
+            failures.append(
+                f"{name}: exit {proc.returncode}, reproducers {kept} in {artifacts}"
+                f"\n{stderr[-6000:]}"
+            )
         elif executions is None or int(executions[1]) < 100 * SECONDS:
             failures.append(f"{name}: too few executions\n{stderr[-3000:]}")
     assert not failures, "\n\n".join(failures)

@@ -28,8 +28,12 @@ from lab.topology import Chain, Lab, link_address, link_prefix
 FAMILIES = (4, 6)
 PROTOCOLS = ("icmp", "udp", "tcp", "sctp")
 IP_HEADER = {4: 20, 6: 40}
-PROTO_NUMBER = {"icmp": {4: P.PROTO_ICMP, 6: P.PROTO_ICMPV6}, "udp": P.PROTO_UDP,
-                "tcp": P.PROTO_TCP, "sctp": P.PROTO_SCTP}
+PROTO_NUMBER = {
+    "icmp": {4: P.PROTO_ICMP, 6: P.PROTO_ICMPV6},
+    "udp": P.PROTO_UDP,
+    "tcp": P.PROTO_TCP,
+    "sctp": P.PROTO_SCTP,
+}
 TIME_EXCEEDED = {4: "icmp-type 11 icmp-code 0", 6: "icmp-type 3 icmp-code 0"}
 SCTP_PAD_PARAMETER = 0x8005
 MAX_PROBES = 131072  # check-support feature max-probes with raw sockets
@@ -56,18 +60,32 @@ def req(token: int, family: int, dst: str, **args: object) -> str:
 
 def ans(token: int, kind: str, family: int, addr: str, *extra: object) -> str:
     """An expected reply line with its round-trip time masked."""
-    return " ".join([str(token), kind, ip_word(family), addr, "round-trip-time", "N",
-                     *(str(e) for e in extra)])
+    return " ".join(
+        [str(token), kind, ip_word(family), addr, "round-trip-time", "N", *(str(e) for e in extra)]
+    )
 
 
-def serve(lab: Lab, helper: str, requests: Sequence[str], *, node: str = "client",
-          user: int | None = None, timeout: float = 60.0) -> dict[int, str]:
+def serve(
+    lab: Lab,
+    helper: str,
+    requests: Sequence[str],
+    *,
+    node: str = "client",
+    user: int | None = None,
+    timeout: float = 60.0,
+) -> dict[int, str]:
     """Run the helper in ``node`` on ``requests`` until it exits; replies by token (masked).
 
     Fails if it exits non-zero or answers a token twice.
     """
-    res = lab.run(node, [helper], user=user, check=False, timeout=timeout,
-                  input="".join(f"{r}\n" for r in requests))
+    res = lab.run(
+        node,
+        [helper],
+        user=user,
+        check=False,
+        timeout=timeout,
+        input="".join(f"{r}\n" for r in requests),
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     replies = {int(line.split(" ", 1)[0]): words(line) for line in lines}
@@ -84,8 +102,14 @@ class LiveHelper:
     """The helper running in a lab namespace, fed line by line, replies timestamped."""
 
     def __init__(self, lab: Lab, helper: str, node: str = "client", user: int | None = None):
-        self.proc = lab.popen(node, [helper], user=user, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = lab.popen(
+            node,
+            [helper],
+            user=user,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.lines: list[tuple[float, str]] = []
         self.by_token: dict[int, tuple[float, str]] = {}
         self._cond = threading.Condition()
@@ -119,8 +143,10 @@ class LiveHelper:
             while pending:  # each new line is looked at once, however many are awaited
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no reply for {len(pending)} tokens after {timeout}s,"
-                                         f" e.g. {sorted(pending)[:5]}")
+                    raise AssertionError(
+                        f"no reply for {len(pending)} tokens after {timeout}s,"
+                        f" e.g. {sorted(pending)[:5]}"
+                    )
                 self._cond.wait(left)
                 for _, line in self.lines[scanned:]:
                     pending.discard(int(line.split(" ", 1)[0]))
@@ -208,18 +234,25 @@ def answers_in(cap: Captured, src: str, proto: str, family: int) -> list[P.Packe
         if p.is_icmp_error and p.inner is not None and p.inner.proto == number:
             if proto != "icmp" or p.inner.is_echo_request:
                 out.append(p)
-        elif (proto == "icmp" and p.is_echo_reply) or (proto in ("tcp", "sctp")
-                                                       and p.proto == number):
+        elif (proto == "icmp" and p.is_echo_reply) or (
+            proto in ("tcp", "sctp") and p.proto == number
+        ):
             out.append(p)
     return out
 
 
 def is_probe(pkt: P.Packet) -> bool:
     """True for what a probe sends first: echo request, UDP, TCP SYN, SCTP INIT."""
-    return (pkt.is_echo_request or pkt.proto == P.PROTO_UDP
-            or (pkt.proto == P.PROTO_TCP and pkt.tcp_flags == P.TCP_SYN)
-            or (pkt.proto == P.PROTO_SCTP and bool(pkt.sctp_chunks)
-                and pkt.sctp_chunks[0].type == P.SCTP_INIT))
+    return (
+        pkt.is_echo_request
+        or pkt.proto == P.PROTO_UDP
+        or (pkt.proto == P.PROTO_TCP and pkt.tcp_flags == P.TCP_SYN)
+        or (
+            pkt.proto == P.PROTO_SCTP
+            and bool(pkt.sctp_chunks)
+            and pkt.sctp_chunks[0].type == P.SCTP_INIT
+        )
+    )
 
 
 def one_answer(cap: Captured, src: str, proto: str, family: int) -> P.Packet:
@@ -251,10 +284,10 @@ def two_way(privileged: None) -> Iterator[Lab]:
     ra = lab.add_node("ra", router=True)
     rb = lab.add_node("rb", router=True)
     server = lab.add_node("server")
-    lab.add_link(client, ra, 1)   # client eth0 .1 - ra eth0 .2
-    lab.add_link(client, rb, 2)   # client eth1 .1 - rb eth0 .2
-    lab.add_link(ra, server, 3)   # ra eth1 .1 - server eth0 .2
-    lab.add_link(rb, server, 4)   # rb eth1 .1 - server eth1 .2
+    lab.add_link(client, ra, 1)  # client eth0 .1 - ra eth0 .2
+    lab.add_link(client, rb, 2)  # client eth1 .1 - rb eth0 .2
+    lab.add_link(ra, server, 3)  # ra eth1 .1 - server eth0 .2
+    lab.add_link(rb, server, 4)  # rb eth1 .1 - server eth1 .2
     for fam in FAMILIES:
         default = "default" if fam == 4 else "default6"
         lab.add_route(client, default, via=link_address(1, 2, fam), dev="eth0", extra="metric 100")
@@ -274,17 +307,20 @@ def two_way(privileged: None) -> Iterator[Lab]:
 
 
 TWO_WAY_SERVER = {4: "198.18.3.2", 6: "2001:db8:3::2"}
-TWO_WAY_RA = {4: "198.18.1.2", 6: "2001:db8:1::2"}       # hop 1 through eth0
-TWO_WAY_RB = {4: "198.18.2.2", 6: "2001:db8:2::2"}       # hop 1 through eth1
-TWO_WAY_ETH1 = {4: "198.18.2.1", 6: "2001:db8:2::1"}     # client eth1's address
-SECOND_ADDRESS = {4: "198.18.1.3", 6: "2001:db8:1::3"}   # extra address on client eth0
+TWO_WAY_RA = {4: "198.18.1.2", 6: "2001:db8:1::2"}  # hop 1 through eth0
+TWO_WAY_RB = {4: "198.18.2.2", 6: "2001:db8:2::2"}  # hop 1 through eth1
+TWO_WAY_ETH1 = {4: "198.18.2.1", 6: "2001:db8:2::1"}  # client eth1's address
+SECOND_ADDRESS = {4: "198.18.1.3", 6: "2001:db8:1::3"}  # extra address on client eth0
 NOT_LOCAL = {4: "198.18.250.1", 6: "2001:db8:fa::1"}
 
 SERVER_REPLY_ICMP = {
     # (protocol, family): the ICMP type/code the server's kernel answers with
-    ("icmp", 4): (0, 0), ("icmp", 6): (129, 0),
-    ("udp", 4): (3, 3), ("udp", 6): (1, 4),
-    ("sctp", 4): (3, 2), ("sctp", 6): (4, 1),   # no SCTP stack: protocol unreachable
+    ("icmp", 4): (0, 0),
+    ("icmp", 6): (129, 0),
+    ("udp", 4): (3, 3),
+    ("udp", 6): (1, 4),
+    ("sctp", 4): (3, 2),
+    ("sctp", 6): (4, 1),  # no SCTP stack: protocol unreachable
 }
 
 
@@ -329,13 +365,13 @@ def _check_payload(probe: P.Packet, proto: str, pattern: int, transport: int) ->
         room = transport - 12 - 20
         assert len(init.value) == 16 + room
         if room:
-            assert init.value[16:20] == SCTP_PAD_PARAMETER.to_bytes(2, "big") + room.to_bytes(2,
-                                                                                              "big")
+            assert init.value[16:20] == SCTP_PAD_PARAMETER.to_bytes(2, "big") + room.to_bytes(
+                2, "big"
+            )
             assert init.value[20:] == bytes([pattern]) * (room - 4)
 
 
-def test_size_and_bit_pattern_on_the_wire(chain: Chain, responder: Any,
-                                          helper_path: str) -> None:
+def test_size_and_bit_pattern_on_the_wire(chain: Chain, responder: Any, helper_path: str) -> None:
     # (size requested, bit-pattern) -> whole IP packet length on the wire, per protocol
     minimum = {"icmp": 8, "udp": 10, "sctp": 32}
     requests, expected, checks = [], {}, []
@@ -344,26 +380,31 @@ def test_size_and_bit_pattern_on_the_wire(chain: Chain, responder: Any,
         hdr = IP_HEADER[fam]
         for proto in ("icmp", "udp", "sctp"):
             least = hdr + minimum[proto]
-            cases = [(None, None, max(64, least), 0), (0, 0xA5, least, 0xA5),
-                     (least - 1, 0xFF, least, 0xFF), (least + 1, 0, least + (
-                         4 if proto == "sctp" else 1), 0),
-                     (101, 0x5A, 104 if proto == "sctp" else 101, 0x5A),
-                     (1400, 1, 1400, 1)]
+            cases = [
+                (None, None, max(64, least), 0),
+                (0, 0xA5, least, 0xA5),
+                (least - 1, 0xFF, least, 0xFF),
+                (least + 1, 0, least + (4 if proto == "sctp" else 1), 0),
+                (101, 0x5A, 104 if proto == "sctp" else 101, 0x5A),
+                (1400, 1, 1400, 1),
+            ]
             if proto == "sctp":
                 cases += [(102, 7, 104, 7), (103, 7, 104, 7), (105, 7, 108, 7)]
             for size, pattern, length, wire_pattern in cases:
                 n += 1
                 dst = chain.virtual_target(n, fam)
-                requests.append(req(n, fam, dst, protocol=proto, size=size, bit_pattern=pattern,
-                                    timeout=3))
+                requests.append(
+                    req(n, fam, dst, protocol=proto, size=size, bit_pattern=pattern, timeout=3)
+                )
                 expected[n] = ans(n, "reply", fam, dst)
                 checks.append((dst, proto, fam, length, wire_pattern))
         # tcp ignores size and bit-pattern: the SYN is the kernel's
         for size, pattern in ((None, None), (500, 0xA5), (0, 0xFF)):
             n += 1
             dst = chain.virtual_target(n, fam)
-            requests.append(req(n, fam, dst, protocol="tcp", size=size, bit_pattern=pattern,
-                                timeout=3))
+            requests.append(
+                req(n, fam, dst, protocol="tcp", size=size, bit_pattern=pattern, timeout=3)
+            )
             expected[n] = ans(n, "reply", fam, dst)
             checks.append((dst, "tcp", fam, None, None))
     with chain.capture("client", "eth0") as cap:
@@ -384,15 +425,23 @@ def test_size_and_bit_pattern_on_the_wire(chain: Chain, responder: Any,
 def test_ports_on_the_wire(chain: Chain, responder: Any, helper_path: str) -> None:
     requests, expected = [], {}
     targets: dict[int, tuple[str, str, int]] = {}
+
     # token offset -> (protocol, request arguments); local ports differ between the
     # families (an IPv6 wildcard bind also holds the IPv4 port)
     def cases(fam: int) -> dict[int, tuple[str, dict[str, int]]]:
         return {
-            1: ("udp", {}), 2: ("udp", {}), 3: ("udp", {}), 4: ("udp", {"port": 5000}),
+            1: ("udp", {}),
+            2: ("udp", {}),
+            3: ("udp", {}),
+            4: ("udp", {"port": 5000}),
             5: ("udp", {"local_port": 40000 + fam}),
             6: ("udp", {"local_port": 65535 - fam, "port": 1}),
-            7: ("tcp", {}), 8: ("tcp", {"port": 8080}), 9: ("tcp", {"local_port": 41000 + fam}),
-            10: ("sctp", {}), 11: ("sctp", {}), 12: ("sctp", {"port": 9999}),
+            7: ("tcp", {}),
+            8: ("tcp", {"port": 8080}),
+            9: ("tcp", {"local_port": 41000 + fam}),
+            10: ("sctp", {}),
+            11: ("sctp", {}),
+            12: ("sctp", {"port": 9999}),
             13: ("sctp", {"local_port": 42000 + fam, "port": 65535}),
         }
 
@@ -433,13 +482,31 @@ def test_local_ip_is_the_source_on_the_wire(two_way: Lab, helper_path: str) -> N
         for proto in PROTOCOLS:
             for source, tos in ((SECOND_ADDRESS[fam], 4), (TWO_WAY_ETH1[fam], 8)):
                 n += 1
-                requests.append(req(n, fam, TWO_WAY_SERVER[fam], protocol=proto, tos=tos,
-                                    **{f"local_ip_{fam}": source}, timeout=3))
+                requests.append(
+                    req(
+                        n,
+                        fam,
+                        TWO_WAY_SERVER[fam],
+                        protocol=proto,
+                        tos=tos,
+                        **{f"local_ip_{fam}": source},
+                        timeout=3,
+                    )
+                )
                 expected[n] = ans(n, "reply", fam, TWO_WAY_SERVER[fam])
                 checks.append((fam, proto, tos, source))
             n += 1
-            requests.append(req(n, fam, TWO_WAY_SERVER[fam], protocol=proto, tos=12,
-                                **{f"local_ip_{fam}": NOT_LOCAL[fam]}, timeout=3))
+            requests.append(
+                req(
+                    n,
+                    fam,
+                    TWO_WAY_SERVER[fam],
+                    protocol=proto,
+                    tos=12,
+                    **{f"local_ip_{fam}": NOT_LOCAL[fam]},
+                    timeout=3,
+                )
+            )
             expected[n] = f"{n} address-not-available"
     with capture_all(two_way, "client", ("eth0", "eth1")) as cap:
         replies = serve(two_way, helper_path, requests)
@@ -453,21 +520,32 @@ def test_local_ip_is_the_source_on_the_wire(two_way: Lab, helper_path: str) -> N
     assert [p for p in cap.packets if NOT_LOCAL[p.version] in (p.src, p.dst)] == []
 
 
-def test_local_device_leaves_through_that_interface_only(two_way: Lab,
-                                                         helper_path: str) -> None:
+def test_local_device_leaves_through_that_interface_only(two_way: Lab, helper_path: str) -> None:
     # (tos tag, local-device, ttl) -> (answer kind, answering address, interface it leaves)
-    cases = [(4, "eth1", 1, "ttl-expired", TWO_WAY_RB, "eth1"),
-             (8, "eth0", 1, "ttl-expired", TWO_WAY_RA, "eth0"),
-             (12, "eth1", 255, "reply", TWO_WAY_SERVER, "eth1"),
-             (16, None, 1, "ttl-expired", TWO_WAY_RA, "eth0")]
+    cases = [
+        (4, "eth1", 1, "ttl-expired", TWO_WAY_RB, "eth1"),
+        (8, "eth0", 1, "ttl-expired", TWO_WAY_RA, "eth0"),
+        (12, "eth1", 255, "reply", TWO_WAY_SERVER, "eth1"),
+        (16, None, 1, "ttl-expired", TWO_WAY_RA, "eth0"),
+    ]
     requests, expected, checks = [], {}, []
     n = 0
     for fam in FAMILIES:
         for proto in PROTOCOLS:
             for tos, device, ttl, kind, answerer, iface in cases:
                 n += 1
-                requests.append(req(n, fam, TWO_WAY_SERVER[fam], protocol=proto, tos=tos,
-                                    local_device=device, ttl=ttl, timeout=3))
+                requests.append(
+                    req(
+                        n,
+                        fam,
+                        TWO_WAY_SERVER[fam],
+                        protocol=proto,
+                        tos=tos,
+                        local_device=device,
+                        ttl=ttl,
+                        timeout=3,
+                    )
+                )
                 expected[n] = ans(n, kind, fam, answerer[fam])
                 checks.append((fam, proto, tos, iface))
     with capture_all(two_way, "client", ("eth0", "eth1")) as cap:
@@ -476,28 +554,46 @@ def test_local_device_leaves_through_that_interface_only(two_way: Lab,
     for fam, proto, tos, iface in checks:
         probe = one_probe(cap, TWO_WAY_SERVER[fam], proto, fam, tos=tos)
         assert probe.iface == iface, probe.summary()
-        sources = {TWO_WAY_ETH1[fam]} if iface == "eth1" else {link_address(1, 1, fam),
-                                                               SECOND_ADDRESS[fam]}
+        sources = (
+            {TWO_WAY_ETH1[fam]}
+            if iface == "eth1"
+            else {link_address(1, 1, fam), SECOND_ADDRESS[fam]}
+        )
         assert probe.src in sources, probe.summary()
         assert proto == "tcp" or probe.checksum_ok, probe.summary()
 
 
 def test_mark_takes_the_policy_route(two_way: Lab, helper_path: str) -> None:
     # the client has "ip rule add fwmark 7 table 100", table 100 leaving through eth1
-    cases = [(4, 7, 1, "ttl-expired", TWO_WAY_RB, "eth1"),
-             (8, 7, 255, "reply", TWO_WAY_SERVER, "eth1"),
-             (12, 8, 1, "ttl-expired", TWO_WAY_RA, "eth0"),
-             (16, None, 1, "ttl-expired", TWO_WAY_RA, "eth0"),
-             (20, 0, 1, "ttl-expired", TWO_WAY_RA, "eth0")]
-    requests, expected, checks = ["1 check-support feature mark"], {1: "1 feature-support "
-                                                                    "support ok"}, []
+    cases = [
+        (4, 7, 1, "ttl-expired", TWO_WAY_RB, "eth1"),
+        (8, 7, 255, "reply", TWO_WAY_SERVER, "eth1"),
+        (12, 8, 1, "ttl-expired", TWO_WAY_RA, "eth0"),
+        (16, None, 1, "ttl-expired", TWO_WAY_RA, "eth0"),
+        (20, 0, 1, "ttl-expired", TWO_WAY_RA, "eth0"),
+    ]
+    requests, expected, checks = (
+        ["1 check-support feature mark"],
+        {1: "1 feature-support support ok"},
+        [],
+    )
     n = 1
     for fam in FAMILIES:
         for proto in PROTOCOLS:
             for tos, mark, ttl, kind, answerer, iface in cases:
                 n += 1
-                requests.append(req(n, fam, TWO_WAY_SERVER[fam], protocol=proto, tos=tos,
-                                    mark=mark, ttl=ttl, timeout=3))
+                requests.append(
+                    req(
+                        n,
+                        fam,
+                        TWO_WAY_SERVER[fam],
+                        protocol=proto,
+                        tos=tos,
+                        mark=mark,
+                        ttl=ttl,
+                        timeout=3,
+                    )
+                )
                 expected[n] = ans(n, kind, fam, answerer[fam])
                 checks.append((fam, proto, tos, iface))
     with capture_all(two_way, "client", ("eth0", "eth1")) as cap:
@@ -535,11 +631,12 @@ def test_fractional_timeouts_end_on_time(chain: Chain, helper_path: str) -> None
 # =========================================================================== 2. reply kinds
 
 
-def test_replies_from_the_destination_with_details(chain: Chain, responder: Any,
-                                                   helper_path: str) -> None:
+def test_replies_from_the_destination_with_details(
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
     server = {fam: chain.server_address(fam) for fam in FAMILIES}
-    plain = {fam: chain.virtual_target(1, fam) for fam in FAMILIES}      # syn-ack, init-ack
-    other = {fam: chain.virtual_target(2, fam) for fam in FAMILIES}      # rst, abort, ttl 100
+    plain = {fam: chain.virtual_target(1, fam) for fam in FAMILIES}  # syn-ack, init-ack
+    other = {fam: chain.virtual_target(2, fam) for fam in FAMILIES}  # rst, abort, ttl 100
     for fam in FAMILIES:
         responder.set(other[fam], tcp="rst", sctp="abort", reply_ttl=100)
     # (token offset, target, protocol, expected words after the address)
@@ -548,17 +645,37 @@ def test_replies_from_the_destination_with_details(chain: Chain, responder: Any,
         if proto == "tcp":
             table.append((i, server, proto, lambda fam: "tcp-flags rst"))
         else:
-            table.append((i, server, proto, lambda fam, p=proto: (
-                f"reply-ttl 61 icmp-type {SERVER_REPLY_ICMP[p, fam][0]} "
-                f"icmp-code {SERVER_REPLY_ICMP[p, fam][1]}")))
-    table += [(10, plain, "tcp", lambda fam: "tcp-flags syn-ack"),
-              (11, plain, "sctp", lambda fam: "reply-ttl 61"),
-              (12, other, "tcp", lambda fam: "tcp-flags rst"),
-              (13, other, "sctp", lambda fam: "reply-ttl 97"),
-              (14, other, "icmp", lambda fam: f"reply-ttl 97 icmp-type {0 if fam == 4 else 129}"
-                                              " icmp-code 0"),
-              (15, other, "udp", lambda fam: f"reply-ttl 97 icmp-type {3 if fam == 4 else 1}"
-                                             f" icmp-code {3 if fam == 4 else 4}")]
+            table.append(
+                (
+                    i,
+                    server,
+                    proto,
+                    lambda fam, p=proto: (
+                        f"reply-ttl 61 icmp-type {SERVER_REPLY_ICMP[p, fam][0]} "
+                        f"icmp-code {SERVER_REPLY_ICMP[p, fam][1]}"
+                    ),
+                )
+            )
+    table += [
+        (10, plain, "tcp", lambda fam: "tcp-flags syn-ack"),
+        (11, plain, "sctp", lambda fam: "reply-ttl 61"),
+        (12, other, "tcp", lambda fam: "tcp-flags rst"),
+        (13, other, "sctp", lambda fam: "reply-ttl 97"),
+        (
+            14,
+            other,
+            "icmp",
+            lambda fam: f"reply-ttl 97 icmp-type {0 if fam == 4 else 129} icmp-code 0",
+        ),
+        (
+            15,
+            other,
+            "udp",
+            lambda fam: (
+                f"reply-ttl 97 icmp-type {3 if fam == 4 else 1} icmp-code {3 if fam == 4 else 4}"
+            ),
+        ),
+    ]
     requests, expected_head = [], {}
     for fam in FAMILIES:
         for offset, target, proto, tail in table:
@@ -598,14 +715,30 @@ def test_ttl_expired_from_each_router_with_details(chain: Chain, helper_path: st
         for proto in PROTOCOLS:
             for ttl in (1, 2, 3):
                 n += 1
-                requests.append(req(n, fam, chain.server_address(fam), protocol=proto, ttl=ttl,
-                                    details="yes", timeout=3))
-                expected[n] = ans(n, "ttl-expired", fam, chain.hop_address(ttl, fam),
-                                  f"reply-ttl {65 - ttl}", TIME_EXCEEDED[fam])
+                requests.append(
+                    req(
+                        n,
+                        fam,
+                        chain.server_address(fam),
+                        protocol=proto,
+                        ttl=ttl,
+                        details="yes",
+                        timeout=3,
+                    )
+                )
+                expected[n] = ans(
+                    n,
+                    "ttl-expired",
+                    fam,
+                    chain.hop_address(ttl, fam),
+                    f"reply-ttl {65 - ttl}",
+                    TIME_EXCEEDED[fam],
+                )
                 meta[n] = (fam, proto, ttl)
             n += 1
-            requests.append(req(n, fam, chain.server_address(fam), protocol=proto, ttl=4,
-                                timeout=3))
+            requests.append(
+                req(n, fam, chain.server_address(fam), protocol=proto, ttl=4, timeout=3)
+            )
             expected[n] = ans(n, "reply", fam, chain.server_address(fam))
     with chain.capture("client", "eth0") as cap:
         replies = serve(chain, helper_path, requests)
@@ -626,14 +759,19 @@ MPLS_HOPS = [
 MPLS_WORDS = ["mpls 16,0,0,1,1048575,7,1,255", "mpls 24001,3,1,9", None, "mpls 0,0,1,0"]
 
 
-def test_ttl_expired_with_mpls_labels_as_configured(chain: Chain, responder: Any,
-                                                    helper_path: str) -> None:
+def test_ttl_expired_with_mpls_labels_as_configured(
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
     requests, expected = [], {}
     for fam in FAMILIES:
         target = chain.virtual_target(3, fam)
         responder.set(target, hops=MPLS_HOPS)
-        hops = [chain.virtual_hop(1, fam), "198.18.201.77" if fam == 4 else "2001:db8:c9::77",
-                chain.virtual_hop(3, fam), chain.virtual_hop(4, fam)]
+        hops = [
+            chain.virtual_hop(1, fam),
+            "198.18.201.77" if fam == 4 else "2001:db8:c9::77",
+            chain.virtual_hop(3, fam),
+            chain.virtual_hop(4, fam),
+        ]
         for p, proto in enumerate(PROTOCOLS):
             for i in range(4):
                 n = fam * 100 + p * 10 + i
@@ -646,8 +784,7 @@ def test_ttl_expired_with_mpls_labels_as_configured(chain: Chain, responder: Any
     assert serve(chain, helper_path, requests) == expected
 
 
-def test_no_route_with_the_address_and_code(chain: Chain, responder: Any,
-                                            helper_path: str) -> None:
+def test_no_route_with_the_address_and_code(chain: Chain, responder: Any, helper_path: str) -> None:
     codes = {4: [0, 1, 2, 9, 10, 13], 6: [0, 1, 3, 5, 6]}
     requests, expected = [], {}
     i = 0
@@ -662,8 +799,9 @@ def test_no_route_with_the_address_and_code(chain: Chain, responder: Any,
                 requests.append(req(n, fam, target, protocol=proto, details="yes", timeout=3))
                 # protocol unreachable from the destination answers an SCTP probe
                 kind = "reply" if (fam, code, proto) == (4, 2, "sctp") else "no-route"
-                expected[n] = ans(n, kind, fam, target, "reply-ttl 61",
-                                  f"icmp-type {icmp_type} icmp-code {code}")
+                expected[n] = ans(
+                    n, kind, fam, target, "reply-ttl 61", f"icmp-type {icmp_type} icmp-code {code}"
+                )
         # unreachable sent by a router in front of the target names the router
         i += 1
         target = chain.virtual_target(i, fam)
@@ -679,12 +817,13 @@ def test_no_route_with_the_address_and_code(chain: Chain, responder: Any,
     assert {t: line.rsplit(" reply-size ", 1)[0] for t, line in replies.items()} == expected
 
 
-def test_no_route_from_unreachable_and_prohibit_routes(make_chain: Callable[..., Chain],
-                                                       helper_path: str) -> None:
+def test_no_route_from_unreachable_and_prohibit_routes(
+    make_chain: Callable[..., Chain], helper_path: str
+) -> None:
     # fresh routers: IPv4 route errors pass a limiter (burst 5 per source and router)
     c = make_chain(2)
-    unreachable = c.add_unreachable(2, "unreachable")   # v4 host unreachable, v6 no route
-    prohibit = c.add_unreachable(1, "prohibit")          # v4 code 13, v6 code 1
+    unreachable = c.add_unreachable(2, "unreachable")  # v4 host unreachable, v6 no route
+    prohibit = c.add_unreachable(1, "prohibit")  # v4 code 13, v6 code 1
     cases = [(unreachable, 2, {4: 1, 6: 0}), (prohibit, 1, {4: 13, 6: 1})]
     requests, expected = [], {}
     n = 0
@@ -692,21 +831,31 @@ def test_no_route_from_unreachable_and_prohibit_routes(make_chain: Callable[...,
         for fam in FAMILIES:
             for proto in PROTOCOLS:
                 n += 1
-                requests.append(req(n, fam, dest.address(fam), protocol=proto, details="yes",
-                                    timeout=3))
-                expected[n] = ans(n, "no-route", fam, c.hop_address(router, fam),
-                                  f"reply-ttl {65 - router}",
-                                  f"icmp-type {3 if fam == 4 else 1} icmp-code {code[fam]}")
+                requests.append(
+                    req(n, fam, dest.address(fam), protocol=proto, details="yes", timeout=3)
+                )
+                expected[n] = ans(
+                    n,
+                    "no-route",
+                    fam,
+                    c.hop_address(router, fam),
+                    f"reply-ttl {65 - router}",
+                    f"icmp-type {3 if fam == 4 else 1} icmp-code {code[fam]}",
+                )
     replies = serve(c, helper_path, requests)
     assert {t: line.rsplit(" reply-size ", 1)[0] for t, line in replies.items()} == expected
 
 
-def test_local_route_errors_are_bare_and_send_nothing(make_chain: Callable[..., Chain],
-                                                     helper_path: str) -> None:
+def test_local_route_errors_are_bare_and_send_nothing(
+    make_chain: Callable[..., Chain], helper_path: str
+) -> None:
     c = make_chain(1)
     # errors the client's own kernel gives at send: EHOSTUNREACH/ENETUNREACH, EACCES, EINVAL
-    kinds = {"unreachable": "no-route", "prohibit": "permission-denied",
-             "blackhole": "invalid-argument"}
+    kinds = {
+        "unreachable": "no-route",
+        "prohibit": "permission-denied",
+        "blackhole": "invalid-argument",
+    }
     dests = {kind: c.add_special("client", kind) for kind in kinds}
     requests, expected = [], {}
     n = 0
@@ -714,8 +863,9 @@ def test_local_route_errors_are_bare_and_send_nothing(make_chain: Callable[..., 
         for fam in FAMILIES:
             for proto in PROTOCOLS:
                 n += 1
-                requests.append(req(n, fam, dests[kind].address(fam), protocol=proto,
-                                    details="yes", timeout=3))
+                requests.append(
+                    req(n, fam, dests[kind].address(fam), protocol=proto, details="yes", timeout=3)
+                )
                 expected[n] = f"{n} {word}"
     with c.capture("client", None) as cap:
         replies = serve(c, helper_path, requests)
@@ -723,8 +873,9 @@ def test_local_route_errors_are_bare_and_send_nothing(make_chain: Callable[..., 
     assert cap.select(direction="out") == [], cap.describe()
 
 
-def test_no_reply_from_a_blackhole_and_a_silent_target(chain: Chain, responder: Any,
-                                                        helper_path: str) -> None:
+def test_no_reply_from_a_blackhole_and_a_silent_target(
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
     hole = chain.add_blackhole(2)
     requests, expected = [], {}
     n = 0
@@ -742,23 +893,25 @@ def test_no_reply_from_a_blackhole_and_a_silent_target(chain: Chain, responder: 
     assert len(responder.received(dst=chain.virtual_target(5, 4))) == 4
 
 
-def test_address_in_use_for_a_local_port_already_probing(chain: Chain,
-                                                         helper_path: str) -> None:
+def test_address_in_use_for_a_local_port_already_probing(chain: Chain, helper_path: str) -> None:
     hole = chain.add_blackhole(2)
     live = LiveHelper(chain, helper_path)
     first, lines = [], []
     for fam in FAMILIES:
         for proto, port in (("tcp", 41000 + fam), ("sctp", 42000 + fam)):
             t = len(lines) + 1
-            lines.append(req(t, fam, hole.address(fam), protocol=proto, local_port=port,
-                             timeout=0.5))
-            lines.append(req(t + 1, fam, hole.address(fam), protocol=proto, local_port=port,
-                             timeout=0.5))
+            lines.append(
+                req(t, fam, hole.address(fam), protocol=proto, local_port=port, timeout=0.5)
+            )
+            lines.append(
+                req(t + 1, fam, hole.address(fam), protocol=proto, local_port=port, timeout=0.5)
+            )
             first.append(t)
     live.send(lines)
     got = live.wait_tokens(list(range(1, len(lines) + 1)), 5)
     assert {t: line for t, (_, line) in got.items()} == {
-        t: f"{t} no-reply" if t in first else f"{t} address-in-use" for t in got}
+        t: f"{t} no-reply" if t in first else f"{t} address-in-use" for t in got
+    }
     # the port is free again once the first probe has ended (no TIME_WAIT left behind)
     live.forget(first)
     live.send([lines[t - 1] for t in first])
@@ -767,17 +920,21 @@ def test_address_in_use_for_a_local_port_already_probing(chain: Chain,
     assert {t: line for t, (_, line) in again.items()} == {t: f"{t} no-reply" for t in first}
 
 
-def test_probes_exhausted_then_everything_recovers(make_chain: Callable[..., Chain],
-                                                   helper_path: str,
-                                                   record_property: Callable[..., None]) -> None:
+def test_probes_exhausted_then_everything_recovers(
+    make_chain: Callable[..., Chain], helper_path: str, record_property: Callable[..., None]
+) -> None:
     c = make_chain(1)
     hole = c.add_blackhole(1)
     live = LiveHelper(c, helper_path)
     live.send(["1 check-support feature max-probes"])
     assert live.wait_tokens([1], 5)[1][1] == f"1 feature-support support {MAX_PROBES}"
     timeout = 5.0
-    t0 = live.send([req(10 + i, 4 if i % 2 else 6, hole.address(4 if i % 2 else 6),
-                        timeout=timeout) for i in range(MAX_PROBES)])
+    t0 = live.send(
+        [
+            req(10 + i, 4 if i % 2 else 6, hole.address(4 if i % 2 else 6), timeout=timeout)
+            for i in range(MAX_PROBES)
+        ]
+    )
     fed = time.monotonic() - t0
     assert fed < timeout - 1, f"feeding {MAX_PROBES} probes took {fed:.1f}s: cannot test"
     live.send([req(2, 4, hole.address(4), timeout=1), req(3, 6, "::1", protocol="udp")])
@@ -792,20 +949,31 @@ def test_probes_exhausted_then_everything_recovers(make_chain: Callable[..., Cha
     full_cycle = time.monotonic() - t0
 
     # per-protocol identities: 65535 UDP checksums, 32102 SCTP source ports
-    udp = [req(200000 + i, 4, hole.address(4), protocol="udp", timeout=timeout)
-           for i in range(65535)]
-    sctp = [req(300000 + i, 6, hole.address(6), protocol="sctp", timeout=timeout)
-            for i in range(65536 - 33434)]
+    udp = [
+        req(200000 + i, 4, hole.address(4), protocol="udp", timeout=timeout) for i in range(65535)
+    ]
+    sctp = [
+        req(300000 + i, 6, hole.address(6), protocol="sctp", timeout=timeout)
+        for i in range(65536 - 33434)
+    ]
     t1 = live.send(udp + sctp)
-    live.send([req(4, 6, hole.address(6), protocol="udp"),
-               req(5, 4, hole.address(4), protocol="sctp"),
-               req(6, 4, hole.address(4), protocol="icmp", timeout=0.2)])
+    live.send(
+        [
+            req(4, 6, hole.address(6), protocol="udp"),
+            req(5, 4, hole.address(4), protocol="sctp"),
+            req(6, 4, hole.address(4), protocol="icmp", timeout=0.2),
+        ]
+    )
     more = live.wait_tokens([4, 5, 6], 10)
-    assert [more[t][1] for t in (4, 5, 6)] == ["4 probes-exhausted", "5 probes-exhausted",
-                                               "6 no-reply"]
+    assert [more[t][1] for t in (4, 5, 6)] == [
+        "4 probes-exhausted",
+        "5 probes-exhausted",
+        "6 no-reply",
+    ]
     assert more[5][0] - t1 < timeout, "the first UDP probes had ended already"
-    rest = live.wait_tokens([200000 + i for i in range(65535)]
-                            + [300000 + i for i in range(65536 - 33434)], 40)
+    rest = live.wait_tokens(
+        [200000 + i for i in range(65535)] + [300000 + i for i in range(65536 - 33434)], 40
+    )
     assert all(line.endswith(" no-reply") for _, line in rest.values())
     live.send([req(7, 4, "127.0.0.1", timeout=2)])
     assert live.wait_tokens([7], 5)[7][1].startswith("7 reply ip-4 127.0.0.1 round-trip-time ")
@@ -818,8 +986,9 @@ def test_probes_exhausted_then_everything_recovers(make_chain: Callable[..., Cha
 # =========================================================================== 3. matching
 
 
-def test_two_helpers_at_once_each_get_exactly_their_own_answers(chain: Chain, responder: Any,
-                                                                helper_path: str) -> None:
+def test_two_helpers_at_once_each_get_exactly_their_own_answers(
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
     per = 24  # probes per protocol and family and helper
     paths = {}
     for fam in FAMILIES:
@@ -855,16 +1024,21 @@ def test_two_helpers_at_once_each_get_exactly_their_own_answers(chain: Chain, re
     # every probe with a TTL of 4 or more reached the responder exactly once
     reaching = sum(1 for shift in (0, 3) for i in range(per) if 1 + (i + shift) % 9 >= 4)
     for fam in FAMILIES:
-        probes = [e for e in responder.received(dst=chain.virtual_target(7, fam))
-                  if is_probe(e.packet)]
+        probes = [
+            e for e in responder.received(dst=chain.virtual_target(7, fam)) if is_probe(e.packet)
+        ]
         assert len(probes) == len(PROTOCOLS) * reaching
 
 
 FORGES = ["wrong-id", "wrong-seq", "wrong-port", "wrong-dst", "wrong-src", "unrelated"]
 
 
-def _forge_cases(chain: Chain, responder: Any, protocols: Sequence[str], forges: Sequence[str],
-                 ) -> tuple[list[str], dict[int, str]]:
+def _forge_cases(
+    chain: Chain,
+    responder: Any,
+    protocols: Sequence[str],
+    forges: Sequence[str],
+) -> tuple[list[str], dict[int, str]]:
     requests, expected = [], {}
     i = 0
     for fam in FAMILIES:
@@ -879,25 +1053,28 @@ def _forge_cases(chain: Chain, responder: Any, protocols: Sequence[str], forges:
                             continue
                         n = i * 10 + p
                         requests.append(req(n, fam, target, protocol=proto, timeout=1))
-                        expected[n] = (f"{n} no-reply" if answer == "none"
-                                       else ans(n, "reply", fam, target))
+                        expected[n] = (
+                            f"{n} no-reply" if answer == "none" else ans(n, "reply", fam, target)
+                        )
     return requests, expected
 
 
-def test_forged_and_unrelated_errors_never_complete_a_probe(chain: Chain, responder: Any,
-                                                            helper_path: str) -> None:
-    requests, expected = _forge_cases(chain, responder, ("icmp", "udp", "sctp"),
-                                      [*FORGES, "reply-wrong-id", "reply-wrong-seq"])
-    tcp_requests, tcp_expected = _forge_cases(chain, responder, ("tcp",),
-                                              FORGES)
+def test_forged_and_unrelated_errors_never_complete_a_probe(
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
+    requests, expected = _forge_cases(
+        chain, responder, ("icmp", "udp", "sctp"), [*FORGES, "reply-wrong-id", "reply-wrong-seq"]
+    )
+    tcp_requests, tcp_expected = _forge_cases(chain, responder, ("tcp",), FORGES)
     # the two case lists script different targets for the same number: run them apart
     assert serve(chain, helper_path, requests) == expected
     assert serve(chain, helper_path, tcp_requests) == tcp_expected
     assert len(responder.sent(kind="forged-wrong-src")) > 0
 
 
-def test_duplicated_answers_give_one_reply_line(chain: Chain, responder: Any,
-                                                helper_path: str) -> None:
+def test_duplicated_answers_give_one_reply_line(
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
     hole = chain.add_blackhole(2)
     requests, expected = [], {}
     for fam in FAMILIES:
@@ -918,8 +1095,9 @@ def test_duplicated_answers_give_one_reply_line(chain: Chain, responder: Any,
         assert len(responder.sent(kind=kind)) == 4 * (8 if kind == "time-exceeded" else 2), kind
 
 
-def test_an_answer_after_the_timeout_is_dropped(chain: Chain, responder: Any,
-                                                helper_path: str) -> None:
+def test_an_answer_after_the_timeout_is_dropped(
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
     delay = 0.6
     lines = []
     for fam in FAMILIES:
@@ -946,8 +1124,9 @@ def test_an_answer_after_the_timeout_is_dropped(chain: Chain, responder: Any,
     assert len(live.lines) == 2 * len(lines)
 
 
-def test_round_trip_times_agree_with_the_delay_and_the_wire(chain: Chain, responder: Any,
-                                                            helper_path: str) -> None:
+def test_round_trip_times_agree_with_the_delay_and_the_wire(
+    chain: Chain, responder: Any, helper_path: str
+) -> None:
     delay = 0.2
     cases = []
     for fam in FAMILIES:
@@ -956,8 +1135,13 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(chain: Chain, respon
             responder.set(target, delay=delay)
             cases.append((fam * 10 + p, fam, target, proto))
     with chain.capture("client", "eth0") as cap:
-        replies = chain.run("client", [helper_path], input="".join(
-            req(n, fam, t, protocol=proto, timeout=3) + "\n" for n, fam, t, proto in cases))
+        replies = chain.run(
+            "client",
+            [helper_path],
+            input="".join(
+                req(n, fam, t, protocol=proto, timeout=3) + "\n" for n, fam, t, proto in cases
+            ),
+        )
     lines = {int(line.split()[0]): line for line in replies.stdout.splitlines()}
     for n, fam, target, proto in cases:
         assert words(lines[n]) == ans(n, "reply", fam, target)
@@ -982,8 +1166,9 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(chain: Chain, respon
 # =========================================================================== 4. many TTLs
 
 
-def test_a_ten_router_trace_as_one_burst(make_chain: Callable[..., Chain], helper_path: str,
-                                         record_property: Callable[..., None]) -> None:
+def test_a_ten_router_trace_as_one_burst(
+    make_chain: Callable[..., Chain], helper_path: str, record_property: Callable[..., None]
+) -> None:
     c = make_chain(10)
     timeout = 3
     requests, expected = [], {}
@@ -992,8 +1177,9 @@ def test_a_ten_router_trace_as_one_burst(make_chain: Callable[..., Chain], helpe
         for p, proto in enumerate(PROTOCOLS):
             for ttl in range(1, 13):
                 n = fam * 100 + p * 20 + ttl
-                requests.append(req(n, fam, c.server_address(fam), protocol=proto, ttl=ttl,
-                                    timeout=timeout))
+                requests.append(
+                    req(n, fam, c.server_address(fam), protocol=proto, ttl=ttl, timeout=timeout)
+                )
                 kind = "ttl-expired" if ttl <= 10 else "reply"
                 expected[n] = ans(n, kind, fam, path[min(ttl, 11) - 1])
     start = time.monotonic()
@@ -1025,11 +1211,21 @@ def ping_chain(privileged: None) -> Iterator[Chain]:
 def test_datagram_mode_without_privilege(ping_chain: Chain, unprivileged_copy: Any) -> None:
     c = ping_chain
     helper = str(unprivileged_copy.plain_helper)
-    features = {"sockets": "datagram", "icmp": "ok", "udp": "no", "tcp": "no", "sctp": "no",
-                "ip-4": "ok", "ip-6": "ok", "mark": "no", "max-probes": "65536"}
+    features = {
+        "sockets": "datagram",
+        "icmp": "ok",
+        "udp": "no",
+        "tcp": "no",
+        "sctp": "no",
+        "ip-4": "ok",
+        "ip-6": "ok",
+        "mark": "no",
+        "max-probes": "65536",
+    }
     requests = [f"{i} check-support feature {name}" for i, name in enumerate(features, 1)]
-    expected = {i: f"{i} feature-support support {value}"
-                for i, value in enumerate(features.values(), 1)}
+    expected = {
+        i: f"{i} feature-support support {value}" for i, value in enumerate(features.values(), 1)
+    }
     for fam in FAMILIES:
         unreachable = c.virtual_target(30, fam)
         c.responder.set(unreachable, answer="unreachable", code=13 if fam == 4 else 1)
@@ -1043,12 +1239,23 @@ def test_datagram_mode_without_privilege(ping_chain: Chain, unprivileged_copy: A
                     expected[n] = ans(n, "reply", fam, c.server_address(fam))
         n = fam * 1000 + 900
         requests.append(req(n, fam, unreachable, details="yes", timeout=3))
-        expected[n] = ans(n, "no-route", fam, unreachable,
-                          f"icmp-type {3 if fam == 4 else 1} icmp-code {13 if fam == 4 else 1}")
+        expected[n] = ans(
+            n,
+            "no-route",
+            fam,
+            unreachable,
+            f"icmp-type {3 if fam == 4 else 1} icmp-code {13 if fam == 4 else 1}",
+        )
         n += 1
         requests.append(req(n, fam, c.server_address(fam), details="yes", timeout=3))
-        expected[n] = ans(n, "reply", fam, c.server_address(fam), "reply-ttl 61",
-                          f"icmp-type {0 if fam == 4 else 129} icmp-code 0 reply-size 64")
+        expected[n] = ans(
+            n,
+            "reply",
+            fam,
+            c.server_address(fam),
+            "reply-ttl 61",
+            f"icmp-type {0 if fam == 4 else 129} icmp-code 0 reply-size 64",
+        )
         for p, proto in enumerate(("udp", "tcp", "sctp")):
             n = fam * 1000 + 950 + p
             requests.append(req(n, fam, c.server_address(fam), protocol=proto, timeout=3))

@@ -133,8 +133,10 @@ def test_sixty_cases_at_least() -> None:
 
 
 def test_all_bad_requests_in_one_stream_then_good_ones_still_work(helper_path: str) -> None:
-    stream = b"".join(case + b"\n" + f"{900 + i} send-probe ip-4 127.0.0.1 timeout 2\n".encode()
-                      for i, (case, _) in enumerate(CASES))
+    stream = b"".join(
+        case + b"\n" + f"{900 + i} send-probe ip-4 127.0.0.1 timeout 2\n".encode()
+        for i, (case, _) in enumerate(CASES)
+    )
     run = run_helper([helper_path], stream)
     errors = [words(line) for line in run.lines if " reply " not in line]
     assert errors == [expected for _, expected in CASES]
@@ -170,7 +172,8 @@ def test_a_long_run_of_requests_written_at_once_gets_every_answer(helper_path: s
     # bulk (answers read between sends, its answer sockets out of the epoll set meanwhile,
     # no transmit timestamps); the last answers of each family must still be read
     requests = "".join(
-        f"{t} send-probe ip-4 127.0.0.1 timeout 5\n" if t % 2
+        f"{t} send-probe ip-4 127.0.0.1 timeout 5\n"
+        if t % 2
         else f"{t} send-probe ip-6 ::1 timeout 5\n"
         for t in range(1, 20_001)
     )
@@ -179,7 +182,9 @@ def test_a_long_run_of_requests_written_at_once_gets_every_answer(helper_path: s
     replies = by_token(run.lines)
     assert len(run.lines) == len(replies) == 20_000
     assert {words(line).split(" ", 1)[1] for line in replies.values()} == {
-        "reply ip-4 127.0.0.1 round-trip-time N", "reply ip-6 ::1 round-trip-time N"}
+        "reply ip-4 127.0.0.1 round-trip-time N",
+        "reply ip-6 ::1 round-trip-time N",
+    }
 
 
 def test_version_flag_and_usage_error(helper_path: str) -> None:
@@ -282,5 +287,6 @@ def test_a_token_in_flight_is_refused_and_the_probe_keeps_it(helper_path: str) -
     run = run_helper([helper_path], line + line + b"6 send-probe ip-4 127.0.0.1 timeout 2\n")
     assert run.returncode == 0, run.stderr
     assert [words(x) for x in run.lines if " reply " not in x] == [
-        "5 invalid-argument reason token-in-use"]
+        "5 invalid-argument reason token-in-use"
+    ]
     assert sorted(by_token([x for x in run.lines if " reply " in x])) == ["5", "6"]

@@ -54,8 +54,10 @@ class Probe:
 
     def request(self, timeout: float) -> str:
         ttl = HOP_TTL if self.at_hop else 64
-        return (f"{self.token} send-probe ip-{self.family} {self.target} protocol {self.protocol}"
-                f" ttl {ttl} timeout {timeout:g}")
+        return (
+            f"{self.token} send-probe ip-{self.family} {self.target} protocol {self.protocol}"
+            f" ttl {ttl} timeout {timeout:g}"
+        )
 
     @property
     def correct(self) -> tuple[str, str]:
@@ -73,9 +75,16 @@ def make_probes(chain: Chain, first_target: int, first_token: int) -> list[Probe
         index = first_target  # targets first_target .. first_target + 7 of each family
         for protocol in PROTOCOLS:
             for at_hop in (True, False):
-                probes.append(Probe(first_token + len(probes), family, protocol, at_hop,
-                                    chain.virtual_target(index, family),
-                                    chain.virtual_hop(1, family)))
+                probes.append(
+                    Probe(
+                        first_token + len(probes),
+                        family,
+                        protocol,
+                        at_hop,
+                        chain.virtual_target(index, family),
+                        chain.virtual_hop(1, family),
+                    )
+                )
                 index += 1
     return probes
 
@@ -85,13 +94,19 @@ def outcome(line: str) -> tuple[str, str | None]:
     return words[1], (words[3] if len(words) > 3 and words[2] in ("ip-4", "ip-6") else None)
 
 
-def run_batch(chain: Chain, helper_path: str, probes: Sequence[Probe], timeout: float
-              ) -> dict[int, str]:
+def run_batch(
+    chain: Chain, helper_path: str, probes: Sequence[Probe], timeout: float
+) -> dict[int, str]:
     """Send every probe at once through one helper; return the reply line of each token."""
     requests = "".join(p.request(timeout) + "\n" for p in probes)
-    res = subprocess.run(chain.exec_argv("client", [helper_path]), input=requests.encode(),
-                         capture_output=True, timeout=timeout + 30, check=False,
-                         env={"PATH": "/usr/bin:/bin", **sanitizer_env()})
+    res = subprocess.run(
+        chain.exec_argv("client", [helper_path]),
+        input=requests.encode(),
+        capture_output=True,
+        timeout=timeout + 30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", **sanitizer_env()},
+    )
     assert (res.returncode, res.stderr) == (0, b""), res
     lines = res.stdout.decode().splitlines()
     replies = {int(line.split()[0]): line for line in lines}
@@ -100,19 +115,22 @@ def run_batch(chain: Chain, helper_path: str, probes: Sequence[Probe], timeout: 
     return replies
 
 
-def check(replies: Mapping[int, str], probes: Iterable[Probe],
-          allowed: Any) -> None:
+def check(replies: Mapping[int, str], probes: Iterable[Probe], allowed: Any) -> None:
     """Every probe's outcome must be in allowed(probe); report all that are not."""
-    wrong = [f"{p}: {replies[p.token]!r} (allowed {sorted(map(str, allowed(p)))})"
-             for p in probes if outcome(replies[p.token]) not in allowed(p)]
+    wrong = [
+        f"{p}: {replies[p.token]!r} (allowed {sorted(map(str, allowed(p)))})"
+        for p in probes
+        if outcome(replies[p.token]) not in allowed(p)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 # --------------------------------------------------------------------------- malformed
 
 
-def test_control_every_probe_is_answered_correctly(chain: Chain, responder, helper_path: str
-                                                   ) -> None:
+def test_control_every_probe_is_answered_correctly(
+    chain: Chain, responder, helper_path: str
+) -> None:
     """Without hostility each probe of a batch gets its correct answer (and hops their
     MPLS labels): the no-reply outcomes below are the helper's choice, not the lab's."""
     probes = make_probes(chain, 1, 1)
@@ -127,7 +145,8 @@ MALFORM_CASES = [*MALFORMS, "short-quote-no-extension"]
 
 @pytest.mark.parametrize("malform", MALFORM_CASES)
 def test_malformed_answers_never_complete_a_probe_wrongly(
-        chain: Chain, responder, helper_path: str, malform: str) -> None:
+    chain: Chain, responder, helper_path: str, malform: str
+) -> None:
     spec: dict[str, Any] = {"hops": 1, "malform": malform.removesuffix("-no-extension")}
     if not malform.endswith("-no-extension"):
         spec["mpls"] = MPLS  # extensions too (and something for bad-extension to break)
@@ -166,15 +185,20 @@ def forge_cases(chain: Chain, answer: str) -> tuple[list[Probe], dict[str, Any]]
     for n, (kind, forge_type) in enumerate((k, t) for k in FORGES for t in FORGE_TYPES):
         batch = make_probes(chain, 1 + 8 * n, 1 + 16 * n)
         for p in batch:
-            targets[p.target] = {"hops": 1, "forge": [kind], "forge_type": forge_type,
-                                 "answer": answer}
+            targets[p.target] = {
+                "hops": 1,
+                "forge": [kind],
+                "forge_type": forge_type,
+                "answer": answer,
+            }
         probes += batch
     return probes, {"targets": targets}
 
 
 @pytest.mark.parametrize("answer", ["normal", "none"])
-def test_forged_answers_never_complete_a_probe(chain: Chain, responder, helper_path: str,
-                                               answer: str) -> None:
+def test_forged_answers_never_complete_a_probe(
+    chain: Chain, responder, helper_path: str, answer: str
+) -> None:
     """Forged errors (and echo replies) arrive before the real answer ("normal") or
     instead of it ("none"); the forger's address must never appear in a reply."""
     probes, script = forge_cases(chain, answer)
@@ -194,20 +218,30 @@ def test_forged_answers_never_complete_a_probe(chain: Chain, responder, helper_p
 
 @pytest.mark.parametrize("forge_type", FORGE_TYPES)
 @pytest.mark.parametrize("answer", ["normal", "none"])
-def test_forged_tcp_sequence_is_not_accepted(chain: Chain, responder, helper_path: str,
-                                             answer: str, forge_type: str) -> None:
+def test_forged_tcp_sequence_is_not_accepted(
+    chain: Chain, responder, helper_path: str, answer: str, forge_type: str
+) -> None:
     """An ICMP error quoting a TCP probe's addresses and ports but a sequence number the
     SYN did not carry (the kernel's TCP ignores it) must not end the probe: a hop's real
     time-exceeded and the target's SYN-ACK still win, and silence stays no-reply."""
     probes = [p for p in make_probes(chain, 1, 1) if p.protocol == "tcp"]
-    responder.load({"targets": {p.target: {"hops": 1, "forge": ["wrong-seq"],
-                                           "forge_type": forge_type, "answer": answer}
-                                for p in probes}})
+    responder.load(
+        {
+            "targets": {
+                p.target: {
+                    "hops": 1,
+                    "forge": ["wrong-seq"],
+                    "forge_type": forge_type,
+                    "answer": answer,
+                }
+                for p in probes
+            }
+        }
+    )
     replies = run_batch(chain, helper_path, probes, 1)
     responder.sync()
     assert len(responder.sent(kind="forged-wrong-seq")) >= len(probes), "each was forged"
-    check(replies, probes,
-          lambda p: {p.correct} if answer == "normal" or p.at_hop else {NO_REPLY})
+    check(replies, probes, lambda p: {p.correct} if answer == "normal" or p.at_hop else {NO_REPLY})
 
 
 # --------------------------------------------------------------------------- duplicated, late
@@ -228,10 +262,13 @@ class Interactive:
     """The helper in the client namespace, fed and read a batch at a time."""
 
     def __init__(self, chain: Chain, helper_path: str) -> None:
-        self.proc = subprocess.Popen(chain.exec_argv("client", [helper_path]),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE,
-                                     env={"PATH": "/usr/bin:/bin", **sanitizer_env()})
+        self.proc = subprocess.Popen(
+            chain.exec_argv("client", [helper_path]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", **sanitizer_env()},
+        )
         self.buffer = b""
 
     def send(self, lines: Iterable[str]) -> None:
@@ -261,14 +298,14 @@ class Interactive:
         return status, rest, self.proc.stderr.read()
 
 
-def test_late_answers_never_complete_the_next_probe(chain: Chain, responder,
-                                                    helper_path: str) -> None:
+def test_late_answers_never_complete_the_next_probe(
+    chain: Chain, responder, helper_path: str
+) -> None:
     """Answers come 1.2 s late.  Round 1 times out at 0.5 s; round 2 (same targets, new
     tokens) is sent at once, so round 1's answers arrive 0.7 s into round 2: each round-2
     probe must wait for its own answer (round-trip time >= 1.1 s)."""
     first = make_probes(chain, 1, 1)
-    second = [Probe(p.token + 100, p.family, p.protocol, p.at_hop, p.target, p.hop)
-              for p in first]
+    second = [Probe(p.token + 100, p.family, p.protocol, p.at_hop, p.target, p.hop) for p in first]
     responder.load({"targets": {p.target: {"hops": 1, "delay": 1.2} for p in first}})
     helper = Interactive(chain, helper_path)
     try:
@@ -286,8 +323,7 @@ def test_late_answers_never_complete_the_next_probe(chain: Chain, responder,
     assert {outcome(line) for line in early} == {NO_REPLY}
     replies = {int(line.split()[0]): line for line in late}
     check(replies, second, lambda p: {p.correct})
-    rtts = {p.token: int(re.search(r"round-trip-time (\d+)", replies[p.token])[1])
-            for p in second}
+    rtts = {p.token: int(re.search(r"round-trip-time (\d+)", replies[p.token])[1]) for p in second}
     too_soon = {str(p): rtts[p.token] for p in second if rtts[p.token] < 1_100_000}
     assert not too_soon, f"answered by the previous probe's late answer (us): {too_soon}"
 
@@ -367,36 +403,51 @@ print("done")
 """
 
 
-def test_garbage_on_the_wire_changes_no_outcome(chain: Chain, responder, helper_path: str
-                                                ) -> None:
+def test_garbage_on_the_wire_changes_no_outcome(chain: Chain, responder, helper_path: str) -> None:
     """4,000 random and mangled ICMP, ICMPv6 and SCTP packets (errors quoting made-up
     probes, RFC 4884 extensions, reassembled datagrams larger than the helper's buffer)
     flood the client while waves of probes are in flight: every probe still ends exactly
     as it would have, and the helper goes on serving."""
     delayed = [chain.virtual_target(200 + i, f) for i in range(4) for f in FAMILIES]
     silent = [chain.virtual_target(210 + i, f) for i in range(4) for f in FAMILIES]
-    responder.load({"targets": {**{a: {"delay": 0.8} for a in delayed},
-                                **{a: {"answer": "none"} for a in silent}}})
+    responder.load(
+        {
+            "targets": {
+                **{a: {"delay": 0.8} for a in delayed},
+                **{a: {"answer": "none"} for a in silent},
+            }
+        }
+    )
     servers = [chain.server_address(f) for f in FAMILIES]
     expected: dict[int, tuple[str, str | None]] = {}
     requests: list[list[str]] = []
     for wave in range(10):
         lines = []
-        for n, (address, answer) in enumerate([(a, "reply") for a in servers + delayed]
-                                              + [(a, "no-reply") for a in silent]):
+        for n, (address, answer) in enumerate(
+            [(a, "reply") for a in servers + delayed] + [(a, "no-reply") for a in silent]
+        ):
             # the server's kernel rate-limits its port/protocol unreachables: ICMP and
             # TCP for it, every protocol for the responder
             protocols = ("icmp", "tcp") if address in servers else PROTOCOLS
             protocol = protocols[(wave + n) % len(protocols)]
             token = 1000 * (wave + 1) + n
             family = 6 if ":" in address else 4
-            lines.append(f"{token} send-probe ip-{family} {address} protocol {protocol} "
-                         f"timeout 2")
+            lines.append(f"{token} send-probe ip-{family} {address} protocol {protocol} timeout 2")
             expected[token] = (answer, address if answer == "reply" else None)
         requests.append(lines)
-    flood = threading.Thread(target=lambda: chain.python(
-        "server", GARBAGE, chain.client_address(4), chain.client_address(6), servers[0],
-        servers[1], "4000", "7", timeout=120))
+    flood = threading.Thread(
+        target=lambda: chain.python(
+            "server",
+            GARBAGE,
+            chain.client_address(4),
+            chain.client_address(6),
+            servers[0],
+            servers[1],
+            "4000",
+            "7",
+            timeout=120,
+        )
+    )
     helper = Interactive(chain, helper_path)
     try:
         flood.start()
@@ -413,7 +464,10 @@ def test_garbage_on_the_wire_changes_no_outcome(chain: Chain, responder, helper_
             helper.proc.kill()
             helper.proc.wait()
     assert (status, rest, stderr) == (0, b"", b"")
-    wrong = {t: replies.get(t) for t, want in expected.items()
-             if t not in replies or outcome(replies[t]) != want}
+    wrong = {
+        t: replies.get(t)
+        for t, want in expected.items()
+        if t not in replies or outcome(replies[t]) != want
+    }
     assert not wrong, wrong
     assert outcome(after[0]) == ("reply", servers[0])

@@ -21,20 +21,34 @@ import pytest
 import brokerpkg
 
 REPO = Path(__file__).resolve().parent.parent
-TOOLS = {"brokerpkg.session", "brokerpkg.ping", "brokerpkg.trace", "brokerpkg.mtr",
-         "brokerpkg.sync", "brokerpkg.stats", "brokerpkg.cli_format", "brokerpkg.cli_terminal",
-         "brokerpkg.cli_doctor"}
+TOOLS = {
+    "brokerpkg.session",
+    "brokerpkg.ping",
+    "brokerpkg.trace",
+    "brokerpkg.mtr",
+    "brokerpkg.sync",
+    "brokerpkg.stats",
+    "brokerpkg.cli_format",
+    "brokerpkg.cli_terminal",
+    "brokerpkg.cli_doctor",
+}
 """brokerpkg's modules that load asyncio, or serve only some subcommands."""
-DUMP_MODULES = ("import sys; loaded = sorted(sys.modules); import json; "
-                "print(json.dumps(loaded))")
+DUMP_MODULES = "import sys; loaded = sorted(sys.modules); import json; print(json.dumps(loaded))"
 """Print the modules loaded so far (json itself is imported after the list is taken)."""
 
 
 def run_python(code: str, env: dict[str, str] | None = None) -> str:
     """Run ``python3 -S -c CODE`` in a fresh interpreter from the worktree root; its
     stdout."""
-    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, env=env, check=False)
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -53,7 +67,9 @@ def new_modules(code: str, env: dict[str, str] | None = None) -> set[str]:
 def test_import_brokerpkg_loads_no_submodule_and_not_asyncio() -> None:
     loaded = new_modules("import brokerpkg")
     assert {name for name in loaded if name.startswith("brokerpkg")} == {
-        "brokerpkg", "brokerpkg._version"}
+        "brokerpkg",
+        "brokerpkg._version",
+    }
     assert not loaded & (TOOLS | {"asyncio", "typing"})
 
 
@@ -97,12 +113,15 @@ def test_unknown_names_raise_attribute_error() -> None:
         exec("from brokerpkg import traceroot", {})
 
 
-@pytest.mark.parametrize("first", [
-    "import brokerpkg.ping",
-    "from brokerpkg.ping import PingResult",
-    "import brokerpkg.trace",  # imports brokerpkg.ping itself
-    "import brokerpkg; brokerpkg.ping; import brokerpkg.mtr",
-])
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import brokerpkg.ping",
+        "from brokerpkg.ping import PingResult",
+        "import brokerpkg.trace",  # imports brokerpkg.ping itself
+        "import brokerpkg; brokerpkg.ping; import brokerpkg.mtr",
+    ],
+)
 def test_brokerpkg_ping_stays_the_function_whatever_is_imported_first(first: str) -> None:
     code = f"""
 {first}
@@ -132,7 +151,8 @@ def test_importing_the_command_loads_no_tool() -> None:
 
 
 def test_the_trace_command_loads_neither_the_monitor_nor_the_other_subcommands(
-        helper_path: str) -> None:
+    helper_path: str,
+) -> None:
     code = """
 from brokerpkg import cli
 status = cli.main(["trace", "-n", "-q", "1", "127.0.0.1"])
@@ -140,5 +160,11 @@ assert status == 0, status
 """
     loaded = new_modules(code, env=dict(os.environ, BROKERPKG_HELPER=helper_path))
     assert {"brokerpkg.session", "brokerpkg.trace", "brokerpkg.cli_format"} <= loaded
-    assert not loaded & {"brokerpkg.mtr", "brokerpkg.sync", "brokerpkg.cli_terminal",
-                         "brokerpkg.cli_doctor", "json", "datetime"}
+    assert not loaded & {
+        "brokerpkg.mtr",
+        "brokerpkg.sync",
+        "brokerpkg.cli_terminal",
+        "brokerpkg.cli_doctor",
+        "json",
+        "datetime",
+    }

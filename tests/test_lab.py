@@ -29,8 +29,18 @@ FAMILIES = pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-def echo(chain: Chain, dst: str, *, count: int = 1, ttl: int = 64, ident: int = 4242,
-         timeout: float = 0.5, expect: int = 0, gap: float = 0.0, **extra: object):
+def echo(
+    chain: Chain,
+    dst: str,
+    *,
+    count: int = 1,
+    ttl: int = 64,
+    ident: int = 4242,
+    timeout: float = 0.5,
+    expect: int = 0,
+    gap: float = 0.0,
+    **extra: object,
+):
     """Send ``count`` ICMP echoes (seq 1..count) from the client; return the result."""
     probes = [{"dst": dst, "ttl": ttl, "id": ident, "seq": s, **extra} for s in range(1, count + 1)]
     return chain.raw_probe("client", probes, timeout=timeout, expect=expect, gap=gap)
@@ -42,7 +52,8 @@ def answers_to(res, ident: int = 4242) -> list[P.Packet]:
     for p in res.received:
         quoted = p.inner if p.is_icmp_error else None
         if (p.is_echo_reply and p.icmp_id == ident) or (
-                quoted is not None and quoted.is_echo_request and quoted.icmp_id == ident):
+            quoted is not None and quoted.is_echo_request and quoted.icmp_id == ident
+        ):
             out.append(p)
     return out
 
@@ -59,11 +70,17 @@ def test_crc32c_known_vectors() -> None:
 def test_internet_checksum_and_round_trip() -> None:
     msg = P.echo_message(4, 0x1234, 7, b"abc")
     assert P.internet_checksum(msg) == 0
-    pkt = P.parse_ip(P.ipv4_packet("198.18.1.1", "198.18.200.1", P.PROTO_ICMP, msg, ttl=9,
-                                   tos=0x28))
+    pkt = P.parse_ip(
+        P.ipv4_packet("198.18.1.1", "198.18.200.1", P.PROTO_ICMP, msg, ttl=9, tos=0x28)
+    )
     assert pkt is not None
-    assert (pkt.ttl, pkt.tos, pkt.icmp_id, pkt.icmp_seq, pkt.payload) == (9, 0x28, 0x1234, 7,
-                                                                          b"abc")
+    assert (pkt.ttl, pkt.tos, pkt.icmp_id, pkt.icmp_seq, pkt.payload) == (
+        9,
+        0x28,
+        0x1234,
+        7,
+        b"abc",
+    )
     assert pkt.header_checksum_ok
     assert pkt.checksum_ok
     msg6 = P.echo_message(6, 1, 2, b"xy", src="2001:db8:1::1", dst="2001:db8:c8::1")
@@ -76,8 +93,9 @@ def test_internet_checksum_and_round_trip() -> None:
 def test_mpls_extension_round_trip_both_families() -> None:
     entries = [P.Mpls(16, 0, 0, 1), P.Mpls(1048575, 7, 1, 255)]
     for v, src, dst in ((4, "198.18.201.1", "198.18.1.1"), (6, "2001:db8:c9::1", "2001:db8:1::1")):
-        inner = P.ip_packet(dst, "198.18.200.1" if v == 4 else "2001:db8:c8::1",
-                            P.PROTO_UDP, b"\0" * 8, ttl=1)
+        inner = P.ip_packet(
+            dst, "198.18.200.1" if v == 4 else "2001:db8:c8::1", P.PROTO_UDP, b"\0" * 8, ttl=1
+        )
         ext = P.icmp_extension_structure([P.mpls_object(entries)])
         msg = P.icmp_error(v, 11 if v == 4 else 3, 0, inner, src=src, dst=dst, extensions=ext)
         pkt = P.parse_ip(P.ip_packet(src, dst, P.PROTO_ICMP if v == 4 else P.PROTO_ICMPV6, msg))
@@ -100,9 +118,17 @@ def test_parser_survives_garbage() -> None:
 
 def test_spec_validation() -> None:
     assert validate_spec({"hops": 2, "mpls": [[16, 0, 1, 1]]})["hops"] == 2
-    for bad in ({"bogus": 1}, {"answer": "maybe"}, {"drop": 1.5}, {"delay": -1},
-                {"mpls": [[1 << 20, 0, 1, 1]]}, {"hops": [{"addr4": "2001:db8::1"}]},
-                {"forge": ["nonsense"]}, {"duplicate": True}, {"from4": "::1"}):
+    for bad in (
+        {"bogus": 1},
+        {"answer": "maybe"},
+        {"drop": 1.5},
+        {"delay": -1},
+        {"mpls": [[1 << 20, 0, 1, 1]]},
+        {"hops": [{"addr4": "2001:db8::1"}]},
+        {"forge": ["nonsense"]},
+        {"duplicate": True},
+        {"from4": "::1"},
+    ):
         with pytest.raises(ValueError, match=r"\w"):
             validate_spec(bad)
     with pytest.raises(ValueError, match="not an address"):
@@ -132,8 +158,19 @@ def test_debian_traceroute_agrees(chain: Chain, family: int) -> None:
     if shutil.which("traceroute") is None:
         pytest.skip("traceroute not installed (apt-get install traceroute)")
     for mode in (["-I"], ["-U"]):
-        argv = ["traceroute", f"-{family}", "-n", "-q", "1", "-w", "1", "-N", "1", *mode,
-                chain.server_address(family)]
+        argv = [
+            "traceroute",
+            f"-{family}",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            "-N",
+            "1",
+            *mode,
+            chain.server_address(family),
+        ]
         out = chain.run("client", argv, timeout=60).stdout
         hops = [line.split()[1] for line in out.splitlines()[1:] if line.strip()]
         assert hops == chain.path(family), out
@@ -141,10 +178,15 @@ def test_debian_traceroute_agrees(chain: Chain, family: int) -> None:
 
 def test_router_namespaces_have_the_lab_sysctls(chain: Chain) -> None:
     r1 = chain.routers[0]
-    expect = {"net.ipv4.icmp_ratelimit": "0", "net.ipv6.icmp.ratelimit": "0",
-              "net.ipv4.icmp_msgs_per_sec": "1000000", "net.ipv4.icmp_msgs_burst": "1000000",
-              "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1",
-              "net.ipv6.conf.eth0.accept_dad": "0"}
+    expect = {
+        "net.ipv4.icmp_ratelimit": "0",
+        "net.ipv6.icmp.ratelimit": "0",
+        "net.ipv4.icmp_msgs_per_sec": "1000000",
+        "net.ipv4.icmp_msgs_burst": "1000000",
+        "net.ipv4.ip_forward": "1",
+        "net.ipv6.conf.all.forwarding": "1",
+        "net.ipv6.conf.eth0.accept_dad": "0",
+    }
     for key, value in expect.items():
         assert chain.get_sysctl(r1, key) == value, key
     assert chain.get_sysctl(chain.client, "net.ipv4.ip_forward") == "0"
@@ -178,8 +220,9 @@ def test_blackhole_is_silent(chain: Chain, family: int) -> None:
 
 @FAMILIES
 @pytest.mark.parametrize(("kind", "codes"), [("unreachable", (1, 0)), ("prohibit", (13, 1))])
-def test_unreachable_routes_answer(chain: Chain, family: int, kind: str,
-                                   codes: tuple[int, int]) -> None:
+def test_unreachable_routes_answer(
+    chain: Chain, family: int, kind: str, codes: tuple[int, int]
+) -> None:
     dest = chain.add_unreachable(3, kind)
     res = echo(chain, dest.address(family), expect=1)
     got = answers_to(res)
@@ -223,8 +266,12 @@ def test_responder_answers_every_protocol_normally(chain: Chain, responder, fami
     assert reply.is_echo_reply
     assert (reply.src, reply.dst, reply.icmp_seq, reply.payload) == (dst, src, 1, b"\xc0\xff\xee")
     # UDP -> port unreachable quoting our ports.
-    res = chain.raw_probe("client", [{"dst": dst, "proto": "udp", "sport": 41000,
-                                      "dport": 33500}], timeout=0.5, expect=1)
+    res = chain.raw_probe(
+        "client",
+        [{"dst": dst, "proto": "udp", "sport": 41000, "dport": 33500}],
+        timeout=0.5,
+        expect=1,
+    )
     (unreach,) = res.received
     assert unreach.is_dest_unreachable
     assert unreach.icmp_code == (3 if family == 4 else 4)
@@ -232,15 +279,23 @@ def test_responder_answers_every_protocol_normally(chain: Chain, responder, fami
     assert unreach.inner is not None
     assert (unreach.inner.sport, unreach.inner.dport) == (41000, 33500)
     # TCP SYN -> SYN-ACK acknowledging our sequence number.
-    res = chain.raw_probe("client", [{"dst": dst, "proto": "tcp", "sport": 41001, "dport": 443,
-                                      "tcp_seq": 5000}], timeout=0.5, expect=1)
+    res = chain.raw_probe(
+        "client",
+        [{"dst": dst, "proto": "tcp", "sport": 41001, "dport": 443, "tcp_seq": 5000}],
+        timeout=0.5,
+        expect=1,
+    )
     synack = next(p for p in res.received if p.proto == P.PROTO_TCP)
     assert synack.tcp_flags == P.TCP_SYN | P.TCP_ACK
     assert (synack.sport, synack.dport, synack.tcp_ack) == (443, 41001, 5001)
     assert synack.checksum_ok
     # SCTP INIT -> INIT-ACK, vtag = INIT's initiate tag, CRC32c right, state cookie.
-    res = chain.raw_probe("client", [{"dst": dst, "proto": "sctp", "sport": 41002, "dport": 80,
-                                      "tag": 0xA1B2C3D4}], timeout=0.5, expect=1)
+    res = chain.raw_probe(
+        "client",
+        [{"dst": dst, "proto": "sctp", "sport": 41002, "dport": 80, "tag": 0xA1B2C3D4}],
+        timeout=0.5,
+        expect=1,
+    )
     initack = next(p for p in res.received if p.proto == P.PROTO_SCTP)
     assert initack.sctp_vtag == 0xA1B2C3D4
     assert initack.checksum_ok
@@ -252,23 +307,30 @@ def test_responder_answers_every_protocol_normally(chain: Chain, responder, fami
     # The responder logged all four, with what it did (the client kernel's RST
     # for the unexpected SYN-ACK is logged as ignored).
     actions = [e.action for e in responder.received(dst=dst)]
-    assert [a for a in actions if a != "ignored"] == ["echo-reply", "port-unreachable", "syn-ack",
-                                                      "init-ack"]
+    assert [a for a in actions if a != "ignored"] == [
+        "echo-reply",
+        "port-unreachable",
+        "syn-ack",
+        "init-ack",
+    ]
     assert [e.packet.tcp_flags for e in responder.received(dst=dst, action="ignored")] == [
-        P.TCP_RST]
+        P.TCP_RST
+    ]
 
 
 @FAMILIES
 def test_responder_rst_and_abort(chain: Chain, responder, family: int) -> None:
     dst = virtual_target(11, family)
     responder.set(dst, tcp="rst", sctp="abort")
-    res = chain.raw_probe("client", [{"dst": dst, "proto": "tcp", "dport": 22, "tcp_seq": 77}],
-                          timeout=0.5, expect=1)
+    res = chain.raw_probe(
+        "client", [{"dst": dst, "proto": "tcp", "dport": 22, "tcp_seq": 77}], timeout=0.5, expect=1
+    )
     rst = next(p for p in res.received if p.proto == P.PROTO_TCP)
     assert rst.tcp_flags == P.TCP_RST | P.TCP_ACK
     assert rst.tcp_ack == 78
-    res = chain.raw_probe("client", [{"dst": dst, "proto": "sctp", "tag": 0x01020304}],
-                          timeout=0.5, expect=1)
+    res = chain.raw_probe(
+        "client", [{"dst": dst, "proto": "sctp", "tag": 0x01020304}], timeout=0.5, expect=1
+    )
     abort = next(p for p in res.received if p.proto == P.PROTO_SCTP)
     assert abort.sctp_vtag == 0x01020304
     assert abort.checksum_ok
@@ -286,8 +348,9 @@ def test_responder_late_reply_is_late(chain: Chain, responder, family: int) -> N
 
 
 @FAMILIES
-def test_responder_silent_target_logs_but_never_answers(chain: Chain, responder,
-                                                        family: int) -> None:
+def test_responder_silent_target_logs_but_never_answers(
+    chain: Chain, responder, family: int
+) -> None:
     dst = virtual_target(13, family)
     responder.set(dst, answer="none")
     assert answers_to(echo(chain, dst, count=3)) == []
@@ -328,7 +391,7 @@ def test_responder_virtual_hops_with_mpls(chain: Chain, responder, family: int) 
     assert (icmp[5] if family == 4 else icmp[4]) == (32 if family == 4 else 16)
     quote = icmp[8:136]
     assert te.inner is not None
-    assert quote[te.inner.length:] == b"\0" * (128 - te.inner.length)
+    assert quote[te.inner.length :] == b"\0" * (128 - te.inner.length)
     ext = icmp[136:]
     assert ext[0] >> 4 == 2
     assert P.internet_checksum(ext) == 0
@@ -339,8 +402,9 @@ def test_responder_virtual_hops_with_mpls(chain: Chain, responder, family: int) 
 
 def test_responder_hop_objects_silent_hop_and_addresses(chain: Chain, responder) -> None:
     dst = virtual_target(16)
-    responder.set(dst, hops=[{"addr4": "198.18.201.77"}, {"silent": True},
-                             {"mpls": [[5, 0, 1, 9]]}])
+    responder.set(
+        dst, hops=[{"addr4": "198.18.201.77"}, {"silent": True}, {"mpls": [[5, 0, 1, 9]]}]
+    )
     path = chain.trace(4, dst, max_ttl=7, timeout=0.5)
     assert path[3:] == ["198.18.201.77", None, virtual_hop(3), dst]
 
@@ -381,8 +445,13 @@ def test_responder_malformed_answers(chain: Chain, responder, family: int) -> No
         responder.set(target, spec)
     with chain.capture("client", "eth0") as cap:
         for i, malform in enumerate(cases):
-            echo(chain, virtual_target(20 + i, family), ttl=4 if malform in quoting else 64,
-                 timeout=0.1, expect=1)
+            echo(
+                chain,
+                virtual_target(20 + i, family),
+                ttl=4 if malform in quoting else 64,
+                timeout=0.1,
+                expect=1,
+            )
 
     def answer(malform: str) -> P.Packet:
         got = cap.select(direction="in", src=answerer[malform])
@@ -415,8 +484,15 @@ def test_responder_malformed_answers(chain: Chain, responder, family: int) -> No
 @FAMILIES
 def test_responder_forged_errors(chain: Chain, responder, family: int) -> None:
     dst = virtual_target(30, family)
-    forge = ["wrong-id", "wrong-seq", "wrong-dst", "wrong-src", "unrelated", "reply-wrong-id",
-             "reply-wrong-seq"]
+    forge = [
+        "wrong-id",
+        "wrong-seq",
+        "wrong-dst",
+        "wrong-src",
+        "unrelated",
+        "reply-wrong-id",
+        "reply-wrong-seq",
+    ]
     responder.set(dst, forge=forge)
     res = echo(chain, dst, ident=500, expect=len(forge) + 1)
     forged_src = "198.18.201.254" if family == 4 else "2001:db8:c9::fe"
@@ -434,8 +510,12 @@ def test_responder_forged_errors(chain: Chain, responder, family: int) -> None:
     assert replies == [(501, 1), (500, 2), (500, 1)]  # two forged, then the genuine one
     # UDP: wrong-port quotes destination port + 1.
     responder.set(dst, forge=["wrong-port"], answer="none")
-    res = chain.raw_probe("client", [{"dst": dst, "proto": "udp", "sport": 40500,
-                                      "dport": 33434}], timeout=0.5, expect=1)
+    res = chain.raw_probe(
+        "client",
+        [{"dst": dst, "proto": "udp", "sport": 40500, "dport": 33434}],
+        timeout=0.5,
+        expect=1,
+    )
     (err,) = res.received
     assert err.inner is not None
     assert (err.inner.sport, err.inner.dport) == (40500, 33435)
@@ -479,8 +559,11 @@ def test_responder_control_errors(chain: Chain, responder) -> None:
 
 def test_responder_script_at_start_and_clean_exit(make_chain) -> None:
     t_silent, t_hops = virtual_target(40), virtual_target(41)
-    c = make_chain(1, responder=True, script={"targets": {t_silent: {"answer": "none"}},
-                                              "default": {"hops": 1}})
+    c = make_chain(
+        1,
+        responder=True,
+        script={"targets": {t_silent: {"answer": "none"}}, "default": {"hops": 1}},
+    )
     assert answers_to(echo(c, t_silent)) == []
     assert c.trace(4, t_hops, max_ttl=3) == [c.hop_address(1), virtual_hop(1), t_hops]
     r = c.responder
@@ -496,13 +579,32 @@ def test_capture_sees_every_field_sent_and_received(chain: Chain, family: int) -
     dst = chain.server_address(family)
     t0 = time.time()
     with chain.capture("client", "eth0") as cap:
-        chain.raw_probe("client", [{"dst": dst, "proto": "udp", "ttl": 7, "tos": 0x48,
-                                    "size": 120, "pattern": 0x5A, "sport": 41234,
-                                    "dport": 33999}], timeout=0.5, expect=1)
+        chain.raw_probe(
+            "client",
+            [
+                {
+                    "dst": dst,
+                    "proto": "udp",
+                    "ttl": 7,
+                    "tos": 0x48,
+                    "size": 120,
+                    "pattern": 0x5A,
+                    "sport": 41234,
+                    "dport": 33999,
+                }
+            ],
+            timeout=0.5,
+            expect=1,
+        )
     t1 = time.time()
     (out,) = cap.select(direction="out", proto="udp")
     assert (out.src, out.dst, out.ttl, out.tos, out.length) == (
-        chain.client_address(family), dst, 7, 0x48, 120)
+        chain.client_address(family),
+        dst,
+        7,
+        0x48,
+        120,
+    )
     assert (out.sport, out.dport) == (41234, 33999)
     assert out.payload == b"\x5a" * (120 - (28 if family == 4 else 48))
     assert out.checksum_ok
@@ -517,10 +619,12 @@ def test_capture_sees_every_field_sent_and_received(chain: Chain, family: int) -
 def test_capture_shows_final_checksums_of_kernel_sockets(chain: Chain, family: int) -> None:
     """TX checksum offload is off on lab veths, so kernel-built UDP has a real checksum."""
     dst = chain.server_address(family)
-    code = ("import socket, sys\n"
-            "fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n"
-            "s = socket.socket(fam, socket.SOCK_DGRAM)\n"
-            "s.sendto(b'hello', (sys.argv[1], 40404))\n")
+    code = (
+        "import socket, sys\n"
+        "fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n"
+        "s = socket.socket(fam, socket.SOCK_DGRAM)\n"
+        "s.sendto(b'hello', (sys.argv[1], 40404))\n"
+    )
     with chain.capture("client", "eth0") as cap:
         chain.python("client", code, dst)
     (out,) = cap.select(direction="out", proto="udp")
@@ -545,12 +649,25 @@ def test_capture_of_nothing_is_empty(chain: Chain) -> None:
 
 
 def _root_state() -> dict[str, str]:
-    cmds = {"addr": ["ip", "-o", "addr"], "route": ["ip", "route"], "route6": ["ip", "-6", "route"],
-            "rule": ["ip", "rule"], "rule6": ["ip", "-6", "rule"]}
-    state = {k: subprocess.run(v, capture_output=True, text=True, check=False).stdout
-             for k, v in cmds.items()}
-    for key in ("ipv4/icmp_ratelimit", "ipv4/ip_forward", "ipv4/ping_group_range",
-                "ipv6/icmp/ratelimit", "ipv6/conf/all/forwarding", "ipv4/icmp_msgs_per_sec"):
+    cmds = {
+        "addr": ["ip", "-o", "addr"],
+        "route": ["ip", "route"],
+        "route6": ["ip", "-6", "route"],
+        "rule": ["ip", "rule"],
+        "rule6": ["ip", "-6", "rule"],
+    }
+    state = {
+        k: subprocess.run(v, capture_output=True, text=True, check=False).stdout
+        for k, v in cmds.items()
+    }
+    for key in (
+        "ipv4/icmp_ratelimit",
+        "ipv4/ip_forward",
+        "ipv4/ping_group_range",
+        "ipv6/icmp/ratelimit",
+        "ipv6/conf/all/forwarding",
+        "ipv4/icmp_msgs_per_sec",
+    ):
         state[key] = Path("/proc/sys/net", key).read_text()
     return state
 
@@ -598,8 +715,14 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 def _crash(how: str) -> list[str]:
     env = dict(os.environ, PYTHONPATH=str(TESTS_DIR))
-    res = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, how], capture_output=True,
-                         text=True, env=env, timeout=60, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", _CRASH_SCRIPT, how],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode != 0
     names = res.stdout.split()
     assert len(names) == 5, res.stderr
@@ -671,14 +794,15 @@ def test_unprivileged_raw_socket_needs_the_capability(make_unprivileged_copy, ma
     """nobody gets EPERM for a raw socket, but ICMP datagram sockets once ping_group_range opens."""
     c = make_chain(1)
     copy = make_unprivileged_copy(None)
-    code = ("import socket\n"
-            "for t in (socket.SOCK_RAW, socket.SOCK_DGRAM):\n"
-            "    try:\n"
-            "        socket.socket(socket.AF_INET, t, socket.IPPROTO_ICMP).close(); print('ok')\n"
-            "    except PermissionError: print('eperm')\n")
+    code = (
+        "import socket\n"
+        "for t in (socket.SOCK_RAW, socket.SOCK_DGRAM):\n"
+        "    try:\n"
+        "        socket.socket(socket.AF_INET, t, socket.IPPROTO_ICMP).close(); print('ok')\n"
+        "    except PermissionError: print('eperm')\n"
+    )
     res = copy.run(["-c", code], lab=c, node="client")
     assert res.stdout.split() == ["eperm", "eperm"], res.stderr
     c.open_ping_group("client")
     res = copy.run(["-c", code], lab=c, node="client")
     assert res.stdout.split() == ["eperm", "ok"], res.stderr
-

@@ -45,11 +45,13 @@ async def lab_session(chain: Chain, helper_path: str) -> AsyncIterator[Session]:
         yield session
 
 
-def answer(word: str, responder: str | None = None, time_ms: float | None = None,
-           ttl: int = 1) -> ProbeResult:
+def answer(
+    word: str, responder: str | None = None, time_ms: float | None = None, ttl: int = 1
+) -> ProbeResult:
     """A ProbeResult as the session builds it."""
-    return ProbeResult(word == "reply", word, time_ms, responder, [], target="198.18.200.1",
-                       ttl=ttl)
+    return ProbeResult(
+        word == "reply", word, time_ms, responder, [], target="198.18.200.1", ttl=ttl
+    )
 
 
 def turnarounds(responder, dst: str) -> list[float]:
@@ -151,7 +153,9 @@ def test_a_hop_that_changes_address_keeps_one_row_with_every_responder() -> None
     row = state.hop_stats(2, {"198.18.5.2": "rb.example"})
     assert row.received == 5 and row.address == "198.18.5.2" and row.name == "rb.example"
     assert [(r.address, r.received, r.name) for r in row.responders] == [
-        ("198.18.2.2", 3, None), ("198.18.5.2", 2, "rb.example")]
+        ("198.18.2.2", 3, None),
+        ("198.18.5.2", 2, "rb.example"),
+    ]
 
 
 def test_destination_unreachable_ends_the_path() -> None:
@@ -182,8 +186,18 @@ def test_report_text_and_json() -> None:
     report = state.report("target", "198.18.200.1", 1, True)
     lines = str(report).splitlines()
     assert lines[0].startswith("HOST: target") and "Loss%   Snt   Rcv   Last" in lines[0]
-    assert lines[1].split() == ["1.|--", "198.18.1.2", "0.0%", "1", "1", "1.2", "1.2", "1.2",
-                                "1.2", "0.0"]
+    assert lines[1].split() == [
+        "1.|--",
+        "198.18.1.2",
+        "0.0%",
+        "1",
+        "1",
+        "1.2",
+        "1.2",
+        "1.2",
+        "1.2",
+        "0.0",
+    ]
     assert lines[2].split()[:4] == ["2.|--", "???", "100.0%", "1"]
     data = json.loads(json.dumps(report.to_dict()))
     assert data["final"] and data["hops"][1]["loss_percent"] == 100.0
@@ -191,9 +205,13 @@ def test_report_text_and_json() -> None:
 
 
 async def test_bad_arguments_are_refused() -> None:
-    for arguments, match in (({"cycles": 0}, "cycles"), ({"interval": 0}, "interval"),
-                             ({"max_unknown": 0}, "max_unknown"), ({"grace": -1}, "grace"),
-                             ({"first_ttl": 9, "max_ttl": 3}, "max_ttl")):
+    for arguments, match in (
+        ({"cycles": 0}, "cycles"),
+        ({"interval": 0}, "interval"),
+        ({"max_unknown": 0}, "max_unknown"),
+        ({"grace": -1}, "grace"),
+        ({"first_ttl": 9, "max_ttl": 3}, "max_ttl"),
+    ):
         with pytest.raises(ValueError, match=match):
             await collect(monitor("127.0.0.1", helper="/nonexistent", **arguments))
 
@@ -219,9 +237,19 @@ async def test_seeded_loss_gives_exact_loss_sent_and_received(
     lost = [sum(cycle[k] for cycle in dropped) for k in range(3)]
     assert sum(lost) > 3 and all(n < cycles for n in lost)
     async with asyncio.timeout(LIMIT):
-        reports = await collect(monitor(
-            dst, cycles=cycles, interval=0.1, first_ttl=4, max_ttl=6, max_unknown=3,
-            timeout=0.5, grace=2.0, session=lab_session))
+        reports = await collect(
+            monitor(
+                dst,
+                cycles=cycles,
+                interval=0.1,
+                first_ttl=4,
+                max_ttl=6,
+                max_unknown=3,
+                timeout=0.5,
+                grace=2.0,
+                session=lab_session,
+            )
+        )
     assert [report.cycle for report in reports] == list(range(1, cycles + 1))
     assert [report.final for report in reports] == [False] * (cycles - 1) + [True]
     for number, report in enumerate(reports, start=1):
@@ -236,11 +264,18 @@ async def test_seeded_loss_gives_exact_loss_sent_and_received(
             assert row.lost <= sum(cycle[k] for cycle in dropped[:number])
     final = reports[-1]
     assert [hop.ttl for hop in final.hops] == [4, 5, 6] and final.reached
-    assert [hop.address for hop in final.hops] == [virtual_hop(1, family),
-                                                   virtual_hop(2, family), dst]
+    assert [hop.address for hop in final.hops] == [
+        virtual_hop(1, family),
+        virtual_hop(2, family),
+        dst,
+    ]
     for k, row in enumerate(final.hops):
         assert (row.sent, row.received, row.pending, row.lost) == (
-            cycles, cycles - lost[k], 0, lost[k])
+            cycles,
+            cycles - lost[k],
+            0,
+            lost[k],
+        )
         assert row.loss_percent == pytest.approx(100 * lost[k] / cycles)
     assert len(responder.received(dst=dst)) == 3 * cycles
 
@@ -252,8 +287,9 @@ async def test_late_answers_are_counted_for_their_own_probe(
     dst, cycles = virtual_target(132, family), 6
     responder.set(dst, delay=0.35)  # 3.5 intervals late
     async with asyncio.timeout(LIMIT):
-        reports = await collect(monitor(dst, cycles=cycles, interval=0.1, timeout=1.0,
-                                        grace=2.0, session=lab_session))
+        reports = await collect(
+            monitor(dst, cycles=cycles, interval=0.1, timeout=1.0, grace=2.0, session=lab_session)
+        )
     for report in reports[:-1]:
         for row in report.hops:
             assert row.loss_percent == 0.0 and row.lost == 0  # late is not lost
@@ -285,8 +321,9 @@ async def test_hand_computed_columns_from_per_cycle_delays(
     responder.set(dst, delay=delays[0])
     reports = []
     async with asyncio.timeout(LIMIT):
-        stream = monitor(dst, cycles=4, interval=0.25, first_ttl=4, max_ttl=4, timeout=1.0,
-                         session=lab_session)
+        stream = monitor(
+            dst, cycles=4, interval=0.25, first_ttl=4, max_ttl=4, timeout=1.0, session=lab_session
+        )
         async with contextlib.aclosing(stream):
             async for report in stream:
                 reports.append(report)
@@ -329,8 +366,9 @@ async def test_a_hop_that_changes_address_lists_both(
     first, second = virtual_hop(41, family), virtual_hop(42, family)
     responder.set(dst, hops=[{f"addr{family}": first}])
     async with asyncio.timeout(LIMIT):
-        stream = monitor(dst, cycles=5, interval=0.15, first_ttl=4, timeout=1.0,
-                         session=lab_session)
+        stream = monitor(
+            dst, cycles=5, interval=0.15, first_ttl=4, timeout=1.0, session=lab_session
+        )
         async with contextlib.aclosing(stream):
             async for report in stream:
                 if report.cycle == 2:
@@ -350,8 +388,17 @@ async def test_max_unknown_stops_probing_past_silent_hops(
     dst, cycles = virtual_target(135, family), 4
     responder.set(dst, hops=[{}] + [{"silent": True}] * 10, answer="none")
     async with asyncio.timeout(LIMIT):
-        reports = await collect(monitor(dst, cycles=cycles, interval=0.1, max_unknown=3,
-                                        timeout=0.3, grace=1.0, session=lab_session))
+        reports = await collect(
+            monitor(
+                dst,
+                cycles=cycles,
+                interval=0.1,
+                max_unknown=3,
+                timeout=0.3,
+                grace=1.0,
+                session=lab_session,
+            )
+        )
     responder.sync()
     seen = [event.hop for event in responder.received(dst=dst)]
     assert sorted(set(seen)) == [1, 2, 3, 4]
@@ -370,8 +417,9 @@ async def test_nothing_beyond_the_destination_is_probed_after_it_is_found(
     dst, cycles = virtual_target(136, family), 5
     responder.set(dst, hops=1)  # target at TTL 5
     async with asyncio.timeout(LIMIT):
-        reports = await collect(monitor(dst, cycles=cycles, interval=0.1, max_ttl=30,
-                                        timeout=0.5, session=lab_session))
+        reports = await collect(
+            monitor(dst, cycles=cycles, interval=0.1, max_ttl=30, timeout=0.5, session=lab_session)
+        )
     assert all(report.reached for report in reports)
     assert all([hop.ttl for hop in report.hops] == [1, 2, 3, 4, 5] for report in reports)
     final = reports[-1]
@@ -393,9 +441,17 @@ async def test_names_are_filled_in_as_they_are_found(
 
     names = Table()
     async with asyncio.timeout(LIMIT):
-        reports = await collect(monitor(chain.server_address(), cycles=3, interval=0.1,
-                                        timeout=0.5, session=lab_session, resolve_names=True,
-                                        name_resolver=names))
+        reports = await collect(
+            monitor(
+                chain.server_address(),
+                cycles=3,
+                interval=0.1,
+                timeout=0.5,
+                session=lab_session,
+                resolve_names=True,
+                name_resolver=names,
+            )
+        )
     assert reports[-1].hop(1).name == "r1.lab"
     assert reports[-1].hop(2).name is None
     assert "r1.lab" in str(reports[-1])
@@ -403,19 +459,25 @@ async def test_names_are_filled_in_as_they_are_found(
 
 async def test_local_failures_end_the_iteration(responder, lab_session: Session) -> None:
     with pytest.raises(ProbeSendError, match="not assigned"):
-        await collect(monitor(virtual_target(137), cycles=3, interval=0.1,
-                              local_ip="198.18.99.1", session=lab_session))
+        await collect(
+            monitor(
+                virtual_target(137),
+                cycles=3,
+                interval=0.1,
+                local_ip="198.18.99.1",
+                session=lab_session,
+            )
+        )
     assert responder.received(dst=virtual_target(137)) == []
 
 
-async def test_closing_an_endless_monitor_stops_its_probes(
-    responder, lab_session: Session
-) -> None:
+async def test_closing_an_endless_monitor_stops_its_probes(responder, lab_session: Session) -> None:
     dst = virtual_target(138)
     responder.set(dst, answer="none")
     async with asyncio.timeout(LIMIT):
-        stream = monitor(dst, interval=0.05, first_ttl=4, max_ttl=4, timeout=5.0,
-                         session=lab_session)
+        stream = monitor(
+            dst, interval=0.05, first_ttl=4, max_ttl=4, timeout=5.0, session=lab_session
+        )
         async with contextlib.aclosing(stream):
             async for report in stream:
                 if report.cycle == 3:
@@ -428,8 +490,7 @@ async def test_closing_an_endless_monitor_stops_its_probes(
 
 
 def test_sync_monitor_returns_every_report(helper_path: str) -> None:
-    reports = sync.monitor("127.0.0.1", cycles=2, interval=0.05, timeout=1.0,
-                           helper=helper_path)
+    reports = sync.monitor("127.0.0.1", cycles=2, interval=0.05, timeout=1.0, helper=helper_path)
     assert [(report.cycle, report.final) for report in reports] == [(1, False), (2, True)]
     assert reports[-1].reached and reports[-1].hop(1).received == 2
     six = sync.monitor("::1", 1, protocol="udp", helper=helper_path)

@@ -60,8 +60,13 @@ def ip_word(family: int) -> str:
 def mtr_hops(chain: Chain, helper: str, args: list[str], target: str) -> list[tuple[int, str]]:
     """``mtr -r -n -c 2`` from the client through ``helper``: (hop number, host) rows."""
     env = dict(os.environ, MTR_PACKET=helper)
-    res = chain.run("client", [MTR, "-r", "-n", "-c", "2", "-i", "0.1", "-G", "0.5", *args,
-                               target], env=env, check=False, timeout=60)
+    res = chain.run(
+        "client",
+        [MTR, "-r", "-n", "-c", "2", "-i", "0.1", "-G", "0.5", *args, target],
+        env=env,
+        check=False,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     rows = [HOP_LINE.match(line) for line in res.stdout.splitlines()]
     return [(int(m.group(1)), m.group(2)) for m in rows if m]
@@ -70,17 +75,22 @@ def mtr_hops(chain: Chain, helper: str, args: list[str], target: str) -> list[tu
 @pytest.mark.parametrize("mode", [[], ["-u"], ["-T", "-P", "80"]], ids=["icmp", "udp", "tcp"])
 @pytest.mark.parametrize("family", FAMILIES, ids=["ipv4", "ipv6"])
 def test_mtr_report_shows_the_same_hops_through_both_helpers(
-        chain: Chain, responder: Any, helpers: dict[str, str], mode: list[str],
-        family: int) -> None:
+    chain: Chain, responder: Any, helpers: dict[str, str], mode: list[str], family: int
+) -> None:
     target = chain.virtual_target(50, family)
     responder.set(target, **TARGET)
-    truth = [*chain.path(family)[:3], chain.virtual_hop(1, family),
-             chain.virtual_hop(2, family), target]
+    truth = [
+        *chain.path(family)[:3],
+        chain.virtual_hop(1, family),
+        chain.virtual_hop(2, family),
+        target,
+    ]
     if "-T" in mode:  # see TCP_VIRTUAL_TTLS
         target = chain.server_address(family)
         truth = chain.path(family)
-    seen = {name: mtr_hops(chain, path, [f"-{family}", *mode], target)
-            for name, path in helpers.items()}
+    seen = {
+        name: mtr_hops(chain, path, [f"-{family}", *mode], target) for name, path in helpers.items()
+    }
     assert seen["ours"] == seen["mtr-packet"] == list(enumerate(truth, start=1))
 
 
@@ -106,17 +116,23 @@ def corpus(chain: Chain, responder: Any) -> tuple[list[str], dict[int, str]]:
         responder.set(target, **TARGET)
         responder.set(unreachable, answer="unreachable")
         server = chain.server_address(fam)
-        for proto_args in ("protocol icmp", "protocol udp port 33434", "protocol tcp port 80",
-                           "protocol udp port 53 size 100 tos 40 bit-pattern 165",
-                           "protocol icmp size 200 bit-pattern 255"):
+        for proto_args in (
+            "protocol icmp",
+            "protocol udp port 33434",
+            "protocol tcp port 80",
+            "protocol udp port 53 size 100 tos 40 bit-pattern 165",
+            "protocol icmp size 200 bit-pattern 255",
+        ):
             for ttl in range(1, 8):
                 if "tcp" in proto_args and ttl in TCP_VIRTUAL_TTLS:
                     continue
                 if ttl <= 3:
                     hop = f"ttl-expired {ip} {chain.hop_address(ttl, fam)} round-trip-time N"
                 elif ttl <= 5:
-                    hop = (f"ttl-expired {ip} {chain.virtual_hop(ttl - 3, fam)} "
-                           f"round-trip-time N {labels[ttl - 4]}")
+                    hop = (
+                        f"ttl-expired {ip} {chain.virtual_hop(ttl - 3, fam)} "
+                        f"round-trip-time N {labels[ttl - 4]}"
+                    )
                 else:
                     hop = f"reply {ip} {target} round-trip-time N"
                 add(fam, target, f"{proto_args} ttl {ttl} timeout 2", hop)
@@ -125,26 +141,38 @@ def corpus(chain: Chain, responder: Any) -> tuple[list[str], dict[int, str]]:
             if "tcp" not in proto_args:
                 # (for TCP mtr-packet races the kernel's connect error against the ICMP
                 # error and prints a bare no-route half of the time)
-                add(fam, unreachable, f"{proto_args} timeout 2",
-                    f"no-route {ip} {unreachable} round-trip-time N")
-        add(fam, server, "ttl 2 timeout 2",
-            f"ttl-expired {ip} {chain.hop_address(2, fam)} round-trip-time N")
+                add(
+                    fam,
+                    unreachable,
+                    f"{proto_args} timeout 2",
+                    f"no-route {ip} {unreachable} round-trip-time N",
+                )
+        add(
+            fam,
+            server,
+            "ttl 2 timeout 2",
+            f"ttl-expired {ip} {chain.hop_address(2, fam)} round-trip-time N",
+        )
     return requests, truth
 
 
-def test_same_reply_words_as_mtr_packet_for_a_corpus(chain: Chain, responder: Any,
-                                                     helpers: dict[str, str]) -> None:
+def test_same_reply_words_as_mtr_packet_for_a_corpus(
+    chain: Chain, responder: Any, helpers: dict[str, str]
+) -> None:
     requests, truth = corpus(chain, responder)
     seen = {}
     for name, path in helpers.items():
-        res = chain.run("client", [path], input="".join(f"{r}\n" for r in requests),
-                        check=False, timeout=60)
+        res = chain.run(
+            "client", [path], input="".join(f"{r}\n" for r in requests), check=False, timeout=60
+        )
         assert res.returncode == 0, res.stderr
         lines = res.stdout.splitlines()
         seen[name] = {int(line.split()[0]): words(line) for line in lines}
         assert len(seen[name]) == len(lines) == len(requests), name
     assert {"ours": seen["ours"], "mtr-packet": seen["mtr-packet"]} == {
-        "ours": truth, "mtr-packet": truth}
+        "ours": truth,
+        "mtr-packet": truth,
+    }
 
 
 # --------------------------------------------------------------------------- mtrpacket
@@ -164,13 +192,16 @@ asyncio.run(main(json.loads(sys.argv[1])))
 
 
 def test_mtrpacket_gets_the_same_results_through_both_helpers(
-        chain: Chain, responder: Any, helpers: dict[str, str]) -> None:
+    chain: Chain, responder: Any, helpers: dict[str, str]
+) -> None:
     pytest.importorskip("mtrpacket")
     hole = chain.add_blackhole(2)
     probes: list[tuple[str, dict[str, Any]]] = []
     expected: list[list[Any]] = []
-    labels: list[list[list[Any]]] = [[[16, 0, False, 1], [1048575, 7, True, 255]],
-                                     [[24001, 3, True, 9]]]
+    labels: list[list[list[Any]]] = [
+        [[16, 0, False, 1], [1048575, 7, True, 255]],
+        [[24001, 3, True, 9]],
+    ]
     for fam in FAMILIES:
         target = chain.virtual_target(53, fam)
         responder.set(target, **TARGET)
@@ -185,17 +216,33 @@ def test_mtrpacket_gets_the_same_results_through_both_helpers(
                 if ttl <= 3:
                     expected.append([False, "ttl-expired", chain.hop_address(ttl, fam), [], True])
                 elif ttl <= 5:
-                    expected.append([False, "ttl-expired", chain.virtual_hop(ttl - 3, fam),
-                                     labels[ttl - 4], True])
+                    expected.append(
+                        [
+                            False,
+                            "ttl-expired",
+                            chain.virtual_hop(ttl - 3, fam),
+                            labels[ttl - 4],
+                            True,
+                        ]
+                    )
                 else:
                     expected.append([True, "reply", target, [], True])
-            probes.append((hole.address(fam), {"protocol": proto, "timeout": 1,
-                                               **({"port": port} if port else {})}))
+            probes.append(
+                (
+                    hole.address(fam),
+                    {"protocol": proto, "timeout": 1, **({"port": port} if port else {})},
+                )
+            )
             expected.append([False, "no-reply", None, [], False])
     seen = {}
     for name, path in helpers.items():
-        res = chain.run("client", [sys.executable, "-c", MTRPACKET_PROGRAM, json.dumps(probes)],
-                        env=dict(os.environ, MTR_PACKET=path), check=False, timeout=60)
+        res = chain.run(
+            "client",
+            [sys.executable, "-c", MTRPACKET_PROGRAM, json.dumps(probes)],
+            env=dict(os.environ, MTR_PACKET=path),
+            check=False,
+            timeout=60,
+        )
         assert res.returncode == 0, res.stderr
         seen[name] = json.loads(res.stdout)
     assert seen["ours"] == expected

@@ -233,8 +233,11 @@ def test_installed_command_probes_loopback(built: Built, tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("reply from 127.0.0.1 in ")
     # README's first command, after its `pip install . &&`, through the installed script.
-    first = next(line.strip() for line in (REPO / "README.md").read_text().splitlines()
-                 if line.startswith("    python3 -m pip install . && "))
+    first = next(
+        line.strip()
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("    python3 -m pip install . && ")
+    )
     words = first.split(" && ", 1)[1].split()
     assert words[0] == "brokerpkg"
     readme = subprocess.run(
@@ -309,7 +312,10 @@ def test_ci_runs_the_test_command_readme_gives_users() -> None:
     """README's second command is the line .ci/run runs, so what users run is what CI
     checks."""
     lines = (REPO / "README.md").read_text().splitlines()
-    command = next(line.strip() for line in lines
-                   if line.startswith("    ") and line.strip().endswith("python3 -m pytest"))
+    command = next(
+        line.strip()
+        for line in lines
+        if line.startswith("    ") and line.strip().endswith("python3 -m pytest")
+    )
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert command in [line.strip() for line in ci]

@@ -55,12 +55,28 @@ async def lab_session(chain: Chain, helper_path: str) -> AsyncIterator[Session]:
         yield session
 
 
-def result(word: str, *, success: bool = False, responder: str | None = None,
-           time_ms: float | None = None, reason: str | None = None, **extra: object
-           ) -> ProbeResult:
+def result(
+    word: str,
+    *,
+    success: bool = False,
+    responder: str | None = None,
+    time_ms: float | None = None,
+    reason: str | None = None,
+    **extra: object,
+) -> ProbeResult:
     """A ProbeResult as the session builds it, for tests without a helper."""
-    return ProbeResult(success, word, time_ms, responder, [], target="198.18.200.1", ttl=64,
-                       protocol="icmp", reason=reason, **extra)  # type: ignore[arg-type]
+    return ProbeResult(
+        success,
+        word,
+        time_ms,
+        responder,
+        [],
+        target="198.18.200.1",
+        ttl=64,
+        protocol="icmp",
+        reason=reason,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def turnarounds(responder, dst: str) -> list[float]:
@@ -137,11 +153,15 @@ def test_answers_are_classified_and_local_failures_raised() -> None:
     assert classify(result("ttl-expired", responder="198.18.2.2")) is Answer.TIME_EXCEEDED
     assert classify(result("no-route", responder="198.18.3.2")) is Answer.UNREACHABLE
     assert classify(result("no-reply")) is Answer.NO_REPLY
-    for word, code in (("no-route", errno.EHOSTUNREACH), ("network-down", errno.ENETDOWN),
-                       ("permission-denied", errno.EACCES),
-                       ("address-in-use", errno.EADDRINUSE),
-                       ("address-not-available", errno.EADDRNOTAVAIL),
-                       ("unexpected-error", errno.EMSGSIZE), ("probes-exhausted", None)):
+    for word, code in (
+        ("no-route", errno.EHOSTUNREACH),
+        ("network-down", errno.ENETDOWN),
+        ("permission-denied", errno.EACCES),
+        ("address-in-use", errno.EADDRINUSE),
+        ("address-not-available", errno.EADDRNOTAVAIL),
+        ("unexpected-error", errno.EMSGSIZE),
+        ("probes-exhausted", None),
+    ):
         reason = f"errno {errno.EMSGSIZE}" if word == "unexpected-error" else None
         with pytest.raises(ProbeSendError) as caught:
             classify(result(word, reason=reason))
@@ -157,8 +177,9 @@ def test_raise_for_probe_names_the_answer() -> None:
     reply = result("reply", success=True, responder="198.18.200.1", time_ms=1.0)
     assert raise_for_probe(reply) is reply
     with pytest.raises(DestinationUnreachable, match=r"198\.18\.3\.2 .*type 3, code 1") as u:
-        raise_for_probe(result("no-route", responder="198.18.3.2", icmp_type=3, icmp_code=1),
-                        "example")
+        raise_for_probe(
+            result("no-route", responder="198.18.3.2", icmp_type=3, icmp_code=1), "example"
+        )
     assert u.value.responder == "198.18.3.2"
     assert u.value.host == "example"
     with pytest.raises(TimeExceeded, match=r"198\.18\.2\.2 \(TTL 64\)"):
@@ -210,10 +231,18 @@ async def test_every_protocol_reaches_the_server_and_a_scripted_target(
     dst = virtual_target(101, family)
     responder.set(dst, delay=0.05)
     async with asyncio.timeout(LIMIT):
-        scripted = await ping(dst, count=3, interval=0.05, timeout=1.0, protocol=protocol,
-                              session=lab_session)
-        server = await ping(chain.server_address(family), count=2, interval=0.05, timeout=1.0,
-                            protocol=protocol, family=family, session=lab_session)
+        scripted = await ping(
+            dst, count=3, interval=0.05, timeout=1.0, protocol=protocol, session=lab_session
+        )
+        server = await ping(
+            chain.server_address(family),
+            count=2,
+            interval=0.05,
+            timeout=1.0,
+            protocol=protocol,
+            family=family,
+            session=lab_session,
+        )
     for answered in (scripted, server):
         assert answered.received == answered.sent
         assert answered.packet_loss == 0.0
@@ -222,8 +251,11 @@ async def test_every_protocol_reaches_the_server_and_a_scripted_target(
     assert scripted.address == dst
     assert all(50.0 <= rtt < 250.0 for rtt in scripted.rtts), scripted.rtts
     assert all(rtt < 50.0 for rtt in server.rtts), server.rtts
-    answered_probes = [event for event in responder.received(dst=dst)
-                       if event.action in ("echo-reply", "port-unreachable", "syn-ack", "init-ack")]
+    answered_probes = [
+        event
+        for event in responder.received(dst=dst)
+        if event.action in ("echo-reply", "port-unreachable", "syn-ack", "init-ack")
+    ]
     assert len(answered_probes) == 3  # TCP adds the kernel's ACK and RST after a SYN-ACK
 
 
@@ -269,8 +301,9 @@ async def test_varying_delays_give_the_hand_computed_statistics(
             responder.set(dst, delay=delays[event.sequence + 1])
 
     async with asyncio.timeout(LIMIT):
-        got = await ping(dst, count=4, interval=0.3, timeout=1.0, session=lab_session,
-                         progress=next_delay)
+        got = await ping(
+            dst, count=4, interval=0.3, timeout=1.0, session=lab_session, progress=next_delay
+        )
     assert [event.sequence for event in events] == [0, 1, 2, 3]
     assert [(event.done, event.total) for event in events] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert all(event.host == dst and event.result.success for event in events)
@@ -285,7 +318,8 @@ async def test_varying_delays_give_the_hand_computed_statistics(
     assert got.stdev_rtt == pytest.approx(math.sqrt(squares / 3), abs=1e-9)
     assert got.mdev_rtt == pytest.approx(math.sqrt(squares / 4), abs=1e-9)
     assert got.jitter == pytest.approx(
-        (abs(rtts[1] - rtts[0]) + abs(rtts[2] - rtts[1]) + abs(rtts[3] - rtts[2])) / 3, abs=1e-9)
+        (abs(rtts[1] - rtts[0]) + abs(rtts[2] - rtts[1]) + abs(rtts[3] - rtts[2])) / 3, abs=1e-9
+    )
     assert 20.0 <= got.min_rtt <= 20.0 + excess  # type: ignore[operator]
     assert 47.5 <= got.avg_rtt <= 47.5 + excess  # type: ignore[operator]
     assert 80.0 <= got.max_rtt <= 80.0 + excess  # type: ignore[operator]
@@ -309,8 +343,10 @@ async def test_probes_are_paced_by_interval_not_by_answers(
         unanswered = await ping(silent, count=5, interval=0.1, timeout=0.5, session=lab_session)
         silent_elapsed = time.monotonic() - began
     # Sent every 0.1 s although each answer takes 0.5 s: 0.4 s + one round trip.
-    gaps = [b - a for a, b in zip(arrivals(responder, slow), arrivals(responder, slow)[1:],
-                                   strict=False)]
+    gaps = [
+        b - a
+        for a, b in zip(arrivals(responder, slow), arrivals(responder, slow)[1:], strict=False)
+    ]
     assert len(gaps) == 4 and all(0.07 < gap < 0.25 for gap in gaps), gaps
     assert answered.received == 5
     assert 0.9 <= slow_elapsed < 1.7
@@ -328,17 +364,25 @@ async def test_network_answers_are_results_with_raise_for_status(
     blocked = virtual_target(106, family)
     responder.set(blocked, answer="unreachable")
     async with asyncio.timeout(LIMIT):
-        unreachable = await ping(blocked, count=2, interval=0.05, timeout=1.0, details=True,
-                                 session=lab_session)
-        expired = await ping(chain.server_address(family), count=2, interval=0.05, timeout=1.0,
-                             ttl=2, session=lab_session)
+        unreachable = await ping(
+            blocked, count=2, interval=0.05, timeout=1.0, details=True, session=lab_session
+        )
+        expired = await ping(
+            chain.server_address(family),
+            count=2,
+            interval=0.05,
+            timeout=1.0,
+            ttl=2,
+            session=lab_session,
+        )
     assert unreachable.received == 0
     assert unreachable.answers == [Answer.UNREACHABLE] * 2
     with pytest.raises(DestinationUnreachable) as caught:
         unreachable.raise_for_status()
     assert caught.value.responder == blocked
     assert caught.value.result is not None and caught.value.result.icmp_type == (
-        3 if family == 4 else 1)
+        3 if family == 4 else 1
+    )
     assert expired.answers == [Answer.TIME_EXCEEDED] * 2
     with pytest.raises(TimeExceeded) as late:
         expired.raise_for_status()
@@ -346,17 +390,14 @@ async def test_network_answers_are_results_with_raise_for_status(
 
 
 @FAMILIES
-async def test_local_failures_raise_at_once(
-    responder, lab_session: Session, family: int
-) -> None:
+async def test_local_failures_raise_at_once(responder, lab_session: Session, family: int) -> None:
     dst = virtual_target(107, family)
     foreign = "198.18.99.1" if family == 4 else "2001:db8:99::1"  # not on the client
     async with asyncio.timeout(LIMIT):
         with pytest.raises(ProbeSendError) as caught:
             await ping(dst, count=3, interval=0.05, local_ip=foreign, session=lab_session)
         with pytest.raises(HostResolveError):
-            await ping("::1" if family == 4 else "127.0.0.1", family=family,
-                       session=lab_session)
+            await ping("::1" if family == 4 else "127.0.0.1", family=family, session=lab_session)
         with pytest.raises(brokerpkg.InvalidProbeError, match="local-device"):
             await ping(dst, count=1, local_device="nosuchdev0", session=lab_session)
     assert caught.value.errno == errno.EADDRNOTAVAIL
@@ -375,10 +416,15 @@ async def test_multiping_keeps_input_order_and_the_iterator_completion_order(
     hosts = [slow, medium, chain.server_address(family), fast]
     events: list[ProgressEvent] = []
     async with asyncio.timeout(LIMIT):
-        ordered = await multiping(hosts, count=2, interval=0.05, timeout=1.0,
-                                  session=lab_session, progress=events.append)
-        streamed = [item.host async for item in multiping_iter(
-            hosts, count=2, interval=0.05, timeout=1.0, session=lab_session)]
+        ordered = await multiping(
+            hosts, count=2, interval=0.05, timeout=1.0, session=lab_session, progress=events.append
+        )
+        streamed = [
+            item.host
+            async for item in multiping_iter(
+                hosts, count=2, interval=0.05, timeout=1.0, session=lab_session
+            )
+        ]
     assert [item.host for item in ordered] == hosts
     assert all(item.received == 2 for item in ordered)
     assert ordered[0].min_rtt is not None and ordered[0].min_rtt >= 300.0
@@ -395,8 +441,9 @@ async def test_multiping_concurrency_bound(responder, lab_session: Session, fami
         responder.set(host, delay=0.1)
     async with asyncio.timeout(LIMIT):
         began = time.monotonic()
-        got = await multiping(hosts, count=2, interval=0.05, timeout=1.0, concurrency=1,
-                              session=lab_session)
+        got = await multiping(
+            hosts, count=2, interval=0.05, timeout=1.0, concurrency=1, session=lab_session
+        )
         elapsed = time.monotonic() - began
     assert all(item.received == 2 for item in got)
     # One host at a time: each host's first probe arrives after the previous host's
@@ -426,8 +473,9 @@ async def test_closing_multiping_iter_cancels_the_rest(
     fast, slow = virtual_target(115, family), virtual_target(116, family)
     responder.set(slow, answer="none")
     async with asyncio.timeout(LIMIT):
-        stream = multiping_iter([fast, slow], count=5, interval=0.1, timeout=0.5,
-                                concurrency=1, session=lab_session)
+        stream = multiping_iter(
+            [fast, slow], count=5, interval=0.1, timeout=0.5, concurrency=1, session=lab_session
+        )
         async with contextlib.aclosing(stream):
             first = await anext(stream)
         await asyncio.sleep(0.6)
@@ -468,8 +516,13 @@ def test_network_errors_live_in_errors_and_are_reexported() -> None:
     from brokerpkg import errors
 
     ping_module = sys.modules["brokerpkg.ping"]
-    for name in ("NetworkError", "DestinationUnreachable", "TimeExceeded", "NoReplyError",
-                 "ProbeSendError"):
+    for name in (
+        "NetworkError",
+        "DestinationUnreachable",
+        "TimeExceeded",
+        "NoReplyError",
+        "ProbeSendError",
+    ):
         cls = getattr(errors, name)
         assert cls.__module__ == "brokerpkg.errors"
         assert getattr(ping_module, name) is cls is getattr(brokerpkg, name)

@@ -164,7 +164,8 @@ def expected_sandbox() -> str:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_running_helper_holds_only_the_callers_ids_and_no_capabilities(
-        mode: str, helper_path: str, unprivileged_copy) -> None:
+    mode: str, helper_path: str, unprivileged_copy
+) -> None:
     uid = 0 if mode == "root" else NOBODY
     with running(caller_argv(mode, helper_path, unprivileged_copy)) as helper:
         assert helper.feature("version").startswith("brokerpkg-")  # start-up is over
@@ -172,9 +173,21 @@ def test_running_helper_holds_only_the_callers_ids_and_no_capabilities(
         sandbox = helper.feature("sandbox")
         rate_limit = helper.feature("rate-limit")
         returncode, stderr = helper.finish()
-    observed = {key: status[key] for key in ("Uid", "Gid", "Groups", "CapInh", "CapPrm",
-                                             "CapEff", "CapBnd", "CapAmb", "NoNewPrivs",
-                                             "Seccomp")}
+    observed = {
+        key: status[key]
+        for key in (
+            "Uid",
+            "Gid",
+            "Groups",
+            "CapInh",
+            "CapPrm",
+            "CapEff",
+            "CapBnd",
+            "CapAmb",
+            "NoNewPrivs",
+            "Seccomp",
+        )
+    }
     ids = "\t".join([str(uid)] * 4)
     expected = {
         "Uid": ids,
@@ -243,7 +256,8 @@ def _object_id(path: str | int) -> tuple[int, int]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_start_up_hygiene_environment_descriptors_limits_signals(
-        mode: str, helper_path: str, unprivileged_copy, tmp_path: Path) -> None:
+    mode: str, helper_path: str, unprivileged_copy, tmp_path: Path
+) -> None:
     inherited_file = open(tmp_path / "inherited", "w")  # noqa: SIM115 - closed below
     read_end, write_end = os.pipe()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -252,9 +266,12 @@ def test_start_up_hygiene_environment_descriptors_limits_signals(
     passed_objects = {_object_id(fd) for fd in passed}
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     try:
-        with running(caller_argv(mode, helper_path, unprivileged_copy),
-                     env={"PATH": "/usr/bin:/bin", "BPK_SECRET": SECRET, **sanitizer_env()},
-                     pass_fds=passed, preexec_fn=_hostile_caller_state) as helper:
+        with running(
+            caller_argv(mode, helper_path, unprivileged_copy),
+            env={"PATH": "/usr/bin:/bin", "BPK_SECRET": SECRET, **sanitizer_env()},
+            pass_fds=passed,
+            preexec_fn=_hostile_caller_state,
+        ) as helper:
             helper.feature("version")
             pid = helper.pid
             environ = Path(f"/proc/{pid}/environ").read_bytes()
@@ -280,8 +297,9 @@ def test_start_up_hygiene_environment_descriptors_limits_signals(
     leaked = {n: links[n] for n, obj in fds.items() if obj in passed_objects}
     assert not leaked, f"inherited descriptors still open: {leaked}"
     own = {n: links[n] for n in fds if n > 2}
-    assert all(re.fullmatch(r"socket:\[\d+\]|anon_inode:\[(eventpoll|timerfd)\]", t)
-               for t in own.values()), own
+    assert all(
+        re.fullmatch(r"socket:\[\d+\]|anon_inode:\[(eventpoll|timerfd)\]", t) for t in own.values()
+    ), own
     assert limits["Max core file size"] == ("0", "0")
     assert limits["Max open files"] == _expected_open_files(mode, hard)
     assert int(status["SigIgn"], 16) == 1 << (signal.SIGPIPE - 1)  # SIGPIPE only
@@ -290,14 +308,19 @@ def test_start_up_hygiene_environment_descriptors_limits_signals(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_closed_standard_descriptors_are_reopened_on_dev_null(
-        mode: str, helper_path: str, unprivileged_copy) -> None:
+    mode: str, helper_path: str, unprivileged_copy
+) -> None:
     # stdout and stderr closed: a socket opened at fd 1 would receive our replies
     def close_output() -> None:
         os.close(1)
         os.close(2)
 
-    with running(caller_argv(mode, helper_path, unprivileged_copy), stdout=None, stderr=None,
-                 preexec_fn=close_output) as helper:
+    with running(
+        caller_argv(mode, helper_path, unprivileged_copy),
+        stdout=None,
+        stderr=None,
+        preexec_fn=close_output,
+    ) as helper:
         fd_dir = f"/proc/{helper.pid}/fd"
         deadline = time.monotonic() + 10
         while "anon_inode:[eventpoll]" not in _fd_links(helper.pid).values():
@@ -311,8 +334,11 @@ def test_closed_standard_descriptors_are_reopened_on_dev_null(
     assert status == 0
 
     # stdin closed: it reads /dev/null (not a raw socket), so it ends at once, cleanly
-    with running(caller_argv(mode, helper_path, unprivileged_copy), stdin=None,
-                 preexec_fn=lambda: os.close(0)) as helper:
+    with running(
+        caller_argv(mode, helper_path, unprivileged_copy),
+        stdin=None,
+        preexec_fn=lambda: os.close(0),
+    ) as helper:
         assert helper.proc.wait(10) == 0
         assert helper.proc.stdout is not None and helper.proc.stdout.read() == b""
 
@@ -330,17 +356,23 @@ DROP_STEPS = {
 }
 
 
-def _strace(mode: str, helper_path: str, unprivileged_copy, args: Sequence[str], stdin: str,
-            out: Path) -> tuple[list[str], bool]:
+def _strace(
+    mode: str, helper_path: str, unprivileged_copy, args: Sequence[str], stdin: str, out: Path
+) -> tuple[list[str], bool]:
     helper = helper_path if mode == "root" else str(unprivileged_copy.helper(mode))
     # strace -u runs it as nobody with the setuid bit / file capability honoured
     user = [] if mode == "root" else ["-u", "nobody"]
     env = {"PATH": "/usr/bin:/bin", **sanitizer_env()}
     if "ASAN_OPTIONS" in env:  # LeakSanitizer cannot work in a traced process
         env["ASAN_OPTIONS"] += ":detect_leaks=0"
-    res = subprocess.run(["strace", *user, "-f", "-qq", "-o", str(out), "-e", f"trace={TRACED}",
-                          helper, *args], input=stdin.encode(), capture_output=True, timeout=30,
-                         check=False, env=env)
+    res = subprocess.run(
+        ["strace", *user, "-f", "-qq", "-o", str(out), "-e", f"trace={TRACED}", helper, *args],
+        input=stdin.encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env=env,
+    )
     # A setcap process cannot read its own /proc/self/environ, where the sanitizer
     # runtime looks for ASAN_OPTIONS: its leak check still runs, and fails under ptrace.
     lsan_traced = SANITIZED and b"LeakSanitizer does not work under ptrace" in res.stderr
@@ -359,11 +391,18 @@ def _last(lines: list[str], pattern: str) -> int:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_no_input_nor_argument_is_read_before_the_privilege_drop(
-        mode: str, helper_path: str, unprivileged_copy, tmp_path: Path) -> None:
+    mode: str, helper_path: str, unprivileged_copy, tmp_path: Path
+) -> None:
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed (apt-get install strace)")
-    lines, _ = _strace(mode, helper_path, unprivileged_copy, [],
-                       "1 check-support feature sandbox\n", tmp_path / "requests.trace")
+    lines, _ = _strace(
+        mode,
+        helper_path,
+        unprivileged_copy,
+        [],
+        "1 check-support feature sandbox\n",
+        tmp_path / "requests.trace",
+    )
     first_read = _first(lines, r"\bread\(0,")
     drop = {step: _first(lines, pattern) for step, pattern in DROP_STEPS.items()}
     raw_sockets = _last(lines, r"socket\(.*SOCK_RAW")
@@ -377,8 +416,9 @@ def test_no_input_nor_argument_is_read_before_the_privilege_drop(
     assert sandboxed == (expected_sandbox() == "seccomp")
 
     # the command line too: --version is answered only after the drop
-    lines, lsan_traced = _strace(mode, helper_path, unprivileged_copy, ["--version"], "",
-                                 tmp_path / "version.trace")
+    lines, lsan_traced = _strace(
+        mode, helper_path, unprivileged_copy, ["--version"], "", tmp_path / "version.trace"
+    )
     answer = _first(lines, r'write\(1, "brokerpkg-helper')
     if answer < 0 and lsan_traced:
         return  # the failed leak check ended it before stdio was flushed: nothing written
@@ -432,8 +472,13 @@ for attempt in (ptrace_seize, read_memory, list_descriptors, read_environment, s
         out[attempt.__name__] = errno.errorcode.get(e.errno, str(e.errno))
 print(json.dumps(out))
 """
-ATTACKS = ("ptrace_seize", "read_memory", "list_descriptors", "read_environment",
-           "steal_descriptor")
+ATTACKS = (
+    "ptrace_seize",
+    "read_memory",
+    "list_descriptors",
+    "read_environment",
+    "steal_descriptor",
+)
 
 
 def attack_as_nobody(unprivileged_copy, pid: int, fd: int) -> dict[str, str]:
@@ -444,17 +489,19 @@ def attack_as_nobody(unprivileged_copy, pid: int, fd: int) -> dict[str, str]:
 
 def test_attack_works_on_an_ordinary_process_of_nobody(unprivileged_copy) -> None:
     """Control: the same attacks succeed against a process nobody may trace."""
-    sleeper = ("import ctypes, time; ctypes.CDLL(None).prctl(0x59616d61, ctypes.c_ulong(-1), 0, 0,"
-               " 0); print('ready', flush=True); time.sleep(60)")  # PR_SET_PTRACER_ANY (Yama)
+    sleeper = (
+        "import ctypes, time; ctypes.CDLL(None).prctl(0x59616d61, ctypes.c_ulong(-1), 0, 0,"
+        " 0); print('ready', flush=True); time.sleep(60)"
+    )  # PR_SET_PTRACER_ANY (Yama)
     with running(unprivileged_copy.argv(["-c", sleeper]), env=unprivileged_copy.env()) as victim:
         assert victim.read_line() == "ready"
-        assert attack_as_nobody(unprivileged_copy, victim.pid, 0) == dict.fromkeys(ATTACKS,
-                                                                                  "done")
+        assert attack_as_nobody(unprivileged_copy, victim.pid, 0) == dict.fromkeys(ATTACKS, "done")
 
 
 @pytest.mark.parametrize("mode", ["setuid", "setcap"])
 def test_nobody_cannot_trace_read_or_rob_the_privileged_helper(
-        mode: str, helper_path: str, unprivileged_copy) -> None:
+    mode: str, helper_path: str, unprivileged_copy
+) -> None:
     with running(caller_argv(mode, helper_path, unprivileged_copy)) as helper:
         assert helper.feature("sockets") == "raw"
         assert os.readlink(f"/proc/{helper.pid}/fd/3").startswith("socket:")  # the raw ICMP one
@@ -473,8 +520,9 @@ def test_helper_makes_itself_non_dumpable_even_without_set_id(make_lab, unprivil
     host = lab.add_node("host")
     lab.build()
     lab.open_ping_group(host)
-    argv = lab.exec_argv(host, unprivileged_copy.argv([str(unprivileged_copy.helper("plain"))],
-                                                      python=False))
+    argv = lab.exec_argv(
+        host, unprivileged_copy.argv([str(unprivileged_copy.helper("plain"))], python=False)
+    )
     with running(argv, env=unprivileged_copy.env()) as helper:
         assert helper.feature("sockets") == "datagram"
         owner = os.stat(f"/proc/{helper.pid}/mem").st_uid
@@ -487,10 +535,23 @@ def test_helper_makes_itself_non_dumpable_even_without_set_id(make_lab, unprivil
 # --------------------------------------------------------------------------- policy for nobody
 
 
-def run_in(lab: Chain, node: str, argv: Sequence[str], requests: str, *, env: dict[str, str],
-           timeout: float = 60) -> list[str]:
-    res = subprocess.run(lab.exec_argv(node, list(argv)), input=requests.encode(),
-                         capture_output=True, env=env, timeout=timeout, check=False)
+def run_in(
+    lab: Chain,
+    node: str,
+    argv: Sequence[str],
+    requests: str,
+    *,
+    env: dict[str, str],
+    timeout: float = 60,
+) -> list[str]:
+    res = subprocess.run(
+        lab.exec_argv(node, list(argv)),
+        input=requests.encode(),
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
     assert (res.returncode, res.stderr) == (0, b""), res
     return res.stdout.decode().splitlines()
 
@@ -505,14 +566,20 @@ def refused_requests(chain: Chain) -> tuple[list[str], dict[str, str]]:
     cases = [
         (f"ip-4 {r1_4} mark 5 details yes", "permission-denied reason mark-not-permitted"),
         (f"ip-4 {r1_4} mark 5", "permission-denied"),
-        (f"ip-6 {r1_6} protocol tcp mark 1 details yes",
-         "permission-denied reason mark-not-permitted"),
+        (
+            f"ip-6 {r1_6} protocol tcp mark 1 details yes",
+            "permission-denied reason mark-not-permitted",
+        ),
         ("ip-4 224.0.0.1 details yes", "permission-denied reason multicast-destination"),
-        ("ip-4 239.1.2.3 protocol udp details yes",
-         "permission-denied reason multicast-destination"),
+        (
+            "ip-4 239.1.2.3 protocol udp details yes",
+            "permission-denied reason multicast-destination",
+        ),
         ("ip-6 ff02::1 details yes", "permission-denied reason multicast-destination"),
-        ("ip-6 ff0e::1 protocol sctp details yes",
-         "permission-denied reason multicast-destination"),
+        (
+            "ip-6 ff0e::1 protocol sctp details yes",
+            "permission-denied reason multicast-destination",
+        ),
         ("ip-4 255.255.255.255 details yes", "permission-denied reason broadcast-destination"),
         ("ip-4 255.255.255.255 protocol udp", "permission-denied"),
         # directed broadcast: the helper never sets SO_BROADCAST, the kernel says EACCES
@@ -522,15 +589,21 @@ def refused_requests(chain: Chain) -> tuple[list[str], dict[str, str]]:
         (f"ip-4 {broadcast} protocol sctp", "permission-denied"),
         (f"ip-4 {broadcast} protocol tcp", "no-route"),
         ("ip-4 0.0.0.0 details yes", "permission-denied reason unspecified-destination"),
-        ("ip-4 0.1.2.3 protocol tcp details yes",
-         "permission-denied reason unspecified-destination"),
+        (
+            "ip-4 0.1.2.3 protocol tcp details yes",
+            "permission-denied reason unspecified-destination",
+        ),
         ("ip-6 :: details yes", "permission-denied reason unspecified-destination"),
         (f"ip-4 {r1_4} local-ip-4 198.18.1.99", "address-not-available"),
         (f"ip-6 {r1_6} protocol udp local-ip-6 2001:db8:1::99", "address-not-available"),
-        (f"ip-4 {r1_4} protocol udp local-port 1023 details yes",
-         "invalid-argument reason local-port-out-of-range"),
-        (f"ip-6 {r1_6} protocol tcp local-port 80",
-         "invalid-argument reason local-port-out-of-range"),
+        (
+            f"ip-4 {r1_4} protocol udp local-port 1023 details yes",
+            "invalid-argument reason local-port-out-of-range",
+        ),
+        (
+            f"ip-6 {r1_6} protocol tcp local-port 80",
+            "invalid-argument reason local-port-out-of-range",
+        ),
     ]
     lines, expected = [], {}
     for token, (args, reply) in enumerate(cases, start=10):
@@ -541,16 +614,23 @@ def refused_requests(chain: Chain) -> tuple[list[str], dict[str, str]]:
 
 @pytest.mark.parametrize("mode", ["setuid", "setcap"])
 def test_refused_probes_get_their_reply_and_send_nothing(
-        mode: str, chain: Chain, unprivileged_copy) -> None:
+    mode: str, chain: Chain, unprivileged_copy
+) -> None:
     lines, expected = refused_requests(chain)
     s4, s6 = chain.server_address(4), chain.server_address(6)
     # controls at the end: the capture does see what this helper sends
-    requests = ["1 check-support feature mark", "2 check-support feature rate-limit", *lines,
-                f"98 send-probe ip-4 {s4} timeout 2", f"99 send-probe ip-6 {s6} timeout 2"]
+    requests = [
+        "1 check-support feature mark",
+        "2 check-support feature rate-limit",
+        *lines,
+        f"98 send-probe ip-4 {s4} timeout 2",
+        f"99 send-probe ip-6 {s6} timeout 2",
+    ]
     argv = unprivileged_copy.argv([str(unprivileged_copy.helper(mode))], python=False)
     with chain.capture("client", None) as cap:
-        replies = run_in(chain, "client", argv, "\n".join(requests) + "\n",
-                         env=unprivileged_copy.env())
+        replies = run_in(
+            chain, "client", argv, "\n".join(requests) + "\n", env=unprivileged_copy.env()
+        )
     got = {line.split()[0]: re.sub(r" round-trip-time \d+", "", line) for line in replies}
     assert len(replies) == len(got) == len(requests)
     assert got.pop("1") == "1 feature-support support no"
@@ -558,8 +638,12 @@ def test_refused_probes_get_their_reply_and_send_nothing(
     assert got.pop("98") == f"98 reply ip-4 {s4}"
     assert got.pop("99") == f"99 reply ip-6 {s6}"
     assert got == expected
-    allowed = {(chain.client_address(4), s4), (s4, chain.client_address(4)),
-               (chain.client_address(6), s6), (s6, chain.client_address(6))}
+    allowed = {
+        (chain.client_address(4), s4),
+        (s4, chain.client_address(4)),
+        (chain.client_address(6), s6),
+        (s6, chain.client_address(6)),
+    }
     seen = cap.select()  # ICMPv6 neighbour discovery and MLD are left out
     assert all((p.src, p.dst) in allowed for p in seen), cap.describe()
     assert len(seen) == 4, cap.describe()
@@ -569,9 +653,14 @@ def test_root_may_probe_what_nobody_may_not(chain: Chain, helper_path: str) -> N
     """The same requests from root are not refused by policy (only the kernel's own
     refusals remain), so the policy above is what refuses them for nobody."""
     lines, _ = refused_requests(chain)
-    replies = run_in(chain, "client", [helper_path],
-                     "1 check-support feature mark\n" + "\n".join(lines) + "\n",
-                     env={"PATH": "/usr/bin:/bin", **sanitizer_env()}, timeout=60)
+    replies = run_in(
+        chain,
+        "client",
+        [helper_path],
+        "1 check-support feature mark\n" + "\n".join(lines) + "\n",
+        env={"PATH": "/usr/bin:/bin", **sanitizer_env()},
+        timeout=60,
+    )
     assert "1 feature-support support ok" in replies
     policy = re.compile(r"reason (mark-not-permitted|\w+-destination)")
     assert not [line for line in replies if policy.search(line)]
@@ -589,13 +678,15 @@ def make_mark_chain(make_chain) -> Chain:
 
 def mark_requests(c: Chain) -> tuple[str, list[str]]:
     s4, s6 = c.server_address(4), c.server_address(6)
-    requests = (f"1 check-support feature mark\n"
-                f"2 send-probe ip-4 {s4} mark 7 timeout 2\n"
-                f"3 send-probe ip-6 {s6} protocol udp mark 7 timeout 2\n"
-                f"4 send-probe ip-4 {s4} protocol tcp port 9 mark 7 timeout 2\n"
-                f"5 send-probe ip-6 {s6} protocol sctp mark 7 timeout 2\n"
-                f"6 send-probe ip-4 {s4} mark 8 timeout 2\n"
-                f"7 send-probe ip-4 {s4} timeout 2\n")
+    requests = (
+        f"1 check-support feature mark\n"
+        f"2 send-probe ip-4 {s4} mark 7 timeout 2\n"
+        f"3 send-probe ip-6 {s6} protocol udp mark 7 timeout 2\n"
+        f"4 send-probe ip-4 {s4} protocol tcp port 9 mark 7 timeout 2\n"
+        f"5 send-probe ip-6 {s6} protocol sctp mark 7 timeout 2\n"
+        f"6 send-probe ip-4 {s4} mark 8 timeout 2\n"
+        f"7 send-probe ip-4 {s4} timeout 2\n"
+    )
     return requests, ["1", "2", "3", "4", "5", "6", "7"]
 
 
@@ -604,28 +695,44 @@ def _words(replies: list[str]) -> dict[str, str]:
 
 
 def test_marks_work_for_root_and_for_a_caller_with_its_own_net_admin(
-        make_chain, helper_path: str, unprivileged_copy) -> None:
+    make_chain, helper_path: str, unprivileged_copy
+) -> None:
     c = make_mark_chain(make_chain)
     requests, _ = mark_requests(c)
     s4 = c.server_address(4)
-    expected = {"1": "feature-support support", "2": "no-route", "3": "no-route",
-                "4": "no-route", "5": "no-route", "6": "reply ip-4", "7": "reply ip-4"}
-    root = run_in(c, "client", [helper_path], requests,
-                  env={"PATH": "/usr/bin:/bin", **sanitizer_env()})
+    expected = {
+        "1": "feature-support support",
+        "2": "no-route",
+        "3": "no-route",
+        "4": "no-route",
+        "5": "no-route",
+        "6": "reply ip-4",
+        "7": "reply ip-4",
+    }
+    root = run_in(
+        c, "client", [helper_path], requests, env={"PATH": "/usr/bin:/bin", **sanitizer_env()}
+    )
     assert _words(root) == expected
     assert "1 feature-support support ok" in root
     assert any(line.startswith(f"6 reply ip-4 {s4} ") for line in root)
     # nobody holding CAP_NET_ADMIN (ambient) of its own, running the plain copy
-    own = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-           "--inh-caps=+net_raw,+net_admin", "--ambient-caps=+net_raw,+net_admin",
-           str(unprivileged_copy.helper("plain"))]
+    own = [
+        "setpriv",
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+        "--inh-caps=+net_raw,+net_admin",
+        "--ambient-caps=+net_raw,+net_admin",
+        str(unprivileged_copy.helper("plain")),
+    ]
     entitled = run_in(c, "client", own, requests, env=unprivileged_copy.env())
     assert _words(entitled) == expected
     assert "1 feature-support support ok" in entitled
 
 
 def test_marks_are_refused_to_nobody_even_with_net_admin_in_the_file(
-        make_chain, unprivileged_copy) -> None:
+    make_chain, unprivileged_copy
+) -> None:
     c = make_mark_chain(make_chain)
     requests, tokens = mark_requests(c)
     admin = unprivileged_copy.add_binary(unprivileged_copy.helper("plain"), "net-admin-helper")
@@ -648,13 +755,19 @@ def test_marks_are_refused_to_nobody_even_with_net_admin_in_the_file(
 RATE_PROBES = 3000
 
 
-def timed_probes(lab: Chain, argv: Sequence[str], env: dict[str, str]) -> tuple[list[float],
-                                                                               list[str]]:
+def timed_probes(
+    lab: Chain, argv: Sequence[str], env: dict[str, str]
+) -> tuple[list[float], list[str]]:
     """Send RATE_PROBES echo probes at once; return each reply's arrival (s) and the lines."""
     dst = lab.server_address(4)
     requests = "".join(f"{t} send-probe ip-4 {dst} timeout 3\n" for t in range(1, RATE_PROBES + 1))
-    proc = subprocess.Popen(lab.exec_argv("client", list(argv)), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        lab.exec_argv("client", list(argv)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(b"1 check-support feature version\n")
     proc.stdin.flush()
@@ -679,7 +792,8 @@ def _check_all_answered(lines: list[str]) -> None:
 
 @pytest.mark.parametrize("mode", ["setuid", "setcap"])
 def test_rate_limit_delays_nobody_and_drops_nothing(
-        mode: str, chain: Chain, unprivileged_copy) -> None:
+    mode: str, chain: Chain, unprivileged_copy
+) -> None:
     argv = unprivileged_copy.argv([str(unprivileged_copy.helper(mode))], python=False)
     arrivals, lines = timed_probes(chain, argv, unprivileged_copy.env())
     _check_all_answered(lines)
@@ -690,8 +804,9 @@ def test_rate_limit_delays_nobody_and_drops_nothing(
 
 
 def test_root_is_not_rate_limited(chain: Chain, helper_path: str) -> None:
-    arrivals, lines = timed_probes(chain, [helper_path],
-                                   {"PATH": "/usr/bin:/bin", **sanitizer_env()})
+    arrivals, lines = timed_probes(
+        chain, [helper_path], {"PATH": "/usr/bin:/bin", **sanitizer_env()}
+    )
     _check_all_answered(lines)
     assert arrivals[-1] < 1.0, f"3000 probes took {arrivals[-1]:.2f} s"
 
@@ -719,23 +834,40 @@ if uid:
     os.setuid(uid)
 os.execv(helper, [helper])
 """
-SYSCALLS = {"x86_64": {"capset": 126, "setresuid": 117},
-            "aarch64": {"capset": 91, "setresuid": 147}}
+SYSCALLS = {
+    "x86_64": {"capset": 126, "setresuid": 117},
+    "aarch64": {"capset": 91, "setresuid": 147},
+}
 
 
 @pytest.mark.skipif(platform.machine() not in SYSCALLS, reason="syscall numbers for x86_64/aarch64")
-@pytest.mark.parametrize(("mode", "syscall", "step"), [
-    ("root", "capset", "verify capability sets"),
-    ("setuid", "setresuid", "verify uids"),
-])
+@pytest.mark.parametrize(
+    ("mode", "syscall", "step"),
+    [
+        ("root", "capset", "verify capability sets"),
+        ("setuid", "setresuid", "verify uids"),
+    ],
+)
 def test_a_drop_step_that_did_nothing_aborts_before_any_input(
-        mode: str, syscall: str, step: str, helper_path: str, unprivileged_copy) -> None:
+    mode: str, syscall: str, step: str, helper_path: str, unprivileged_copy
+) -> None:
     helper = helper_path if mode == "root" else str(unprivileged_copy.helper(mode))
-    argv = ["/usr/bin/python3", "-c", FAKE_SUCCESS, str(SYSCALLS[platform.machine()][syscall]),
-            "0" if mode == "root" else str(NOBODY), helper]
-    res = subprocess.run(argv, input=b"1 check-support feature version\n", capture_output=True,
-                         timeout=30, check=False,
-                         env={"PATH": "/usr/bin:/bin", **sanitizer_env()})
+    argv = [
+        "/usr/bin/python3",
+        "-c",
+        FAKE_SUCCESS,
+        str(SYSCALLS[platform.machine()][syscall]),
+        "0" if mode == "root" else str(NOBODY),
+        helper,
+    ]
+    res = subprocess.run(
+        argv,
+        input=b"1 check-support feature version\n",
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", **sanitizer_env()},
+    )
     assert res.returncode == -signal.SIGABRT, res
     assert res.stdout == b"", "nothing was served"
     assert f"privilege drop failed at {step}".encode() in res.stderr, res.stderr

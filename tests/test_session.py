@@ -330,12 +330,14 @@ async def test_deadline_starts_when_the_request_is_written_not_when_queued() -> 
     # them fails although the last ones wait far longer than 1.2 s in the queue
     async with (
         asyncio.timeout(LIMIT),
-        Session(command=fake("throttle", "--count", "1000", "--delay", "0.1"),
-                probe_grace=1.0) as session,
+        Session(
+            command=fake("throttle", "--count", "1000", "--delay", "0.1"), probe_grace=1.0
+        ) as session,
     ):
         started = time.monotonic()
         results = await asyncio.gather(
-            *(session.probe("127.0.0.1", timeout=0.2) for _ in range(20_000)))
+            *(session.probe("127.0.0.1", timeout=0.2) for _ in range(20_000))
+        )
         assert time.monotonic() - started > 1.5
         assert all(result.success for result in results)
 
@@ -442,9 +444,7 @@ async def test_probe_many_keeps_input_order_and_its_concurrency(tmp_path: Path) 
     assert all("ttl 9" in line for line in sent)
 
 
-async def test_probe_many_checks_everything_before_sending(
-    echo: Session, tmp_path: Path
-) -> None:
+async def test_probe_many_checks_everything_before_sending(echo: Session, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="concurrency"):
         await echo.probe_many(["127.0.0.1"], concurrency=0)
     with pytest.raises(TypeError, match="colour"):
@@ -873,7 +873,9 @@ async def test_mtrpacket_clear_dns_cache_reaches_new_addresses(
         mtr.clear_dns_cache()
         await mtr.probe("four.test")
     assert [line.split()[3] for line in sent_probes(tmp_path / "log")] == [
-        "127.0.0.7", "127.0.0.7", "127.0.0.9",
+        "127.0.0.7",
+        "127.0.0.7",
+        "127.0.0.9",
     ]
 
 

@@ -39,8 +39,13 @@ def test_hand_computed_vector() -> None:
 def test_summary_bundles_the_same_values() -> None:
     summary = stats.summarize(A)
     assert summary == stats.RttSummary(
-        count=4, minimum=20.0, mean=47.5, maximum=80.0, stdev=stats.stdev(A),
-        pstdev=stats.pstdev(A), jitter=40.0,
+        count=4,
+        minimum=20.0,
+        mean=47.5,
+        maximum=80.0,
+        stdev=stats.stdev(A),
+        pstdev=stats.pstdev(A),
+        jitter=40.0,
     )
     assert summary.to_dict()["jitter"] == 40.0
 
@@ -82,8 +87,12 @@ def test_order_matters_for_jitter_only() -> None:
 
 @pytest.mark.parametrize(
     "rtts",
-    [A, [0.031, 0.029, 0.044, 0.027, 0.030], [12.25, 11.0, 13.5, 9.75, 16.0, 11.25, 12.0],
-     [1e-3, 1e3, 5.0]],
+    [
+        A,
+        [0.031, 0.029, 0.044, 0.027, 0.030],
+        [12.25, 11.0, 13.5, 9.75, 16.0, 11.25, 12.0],
+        [1e-3, 1e3, 5.0],
+    ],
 )
 def test_standard_deviations_agree_with_the_statistics_module(rtts: list[float]) -> None:
     assert stats.stdev(rtts) == pytest.approx(statistics.stdev(rtts), rel=1e-12)
@@ -93,16 +102,25 @@ def test_standard_deviations_agree_with_the_statistics_module(rtts: list[float])
 
 @pytest.mark.parametrize(
     ("sent", "rtts"),
-    [(4, A), (10, [11.595, 13.135, 9.614, 16.018, 11.960, 5.761, 16.207, 11.937, 12.098]),
-     (3, []), (1, [7.25]), (0, [])],
+    [
+        (4, A),
+        (10, [11.595, 13.135, 9.614, 16.018, 11.960, 5.761, 16.207, 11.937, 12.098]),
+        (3, []),
+        (1, [7.25]),
+        (0, []),
+    ],
 )
 def test_definitions_are_icmplibs(sent: int, rtts: list[float]) -> None:
     icmplib = pytest.importorskip("icmplib")
     host = icmplib.Host("192.0.2.1", sent, rtts)
     # icmplib rounds (3 decimals for times, 2 for loss) and gives 0.0 where we give None.
     assert round(stats.packet_loss(sent, len(rtts)), 2) == host.packet_loss
-    for ours, theirs in ((stats.minimum(rtts), host.min_rtt), (stats.mean(rtts), host.avg_rtt),
-                         (stats.maximum(rtts), host.max_rtt), (stats.jitter(rtts), host.jitter)):
+    for ours, theirs in (
+        (stats.minimum(rtts), host.min_rtt),
+        (stats.mean(rtts), host.avg_rtt),
+        (stats.maximum(rtts), host.max_rtt),
+        (stats.jitter(rtts), host.jitter),
+    ):
         assert round(ours if ours is not None else 0.0, 3) == theirs
 
 
@@ -124,7 +142,12 @@ def test_running_stats_are_mtrs_columns_for_the_hand_vector() -> None:
 def test_running_stats_step_by_step() -> None:
     running = stats.RunningStats()
     assert (running.count, running.last, running.mean, running.stdev, running.jitter) == (
-        0, None, None, None, None)
+        0,
+        None,
+        None,
+        None,
+        None,
+    )
     running.add(10.0)
     assert (running.last, running.best, running.worst, running.mean) == (10.0,) * 4
     assert running.stdev is None and running.jitter is None and running.javg is None

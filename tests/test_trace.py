@@ -47,11 +47,25 @@ async def lab_session(chain: Chain, helper_path: str) -> AsyncIterator[Session]:
         yield session
 
 
-def answer(word: str, responder: str | None, time_ms: float | None = None, *,
-           ttl: int = 3, mpls: list[Mpls] | None = None) -> ProbeResult:
+def answer(
+    word: str,
+    responder: str | None,
+    time_ms: float | None = None,
+    *,
+    ttl: int = 3,
+    mpls: list[Mpls] | None = None,
+) -> ProbeResult:
     """A ProbeResult as the session builds it."""
-    return ProbeResult(word == "reply", word, time_ms, responder, mpls or [],
-                       target="198.18.200.1", ttl=ttl, protocol="udp")
+    return ProbeResult(
+        word == "reply",
+        word,
+        time_ms,
+        responder,
+        mpls or [],
+        target="198.18.200.1",
+        ttl=ttl,
+        protocol="udp",
+    )
 
 
 class FakeNames(NameResolver):
@@ -91,9 +105,11 @@ def test_a_hop_groups_answers_by_responder() -> None:
     assert (hop.sent, hop.received, hop.packet_loss) == (4, 3, 0.25)
     assert (hop.min_rtt, hop.max_rtt, hop.address) == (1.0, 2.5, "198.18.2.2")
     assert not hop.is_silent and not hop.reached
-    assert str(hop) == ("  2  198.18.2.2 [MPLS label 17 TTL 1]  1.500 ms  *  rb.example "
-                        "(198.18.3.2) [MPLS label 16 TTL 1]  2.500 ms  198.18.2.2 [MPLS label "
-                        "17 TTL 1]  1.000 ms")
+    assert str(hop) == (
+        "  2  198.18.2.2 [MPLS label 17 TTL 1]  1.500 ms  *  rb.example "
+        "(198.18.3.2) [MPLS label 16 TTL 1]  2.500 ms  198.18.2.2 [MPLS label "
+        "17 TTL 1]  1.000 ms"
+    )
     silent = make_hop(5, [answer("no-reply", None)] * 3)
     assert silent.is_silent and silent.address is None and str(silent) == "  5  *  *  *"
 
@@ -125,9 +141,14 @@ def test_trace_result_status_json_and_text() -> None:
 
 @pytest.mark.parametrize(
     ("arguments", "match"),
-    [({"first_ttl": 0}, "first_ttl"), ({"first_ttl": 5, "max_ttl": 4}, "max_ttl"),
-     ({"max_ttl": 256}, "max_ttl"), ({"probes_per_hop": 0}, "probes_per_hop"),
-     ({"timeout": -1}, "timeout"), ({"protocol": "icmp", "port": 7}, "port")],
+    [
+        ({"first_ttl": 0}, "first_ttl"),
+        ({"first_ttl": 5, "max_ttl": 4}, "max_ttl"),
+        ({"max_ttl": 256}, "max_ttl"),
+        ({"probes_per_hop": 0}, "probes_per_hop"),
+        ({"timeout": -1}, "timeout"),
+        ({"protocol": "icmp", "port": 7}, "port"),
+    ],
 )
 async def test_bad_arguments_fail_before_any_helper_is_started(
     arguments: dict[str, object], match: str
@@ -151,7 +172,9 @@ async def test_names_are_looked_up_once_and_failures_are_none() -> None:
     assert await slow.name("198.18.1.2") is None  # timed out after 0.5 s
     assert time.monotonic() - began < 1.5
     assert await lookup_names(names, ["198.18.1.2", "198.18.8.8", "198.18.1.2"]) == {
-        "198.18.1.2": "r1.example", "198.18.8.8": None}
+        "198.18.1.2": "r1.example",
+        "198.18.8.8": None,
+    }
 
 
 async def test_the_system_resolver_names_the_loopback_address() -> None:
@@ -174,8 +197,14 @@ async def test_the_chain_is_traced_to_the_server_and_no_further(
     events: list[ProgressEvent] = []
     async with asyncio.timeout(LIMIT):
         began = time.monotonic()
-        trace = await traceroute(server, max_ttl=30, timeout=5.0, protocol=protocol,
-                                 session=lab_session, progress=events.append)
+        trace = await traceroute(
+            server,
+            max_ttl=30,
+            timeout=5.0,
+            protocol=protocol,
+            session=lab_session,
+            progress=events.append,
+        )
         elapsed = time.monotonic() - began
     assert [hop.address for hop in trace.hops] == chain.path(family)
     assert [hop.ttl for hop in trace.hops] == [1, 2, 3, 4]
@@ -189,7 +218,8 @@ async def test_the_chain_is_traced_to_the_server_and_no_further(
     assert elapsed < 1.5
     assert events and all(event.total == 90 and event.host == server for event in events)
     assert {(event.result.ttl, event.sequence) for event in events} >= {
-        (ttl, index) for ttl in range(1, 5) for index in range(3)}
+        (ttl, index) for ttl in range(1, 5) for index in range(3)
+    }
 
 
 @FAMILIES
@@ -201,16 +231,17 @@ async def test_scripted_hops_mpls_silence_and_destination(
     responder.set(dst, hops=[{"mpls": LABELS}, {"silent": True}, {"delay": 0.1}], delay=0.05)
     async with asyncio.timeout(LIMIT):
         began = time.monotonic()
-        trace = await traceroute(dst, max_ttl=12, timeout=1.0, protocol=protocol,
-                                 session=lab_session)
+        trace = await traceroute(
+            dst, max_ttl=12, timeout=1.0, protocol=protocol, session=lab_session
+        )
         elapsed = time.monotonic() - began
-    expected = [*chain.path(family)[:3], virtual_hop(1, family), None, virtual_hop(3, family),
-                dst]
+    expected = [*chain.path(family)[:3], virtual_hop(1, family), None, virtual_hop(3, family), dst]
     assert [hop.address for hop in trace.hops] == expected
     assert trace.reached and trace.distance == 7
     mpls_hop, silent_hop, slow_hop, last = trace.hops[3:]
     assert mpls_hop.responders[virtual_hop(1, family)].mpls == tuple(
-        Mpls(label, tc, bool(bos), ttl) for label, tc, bos, ttl in LABELS)
+        Mpls(label, tc, bool(bos), ttl) for label, tc, bos, ttl in LABELS
+    )
     assert all(probe.mpls for probe in mpls_hop.probes)
     assert silent_hop.is_silent and silent_hop.sent == 3 and silent_hop.packet_loss == 1.0
     assert all(150.0 <= rtt < 350.0 for rtt in slow_hop.rtts), slow_hop.rtts
@@ -263,8 +294,9 @@ async def test_unreachable_ends_the_path_and_max_ttl_bounds_it(
     blackholed = chain.add_blackhole(2).address(family)
     async with asyncio.timeout(LIMIT):
         unreachable = await traceroute(dst, timeout=1.0, session=lab_session, details=True)
-        short = await traceroute(chain.server_address(family), max_ttl=2, timeout=1.0,
-                                 session=lab_session)
+        short = await traceroute(
+            chain.server_address(family), max_ttl=2, timeout=1.0, session=lab_session
+        )
         silent = await traceroute(blackholed, max_ttl=4, timeout=0.3, session=lab_session)
     assert [hop.ttl for hop in unreachable.hops] == [1, 2, 3, 4, 5]
     assert unreachable.hops[-1].unreachable and unreachable.hops[-1].address == router
@@ -289,8 +321,14 @@ async def test_names_first_ttl_and_json(
     table = {chain.hop_address(3, family): "r3.lab", dst: "target.lab"}
     names = FakeNames(table)
     async with asyncio.timeout(LIMIT):
-        trace = await traceroute(dst, first_ttl=3, timeout=1.0, session=lab_session,
-                                 resolve_names=True, name_resolver=names)
+        trace = await traceroute(
+            dst,
+            first_ttl=3,
+            timeout=1.0,
+            session=lab_session,
+            resolve_names=True,
+            name_resolver=names,
+        )
         plain = await traceroute(dst, first_ttl=3, timeout=1.0, session=lab_session)
     assert [hop.ttl for hop in trace.hops] == [3, 4, 5]
     assert [hop.name for hop in trace.hops] == ["r3.lab", None, "target.lab"]
@@ -312,8 +350,14 @@ def ecmp_lab(make_lab: Callable[..., Lab]) -> Lab:
     client, r1 = lab.add_node("client"), lab.add_node("r1", router=True, sysctls=policy)
     ra, rb = lab.add_node("ra", router=True), lab.add_node("rb", router=True)
     r3, server = lab.add_node("r3", router=True), lab.add_node("server")
-    for a, b, k in ((client, r1, 1), (r1, ra, 2), (r1, rb, 3), (ra, r3, 4), (rb, r3, 5),
-                    (r3, server, 6)):
+    for a, b, k in (
+        (client, r1, 1),
+        (r1, ra, 2),
+        (r1, rb, 3),
+        (ra, r3, 4),
+        (rb, r3, 5),
+        (r3, server, 6),
+    ):
         lab.add_link(a, b, k)
     for family in (4, 6):
         default = "default" if family == 4 else "default6"
@@ -322,8 +366,9 @@ def ecmp_lab(make_lab: Callable[..., Lab]) -> Lab:
             return link_address(k, side, family)
 
         lab.add_route(client, default, via=via(1, 2))
-        lab.add_route(r1, default, extra=f"nexthop via {via(2, 2)} dev eth1 "
-                                         f"nexthop via {via(3, 2)} dev eth2")
+        lab.add_route(
+            r1, default, extra=f"nexthop via {via(2, 2)} dev eth1 nexthop via {via(3, 2)} dev eth2"
+        )
         for router, k_in, k_out in ((ra, 2, 4), (rb, 3, 5)):
             lab.add_route(router, link_prefix(1, family), via=via(k_in, 1))
             lab.add_route(router, default, via=via(k_out, 2))
@@ -344,10 +389,12 @@ async def test_load_balanced_hop_records_every_responder(
         asyncio.timeout(LIMIT),
         Session(command=lab.exec_argv("client", [helper_path])) as session,
     ):
-        spread = await traceroute(server, probes_per_hop=16, protocol="udp", timeout=1.0,
-                                  session=session)
-        one_flow = await traceroute(server, probes_per_hop=16, protocol="udp", port=33500,
-                                    timeout=1.0, session=session)
+        spread = await traceroute(
+            server, probes_per_hop=16, protocol="udp", timeout=1.0, session=session
+        )
+        one_flow = await traceroute(
+            server, probes_per_hop=16, protocol="udp", port=33500, timeout=1.0, session=session
+        )
     assert spread.reached and spread.distance == 4
     # Each UDP probe has its own destination port, so r1 hashes them over both routers
     # (all 16 on one side: probability 2 ** -15).

@@ -48,15 +48,18 @@ def crc32c(data: bytes) -> int:
 
 
 def ipv4(src: str, dst: str, protocol: int, payload: bytes, ttl: int = 64) -> bytes:
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, ttl, protocol, 0,
-                         ip4(src), ip4(dst))
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, ttl, protocol, 0, ip4(src), ip4(dst)
+    )
     header = header[:10] + struct.pack("!H", inet_checksum(header)) + header[12:]
     return header + payload
 
 
 def ipv6(src: str, dst: str, next_header: int, payload: bytes, hops: int = 64) -> bytes:
-    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, hops, ip6(src),
-                       ip6(dst)) + payload
+    return (
+        struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, hops, ip6(src), ip6(dst))
+        + payload
+    )
 
 
 def icmp(kind: int, code: int, rest: bytes, v4: bool = True, word: bytes = b"\0\0\0\0") -> bytes:
@@ -89,15 +92,18 @@ def init_chunk(tag: int) -> bytes:
 
 
 def mpls_extension(labels: list[tuple[int, int, int, int]]) -> bytes:
-    entries = b"".join(struct.pack("!I", label << 12 | tc << 9 | s << 8 | ttl)
-                       for label, tc, s, ttl in labels)
+    entries = b"".join(
+        struct.pack("!I", label << 12 | tc << 9 | s << 8 | ttl) for label, tc, s, ttl in labels
+    )
     obj = struct.pack("!HBB", 4 + len(entries), 1, 1) + entries
     header = struct.pack("!BBH", 0x20, 0, 0)
     structure = header + obj
     return header[:2] + struct.pack("!H", inet_checksum(structure)) + obj
 
 
-def with_extension(quote: bytes, v4: bool, labels: list[tuple[int, int, int, int]]) -> tuple[bytes, bytes]:
+def with_extension(
+    quote: bytes, v4: bool, labels: list[tuple[int, int, int, int]]
+) -> tuple[bytes, bytes]:
     """The quote padded to 128 bytes, and the RFC 4884 length word."""
     quote = quote[:128].ljust(128, b"\0")
     length = len(quote) // 4 if v4 else len(quote) // 8
@@ -108,8 +114,7 @@ def with_extension(quote: bytes, v4: bool, labels: list[tuple[int, int, int, int
 def answers() -> dict[str, bytes]:
     v4_icmp_probe = ipv4(V4_SRC, V4_PROBE_DST, 1, echo(8, 2), ttl=1)
     v4_udp_probe = ipv4(V4_SRC, V4_PROBE_DST, 17, udp(UDP_PORT, 33435, 1))
-    v4_sctp_probe = ipv4(V4_SRC, V4_PROBE_DST, 132,
-                         sctp(33434, 80, 0, init_chunk(sctp_tag(33434))))
+    v4_sctp_probe = ipv4(V4_SRC, V4_PROBE_DST, 132, sctp(33434, 80, 0, init_chunk(sctp_tag(33434))))
     v6_icmp_probe = ipv6(V6_SRC, V6_PROBE_DST, 58, echo(128, 3), hops=1)
     v6_udp_probe = ipv6(V6_SRC, V6_PROBE_DST, 17, udp(UDP_PORT, 33436, 2))
     body4, word4 = with_extension(v4_icmp_probe, True, [(24001, 0, 0, 1), (16, 5, 1, 1)])
@@ -118,20 +123,25 @@ def answers() -> dict[str, bytes]:
         "v4-echo-reply": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 1, echo(0, 0)),
         "v4-ttl-mpls": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1, icmp(11, 0, body4, word=word4)),
         "v4-ttl-plain": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1, icmp(11, 0, v4_icmp_probe[:28])),
-        "v4-port-unreachable": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 1, icmp(3, 3, v4_udp_probe[:36])),
-        "v4-host-unreachable": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1,
-                                              icmp(3, 1, ipv4(V4_SRC, V4_PROBE_DST, 1, echo(8, 0))[:28])),
+        "v4-port-unreachable": b"\0\0"
+        + ipv4(V4_PROBE_DST, V4_SRC, 1, icmp(3, 3, v4_udp_probe[:36])),
+        "v4-host-unreachable": b"\0\0"
+        + ipv4(V4_ROUTER, V4_SRC, 1, icmp(3, 1, ipv4(V4_SRC, V4_PROBE_DST, 1, echo(8, 0))[:28])),
         "v4-sctp-ttl": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1, icmp(11, 0, v4_sctp_probe[:52])),
-        "v4-sctp-init-ack": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 132,
-                                           sctp(80, 33434, sctp_tag(33434),
-                                                struct.pack("!BBHI", 2, 0, 8, 7))),
-        "v4-sctp-abort-t": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 132,
-                                          sctp(80, 33434, 0, struct.pack("!BBH", 6, 1, 4))),
+        "v4-sctp-init-ack": b"\0\0"
+        + ipv4(
+            V4_PROBE_DST,
+            V4_SRC,
+            132,
+            sctp(80, 33434, sctp_tag(33434), struct.pack("!BBHI", 2, 0, 8, 7)),
+        ),
+        "v4-sctp-abort-t": b"\0\0"
+        + ipv4(V4_PROBE_DST, V4_SRC, 132, sctp(80, 33434, 0, struct.pack("!BBH", 6, 1, 4))),
         "v6-echo-reply": b"\x81\x80" + echo(129, 1),
         "v6-ttl-mpls": b"\x81\x81" + icmp(3, 0, body6, v4=False, word=word6),
         "v6-port-unreachable": b"\x81\x01" + icmp(1, 4, v6_udp_probe[:56], v4=False),
-        "v6-sctp-init-ack": b"\x82\x80" + sctp(80, 33435, sctp_tag(33435),
-                                                struct.pack("!BBHI", 2, 0, 8, 7)),
+        "v6-sctp-init-ack": b"\x82\x80"
+        + sctp(80, 33435, sctp_tag(33435), struct.pack("!BBHI", 2, 0, 8, 7)),
         "dgram-v4-echo": b"\x03\x80" + echo(0, 0),
         "dgram-v6-echo": b"\x83\x80" + echo(129, 1),
         "dgram-v4-error": b"\x04\x01" + bytes([11, 0]) + echo(8, 2)[:8],
@@ -143,8 +153,10 @@ def answers() -> dict[str, bytes]:
 
 REQUESTS = {
     "probe": b"1 send-probe ip-4 127.0.0.1\n",
-    "all-arguments": (b"2 send-probe ip-6 2001:db8::1 protocol udp port 53 local-port 40000 "
-                      b"timeout 0.5 ttl 3 size 100 bit-pattern 7 tos 8 mark 1 details yes\n"),
+    "all-arguments": (
+        b"2 send-probe ip-6 2001:db8::1 protocol udp port 53 local-port 40000 "
+        b"timeout 0.5 ttl 3 size 100 bit-pattern 7 tos 8 mark 1 details yes\n"
+    ),
     "sctp": b"3 send-probe ip-4 198.18.0.1 protocol sctp size 200 local-device lo\n",
     "tcp": b"4 send-probe ip-4 198.18.0.1 protocol tcp port 443\n",
     "check-support": b"5 check-support feature max-probes\n6 check-support\n",

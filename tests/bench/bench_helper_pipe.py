@@ -55,8 +55,9 @@ def build_rawping(directory: str) -> str:
 
 
 def requests(count: int) -> list[bytes]:
-    return [f"{token} send-probe ip-4 127.0.0.1 timeout 10\n".encode() for token in
-            range(1, count + 1)]
+    return [
+        f"{token} send-probe ip-4 127.0.0.1 timeout 10\n".encode() for token in range(1, count + 1)
+    ]
 
 
 def run_all_at_once(command: list[str], count: int) -> float:
@@ -103,7 +104,7 @@ def run_windowed(command: list[str], count: int, window: int) -> float:
             break
         # refill in batches of 100, like a client that writes in bursts
         if pending_refill >= 100 and sent < count:
-            batch = lines[sent:sent + pending_refill]
+            batch = lines[sent : sent + pending_refill]
             process.stdin.write(b"".join(batch))
             process.stdin.flush()
             sent += len(batch)
@@ -127,16 +128,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--shared-namespace", action="store_true",
-                        help="run in the current network namespace")
+    parser.add_argument(
+        "--shared-namespace", action="store_true", help="run in the current network namespace"
+    )
     arguments = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (raw sockets)", file=sys.stderr)
         return 2
     if not arguments.shared_namespace:
         script = 'ip link set lo up && exec "$0" "$@" --shared-namespace'
-        os.execvp("unshare", ["unshare", "-n", "sh", "-c", script, sys.executable,
-                              *sys.argv])
+        os.execvp("unshare", ["unshare", "-n", "sh", "-c", script, sys.executable, *sys.argv])
     mtr_packet = shutil.which("mtr-packet")
     count = arguments.count
     with tempfile.TemporaryDirectory() as directory:
@@ -146,7 +147,8 @@ def main() -> int:
         }
         if mtr_packet is not None:
             contenders["mtr-packet 0.95 (window 1000)"] = lambda: run_windowed(
-                [mtr_packet], count, 1000)
+                [mtr_packet], count, 1000
+            )
         runs: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(arguments.rounds):
             for name, run in contenders.items():

@@ -56,8 +56,9 @@ def run_burst(command: list[str], target: str, count: int, window: int) -> list[
     """COUNT probes, WINDOW in flight; returns the reported times (us) in token order."""
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert process.stdin is not None and process.stdout is not None
-    lines = [f"{token} send-probe ip-4 {target} timeout 5\n".encode()
-             for token in range(1, count + 1)]
+    lines = [
+        f"{token} send-probe ip-4 {target} timeout 5\n".encode() for token in range(1, count + 1)
+    ]
     sent = min(window, count)
     lock = threading.Lock()
 
@@ -76,7 +77,7 @@ def run_burst(command: list[str], target: str, count: int, window: int) -> list[
         reported[int(words[0])] = int(words[5])
         since_refill += 1
         if sent < count and since_refill >= 100:
-            write(lines[sent:sent + since_refill])
+            write(lines[sent : sent + since_refill])
             sent += since_refill
             since_refill = 0
     process.stdin.close()
@@ -86,11 +87,12 @@ def run_burst(command: list[str], target: str, count: int, window: int) -> list[
 
 def wire_times(packets: list, client: str, target: str) -> list[int]:
     """Wire RTTs (ns) of echo requests in sending order, from their answers' timestamps."""
-    requests = [p for p in packets if p.direction == "out" and p.icmp_type == 8
-                and p.dst == target]
-    answers = {(p.icmp_id, p.icmp_seq): p.timestamp_ns for p in packets
-               if p.direction == "in" and p.icmp_type == 0 and p.src == target
-               and p.dst == client}
+    requests = [p for p in packets if p.direction == "out" and p.icmp_type == 8 and p.dst == target]
+    answers = {
+        (p.icmp_id, p.icmp_seq): p.timestamp_ns
+        for p in packets
+        if p.direction == "in" and p.icmp_type == 0 and p.src == target and p.dst == client
+    }
     return [answers[(p.icmp_id, p.icmp_seq)] - p.timestamp_ns for p in requests]
 
 
@@ -99,14 +101,28 @@ def measure(chain, command: list[str], workload: str, count: int, window: int) -
     client = chain.client_address(4)
     target = chain.server_address(4)
     with chain.capture("client", "eth0", bpf="icmp", snaplen=96, buffer_kib=262144) as capture:
-        argv = [sys.executable, __file__, "--inside", workload, "--count", str(count),
-                "--window", str(window), "--target", target, "--", *command]
+        argv = [
+            sys.executable,
+            __file__,
+            "--inside",
+            workload,
+            "--count",
+            str(count),
+            "--window",
+            str(window),
+            "--target",
+            target,
+            "--",
+            *command,
+        ]
         output = chain.run("client", argv, env=chain.python_env()).stdout
     reported = [int(word) for word in output.split()]
     wire = wire_times(capture.packets, client, target)
     if len(wire) != len(reported):
-        raise RuntimeError(f"capture saw {len(wire)} probes, helper reported {len(reported)}"
-                           f" (capture drops: {capture.dropped})")
+        raise RuntimeError(
+            f"capture saw {len(wire)} probes, helper reported {len(reported)}"
+            f" (capture drops: {capture.dropped})"
+        )
     return [abs(us - ns / 1000) for us, ns in zip(reported, wire, strict=True)]
 
 
@@ -114,8 +130,7 @@ def inside(arguments: argparse.Namespace) -> int:
     if arguments.inside == "low":
         values = run_low(arguments.command, arguments.target, arguments.count)
     else:
-        values = run_burst(arguments.command, arguments.target, arguments.count,
-                           arguments.window)
+        values = run_burst(arguments.command, arguments.target, arguments.count, arguments.window)
     print(" ".join(str(value) for value in values))
     return 0
 
@@ -142,9 +157,11 @@ def main() -> int:
         for name, (command, window) in helpers.items():
             for workload, count, limit in (("low", 200, 1), ("burst", 20_000, window)):
                 errors = measure(chain, command, workload, count, limit)
-                print(f"  {name:18s} {workload:5s} load ({count} probes, {limit} in flight):"
-                      f" p50 {percentile(errors, 0.5):8.1f}  p99 {percentile(errors, 0.99):8.1f}"
-                      f"  max {max(errors):9.1f}")
+                print(
+                    f"  {name:18s} {workload:5s} load ({count} probes, {limit} in flight):"
+                    f" p50 {percentile(errors, 0.5):8.1f}  p99 {percentile(errors, 0.99):8.1f}"
+                    f"  max {max(errors):9.1f}"
+                )
     return 0
 
 

@@ -74,8 +74,10 @@ def pipe_burst(
 
 
 def probes(count: int, address: str, timeout: float, first: int = 1) -> list[bytes]:
-    return [f"{t} send-probe ip-4 {address} timeout {timeout:g}\n".encode()
-            for t in range(first, first + count)]
+    return [
+        f"{t} send-probe ip-4 {address} timeout {timeout:g}\n".encode()
+        for t in range(first, first + count)
+    ]
 
 
 def lookup_cost(helper: str, blackhole: str) -> tuple[float, float]:
@@ -106,8 +108,8 @@ async def session_pending(helper: str, blackhole: str, count: int) -> tuple[floa
     start = time.perf_counter()
     async with brokerpkg.Session(helper, max_in_flight=count) as session:
         results = await asyncio.gather(
-            *(session.probe(blackhole, timeout=5) for _ in range(count)),
-            return_exceptions=True)
+            *(session.probe(blackhole, timeout=5) for _ in range(count)), return_exceptions=True
+        )
     counts: dict[str, int] = {}
     for result in results:  # an exception (ResponseTimeoutError...) is counted by its name
         kind = type(result).__name__ if isinstance(result, BaseException) else result.result
@@ -121,22 +123,29 @@ def inside(blackhole: str) -> int:
     helper = str(ROOT / "helper" / "brokerpkg-helper")
     seconds, counts, peak = pipe_burst([helper], probes(100_000, blackhole, 5), 100_000)
     failed = counts != {"no-reply": 100_000}
-    print(f"1. 100,000 probes to a blackhole at once, timeout 5 s: {seconds:.2f} s, "
-          f"replies {counts}, helper VmHWM {peak / 1024:.1f} MB (target <= 64 MB)")
+    print(
+        f"1. 100,000 probes to a blackhole at once, timeout 5 s: {seconds:.2f} s, "
+        f"replies {counts}, helper VmHWM {peak / 1024:.1f} MB (target <= 64 MB)"
+    )
     mtr_packet = shutil.which("mtr-packet")
     if mtr_packet:
-        seconds, counts, peak = pipe_burst([mtr_packet], probes(100_000, blackhole, 5),
-                                           100_000)
-        print(f"   mtr-packet 0.95, same workload: {seconds:.2f} s, replies {counts}, "
-              f"VmHWM {peak / 1024:.1f} MB")
+        seconds, counts, peak = pipe_burst([mtr_packet], probes(100_000, blackhole, 5), 100_000)
+        print(
+            f"   mtr-packet 0.95, same workload: {seconds:.2f} s, replies {counts}, "
+            f"VmHWM {peak / 1024:.1f} MB"
+        )
     alone, loaded = lookup_cost(helper, blackhole)
-    print(f"2. 20,000 loopback probes: {alone:.3f} s alone, {loaded:.3f} s with 100,000 in "
-          f"flight (ratio {loaded / alone:.2f}; 1.0 = lookups do not grow)")
+    print(
+        f"2. 20,000 loopback probes: {alone:.3f} s alone, {loaded:.3f} s with 100,000 in "
+        f"flight (ratio {loaded / alone:.2f}; 1.0 = lookups do not grow)"
+    )
     seconds, counts = asyncio.run(session_pending(helper, blackhole, 100_000))
     failed = failed or counts != {"no-reply": 100_000}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"3. Session with 100,000 pending probes: {seconds:.2f} s, results {counts}, "
-          f"Python peak RSS {peak / 1024:.0f} MB")
+    print(
+        f"3. Session with 100,000 pending probes: {seconds:.2f} s, results {counts}, "
+        f"Python peak RSS {peak / 1024:.0f} MB"
+    )
     return 1 if failed else 0
 
 
@@ -150,8 +159,9 @@ def main() -> int:
 
     with Chain(1, responder=False, tag="scale") as chain:
         blackhole = chain.add_blackhole(1).address(4)
-        process = chain.popen("client", [sys.executable, __file__, "--inside", blackhole],
-                              env=chain.python_env())
+        process = chain.popen(
+            "client", [sys.executable, __file__, "--inside", blackhole], env=chain.python_env()
+        )
         return process.wait()
 
 

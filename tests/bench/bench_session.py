@@ -38,8 +38,9 @@ LOST: dict[str, int] = {}
 TIMEOUT = 1  # seconds: an answer lost under load costs 1 s, not 10
 
 
-async def windowed(probe: Callable[[], Awaitable[Any]], count: int, window: int,
-                   name: str) -> float:
+async def windowed(
+    probe: Callable[[], Awaitable[Any]], count: int, window: int, name: str
+) -> float:
     """Run COUNT probes, WINDOW at a time; return the seconds taken.  Probes that did not
     get a reply (a helper losing answers under load) are counted in LOST[name]."""
     remaining = count
@@ -67,7 +68,8 @@ REFERENCE = "mtrpacket 1.0.1 + mtr-packet 0.95"
 async def run_brokerpkg(helper: str, count: int, window: int) -> float:
     async with brokerpkg.Session(helper) as session:
         return await windowed(
-            lambda: session.probe("127.0.0.1", timeout=TIMEOUT), count, window, SESSION)
+            lambda: session.probe("127.0.0.1", timeout=TIMEOUT), count, window, SESSION
+        )
 
 
 async def run_brokerpkg_mtrpacket(helper: str, count: int, window: int) -> float:
@@ -75,7 +77,8 @@ async def run_brokerpkg_mtrpacket(helper: str, count: int, window: int) -> float
     try:
         async with brokerpkg.MtrPacket() as mtr:
             return await windowed(
-                lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, DROP_IN)
+                lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, DROP_IN
+            )
     finally:
         del os.environ["MTR_PACKET"]
 
@@ -84,7 +87,8 @@ async def run_batch(helper: str, count: int, window: int) -> float:
     async with brokerpkg.Session(helper) as session:
         start = time.perf_counter()
         results = await session.probe_many(
-            ["127.0.0.1"] * count, concurrency=window, timeout=TIMEOUT)
+            ["127.0.0.1"] * count, concurrency=window, timeout=TIMEOUT
+        )
         seconds = time.perf_counter() - start
     LOST[BATCH] = LOST.get(BATCH, 0) + sum(not result.success for result in results)
     return seconds
@@ -99,7 +103,8 @@ async def run_mtrpacket(count: int, window: int, helper: str | None = None) -> f
     try:
         async with mtrpacket.MtrPacket() as mtr:
             return await windowed(
-                lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, name)
+                lambda: mtr.probe("127.0.0.1", timeout=TIMEOUT), count, window, name
+            )
     finally:
         os.environ.pop("MTR_PACKET", None)
 
@@ -132,17 +137,22 @@ def main() -> int:
     for name, seconds in runs.items():
         median = statistics.median(seconds)
         lost = LOST.get(name, 0)
-        print(f"  {name:40s} {median:7.3f} s  {count / median:8.0f} probes/s"
-              f"  (min {min(seconds):.3f} s, max {max(seconds):.3f} s;"
-              f" {lost} of {count * arguments.rounds} probes unanswered)")
+        print(
+            f"  {name:40s} {median:7.3f} s  {count / median:8.0f} probes/s"
+            f"  (min {min(seconds):.3f} s, max {max(seconds):.3f} s;"
+            f" {lost} of {count * arguments.rounds} probes unanswered)"
+        )
     ours = statistics.median(runs[SESSION])
-    print(f"  Session vs mtrpacket, both with brokerpkg-helper (Python side):"
-          f" {statistics.median(runs[MTRPACKET_OURS]) / ours:.2f}x")
+    print(
+        f"  Session vs mtrpacket, both with brokerpkg-helper (Python side):"
+        f" {statistics.median(runs[MTRPACKET_OURS]) / ours:.2f}x"
+    )
     if REFERENCE in runs:
         theirs = statistics.median(runs[REFERENCE])
         print(f"  Session vs mtrpacket+mtr-packet: {theirs / ours:.2f}x (target >= 4x)")
-        print(f"  probe_many vs mtrpacket+mtr-packet: "
-              f"{theirs / statistics.median(runs[BATCH]):.2f}x")
+        print(
+            f"  probe_many vs mtrpacket+mtr-packet: {theirs / statistics.median(runs[BATCH]):.2f}x"
+        )
     return 0
 
 

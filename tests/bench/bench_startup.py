@@ -66,8 +66,10 @@ def main() -> int:
         if values:
             values.sort()
             p90 = values[int(len(values) * 0.9) - 1]
-            print(f"  {name:24s} median {statistics.median(values) * 1000:6.2f} ms"
-                  f"  p90 {p90 * 1000:6.2f} ms")
+            print(
+                f"  {name:24s} median {statistics.median(values) * 1000:6.2f} ms"
+                f"  p90 {p90 * 1000:6.2f} ms"
+            )
     print("  target: ours at most 20 ms")
     return 0
 

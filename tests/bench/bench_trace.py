@@ -77,8 +77,10 @@ class Column:
         if minus is not None:
             difference = per_round([self, minus], lambda ours, theirs: ours - theirs)
             return "no valid run" if difference is None else f"median {difference * 1000:7.2f} ms"
-        return (f"median {median * 1000:7.2f} ms  (min {min(self.times) * 1000:7.2f}  "
-                f"max {max(self.times) * 1000:7.2f})")
+        return (
+            f"median {median * 1000:7.2f} ms  (min {min(self.times) * 1000:7.2f}  "
+            f"max {max(self.times) * 1000:7.2f})"
+        )
 
 
 def timed_run(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, str, int]:
@@ -88,9 +90,14 @@ def timed_run(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[f
     return time.perf_counter() - start, done.stdout, done.returncode
 
 
-def command_round(column: Column, argv: Sequence[str], target: str, distance: int,
-                  env: dict[str, str] | None = None,
-                  check: Callable[[str], bool] | None = None) -> None:
+def command_round(
+    column: Column,
+    argv: Sequence[str],
+    target: str,
+    distance: int,
+    env: dict[str, str] | None = None,
+    check: Callable[[str], bool] | None = None,
+) -> None:
     """Time one run of a trace command; keep the time only if it reached TARGET at
     hop DISTANCE."""
     seconds, output, status = timed_run(argv, env)
@@ -103,8 +110,14 @@ def command_round(column: Column, argv: Sequence[str], target: str, distance: in
 
 def command_available(python: str, env: dict[str, str]) -> bool:
     """True if ``python -m brokerpkg trace`` exists in this tree."""
-    done = subprocess.run([python, "-m", "brokerpkg", "trace", "--help"], capture_output=True,
-                          text=True, env=env, cwd=ROOT, check=False)
+    done = subprocess.run(
+        [python, "-m", "brokerpkg", "trace", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
     return done.returncode == 0 and "-q" in done.stdout and "-n" in done.stdout
 
 
@@ -113,8 +126,10 @@ def helper_round(column: Column, helper: str, target: str, distance: int) -> Non
     the probes up to DISTANCE are answered (the target answering the last)."""
     process = subprocess.Popen([helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert process.stdin is not None and process.stdout is not None
-    request = b"".join(f"{ttl} send-probe ip-4 {target} ttl {ttl} timeout 2\n".encode()
-                       for ttl in range(1, distance + 2))
+    request = b"".join(
+        f"{ttl} send-probe ip-4 {target} ttl {ttl} timeout 2\n".encode()
+        for ttl in range(1, distance + 2)
+    )
     replies: dict[int, list[bytes]] = {}
     start = time.perf_counter()
     process.stdin.write(request)
@@ -135,8 +150,13 @@ def helper_round(column: Column, helper: str, target: str, distance: int) -> Non
         column.failures.append(f"hop {distance} answered {b' '.join(last)!r}")
 
 
-async def library_round(helper: str, target: str, distance: int, columns: dict[str, Column],
-                        rtts: dict[str, list[float]]) -> None:
+async def library_round(
+    helper: str,
+    target: str,
+    distance: int,
+    columns: dict[str, Column],
+    rtts: dict[str, list[float]],
+) -> None:
     """One round of the library: a plain probe, a trace on an open session, a trace with
     its own session."""
     import brokerpkg
@@ -149,14 +169,18 @@ async def library_round(helper: str, target: str, distance: int, columns: dict[s
         start = time.perf_counter()
         result = await brokerpkg.traceroute(target, probes_per_hop=1, session=session)
         seconds = time.perf_counter() - start
-        if (result.distance == distance and result.hops[-1].address == target
-                and result.hops[-1].rtts):
+        if (
+            result.distance == distance
+            and result.hops[-1].address == target
+            and result.hops[-1].rtts
+        ):
             columns["library"].times.append(seconds)
             rtts["trace"].append(result.hops[-1].rtts[0])
             rtts["ratio"].append(seconds * 1000 / (1.5 * result.hops[-1].rtts[0] + 10))
         else:
-            columns["library"].failures.append(f"reached {result.reached}, "
-                                               f"distance {result.distance}")
+            columns["library"].failures.append(
+                f"reached {result.reached}, distance {result.distance}"
+            )
     start = time.perf_counter()
     result = await brokerpkg.traceroute(target, probes_per_hop=1, helper=helper)
     seconds = time.perf_counter() - start
@@ -174,9 +198,16 @@ def inside(target: str, distance: int, rounds: int) -> int:
     env = dict(os.environ, BROKERPKG_HELPER=helper)
     env.pop("PYTHONPATH", None)  # brokerpkg from this tree (cwd), nothing else
     available = command_available(python, env)
-    names = ["library", "library, own session", "helper alone", "python3 -c pass",
-             "python3 -c 'import brokerpkg.cli'", "brokerpkg trace -n -q 1",
-             "traceroute -n -q 1", "mtr -r -c 1 -n"]
+    names = [
+        "library",
+        "library, own session",
+        "helper alone",
+        "python3 -c pass",
+        "python3 -c 'import brokerpkg.cli'",
+        "brokerpkg trace -n -q 1",
+        "traceroute -n -q 1",
+        "mtr -r -c 1 -n",
+    ]
     columns = {name: Column(name) for name in names}
     rtts: dict[str, list[float]] = {"probe": [], "trace": [], "ratio": []}
     tools = {
@@ -187,7 +218,9 @@ def inside(target: str, distance: int, rounds: int) -> int:
     }
     if available:
         tools["brokerpkg trace -n -q 1"] = (
-            [python, "-m", "brokerpkg", "trace", "-n", "-q", "1", target], env)
+            [python, "-m", "brokerpkg", "trace", "-n", "-q", "1", target],
+            env,
+        )
     for name in ("traceroute", "mtr"):
         if shutil.which(name) is None:
             del tools[f"{name} -n -q 1" if name == "traceroute" else "mtr -r -c 1 -n"]
@@ -218,25 +251,37 @@ def per_round(columns: Sequence[Column], combine: Callable[..., float]) -> float
     return statistics.median(values) if values else None
 
 
-def report(columns: dict[str, Column], rtts: dict[str, list[float]], rounds: int,
-           target: str, distance: int, available: bool) -> None:
-    print(f"trace to {target} (hop {distance}), 1 probe per hop, numeric; medians of "
-          f"{rounds} rounds")
+def report(
+    columns: dict[str, Column],
+    rtts: dict[str, list[float]],
+    rounds: int,
+    target: str,
+    distance: int,
+    available: bool,
+) -> None:
+    print(
+        f"trace to {target} (hop {distance}), 1 probe per hop, numeric; medians of {rounds} rounds"
+    )
     library = columns["library"].median()
     rtt = statistics.median(rtts["trace"]) if rtts["trace"] else None
     probe = statistics.median(rtts["probe"]) if rtts["probe"] else None
     print("a. library")
-    print(f"   farthest hop RTT: {rtt:.3f} ms in the trace, {probe:.3f} ms by a plain probe"
-          if rtt is not None and probe is not None else "   farthest hop RTT: unknown")
+    print(
+        f"   farthest hop RTT: {rtt:.3f} ms in the trace, {probe:.3f} ms by a plain probe"
+        if rtt is not None and probe is not None
+        else "   farthest hop RTT: unknown"
+    )
     print(f"   traceroute(), open session     {columns['library'].show()}")
     print(f"   traceroute(), own session      {columns['library, own session'].show()}")
     print(f"   helper alone through a pipe    {columns['helper alone'].show()}")
     if library is not None and rtt is not None:
         bound = 1.5 * rtt + 10
         worst = max(rtts["ratio"])
-        print(f"   target 1.5 x {rtt:.3f} + 10 = {bound:.2f} ms: ratio wall/target "
-              f"{library * 1000 / bound:.2f} (median), {worst:.2f} (worst round); "
-              f"{'met' if library * 1000 <= bound else 'NOT met'}")
+        print(
+            f"   target 1.5 x {rtt:.3f} + 10 = {bound:.2f} ms: ratio wall/target "
+            f"{library * 1000 / bound:.2f} (median), {worst:.2f} (worst round); "
+            f"{'met' if library * 1000 <= bound else 'NOT met'}"
+        )
     start = columns["python3 -c pass"]
     print("b. command (wall time of the whole process; 'less' lines and ratios are medians")
     print("   of the per-round values)")
@@ -251,19 +296,27 @@ def report(columns: dict[str, Column], rtts: dict[str, list[float]], rounds: int
         print(f"     less start-up and the import   {ours.show(minus=columns[IMPORT])}")
     print(f"   traceroute -n -q 1               {columns['traceroute -n -q 1'].show()}")
     print(f"   mtr -r -c 1 -n                   {columns['mtr -r -c 1 -n'].show()}")
-    for reference, target_text in (("traceroute -n -q 1", " (target <= 1.00)"),
-                                   ("mtr -r -c 1 -n", "")):
-        ratio = per_round([ours, start, columns[reference]],
-                          lambda command, python, other: (command - python) / other)
+    for reference, target_text in (
+        ("traceroute -n -q 1", " (target <= 1.00)"),
+        ("mtr -r -c 1 -n", ""),
+    ):
+        ratio = per_round(
+            [ours, start, columns[reference]],
+            lambda command, python, other: (command - python) / other,
+        )
         if ratio is not None:
-            print(f"   ratio (brokerpkg trace - python3 start-up) / {reference.split()[0]}: "
-                  f"{ratio:.2f}{target_text}")
+            print(
+                f"   ratio (brokerpkg trace - python3 start-up) / {reference.split()[0]}: "
+                f"{ratio:.2f}{target_text}"
+            )
     for column in columns.values():
         for failure in column.failures[:3]:
             print(f"   FAILED {column.name}: {failure}")
         if column.failures:
-            print(f"   {column.name}: {len(column.failures)} of {rounds} runs did not reach "
-                  f"hop {distance}; their times are left out")
+            print(
+                f"   {column.name}: {len(column.failures)} of {rounds} runs did not reach "
+                f"hop {distance}; their times are left out"
+            )
 
 
 def main() -> int:
@@ -286,10 +339,20 @@ def main() -> int:
             assert chain.get_sysctl(f"r{router}", "net.ipv4.icmp_ratelimit") == "0"
         path = chain.trace(4)
         assert len(path) == distance and path[-1] == target, path
-        process = chain.popen("client", [sys.executable, __file__, "--inside", target,
-                                         "--rounds", str(arguments.rounds),
-                                         "--routers", str(arguments.routers)],
-                              env=chain.python_env())
+        process = chain.popen(
+            "client",
+            [
+                sys.executable,
+                __file__,
+                "--inside",
+                target,
+                "--rounds",
+                str(arguments.rounds),
+                "--routers",
+                str(arguments.routers),
+            ],
+            env=chain.python_env(),
+        )
         return process.wait()
 
 

@@ -45,10 +45,19 @@ class Capture:
     ``dropped`` (kernel drop count tcpdump reported).
     """
 
-    def __init__(self, lab: Lab, node: Node, iface: str | None = "eth0", *,
-                 bpf: str | None = None, settle: float = 0.2, keep: bool = False,
-                 allow_drops: bool = False, snaplen: int = 0,
-                 buffer_kib: int = 8192) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        node: Node,
+        iface: str | None = "eth0",
+        *,
+        bpf: str | None = None,
+        settle: float = 0.2,
+        keep: bool = False,
+        allow_drops: bool = False,
+        snaplen: int = 0,
+        buffer_kib: int = 8192,
+    ) -> None:
         """Prepare a capture (started by ``__enter__`` or :meth:`start`).
 
         ``bpf`` is an optional tcpdump filter expression; ``settle`` seconds
@@ -90,14 +99,32 @@ class Capture:
             mac = self.lab.mac(self.node, self.iface)
             self._local_macs = frozenset({bytes.fromhex(mac.replace(":", ""))})
         self._ifnames = self.lab.ifindexes(self.node)
-        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-s", str(self.snaplen),
-                "-B", str(self.buffer_kib),
-                "--time-stamp-precision=nano", "-Z", "root",
-                "-i", self.iface or "any", "-w", str(self.pcap_path)]
+        argv = [
+            "tcpdump",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-s",
+            str(self.snaplen),
+            "-B",
+            str(self.buffer_kib),
+            "--time-stamp-precision=nano",
+            "-Z",
+            "root",
+            "-i",
+            self.iface or "any",
+            "-w",
+            str(self.pcap_path),
+        ]
         if self.bpf:
             argv.append(self.bpf)
-        self._proc = self.lab.popen(self.node, argv, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = self.lab.popen(
+            self.node,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self._stderr_thread = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr_thread.start()
         if not self._ready.wait(timeout) or self._proc.poll() is not None:
@@ -150,9 +177,16 @@ class Capture:
             if not self.keep:
                 shutil.rmtree(self._dir, ignore_errors=True)
         self._proc = None
-        self.packets = [p for p in (pcap.decode_record(r, local_macs=self._local_macs,
-                                                        ifnames=self._ifnames, iface=self.iface)
-                                    for r in self.records) if p is not None]
+        self.packets = [
+            p
+            for p in (
+                pcap.decode_record(
+                    r, local_macs=self._local_macs, ifnames=self._ifnames, iface=self.iface
+                )
+                for r in self.records
+            )
+            if p is not None
+        ]
         if self.dropped and not self.allow_drops:
             raise CaptureError(f"kernel dropped {self.dropped} packets during the capture")
         return self.packets
@@ -171,9 +205,17 @@ class Capture:
             if not self.keep:
                 shutil.rmtree(self._dir, ignore_errors=True)
 
-    def select(self, *, direction: str | None = None, proto: str | int | None = None,
-               src: str | None = None, dst: str | None = None, version: int | None = None,
-               noise: bool = False, **fields: Any) -> list[Packet]:
+    def select(
+        self,
+        *,
+        direction: str | None = None,
+        proto: str | int | None = None,
+        src: str | None = None,
+        dst: str | None = None,
+        version: int | None = None,
+        noise: bool = False,
+        **fields: Any,
+    ) -> list[Packet]:
         """Return captured packets matching every given criterion.
 
         ``proto`` is a number or a name (``icmp``, ``icmp6``, ``udp``, ``tcp``,
@@ -217,4 +259,3 @@ class Capture:
     def describe(self) -> str:
         """All packets as text, one per line (for assertion messages)."""
         return "\n".join(p.summary() for p in self.packets) or "(no packets)"
-

@@ -123,8 +123,7 @@ def stale_namespaces() -> list[str]:
 
 def namespace_pids(name: str) -> list[int]:
     """Return the ids of the processes running inside namespace ``name``."""
-    res = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
-                         check=False)
+    res = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False)
     return [int(p) for p in res.stdout.split() if p.isdigit()]
 
 
@@ -153,8 +152,13 @@ def delete_namespaces(names: Iterable[str]) -> None:
     if not names:
         return
     lines = [f"netns del {n}" for n in names]
-    res = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["ip", "-force", "-batch", "-"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     left = set(names) & set(list_namespaces())
     if left:
         raise LabError(f"could not delete namespaces {sorted(left)}: {res.stderr.strip()}")
@@ -185,8 +189,9 @@ def _ip_argv(ns: str | None, family: int | None, force: bool) -> list[str]:
     return [*argv, "-batch", "-"]
 
 
-def ip_batch(lines: Sequence[str], ns: str | None = None, *, family: int | None = None,
-             force: bool = False) -> None:
+def ip_batch(
+    lines: Sequence[str], ns: str | None = None, *, family: int | None = None, force: bool = False
+) -> None:
     """Run ``ip [-4|-6] [-n ns] -batch -`` with ``lines``.
 
     Raises:
@@ -195,11 +200,13 @@ def ip_batch(lines: Sequence[str], ns: str | None = None, *, family: int | None 
     if not lines:
         return
     argv = _ip_argv(ns, family, force)
-    res = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True,
-                         check=False)
+    res = subprocess.run(
+        argv, input="\n".join(lines) + "\n", capture_output=True, text=True, check=False
+    )
     if res.returncode != 0:
-        raise LabError(f"{' '.join(argv)} failed: {res.stderr.strip()}\nbatch:\n"
-                       + "\n".join(lines))
+        raise LabError(
+            f"{' '.join(argv)} failed: {res.stderr.strip()}\nbatch:\n" + "\n".join(lines)
+        )
 
 
 def ip_batches_parallel(batches: Sequence[tuple[str, int | None, Sequence[str]]]) -> None:
@@ -222,14 +229,20 @@ def ip_batches_parallel(batches: Sequence[tuple[str, int | None, Sequence[str]]]
             if not queue:
                 del per_ns[ns]
             argv = _ip_argv(ns, family, False)
-            p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+            p = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             procs.append((argv, lines, p))
         for argv, lines, p in procs:
             _out, err = p.communicate("\n".join(lines) + "\n")
             if p.returncode != 0:
-                errors.append(f"{' '.join(argv)} failed: {err.strip()}\nbatch:\n"
-                              + "\n".join(lines))
+                errors.append(
+                    f"{' '.join(argv)} failed: {err.strip()}\nbatch:\n" + "\n".join(lines)
+                )
         if errors:
             raise LabError("\n\n".join(errors))
 
@@ -269,8 +282,11 @@ for ns, items, no_csum in json.load(sys.stdin):
 """
 
 
-def write_sysctls(settings: Mapping[str, Mapping[str, object]], *,
-                  tx_checksum_off: Mapping[str, Sequence[str]] | None = None) -> None:
+def write_sysctls(
+    settings: Mapping[str, Mapping[str, object]],
+    *,
+    tx_checksum_off: Mapping[str, Sequence[str]] | None = None,
+) -> None:
     """Write sysctls inside namespaces: ``{ns: {"net.ipv4.ip_forward": 1}}``.
 
     One helper process enters each namespace in turn (setns) and writes
@@ -289,8 +305,13 @@ def write_sysctls(settings: Mapping[str, Mapping[str, object]], *,
         payload.append([ns, [[k, str(v)] for k, v in items.items()], list(offload.get(ns, []))])
     if not payload:
         return
-    res = subprocess.run([sys.executable, "-I", "-c", _SYSCTL_SCRIPT], input=json.dumps(payload),
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-I", "-c", _SYSCTL_SCRIPT],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         raise LabError(f"sysctl write failed: {res.stderr.strip()}")
 
@@ -301,15 +322,20 @@ def read_sysctl(ns: str, key: str) -> str:
     Raises:
         LabError: it cannot be read.
     """
-    res = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/sys/" + key.replace(".", "/")],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["ip", "netns", "exec", ns, "cat", "/proc/sys/" + key.replace(".", "/")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         raise LabError(f"read {key} in {ns}: {res.stderr.strip()}")
     return res.stdout.strip()
 
 
-def exec_argv(ns: str, argv: Sequence[str], *, user: int | None = None,
-              group: int | None = None) -> list[str]:
+def exec_argv(
+    ns: str, argv: Sequence[str], *, user: int | None = None, group: int | None = None
+) -> list[str]:
     """Return argv running ``argv`` inside ``ns`` (optionally as another user).
 
     With ``user`` the command runs through ``setpriv --reuid --regid
@@ -347,13 +373,16 @@ def namespaces_supported() -> tuple[bool, str]:
     if shutil.which("ip") is None:
         return False, "iproute2 'ip' not found"
     name = namespace_name(new_run_id(), "check")
-    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
-                         check=False)
+    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
     if res.returncode != 0:
         return False, f"cannot create a network namespace: {res.stderr.strip()}"
     try:
-        res = subprocess.run(["ip", "-n", name, "link", "add", "name", "t0", "type", "veth",
-                              "peer", "name", "t1"], capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            ["ip", "-n", name, "link", "add", "name", "t0", "type", "veth", "peer", "name", "t1"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if res.returncode != 0:
             return False, f"cannot create a veth pair in a namespace: {res.stderr.strip()}"
     finally:

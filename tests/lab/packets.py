@@ -48,8 +48,9 @@ ICMP6_ECHO_REPLY = 129
 # Error types that quote the offending datagram, per family.
 ICMP_ERROR_TYPES = {
     4: frozenset({ICMP4_DEST_UNREACH, ICMP4_TIME_EXCEEDED, ICMP4_PARAM_PROBLEM, 4, 5}),
-    6: frozenset({ICMP6_DEST_UNREACH, ICMP6_PACKET_TOO_BIG, ICMP6_TIME_EXCEEDED,
-                  ICMP6_PARAM_PROBLEM}),
+    6: frozenset(
+        {ICMP6_DEST_UNREACH, ICMP6_PACKET_TOO_BIG, ICMP6_TIME_EXCEEDED, ICMP6_PARAM_PROBLEM}
+    ),
 }
 # Error types that may carry an RFC 4884 length field and extension structure.
 ICMP_EXTENSIBLE_TYPES = {
@@ -288,8 +289,12 @@ class Mpls:
         Raises:
             ValueError: a field is out of range.
         """
-        if not (0 <= self.label < 1 << 20 and 0 <= self.tc < 8 and self.bos in (0, 1)
-                and 0 <= self.ttl < 256):
+        if not (
+            0 <= self.label < 1 << 20
+            and 0 <= self.tc < 8
+            and self.bos in (0, 1)
+            and 0 <= self.ttl < 256
+        ):
             raise ValueError(f"MPLS entry out of range: {self}")
         return struct.pack("!I", (self.label << 12) | (self.tc << 9) | (self.bos << 8) | self.ttl)
 
@@ -411,10 +416,21 @@ def tcp_segment(
     if len(options) % 4:
         options += b"\0" * (4 - len(options) % 4)
     offset = (20 + len(options)) // 4
-    header = struct.pack(
-        "!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, offset << 4, flags,
-        window, 0, 0,
-    ) + options
+    header = (
+        struct.pack(
+            "!HHIIBBHHH",
+            sport,
+            dport,
+            seq & 0xFFFFFFFF,
+            ack & 0xFFFFFFFF,
+            offset << 4,
+            flags,
+            window,
+            0,
+            0,
+        )
+        + options
+    )
     seg = header + data
     csum = internet_checksum(pseudo_header(src, dst, PROTO_TCP, len(seg)) + seg)
     return seg[:16] + struct.pack("!H", csum) + seg[18:]
@@ -441,9 +457,10 @@ def sctp_init_chunk(
     For INIT-ACK, ``params`` must contain a State Cookie parameter
     (see :func:`sctp_param`); this function does not add one.
     """
-    value = struct.pack(
-        "!IIHHI", initiate_tag, a_rwnd, outbound_streams, inbound_streams, initial_tsn
-    ) + params
+    value = (
+        struct.pack("!IIHHI", initiate_tag, a_rwnd, outbound_streams, inbound_streams, initial_tsn)
+        + params
+    )
     return sctp_chunk(SCTP_INIT_ACK if ack else SCTP_INIT, 0, value)
 
 
@@ -588,8 +605,10 @@ class Packet:
     @property
     def is_noise(self) -> bool:
         """True for ICMPv6 neighbour discovery / MLD (traffic no test sent)."""
-        return self.version == 6 and self.proto == PROTO_ICMPV6 and (
-            self.icmp_type in ICMP6_NOISE_TYPES
+        return (
+            self.version == 6
+            and self.proto == PROTO_ICMPV6
+            and (self.icmp_type in ICMP6_NOISE_TYPES)
         )
 
     @property
@@ -602,8 +621,11 @@ class Packet:
 
     def summary(self) -> str:
         """A one-line human description (for assertion messages)."""
-        parts = [f"v{self.version} {self.src} > {self.dst} ttl={self.ttl} tos={self.tos}",
-                 f"len={self.length}", self.proto_name]
+        parts = [
+            f"v{self.version} {self.src} > {self.dst} ttl={self.ttl} tos={self.tos}",
+            f"len={self.length}",
+            self.proto_name,
+        ]
         if self.icmp_type is not None:
             parts.append(f"type={self.icmp_type}/{self.icmp_code}")
             if self.icmp_id is not None:
@@ -647,9 +669,19 @@ def _parse_ipv4(data: bytes) -> Packet | None:
     if ihl < 20 or len(data) < ihl:
         return None
     pkt = Packet(
-        version=4, src=_addr_str(data[12:16]), dst=_addr_str(data[16:20]), ttl=ttl, tos=tos,
-        proto=proto, length=length, captured=len(data), raw=bytes(data), header_length=ihl,
-        ident=ident, df=bool(frag & 0x4000), header_checksum_ok=internet_checksum(data[:ihl]) == 0,
+        version=4,
+        src=_addr_str(data[12:16]),
+        dst=_addr_str(data[16:20]),
+        ttl=ttl,
+        tos=tos,
+        proto=proto,
+        length=length,
+        captured=len(data),
+        raw=bytes(data),
+        header_length=ihl,
+        ident=ident,
+        df=bool(frag & 0x4000),
+        header_checksum_ok=internet_checksum(data[:ihl]) == 0,
     )
     end = min(len(data), length) if length >= ihl else len(data)
     pkt.truncated = len(data) < length
@@ -669,9 +701,17 @@ def _parse_ipv6(data: bytes) -> Packet | None:
         return None
     first, plen, nh, hlim = struct.unpack("!IHBB", data[:8])
     pkt = Packet(
-        version=6, src=_addr_str(data[8:24]), dst=_addr_str(data[24:40]), ttl=hlim,
-        tos=(first >> 20) & 0xFF, proto=nh, length=40 + plen, captured=len(data),
-        raw=bytes(data), header_length=40, flow_label=first & 0xFFFFF,
+        version=6,
+        src=_addr_str(data[8:24]),
+        dst=_addr_str(data[24:40]),
+        ttl=hlim,
+        tos=(first >> 20) & 0xFF,
+        proto=nh,
+        length=40 + plen,
+        captured=len(data),
+        raw=bytes(data),
+        header_length=40,
+        flow_label=first & 0xFFFFF,
     )
     pkt.truncated = len(data) < 40 + plen
     end = min(len(data), 40 + plen)
@@ -683,7 +723,7 @@ def _parse_ipv6(data: bytes) -> Packet | None:
             pkt.transport = bytes(data[off:end])
             return pkt
         if nh == 44:
-            frag_off = struct.unpack("!H", data[off + 2:off + 4])[0]
+            frag_off = struct.unpack("!H", data[off + 2 : off + 4])[0]
             fragmented = True
             nh = data[off]
             off += 8
@@ -715,8 +755,12 @@ def _parse_transport(pkt: Packet, seg: bytes, *, complete: bool) -> None:
                 if csum == 0 and pkt.version == 4:
                     pkt.checksum_ok = True
                 else:
-                    pkt.checksum_ok = internet_checksum(
-                        pseudo_header(pkt.src, pkt.dst, PROTO_UDP, len(seg)) + seg) == 0
+                    pkt.checksum_ok = (
+                        internet_checksum(
+                            pseudo_header(pkt.src, pkt.dst, PROTO_UDP, len(seg)) + seg
+                        )
+                        == 0
+                    )
         else:
             pkt.truncated = True
     elif pkt.proto == PROTO_TCP:
@@ -730,8 +774,10 @@ def _parse_transport(pkt: Packet, seg: bytes, *, complete: bool) -> None:
             offset = (seg[12] >> 4) * 4
             pkt.payload = seg[offset:]
             if complete:
-                pkt.checksum_ok = internet_checksum(
-                    pseudo_header(pkt.src, pkt.dst, PROTO_TCP, len(seg)) + seg) == 0
+                pkt.checksum_ok = (
+                    internet_checksum(pseudo_header(pkt.src, pkt.dst, PROTO_TCP, len(seg)) + seg)
+                    == 0
+                )
         else:
             pkt.truncated = True
     elif pkt.proto == PROTO_SCTP:
@@ -746,10 +792,10 @@ def _parse_transport(pkt: Packet, seg: bytes, *, complete: bool) -> None:
                 pkt.checksum_ok = crc32c(seg[:8] + b"\0\0\0\0" + seg[12:]) == stored
             off = 12
             while off + 4 <= len(seg):
-                ctype, cflags, clen = struct.unpack("!BBH", seg[off:off + 4])
+                ctype, cflags, clen = struct.unpack("!BBH", seg[off : off + 4])
                 if clen < 4:
                     break
-                pkt.sctp_chunks.append(SctpChunk(ctype, cflags, seg[off + 4:off + clen]))
+                pkt.sctp_chunks.append(SctpChunk(ctype, cflags, seg[off + 4 : off + clen]))
                 off += clen + (-clen % 4)
         else:
             pkt.truncated = True
@@ -764,8 +810,10 @@ def _parse_icmp(pkt: Packet, seg: bytes, *, complete: bool) -> None:
         if pkt.version == 4:
             pkt.checksum_ok = internet_checksum(seg) == 0
         else:
-            pkt.checksum_ok = internet_checksum(
-                pseudo_header(pkt.src, pkt.dst, PROTO_ICMPV6, len(seg)) + seg) == 0
+            pkt.checksum_ok = (
+                internet_checksum(pseudo_header(pkt.src, pkt.dst, PROTO_ICMPV6, len(seg)) + seg)
+                == 0
+            )
     if len(seg) < 8:
         pkt.truncated = True
         return
@@ -798,14 +846,14 @@ def _parse_extensions(pkt: Packet, ext: bytes) -> None:
     pkt.extension_checksum_ok = stored == 0 or internet_checksum(ext) == 0
     off = 4
     while off + 4 <= len(ext):
-        olen, cnum, ctype = struct.unpack("!HBB", ext[off:off + 4])
+        olen, cnum, ctype = struct.unpack("!HBB", ext[off : off + 4])
         if olen < 4 or off + olen > len(ext):
             break
-        obj = IcmpExtensionObject(cnum, ctype, ext[off + 4:off + olen])
+        obj = IcmpExtensionObject(cnum, ctype, ext[off + 4 : off + olen])
         pkt.extensions.append(obj)
         if cnum == MPLS_CLASS and ctype == MPLS_CTYPE_INCOMING:
             data = obj.data
-            pkt.mpls.extend(Mpls.unpack(data[i:i + 4]) for i in range(0, len(data) - 3, 4))
+            pkt.mpls.extend(Mpls.unpack(data[i : i + 4]) for i in range(0, len(data) - 3, 4))
         off += olen
 
 

@@ -59,8 +59,10 @@ def read_records(path: str | Path) -> Iterator[Record]:
         raise PcapError(f"{path}: too short for a pcap header")
     magic = raw[:4]
     table = {
-        b"\xd4\xc3\xb2\xa1": ("<", 1000), b"\xa1\xb2\xc3\xd4": (">", 1000),
-        b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1),
+        b"\xd4\xc3\xb2\xa1": ("<", 1000),
+        b"\xa1\xb2\xc3\xd4": (">", 1000),
+        b"\x4d\x3c\xb2\xa1": ("<", 1),
+        b"\xa1\xb2\x3c\x4d": (">", 1),
     }
     if magic not in table:
         raise PcapError(f"{path}: not a pcap file (magic {magic.hex()})")
@@ -68,11 +70,11 @@ def read_records(path: str | Path) -> Iterator[Record]:
     linktype = struct.unpack(endian + "I", raw[20:24])[0] & 0x0FFFFFFF
     off = 24
     while off + 16 <= len(raw):
-        sec, frac, incl, orig = struct.unpack(endian + "IIII", raw[off:off + 16])
+        sec, frac, incl, orig = struct.unpack(endian + "IIII", raw[off : off + 16])
         off += 16
         if off + incl > len(raw):
             break
-        yield Record(sec * 1_000_000_000 + frac * scale, orig, raw[off:off + incl], linktype)
+        yield Record(sec * 1_000_000_000 + frac * scale, orig, raw[off : off + incl], linktype)
         off += incl
 
 

@@ -72,19 +72,34 @@ def build_transport(probe: dict[str, Any], src: str, family: int) -> bytes:
         size = int(probe.get("size", iplen + headers))
         data = bytes([int(probe.get("pattern", 0))]) * max(0, size - iplen - headers)
     if proto == "icmp":
-        return P.echo_message(family, int(probe.get("id", 1)), int(probe.get("seq", 1)), data,
-                              src=src, dst=dst)
+        return P.echo_message(
+            family, int(probe.get("id", 1)), int(probe.get("seq", 1)), data, src=src, dst=dst
+        )
     if proto == "udp":
-        return P.udp_datagram(src, dst, int(probe.get("sport", 40000)),
-                              int(probe.get("dport", 33434)), data)
+        return P.udp_datagram(
+            src, dst, int(probe.get("sport", 40000)), int(probe.get("dport", 33434)), data
+        )
     if proto == "tcp":
-        return P.tcp_segment(src, dst, int(probe.get("sport", 40000)), int(probe.get("dport", 80)),
-                             seq=int(probe.get("tcp_seq", 1000)),
-                             flags=int(probe.get("flags", P.TCP_SYN)), data=data)
+        return P.tcp_segment(
+            src,
+            dst,
+            int(probe.get("sport", 40000)),
+            int(probe.get("dport", 80)),
+            seq=int(probe.get("tcp_seq", 1000)),
+            flags=int(probe.get("flags", P.TCP_SYN)),
+            data=data,
+        )
     if proto == "sctp":
         chunk = P.sctp_init_chunk(int(probe.get("tag", 0x11223344)), initial_tsn=1)
-        return P.sctp_packet(int(probe.get("sport", 40000)), int(probe.get("dport", 80)),
-                             int(probe.get("vtag", 0)), [chunk]) + data
+        return (
+            P.sctp_packet(
+                int(probe.get("sport", 40000)),
+                int(probe.get("dport", 80)),
+                int(probe.get("vtag", 0)),
+                [chunk],
+            )
+            + data
+        )
     raise ValueError(f"unknown proto {proto!r}")
 
 
@@ -149,8 +164,9 @@ class Prober:
             if family == 6 and proto == P.PROTO_ICMPV6 and data and data[0] in P.ICMP6_NOISE_TYPES:
                 continue
             if family == 6:
-                data = P.ipv6_packet(addr[0].split("%")[0], dst, proto, data, hop_limit=hlim,
-                                     tclass=tclass)
+                data = P.ipv6_packet(
+                    addr[0].split("%")[0], dst, proto, data, hop_limit=hlim, tclass=tclass
+                )
             out.append({"t": t, "hex": data.hex()})
 
 

@@ -101,13 +101,40 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 ANSWERS = ("normal", "none", "unreachable")
 MALFORMS = ("truncate", "bad-checksum", "bad-quote", "short-quote", "bad-extension")
-FORGES = ("wrong-id", "wrong-seq", "wrong-port", "wrong-dst", "wrong-src", "unrelated",
-          "reply-wrong-id", "reply-wrong-seq")
-SPEC_KEYS = frozenset({
-    "answer", "code", "from4", "from6", "tcp", "udp", "sctp", "delay", "drop", "seed",
-    "duplicate", "hops", "mpls", "malform", "truncate", "forge", "forge_type", "forge_from4",
-    "forge_from6", "reply_ttl",
-})
+FORGES = (
+    "wrong-id",
+    "wrong-seq",
+    "wrong-port",
+    "wrong-dst",
+    "wrong-src",
+    "unrelated",
+    "reply-wrong-id",
+    "reply-wrong-seq",
+)
+SPEC_KEYS = frozenset(
+    {
+        "answer",
+        "code",
+        "from4",
+        "from6",
+        "tcp",
+        "udp",
+        "sctp",
+        "delay",
+        "drop",
+        "seed",
+        "duplicate",
+        "hops",
+        "mpls",
+        "malform",
+        "truncate",
+        "forge",
+        "forge_type",
+        "forge_from4",
+        "forge_from6",
+        "reply_ttl",
+    }
+)
 HOP_KEYS = frozenset({"addr4", "addr6", "mpls", "silent", "delay"})
 DEFAULT_FORGE_FROM = {4: "198.18.201.254", 6: "2001:db8:c9::fe"}
 
@@ -130,8 +157,9 @@ def _check_mpls(value: Any, what: str) -> list[P.Mpls]:
         raise ValueError(f"{what}: must be a list of [label, tc, bos, ttl]")
     out = []
     for entry in value:
-        if not (isinstance(entry, list) and len(entry) == 4
-                and all(isinstance(x, int) for x in entry)):
+        if not (
+            isinstance(entry, list) and len(entry) == 4 and all(isinstance(x, int) for x in entry)
+        ):
             raise ValueError(f"{what}: bad entry {entry!r}")
         m = P.Mpls(*entry)
         m.pack()  # range check
@@ -151,9 +179,14 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown spec keys {sorted(unknown)}")
     s = dict(spec)
-    choices = {"answer": ANSWERS, "tcp": ("syn-ack", "rst"), "udp": ("port-unreachable", "none"),
-               "sctp": ("init-ack", "abort"), "malform": (None, *MALFORMS),
-               "forge_type": ("time-exceeded", "unreachable")}
+    choices = {
+        "answer": ANSWERS,
+        "tcp": ("syn-ack", "rst"),
+        "udp": ("port-unreachable", "none"),
+        "sctp": ("init-ack", "abort"),
+        "malform": (None, *MALFORMS),
+        "forge_type": ("time-exceeded", "unreachable"),
+    }
     for key, allowed in choices.items():
         if key in s and s[key] not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, not {s[key]!r}")
@@ -162,18 +195,25 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{key} must be a number >= 0")
     if s.get("drop", 0) > 1:
         raise ValueError("drop must be within 0..1")
-    for key, lo, hi in (("code", 0, 255), ("seed", -(2**63), 2**63), ("duplicate", 0, 100),
-                        ("truncate", 0, 65535), ("reply_ttl", 1, 255)):
-        if key in s and (not isinstance(s[key], int) or isinstance(s[key], bool)
-                         or not lo <= s[key] <= hi):
+    for key, lo, hi in (
+        ("code", 0, 255),
+        ("seed", -(2**63), 2**63),
+        ("duplicate", 0, 100),
+        ("truncate", 0, 65535),
+        ("reply_ttl", 1, 255),
+    ):
+        if key in s and (
+            not isinstance(s[key], int) or isinstance(s[key], bool) or not lo <= s[key] <= hi
+        ):
             raise ValueError(f"{key} must be an integer {lo}..{hi}")
     for key, fam in (("from4", 4), ("from6", 6), ("forge_from4", 4), ("forge_from6", 6)):
         if key in s:
             _check_addr(s[key], fam, key)
     if "mpls" in s:
         _check_mpls(s["mpls"], "mpls")
-    if "forge" in s and (not isinstance(s["forge"], list)
-                         or any(f not in FORGES for f in s["forge"])):
+    if "forge" in s and (
+        not isinstance(s["forge"], list) or any(f not in FORGES for f in s["forge"])
+    ):
         raise ValueError(f"forge must be a list of {FORGES}")
     if "hops" in s:
         hops = s["hops"]
@@ -193,8 +233,9 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
                     _check_addr(hop["addr6"], 6, f"hop {i} addr6")
                 if "mpls" in hop:
                     _check_mpls(hop["mpls"], f"hop {i} mpls")
-                if "delay" in hop and (not isinstance(hop["delay"], (int, float))
-                                       or hop["delay"] < 0):
+                if "delay" in hop and (
+                    not isinstance(hop["delay"], (int, float)) or hop["delay"] < 0
+                ):
                     raise ValueError(f"hop {i}: delay must be >= 0")
     return s
 
@@ -233,8 +274,9 @@ class _Scheduled:
 class ResponderProgram:
     """The packet loop (runs inside the responder namespace)."""
 
-    def __init__(self, iface: str, prefixes: Sequence[str], script: Mapping[str, Any],
-                 out: IO[str]) -> None:
+    def __init__(
+        self, iface: str, prefixes: Sequence[str], script: Mapping[str, Any], out: IO[str]
+    ) -> None:
         self.iface = iface
         self.prefixes = [ipaddress.ip_network(p) for p in prefixes]
         self.out = out
@@ -272,8 +314,9 @@ class ResponderProgram:
 
     # -- main loop
     def run(self, control: int) -> None:
-        self.emit({"event": "ready", "iface": self.iface, "mac": P.mac_str(self.mac),
-                   "pid": os.getpid()})
+        self.emit(
+            {"event": "ready", "iface": self.iface, "mac": P.mac_str(self.mac), "pid": os.getpid()}
+        )
         buf = b""
         control_open = True
         while control_open or self.queue:
@@ -354,7 +397,7 @@ class ResponderProgram:
             if pkt is None or not self.ours(pkt.dst):
                 continue
             self.n += 1
-            self.handle(pkt, bytes(data[:pkt.length] if pkt.length else data), src_mac, ts_ns)
+            self.handle(pkt, bytes(data[: pkt.length] if pkt.length else data), src_mac, ts_ns)
 
     def ours(self, dst: str) -> bool:
         addr = ipaddress.ip_address(dst)
@@ -369,11 +412,19 @@ class ResponderProgram:
             except OSError as e:
                 self.emit({"event": "tx-error", "rx": item.rx, "message": str(e)})
                 continue
-            self.emit({"event": "tx", "rx": item.rx, "ts_ns": time.time_ns(), "kind": item.kind,
-                       "hex": item.ip.hex()})
+            self.emit(
+                {
+                    "event": "tx",
+                    "rx": item.rx,
+                    "ts_ns": time.time_ns(),
+                    "kind": item.kind,
+                    "hex": item.ip.hex(),
+                }
+            )
 
-    def schedule(self, ip: bytes, kind: str, delay: float, dst_mac: bytes, rx: int,
-                 copies: int) -> None:
+    def schedule(
+        self, ip: bytes, kind: str, delay: float, dst_mac: bytes, rx: int, copies: int
+    ) -> None:
         etype = P.ETH_P_IP if ip[0] >> 4 == 4 else P.ETH_P_IPV6
         frame = dst_mac + self.mac + struct.pack("!H", etype) + ip
         due = time.monotonic() + delay
@@ -385,8 +436,14 @@ class ResponderProgram:
     def handle(self, pkt: P.Packet, raw: bytes, src_mac: bytes, ts_ns: int) -> None:
         n = self.n
         spec = self.spec_for(pkt.dst)
-        rx: dict[str, Any] = {"event": "rx", "n": n, "ts_ns": ts_ns, "hex": raw.hex(),
-                              "action": "", "hop": None}
+        rx: dict[str, Any] = {
+            "event": "rx",
+            "n": n,
+            "ts_ns": ts_ns,
+            "hex": raw.hex(),
+            "action": "",
+            "hop": None,
+        }
         answers, action, hop = self.decide(pkt, raw, spec)
         rx["action"], rx["hop"] = action, hop
         self.emit(rx)
@@ -398,8 +455,9 @@ class ResponderProgram:
             delay += float(hops[hop - 1].get("delay", 0))
         copies = 1 + int(spec.get("duplicate", 0))
         for ip, kind in answers:
-            self.schedule(ip, kind, delay, src_mac, n, copies if not kind.startswith("forged")
-                          else 1)
+            self.schedule(
+                ip, kind, delay, src_mac, n, copies if not kind.startswith("forged") else 1
+            )
 
     def hop_list(self, spec: Mapping[str, Any], family: int) -> list[dict[str, Any]]:
         hops = spec.get("hops", 0)
@@ -407,16 +465,18 @@ class ResponderProgram:
             return [{} for _ in range(hops)]
         return [dict(h) for h in hops]
 
-    def decide(self, pkt: P.Packet, raw: bytes,
-               spec: Mapping[str, Any]) -> tuple[list[tuple[bytes, str]], str, int | None]:
+    def decide(
+        self, pkt: P.Packet, raw: bytes, spec: Mapping[str, Any]
+    ) -> tuple[list[tuple[bytes, str]], str, int | None]:
         v = pkt.version
         # Traffic we never answer: ICMP errors and replies, TCP resets.
         if pkt.is_icmp and not pkt.is_echo_request:
             return [], "ignored", None
         if pkt.proto == P.PROTO_TCP and (pkt.tcp_flags or 0) & P.TCP_RST:
             return [], "ignored", None
-        if pkt.proto == P.PROTO_SCTP and (not pkt.sctp_chunks
-                                          or pkt.sctp_chunks[0].type != P.SCTP_INIT):
+        if pkt.proto == P.PROTO_SCTP and (
+            not pkt.sctp_chunks or pkt.sctp_chunks[0].type != P.SCTP_INIT
+        ):
             return [], "ignored", None
         if pkt.truncated or (pkt.sport is None and not pkt.is_icmp):
             return [], "ignored-fragment", None
@@ -436,8 +496,16 @@ class ResponderProgram:
             mpls = hop.get("mpls", spec.get("mpls"))
             entries = _check_mpls(mpls, "mpls") if mpls else []
             quoted = _with_ttl(raw, 1)
-            msg = self.error_message(v, P.ICMP4_TIME_EXCEEDED if v == 4 else P.ICMP6_TIME_EXCEEDED,
-                                     0, quoted, src, pkt.src, spec, entries)
+            msg = self.error_message(
+                v,
+                P.ICMP4_TIME_EXCEEDED if v == 4 else P.ICMP6_TIME_EXCEEDED,
+                0,
+                quoted,
+                src,
+                pkt.src,
+                spec,
+                entries,
+            )
             te = P.ip_packet(src, pkt.src, _icmp_proto(v), msg, ttl=ttl_cfg)
             answers = [*forged, (te, "time-exceeded")]
             return answers, "time-exceeded", hop_no
@@ -447,31 +515,58 @@ class ResponderProgram:
         if answer == "unreachable":
             code = spec.get("code", 1 if v == 4 else 3)
             src = spec.get(f"from{v}", pkt.dst)
-            msg = self.error_message(v, P.ICMP4_DEST_UNREACH if v == 4 else P.ICMP6_DEST_UNREACH,
-                                     code, raw, src, pkt.src, spec, [])
+            msg = self.error_message(
+                v,
+                P.ICMP4_DEST_UNREACH if v == 4 else P.ICMP6_DEST_UNREACH,
+                code,
+                raw,
+                src,
+                pkt.src,
+                spec,
+                [],
+            )
             unreach = P.ip_packet(src, pkt.src, _icmp_proto(v), msg, ttl=ttl_cfg)
             return [*forged, (unreach, "unreachable")], "unreachable", None
         final = self.final_answer(pkt, raw, spec)
         if final is None:
             return forged, "no-answer", None
         transport, proto, kind = final
-        return [*forged, (P.ip_packet(pkt.dst, pkt.src, proto, transport, ttl=ttl_cfg), kind)], \
-            kind, None
+        return (
+            [*forged, (P.ip_packet(pkt.dst, pkt.src, proto, transport, ttl=ttl_cfg), kind)],
+            kind,
+            None,
+        )
 
-    def final_answer(self, pkt: P.Packet, raw: bytes,
-                     spec: Mapping[str, Any]) -> tuple[bytes, int, str] | None:
+    def final_answer(
+        self, pkt: P.Packet, raw: bytes, spec: Mapping[str, Any]
+    ) -> tuple[bytes, int, str] | None:
         v = pkt.version
         malform = spec.get("malform")
         if pkt.is_echo_request:
-            msg = P.echo_message(v, pkt.icmp_id or 0, pkt.icmp_seq or 0, pkt.payload, reply=True,
-                                 src=pkt.dst, dst=pkt.src)
+            msg = P.echo_message(
+                v,
+                pkt.icmp_id or 0,
+                pkt.icmp_seq or 0,
+                pkt.payload,
+                reply=True,
+                src=pkt.dst,
+                dst=pkt.src,
+            )
             msg = self.malform_transport(msg, v, pkt.dst, pkt.src, spec)
             return msg, _icmp_proto(v), "echo-reply"
         if pkt.proto == P.PROTO_UDP:
             if spec.get("udp", "port-unreachable") == "none":
                 return None
-            msg = self.error_message(v, P.ICMP4_DEST_UNREACH if v == 4 else P.ICMP6_DEST_UNREACH,
-                                     3 if v == 4 else 4, raw, pkt.dst, pkt.src, spec, [])
+            msg = self.error_message(
+                v,
+                P.ICMP4_DEST_UNREACH if v == 4 else P.ICMP6_DEST_UNREACH,
+                3 if v == 4 else 4,
+                raw,
+                pkt.dst,
+                pkt.src,
+                spec,
+                [],
+            )
             return msg, _icmp_proto(v), "port-unreachable"
         if pkt.proto == P.PROTO_TCP:
             assert pkt.sport is not None and pkt.dport is not None
@@ -480,19 +575,41 @@ class ResponderProgram:
             if flags & P.TCP_SYN and not flags & P.TCP_ACK:
                 if spec.get("tcp", "syn-ack") == "syn-ack":
                     isn = self.tcp_isn.setdefault(pkt.dst, random.Random(spec.get("seed", 0)))
-                    seg = P.tcp_segment(pkt.dst, pkt.src, pkt.dport, pkt.sport,
-                                        seq=isn.getrandbits(32), ack=seq_in + 1,
-                                        flags=P.TCP_SYN | P.TCP_ACK, window=64240,
-                                        options=struct.pack("!BBH", 2, 4, 1460))
+                    seg = P.tcp_segment(
+                        pkt.dst,
+                        pkt.src,
+                        pkt.dport,
+                        pkt.sport,
+                        seq=isn.getrandbits(32),
+                        ack=seq_in + 1,
+                        flags=P.TCP_SYN | P.TCP_ACK,
+                        window=64240,
+                        options=struct.pack("!BBH", 2, 4, 1460),
+                    )
                     kind = "syn-ack"
                 else:
-                    seg = P.tcp_segment(pkt.dst, pkt.src, pkt.dport, pkt.sport, seq=0,
-                                        ack=seq_in + 1, flags=P.TCP_RST | P.TCP_ACK, window=0)
+                    seg = P.tcp_segment(
+                        pkt.dst,
+                        pkt.src,
+                        pkt.dport,
+                        pkt.sport,
+                        seq=0,
+                        ack=seq_in + 1,
+                        flags=P.TCP_RST | P.TCP_ACK,
+                        window=0,
+                    )
                     kind = "rst"
             else:
                 # Anything after our SYN-ACK (ACK, FIN, data): reset the connection.
-                seg = P.tcp_segment(pkt.dst, pkt.src, pkt.dport, pkt.sport, seq=pkt.tcp_ack or 0,
-                                    flags=P.TCP_RST, window=0)
+                seg = P.tcp_segment(
+                    pkt.dst,
+                    pkt.src,
+                    pkt.dport,
+                    pkt.sport,
+                    seq=pkt.tcp_ack or 0,
+                    flags=P.TCP_RST,
+                    window=0,
+                )
                 kind = "rst"
             seg = self.malform_transport(seg, v, pkt.dst, pkt.src, spec, tcp=True)
             return seg, P.PROTO_TCP, kind
@@ -507,38 +624,58 @@ class ResponderProgram:
                 if len(init.value) >= 12:
                     os_, mis = struct.unpack("!HH", init.value[8:12])
                 cookie = P.sctp_param(P.SCTP_PARAM_STATE_COOKIE, rng.randbytes(32))
-                chunk = P.sctp_init_chunk(own_tag, outbound_streams=min(os_, mis) or 1,
-                                          inbound_streams=min(os_, mis) or 1,
-                                          initial_tsn=rng.getrandbits(32), params=cookie, ack=True)
+                chunk = P.sctp_init_chunk(
+                    own_tag,
+                    outbound_streams=min(os_, mis) or 1,
+                    inbound_streams=min(os_, mis) or 1,
+                    initial_tsn=rng.getrandbits(32),
+                    params=cookie,
+                    ack=True,
+                )
                 kind = "init-ack"
             else:
                 chunk = P.sctp_chunk(P.SCTP_ABORT, 0, b"")
                 kind = "abort"
             crc = None
             if malform == "bad-checksum":
-                crc = (P.crc32c(P.sctp_packet(pkt.dport, pkt.sport, tag, [chunk])[:8] + b"\0" * 4
-                                + chunk) + 1) & 0xFFFFFFFF
+                crc = (
+                    P.crc32c(
+                        P.sctp_packet(pkt.dport, pkt.sport, tag, [chunk])[:8] + b"\0" * 4 + chunk
+                    )
+                    + 1
+                ) & 0xFFFFFFFF
             body = P.sctp_packet(pkt.dport, pkt.sport, tag, [chunk], crc=crc)
             if malform == "truncate":
-                body = body[:spec.get("truncate", 6)]
+                body = body[: spec.get("truncate", 6)]
             return body, P.PROTO_SCTP, kind
         return None
 
-    def malform_transport(self, msg: bytes, v: int, src: str, dst: str,
-                          spec: Mapping[str, Any], *, tcp: bool = False) -> bytes:
+    def malform_transport(
+        self, msg: bytes, v: int, src: str, dst: str, spec: Mapping[str, Any], *, tcp: bool = False
+    ) -> bytes:
         """Apply ``truncate``/``bad-checksum`` to an ICMP message or TCP segment."""
-        return _malform(msg, v, src, dst, spec.get("malform"), int(spec.get("truncate", 6)),
-                        tcp=tcp)
+        return _malform(
+            msg, v, src, dst, spec.get("malform"), int(spec.get("truncate", 6)), tcp=tcp
+        )
 
-    def error_message(self, v: int, icmp_type: int, code: int, original: bytes, src: str,
-                      dst: str, spec: Mapping[str, Any], mpls: list[P.Mpls]) -> bytes:
+    def error_message(
+        self,
+        v: int,
+        icmp_type: int,
+        code: int,
+        original: bytes,
+        src: str,
+        dst: str,
+        spec: Mapping[str, Any],
+        mpls: list[P.Mpls],
+    ) -> bytes:
         malform = spec.get("malform")
         quote = original
         if malform == "bad-quote":
             quote = b"\x00" + original[1:]
         elif malform == "short-quote":
             hl = (original[0] & 0x0F) * 4 if v == 4 else 40
-            quote = original[:hl + 4]
+            quote = original[: hl + 4]
         ext = None
         if mpls:
             if malform == "bad-extension":
@@ -552,8 +689,7 @@ class ResponderProgram:
             msg = _malform(msg, v, src, dst, malform, int(spec.get("truncate", 6)))
         return msg
 
-    def forged(self, pkt: P.Packet, raw: bytes,
-               spec: Mapping[str, Any]) -> list[tuple[bytes, str]]:
+    def forged(self, pkt: P.Packet, raw: bytes, spec: Mapping[str, Any]) -> list[tuple[bytes, str]]:
         kinds = spec.get("forge", [])
         if not kinds:
             return []
@@ -574,15 +710,16 @@ class ResponderProgram:
                     ident = (ident + 1) & 0xFFFF
                 else:
                     seq = (seq + 1) & 0xFFFF
-                msg = P.echo_message(v, ident, seq, pkt.payload, reply=True, src=pkt.dst,
-                                     dst=pkt.src)
-                out.append((P.ip_packet(pkt.dst, pkt.src, _icmp_proto(v), msg, ttl=ttl),
-                            f"forged-{kind}"))
+                msg = P.echo_message(
+                    v, ident, seq, pkt.payload, reply=True, src=pkt.dst, dst=pkt.src
+                )
+                out.append(
+                    (P.ip_packet(pkt.dst, pkt.src, _icmp_proto(v), msg, ttl=ttl), f"forged-{kind}")
+                )
                 continue
             quote = _forge_quote(pkt, raw, kind)
             msg = P.icmp_error(v, etype, ecode, quote, src=src, dst=pkt.src)
-            out.append((P.ip_packet(src, pkt.src, _icmp_proto(v), msg, ttl=ttl),
-                        f"forged-{kind}"))
+            out.append((P.ip_packet(src, pkt.src, _icmp_proto(v), msg, ttl=ttl), f"forged-{kind}"))
         return out
 
 
@@ -607,8 +744,9 @@ def _with_ttl(raw: bytes, ttl: int) -> bytes:
     return raw[:7] + bytes([ttl]) + raw[8:]
 
 
-def _malform(msg: bytes, v: int, src: str, dst: str, malform: str | None, cut: int, *,
-             tcp: bool = False) -> bytes:
+def _malform(
+    msg: bytes, v: int, src: str, dst: str, malform: str | None, cut: int, *, tcp: bool = False
+) -> bytes:
     """Truncate (recomputing the checksum) or spoil the checksum of ICMP/TCP bytes."""
     if malform is None:
         return msg
@@ -616,17 +754,17 @@ def _malform(msg: bytes, v: int, src: str, dst: str, malform: str | None, cut: i
     if malform == "truncate":
         msg = msg[:cut]
         if len(msg) >= off + 2:
-            msg = msg[:off] + b"\0\0" + msg[off + 2:]
+            msg = msg[:off] + b"\0\0" + msg[off + 2 :]
             if tcp or v == 6:
                 proto = P.PROTO_TCP if tcp else P.PROTO_ICMPV6
                 csum = P.internet_checksum(P.pseudo_header(src, dst, proto, len(msg)) + msg)
             else:
                 csum = P.internet_checksum(msg)
-            msg = msg[:off] + struct.pack("!H", csum) + msg[off + 2:]
+            msg = msg[:off] + struct.pack("!H", csum) + msg[off + 2 :]
         return msg
     if malform == "bad-checksum" and len(msg) >= off + 2:
-        (csum,) = struct.unpack("!H", msg[off:off + 2])
-        return msg[:off] + struct.pack("!H", (csum + 1) & 0xFFFF) + msg[off + 2:]
+        (csum,) = struct.unpack("!H", msg[off : off + 2])
+        return msg[:off] + struct.pack("!H", (csum + 1) & 0xFFFF) + msg[off + 2 :]
     return msg
 
 
@@ -641,24 +779,24 @@ def _forge_quote(pkt: P.Packet, raw: bytes, kind: str) -> bytes:
     data = bytearray(_with_ttl(raw, 1))
     hl = pkt.header_length
     if kind in ("wrong-dst", "wrong-src"):
-        other = ("198.18.200.254" if v == 4 else "2001:db8:c8::fe")
+        other = "198.18.200.254" if v == 4 else "2001:db8:c8::fe"
         if kind == "wrong-src":
             other = "198.18.1.254" if v == 4 else "2001:db8:1::fe"
         packed = ipaddress.ip_address(other).packed
         if v == 4:
             at = 16 if kind == "wrong-dst" else 12
-            data[at:at + 4] = packed
+            data[at : at + 4] = packed
             data[10:12] = b"\0\0"
             data[10:12] = struct.pack("!H", P.internet_checksum(bytes(data[:hl])))
         else:
             at = 24 if kind == "wrong-dst" else 8
-            data[at:at + 16] = packed
+            data[at : at + 16] = packed
         return bytes(data)
 
     def bump(at: int, width: int = 2, by: int = 1) -> None:
         fmt = "!H" if width == 2 else "!I"
-        (val,) = struct.unpack(fmt, data[at:at + width])
-        data[at:at + width] = struct.pack(fmt, (val + by) & ((1 << (8 * width)) - 1))
+        (val,) = struct.unpack(fmt, data[at : at + width])
+        data[at : at + width] = struct.pack(fmt, (val + by) & ((1 << (8 * width)) - 1))
 
     if pkt.is_icmp:
         bump(hl + (6 if kind == "wrong-seq" else 4))
@@ -688,8 +826,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Program entry point (inside the responder namespace)."""
     ap = argparse.ArgumentParser(prog="lab.responder", description=__doc__.split("\n")[0])
     ap.add_argument("--iface", required=True)
-    ap.add_argument("--prefix", action="append", required=True,
-                    help="virtual prefix answered (repeatable)")
+    ap.add_argument(
+        "--prefix", action="append", required=True, help="virtual prefix answered (repeatable)"
+    )
     ap.add_argument("--script", help="JSON script file")
     args = ap.parse_args(argv)
     script: dict[str, Any] = {}
@@ -740,8 +879,14 @@ class Responder:
     to see what happened, :meth:`stop` to end it (also done by the lab's close).
     """
 
-    def __init__(self, lab: Lab, node: Node, iface: str, prefixes: Sequence[str],
-                 script: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        node: Node,
+        iface: str,
+        prefixes: Sequence[str],
+        script: Mapping[str, Any] | None = None,
+    ) -> None:
         """Prepare (call :meth:`start`).
 
         Raises:
@@ -778,9 +923,14 @@ class Responder:
         argv = [sys.executable, "-m", "lab.responder", "--iface", self.iface, "--script", path]
         for p in self.prefixes:
             argv += ["--prefix", p]
-        self._proc = self.lab.popen(self.node, argv, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=self.lab.python_env())
+        self._proc = self.lab.popen(
+            self.node,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.lab.python_env(),
+        )
         for target in (self._read_stdout, self._read_stderr):
             t = threading.Thread(target=target, daemon=True)
             t.start()
@@ -788,8 +938,7 @@ class Responder:
         try:
             with self._cond:
                 if not self._cond.wait_for(lambda: self._ready or self._exited, timeout):
-                    raise ResponderError("responder did not become ready: "
-                                         + "".join(self._stderr))
+                    raise ResponderError("responder did not become ready: " + "".join(self._stderr))
                 if not self._ready:
                     raise ResponderError("responder exited at start: " + "".join(self._stderr))
         except ResponderError:
@@ -941,15 +1090,24 @@ class Responder:
         ``proto="icmp"`` matches ICMP and ICMPv6.
         """
         with self._cond:
-            return [e for e in self.rx if (action is None or e.action == action)
-                    and self._match(e.packet, filters)]
+            return [
+                e
+                for e in self.rx
+                if (action is None or e.action == action) and self._match(e.packet, filters)
+            ]
 
-    def sent(self, *, kind: str | None = None, rx: int | None = None,
-             **filters: Any) -> list[TxEvent]:
+    def sent(
+        self, *, kind: str | None = None, rx: int | None = None, **filters: Any
+    ) -> list[TxEvent]:
         """Return sent-packet events, filtered like :meth:`received` (and by ``kind``/``rx``)."""
         with self._cond:
-            return [e for e in self.tx if (kind is None or e.kind == kind)
-                    and (rx is None or e.rx == rx) and self._match(e.packet, filters)]
+            return [
+                e
+                for e in self.tx
+                if (kind is None or e.kind == kind)
+                and (rx is None or e.rx == rx)
+                and self._match(e.packet, filters)
+            ]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Wait until ``predicate()`` (called under the event lock) is true."""
@@ -962,6 +1120,7 @@ class Responder:
         Raises:
             TimeoutError: fewer arrived within ``timeout`` seconds.
         """
+
         def enough() -> bool:
             return len([e for e in self.rx if self._match(e.packet, filters)]) >= count
 
@@ -979,12 +1138,22 @@ class Responder:
         kind = filters.pop("kind", None)
 
         def enough() -> bool:
-            return len([e for e in self.tx if (kind is None or e.kind == kind)
-                        and self._match(e.packet, filters)]) >= count
+            return (
+                len(
+                    [
+                        e
+                        for e in self.tx
+                        if (kind is None or e.kind == kind) and self._match(e.packet, filters)
+                    ]
+                )
+                >= count
+            )
 
         if not self.wait_for(enough, timeout):
-            raise TimeoutError(f"responder sent {len(self.sent(kind=kind, **filters))} of "
-                               f"{count} packets matching {filters}")
+            raise TimeoutError(
+                f"responder sent {len(self.sent(kind=kind, **filters))} of "
+                f"{count} packets matching {filters}"
+            )
         return self.sent(kind=kind, **filters)
 
     @property

@@ -208,8 +208,9 @@ class Lab:
     namespace; it also runs at interpreter exit for labs not closed.
     """
 
-    def __init__(self, tag: str = "lab", *, clean_stale: bool = True,
-                 checksum_offload: bool = False) -> None:
+    def __init__(
+        self, tag: str = "lab", *, clean_stale: bool = True, checksum_offload: bool = False
+    ) -> None:
         """Prepare an empty lab (nothing is created until :meth:`build`).
 
         ``tag`` becomes part of the run id; ``clean_stale`` removes namespaces
@@ -234,8 +235,9 @@ class Lab:
 
     # ------------------------------------------------------------------ description
 
-    def add_node(self, role: str, *, router: bool = False,
-                 sysctls: Mapping[str, object] | None = None) -> Node:
+    def add_node(
+        self, role: str, *, router: bool = False, sysctls: Mapping[str, object] | None = None
+    ) -> Node:
         """Declare a node (namespace ``bpk-<run>-<role>``).
 
         Routers get forwarding and the router sysctls (see ``netns.ROUTER_SYSCTLS``).
@@ -248,8 +250,12 @@ class Lab:
             raise LabError("add_node after build")
         if role in self.nodes:
             raise ValueError(f"duplicate node {role}")
-        node = Node(role, netns.namespace_name(self.run_id, role), router,
-                    sysctls={k: str(v) for k, v in (sysctls or {}).items()})
+        node = Node(
+            role,
+            netns.namespace_name(self.run_id, role),
+            router,
+            sysctls={k: str(v) for k, v in (sysctls or {}).items()},
+        )
         self.nodes[role] = node
         self._pending[role] = [(None, "link set lo up")]
         return node
@@ -264,8 +270,15 @@ class Lab:
             return ref
         return self.nodes[ref]
 
-    def add_link(self, a: NodeRef, b: NodeRef, k: int | None, *, a_iface: str | None = None,
-                 b_iface: str | None = None) -> tuple[Interface, Interface]:
+    def add_link(
+        self,
+        a: NodeRef,
+        b: NodeRef,
+        k: int | None,
+        *,
+        a_iface: str | None = None,
+        b_iface: str | None = None,
+    ) -> tuple[Interface, Interface]:
         """Declare a veth pair between ``a`` and ``b`` on link number ``k``.
 
         ``a`` gets ``link_address(k, 1)``, ``b`` gets ``link_address(k, 2)`` (both
@@ -301,8 +314,16 @@ class Lab:
             self._apply(node, lines)
         return ifa, ifb
 
-    def add_route(self, node: NodeRef, prefix: str, *, via: str | None = None,
-                  dev: str | None = None, kind: str = "unicast", extra: str = "") -> None:
+    def add_route(
+        self,
+        node: NodeRef,
+        prefix: str,
+        *,
+        via: str | None = None,
+        dev: str | None = None,
+        kind: str = "unicast",
+        extra: str = "",
+    ) -> None:
         """Add a route (before the build: queued; after: at once).
 
         ``kind`` is an ``ip route`` type: ``unicast``, ``blackhole``,
@@ -397,8 +418,10 @@ class Lab:
             # carrier changes as urgent (iflink != ifindex), so links are up
             # at once instead of after the 1 s link-watch batching.
             xa, xb = 10 + 2 * i, 11 + 2 * i
-            lines.append(f"link add name {ia} index {xa} netns {na.ns} type veth "
-                         f"peer name {ib} index {xb} netns {nb.ns}")
+            lines.append(
+                f"link add name {ia} index {xa} netns {na.ns} type veth "
+                f"peer name {ib} index {xb} netns {nb.ns}"
+            )
         # Run inside a lab namespace: the devices are created directly in their
         # target namespaces and never exist in the root namespace.
         first = next(iter(self.nodes.values())).ns
@@ -416,8 +439,11 @@ class Lab:
                 s[f"net.ipv6.conf.{iface}.router_solicitations"] = 0
             s.update(node.sysctls)
             settings[node.ns] = s
-        offload = {} if self._checksum_offload else {
-            n.ns: list(n.interfaces) for n in self.nodes.values()}
+        offload = (
+            {}
+            if self._checksum_offload
+            else {n.ns: list(n.interfaces) for n in self.nodes.values()}
+        )
         netns.write_sysctls(settings, tx_checksum_off=offload)
 
     def wait_links_up(self, timeout: float = 10.0) -> None:
@@ -432,9 +458,15 @@ class Lab:
         pending = {n.ns: set(n.interfaces) for n in self.nodes.values() if n.interfaces}
         deadline = time.monotonic() + timeout
         while pending:
-            procs = {ns: subprocess.Popen(["ip", "-n", ns, "-o", "link", "show", "up"],
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                          text=True) for ns in pending}
+            procs = {
+                ns: subprocess.Popen(
+                    ["ip", "-n", ns, "-o", "link", "show", "up"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+                for ns in pending
+            }
             for ns, p in procs.items():
                 out, _ = p.communicate()
                 for line in out.splitlines():
@@ -496,15 +528,24 @@ class Lab:
 
     # ------------------------------------------------------------------ running things
 
-    def exec_argv(self, node: NodeRef, argv: Sequence[str], *,
-                  user: int | None = None) -> list[str]:
+    def exec_argv(
+        self, node: NodeRef, argv: Sequence[str], *, user: int | None = None
+    ) -> list[str]:
         """Return argv running ``argv`` in ``node``'s namespace (as ``user`` if given)."""
         return netns.exec_argv(self.node(node).ns, argv, user=user)
 
-    def run(self, node: NodeRef, argv: Sequence[str], *, user: int | None = None,
-            check: bool = True, timeout: float = 60, input: str | bytes | None = None,
-            env: Mapping[str, str] | None = None,
-            text: bool = True) -> subprocess.CompletedProcess[Any]:
+    def run(
+        self,
+        node: NodeRef,
+        argv: Sequence[str],
+        *,
+        user: int | None = None,
+        check: bool = True,
+        timeout: float = 60,
+        input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        text: bool = True,
+    ) -> subprocess.CompletedProcess[Any]:
         """Run a command inside ``node`` and return its completed process.
 
         stdout/stderr are captured.
@@ -515,15 +556,31 @@ class Lab:
         """
         self._check_open()
         full = self.exec_argv(node, argv, user=user)
-        res = subprocess.run(full, capture_output=True, timeout=timeout, input=input,
-                             env=dict(env) if env is not None else None, text=text, check=False)
+        res = subprocess.run(
+            full,
+            capture_output=True,
+            timeout=timeout,
+            input=input,
+            env=dict(env) if env is not None else None,
+            text=text,
+            check=False,
+        )
         if check and res.returncode != 0:
-            raise LabError(f"{' '.join(full)} exited {res.returncode}\nstdout: {res.stdout!r}\n"
-                           f"stderr: {res.stderr!r}")
+            raise LabError(
+                f"{' '.join(full)} exited {res.returncode}\nstdout: {res.stdout!r}\n"
+                f"stderr: {res.stderr!r}"
+            )
         return res
 
-    def popen(self, node: NodeRef, argv: Sequence[str], *, user: int | None = None,
-              die_with_parent: bool = True, **kwargs: Any) -> subprocess.Popen[Any]:
+    def popen(
+        self,
+        node: NodeRef,
+        argv: Sequence[str],
+        *,
+        user: int | None = None,
+        die_with_parent: bool = True,
+        **kwargs: Any,
+    ) -> subprocess.Popen[Any]:
         """Start a command inside ``node``; it is killed by :meth:`close` if still running.
 
         ``kwargs`` go to :class:`subprocess.Popen`.
@@ -548,9 +605,17 @@ class Lab:
             env.update(extra)
         return env
 
-    def python(self, node: NodeRef, code: str, *args: str, user: int | None = None,
-               python: str | None = None, timeout: float = 60, check: bool = True,
-               input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def python(
+        self,
+        node: NodeRef,
+        code: str,
+        *args: str,
+        user: int | None = None,
+        python: str | None = None,
+        timeout: float = 60,
+        check: bool = True,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``python -c code args...`` inside ``node`` (``lab`` importable).
 
         ``python`` defaults to this interpreter; pass ``/usr/bin/python3`` with
@@ -561,8 +626,15 @@ class Lab:
             subprocess.TimeoutExpired: timeout.
         """
         exe = python or sys.executable
-        return self.run(node, [exe, "-c", code, *args], user=user, timeout=timeout, check=check,
-                        input=input, env=self.python_env())
+        return self.run(
+            node,
+            [exe, "-c", code, *args],
+            user=user,
+            timeout=timeout,
+            check=check,
+            input=input,
+            env=self.python_env(),
+        )
 
     def ip(self, node: NodeRef, *args: str) -> str:
         """Run ``ip -n NS args...`` and return its stdout.
@@ -571,8 +643,9 @@ class Lab:
             LabError: it failed.
         """
         self._check_open()
-        res = subprocess.run(["ip", "-n", self.node(node).ns, *args], capture_output=True,
-                             text=True, check=False)
+        res = subprocess.run(
+            ["ip", "-n", self.node(node).ns, *args], capture_output=True, text=True, check=False
+        )
         if res.returncode != 0:
             raise LabError(f"ip -n {self.node(node).ns} {' '.join(args)}: {res.stderr.strip()}")
         return res.stdout
@@ -671,9 +744,16 @@ class Lab:
         self._check_open()
         return Capture(self, self.node(node), iface, **kwargs)
 
-    def raw_probe(self, node: NodeRef, probes: Sequence[Mapping[str, Any]], *,
-                  timeout: float = 2.0, gap: float = 0.0, listen: Iterable[str] = (),
-                  expect: int = 0) -> RawProbeResult:
+    def raw_probe(
+        self,
+        node: NodeRef,
+        probes: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float = 2.0,
+        gap: float = 0.0,
+        listen: Iterable[str] = (),
+        expect: int = 0,
+    ) -> RawProbeResult:
         """Send hand-built probes from ``node`` with raw sockets; collect all answers.
 
         See :mod:`lab.rawprobe` for the probe fields.  Every packet received
@@ -688,10 +768,20 @@ class Lab:
         from . import packets
 
         plist = [dict(p) for p in probes]
-        spec = {"probes": plist, "timeout": timeout, "gap": gap, "listen": list(listen),
-                "expect": expect}
-        res = self.run(node, [sys.executable, "-m", "lab.rawprobe"], input=json.dumps(spec),
-                       env=self.python_env(), timeout=timeout + 30 + gap * len(plist))
+        spec = {
+            "probes": plist,
+            "timeout": timeout,
+            "gap": gap,
+            "listen": list(listen),
+            "expect": expect,
+        }
+        res = self.run(
+            node,
+            [sys.executable, "-m", "lab.rawprobe"],
+            input=json.dumps(spec),
+            env=self.python_env(),
+            timeout=timeout + 30 + gap * len(plist),
+        )
         out = json.loads(res.stdout)
         received = []
         for r in out["received"]:
@@ -728,8 +818,9 @@ class Chain(Lab):
     responder.
     """
 
-    def __init__(self, routers: int = 3, *, responder: bool = True, tag: str = "chain",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, routers: int = 3, *, responder: bool = True, tag: str = "chain", **kwargs: Any
+    ) -> None:
         """Describe the chain (call :meth:`build` or use ``with``).
 
         Raises:
@@ -756,8 +847,9 @@ class Chain(Lab):
             self.add_route(self.client, dflt, via=link_address(1, 2, fam), dev="eth0")
             self.add_route(self.server, dflt, via=link_address(routers + 1, 1, fam), dev="eth0")
             if self.responder_node is not None:
-                self.add_route(self.responder_node, dflt, via=link_address(RESPONDER_LINK, 1, fam),
-                               dev="eth0")
+                self.add_route(
+                    self.responder_node, dflt, via=link_address(RESPONDER_LINK, 1, fam), dev="eth0"
+                )
             for k, r in enumerate(self.routers, start=1):
                 for j in range(1, k):
                     self.add_route(r, link_prefix(j, fam), via=link_address(k, 1, fam), dev="eth0")
@@ -765,8 +857,9 @@ class Chain(Lab):
                     self.add_route(r, dflt, via=link_address(k + 1, 2, fam), dev="eth1")
             if self.responder_node is not None:
                 via = link_address(RESPONDER_LINK, 2, fam)
-                self.add_route(last, VIRTUAL_ROUTE4 if fam == 4 else VIRTUAL_ROUTE6, via=via,
-                               dev="eth2")
+                self.add_route(
+                    last, VIRTUAL_ROUTE4 if fam == 4 else VIRTUAL_ROUTE6, via=via, dev="eth2"
+                )
 
     # ------------------------------------------------------------------ truth
 
@@ -844,8 +937,15 @@ class Chain(Lab):
             raise IndexError(f"router {router} outside 1..{self.n_routers}")
         self.silence(self.routers[router - 1], silent)
 
-    def trace(self, family: int = 4, dst: str | None = None, *, max_ttl: int | None = None,
-              timeout: float = 1.0, node: NodeRef | None = None) -> list[str | None]:
+    def trace(
+        self,
+        family: int = 4,
+        dst: str | None = None,
+        *,
+        max_ttl: int | None = None,
+        timeout: float = 1.0,
+        node: NodeRef | None = None,
+    ) -> list[str | None]:
         """Reference traceroute with raw ICMP echo probes (not using our helper).
 
         Sends one echo per TTL 1..max_ttl at once from ``node`` (default the
@@ -860,8 +960,10 @@ class Chain(Lab):
         dst = dst or self.server_address(family)
         max_ttl = max_ttl or self.n_routers + 1
         ident = (os.getpid() * 7 + max_ttl) & 0xFFFF
-        probes = [{"dst": dst, "proto": "icmp", "ttl": t, "id": ident, "seq": t}
-                  for t in range(1, max_ttl + 1)]
+        probes = [
+            {"dst": dst, "proto": "icmp", "ttl": t, "id": ident, "seq": t}
+            for t in range(1, max_ttl + 1)
+        ]
         res = self.raw_probe(node or self.client, probes, timeout=timeout, expect=max_ttl)
         hops: list[str | None] = [None] * max_ttl
         for pkt in res.received:
@@ -894,8 +996,9 @@ class Chain(Lab):
         if self.responder_node is None:
             raise LabError("chain built without a responder")
         if self._responder is None:
-            r = Responder(self, self.responder_node, "eth0",
-                          [VIRTUAL_ROUTE4, VIRTUAL_ROUTE6], script=script)
+            r = Responder(
+                self, self.responder_node, "eth0", [VIRTUAL_ROUTE4, VIRTUAL_ROUTE6], script=script
+            )
             r.start()
             self.register_closer(r.stop)
             self._responder = r
