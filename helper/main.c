@@ -155,6 +155,6 @@ int main(int argc, char **argv)
         report_no_sockets(&net);
         return EXIT_FAILURE;
     }
-    net.sandboxed = sandbox_enter();
+    net.sandboxed = sandbox_enter(may_mark);
     return loop_run(&net);
 }

@@ -15,10 +15,12 @@
 #include <linux/filter.h>
 #include <linux/icmp.h>
 #include <linux/net_tstamp.h>
+#include <net/if.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -528,6 +530,36 @@ int net_route_source(const struct ip_address *destination, unsigned ifindex,
     }
     close(fd);
     return error;
+}
+
+/* An inet socket we hold for as long as we run (net_usable(): one exists). */
+static int held_socket(const struct net_state *net)
+{
+    for (int f = 0; f < 2; f++) {
+        if (net->sockets[f][ROLE_ICMP] >= 0) {
+            return net->sockets[f][ROLE_ICMP];
+        }
+    }
+    return -1;
+}
+
+int net_interface_index(const struct net_state *net, const char *name,
+                        unsigned *index)
+{
+    struct ifreq request;
+    size_t length = strnlen(name, IFNAMSIZ);
+
+    if (length == 0 || length >= IFNAMSIZ) {
+        return ENODEV;
+    }
+    memset(&request, 0, sizeof(request));
+    memcpy(request.ifr_name, name, length);
+    /* glibc's if_nametoindex() would open an AF_UNIX socket for this */
+    if (ioctl(held_socket(net), SIOCGIFINDEX, &request) != 0) {
+        return errno;
+    }
+    *index = (unsigned)request.ifr_ifindex;
+    return 0;
 }
 
 int net_check_local_address(const struct ip_address *address)

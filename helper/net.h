@@ -83,6 +83,15 @@ int net_send(const struct net_state *net, enum socket_role role,
 int net_route_source(const struct ip_address *destination, unsigned ifindex,
                      bool has_mark, uint32_t mark, struct ip_address *source);
 
+/*
+ * The index of the interface called NAME (ioctl SIOCGIFINDEX on a socket
+ * opened by net_open()), stored in INDEX.  Returns 0, ENODEV when there is
+ * no such interface or NAME is empty or IFNAMSIZ bytes or longer, or the
+ * ioctl's errno.
+ */
+int net_interface_index(const struct net_state *net, const char *name,
+                        unsigned *index);
+
 /* 0 when ADDRESS is assigned to this host, else an errno (EADDRNOTAVAIL). */
 int net_check_local_address(const struct ip_address *address);
 

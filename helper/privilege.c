@@ -188,16 +188,18 @@ void privilege_drop(bool keep_net_admin)
     verify_capabilities(keep_net_admin, bounding_dropped);
 }
 
+/*
+ * The sets privilege_drop(true) left, written whole with CAP_NET_ADMIN
+ * effective or not: no capget in the loop (the sandbox allows none).
+ */
 static bool set_net_admin_effective(bool raised)
 {
-    struct capability_sets sets;
+    struct capability_sets sets = {0};
     __u32 bit = 1u << (CAP_NET_ADMIN % 32);
 
-    read_capabilities(&sets);
+    sets.data[CAP_NET_ADMIN / 32].permitted = bit;
     if (raised) {
-        sets.data[CAP_NET_ADMIN / 32].effective |= bit;
-    } else {
-        sets.data[CAP_NET_ADMIN / 32].effective &= ~bit;
+        sets.data[CAP_NET_ADMIN / 32].effective = bit;
     }
     return write_capabilities(&sets) == 0;
 }

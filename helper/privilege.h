@@ -26,7 +26,9 @@ void privilege_drop(bool keep_net_admin);
 
 /*
  * Raise / lower CAP_NET_ADMIN in the effective set around one call that
- * sets a mark.  Raising fails (false) unless privilege_drop() kept it.
+ * sets a mark (one capset each, no capget).  Raising fails (false) unless
+ * privilege_drop() kept it; call them only then, as the sandbox allows
+ * capset only to callers entitled to marks.
  */
 bool privilege_raise_net_admin(void);
 void privilege_lower_net_admin(void);

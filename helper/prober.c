@@ -6,7 +6,6 @@
 #include "prober.h"
 
 #include <errno.h>
-#include <net/if.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -467,8 +466,7 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
     }
     *ifindex = 0;
     if (request->device[0] != '\0') {
-        *ifindex = if_nametoindex(request->device);
-        if (*ifindex == 0) {
+        if (net_interface_index(p->net, request->device, ifindex) != 0) {
             reply_invalid_argument(&p->out, request->token,
                                    "local-device-not-found");
             return false;

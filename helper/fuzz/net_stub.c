@@ -74,6 +74,18 @@ int net_route_source(const struct ip_address *destination, unsigned ifindex,
                             source) ? 0 : EINVAL;
 }
 
+/* Only loopback exists here. */
+int net_interface_index(const struct net_state *net, const char *name,
+                        unsigned *index)
+{
+    (void)net;
+    if (strcmp(name, "lo") != 0) {
+        return ENODEV;
+    }
+    *index = 1;
+    return 0;
+}
+
 int net_check_local_address(const struct ip_address *address)
 {
     return ip_address_is_loopback(address) ? 0 : EADDRNOTAVAIL;
