@@ -311,8 +311,7 @@ static void dispatch(struct loop *l, const struct epoll_event *events,
         }
     }
     prober_expire(l->prober, monotonic_ns());
-    if (prober_resume(l->prober, monotonic_ns())
-        && l->input_start < l->input_end) {
+    if (prober_resume(l->prober) && l->input_start < l->input_end) {
         offer_input(l);
     }
     if (input_ready && wants_input(l)) {

@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "net.h"
 #include "privilege.h"
+#include "ratestate.h"
 #include "sandbox.h"
 #include "wire.h"
 
@@ -86,8 +87,9 @@ static void set_limits(void)
     if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
         struct rlimit wanted = {WANTED_OPEN_FILES, WANTED_OPEN_FILES};
 
-        /* raising the hard limit works only with CAP_SYS_RESOURCE */
-        if (files.rlim_max < WANTED_OPEN_FILES
+        /* raising the hard limit works only with CAP_SYS_RESOURCE, and is
+           for a root caller only: anyone else keeps its own hard limit */
+        if (getuid() == 0 && files.rlim_max < WANTED_OPEN_FILES
             && setrlimit(RLIMIT_NOFILE, &wanted) == 0) {
             return;
         }
@@ -118,6 +120,26 @@ static void report_no_sockets(const struct net_state *net)
             path);
 }
 
+/* One line naming why the user's rate-limit state is unusable, and the fix. */
+static void report_no_rate_state(const struct rate_state_failure *failure)
+{
+    char path[RATE_STATE_PATH_BYTES];
+    char cause[128];
+
+    rate_state_path(getuid(), path, sizeof(path));
+    if (failure->error != 0) {
+        snprintf(cause, sizeof(cause), "%s: %s", failure->step,
+                 strerror(failure->error));
+    } else {
+        snprintf(cause, sizeof(cause), "%s", failure->step);
+    }
+    fprintf(stderr,
+            "brokerpkg-helper: cannot use the per-user rate-limit state %s "
+            "(%s): run 'sudo brokerpkg setup' (it installs the helper "
+            "set-group-id brokerpkg and creates " RATE_STATE_DIRECTORY ")\n",
+            path, cause);
+}
+
 static int handle_arguments(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
@@ -134,6 +156,7 @@ static int handle_arguments(int argc, char **argv)
 int main(int argc, char **argv)
 {
     static struct net_state net;
+    struct rate_state_failure no_rate_state = {0};
     bool may_mark;
 
     clear_environment();
@@ -143,16 +166,24 @@ int main(int argc, char **argv)
 
     net_open(&net);
     may_mark = caller_may_mark();
+    /* rules for callers who are not root, where the helper has raw sockets */
+    net.restricted = getuid() != 0 && net.raw;
+    if (net.restricted && privilege_lent()) {
+        /* the user's shared rate limit, which only our privilege can open */
+        net.rate_tat = rate_state_open(getuid(), &no_rate_state);
+    }
     privilege_drop(may_mark);
     net.may_mark = may_mark;
-    /* rules for callers who are not root, where the helper lends privilege */
-    net.restricted = getuid() != 0 && net.raw;
 
     if (argc > 1) {
         return handle_arguments(argc, argv);
     }
     if (!net_usable(&net)) {
         report_no_sockets(&net);
+        return EXIT_FAILURE;
+    }
+    if (no_rate_state.step != NULL) {
+        report_no_rate_state(&no_rate_state);
         return EXIT_FAILURE;
     }
     net.sandboxed = sandbox_enter(may_mark);

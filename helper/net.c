@@ -82,14 +82,18 @@ static void enable_timestamps(int fd)
 
 /*
  * A buffer for what waits on the socket (answers, and transmit timestamps
- * on the error queue, which share its room).  SO_RCVBUFFORCE needs
- * CAP_NET_ADMIN (root, setuid); else rmem_max caps SO_RCVBUF.
+ * on the error queue, which share its room).  SO_RCVBUFFORCE (past
+ * net.core.rmem_max; it needs CAP_NET_ADMIN) only for a root caller: for
+ * anyone else rmem_max caps SO_RCVBUF, as it caps their own sockets, so
+ * that a caller cannot pin more kernel memory in our queues than in its own.
  */
 static void enlarge_receive_buffer(int fd)
 {
     int size = RECEIVE_BUFFER_BYTES;
 
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0) {
+    if (getuid() != 0
+        || setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size))
+               != 0) {
         set_int_option(fd, SOL_SOCKET, SO_RCVBUF, size);
     }
 }

@@ -38,6 +38,8 @@ struct net_state {
     int raw_errno;                  /* why raw sockets failed, 0 if they did not */
     bool may_mark;
     bool restricted;                /* caller is not root: see policy.h */
+    uint64_t *rate_tat;             /* restricted and lent: the user's shared
+                                       rate word (ratestate.h), else NULL */
     bool sandboxed;                 /* the seccomp allow-list is in force */
     uint32_t identity_seed;         /* where this process starts its ids */
 };

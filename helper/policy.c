@@ -5,13 +5,22 @@
 
 #include <stddef.h>
 
-#define NS_PER_TOKEN (1000000000.0 / RESTRICTED_PROBES_PER_SECOND)
+#include "prober.h"     /* monotonic_ns */
 
-void policy_init(struct policy *policy, bool restricted, uint64_t now_ns)
+#define NS_PER_PROBE (UINT64_C(1000000000) / RESTRICTED_PROBES_PER_SECOND)
+#define BURST_NS (RESTRICTED_BURST * NS_PER_PROBE)
+/*
+ * No helper writes a TAT more than BURST_NS ahead of its clock.  One much
+ * further ahead was written before the machine last booted (the clock
+ * started again from zero): it counts as a full bucket.
+ */
+#define STALE_AHEAD_NS (BURST_NS + UINT64_C(1000000000))
+
+void policy_init(struct policy *policy, bool restricted, uint64_t *shared_tat)
 {
     policy->restricted = restricted;
-    policy->tokens = RESTRICTED_BURST;
-    policy->refilled_ns = now_ns;
+    policy->own_tat = 0;
+    policy->tat = shared_tat != NULL ? shared_tat : &policy->own_tat;
 }
 
 static bool is_unspecified(const struct ip_address *address)
@@ -55,35 +64,42 @@ const char *policy_refuse_destination(const struct policy *policy,
     return NULL;
 }
 
-static void refill(struct policy *policy, uint64_t now_ns)
+static bool is_stale(uint64_t tat, uint64_t now)
 {
-    if (now_ns > policy->refilled_ns) {
-        policy->tokens += (double)(now_ns - policy->refilled_ns) / NS_PER_TOKEN;
-        if (policy->tokens > RESTRICTED_BURST) {
-            policy->tokens = RESTRICTED_BURST;
-        }
-    }
-    policy->refilled_ns = now_ns;
+    return tat > now + STALE_AHEAD_NS;
 }
 
-bool policy_take_token(struct policy *policy, uint64_t now_ns)
+bool policy_take_token(struct policy *policy)
 {
+    uint64_t tat;
+
     if (!policy->restricted) {
         return true;
     }
-    refill(policy, now_ns);
-    if (policy->tokens < 1.0) {
-        return false;
+    tat = __atomic_load_n(policy->tat, __ATOMIC_ACQUIRE);
+    for (;;) {
+        uint64_t now = monotonic_ns();
+        uint64_t next = (tat > now && !is_stale(tat, now) ? tat : now)
+                        + NS_PER_PROBE;
+
+        if (next - now > BURST_NS) {
+            return false;
+        }
+        /* on failure TAT is what another helper wrote meanwhile: again */
+        if (__atomic_compare_exchange_n(policy->tat, &tat, next, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            return true;
+        }
     }
-    policy->tokens -= 1.0;
-    return true;
 }
 
 uint64_t policy_next_token_ns(const struct policy *policy)
 {
-    double missing = 1.0 - policy->tokens;
+    uint64_t tat = __atomic_load_n(policy->tat, __ATOMIC_ACQUIRE);
+    uint64_t now = monotonic_ns();
 
-    return missing <= 0 ? policy->refilled_ns
-                        : policy->refilled_ns + (uint64_t)(missing * NS_PER_TOKEN)
-                              + 1;
+    if (is_stale(tat, now) || tat + NS_PER_PROBE <= now + BURST_NS) {
+        return now;
+    }
+    return tat + NS_PER_PROBE - BURST_NS;
 }

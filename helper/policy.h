@@ -15,22 +15,41 @@
 #define RESTRICTED_PROBES_PER_SECOND 1000
 #define RESTRICTED_BURST 1000
 
+/*
+ * The rate limit is GCRA (the generic cell rate algorithm) on one 64-bit
+ * word, the theoretical arrival time TAT in CLOCK_MONOTONIC nanoseconds: a
+ * probe may leave at NOW when max(TAT, NOW) + T - NOW <= BURST * T (T, the
+ * interval of the rate), and then TAT becomes max(TAT, NOW) + T.  A zero
+ * word is a full burst.  All helpers that lend their privilege to one user
+ * share that user's word (ratestate.h) and change it by compare-and-swap,
+ * so the limit holds for the user, across its helpers at once and in turn.
+ */
 struct policy {
     bool restricted;            /* the rules apply (caller is not root) */
-    double tokens;              /* probes that may leave now */
-    uint64_t refilled_ns;       /* CLOCK_MONOTONIC of the last refill */
+    uint64_t *tat;              /* the user's shared word, or &own_tat */
+    uint64_t own_tat;           /* for a caller whose privilege is its own */
 };
 
-void policy_init(struct policy *policy, bool restricted, uint64_t now_ns);
+/*
+ * RESTRICTED: the rules apply.  SHARED_TAT: the user's word (mapped by
+ * rate_state_open), or NULL for a word of this process alone: for a caller
+ * whose raw-socket privilege is its own, whom the helper lends nothing.
+ * POLICY must stay where it is while in use (it may point into itself).
+ */
+void policy_init(struct policy *policy, bool restricted, uint64_t *shared_tat);
 
 /* NULL when DESTINATION may be probed, else the reason it may not. */
 const char *policy_refuse_destination(const struct policy *policy,
                                       const struct ip_address *destination);
 
-/* Take the right to send one probe at NOW_NS; false when none is left. */
-bool policy_take_token(struct policy *policy, uint64_t now_ns);
+/*
+ * Take the right to send one probe now; false when none is left.  Reads
+ * CLOCK_MONOTONIC itself, after the word: a word another helper wrote is
+ * then never judged by an older clock than the one it was written with.
+ */
+bool policy_take_token(struct policy *policy);
 
-/* When (CLOCK_MONOTONIC ns) the next probe may leave. */
+/* When (CLOCK_MONOTONIC ns) the next probe may leave: now, or later. */
 uint64_t policy_next_token_ns(const struct policy *policy);
 
 #endif

@@ -54,13 +54,18 @@ static bool effective_has(int capability)
     return has_bit(effective, capability);
 }
 
+bool privilege_lent(void)
+{
+    return getauxval(AT_SECURE) != 0;
+}
+
 bool caller_may_mark(void)
 {
     if (getuid() == 0) {
         return true;
     }
-    /* AT_SECURE: exec raised our privilege; CAP_NET_ADMIN is not the caller's */
-    return getauxval(AT_SECURE) == 0 && effective_has(CAP_NET_ADMIN);
+    /* lent: CAP_NET_ADMIN is not the caller's */
+    return !privilege_lent() && effective_has(CAP_NET_ADMIN);
 }
 
 static void fail(const char *step)

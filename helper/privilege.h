@@ -8,6 +8,14 @@
 #include <stdbool.h>
 
 /*
+ * True when exec raised this process's privilege (AT_SECURE: set-user-id,
+ * set-group-id or file capabilities): what it can do beyond its caller is
+ * lent to the caller.  False after a plain exec, as by a caller whose
+ * capabilities are its own (ambient).
+ */
+bool privilege_lent(void);
+
+/*
  * True when the caller could set SO_MARK without us: its real uid is 0, or
  * it was not elevated by exec (no setuid/file-capability gain) and holds
  * CAP_NET_ADMIN itself.  Call before privilege_drop().

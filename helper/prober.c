@@ -540,8 +540,7 @@ static void handle_line(struct prober *p, char *line, size_t length)
     switch (outcome.kind) {
     case COMMAND_SEND_PROBE:
         /* the clock is read only for callers the rate limit applies to */
-        if (p->policy.restricted
-            && !policy_take_token(&p->policy, monotonic_ns())) {
+        if (p->policy.restricted && !policy_take_token(&p->policy)) {
             p->pending = outcome.request;
             p->blocked = true;
             break;
@@ -701,9 +700,9 @@ bool prober_blocked(const struct prober *p)
     return p->blocked;
 }
 
-bool prober_resume(struct prober *p, uint64_t now_ns)
+bool prober_resume(struct prober *p)
 {
-    if (p->blocked && policy_take_token(&p->policy, now_ns)) {
+    if (p->blocked && policy_take_token(&p->policy)) {
         p->blocked = false;
         p->bulk = false;    /* the rate limit paces it: not in bulk */
         start_probe(p, &p->pending);
@@ -762,7 +761,7 @@ struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
     }
     reply_writer_init(&p->out);
     line_reader_init(&p->reader);
-    policy_init(&p->policy, net->restricted, monotonic_ns());
+    policy_init(&p->policy, net->restricted, net->rate_tat);
     p->icmp_counter = net->identity_seed;
     p->udp_counter = (uint16_t)(net->identity_seed >> 16);
     p->sctp_counter = (uint16_t)net->identity_seed;

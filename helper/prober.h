@@ -48,9 +48,9 @@ void prober_more_input(struct prober *prober, bool waiting);
 /* True while a probe waits for the rate limit. */
 bool prober_blocked(const struct prober *prober);
 
-/* Send the probe waiting for the rate limit if it may leave at NOW_NS;
+/* Send the probe waiting for the rate limit if it may leave now;
    true when nothing is waiting any more. */
-bool prober_resume(struct prober *prober, uint64_t now_ns);
+bool prober_resume(struct prober *prober);
 
 /* End of requests: serve a last line that had no newline. */
 void prober_end_input(struct prober *prober);

@@ -28,6 +28,16 @@ Fixtures:
     ``.helper("setcap")`` give privileged copies of the helper.
 ``make_unprivileged_copy`` (session)
     Factory for the same with any binary standing in for the helper.
+``fresh_caller`` (function)
+    A user id (not nobody) that has no rate-limit state yet: a test that needs a
+    full burst of 1000 probes (the bucket is shared by all of a user's helpers,
+    helper/ratestate.c) runs its helpers as this uid; its state file is removed
+    afterwards.
+
+Privileged copies are installed as ``brokerpkg setup`` installs the helper: owned
+root:brokerpkg, set-group-id (setuid copies: mode 6755; setcap copies: 2755 plus
+cap_net_raw+ep), so that they can open ``/var/lib/brokerpkg/<uid>``; the group and the
+directory (root:brokerpkg, mode 02770) are created when missing and left in place.
 
 CI rule: with ``BROKERPKG_REQUIRE_PRIVILEGED=1`` in the environment every skip
 (test or module) fails the run, so CI can never pass by skipping the lab.
@@ -46,8 +56,10 @@ from __future__ import annotations
 import atexit
 import fcntl
 import functools
+import grp
 import hashlib
 import os
+import random
 import shutil
 import signal
 import stat
@@ -372,26 +384,69 @@ def make_lab(privileged: None) -> Iterator[Callable[..., Lab]]:
 # --------------------------------------------------------------------------- unprivileged
 
 
+# The per-user rate-limit state (helper/ratestate.c; provisioned by `brokerpkg setup`).
+STATE_GROUP = "brokerpkg"
+STATE_DIR = Path("/var/lib/brokerpkg")
+
+
+def rate_state_path(uid: int) -> Path:
+    """Where the helper keeps the rate-limit state of the user ``uid``."""
+    return STATE_DIR / str(uid)
+
+
+def ensure_rate_state_dir() -> int:
+    """Make sure the group ``brokerpkg`` and ``/var/lib/brokerpkg`` exist; return the gid.
+
+    Missing ones are created (``groupadd --system``; the directory root:brokerpkg, mode
+    02770) and left in place afterwards; existing ones are not changed.
+
+    Raises:
+        OSError, subprocess.CalledProcessError: not root, or groupadd failed.
+    """
+    try:
+        gid = grp.getgrnam(STATE_GROUP).gr_gid
+    except KeyError:
+        res = subprocess.run(
+            ["groupadd", "--system", STATE_GROUP], capture_output=True, text=True, check=False
+        )
+        try:  # another session may have created it meanwhile
+            gid = grp.getgrnam(STATE_GROUP).gr_gid
+        except KeyError:
+            raise subprocess.CalledProcessError(
+                res.returncode, res.args, res.stdout, res.stderr
+            ) from None
+    try:
+        STATE_DIR.mkdir(mode=0o700)
+    except FileExistsError:
+        return gid
+    os.chown(STATE_DIR, 0, gid)
+    os.chmod(STATE_DIR, 0o2770)  # mkdir's mode is masked by the umask, chmod's is not
+    return gid
+
+
 def make_setuid_root(path: Path) -> Path:
-    """chown root:root and chmod 4755 ``path``; return it.
+    """chown root:brokerpkg and chmod 6755 ``path`` (setuid root, set-group-id); return it.
 
     Raises:
         OSError: not permitted (not root) or the filesystem refuses.
+        subprocess.CalledProcessError: the group could not be created.
     """
-    os.chown(path, 0, 0)
-    os.chmod(path, 0o4755)
+    os.chown(path, 0, ensure_rate_state_dir())
+    os.chmod(path, 0o6755)
     return path
 
 
 def make_setcap_net_raw(path: Path) -> Path:
-    """Give ``path`` the file capability ``cap_net_raw+ep`` (mode 0755); return it.
+    """chown root:brokerpkg, chmod 2755 and give ``path`` ``cap_net_raw+ep``; return it.
 
     Raises:
         RuntimeError: setcap is missing or failed.
+        OSError, subprocess.CalledProcessError: as :func:`make_setuid_root`.
     """
     if shutil.which("setcap") is None:
         raise RuntimeError("setcap not installed (apt-get install libcap2-bin)")
-    os.chmod(path, 0o755)
+    os.chown(path, 0, ensure_rate_state_dir())  # chown clears file capabilities: first
+    os.chmod(path, 0o2755)
     res = subprocess.run(
         ["setcap", "cap_net_raw+ep", str(path)], capture_output=True, text=True, check=False
     )
@@ -505,9 +560,13 @@ class UnprivilegedCopy:
             env.update(extra)
         return env
 
-    def argv(self, args: Sequence[str], *, python: bool = True) -> list[str]:
-        """argv running ``args`` as nobody (``setpriv``), through /usr/bin/python3 if ``python``."""
-        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"]
+    def argv(
+        self, args: Sequence[str], *, python: bool = True, uid: int | None = None
+    ) -> list[str]:
+        """argv running ``args`` as nobody (or ``uid``, as its own group too) with ``setpriv``,
+        through /usr/bin/python3 if ``python``."""
+        user, group = (self.uid, self.gid) if uid is None else (uid, uid)
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups"]
         return cmd + ([self.python] if python else []) + list(args)
 
     def run(
@@ -520,9 +579,11 @@ class UnprivilegedCopy:
         node: Any = None,
         timeout: float = 60,
         input: str | None = None,
+        uid: int | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``args`` as nobody (in ``lab``'s ``node`` namespace if given); capture output."""
-        argv = self.argv(args, python=python)
+        """Run ``args`` as nobody (or ``uid``; in ``lab``'s ``node`` namespace if given);
+        capture output."""
+        argv = self.argv(args, python=python, uid=uid)
         if lab is not None:
             argv = lab.exec_argv(node, argv)
         return subprocess.run(
@@ -575,6 +636,30 @@ def make_unprivileged_copy() -> Iterator[Callable[[Path | None], UnprivilegedCop
     finally:
         for root in made:
             shutil.rmtree(root, ignore_errors=True)
+
+
+# Uids handed out by fresh_caller: far above the ranges of system and login accounts.
+_FRESH_UIDS = range(2_100_000_000, 2_100_000_000 + 1_000_000)
+
+
+@pytest.fixture
+def fresh_caller() -> Iterator[int]:
+    """A uid far above any account's, without rate-limit state; its state file is removed after.
+
+    Skips unless root (needs setpriv to become it).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("running helpers as another user needs root")
+    ensure_rate_state_dir()
+    rng = random.Random()
+    while True:
+        uid = rng.choice(_FRESH_UIDS)
+        if not rate_state_path(uid).exists():
+            break
+    try:
+        yield uid
+    finally:
+        rate_state_path(uid).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
