@@ -327,12 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     setup = commands.add_parser(
         "setup", help="as root: install a privileged helper on PATH for every user (brokerpkg(1))"
     )
-    setup.add_argument("--dest", metavar="DIR", default=SETUP_DEST, help="install into DIR")
+    setup.add_argument(
+        "--dest", metavar="DIR", default=SETUP_DEST, help=f"install into DIR (default {SETUP_DEST})"
+    )
     setup.add_argument(
         "--setuid", action="store_true", help="setuid root instead of the file capability"
     )
     setup.add_argument("--remove", action="store_true", help="undo what setup did")
-    setup.add_argument("--helper", metavar="PATH", help="install this helper (default: ours)")
+    setup.add_argument(
+        "--helper", metavar="PATH", help="install this helper (default: the package's own)"
+    )
     return parser
 
 
