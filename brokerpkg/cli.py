@@ -2,8 +2,9 @@
 
 Subcommands: ``probe`` (one probe), ``ping`` (iputils ping's conventions),
 ``multiping`` (fping's), ``trace`` (traceroute's output, mtr's flags), ``mtr`` (mtr's
-flags, report, JSON, CSV and live view) and ``doctor`` (which helper, what it can do,
-how to fix what it cannot).  man/brokerpkg.1 documents every flag and layout; the
+flags, report, JSON, CSV and live view), ``doctor`` (which helper, what it can do,
+how to fix what it cannot) and ``setup`` (as root: install a privileged helper on PATH,
+:mod:`brokerpkg.cli_setup`).  man/brokerpkg.1 documents every flag and layout; the
 layouts themselves are pure functions in :mod:`brokerpkg.cli_format`, the terminal
 handling is in :mod:`brokerpkg.cli_terminal`.
 
@@ -39,7 +40,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from ._version import __version__
-from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT
+from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT, SETUP_DEST
 from .errors import (
     FeatureNotSupportedError,
     HelperNotFoundError,
@@ -322,6 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--helper", metavar="PATH", help="check this helper")
     doctor.add_argument("-j", "--json", action="store_true", help="print JSON")
+
+    setup = commands.add_parser(
+        "setup", help="as root: install a privileged helper on PATH for every user (brokerpkg(1))"
+    )
+    setup.add_argument(
+        "--dest", metavar="DIR", default=SETUP_DEST, help=f"install into DIR (default {SETUP_DEST})"
+    )
+    setup.add_argument(
+        "--setuid", action="store_true", help="setuid root instead of the file capability"
+    )
+    setup.add_argument("--remove", action="store_true", help="undo what setup did")
+    setup.add_argument(
+        "--helper", metavar="PATH", help="install this helper (default: the package's own)"
+    )
     return parser
 
 
@@ -956,11 +971,16 @@ async def _run(runner: Runner, args: argparse.Namespace) -> int:
 
 
 def _runner(command: str) -> Runner:
-    """The coroutine function that runs ``command`` (doctor's is imported only for it)."""
+    """The coroutine function that runs ``command`` (doctor's and setup's are imported
+    only for them)."""
     if command == "doctor":
         from .cli_doctor import run_doctor
 
         return run_doctor
+    if command == "setup":
+        from .cli_setup import run_setup
+
+        return run_setup
     runners: dict[str, Runner] = {
         "probe": run_probe,
         "ping": run_ping,

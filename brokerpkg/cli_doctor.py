@@ -3,9 +3,11 @@
 It finds the helper as every command does (:func:`~brokerpkg.locate.locate_helper`),
 reads the file's privilege (setuid-root, file capability), starts it and asks its
 features, then says whether it opened raw sockets (every protocol) or fell back to
-ICMP datagram sockets (``net.ipv4.ping_group_range``), and gives the exact commands that
-fix what is missing.  Exit status: 0 when every protocol works over IPv4 and IPv6, 1
-when something is missing, 2 when the helper cannot be found or started.
+ICMP datagram sockets (``net.ipv4.ping_group_range``), and gives the exact command that
+fixes what is missing (``sudo brokerpkg setup`` for a helper it searched for).  PATH
+entries the user may not search are named: the search skips them.  Exit status: 0 when
+every protocol works over IPv4 and IPv6, 1 when something is missing, 2 when the helper
+cannot be found or started.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from .locate import (
     PRIVILEGE_SETUID,
     HelperLocation,
     locate_helper,
+    privilege_fix,
+    unsearchable_path_entries,
 )
 from .session import Session
 
@@ -38,14 +42,6 @@ SEARCH_ORDER = (
 EXIT_OK = 0
 EXIT_DEGRADED = 1
 EXIT_ERROR = 2
-
-
-def raw_socket_fixes(path: str) -> list[str]:
-    """The commands that give the helper at ``path`` raw-socket privilege."""
-    return [
-        f"sudo setcap cap_net_raw+ep {path}",
-        f"or: sudo chown root:root {path} && sudo chmod u+s {path}",
-    ]
 
 
 PING_GROUP_FIX = "sudo sysctl -w net.ipv4.ping_group_range='0 2147483647'"
@@ -104,7 +100,7 @@ def diagnose(
         problems.append(
             "the helper has no raw-socket privilege: it fell back to ICMP datagram sockets"
         )
-        fixes.extend(raw_socket_fixes(location.path))
+        fixes.append(privilege_fix(location))
     if missing:
         problems.append("not available: " + ", ".join(missing))
     if "ip-6" in missing and "ip-4" not in missing:
@@ -123,6 +119,13 @@ def _lines(report: dict[str, Any]) -> list[str]:
     if report.get("found_by"):
         rows.append(("found by", f"{report['found_by']} ({report['reason']})"))
     rows.append(("search order", SEARCH_ORDER))
+    if report["skipped_path"]:
+        rows.append(
+            (
+                "skipped",
+                "PATH entries you may not search: " + ", ".join(report["skipped_path"]),
+            )
+        )
     for key, title in (
         ("version", "version"),
         ("file_privilege", "file privilege"),
@@ -163,6 +166,7 @@ async def check(helper: str | None) -> tuple[dict[str, Any], int]:
         "sandbox": None,
         "features": {},
         "ping_group_range": list(span) if span is not None else None,
+        "skipped_path": unsearchable_path_entries(),
         "in_ping_group": _in_ping_group(span),
         "status": "",
         "problems": [],
@@ -193,8 +197,9 @@ async def check(helper: str | None) -> tuple[dict[str, Any], int]:
             report["sandbox"] = await session.feature_value("sandbox")
     except HelperPrivilegeError as error:
         report["status"] = "error: the helper cannot open any socket"
-        report["problems"].append(" ".join(str(error).split()))
-        report["fixes"].extend(raw_socket_fixes(location.path))
+        cause = f": {error.cause}" if error.cause else ""
+        report["problems"].append(f"the helper cannot open its sockets{cause}")
+        report["fixes"].append(privilege_fix(location))
         report["fixes"].append(f"or, for icmp probes only: {PING_GROUP_FIX}")
         return report, EXIT_ERROR
     except ProcessError as error:
@@ -211,9 +216,7 @@ async def check(helper: str | None) -> tuple[dict[str, Any], int]:
     report["problems"].extend(problems)
     report["fixes"].extend(fixes)
     if os.geteuid() == 0 and location.privilege not in (PRIVILEGE_SETUID, PRIVILEGE_CAPABILITY):
-        report["notes"].append(
-            "for users who are not root: " + " ".join(raw_socket_fixes(location.path))
-        )
+        report["notes"].append(f"for users who are not root: {privilege_fix(location)}")
     if any(features.get(name) != "ok" for name in NEEDED):
         report["status"] = "degraded: " + "; ".join(problems)
         return report, EXIT_DEGRADED

@@ -1,5 +1,7 @@
-"""mtr's defaults, shared by the monitor (:mod:`brokerpkg.mtr`) and the command line.
+"""Defaults shared by the library and the command line, in one place.
 
+mtr's defaults, shared by the monitor (:mod:`brokerpkg.mtr`) and the command line, and
+what ``brokerpkg setup`` installs (:mod:`brokerpkg.cli_setup`; brokerpkg(1), SETUP).
 A module of its own, importing nothing, so that the command line can show them in its
 help without importing the monitor (and asyncio) for every subcommand.
 """
@@ -10,3 +12,18 @@ MTR_GRACE = 5.0
 """mtr's default grace period after the last cycle (-G)."""
 MTR_MAX_UNKNOWN = 5
 """mtr's documented default -U (its code uses 12)."""
+
+SETUP_DEST = "/usr/local/bin"
+"""Where ``brokerpkg setup`` installs the privileged helper (``--dest``): on PATH, and
+outside the package, so that upgrading or reinstalling the package leaves it alone."""
+SETUP_GROUP = "brokerpkg"
+"""The system group the installed helper is set-group-id to (created when missing)."""
+STATE_DIR = "/var/lib/brokerpkg"
+"""The helper's shared state (one small file per user id for the per-user rate limit),
+opened while the helper still holds its set-group-id."""
+STATE_DIR_MODE = 0o2770
+"""The state directory's mode, owned by root and SETUP_GROUP."""
+HELPER_MODE_CAPABILITY = 0o2755
+"""The installed helper's mode with the file capability cap_net_raw+ep (the default)."""
+HELPER_MODE_SETUID = 0o6755
+"""The installed helper's mode with ``--setuid``: setuid root and setgid SETUP_GROUP."""

@@ -50,28 +50,43 @@ class HelperNotFoundError(ProcessError):
         super().__init__(message)
 
 
-def privilege_fix_text(path: str) -> str:
-    """Return the commands that give the helper at ``path`` raw-socket privilege."""
-    return (
-        f"grant it raw-socket privilege with `sudo setcap cap_net_raw+ep {path}` "
-        f"(or `sudo chown root:root {path} && sudo chmod u+s {path}`), "
-        "or allow unprivileged ICMP-only probes with "
-        "`sudo sysctl -w net.ipv4.ping_group_range='0 2147483647'`"
-    )
+FIX_SEPARATOR = "; fix: "
+"""What separates the cause from the fix in the helper's no-privilege line (and ours)."""
+DEFAULT_PRIVILEGE_FIX = "sudo brokerpkg setup"
+
+
+def privilege_cause(stderr_line: str | None) -> str | None:
+    """What a helper's no-privilege line says went wrong, without its program-name
+    prefix (``NAME: ``) and without the fix it suggests (from ``; fix: ``).
+
+    None when there is no line or it says nothing else.
+    """
+    if not stderr_line:
+        return None
+    cause = stderr_line.split(FIX_SEPARATOR, 1)[0].strip()
+    name, colon, rest = cause.partition(": ")
+    if colon and name and not any(space in name for space in " \t") and rest:
+        cause = rest.strip()
+    return cause or None
 
 
 class HelperPrivilegeError(ProcessError):
     """The helper started but could not open its sockets for lack of privilege.
 
-    ``path`` is the helper that was run and ``stderr_line`` what it said; the message
-    tells how to grant the privilege.
+    ``path`` is the helper that was run, ``stderr_line`` what it said, ``cause`` the
+    part of it that says what went wrong (see :func:`privilege_cause`) and ``fix`` the
+    one command that grants the privilege; the message says the cause and the fix once.
     """
 
-    def __init__(self, path: str, stderr_line: str | None = None) -> None:
+    def __init__(
+        self, path: str, stderr_line: str | None = None, fix: str = DEFAULT_PRIVILEGE_FIX
+    ) -> None:
         self.path = path
         self.stderr_line = stderr_line
-        said = f" (it said: {stderr_line!r})" if stderr_line else ""
-        super().__init__(f"helper {path} cannot open raw sockets{said}: {privilege_fix_text(path)}")
+        self.cause = privilege_cause(stderr_line)
+        self.fix = fix
+        said = f": {self.cause}" if self.cause else ""
+        super().__init__(f"helper {path} cannot open its sockets{said}{FIX_SEPARATOR}`{fix}`")
 
 
 def describe_exit_status(returncode: int | None) -> str:

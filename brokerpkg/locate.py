@@ -9,14 +9,20 @@ Search order, first match wins:
 4. the copy installed inside the package (``brokerpkg/_helper/brokerpkg-helper``);
 5. in a source checkout, the freshly built ``<repo>/helper/brokerpkg-helper``.
 
-Only file metadata is read: nothing is executed here.
+PATH entries this process may not search are skipped, as ``command -v`` skips them
+(:func:`unsearchable_path_entries` names them).  Only file metadata is read: nothing is
+executed here.  :func:`privilege_fix` says how to give a helper that lacked privilege
+what it needs: ``sudo brokerpkg setup`` (named as the user runs brokerpkg) for a helper
+that was searched for, ``setcap`` for one the caller named.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import struct
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -57,9 +63,18 @@ class HelperLocation(NamedTuple):
     reason: str
 
 
-def _is_executable_file(path: Path) -> bool:
-    """True if ``path`` is a regular file this process may execute."""
-    return path.is_file() and os.access(path, os.X_OK)
+SUDO_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The PATH a command run with sudo gets (sudo's usual secure_path)."""
+PROGRAM_NAME = "brokerpkg"
+
+
+def is_executable_file(path: Path) -> bool:
+    """True if ``path`` is a regular file this process may execute (False when its
+    metadata cannot be read, e.g. a directory on the way may not be searched)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.X_OK)
+    except (OSError, ValueError):
+        return False
 
 
 def _capability_grants_net_raw(blob: bytes) -> bool:
@@ -92,14 +107,37 @@ def helper_privilege(path: str | os.PathLike[str]) -> str:
     return PRIVILEGE_CAPABILITY if _capability_grants_net_raw(blob) else PRIVILEGE_NONE
 
 
+def _path_directories(environ: Mapping[str, str]) -> list[str]:
+    """The directories of PATH, in order (an empty entry is the current directory)."""
+    return [directory or "." for directory in environ.get("PATH", os.defpath).split(os.pathsep)]
+
+
+def _may_not_search(directory: str, name: str) -> bool:
+    """True if looking ``name`` up in ``directory`` is refused (EACCES): the directory,
+    or one on the way to it, may not be searched by this process."""
+    try:
+        os.stat(Path(directory) / name)
+    except PermissionError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def _search_path(name: str, environ: Mapping[str, str]) -> list[Path]:
-    """Every executable file called ``name`` in the directories of PATH, in order."""
-    found = []
-    for directory in environ.get("PATH", os.defpath).split(os.pathsep):
-        candidate = Path(directory or ".") / name
-        if _is_executable_file(candidate):
-            found.append(candidate)
-    return found
+    """Every executable file called ``name`` in the directories of PATH, in order;
+    directories that may not be searched are skipped, as ``command -v`` skips them."""
+    candidates = (Path(directory) / name for directory in _path_directories(environ))
+    return [candidate for candidate in candidates if is_executable_file(candidate)]
+
+
+def unsearchable_path_entries(
+    environ: Mapping[str, str] | None = None, name: str = HELPER_NAME
+) -> list[str]:
+    """The PATH entries in which this process may not look ``name`` up (permission
+    denied), in PATH order: the helper search skips them.  Never raises."""
+    env = os.environ if environ is None else environ
+    return [directory for directory in _path_directories(env) if _may_not_search(directory, name)]
 
 
 def _resolve_named(
@@ -110,7 +148,7 @@ def _resolve_named(
     Raises HelperNotFoundError when it does not name an executable file.
     """
     if os.sep in value:
-        candidates = [Path(value)] if _is_executable_file(Path(value)) else []
+        candidates = [Path(value)] if is_executable_file(Path(value)) else []
     else:
         candidates = _search_path(value, environ)[:1]
     if not candidates:
@@ -124,6 +162,10 @@ def _resolve_named(
 
 def _privileged_on_path(environ: Mapping[str, str], searched: list[str]) -> HelperLocation | None:
     """The first setuid-root or cap_net_raw ``brokerpkg-helper`` on PATH, or None."""
+    searched.extend(
+        f"PATH: {directory} (skipped: you may not search it)"
+        for directory in unsearchable_path_entries(environ)
+    )
     for candidate in _search_path(HELPER_NAME, environ):
         privilege = helper_privilege(candidate)
         if privilege != PRIVILEGE_NONE:
@@ -142,7 +184,7 @@ def _built_copy(
     path: Path, found_by: str, reason: str, searched: list[str]
 ) -> HelperLocation | None:
     """``path`` as a HelperLocation if it is an executable file, else None (noted)."""
-    if _is_executable_file(path):
+    if is_executable_file(path):
         return HelperLocation(str(path), found_by, helper_privilege(path), reason)
     searched.append(f"{found_by}: {path}")
     return None
@@ -184,3 +226,83 @@ def locate_helper(
     if found is None:
         raise HelperNotFoundError(f"cannot find {HELPER_NAME}", searched)
     return found
+
+
+# ------------------------------------------------------------------ how to fix a helper
+
+
+def _first_on(path: str, name: str) -> str | None:
+    """The first executable ``name`` in the directories of ``path``, or None."""
+    found = _search_path(name, {"PATH": path})
+    return str(found[0]) if found else None
+
+
+def _same_file(first: str | None, second: str) -> bool:
+    try:
+        return first is not None and os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def _found_by_every_user(package_parent: Path) -> bool:
+    """True if this interpreter, run by root (sudo), imports the package from
+    ``package_parent`` without help: it is one of the interpreter's own site
+    directories, not the user's site or a PYTHONPATH entry."""
+    # imported here, on the error path only: start-up pays for neither
+    import site  # noqa: PLC0415
+    import sysconfig  # noqa: PLC0415
+
+    directories = [*site.getsitepackages(), *sysconfig.get_paths().values()]
+    return any(_same_file(directory, str(package_parent)) for directory in directories)
+
+
+def setup_command(
+    argv0: str | None = None, executable: str | None = None, package_dir: Path = PACKAGE_DIR
+) -> str:
+    """The ``brokerpkg setup`` command as the user runs brokerpkg, for ``sudo`` to run.
+
+    ``argv0`` (default ``sys.argv[0]``) tells how this process was started: the
+    ``brokerpkg`` script (named ``brokerpkg`` when sudo's PATH finds that very file,
+    else by its absolute path) or ``python3 -m brokerpkg`` (the interpreter named
+    ``python3`` when sudo's PATH finds that very interpreter, else by its path, as
+    ``executable``, default ``sys.executable``, says).  When root's run of that
+    interpreter would not find the package in ``package_dir`` by itself (a user's own
+    site, PYTHONPATH, a checkout), the command sets PYTHONPATH through ``env``.  Any
+    other program (a library user) gets ``brokerpkg setup``.  Never raises.
+    """
+    program = sys.argv[0] if argv0 is None else argv0
+    python = sys.executable if executable is None else executable
+    path = Path(program)
+    if path.name == "__main__.py" and path.parent.name == PROGRAM_NAME and python:
+        short = "python3" if _same_file(_first_on(SUDO_PATH, "python3"), python) else python
+        command = f"{shlex.quote(short)} -m {PROGRAM_NAME} setup"
+    elif path.name == PROGRAM_NAME and os.sep in program and is_executable_file(path):
+        if _same_file(_first_on(SUDO_PATH, PROGRAM_NAME), program):
+            command = f"{PROGRAM_NAME} setup"
+        else:
+            command = f"{shlex.quote(os.path.abspath(program))} setup"
+    else:
+        return f"{PROGRAM_NAME} setup"
+    if not _found_by_every_user(package_dir.parent):
+        command = f"env PYTHONPATH={shlex.quote(str(package_dir.parent))} {command}"
+    return command
+
+
+def capability_fix(path: str) -> str:
+    """The command that gives the helper file at ``path`` cap_net_raw."""
+    return f"sudo setcap cap_net_raw+ep {shlex.quote(path)}"
+
+
+def privilege_fix(location: HelperLocation | None, path: str | None = None) -> str:
+    """The one command that gives a helper without raw-socket privilege what it needs.
+
+    A helper the caller named (``location`` found by argument or environment, or
+    ``path`` of a helper run as a command) gets ``sudo setcap cap_net_raw+ep PATH``;
+    a helper that was searched for (or nothing known) gets ``sudo brokerpkg setup``,
+    after which the installed privileged copy on PATH is found first.  Never raises.
+    """
+    if location is not None and location.found_by in (FOUND_BY_ARGUMENT, FOUND_BY_ENVIRONMENT):
+        return capability_fix(location.path)
+    if location is None and path is not None:
+        return capability_fix(path)
+    return f"sudo {setup_command()}"

@@ -40,7 +40,7 @@ from .errors import (
     ResponseTimeoutError,
     StateError,
 )
-from .locate import HelperLocation, locate_helper
+from .locate import HelperLocation, locate_helper, privilege_fix
 from .protocol import Garbage, ProbeOptions, ProbeResult, Reply
 from .resolve import ResolvedAddress, Resolver
 from .transport import READ_LIMIT, ProcessTransport, Transport
@@ -473,7 +473,9 @@ class Session:
                 values = await asyncio.gather(*(self._ask_feature(name) for name in wire.FEATURES))
         except HelperExitedError as error:
             if looks_like_privilege_failure(error.returncode, error.stderr_line):
-                raise HelperPrivilegeError(self._privilege_path(), error.stderr_line) from error
+                raise HelperPrivilegeError(
+                    self._privilege_path(), error.stderr_line, self._privilege_fix()
+                ) from error
             raise
         except TimeoutError:
             raise ResponseTimeoutError(
@@ -493,6 +495,15 @@ class Session:
         if self._launch is not None and self._launch.argv is not None:
             return self._launch.argv[-1]
         return f"/path/to/{HELPER_NAME}"
+
+    def _privilege_fix(self) -> str:
+        """The one command that gives this session's helper its privilege (a command's
+        last word counts as the helper the caller named when it is a file)."""
+        named = None
+        if self._launch is not None and self._launch.argv is not None:
+            last = self._launch.argv[-1]
+            named = last if os.path.isfile(last) else None
+        return privilege_fix(self._location, named)
 
     def _start_flow_control(self) -> None:
         """Size the in-flight semaphore: the argument, else max-probes, else 1024."""

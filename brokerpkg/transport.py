@@ -189,6 +189,12 @@ class ProcessTransport(Transport):
         self._stderr_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._stderr_task
+        # a helper that exited before reading its requests broke the pipe: collect that
+        # error, or asyncio (Python 3.11.2, Debian's) prints "Future exception was never
+        # retrieved" and a traceback after the command's one-line message
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(STREAM_END_WAIT):
+                await self.writer.wait_closed()
 
     def _close_pipes(self) -> None:
         """Close the subprocess transport and with it every pipe, now.

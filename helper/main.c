@@ -99,25 +99,18 @@ static void set_limits(void)
     }
 }
 
-/* One line naming the fix, with this binary's own path in it. */
+/*
+ * One line: what is missing, then the one fix after "; fix: " (brokerpkg's
+ * Python side quotes the part before it and puts its own fix after it:
+ * brokerpkg/errors.py FIX_SEPARATOR).
+ */
 static void report_no_sockets(const struct net_state *net)
 {
-    char path[4096];
-    ssize_t length = readlink("/proc/self/exe", path, sizeof(path) - 1);
-
-    if (length <= 0) {
-        strcpy(path, "brokerpkg-helper");
-    } else {
-        path[length] = '\0';
-    }
     fprintf(stderr,
-            "brokerpkg-helper: no privilege to open raw sockets (%s) and "
-            "unprivileged ICMP is off: run 'sudo setcap cap_net_raw+ep %s' "
-            "(or 'sudo chown root %s && sudo chmod u+s %s'), or allow ICMP "
-            "datagram sockets with 'sudo sysctl -w "
-            "net.ipv4.ping_group_range=\"0 2147483647\"'\n",
-            strerror(net->raw_errno != 0 ? net->raw_errno : EPERM), path, path,
-            path);
+            "brokerpkg-helper: no privilege for raw sockets (%s) and unprivileged "
+            "ICMP is off; fix: sudo brokerpkg setup (other ways: "
+            "brokerpkg-helper(8), PRIVILEGES)\n",
+            strerror(net->raw_errno != 0 ? net->raw_errno : EPERM));
 }
 
 /* One line naming why the user's rate-limit state is unusable, and the fix. */

@@ -31,6 +31,7 @@ TOOLS = {
     "brokerpkg.cli_format",
     "brokerpkg.cli_terminal",
     "brokerpkg.cli_doctor",
+    "brokerpkg.cli_setup",
 }
 """brokerpkg's modules that load asyncio, or serve only some subcommands."""
 DUMP_MODULES = "import sys; loaded = sorted(sys.modules); import json; print(json.dumps(loaded))"
@@ -165,6 +166,7 @@ assert status == 0, status
         "brokerpkg.sync",
         "brokerpkg.cli_terminal",
         "brokerpkg.cli_doctor",
+        "brokerpkg.cli_setup",
         "json",
         "datetime",
     }

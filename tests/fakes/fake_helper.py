@@ -114,9 +114,10 @@ def main() -> None:
     if options.scenario == "nosend":
         features["send-probe"] = "no"
     if options.scenario == "privilege":
-        sys.stderr.write("brokerpkg-helper: cannot open raw sockets: Operation not permitted\n")
-        sys.stderr.write(
-            "brokerpkg-helper: run: sudo setcap cap_net_raw+ep /path/brokerpkg-helper\n"
+        sys.stderr.write(  # helper/main.c report_no_sockets
+            "brokerpkg-helper: no privilege for raw sockets (Operation not permitted) and "
+            "unprivileged ICMP is off; fix: sudo brokerpkg setup (other ways: "
+            "brokerpkg-helper(8), PRIVILEGES)\n"
         )
         sys.exit(1)
     if options.scenario == "stderr-flood":
