@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from .defaults import HELPER_MODE_CAPABILITY, SETUP_GROUP
 from .errors import HELPER_NAME, HelperNotFoundError
 
 ENVIRONMENT_VARIABLE = "BROKERPKG_HELPER"
@@ -289,15 +290,26 @@ def setup_command(
 
 
 def capability_fix(path: str) -> str:
-    """The command that gives the helper file at ``path`` cap_net_raw."""
-    return f"sudo setcap cap_net_raw+ep {shlex.quote(path)}"
+    """The command that makes the helper file at ``path`` lend cap_net_raw.
+
+    The capability alone is not enough for callers who are not root: the helper keeps
+    their rate limit in SETUP_GROUP's state directory, which it opens set-group-id
+    (brokerpkg-helper(8), PRIVILEGES).  chown clears file capabilities, so setcap
+    comes last.
+    """
+    quoted = shlex.quote(path)
+    steps = (
+        f"chown root:{SETUP_GROUP} {quoted} && chmod {HELPER_MODE_CAPABILITY:o} {quoted}"
+        f" && setcap cap_net_raw+ep {quoted}"
+    )
+    return f"sudo sh -c {shlex.quote(steps)}"
 
 
 def privilege_fix(location: HelperLocation | None, path: str | None = None) -> str:
     """The one command that gives a helper without raw-socket privilege what it needs.
 
     A helper the caller named (``location`` found by argument or environment, or
-    ``path`` of a helper run as a command) gets ``sudo setcap cap_net_raw+ep PATH``;
+    ``path`` of a helper run as a command) gets :func:`capability_fix` for that file;
     a helper that was searched for (or nothing known) gets ``sudo brokerpkg setup``,
     after which the installed privileged copy on PATH is found first.  Never raises.
     """

@@ -32,6 +32,7 @@ from lab import Chain, virtual_hop, virtual_target
 
 from brokerpkg import cli_format as fmt
 from brokerpkg.cli import _wants_json, build_parser, split_target
+from brokerpkg.locate import capability_fix
 from brokerpkg.mtr import HopStats, MonitorReport, ResponderStats
 from brokerpkg.protocol import Mpls, ProbeResult
 from brokerpkg.trace import make_hop
@@ -718,7 +719,7 @@ def test_doctor_for_a_user_who_is_not_root(
     report = json.loads(refused.stdout)
     assert refused.returncode == 2, refused.stderr
     assert report["status"].startswith("error")
-    assert f"sudo setcap cap_net_raw+ep {plain}" in report["fixes"]
+    assert capability_fix(str(plain)) in report["fixes"]
     assert any("ping_group_range" in fix for fix in report["fixes"])
 
     capable = unprivileged_copy.helper("setcap")
@@ -734,7 +735,7 @@ def test_doctor_for_a_user_who_is_not_root(
     report = json.loads(datagram.stdout)
     assert datagram.returncode == 1, datagram.stdout + datagram.stderr
     assert report["sockets"] == "datagram" and report["in_ping_group"] is True
-    assert f"sudo setcap cap_net_raw+ep {plain}" in report["fixes"]
+    assert capability_fix(str(plain)) in report["fixes"]
     assert report["features"]["udp"] == "no"
 
 

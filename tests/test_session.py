@@ -30,6 +30,7 @@ from brokerpkg import (
     Session,
     StateError,
 )
+from brokerpkg.locate import capability_fix
 
 FAKE = Path(__file__).parent / "fakes" / "fake_helper.py"
 LIMIT = 20.0  # no test may take longer than this
@@ -986,7 +987,7 @@ def test_unprivileged_user_gets_the_privilege_fix(unprivileged_copy: object) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("privilege ")
     # the caller named this file: the one fix is for it
-    assert done.stdout.endswith(f"; fix: `sudo setcap cap_net_raw+ep {plain}`\n")
+    assert done.stdout.endswith(f"; fix: `{capability_fix(str(plain))}`\n")
     assert done.stdout.count("sudo") == 1
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from conftest import SANITIZE_ENV, UnprivilegedCopy, _copy_base
+from conftest import SANITIZE_ENV, UnprivilegedCopy, _copy_base, ensure_rate_state_dir
 
 from brokerpkg import cli_setup, locate
 from brokerpkg.defaults import (
@@ -90,9 +90,18 @@ def test_the_fix_is_setup_for_a_searched_helper_and_setcap_for_a_named_one() -> 
     setup = f"sudo {locate.setup_command()}"
     assert locate.privilege_fix(searched) == setup
     assert locate.privilege_fix(None) == setup
-    assert locate.privilege_fix(named) == "sudo setcap cap_net_raw+ep '/my helper'"
-    assert locate.privilege_fix(from_env) == "sudo setcap cap_net_raw+ep /e/brokerpkg-helper"
-    assert locate.privilege_fix(None, "/c/helper") == "sudo setcap cap_net_raw+ep /c/helper"
+    assert locate.privilege_fix(named) == (
+        "sudo sh -c 'chown root:brokerpkg '\"'\"'/my helper'\"'\"' && chmod 2755 '\"'\"'/my helper'"
+        "\"'\"' && setcap cap_net_raw+ep '\"'\"'/my helper'\"'\"''"
+    )
+    assert locate.privilege_fix(from_env) == (
+        "sudo sh -c 'chown root:brokerpkg /e/brokerpkg-helper && chmod 2755 /e/brokerpkg-helper"
+        " && setcap cap_net_raw+ep /e/brokerpkg-helper'"
+    )
+    assert locate.privilege_fix(None, "/c/helper") == (
+        "sudo sh -c 'chown root:brokerpkg /c/helper && chmod 2755 /c/helper"
+        " && setcap cap_net_raw+ep /c/helper'"
+    )
 
 
 def _script(path: Path) -> Path:
@@ -433,7 +442,8 @@ def test_the_no_privilege_message_says_one_fix_once(unprivileged_copy: Unprivile
         env,
         copy.root,
     )
-    assert named.stderr.endswith(f"; fix: `sudo setcap cap_net_raw+ep {copy.plain_helper}`\n")
+    fix = locate.capability_fix(str(copy.plain_helper))
+    assert named.stderr.endswith(f"; fix: `{fix}`\n")
     assert named.stderr.count("sudo") == 1
     doctor = as_nobody([SYSTEM_PYTHON, "-m", "brokerpkg", "doctor", "-j"], env, copy.root)
     report = json.loads(doctor.stdout)
@@ -735,8 +745,12 @@ def test_the_installed_helper_survives_pip_install_force_reinstall(
     (packaged,) = venv.glob(f"lib/python3*/site-packages/brokerpkg/_helper/{HELPER}")
     env = {"PATH": f"{dest}:{venv / 'bin'}:/usr/bin:/bin", "HOME": str(base)}
 
-    # before: the old advice, a capability on the package's own copy, is lost at a reinstall
-    subprocess.run(["setcap", "cap_net_raw+ep", str(packaged)], check=True)
+    # before: the by-hand fix on the package's own copy (group, set-group-id, capability)
+    # is lost at a reinstall
+    ensure_rate_state_dir()
+    subprocess.run(
+        ["sh", "-c", locate.capability_fix(str(packaged)).removeprefix("sudo ")], check=True
+    )
     assert as_nobody([str(script), "probe", "127.0.0.1"], env, base).returncode == 0
     reinstall("--force-reinstall")
     (packaged,) = venv.glob(f"lib/python3*/site-packages/brokerpkg/_helper/{HELPER}")
