@@ -117,3 +117,24 @@ bool ip_address_is_loopback(const struct ip_address *address)
     }
     return IN6_IS_ADDR_LOOPBACK(&address->u.v6);
 }
+
+bool ip_address_is_unspecified(const struct ip_address *address)
+{
+    if (address->family == AF_INET) {
+        return address->u.v4.s_addr == 0;
+    }
+    return IN6_IS_ADDR_UNSPECIFIED(&address->u.v6);
+}
+
+bool ip_address_unmap_v4(const struct ip_address *address,
+                         struct ip_address *v4)
+{
+    if (address->family != AF_INET6
+        || !IN6_IS_ADDR_V4MAPPED(&address->u.v6)) {
+        return false;
+    }
+    memset(v4, 0, sizeof(*v4));
+    v4->family = AF_INET;
+    memcpy(&v4->u.v4, &address->u.bytes[12], sizeof(v4->u.v4));
+    return true;
+}

@@ -43,4 +43,14 @@ bool ip_address_from_sockaddr(const struct sockaddr *sa, socklen_t length,
 /* True for 127.0.0.0/8 and ::1 */
 bool ip_address_is_loopback(const struct ip_address *address);
 
+/* True for exactly 0.0.0.0 and :: (the "any" address a bind may name). */
+bool ip_address_is_unspecified(const struct ip_address *address);
+
+/*
+ * True when ADDRESS is an IPv4-mapped IPv6 address (::ffff:a.b.c.d), and
+ * then the IPv4 address a.b.c.d is stored in V4.
+ */
+bool ip_address_unmap_v4(const struct ip_address *address,
+                         struct ip_address *v4);
+
 #endif

@@ -329,6 +329,11 @@ static const char *check_request(const struct probe_request *request,
         && request->local.family != request->destination.family) {
         return "local-address-family-mismatch";
     }
+    /* a bind to "any" would pass every check and choose nothing */
+    if (request->local.family != 0
+        && ip_address_is_unspecified(&request->local)) {
+        return REASON_UNSPECIFIED_SOURCE;
+    }
     if (!abilities->family_ok[family_index(request->destination.family)]) {
         return "ip-version-not-supported";
     }

@@ -9,6 +9,9 @@
  */
 #include "decode.h"
 
+#include <errno.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <string.h>
 
 #include "checksum.h"
@@ -503,4 +506,129 @@ bool decode_sent_packet(const uint8_t *frame, size_t length, int family,
     return family == AF_INET6
                ? decode_quoted_ipv6(frame + offset, length - offset, reply)
                : decode_quoted_ipv4(frame + offset, length - offset, reply);
+}
+
+/* Netlink: an RTM_GETADDR dump, in the host's byte order. */
+
+/* What the address attributes of one RTM_NEWADDR message say of ADDRESS. */
+struct address_attributes {
+    bool has_local;
+    bool local_matches;
+    bool has_address;
+    bool address_matches;
+};
+
+static bool attribute_names(const uint8_t *payload, size_t length,
+                            const struct ip_address *address)
+{
+    return length == ip_address_length(address)
+           && memcmp(payload, address->u.bytes, length) == 0;
+}
+
+/* The attributes of one RTM_NEWADDR (LENGTH bytes after its ifaddrmsg). */
+static bool read_address_attributes(const uint8_t *data, size_t length,
+                                    const struct ip_address *address,
+                                    struct address_attributes *found)
+{
+    size_t offset = 0;
+
+    memset(found, 0, sizeof(*found));
+    while (length - offset >= sizeof(struct rtattr)) {
+        struct rtattr attribute;
+        size_t payload;
+
+        memcpy(&attribute, data + offset, sizeof(attribute));
+        if (attribute.rta_len < sizeof(attribute)
+            || attribute.rta_len > length - offset) {
+            return false;
+        }
+        payload = attribute.rta_len - sizeof(attribute);
+        if (attribute.rta_type == IFA_LOCAL) {
+            found->has_local = true;
+            found->local_matches |= attribute_names(
+                data + offset + sizeof(attribute), payload, address);
+        } else if (attribute.rta_type == IFA_ADDRESS) {
+            found->has_address = true;
+            found->address_matches |= attribute_names(
+                data + offset + sizeof(attribute), payload, address);
+        }
+        offset += RTA_ALIGN(attribute.rta_len) < length - offset
+                      ? RTA_ALIGN(attribute.rta_len) : length - offset;
+    }
+    return true;
+}
+
+/* One RTM_NEWADDR message's payload; false when it does not parse. */
+static bool read_new_address(const uint8_t *payload, size_t length,
+                             const struct ip_address *address, bool *listed)
+{
+    struct ifaddrmsg header;
+    struct address_attributes found;
+    size_t start = NLMSG_ALIGN(sizeof(header));
+
+    if (length < sizeof(header)) {
+        return false;
+    }
+    memcpy(&header, payload, sizeof(header));
+    if (header.ifa_family != address->family) {
+        return true;
+    }
+    if (start > length) {
+        start = length;
+    }
+    if (!read_address_attributes(payload + start, length - start, address,
+                                 &found)) {
+        return false;
+    }
+    if (found.has_local ? found.local_matches : found.address_matches) {
+        *listed = true;
+    }
+    return true;
+}
+
+enum address_dump_status decode_address_dump(const uint8_t *data,
+                                             size_t length, uint32_t sequence,
+                                             const struct ip_address *address,
+                                             bool *listed, int *error)
+{
+    size_t offset = 0;
+
+    while (length - offset >= sizeof(struct nlmsghdr)) {
+        struct nlmsghdr header;
+        const uint8_t *payload = data + offset + sizeof(header);
+        size_t payload_length;
+
+        memcpy(&header, data + offset, sizeof(header));
+        if (header.nlmsg_len < sizeof(header)
+            || header.nlmsg_len > length - offset) {
+            *error = EPROTO;
+            return ADDRESS_DUMP_FAILED;
+        }
+        payload_length = header.nlmsg_len - sizeof(header);
+        offset += NLMSG_ALIGN(header.nlmsg_len) < length - offset
+                      ? NLMSG_ALIGN(header.nlmsg_len) : length - offset;
+        if (header.nlmsg_seq != sequence) {
+            continue;       /* an earlier request's */
+        }
+        if (header.nlmsg_type == NLMSG_DONE) {
+            return ADDRESS_DUMP_DONE;
+        }
+        if (header.nlmsg_type == NLMSG_ERROR) {
+            int code;
+
+            if (payload_length < sizeof(code)) {
+                *error = EPROTO;
+                return ADDRESS_DUMP_FAILED;
+            }
+            memcpy(&code, payload, sizeof(code));
+            *error = code < 0 && code > -4096 ? -code : EPROTO;
+            return ADDRESS_DUMP_FAILED;
+        }
+        if (header.nlmsg_type == RTM_NEWADDR
+            && !read_new_address(payload, payload_length, address, listed)) {
+            *error = EPROTO;
+            return ADDRESS_DUMP_FAILED;
+        }
+    }
+    return ADDRESS_DUMP_CONTINUES;
 }

@@ -1,8 +1,9 @@
 /*
  * decode.h - reading received packets: echo replies, ICMP errors with the
  * probe they quote (RFC 792/4443) and their MPLS extensions (RFC 4884/4950),
- * SCTP answers.  Pure: no lookups, no I/O.  Every header read is preceded by
- * a length check; a packet that does not parse yields false.
+ * SCTP answers; and the kernel's list of the host's addresses (a netlink
+ * RTM_GETADDR dump).  Pure: no lookups, no I/O.  Every header read is
+ * preceded by a length check; a packet that does not parse yields false.
  */
 #ifndef BROKERPKG_DECODE_H
 #define BROKERPKG_DECODE_H
@@ -110,5 +111,27 @@ bool decode_sent_packet(const uint8_t *frame, size_t length, int family,
  */
 int decode_mpls_extension(const uint8_t *icmp, size_t length, int family,
                           struct mpls_label *labels, int max_labels);
+
+/* Where reading an RTM_GETADDR dump stands after one read of it. */
+enum address_dump_status {
+    ADDRESS_DUMP_CONTINUES,         /* read the next part */
+    ADDRESS_DUMP_DONE,              /* NLMSG_DONE: the list is complete */
+    ADDRESS_DUMP_FAILED,            /* see the error stored */
+};
+
+/*
+ * One read (LENGTH bytes at DATA) from a NETLINK_ROUTE socket that asked for
+ * an RTM_GETADDR dump with sequence number SEQUENCE.  Sets *LISTED when an
+ * RTM_NEWADDR message of ADDRESS's family names ADDRESS as an interface's
+ * own address (IFA_LOCAL; IFA_ADDRESS when there is no IFA_LOCAL, as on
+ * IPv6, where a point-to-point peer is IFA_ADDRESS beside an IFA_LOCAL).
+ * Messages of other sequence numbers are skipped.  FAILED stores in *ERROR
+ * the kernel's error (NLMSG_ERROR), or EPROTO for a message whose lengths
+ * do not fit what holds it; nothing after it is read.
+ */
+enum address_dump_status decode_address_dump(const uint8_t *data,
+                                             size_t length, uint32_t sequence,
+                                             const struct ip_address *address,
+                                             bool *listed, int *error);
 
 #endif

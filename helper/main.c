@@ -159,6 +159,9 @@ int main(int argc, char **argv)
 
     net_open(&net);
     may_mark = caller_may_mark();
+    if (!may_mark) {
+        net_open_address_list(&net);
+    }
     /* rules for callers who are not root, where the helper has raw sockets */
     net.restricted = getuid() != 0 && net.raw;
     if (net.restricted && privilege_lent()) {

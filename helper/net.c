@@ -16,11 +16,15 @@
 #include <linux/icmp.h>
 #include <linux/net_tstamp.h>
 #include <net/if.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -34,6 +38,8 @@
 #define RECEIVE_BATCH 32
 #define RECEIVE_PACKET_BYTES (PACKET_BUFFER_BYTES + 256)
 #define CONTROL_BYTES 256
+/* the kernel's parts of a netlink dump are at most 32 KiB */
+#define NETLINK_BUFFER_BYTES 32768
 /* sends that may each find an earlier probe's error pending (see net_send) */
 #define DATAGRAM_SEND_RETRIES 2
 
@@ -292,6 +298,19 @@ static void hold_identities(struct net_state *net)
     net->udp_source_port = net->icmp_ids[0];
 }
 
+/*
+ * getrandom() exists on every kernel the helper runs on (SO_BINDTOIFINDEX
+ * needs Linux 5.0; getrandom came in 3.17) and, with these few bytes and no
+ * flags, only waits for the pool to be initialised.  Should it fail anyway,
+ * the helper stops before sending anything rather than use guessable ids.
+ */
+static void draw_identity_seeds(struct identity_seeds *seeds)
+{
+    if (getrandom(seeds, sizeof(*seeds), 0) != (ssize_t)sizeof(*seeds)) {
+        abort();
+    }
+}
+
 void net_open(struct net_state *net)
 {
     memset(net, 0, sizeof(*net));
@@ -304,8 +323,8 @@ void net_open(struct net_state *net)
         net->id_holders[i] = -1;
     }
     net->icmp_senders[0] = net->icmp_senders[1] = -1;
-    /* different processes start at different points of the id spaces */
-    net->identity_seed = (uint32_t)getpid() ^ (uint32_t)time(NULL) * 2654435761u;
+    draw_identity_seeds(&net->seeds);
+    net->netlink_fd = -1;
     net->raw = true;
     for (int f = 0; f < 2; f++) {
         if (!open_raw_family(net, family_of(f)) && net->raw_errno == 0) {
@@ -320,6 +339,11 @@ void net_open(struct net_state *net)
     for (int f = 0; f < 2; f++) {
         open_datagram_family(net, family_of(f));
     }
+}
+
+void net_open_address_list(struct net_state *net)
+{
+    net->netlink_fd = open_socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
 }
 
 bool net_usable(const struct net_state *net)
@@ -566,22 +590,162 @@ int net_interface_index(const struct net_state *net, const char *name,
     return 0;
 }
 
-int net_check_local_address(const struct ip_address *address)
+/* The request for a dump of the host's addresses of one family. */
+static int request_address_dump(int fd, int family, uint32_t sequence)
+{
+    struct {
+        struct nlmsghdr header;
+        struct ifaddrmsg body;
+    } request;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+
+    memset(&request, 0, sizeof(request));
+    request.header.nlmsg_len = sizeof(request);
+    request.header.nlmsg_type = RTM_GETADDR;
+    request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.header.nlmsg_seq = sequence;
+    request.body.ifa_family = (unsigned char)family;
+    return sendto(fd, &request, sizeof(request), 0,
+                  (struct sockaddr *)&kernel, sizeof(kernel)) < 0
+               ? errno : 0;
+}
+
+/*
+ * Read the dump numbered SEQUENCE to its end (a dump left unread would make
+ * the next request fail with EBUSY), noting whether ADDRESS is in it.  The
+ * kernel writes each part before the call that asked for it returns (the
+ * request, then each read), so the non-blocking socket never has to wait;
+ * EAGAIN would mean the kernel stopped answering: refused, as every error.
+ */
+static int read_address_dump(int fd, uint32_t sequence,
+                             const struct ip_address *address, bool *listed)
+{
+    static uint8_t buffer[NETLINK_BUFFER_BYTES];
+
+    for (;;) {
+        struct sockaddr_nl sender;
+        struct iovec vector = {.iov_base = buffer, .iov_len = sizeof(buffer)};
+        struct msghdr message = {
+            .msg_name = &sender,
+            .msg_namelen = sizeof(sender),
+            .msg_iov = &vector,
+            .msg_iovlen = 1,
+        };
+        ssize_t length = recvmsg(fd, &message, 0);
+        int error = 0;
+
+        if (length < 0) {
+            return errno;
+        }
+        if ((message.msg_flags & MSG_TRUNC) != 0) {
+            return EMSGSIZE;
+        }
+        if (message.msg_namelen < sizeof(sender) || sender.nl_pid != 0) {
+            continue;       /* only the kernel speaks for the host */
+        }
+        switch (decode_address_dump(buffer, (size_t)length, sequence, address,
+                                    listed, &error)) {
+        case ADDRESS_DUMP_CONTINUES:
+            break;
+        case ADDRESS_DUMP_DONE:
+            return 0;
+        case ADDRESS_DUMP_FAILED:
+            return error;
+        }
+    }
+}
+
+/* 0 when ADDRESS is one of the host's own, EADDRNOTAVAIL, or an errno. */
+static int check_address_listed(struct net_state *net,
+                                const struct ip_address *address)
+{
+    bool listed = false;
+    int error;
+
+    if (net->netlink_fd < 0) {
+        /* a caller entitled to marks has no list (net_open_address_list);
+           for anyone else it could not be read: nothing passes */
+        return net->may_mark ? 0 : EADDRNOTAVAIL;
+    }
+    net->netlink_sequence++;
+    error = request_address_dump(net->netlink_fd, address->family,
+                                 net->netlink_sequence);
+    if (error == 0) {
+        error = read_address_dump(net->netlink_fd, net->netlink_sequence,
+                                  address, &listed);
+    }
+    if (error != 0) {
+        return error;
+    }
+    return listed ? 0 : EADDRNOTAVAIL;
+}
+
+int net_check_local_address(struct net_state *net,
+                            const struct ip_address *address)
 {
     struct sockaddr_storage bound;
     socklen_t length = ip_address_to_sockaddr(address, 0, &bound);
-    int fd = open_socket(address->family, SOCK_DGRAM, IPPROTO_UDP);
-    int error = 0;
+    int error = check_address_listed(net, address);
+    int fd;
 
+    if (error != 0) {
+        return error;
+    }
+    fd = open_socket(address->family, SOCK_DGRAM, IPPROTO_UDP);
     if (fd < 0) {
         return errno;
     }
-    /* EADDRNOTAVAIL: not an address of this host */
+    /* a listed address may still be refused: EADDRNOTAVAIL for an IPv6
+       address that is tentative (duplicate address detection) */
     if (bind(fd, (struct sockaddr *)&bound, length) != 0) {
         error = errno;
     }
     close(fd);
     return error;
+}
+
+int net_hold_port(enum probe_protocol protocol,
+                  const struct ip_address *address, uint16_t port, int *fd_out)
+{
+    struct sockaddr_storage bound;
+    socklen_t length = ip_address_to_sockaddr(address, port, &bound);
+    bool sctp = protocol == PROBE_SCTP;
+    int fd = sctp ? open_socket(address->family, SOCK_SEQPACKET, IPPROTO_SCTP)
+                  : open_socket(address->family, SOCK_DGRAM, IPPROTO_UDP);
+    int error;
+
+    *fd_out = -1;
+    if (fd < 0) {
+        return sctp && (errno == EPROTONOSUPPORT || errno == ESOCKTNOSUPPORT)
+                   ? 0 : errno;
+    }
+    if (bind(fd, (struct sockaddr *)&bound, length) != 0) {
+        error = errno;
+        close(fd);
+        return error;
+    }
+    if (!sctp) {
+        /* answers to the probe end here, unread: the smallest buffer the
+           kernel allows keeps a couple of them and drops the rest */
+        set_int_option(fd, SOL_SOCKET, SO_RCVBUF, 1);
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+void net_release_port(int fd)
+{
+    close(fd);
+}
+
+bool net_port_held_for_life(const struct net_state *net, uint16_t port)
+{
+    for (unsigned i = 0; i < net->icmp_id_count; i++) {
+        if (net->icmp_ids[i] == port) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static int set_tcp_options(int fd, const struct probe_request *request,
@@ -602,7 +766,8 @@ static int set_tcp_options(int fd, const struct probe_request *request,
         || setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) != 0) {
         return errno;
     }
-    /* one SYN per probe: no retransmission (1 is the kernel's minimum) */
+    /* one retransmission of the SYN at most (1 is the kernel's minimum):
+       the kernel gives up after about 3 s (ETIMEDOUT, see prober.c) */
     set_int_option(fd, IPPROTO_TCP, TCP_SYNCNT, 1);
     /* ICMP errors the kernel accepts for the connect are queued with their
        sender: the proof a raw-socket copy of one is genuine */

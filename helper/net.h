@@ -23,6 +23,18 @@ enum socket_role {
     ROLE_COUNT,
 };
 
+/*
+ * Where this process starts each of its identity sequences, and the secret
+ * its SCTP initiate tags are made from: drawn from getrandom(), so that no
+ * other user can compute them from what /proc shows (pid, start time).
+ */
+struct identity_seeds {
+    uint32_t icmp;                  /* echo id choice and sequence */
+    uint16_t udp;                   /* UDP checksum */
+    uint16_t sctp;                  /* SCTP source port */
+    uint32_t sctp_tag_secret;
+};
+
 struct net_state {
     bool raw;                       /* false: only ICMP datagram sockets */
     bool family_ok[2];              /* [0] IPv4, [1] IPv6 */
@@ -41,7 +53,9 @@ struct net_state {
     uint64_t *rate_tat;             /* restricted and lent: the user's shared
                                        rate word (ratestate.h), else NULL */
     bool sandboxed;                 /* the seccomp allow-list is in force */
-    uint32_t identity_seed;         /* where this process starts its ids */
+    struct identity_seeds seeds;
+    int netlink_fd;                 /* NETLINK_ROUTE: the host's addresses */
+    uint32_t netlink_sequence;      /* of the last request sent on it */
 };
 
 int family_index(int family);
@@ -51,6 +65,17 @@ int family_index(int family);
  * nothing else: no input is read.  Never exits; what failed is recorded.
  */
 void net_open(struct net_state *net);
+
+/*
+ * Open the NETLINK_ROUTE socket that lists the host's addresses for
+ * net_check_local_address(), while still privileged.  Only for callers not
+ * entitled to marks: the others keep CAP_NET_ADMIN permitted (privilege.h),
+ * and with it raised a held route socket could change the host's routes and
+ * addresses; they may send from any address themselves, so their sources are
+ * checked by binding alone.  A failure leaves the socket closed: then no
+ * source passes for those callers.
+ */
+void net_open_address_list(struct net_state *net);
 
 /* True when at least one family can send ICMP probes. */
 bool net_usable(const struct net_state *net);
@@ -94,8 +119,39 @@ int net_route_source(const struct ip_address *destination, unsigned ifindex,
 int net_interface_index(const struct net_state *net, const char *name,
                         unsigned *index);
 
-/* 0 when ADDRESS is assigned to this host, else an errno (EADDRNOTAVAIL). */
-int net_check_local_address(const struct ip_address *address);
+/*
+ * 0 when ADDRESS is assigned to an interface of this host (it is listed in a
+ * dump of the host's addresses, RTM_GETADDR on NET's netlink socket, for
+ * callers not entitled to marks: see net_open_address_list) and a
+ * socket can be bound to it; else an errno (EADDRNOTAVAIL: not an address
+ * of this host).  The dump is what net.ipv4/ipv6.ip_nonlocal_bind cannot
+ * fool: with it set, the bind alone succeeds for any address.
+ */
+int net_check_local_address(struct net_state *net,
+                            const struct ip_address *address);
+
+/*
+ * Bind a socket of PROTOCOL (PROBE_UDP, or PROBE_SCTP) to ADDRESS and PORT
+ * and keep it, so that no other socket can be bound there while it is open
+ * (a UDP hold drops what arrives).  Returns 0 and the socket in *FD, or an
+ * errno: EADDRINUSE when another socket holds that address and port.
+ * Without a kernel SCTP stack (the socket cannot be made: EPROTONOSUPPORT,
+ * ESOCKTNOSUPPORT) no socket of anyone can be bound to an SCTP port, and
+ * SCTP packets reach only raw sockets, which see all of them whatever their
+ * port: then nothing needs holding, and 0 comes back with *FD -1.
+ */
+int net_hold_port(enum probe_protocol protocol,
+                  const struct ip_address *address, uint16_t port, int *fd);
+
+/* Close a socket net_hold_port() made. */
+void net_release_port(int fd);
+
+/*
+ * True when PORT is one of the UDP ports this helper holds for its whole
+ * life (its ICMP ids, the first also its default UDP source port), bound
+ * to every address of both families.
+ */
+bool net_port_held_for_life(const struct net_state *net, uint16_t port);
 
 /*
  * Start a TCP probe: a non-blocking connect with the probe's options.

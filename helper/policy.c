@@ -45,8 +45,13 @@ static bool is_limited_broadcast(const struct ip_address *address)
 }
 
 const char *policy_refuse_destination(const struct policy *policy,
-                                      const struct ip_address *destination)
+                                      const struct ip_address *given)
 {
+    struct ip_address unmapped;
+    /* ::ffff:a.b.c.d is a.b.c.d to a dual-stack socket: judged as that */
+    const struct ip_address *destination =
+        ip_address_unmap_v4(given, &unmapped) ? &unmapped : given;
+
     if (!policy->restricted) {
         return NULL;
     }

@@ -38,7 +38,10 @@ struct policy {
  */
 void policy_init(struct policy *policy, bool restricted, uint64_t *shared_tat);
 
-/* NULL when DESTINATION may be probed, else the reason it may not. */
+/*
+ * NULL when DESTINATION may be probed, else the reason it may not.  An
+ * IPv4-mapped IPv6 address is judged as the IPv4 address it maps.
+ */
 const char *policy_refuse_destination(const struct policy *policy,
                                       const struct ip_address *destination);
 

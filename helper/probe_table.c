@@ -249,6 +249,13 @@ void probe_link_wire_key(struct probe_table *t, struct probe *probe,
     probe->wire_linked = true;
 }
 
+void probe_unlink_wire_key(struct probe_table *t, struct probe *probe)
+{
+    if (probe->wire_linked) {
+        unlink_wire(t, probe->slot);
+    }
+}
+
 /* Continue a wire chain from LINK to the next probe with PROTOCOL and KEY. */
 static struct probe *wire_scan(const struct probe_table *t, uint32_t link,
                                enum probe_protocol protocol, uint32_t key)

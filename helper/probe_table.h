@@ -14,6 +14,7 @@
 #include "command.h"
 
 struct tcp_evidence;
+struct port_hold;
 
 struct probe {
     int32_t token;
@@ -29,6 +30,7 @@ struct probe {
     uint16_t udp_checksum;          /* udp: the probe's identity */
     uint32_t sctp_tag;              /* sctp: INIT's initiate tag */
     int tcp_fd;                     /* tcp: the connecting socket, else -1 */
+    struct port_hold *port_hold;    /* udp, sctp: its local-port's, or NULL */
     struct tcp_evidence *tcp_evidence;  /* tcp: see prober.c, else NULL */
     struct timespec sent;           /* CLOCK_REALTIME when handed to the kernel,
                                        then the kernel's transmit timestamp */
@@ -69,6 +71,9 @@ struct probe *probe_by_slot(const struct probe_table *table, uint32_t slot,
 /* Index PROBE under (its protocol, KEY).  Several probes may share a key. */
 void probe_link_wire_key(struct probe_table *table, struct probe *probe,
                          uint32_t key);
+
+/* Take PROBE out of the wire index: no answer can find it any more. */
+void probe_unlink_wire_key(struct probe_table *table, struct probe *probe);
 
 /* First/next probe with PROTOCOL and KEY, NULL at the end. */
 struct probe *probe_wire_first(const struct probe_table *table,

@@ -15,6 +15,7 @@
 #include "construct.h"
 #include "identity.h"
 #include "policy.h"
+#include "port_holds.h"
 #include "probe_table.h"
 #include "wire.h"
 
@@ -37,6 +38,7 @@
 struct prober {
     struct net_state *net;
     struct probe_table *table;
+    struct port_holds *holds;       /* the local-ports of probes in flight */
     struct reply_writer out;
     struct helper_abilities abilities;
     struct line_reader reader;
@@ -92,12 +94,13 @@ struct tcp_evidence {
     struct tcp_icmp_error verdict;
 };
 
-/* Forget PROBE, closing its TCP socket if it has one. */
+/* Forget PROBE, closing its TCP socket and letting go of its port. */
 static void release_probe(struct prober *p, struct probe *probe)
 {
     if (probe->tcp_fd >= 0) {
         net_tcp_abort(probe->tcp_fd);   /* also leaves the epoll set */
     }
+    port_holds_release(p->holds, probe->port_hold);
     free(probe->tcp_evidence);
     probe_free(p->table, probe);
 }
@@ -357,6 +360,22 @@ static int udp_source(const struct probe_request *request, unsigned ifindex,
                             request->mark, source);
 }
 
+/*
+ * Hold PROBE's local-port PORT at SOURCE for the probe's life (see
+ * port_holds.h); 0 or an errno (EADDRINUSE: another socket has it).  The
+ * ports this helper holds for its own life are held already.
+ */
+static int hold_local_port(struct prober *p, struct probe *probe,
+                           const struct ip_address *source, unsigned port)
+{
+    if (probe->protocol == PROBE_UDP
+        && net_port_held_for_life(p->net, (uint16_t)port)) {
+        return 0;
+    }
+    return port_holds_take(p->holds, probe->protocol, source, (uint16_t)port,
+                           &probe->port_hold);
+}
+
 static int send_udp(struct prober *p, struct probe *probe,
                     const struct probe_request *request, unsigned ifindex,
                     const struct send_options *options)
@@ -366,6 +385,9 @@ static int send_udp(struct prober *p, struct probe *probe,
                                     request->size);
     int error = udp_source(request, ifindex, &probe->source);
 
+    if (error == 0 && request->local_port != 0) {
+        error = hold_local_port(p, probe, &probe->source, request->local_port);
+    }
     if (error != 0) {
         return error;
     }
@@ -396,9 +418,19 @@ static int send_sctp(struct prober *p, struct probe *probe,
                                     request->size);
 
     if (request->local_port != 0) {
+        struct ip_address any = {.family = request->destination.family};
+        int error;
+
         if (probe_wire_first(p->table, PROBE_SCTP, request->local_port)
             != NULL) {
             return EADDRINUSE;
+        }
+        error = hold_local_port(p, probe,
+                                request->local.family != 0 ? &request->local
+                                                           : &any,
+                                request->local_port);
+        if (error != 0) {
+            return error;
         }
         probe->source_port = (uint16_t)request->local_port;
         probe->sctp_tag = (p->tag_secret ^ request->local_port) | 1u;
@@ -458,6 +490,7 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
                           unsigned *ifindex)
 {
     const char *refusal;
+    struct ip_address unmapped;
     int error;
 
     if (probe_by_token(p->table, request->token) != NULL) {
@@ -482,8 +515,18 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
         reply_refused(&p->out, request->token, refusal, request->details);
         return false;
     }
+    /*
+     * After the policy, which judges ::ffff:a.b.c.d as a.b.c.d: only a TCP
+     * socket would reach it (as IPv4, without the probe's hop limit), raw
+     * IPv6 sockets cannot.
+     */
+    if (ip_address_unmap_v4(&request->destination, &unmapped)) {
+        reply_invalid_argument(&p->out, request->token,
+                               REASON_V4_MAPPED_DESTINATION);
+        return false;
+    }
     if (request->local.family != 0) {
-        error = net_check_local_address(&request->local);
+        error = net_check_local_address(p->net, &request->local);
         if (error != 0) {
             reply_send_error(&p->out, request->token, error);
             return false;
@@ -606,6 +649,21 @@ void prober_receive(struct prober *p, int family, enum socket_role role)
     net_receive(p->net, role, family, deliver_answer, record_departure, p);
 }
 
+/*
+ * The kernel gave up on TCP PROBE's connect (TCP_SYNCNT: after about 3 s)
+ * before the probe's own timeout.  Nothing can answer it any more: its
+ * socket is closed and it leaves the wire index, and it ends as no-reply at
+ * its deadline, as it would have without the kernel's limit.
+ */
+static void tcp_await_deadline(struct prober *p, struct probe *probe)
+{
+    net_tcp_abort(probe->tcp_fd);
+    probe->tcp_fd = -1;
+    free(probe->tcp_evidence);
+    probe->tcp_evidence = NULL;
+    probe_unlink_wire_key(p->table, probe);
+}
+
 void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
 {
     uint32_t slot = (uint32_t)cookie;
@@ -636,6 +694,10 @@ void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
         error = verdict_error;  /* the copy never came: what the kernel said */
     }
     if (error == 0 && !writable) {
+        return;
+    }
+    if (error == ETIMEDOUT) {
+        tcp_await_deadline(p, probe);
         return;
     }
     clock_gettime(CLOCK_REALTIME, &now);
@@ -755,17 +817,24 @@ struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
     p->watch_context = watch_context;
     fill_abilities(p);
     p->table = probe_table_create(p->abilities.max_probes);
-    if (p->table == NULL) {
+    p->holds = port_holds_create();
+    if (p->table == NULL || p->holds == NULL) {
+        if (p->table != NULL) {
+            probe_table_destroy(p->table);
+        }
+        if (p->holds != NULL) {
+            port_holds_destroy(p->holds);
+        }
         free(p);
         return NULL;
     }
     reply_writer_init(&p->out);
     line_reader_init(&p->reader);
     policy_init(&p->policy, net->restricted, net->rate_tat);
-    p->icmp_counter = net->identity_seed;
-    p->udp_counter = (uint16_t)(net->identity_seed >> 16);
-    p->sctp_counter = (uint16_t)net->identity_seed;
-    p->tag_secret = net->identity_seed * 2246822519u;
+    p->icmp_counter = net->seeds.icmp;
+    p->udp_counter = net->seeds.udp;
+    p->sctp_counter = net->seeds.sctp;
+    p->tag_secret = net->seeds.sctp_tag_secret;
     return p;
 }
 
@@ -777,6 +846,7 @@ void prober_destroy(struct prober *p)
         release_probe(p, probe);
     }
     probe_table_destroy(p->table);
+    port_holds_destroy(p->holds);
     reply_writer_free(&p->out);
     free(p);
 }

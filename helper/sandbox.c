@@ -118,8 +118,11 @@ struct socket_kind {
 static const struct socket_kind sockets_made[] = {
     {AF_INET, SOCK_STREAM, IPPROTO_TCP},    /* a TCP probe */
     {AF_INET6, SOCK_STREAM, IPPROTO_TCP},
-    {AF_INET, SOCK_DGRAM, IPPROTO_UDP},     /* a route lookup, an address check */
+    {AF_INET, SOCK_DGRAM, IPPROTO_UDP},     /* a route lookup, an address check,
+                                               a held UDP local-port */
     {AF_INET6, SOCK_DGRAM, IPPROTO_UDP},
+    {AF_INET, SOCK_SEQPACKET, IPPROTO_SCTP}, /* a held SCTP local-port */
+    {AF_INET6, SOCK_SEQPACKET, IPPROTO_SCTP},
 };
 
 /* setsockopt() and getsockopt(): (level, name) pairs. */
@@ -138,6 +141,7 @@ static const struct socket_option options_set[] = {
     {IPPROTO_IP, IP_RECVERR},
     {IPPROTO_IPV6, IPV6_RECVERR},
     {SOL_SOCKET, SO_BINDTOIFINDEX},     /* and route lookup sockets */
+    {SOL_SOCKET, SO_RCVBUF},            /* a held UDP local-port: the least */
 };
 
 /* Only for callers entitled to marks. */

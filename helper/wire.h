@@ -72,6 +72,10 @@
 #define RA_REPLY_SIZE "reply-size"
 #define RA_TCP_FLAGS "tcp-flags"
 
+/* Reasons of invalid-argument replies (send-probe) */
+#define REASON_UNSPECIFIED_SOURCE "unspecified-source"      /* 0.0.0.0, :: */
+#define REASON_V4_MAPPED_DESTINATION "v4-mapped-destination" /* ::ffff:a.b.c.d */
+
 /* Ranges of send-probe values */
 #define PORT_MIN 1
 #define PORT_MAX 65535

@@ -46,6 +46,10 @@ SEED_REPLIES = {
         "7 ttl-expired ip-4 198.18.0.254 round-trip-time 0 mpls 24001,0,0,1,16,5,1,1 "
         "reply-ttl 64 icmp-type 11 icmp-code 0 reply-size 172"
     ),
+    "netlink-error": "failed errno 16",
+    "netlink-v4-dump": "done listed errno 0",
+    "netlink-v4-stale": "done errno 0",
+    "netlink-v6-dump": "continues listed errno 0",
     "sent-v4-udp": "departed",
     "sent-v6-icmp": "departed",
     "v4-ttl-plain": (

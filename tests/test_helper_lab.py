@@ -893,6 +893,29 @@ def test_no_reply_from_a_blackhole_and_a_silent_target(
     assert len(responder.received(dst=chain.virtual_target(5, 4))) == 4
 
 
+def test_a_tcp_probe_to_a_silent_host_ends_at_its_own_timeout(
+    chain: Chain, helper_path: str
+) -> None:
+    """The kernel gives up on the connection after about 3 s (TCP_SYNCNT 1): a probe
+    with a shorter timeout ends before that, one with a longer ends at its timeout,
+    both as no-reply."""
+    hole = chain.add_blackhole(2)
+    live = LiveHelper(chain, helper_path)
+    timeouts = {1: 1, 2: 1, 3: 5, 4: 5}  # token: seconds; 1, 3 IPv4, 2, 4 IPv6
+    start = live.send(
+        [
+            req(t, 4 if t % 2 else 6, hole.address(4 if t % 2 else 6), protocol="tcp", timeout=s)
+            for t, s in timeouts.items()
+        ]
+    )
+    got = live.wait_tokens(list(timeouts), 15)
+    live.close()
+    assert {t: line for t, (_, line) in got.items()} == {t: f"{t} no-reply" for t in timeouts}
+    for t, seconds in timeouts.items():
+        elapsed = got[t][0] - start
+        assert seconds <= elapsed < seconds + 1.5, (t, seconds, elapsed)
+
+
 def test_address_in_use_for_a_local_port_already_probing(chain: Chain, helper_path: str) -> None:
     hole = chain.add_blackhole(2)
     live = LiveHelper(chain, helper_path)

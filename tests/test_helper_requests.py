@@ -70,6 +70,19 @@ CASES: list[tuple[bytes, str]] = [
     (PROBE.encode() + b"local-ip-6 ::1", invalid("local-address-family-mismatch")),
     (PROBE.encode() + b"local-ip-4 127.0.0.1 local-ip-6 ::1", invalid("conflicting-address")),
     (PROBE.encode() + b"local-ip-4 198.18.250.1", "5 address-not-available"),
+    # only addresses assigned to an interface: not the rest of 127.0.0.0/8, multicast or
+    # broadcast (a bind accepts all three), nor an IPv4 address mapped into IPv6
+    (PROBE.encode() + b"local-ip-4 127.0.0.2", "5 address-not-available"),
+    (PROBE.encode() + b"local-ip-4 224.0.0.1", "5 address-not-available"),
+    (PROBE.encode() + b"local-ip-4 255.255.255.255", "5 address-not-available"),
+    (b"5 send-probe ip-6 ::1 local-ip-6 ff02::1", "5 address-not-available"),
+    (b"5 send-probe ip-6 ::1 local-ip-6 ::ffff:127.0.0.1", "5 address-not-available"),
+    (PROBE.encode() + b"local-ip-4 0.0.0.0", invalid("unspecified-source")),
+    (PROBE.encode() + b"protocol tcp local-ip-4 0.0.0.0", invalid("unspecified-source")),
+    (b"5 send-probe ip-6 ::1 protocol udp local-ip-6 ::", invalid("unspecified-source")),
+    (b"5 send-probe ip-6 ::ffff:127.0.0.1", invalid("v4-mapped-destination")),
+    (b"5 send-probe ip-6 ::ffff:127.0.0.1 protocol tcp", invalid("v4-mapped-destination")),
+    (b"5 send-probe ip-6 ::ffff:0.0.0.0 protocol udp", invalid("v4-mapped-destination")),
     # names
     (PROBE.encode() + b"foo bar", invalid("unknown-argument")),
     (PROBE.encode() + b"Ttl 5", invalid("unknown-argument")),

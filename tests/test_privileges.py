@@ -597,6 +597,17 @@ def refused_requests(chain: Chain) -> tuple[list[str], dict[str, str]]:
         ("ip-6 :: details yes", "permission-denied reason unspecified-destination"),
         (f"ip-4 {r1_4} local-ip-4 198.18.1.99", "address-not-available"),
         (f"ip-6 {r1_6} protocol udp local-ip-6 2001:db8:1::99", "address-not-available"),
+        (f"ip-4 {r1_4} protocol sctp local-ip-4 224.0.0.1", "address-not-available"),
+        (f"ip-4 {r1_4} local-ip-4 {broadcast}", "address-not-available"),
+        (f"ip-4 {r1_4} local-ip-4 0.0.0.0", "invalid-argument reason unspecified-source"),
+        (f"ip-6 {r1_6} protocol tcp local-ip-6 ::", "invalid-argument reason unspecified-source"),
+        # an IPv4-mapped destination is judged as its IPv4 address, then refused
+        ("ip-6 ::ffff:224.0.0.1 details yes", "permission-denied reason multicast-destination"),
+        (
+            "ip-6 ::ffff:255.255.255.255 protocol udp details yes",
+            "permission-denied reason broadcast-destination",
+        ),
+        (f"ip-6 ::ffff:{r1_4} protocol tcp", "invalid-argument reason v4-mapped-destination"),
         (
             f"ip-4 {r1_4} protocol udp local-port 1023 details yes",
             "invalid-argument reason local-port-out-of-range",

@@ -9,11 +9,14 @@
  * packet.  Each packet is delivered twice (duplicates must be harmless).
  * Kind 5 is a packet we sent, looped back with its transmit timestamp: a
  * departure, which completes nothing (BROKERPKG_FUZZ_SHOW prints
- * "departed" when a probe took the stamp).
+ * "departed" when a probe took the stamp).  Kind 6 is one read of the
+ * kernel's RTM_GETADDR dump (sequence 1), searched for 127.0.0.1 (::1 with
+ * bit 0x80): BROKERPKG_FUZZ_SHOW prints what the decoder made of it.
  */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -181,6 +184,37 @@ static bool decode(uint8_t kind, uint8_t sender, const uint8_t *packet,
     }
 }
 
+#define KIND_ADDRESS_DUMP 6
+#define ADDRESS_DUMP_SEQUENCE 1
+
+static void read_address_dump(uint8_t kind, const uint8_t *dump, size_t length)
+{
+    static const char *const statuses[] = {
+        [ADDRESS_DUMP_CONTINUES] = "continues",
+        [ADDRESS_DUMP_DONE] = "done",
+        [ADDRESS_DUMP_FAILED] = "failed",
+    };
+    struct ip_address wanted;
+    bool listed = false;
+    int error = 0;
+    enum address_dump_status status;
+    char line[64];
+    int n;
+
+    address(kind & 0x80 ? AF_INET6 : AF_INET,
+            kind & 0x80 ? "::1" : "127.0.0.1", &wanted);
+    status = decode_address_dump(dump, length, ADDRESS_DUMP_SEQUENCE, &wanted,
+                                 &listed, &error);
+    if (status == ADDRESS_DUMP_FAILED && error == 0) {
+        abort();    /* a failure always says why */
+    }
+    if (getenv("BROKERPKG_FUZZ_SHOW") != NULL) {
+        n = snprintf(line, sizeof(line), "%s%s errno %d\n", statuses[status],
+                     listed ? " listed" : "", error);
+        (void)!write(1, line, (size_t)n);
+    }
+}
+
 static void check_replies(const struct reply_writer *out)
 {
     for (size_t i = out->start; i < out->length; i++) {
@@ -215,6 +249,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(fixed, data + 2, size - 2);
         fix_checksums(data[0], fixed, size - 2);
         packet = fixed;
+    }
+    if ((data[0] & 0x3f) == KIND_ADDRESS_DUMP) {
+        read_address_dump(data[0], packet, size - 2);
     }
     for (int copy = 0; copy < 2; copy++) {
         if ((data[0] & 0x3f) == 5) {

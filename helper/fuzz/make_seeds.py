@@ -111,6 +111,43 @@ def with_extension(
     return quote + mpls_extension(labels), word
 
 
+# Netlink (host byte order): one read of an RTM_GETADDR dump, sequence 1 (fuzz_answers.c)
+NLMSG_ERROR, NLMSG_DONE, RTM_NEWADDR, NLM_F_MULTI = 2, 3, 20, 2
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+DUMP_SEQUENCE = 1
+
+
+def netlink(kind: int, payload: bytes, sequence: int = DUMP_SEQUENCE) -> bytes:
+    padded = payload + bytes(-len(payload) % 4)
+    return struct.pack("=IHHII", 16 + len(payload), kind, NLM_F_MULTI, sequence, 0) + padded
+
+
+def new_address(family: int, attributes: dict[int, bytes], sequence: int = DUMP_SEQUENCE) -> bytes:
+    body = struct.pack("=BBBBI", family, 128 if family == 10 else 8, 0, 0, 1)
+    for kind, value in attributes.items():
+        body += struct.pack("=HH", 4 + len(value), kind) + value + bytes(-len(value) % 4)
+    return netlink(RTM_NEWADDR, body, sequence)
+
+
+def address_dumps() -> dict[str, bytes]:
+    done = netlink(NLMSG_DONE, struct.pack("=i", 0))
+    loopback4 = {IFA_ADDRESS: ip4("127.0.0.1"), IFA_LOCAL: ip4("127.0.0.1")}
+    return {
+        "netlink-v4-dump": b"\x06\x00"
+        + new_address(2, {IFA_ADDRESS: ip4("198.18.0.3"), IFA_LOCAL: ip4("198.18.0.2")})
+        + new_address(2, loopback4)
+        + done,
+        # 127.0.0.1 only in another request's answer, and as a point-to-point peer
+        "netlink-v4-stale": b"\x06\x00"
+        + new_address(2, loopback4, sequence=7)
+        + new_address(2, {IFA_ADDRESS: ip4("127.0.0.1"), IFA_LOCAL: ip4("198.18.0.2")})
+        + done,
+        # IPv6 names its address in IFA_ADDRESS alone; the dump goes on
+        "netlink-v6-dump": b"\x86\x00" + new_address(10, {IFA_ADDRESS: ip6("::1")}),
+        "netlink-error": b"\x06\x00" + netlink(NLMSG_ERROR, struct.pack("=i", -16) + bytes(16)),
+    }
+
+
 def answers() -> dict[str, bytes]:
     v4_icmp_probe = ipv4(V4_SRC, V4_PROBE_DST, 1, echo(8, 2), ttl=1)
     v4_udp_probe = ipv4(V4_SRC, V4_PROBE_DST, 17, udp(UDP_PORT, 33435, 1))
@@ -148,6 +185,7 @@ def answers() -> dict[str, bytes]:
         # departures: the probe as sent, behind an Ethernet header or none
         "sent-v4-udp": b"\x05\x00" + ETHERNET + b"\x08\x00" + v4_udp_probe,
         "sent-v6-icmp": b"\x85\x00" + ipv6(V6_SRC, V6_PROBE_DST, 58, echo(128, 1), hops=255),
+        **address_dumps(),
     }
 
 
@@ -163,6 +201,14 @@ REQUESTS = {
     "errors": b"x\n\n7 frob\n8 send-probe ip-4 1.2.3\n9 send-probe ip-4 127.0.0.1 ttl 0\n",
     "reuse": b"10 send-probe ip-4 198.18.0.1\n10 send-probe ip-4 198.18.0.1\n",
     "local": b"11 send-probe ip-4 127.0.0.1 local-ip-4 127.0.0.1\n",
+    "local-port": (
+        b"12 send-probe ip-4 198.18.0.1 protocol udp local-port 40000\n"
+        b"13 send-probe ip-4 198.18.0.1 protocol udp local-port 40000\n"
+        b"14 send-probe ip-6 2001:db8::1 protocol sctp local-port 50001\n"
+        b"15 send-probe ip-6 2001:db8::1 local-ip-6 2001:db8::2 local-port 40001"
+        b" protocol sctp\n"
+        b"16 send-probe ip-6 ::ffff:198.18.0.1 local-ip-6 ::\n"
+    ),
 }
 
 

@@ -2,9 +2,12 @@
  * net_stub.c - net.h without a network, for the fuzz harnesses: sends
  * succeed without leaving the process, routes lead to loopback, nothing is
  * received (the harness delivers answers itself).  Identities are fixed so
- * a seed corpus can answer the probes.
+ * a seed corpus can answer the probes.  Local addresses are checked against
+ * a dump built in the kernel's format (see net_check_local_address).
  */
 #include <errno.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <string.h>
 
 #include "../net.h"
@@ -30,7 +33,8 @@ void net_open(struct net_state *net)
     net->icmp_id_count = 2;
     net->udp_source_port = 0x4242;
     net->may_mark = true;
-    net->identity_seed = 0;
+    memset(&net->seeds, 0, sizeof(net->seeds));
+    net->netlink_fd = -1;
 }
 
 bool net_usable(const struct net_state *net)
@@ -86,9 +90,102 @@ int net_interface_index(const struct net_state *net, const char *name,
     return 0;
 }
 
-int net_check_local_address(const struct ip_address *address)
+/* Append one netlink message of TYPE with PAYLOAD to a dump being built. */
+static size_t put_message(uint8_t *dump, size_t used, uint16_t type,
+                          uint32_t sequence, const void *payload, size_t size)
 {
-    return ip_address_is_loopback(address) ? 0 : EADDRNOTAVAIL;
+    struct nlmsghdr header = {
+        .nlmsg_len = (uint32_t)NLMSG_LENGTH(size),
+        .nlmsg_type = type,
+        .nlmsg_flags = NLM_F_MULTI,
+        .nlmsg_seq = sequence,
+    };
+
+    memcpy(dump + used, &header, sizeof(header));
+    memcpy(dump + used + NLMSG_HDRLEN, payload, size);
+    return used + NLMSG_ALIGN(header.nlmsg_len);
+}
+
+/* An RTM_NEWADDR payload: ifaddrmsg, then IFA_ADDRESS and IFA_LOCAL. */
+static size_t new_address(uint8_t *payload, int family, const char *text)
+{
+    struct ip_address address;
+    struct ifaddrmsg header = {.ifa_family = (unsigned char)family,
+                               .ifa_index = 1};
+    size_t used = NLMSG_ALIGN(sizeof(header));
+
+    ip_address_parse(family, text, &address);
+    memcpy(payload, &header, sizeof(header));
+    for (unsigned short type = IFA_ADDRESS; type <= IFA_LOCAL; type++) {
+        struct rtattr attribute = {
+            .rta_len = (unsigned short)RTA_LENGTH(ip_address_length(&address)),
+            .rta_type = type,
+        };
+
+        memcpy(payload + used, &attribute, sizeof(attribute));
+        memcpy(payload + used + RTA_LENGTH(0), address.u.bytes,
+               ip_address_length(&address));
+        used += RTA_ALIGN(attribute.rta_len);
+    }
+    return used;
+}
+
+/*
+ * The host's addresses: loopback and the lab-like source the routes lead
+ * from, written as the kernel's RTM_GETADDR dump and read back through the
+ * same decoder the real check uses.  The bind check has no stand-in.
+ */
+int net_check_local_address(struct net_state *net,
+                            const struct ip_address *address)
+{
+    static const char *const hosts[2][2] = {{"127.0.0.1", "198.18.0.2"},
+                                            {"::1", "2001:db8::2"}};
+    static uint8_t dump[512];
+    uint8_t payload[64];
+    size_t used = 0;
+    bool listed = false;
+    int error = 0;
+    int done = 0;
+
+    net->netlink_sequence++;
+    for (int i = 0; i < 2; i++) {
+        size_t size = new_address(payload, address->family,
+                                  hosts[family_index(address->family)][i]);
+
+        used = put_message(dump, used, RTM_NEWADDR, net->netlink_sequence,
+                           payload, size);
+    }
+    used = put_message(dump, used, NLMSG_DONE, net->netlink_sequence, &done,
+                       sizeof(done));
+    if (decode_address_dump(dump, used, net->netlink_sequence, address,
+                            &listed, &error) != ADDRESS_DUMP_DONE) {
+        return error;
+    }
+    return listed ? 0 : EADDRNOTAVAIL;
+}
+
+/* Ports from 50000 to 50099 are another user's: EADDRINUSE. */
+int net_hold_port(enum probe_protocol protocol,
+                  const struct ip_address *address, uint16_t port, int *fd)
+{
+    (void)protocol;
+    (void)address;
+    *fd = -1;
+    if (port >= 50000 && port < 50100) {
+        return EADDRINUSE;
+    }
+    *fd = 300 + port;       /* never used */
+    return 0;
+}
+
+void net_release_port(int fd)
+{
+    (void)fd;
+}
+
+bool net_port_held_for_life(const struct net_state *net, uint16_t port)
+{
+    return port == net->icmp_ids[0] || port == net->icmp_ids[1];
 }
 
 int net_tcp_connect(const struct probe_request *request, unsigned ifindex,
