@@ -126,6 +126,19 @@ bool ip_address_is_unspecified(const struct ip_address *address)
     return IN6_IS_ADDR_UNSPECIFIED(&address->u.v6);
 }
 
+bool ip_address_is_multicast(const struct ip_address *address)
+{
+    if (address->family == AF_INET) {
+        return (address->u.bytes[0] & 0xf0) == 0xe0;
+    }
+    return IN6_IS_ADDR_MULTICAST(&address->u.v6);
+}
+
+bool ip_address_is_limited_broadcast(const struct ip_address *address)
+{
+    return address->family == AF_INET && address->u.v4.s_addr == 0xffffffffu;
+}
+
 bool ip_address_unmap_v4(const struct ip_address *address,
                          struct ip_address *v4)
 {

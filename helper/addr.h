@@ -46,6 +46,12 @@ bool ip_address_is_loopback(const struct ip_address *address);
 /* True for exactly 0.0.0.0 and :: (the "any" address a bind may name). */
 bool ip_address_is_unspecified(const struct ip_address *address);
 
+/* True for 224.0.0.0/4 and ff00::/8 */
+bool ip_address_is_multicast(const struct ip_address *address);
+
+/* True for 255.255.255.255 */
+bool ip_address_is_limited_broadcast(const struct ip_address *address);
+
 /*
  * True when ADDRESS is an IPv4-mapped IPv6 address (::ffff:a.b.c.d), and
  * then the IPv4 address a.b.c.d is stored in V4.

@@ -680,12 +680,23 @@ static int check_address_listed(struct net_state *net,
     return listed ? 0 : EADDRNOTAVAIL;
 }
 
+/* Addresses no host sends from, whatever a bind (or ip_nonlocal_bind) allows. */
+static bool never_a_source(const struct ip_address *address)
+{
+    struct ip_address unmapped;
+
+    return ip_address_is_multicast(address)
+           || ip_address_is_limited_broadcast(address)
+           || ip_address_unmap_v4(address, &unmapped);
+}
+
 int net_check_local_address(struct net_state *net,
                             const struct ip_address *address)
 {
     struct sockaddr_storage bound;
     socklen_t length = ip_address_to_sockaddr(address, 0, &bound);
-    int error = check_address_listed(net, address);
+    int error = never_a_source(address) ? EADDRNOTAVAIL
+                                        : check_address_listed(net, address);
     int fd;
 
     if (error != 0) {

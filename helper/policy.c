@@ -31,19 +31,6 @@ static bool is_unspecified(const struct ip_address *address)
     return IN6_IS_ADDR_UNSPECIFIED(&address->u.v6);
 }
 
-static bool is_multicast(const struct ip_address *address)
-{
-    if (address->family == AF_INET) {
-        return (address->u.bytes[0] & 0xf0) == 0xe0;  /* 224.0.0.0/4 */
-    }
-    return IN6_IS_ADDR_MULTICAST(&address->u.v6);
-}
-
-static bool is_limited_broadcast(const struct ip_address *address)
-{
-    return address->family == AF_INET && address->u.v4.s_addr == 0xffffffffu;
-}
-
 const char *policy_refuse_destination(const struct policy *policy,
                                       const struct ip_address *given)
 {
@@ -58,12 +45,12 @@ const char *policy_refuse_destination(const struct policy *policy,
     if (is_unspecified(destination)) {
         return "unspecified-destination";
     }
-    if (is_multicast(destination)) {
+    if (ip_address_is_multicast(destination)) {
         return "multicast-destination";
     }
     /* directed broadcasts need SO_BROADCAST, which the helper never sets:
        the kernel refuses them with EACCES (permission-denied) for everyone */
-    if (is_limited_broadcast(destination)) {
+    if (ip_address_is_limited_broadcast(destination)) {
         return "broadcast-destination";
     }
     return NULL;

@@ -70,9 +70,8 @@ CASES: list[tuple[bytes, str]] = [
     (PROBE.encode() + b"local-ip-6 ::1", invalid("local-address-family-mismatch")),
     (PROBE.encode() + b"local-ip-4 127.0.0.1 local-ip-6 ::1", invalid("conflicting-address")),
     (PROBE.encode() + b"local-ip-4 198.18.250.1", "5 address-not-available"),
-    # only addresses assigned to an interface: not the rest of 127.0.0.0/8, multicast or
-    # broadcast (a bind accepts all three), nor an IPv4 address mapped into IPv6
-    (PROBE.encode() + b"local-ip-4 127.0.0.2", "5 address-not-available"),
+    # never multicast or broadcast (a bind accepts both) nor an IPv4 address mapped into
+    # IPv6 (test_root_sends_from_what_a_bind_accepts: the rest of 127.0.0.0/8)
     (PROBE.encode() + b"local-ip-4 224.0.0.1", "5 address-not-available"),
     (PROBE.encode() + b"local-ip-4 255.255.255.255", "5 address-not-available"),
     (b"5 send-probe ip-6 ::1 local-ip-6 ff02::1", "5 address-not-available"),
@@ -155,6 +154,15 @@ def test_all_bad_requests_in_one_stream_then_good_ones_still_work(helper_path: s
     assert errors == [expected for _, expected in CASES]
     answered = by_token([line for line in run.lines if " reply " in line])
     assert sorted(answered) == sorted(str(900 + i) for i in range(len(CASES)))
+
+
+def test_root_sends_from_what_a_bind_accepts(helper_path: str) -> None:
+    """A root caller's sources are checked by binding (it holds no list of the host's
+    addresses: brokerpkg-helper(8), PRIVILEGES), which the rest of 127.0.0.0/8 passes;
+    callers who are not root get only assigned addresses (tests/test_privileges.py,
+    tests/test_ports_and_sources.py)."""
+    run = run_helper([helper_path], PROBE + "local-ip-4 127.0.0.2\n")
+    assert [words(line) for line in run.lines] == ["5 reply ip-4 127.0.0.1 round-trip-time N"]
 
 
 def test_final_line_without_newline_is_served(helper_path: str) -> None:

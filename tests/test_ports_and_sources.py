@@ -744,6 +744,7 @@ def test_root_checks_sources_by_binding_alone_and_holds_no_address_list(
         for fam in FAMILIES
     ]
     a = Running(c, [helper_path])
+    a.sync()  # started: every socket it holds is open
     fds = os.listdir(f"/proc/{a.pid}/fd")
     links = [os.readlink(f"/proc/{a.pid}/fd/{fd}") for fd in fds]
     sockets = {
@@ -751,16 +752,16 @@ def test_root_checks_sources_by_binding_alone_and_holds_no_address_list(
     }
     held = {link.removeprefix("socket:[").rstrip("]") for link in links if "socket:" in link}
     a.send(requests)
-    replies = a.wait([10, 20])
+    replies = a.wait([40, 60])
     a.close()
     assert not held & sockets, "a netlink socket is held"
     assert all("address-not-available" not in r for r in replies.values()), replies
     c.sysctl("client", {"net.ipv4.ip_nonlocal_bind": 0, "net.ipv6.ip_nonlocal_bind": 0})
     b = Running(c, [helper_path])
     b.send(requests)
-    refused = b.wait([10, 20])
+    refused = b.wait([40, 60])
     b.close()
-    assert refused == {10: "10 address-not-available", 20: "20 address-not-available"}
+    assert refused == {40: "40 address-not-available", 60: "60 address-not-available"}
 
 
 def test_the_hosts_addresses_are_read_for_each_probe(

@@ -390,8 +390,9 @@ PIDFD_GETFD = 438  # the same number on every architecture
 
 
 def receive_buffers(pid: int) -> list[int]:
-    """SO_RCVBUF of every raw socket process ``pid`` holds (copies taken with pidfd_getfd:
-    ``ss -m`` shows no memory figures for raw sockets)."""
+    """SO_RCVBUF of every raw inet socket process ``pid`` holds (copies taken with
+    pidfd_getfd: ``ss -m`` shows no memory figures for raw sockets); the netlink socket
+    that lists the host's addresses keeps the kernel's default."""
     libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     sizes = []
@@ -403,7 +404,10 @@ def receive_buffers(pid: int) -> list[int]:
             if fd < 0:
                 raise OSError(ctypes.get_errno(), f"pidfd_getfd {pid} {name}")
             with socket.socket(fileno=fd) as sock:
-                if sock.type == socket.SOCK_RAW:
+                if sock.type == socket.SOCK_RAW and sock.family in (
+                    socket.AF_INET,
+                    socket.AF_INET6,
+                ):
                     sizes.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     finally:
         os.close(pidfd)
