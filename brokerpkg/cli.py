@@ -110,9 +110,13 @@ class _Parser(argparse.ArgumentParser):
 def _range_text(low: float, high: float | None, unit: str = "") -> str:
     """``1 to 255``, ``1 or more``, ``more than 0`` (with ``unit`` after the numbers)."""
     unit = f" {unit}" if unit else ""
+
+    def number(value: float) -> str:
+        return str(value) if isinstance(value, int) else f"{value:g}"
+
     if high is None:
-        return f"{low:g}{unit} or more"
-    return f"{low:g} to {high:g}{unit}"
+        return f"{number(low)}{unit} or more"
+    return f"{number(low)} to {number(high)}{unit}"
 
 
 def _out_of_range(text: str, allowed: str) -> argparse.ArgumentTypeError:
