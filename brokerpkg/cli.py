@@ -9,10 +9,13 @@ handling is in :mod:`brokerpkg.cli_terminal`.
 
 Exit status: 0 when the target answered (multiping: every target), 1 when it did not,
 2 for usage errors and local errors (bad option, helper missing or without privilege,
-unresolvable host, a probe the kernel refused), with a one-line message on standard
-error; with ``-j`` standard output still carries a JSON document, with an ``error`` key.
-130 after Ctrl-C, except where Ctrl-C is the normal way to stop (ping without ``-c``,
-the live view), which end as they would have.
+unresolvable host, a probe the host refused to send), in every subcommand.  A usage
+error prints the subcommand's usage and names the command's flags (the CLI checks
+ranges and which options apply before the library sees them); a local error prints a
+one-line message on standard error; with ``-j`` standard output still carries a JSON
+document, with an ``error`` key.
+130 after Ctrl-C, except where Ctrl-C is the normal way to stop (ping, multiping, the
+live view), which end as they would have, with their summaries.
 
 Start-up time counts for a command (a trace takes a few milliseconds; Python's imports
 took many times that): this module imports only what parsing the arguments and
@@ -487,9 +490,8 @@ def parse_arguments(parser: argparse.ArgumentParser, words: Sequence[str]) -> ar
     words = list(words)
     commands = _subcommands(parser)
     position = next((index for index, word in enumerate(words) if word in commands), None)
-    if position is None:  # no subcommand: argparse says what is missing
-        parser.parse_args(words)
-        raise AssertionError("argparse accepted a command line without its subcommand")
+    if position is None:  # argparse refuses it (the subcommand is required) or exits
+        return parser.parse_args(words)  # for --help and --version
     command, before = commands[words[position]], words[:position]
     misplaced = [word for word in before if word not in TOP_LEVEL_OPTIONS]
     if misplaced:

@@ -955,7 +955,9 @@ def test_multiping_prints_what_fping_prints(private_lo: list[str], helper_path: 
 def test_trace_prints_what_traceroute_prints(
     private_lo: list[str], helper_path: str, theirs: list[str], ours: list[str]
 ) -> None:
-    real = run_beside(private_lo, theirs, helper_path)
+    # -w 5,0,0: traceroute waits for every answer (by default it gives up on a probe
+    # 3 round trips after another answer of its hop came, a few microseconds on lo)
+    real = run_beside(private_lo, [theirs[0], "-w", "5,0,0", *theirs[1:]], helper_path)
     done = run_beside(private_lo, [*OURS, *ours], helper_path)
     assert real.returncode == done.returncode == 0, (real.stderr, done.stderr)
     assert masked(done.stdout) == masked(real.stdout)
