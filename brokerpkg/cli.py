@@ -10,10 +10,13 @@ handling is in :mod:`brokerpkg.cli_terminal`.
 
 Exit status: 0 when the target answered (multiping: every target), 1 when it did not,
 2 for usage errors and local errors (bad option, helper missing or without privilege,
-unresolvable host, a probe the kernel refused), with a one-line message on standard
-error; with ``-j`` standard output still carries a JSON document, with an ``error`` key.
-130 after Ctrl-C, except where Ctrl-C is the normal way to stop (ping without ``-c``,
-the live view), which end as they would have.
+unresolvable host, a probe the host refused to send), in every subcommand.  A usage
+error prints the subcommand's usage and names the command's flags (the CLI checks
+ranges and which options apply before the library sees them); a local error prints a
+one-line message on standard error; with ``-j`` standard output still carries a JSON
+document, with an ``error`` key.
+130 after Ctrl-C, except where Ctrl-C is the normal way to stop (ping, multiping, the
+live view), which end as they would have, with their summaries.
 
 Start-up time counts for a command (a trace takes a few milliseconds; Python's imports
 took many times that): this module imports only what parsing the arguments and
@@ -25,18 +28,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import math
 import os
 import queue
+import re
+import shlex
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from ._version import __version__
@@ -45,15 +49,15 @@ from .errors import (
     FeatureNotSupportedError,
     HelperNotFoundError,
     HostResolveError,
+    ProbeSendError,
     ProcessError,
     StateError,
 )
 from .locate import ENVIRONMENT_VARIABLE
-from .protocol import DEFAULT_CONNECTED_PORT, PROTOCOLS
+from .protocol import DEFAULT_CONNECTED_PORT, IFNAMSIZ, MAX_REQUEST_LENGTH, MAX_TIMEOUT, PROTOCOLS
 
 if TYPE_CHECKING:
     from .mtr import MonitorReport
-    from .ping import ProgressEvent
     from .protocol import ProbeResult
     from .session import Session
 
@@ -70,6 +74,20 @@ MTR_REPORT_CYCLES = 10
 """mtr's default -c in report mode."""
 MTR_JSON_INDENT = 4
 """mtr -j indents by 4."""
+BYTE_MAX = 255
+TTL_MAX = 255
+PORT_MAX = 65535
+LOCAL_PORT_MIN = 1024
+"""The helper binds source ports from here up (below are privileged ports)."""
+MARK_MAX = 4294967295
+PACKET_MAX = 9000
+"""The largest packet the helper sends (its size argument)."""
+PING_PAYLOAD_MAX = {4: PACKET_MAX - 20 - 8, 6: PACKET_MAX - 40 - 8}
+"""ping's -s (after the 8-byte ICMP or UDP header) that keeps packets within PACKET_MAX."""
+QUERIES_MAX = 1000
+TCP_SYN_BYTES = 40
+"""A Linux SYN: the 20-byte TCP header and 20 bytes of options (MSS, SACK permitted,
+timestamps, window scale), as the kernel sends it for the helper's connect()."""
 
 LOCAL_ERRORS = (ValueError, TypeError, HostResolveError, ProcessError, StateError, OSError)
 """Errors that end a command with status 2 and a one-line message."""
@@ -93,33 +111,99 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}", self.format_usage())
 
 
-def _integer(text: str) -> int:
-    """A decimal integer (digits only, as the helper's protocol)."""
-    if not (text.isascii() and text.isdigit()):
+def _range_text(low: float, high: float | None, unit: str = "") -> str:
+    """``1 to 255``, ``1 or more``, ``more than 0`` (with ``unit`` after the numbers)."""
+    unit = f" {unit}" if unit else ""
+
+    def number(value: float) -> str:
+        return str(value) if isinstance(value, int) else f"{value:g}"
+
+    if high is None:
+        return f"{number(low)}{unit} or more"
+    return f"{number(low)} to {number(high)}{unit}"
+
+
+def _out_of_range(text: str, allowed: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"{text} is out of range: give {allowed}")
+
+
+def _decimal(text: str) -> int:
+    """A decimal integer: digits, a minus sign allowed (so that a range check can say
+    what is wrong with ``-1``)."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
         raise argparse.ArgumentTypeError(f"not a decimal integer: {text!r}")
     return int(text)
 
 
-def _seconds(text: str) -> float:
-    """A finite number of seconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
-    return value
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A decimal integer from ``low`` to ``high`` (None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        value = _decimal(text)
+        if value < low or (high is not None and value > high):
+            raise _out_of_range(text, _range_text(low, high))
+        return value
+
+    return parse
+
+
+def _seconds(
+    low: float = 0.0, high: float | None = None, *, positive: bool = False
+) -> Callable[[str], float]:
+    """A finite number of seconds from ``low`` (excluded with ``positive``) to ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"not a finite number of seconds: {text!r}")
+        if value < low or (positive and value == low) or (high is not None and value > high):
+            allowed = (
+                f"more than {low:g} seconds" if positive else _range_text(low, high, "seconds")
+            )
+            raise _out_of_range(text, allowed)
+        return value
+
+    return parse
 
 
 def _byte(text: str) -> int:
     """0-255, decimal or 0x hexadecimal (mtr's -B and -Q take both)."""
     try:
-        value = int(text, 16) if text.lower().startswith("0x") else _integer(text)
+        value = int(text, 16) if text.lower().startswith("0x") else _decimal(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 255:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 255: {text!r}")
+    if not 0 <= value <= BYTE_MAX:
+        raise _out_of_range(text, _range_text(0, BYTE_MAX))
     return value
+
+
+def _wire_word(what: str, max_length: int) -> Callable[[str], str]:
+    """Text the helper's protocol can carry: printable ASCII, no spaces, not too long."""
+
+    def parse(text: str) -> str:
+        if not text or not all("!" <= character <= "~" for character in text):
+            raise argparse.ArgumentTypeError(
+                f"not {what}: {text!r} (printable ASCII without spaces)"
+            )
+        if len(text) > max_length:
+            raise argparse.ArgumentTypeError(
+                f"not {what}: {text!r} is longer than {max_length} characters"
+            )
+        return text
+
+    return parse
+
+
+def _interface(text: str) -> str:
+    """An interface name (1-15 characters, no ``/``), as the kernel takes it."""
+    name = _wire_word("an interface name", IFNAMSIZ - 1)(text)
+    if "/" in name or name in (".", ".."):
+        raise argparse.ArgumentTypeError(f"not an interface name: {text!r}")
+    return name
 
 
 def split_target(text: str) -> tuple[str, int | None]:
@@ -178,16 +262,31 @@ def _common_parent() -> _Parser:
     )
     protocol.add_argument("--protocol", choices=PROTOCOLS, help="probe protocol (default icmp)")
     parent.add_argument(
-        "-P", "--port", type=_integer, help="destination port (udp, tcp, sctp); also HOST:PORT"
+        "-P",
+        "--port",
+        type=_integer(1, PORT_MAX),
+        help="destination port (udp, tcp, sctp); also HOST:PORT",
     )
-    parent.add_argument("-L", "--localport", type=_integer, help="source port")
-    parent.add_argument("-a", "--address", metavar="ADDRESS", help="source address")
-    parent.add_argument("-I", "--interface", metavar="NAME", help="send through this interface")
+    parent.add_argument(
+        "-L", "--localport", type=_integer(LOCAL_PORT_MIN, PORT_MAX), help="source port"
+    )
+    parent.add_argument(
+        "-a",
+        "--address",
+        type=_wire_word("an address", MAX_REQUEST_LENGTH),
+        metavar="ADDRESS",
+        help="source address",
+    )
+    parent.add_argument(
+        "-I", "--interface", type=_interface, metavar="NAME", help="send through this interface"
+    )
     parent.add_argument("-B", "--bitpattern", type=_byte, metavar="NUM", help="payload byte, 0-255")
     parent.add_argument(
         "-Q", "--tos", type=_byte, metavar="NUM", help="type of service / traffic class, 0-255"
     )
-    parent.add_argument("-M", "--mark", type=_integer, metavar="MARK", help="packet mark")
+    parent.add_argument(
+        "-M", "--mark", type=_integer(0, MARK_MAX), metavar="MARK", help="packet mark"
+    )
     parent.add_argument("-j", "--json", action="store_true", help="print JSON")
     return parent
 
@@ -205,11 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = commands.add_parser("probe", parents=[common], help="send one probe")
     probe.add_argument("target", metavar="HOST")
-    probe.add_argument("-t", "--ttl", type=_integer, help="time to live / hop limit")
+    probe.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
     probe.add_argument(
         "-W",
         "--timeout",
-        type=_seconds,
+        type=_seconds(0, MAX_TIMEOUT),
         metavar="SECONDS",
         help="wait this long for the answer (default 10)",
     )
@@ -218,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--psize",
         "--size",
         dest="size",
-        type=_integer,
+        type=_integer(0, PACKET_MAX),
         metavar="BYTES",
         help="whole packet size, IP header included (default 64)",
     )
@@ -233,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ping_parser.add_argument("target", metavar="HOST")
     _add_ping_options(ping_parser, count=None)
+    ping_parser.add_argument(
+        "-n",
+        "--numeric",
+        action="store_true",
+        help="numeric addresses only: no reverse DNS of the addresses that answer",
+    )
 
     many = commands.add_parser(
         "multiping", parents=[common], help="ping many hosts (fping's output)"
@@ -246,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     many.add_argument(
         "--concurrency",
-        type=_integer,
+        type=_integer(1),
         default=50,
         metavar="N",
         help="ping at most N hosts at once (default 50)",
@@ -259,13 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("target", metavar="HOST")
     _add_path_options(trace, timeout=2.0)
     trace.add_argument(
-        "-q", "--queries", type=_integer, default=3, metavar="N", help="probes per hop (default 3)"
+        "-q",
+        "--queries",
+        type=_integer(1, QUERIES_MAX),
+        default=3,
+        metavar="N",
+        help="probes per hop (default 3)",
     )
     trace.add_argument(
         "-w",
         "--wait",
         dest="timeout",
-        type=_seconds,
+        type=_seconds(0, MAX_TIMEOUT),
         metavar="SECONDS",
         help="same as -Z (traceroute's name)",
     )
@@ -279,14 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-c",
         "--report-cycles",
         dest="count",
-        type=_integer,
+        type=_integer(1),
         metavar="COUNT",
         help="cycles to run (default: 10 for reports, endless live)",
     )
     mtr.add_argument(
         "-i",
         "--interval",
-        type=_seconds,
+        type=_seconds(positive=True),
         default=1.0,
         metavar="SECONDS",
         help="seconds between cycles (default 1)",
@@ -294,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     mtr.add_argument(
         "-G",
         "--gracetime",
-        type=_seconds,
+        type=_seconds(),
         default=MTR_GRACE,
         metavar="SECONDS",
         help=f"wait for late answers after the last cycle (default {MTR_GRACE:g})",
@@ -302,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     mtr.add_argument(
         "-U",
         "--max-unknown",
-        type=_integer,
+        type=_integer(1),
         default=MTR_MAX_UNKNOWN,
         metavar="N",
         help=f"unknown hops in a row before giving up (default {MTR_MAX_UNKNOWN})",
@@ -340,13 +450,82 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TOP_LEVEL_OPTIONS = frozenset({"-h", "--help", "--version"})
+NEGATIVE_NUMBER = re.compile(r"-\.?\d")
+"""A word that starts like a negative number: the value of the option before it."""
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands' parsers by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The option strings of ``parser`` that take a value (``-W SECONDS``)."""
+    return {
+        option
+        for action in parser._actions
+        if action.nargs != 0
+        for option in action.option_strings
+    }
+
+
+def _attach_negative_values(words: list[str], value_options: set[str]) -> list[str]:
+    """Join ``-W -1`` into ``-W-1`` (``--timeout -1`` into ``--timeout=-1``): an option
+    that takes a value takes the next word when it looks like a negative number, as
+    getopt does, so that the value's range check can name what is wrong with it
+    (argparse would take ``-1`` for an option and say "expected one argument")."""
+    joined: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--":
+            return joined + words[index:]
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if word in value_options and NEGATIVE_NUMBER.match(following):
+            joined.append(f"{word}={following}" if word.startswith("--") else word + following)
+            index += 2
+            continue
+        joined.append(word)
+        index += 1
+    return joined
+
+
+def parse_arguments(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line as ``parser.parse_args`` does, except that errors about a
+    subcommand's options name that subcommand and show its usage: an option it does
+    not know, an option written before it (``brokerpkg -n trace HOST``), a negative
+    number given to one of its options (out of range, not "expected one argument").
+
+    Raises UsageError.
+    """
+    words = list(words)
+    commands = _subcommands(parser)
+    position = next((index for index, word in enumerate(words) if word in commands), None)
+    if position is None:  # argparse refuses it (the subcommand is required) or exits
+        return parser.parse_args(words)  # for --help and --version
+    command, before = commands[words[position]], words[:position]
+    misplaced = [word for word in before if word not in TOP_LEVEL_OPTIONS]
+    if misplaced:
+        fixed = shlex.join(["brokerpkg", words[position], *misplaced, *words[position + 1 :]])
+        command.error(f"{' '.join(misplaced)}: options go after the subcommand, as in: {fixed}")
+    rest = _attach_negative_values(words[position + 1 :], _value_options(command))
+    args, unknown = parser.parse_known_args([*before, words[position], *rest])
+    if unknown:
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> None:
     """ping's and fping's -c, -i, -W, -q, -s, -t."""
     default = "until interrupted" if count is None else str(count)
     parser.add_argument(
         "-c",
         "--count",
-        type=_integer,
+        type=_integer(1),
         default=count,
         metavar="COUNT",
         help=f"probes per host (default {default})",
@@ -354,7 +533,7 @@ def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> Non
     parser.add_argument(
         "-i",
         "--interval",
-        type=_seconds,
+        type=_seconds(positive=True),
         default=1.0,
         metavar="SECONDS",
         help="seconds between probes to a host (default 1)",
@@ -362,7 +541,7 @@ def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> Non
     parser.add_argument(
         "-W",
         "--timeout",
-        type=_seconds,
+        type=_seconds(0, MAX_TIMEOUT),
         default=2.0,
         metavar="SECONDS",
         help="wait this long for each answer (default 2)",
@@ -374,25 +553,35 @@ def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> Non
         "-s",
         "--size",
         dest="payload",
-        type=_integer,
+        type=_integer(0, PING_PAYLOAD_MAX[4]),
         metavar="BYTES",
         help=f"payload bytes after the ICMP/UDP header (default {PING_PAYLOAD})",
     )
-    parser.add_argument("-t", "--ttl", type=_integer, help="time to live / hop limit")
+    parser.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
 
 
 def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
     """The options trace and mtr share: TTL range, probe timeout, size, names, MPLS."""
     parser.add_argument(
-        "-f", "--first-ttl", type=_integer, default=1, metavar="TTL", help="first TTL (default 1)"
+        "-f",
+        "--first-ttl",
+        type=_integer(1, TTL_MAX),
+        default=1,
+        metavar="TTL",
+        help="first TTL (default 1)",
     )
     parser.add_argument(
-        "-m", "--max-ttl", type=_integer, default=30, metavar="TTL", help="largest TTL (default 30)"
+        "-m",
+        "--max-ttl",
+        type=_integer(1, TTL_MAX),
+        default=30,
+        metavar="TTL",
+        help="largest TTL (default 30)",
     )
     parser.add_argument(
         "-Z",
         "--timeout",
-        type=_seconds,
+        type=_seconds(0, MAX_TIMEOUT),
         default=timeout,
         metavar="SECONDS",
         help=f"wait this long for each answer (default {timeout:g})",
@@ -401,7 +590,7 @@ def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
         "-s",
         "--psize",
         dest="size",
-        type=_integer,
+        type=_integer(0, PACKET_MAX),
         metavar="BYTES",
         help="whole packet size, IP header included (default 64)",
     )
@@ -416,7 +605,33 @@ def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
 
 
 def probe_options(args: argparse.Namespace, port: int | None) -> dict[str, Any]:
-    """The probe options every tool takes, from the common flags."""
+    """The probe options every tool takes, from the common flags.
+
+    Raises ValueError, naming the flags, for an option that cannot apply to the
+    protocol: a port (-P, HOST:PORT) or -L for icmp, -s or -B for tcp (a SYN carries
+    no payload), ping's -s (the payload after the ICMP or UDP header) for sctp; and
+    for -m below -f.
+    """
+    protocol = args.protocol or "icmp"
+    if protocol == "icmp":
+        where = "-P" if args.port is not None else "the port of HOST:PORT"
+        for flag, value in ((where, port), ("-L", args.localport)):
+            if value is not None:
+                raise ValueError(
+                    f"{flag} applies to udp, tcp and sctp probes (-u, -T, -S), not icmp"
+                )
+    size = getattr(args, "size", None)
+    payload = getattr(args, "payload", None)
+    if protocol == "tcp":
+        for flag, value in (("-s", size if payload is None else payload), ("-B", args.bitpattern)):
+            if value is not None:
+                raise ValueError(f"{flag} does not apply to tcp probes (a SYN carries no payload)")
+    if payload is not None and protocol == "sctp":
+        raise ValueError(
+            "-s (the payload after the ICMP or UDP header) applies to icmp and udp probes, not sctp"
+        )
+    if getattr(args, "max_ttl", TTL_MAX) < getattr(args, "first_ttl", 1):
+        raise ValueError(f"-m {args.max_ttl} is below -f {args.first_ttl}")
     return {
         "protocol": args.protocol,
         "port": port,
@@ -427,6 +642,18 @@ def probe_options(args: argparse.Namespace, port: int | None) -> dict[str, Any]:
         "tos": args.tos,
         "mark": args.mark,
     }
+
+
+def _check_payload(payload: int | None, address: str) -> None:
+    """Refuse ping's -s when it makes packets larger than the helper sends to
+    ``address``'s family; raises ValueError naming -s."""
+    version = 6 if ":" in address else 4
+    if payload is not None and payload > PING_PAYLOAD_MAX[version]:
+        size = PACKET_MAX - PING_PAYLOAD_MAX[version] + payload
+        raise ValueError(
+            f"-s {payload} makes IPv{version} packets of {size} bytes, more than "
+            f"{PACKET_MAX}: give -s {PING_PAYLOAD_MAX[version]} or less for {address}"
+        )
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
@@ -474,8 +701,12 @@ def _local_host() -> str:
 
 
 async def run_probe(args: argparse.Namespace) -> int:
-    """``brokerpkg probe``: one probe, its result on one line (or JSON)."""
-    from .ping import probe_to_dict
+    """``brokerpkg probe``: one probe, its result on one line (or JSON).
+
+    A probe the host refused to send (no route, address not available, permission
+    denied...) is a local error: classify raises ProbeSendError, and main exits 2.
+    """
+    from .ping import classify, probe_to_dict
     from .session import Session
 
     host, target_port = split_target(args.target)
@@ -490,6 +721,7 @@ async def run_probe(args: argparse.Namespace) -> int:
             details=args.details,
             **options,
         )
+    classify(result)
     if args.json:
         _print_json(probe_to_dict(result))
     else:
@@ -521,33 +753,49 @@ def _payload(args: argparse.Namespace, protocol: str) -> int | None:
     return PING_PAYLOAD if protocol in ("icmp", "udp") else None
 
 
+def _numeric_target(host: str) -> bool:
+    """True if ``host`` is written as an address, as iputils ping decides it (an IPv4
+    address inet_aton reads, or anything with a colon): then it looks up no names."""
+    if ":" in host:
+        return True
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
+
+
 class _Pinger:
-    """ping's loop: one probe every interval (until ``count``, or until stopped), each
-    answer printed as it comes; :meth:`run` returns when all are settled or on stop."""
+    """ping's loop for one address: one probe every interval (until ``count``, or until
+    ``stop`` is set), ``report(self, sequence, result)`` awaited as each one finishes
+    (sequence from 0).  :meth:`run` returns once all are settled, or at the stop,
+    cancelling the probes in flight: they count as sent (``sent``), not received."""
 
     def __init__(
         self,
         session: Session,
+        host: str,
         address: str,
         args: argparse.Namespace,
         options: dict[str, Any],
         payload: int | None,
-        quiet: bool,
+        stop: asyncio.Event,
+        report: Callable[[_Pinger, int, ProbeResult], Awaitable[None]],
     ) -> None:
         self.session = session
+        self.host = host
         self.address = address
         self.args = args
         self.options = options
         self.payload = payload
-        self.quiet = quiet
+        self.stop = stop
+        self.report = report
         self.details = _has_details(session)
         self.results: dict[int, ProbeResult] = {}
         self.sent = 0
-        self.stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _one(self, sequence: int) -> None:
-        from . import cli_format as fmt
         from .ping import ping
 
         result = await ping(
@@ -563,9 +811,7 @@ class _Pinger:
         )
         probe = result.probes[0]
         self.results[sequence] = probe
-        line = fmt.ping_reply_line(probe, sequence + 1)
-        if line is not None and not self.quiet:
-            _print(line)
+        await self.report(self, sequence, probe)
 
     async def _wait(self, until: float | None) -> None:
         """Wait for loop time ``until`` (None: every probe settled) or the stop; raise
@@ -596,14 +842,12 @@ class _Pinger:
         start = loop.time()
         count = self.args.count
         try:
-            while count is None or self.sent < count:
+            while not self.stop.is_set() and (count is None or self.sent < count):
                 self._tasks.add(asyncio.create_task(self._one(self.sent)))
                 self.sent += 1
                 if count is not None and self.sent == count:
                     break
                 await self._wait(start + self.sent * self.args.interval)
-                if self.stop.is_set():
-                    break
             await self._wait(None)
         finally:
             for task in self._tasks:
@@ -617,33 +861,52 @@ class _Pinger:
 
 
 async def run_ping(args: argparse.Namespace) -> int:
-    """``brokerpkg ping``: ping's lines, Ctrl-C ends early with the summary."""
+    """``brokerpkg ping``: ping's lines, Ctrl-C ends early with the summary.
+
+    As iputils ping, a target given by name (without -n) shows the names of the
+    addresses that answer: ``64 bytes from localhost (127.0.0.1): ...``.
+    """
     from . import cli_format as fmt
     from .ping import PingResult, probe_settings, resolve_address
     from .session import Session
+    from .trace import NameResolver
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     protocol = options["protocol"] or "icmp"
     payload = _payload(args, protocol)
-    if args.count is not None and args.count < 1:
-        raise ValueError("count must be >= 1")
-    if args.interval <= 0:
-        raise ValueError("interval must be > 0 seconds")
     probe_settings(
         family=args.ip_version, timeout=args.timeout, ttl=args.ttl, payload_size=payload, **options
     )  # refuse bad options before the header
     quiet = args.quiet or args.json
+    names = None if args.numeric or _numeric_target(host) else NameResolver()
+
+    async def shown(address: str | None) -> str | None:
+        """``name (address)`` when names are looked up and one differs, else ``address``."""
+        if names is None or address is None:
+            return address
+        return fmt.named(address, await names.name(address))
+
+    async def report(pinger: _Pinger, sequence: int, probe: ProbeResult) -> None:
+        if not quiet:
+            line = fmt.ping_reply_line(probe, sequence + 1, await shown(probe.responder))
+            if line is not None:
+                _print(line)
+
     loop = asyncio.get_running_loop()
     async with Session(args.helper) as session:
         address = await resolve_address(session, host, args.ip_version)
+        _check_payload(payload, address)
         if not args.json:  # ping -q still prints its first line
             port = options["port"] or (
                 None if protocol in ("icmp", "udp") else DEFAULT_CONNECTED_PORT
             )
-            _print(fmt.ping_header(host, address, protocol, payload, port))
-        pinger = _Pinger(session, address, args, options, payload, quiet)
-        loop.add_signal_handler(signal.SIGINT, pinger.stop.set)
+            # iputils names the address in the IPv6 header only
+            target = await shown(address) if ":" in address else address
+            _print(fmt.ping_header(host, address, protocol, payload, port, shown=target))
+        stop = asyncio.Event()
+        pinger = _Pinger(session, host, address, args, options, payload, stop, report)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
         began = time.monotonic()
         try:
             await pinger.run()
@@ -682,11 +945,56 @@ def read_targets(args: argparse.Namespace) -> list[str]:
     return targets
 
 
+async def _resolve_all(
+    session: Session, hosts: Sequence[str], family: int | None, concurrency: int
+) -> list[str]:
+    """Every host's address, at most ``concurrency`` lookups at once, before anything
+    is sent (as fping and the library's multiping); raises HostResolveError."""
+    from .ping import TaskGroup, resolve_address
+
+    addresses = [""] * len(hosts)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> None:
+        async with slots:
+            addresses[index] = await resolve_address(session, hosts[index], family)
+
+    async with TaskGroup[None]() as tasks:
+        for index in range(len(hosts)):
+            tasks.start(one(index))
+        await tasks.wait_all()
+    return addresses
+
+
+async def _ping_all(pingers: Sequence[_Pinger], concurrency: int, done: Callable[[], None]) -> None:
+    """Run the pingers, at most ``concurrency`` at once in input order, ``done()`` after
+    each; once they are stopped, those still waiting for their turn send nothing.
+    The first error cancels the others and is raised."""
+    from .ping import TaskGroup
+
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(pinger: _Pinger) -> None:
+        async with slots:
+            if not pinger.stop.is_set():
+                await pinger.run()
+        done()
+
+    async with TaskGroup[None]() as tasks:
+        for pinger in pingers:
+            tasks.start(one(pinger))
+        await tasks.wait_all()
+
+
 async def run_multiping(args: argparse.Namespace) -> int:
-    """``brokerpkg multiping``: fping's lines, summaries in input order."""
+    """``brokerpkg multiping``: fping's lines, summaries in input order.
+
+    Ctrl-C ends it as it ends fping: no more probes, then the summaries of what was
+    sent (probes in flight count as sent, not received) and the usual exit status.
+    """
     from . import cli_format as fmt
     from .cli_terminal import ProgressLine
-    from .ping import multiping
+    from .ping import PingResult, probe_settings
     from .session import Session
 
     parsed = [split_target(target) for target in read_targets(args)]
@@ -698,52 +1006,57 @@ async def run_multiping(args: argparse.Namespace) -> int:
         )
     options = probe_options(args, _target_port(next(iter(ports), None), args.port))
     payload = _payload(args, options["protocol"] or "icmp")
+    probe_settings(
+        family=args.ip_version, timeout=args.timeout, ttl=args.ttl, payload_size=payload, **options
+    )  # refuse bad options before anything is sent
     quiet = args.quiet or args.json
     width = max(len(host) for host in hosts)
-    occurrences = collections.Counter(hosts)
-    finished: collections.Counter[str] = collections.Counter()
-    rtts: dict[str, list[float]] = collections.defaultdict(list)
     progress = ProgressLine(sys.stderr, len(hosts))
 
-    def on_probe(event: ProgressEvent) -> None:
-        finished[event.host] += 1
-        done, rest = divmod(finished[event.host], args.count)
-        if rest == 0 and done <= occurrences[event.host]:  # one more host is complete
-            progress.update(progress.done + 1)
-        result = event.result
-        if result.success and result.time_ms is not None:
-            rtts[event.host].append(result.time_ms)
-        if not quiet:
-            line = fmt.fping_reply_line(
-                event.host, width, event.sequence, result, finished[event.host], rtts[event.host]
-            )
-            if line is not None:
-                progress.clear()
-                _print(line)
-                progress.update(progress.done)
+    async def report(pinger: _Pinger, sequence: int, result: ProbeResult) -> None:
+        if quiet:
+            return
+        rtts = [
+            probe.time_ms
+            for probe in pinger.results.values()
+            if probe.success and probe.time_ms is not None
+        ]
+        line = fmt.fping_reply_line(pinger.host, width, sequence, result, len(pinger.results), rtts)
+        if line is not None:
+            progress.clear()
+            _print(line)
+            progress.update(progress.done)
 
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stop.set)  # from here on Ctrl-C ends in summaries
     try:
         async with Session(args.helper) as session:
-            results = await multiping(
-                hosts,
-                count=args.count,
-                interval=args.interval,
-                timeout=args.timeout,
-                concurrency=args.concurrency,
-                session=session,
-                family=args.ip_version,
-                ttl=args.ttl,
-                payload_size=payload,
-                details=_has_details(session),
-                progress=on_probe,
-                **options,
-            )
+            addresses = await _resolve_all(session, hosts, args.ip_version, args.concurrency)
+            for address in addresses:
+                _check_payload(payload, address)
+            pingers = [
+                _Pinger(session, host, address, args, options, payload, stop, report)
+                for host, address in zip(hosts, addresses, strict=True)
+            ]
+            await _ping_all(pingers, args.concurrency, lambda: progress.update(progress.done + 1))
     finally:
+        loop.remove_signal_handler(signal.SIGINT)
         progress.finish()
+    results = [PingResult(pinger.host, pinger.address, pinger.probes()) for pinger in pingers]
     if args.json:
-        _print_json({"hosts": [result.to_dict() for result in results]})
+        documents = []
+        for pinger, result in zip(pingers, results, strict=True):
+            document = result.to_dict()
+            document["transmitted"] = pinger.sent
+            documents.append(document)
+        _print_json({"hosts": documents})
     else:
-        _print(*(fmt.fping_summary_line(result, width) for result in results))
+        summaries = [
+            fmt.fping_summary_line(result, width, transmitted=pinger.sent)
+            for pinger, result in zip(pingers, results, strict=True)
+        ]
+        _print(*([] if quiet else [""]), *summaries)  # fping: a blank line unless -q
     return EXIT_REPLY if all(result.is_alive for result in results) else EXIT_NO_REPLY
 
 
@@ -775,7 +1088,9 @@ async def run_trace(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(fmt.trace_json(trace))
     else:
-        size = None if options["protocol"] == "tcp" else args.size or DEFAULT_PACKET_SIZE
+        size = args.size or DEFAULT_PACKET_SIZE
+        if options["protocol"] == "tcp":  # the kernel's SYN, as traceroute -T says it
+            size = fmt.IP_HEADER[6 if ":" in trace.destination else 4] + TCP_SYN_BYTES
         _print(*fmt.traceroute_lines(trace, numeric=args.numeric, show_mpls=args.mpls, size=size))
     return EXIT_REPLY if trace.reached else EXIT_NO_REPLY
 
@@ -991,6 +1306,21 @@ def _runner(command: str) -> Runner:
     return runners[command]
 
 
+FEATURE_FLAGS = {
+    "ip-4": "an IPv4 target",
+    "ip-6": "an IPv6 target",
+    "icmp": "an icmp probe",
+    "udp": "-u",
+    "tcp": "-T",
+    "sctp": "-S",
+    "mark": "-M",
+    "local-device": "-I",
+    "details": "--details",
+}
+"""What asked for each helper feature, in the command's words (FeatureNotSupportedError
+names the library's parameter)."""
+
+
 def describe_error(error: BaseException) -> str:
     """One line for a local error, with the fix where one is known."""
     message = " ".join(str(error).split()) or type(error).__name__
@@ -1006,7 +1336,14 @@ def describe_error(error: BaseException) -> str:
                 f"give --helper PATH or {ENVIRONMENT_VARIABLE}"
             )
     elif isinstance(error, FeatureNotSupportedError):
-        message += "; `brokerpkg doctor` shows what the helper can do"
+        flag = FEATURE_FLAGS.get(error.feature, error.option)
+        message = (
+            f"{flag} needs the helper feature {error.feature!r}, which this helper does not "
+            f"support (check-support feature {error.feature}: {error.value}); "
+            "`brokerpkg doctor` shows what the helper can do"
+        )
+    elif isinstance(error, ProbeSendError):
+        message = error.strerror or message  # without OSError's "[Errno N]" prefix
     return message
 
 
@@ -1027,7 +1364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(words)
+        args = parse_arguments(build_parser(), words)
     except UsageError as error:
         sys.stderr.write(error.usage)
         print(error, file=sys.stderr)
@@ -1046,7 +1383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = describe_error(error)
         print(f"brokerpkg {args.command}: {message}", file=sys.stderr)
         if getattr(args, "json", False):
-            _print_json(_error_document(args, message))
+            indent = MTR_JSON_INDENT if args.command == "mtr" else 2
+            _print_json(_error_document(args, message), indent)
         return EXIT_ERROR
 
 

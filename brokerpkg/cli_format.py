@@ -9,8 +9,10 @@ follows the program its users know, column for column:
   :func:`fping_summary_line`);
 - ``trace``: traceroute's hop lines (:func:`traceroute_lines`), several responders of
   one hop on one line, ``*`` for silence, ``<MPLS:...>`` as ``traceroute -e``;
-- ``mtr``: mtr 0.95's report (:func:`mtr_report_lines`, fixed columns included: a
-  value wider than its column is cut by the next one, as mtr does), its JSON
+- ``mtr``: mtr 0.95's report (:func:`mtr_report_lines`: the Start line, then the
+  table of :func:`brokerpkg.mtr.report_lines`, which ``str(MonitorReport)`` prints
+  too, fixed columns included: a value wider than its column is cut by the next one,
+  as mtr does), its JSON
   (:func:`mtr_json`), its CSV (:func:`mtr_csv_lines`) and a screen for the live view
   (:func:`mtr_screen_lines`).
 """
@@ -18,7 +20,6 @@ follows the program its users know, column for column:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import stats
@@ -28,15 +29,12 @@ from .ping import Answer, classify
 if TYPE_CHECKING:  # types of arguments only: the trace command never imports the monitor
     from datetime import datetime
 
-    from .mtr import HopStats, MonitorReport
+    from .mtr import MonitorReport
     from .ping import PingResult
     from .protocol import Mpls, ProbeResult
     from .trace import Hop, TraceResult
 
 IP_HEADER = {4: 20, 6: 40}
-REPORT_HOST_WIDTH = 33
-"""mtr's report: the host column ends at this offset unless the report is wide (-w)."""
-UNKNOWN_HOST = "???"
 CSV_VERSION = f"MTR.brokerpkg-{__version__}"
 """First CSV column: mtr writes ``MTR.<version>``; the prefix keeps the format's tag."""
 
@@ -106,45 +104,59 @@ def reply_bytes(result: ProbeResult) -> int | None:
 # ----------------------------------------------------------------------------- ping
 
 
+def named(address: str, name: str | None) -> str:
+    """``name (address)`` when there is a name other than the address, else the
+    address (iputils ping's way of writing an address)."""
+    return f"{name} ({address})" if name and name != address else address
+
+
 def ping_header(
-    host: str, address: str, protocol: str, payload: int | None, port: int | None
+    host: str,
+    address: str,
+    protocol: str,
+    payload: int | None,
+    port: int | None,
+    *,
+    shown: str | None = None,
 ) -> str:
-    """``PING host (address) 56(84) bytes of data.`` (IPv6: ``56 data bytes``) for icmp
-    and udp, the protocol and port for tcp and sctp."""
+    """ping's first line: ``PING host (address) 56(84) bytes of data.``, for IPv6
+    ``PING host(shown) 56 data bytes`` (``shown``: the address as iputils writes it
+    there, ``name (address)`` when the target was given by name; default the
+    address); the protocol before the sizes for udp, the protocol and port instead of
+    them for tcp and sctp."""
+    version = 6 if ":" in address else 4
     if payload is not None:
-        version = 6 if ":" in address else 4
         total = payload + 8 + IP_HEADER[version]
-        what = f"{payload}({total}) bytes of data" if version == 4 else f"{payload} data bytes"
+        what = f"{payload}({total}) bytes of data." if version == 4 else f"{payload} data bytes"
         if protocol != "icmp":
             what = f"{protocol}, " + what
     else:
-        what = f"{protocol} port {port}" if port is not None else protocol
-    end = "" if what.endswith("data bytes") else "."
-    return f"PING {host} ({address}) {what}{end}"
+        what = (f"{protocol} port {port}" if port is not None else protocol) + "."
+    target = f" ({address})" if version == 4 else f"({shown or address})"
+    return f"PING {host}{target} {what}"
 
 
-def ping_reply_line(result: ProbeResult, sequence: int) -> str | None:
+def ping_reply_line(result: ProbeResult, sequence: int, responder: str | None = None) -> str | None:
     """ping's line for one probe (``sequence`` counted from 1), or None for silence.
 
     ``64 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time=0.050 ms`` for an answer from
     the destination (bytes and ttl when the helper gives reply details; ``seq`` for
     protocols other than icmp), ``From ADDRESS icmp_seq=N Time to live exceeded`` and
     ``From ADDRESS icmp_seq=N Destination Host Unreachable`` for routers' answers.
+    ``responder`` is the answering address as the line shows it (default its
+    address; ping writes ``localhost (127.0.0.1)`` for a target given by name).
     """
+    shown = responder or result.responder
     name = "icmp_seq" if (result.protocol or "icmp") == "icmp" else "seq"
     answer = classify(result)
     if answer is Answer.NO_REPLY:
         return None
     if answer is Answer.TIME_EXCEEDED:
-        return f"From {result.responder} {name}={sequence} Time to live exceeded"
+        return f"From {shown} {name}={sequence} Time to live exceeded"
     if answer is Answer.UNREACHABLE:
-        return f"From {result.responder} {name}={sequence} {_unreachable(result)[0]}"
+        return f"From {shown} {name}={sequence} {_unreachable(result)[0]}"
     size = reply_bytes(result)
-    line = (
-        f"{size} bytes from {result.responder}:"
-        if size is not None
-        else (f"Reply from {result.responder}:")
-    )
+    line = f"{size} bytes from {shown}:" if size is not None else f"Reply from {shown}:"
     line += f" {name}={sequence}"
     if result.reply_ttl is not None:
         line += f" ttl={result.reply_ttl}"
@@ -217,13 +229,17 @@ def fping_reply_line(
     return line
 
 
-def fping_summary_line(result: PingResult, width: int) -> str:
+def fping_summary_line(result: PingResult, width: int, transmitted: int | None = None) -> str:
     """fping's per-host summary::
 
-    127.0.0.1 : xmt/rcv/%loss = 3/3/0%, min/avg/max = 0.040/0.050/0.060
+        127.0.0.1 : xmt/rcv/%loss = 3/3/0%, min/avg/max = 0.040/0.050/0.060
+
+    ``transmitted`` counts the probes sent (default: those in ``result``); when a run
+    is interrupted it also counts those still waiting for an answer, as lost.
     """
-    loss = (result.sent - result.received) * 100 // result.sent if result.sent else 0
-    line = f"{result.host:<{width}} : xmt/rcv/%loss = {result.sent}/{result.received}/{loss}%"
+    sent = result.sent if transmitted is None else transmitted
+    loss = (sent - result.received) * 100 // sent if sent else 0
+    line = f"{result.host:<{width}} : xmt/rcv/%loss = {sent}/{result.received}/{loss}%"
     if result.min_rtt is not None and result.avg_rtt is not None and result.max_rtt is not None:
         line += (
             f", min/avg/max = {ms_text(result.min_rtt)}/{ms_text(result.avg_rtt)}/"
@@ -308,96 +324,6 @@ def trace_json(trace: TraceResult) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- mtr
 
 
-@dataclass(frozen=True, slots=True)
-class _Field:
-    title: str
-    width: int
-
-
-# mtr's default fields "LS NABWV" (ui/mtr.c data_fields): title, width.
-_FIELDS = (
-    _Field("Loss%", 6),
-    _Field("Snt", 6),
-    _Field(" ", 1),
-    _Field("Last", 6),
-    _Field("Avg", 6),
-    _Field("Best", 6),
-    _Field("Wrst", 6),
-    _Field("StDev", 6),
-)
-
-
-def _ms(value: float | None) -> float:
-    return 0.0 if value is None else value
-
-
-def _field_texts(hop: HopStats) -> list[str]:
-    """The row's cells in mtr's formats (`` %4.1f%%``, `` %5d``, `` ``, `` %5.1f``)."""
-    times = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev)
-    return [
-        f" {hop.loss_percent:4.1f}%",
-        f" {hop.sent:5d}",
-        " ",
-        *(f" {_ms(value):5.1f}" for value in times),
-    ]
-
-
-def _overlay(prefix: str, start: int, cells: Sequence[str]) -> str:
-    """Write ``cells`` at fixed offsets from ``start`` as mtr's snprintf chain does:
-    each cell starts ``width`` after the previous one and cuts what overflowed."""
-    line = prefix[:start].ljust(start)
-    position = start
-    for cell, field in zip(cells, _FIELDS, strict=True):
-        line = line[:position] + cell
-        position += field.width
-    return line
-
-
-def _header_cells() -> list[str]:
-    return [f"{field.title:>{field.width}}" for field in _FIELDS]
-
-
-def hop_label(hop: HopStats, *, numeric: bool, show_ips: bool) -> str:
-    """The host of a row: ``???`` when unknown, the name when looked up and found
-    (``name (address)`` with ``show_ips``), else the address."""
-    if hop.address is None:
-        return UNKNOWN_HOST
-    name = None if numeric else hop.name
-    if name is None:
-        return hop.address
-    return f"{name} ({hop.address})" if show_ips else name
-
-
-def _mpls_report(entry: Mpls, lead: str) -> str:
-    return (
-        f"{lead}[MPLS: Lbl {entry.label} Exp {entry.traffic_class} "
-        f"S {int(entry.bottom_of_stack)} TTL {entry.ttl}]"
-    )
-
-
-def _main_mpls(hop: HopStats) -> tuple[Mpls, ...]:
-    for responder in hop.responders:
-        if responder.address == hop.address:
-            return responder.mpls
-    return ()
-
-
-def _report_extra_lines(hop: HopStats, show_mpls: bool) -> list[str]:
-    """mtr's lines under a row: other addresses of the hop, and MPLS labels (-e)."""
-    lines: list[str] = []
-    others = [responder for responder in hop.responders if responder.address != hop.address]
-    main = _main_mpls(hop) if show_mpls else ()
-    if not others:
-        lines.extend(_mpls_report(entry, "    |   +-- ") for entry in main)
-        return lines
-    lines.extend(_mpls_report(entry, "    |  |+-- ") for entry in main)
-    for index, responder in enumerate(others):
-        lines.append(("    |  `|-- " if index == 0 else "    |   |-- ") + responder.address)
-        if show_mpls:
-            lines.extend(_mpls_report(entry, "    |   +-- ") for entry in responder.mpls)
-    return lines
-
-
 def mtr_report_lines(
     report: MonitorReport,
     *,
@@ -408,27 +334,29 @@ def mtr_report_lines(
     show_ips: bool = False,
     show_mpls: bool = False,
 ) -> list[str]:
-    """``mtr -r`` (``-w`` with ``wide``)::
+    """``mtr -r`` (``-w`` with ``wide``): the Start line, then
+    :func:`brokerpkg.mtr.report_lines`::
 
     Start: 2026-11-27T16:08:58+0000
     HOST: vm                          Loss%   Snt   Last   Avg  Best  Wrst StDev
       1.|-- 198.18.1.2                 0.0%     3    0.0   0.4   0.0   1.0   0.6
       5.|-- ???                       100.0     3    0.0   0.0   0.0   0.0   0.0
     """
-    labels = [hop_label(hop, numeric=numeric, show_ips=show_ips) for hop in report.hops]
-    width = REPORT_HOST_WIDTH
-    if wide:
-        width = max([len(local_host), *(len(label) for label in labels)])
-    header = f"HOST: {local_host:<{width}}"
-    lines = [
-        f"Start: {iso_time(started)}",
-        _overlay(header, len(header) if wide else width, _header_cells()),
-    ]
-    for hop, label in zip(report.hops, labels, strict=True):
-        prefix = f" {hop.ttl:2d}.|-- {label:<{width}}"
-        lines.append(_overlay(prefix, len(prefix) if wide else width, _field_texts(hop)))
-        lines.extend(_report_extra_lines(hop, show_mpls))
-    return lines
+    from .mtr import report_lines
+
+    table = report_lines(
+        report,
+        local_host=local_host,
+        wide=wide,
+        numeric=numeric,
+        show_ips=show_ips,
+        show_mpls=show_mpls,
+    )
+    return [f"Start: {iso_time(started)}", *table]
+
+
+def _ms(value: float | None) -> float:
+    return 0.0 if value is None else value
 
 
 def mtr_json(
@@ -454,6 +382,8 @@ def mtr_json(
     Times in ms rounded to the microsecond, 0.0 where undefined; ``hubs`` is empty
     without a report (an error before the first cycle).
     """
+    from .mtr import hop_label
+
     hubs = []
     for hop in report.hops if report is not None else ():
         hubs.append(
@@ -499,9 +429,11 @@ def mtr_csv_lines(
 
     The column titled `` `` is the number of lost probes (mtr's Drop), as in mtr.
     """
+    from .mtr import REPORT_FIELDS, hop_label
+
     lines = [
         "Mtr_Version,Start_Time,Status,Host,Hop,Ip,"
-        + "".join(f"{field.title}," for field in _FIELDS)
+        + "".join(f"{field.title}," for field in REPORT_FIELDS)
     ]
     for hop in report.hops:
         label = hop_label(hop, numeric=numeric, show_ips=show_ips)
@@ -539,8 +471,11 @@ def mtr_screen_lines(
           1. 198.18.1.2                       0.0%     3    0.1   0.1   0.1   0.1   0.0
           2. (waiting for reply)
     """
+    from .mtr import REPORT_FIELDS, header_cells, hop_label, main_mpls, mpls_line, overlay
+    from .mtr import report_cells as cells
+
     width = max(width, 40)
-    fields = sum(field.width for field in _FIELDS)
+    fields = sum(field.width for field in REPORT_FIELDS)
     name_width = max(width - fields, 20)
     title = f"brokerpkg mtr [v{__version__}]"
     route = f"{local_host} -> {target}" + ("" if target == address else f" ({address})")
@@ -556,7 +491,7 @@ def mtr_screen_lines(
         route + stamp.rjust(max(width - len(route), len(stamp) + 1)),
         keys + cycle.rjust(max(width - len(keys), len(cycle) + 1)),
         " " * name_width + f"{'Packets':^13}{'Pings':^30}".rstrip(),
-        _overlay(" Host", name_width, _header_cells()),
+        overlay(" Host", name_width, header_cells()),
     ]
     for hop in report.hops if report is not None else ():
         label = hop_label(hop, numeric=numeric, show_ips=show_ips)
@@ -564,12 +499,12 @@ def mtr_screen_lines(
             lines.append(f"{hop.ttl:3d}. (waiting for reply)")
             continue
         prefix = f"{hop.ttl:3d}. {label}"[: name_width - 1]
-        lines.append(_overlay(prefix, name_width, _field_texts(hop)))
-        main = _main_mpls(hop) if show_mpls else ()
-        lines.extend(_mpls_report(entry, "       ") for entry in main)
+        lines.append(overlay(prefix, name_width, cells(hop)))
+        main = main_mpls(hop) if show_mpls else ()
+        lines.extend(mpls_line(entry, "       ") for entry in main)
         for responder in hop.responders:
             if responder.address != hop.address:
                 lines.append(f"       {responder.address}")
                 if show_mpls:
-                    lines.extend(_mpls_report(entry, "       ") for entry in responder.mpls)
+                    lines.extend(mpls_line(entry, "       ") for entry in responder.mpls)
     return [line[:width] for line in lines[:height]]

@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -186,10 +187,6 @@ class HopStats:
         }
 
 
-def _cell(value: float | None) -> str:
-    return f"{0.0 if value is None else value:6.1f}"
-
-
 @dataclass(frozen=True, slots=True)
 class MonitorReport:
     """The statistics after ``cycle`` cycles (``final`` after the last one, once the
@@ -225,27 +222,142 @@ class MonitorReport:
         }
 
     def __str__(self) -> str:
-        """mtr's report layout (``mtr -r``), other addresses of a hop on extra lines."""
-        width = max(
-            [len(self.host) + 6, *(len(h.name or h.address or "???") + 10 for h in self.hops), 30]
-        )
-        lines = [
-            f"{'HOST: ' + self.host:<{width}} Loss%   Snt   Rcv   Last    Avg   Best   Wrst  StDev"
-        ]
-        for hop in self.hops:
-            label = hop.name or hop.address or "???"
-            lines.append(
-                f"{f'{hop.ttl:3d}.|-- {label}':<{width}}{hop.loss_percent:5.1f}% "
-                f"{hop.sent:5d} {hop.received:5d}"
-                + "".join(_cell(v) + " " for v in (hop.last, hop.avg, hop.best, hop.worst))
-                + _cell(hop.stdev)
-            )
-            lines.extend(
-                f"    |   {responder.name or responder.address}"
-                for responder in hop.responders
-                if responder.address != hop.address
-            )
-        return "\n".join(lines)
+        """``mtr -r``'s table without its Start line: the ``HOST:`` line (this host's
+        name, as mtr prints it) and one row per hop, mtr's columns and offsets (see
+        :func:`report_lines`), names where they were looked up."""
+        return "\n".join(report_lines(self, local_host=socket.gethostname(), numeric=False))
+
+
+# ----------------------------------------------------------------------------- mtr -r
+
+
+@dataclass(frozen=True, slots=True)
+class ReportField:
+    """A column of mtr's report: its title and its width (mtr's ui/mtr.c data_fields)."""
+
+    title: str
+    width: int
+
+
+REPORT_FIELDS = (
+    ReportField("Loss%", 6),
+    ReportField("Snt", 6),
+    ReportField(" ", 1),
+    ReportField("Last", 6),
+    ReportField("Avg", 6),
+    ReportField("Best", 6),
+    ReportField("Wrst", 6),
+    ReportField("StDev", 6),
+)
+"""mtr's default fields ``LS NABWV``: Loss%, Snt, a blank, Last, Avg, Best, Wrst, StDev."""
+REPORT_HOST_WIDTH = 33
+"""mtr's report: the host column ends at this offset unless the report is wide (-w)."""
+UNKNOWN_HOST = "???"
+
+
+def _ms(value: float | None) -> float:
+    return 0.0 if value is None else value
+
+
+def report_cells(hop: HopStats) -> list[str]:
+    """The row's cells in mtr's formats (`` %4.1f%%``, `` %5d``, `` ``, `` %5.1f``)."""
+    times = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev)
+    return [
+        f" {hop.loss_percent:4.1f}%",
+        f" {hop.sent:5d}",
+        " ",
+        *(f" {_ms(value):5.1f}" for value in times),
+    ]
+
+
+def header_cells() -> list[str]:
+    """The column titles, each right-aligned in its width."""
+    return [f"{field.title:>{field.width}}" for field in REPORT_FIELDS]
+
+
+def overlay(prefix: str, start: int, cells: list[str]) -> str:
+    """Write ``cells`` at fixed offsets from ``start`` as mtr's snprintf chain does:
+    each cell starts ``width`` after the previous one and cuts what overflowed."""
+    line = prefix[:start].ljust(start)
+    position = start
+    for cell, field in zip(cells, REPORT_FIELDS, strict=True):
+        line = line[:position] + cell
+        position += field.width
+    return line
+
+
+def hop_label(hop: HopStats, *, numeric: bool, show_ips: bool) -> str:
+    """The host of a row: ``???`` when unknown, the name when looked up and found
+    (``name (address)`` with ``show_ips``), else the address."""
+    if hop.address is None:
+        return UNKNOWN_HOST
+    name = None if numeric else hop.name
+    if name is None:
+        return hop.address
+    return f"{name} ({hop.address})" if show_ips else name
+
+
+def mpls_line(entry: Mpls, lead: str) -> str:
+    """mtr's line for one MPLS label stack entry, after ``lead``."""
+    return (
+        f"{lead}[MPLS: Lbl {entry.label} Exp {entry.traffic_class} "
+        f"S {int(entry.bottom_of_stack)} TTL {entry.ttl}]"
+    )
+
+
+def main_mpls(hop: HopStats) -> tuple[Mpls, ...]:
+    """The label stack quoted by the hop's latest responder."""
+    for responder in hop.responders:
+        if responder.address == hop.address:
+            return responder.mpls
+    return ()
+
+
+def _report_extra_lines(hop: HopStats, show_mpls: bool) -> list[str]:
+    """mtr's lines under a row: other addresses of the hop, and MPLS labels (-e)."""
+    lines: list[str] = []
+    others = [responder for responder in hop.responders if responder.address != hop.address]
+    main = main_mpls(hop) if show_mpls else ()
+    if not others:
+        lines.extend(mpls_line(entry, "    |   +-- ") for entry in main)
+        return lines
+    lines.extend(mpls_line(entry, "    |  |+-- ") for entry in main)
+    for index, responder in enumerate(others):
+        lines.append(("    |  `|-- " if index == 0 else "    |   |-- ") + responder.address)
+        if show_mpls:
+            lines.extend(mpls_line(entry, "    |   +-- ") for entry in responder.mpls)
+    return lines
+
+
+def report_lines(
+    report: MonitorReport,
+    *,
+    local_host: str,
+    wide: bool = False,
+    numeric: bool = True,
+    show_ips: bool = False,
+    show_mpls: bool = False,
+) -> list[str]:
+    """``mtr -r``'s table (``-w`` with ``wide``) after its Start line::
+
+        HOST: vm                          Loss%   Snt   Last   Avg  Best  Wrst StDev
+          1.|-- 198.18.1.2                 0.0%     3    0.0   0.4   0.0   1.0   0.6
+          5.|-- ???                       100.0     3    0.0   0.0   0.0   0.0   0.0
+
+    Fixed columns as mtr's: a host wider than its column is cut by the first value,
+    a value wider than its column by the next one.
+    """
+    labels = [hop_label(hop, numeric=numeric, show_ips=show_ips) for hop in report.hops]
+    width = REPORT_HOST_WIDTH
+    if wide:
+        width = max([len(local_host), *(len(label) for label in labels)])
+    header = f"HOST: {local_host:<{width}}"
+    lines = [overlay(header, len(header) if wide else width, header_cells())]
+    for hop, label in zip(report.hops, labels, strict=True):
+        prefix = f" {hop.ttl:2d}.|-- {label:<{width}}"
+        lines.append(overlay(prefix, len(prefix) if wide else width, report_cells(hop)))
+        lines.extend(_report_extra_lines(hop, show_mpls))
+    return lines
 
 
 class _Hop:

@@ -16,8 +16,10 @@ import ipaddress
 import json
 import os
 import re
+import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -383,6 +385,131 @@ def test_ping_and_fping_lines_and_statistics() -> None:
     assert dead == "dead : xmt/rcv/%loss = 2/0/100%"
 
 
+def test_ping_lines_write_addresses_as_iputils() -> None:
+    assert fmt.ping_header("::1", "::1", "icmp", 56, None) == "PING ::1(::1) 56 data bytes"
+    assert fmt.ping_header("v6host", "::1", "icmp", 56, None, shown="v6host (::1)") == (
+        "PING v6host(v6host (::1)) 56 data bytes"
+    )
+    assert fmt.ping_header("::1", "::1", "udp", 100, None) == "PING ::1(::1) udp, 100 data bytes"
+    assert fmt.ping_header("::1", "::1", "tcp", None, 80) == "PING ::1(::1) tcp port 80."
+    assert fmt.ping_header("localhost", "127.0.0.1", "icmp", 56, None) == (
+        "PING localhost (127.0.0.1) 56(84) bytes of data."
+    )
+    assert fmt.named("127.0.0.1", "localhost") == "localhost (127.0.0.1)"
+    assert fmt.named("198.18.1.2", None) == fmt.named("198.18.1.2", "198.18.1.2") == "198.18.1.2"
+    reply = probe("reply", "127.0.0.1", 0.05)._replace(reply_ttl=64, reply_size=84)
+    assert fmt.ping_reply_line(reply, 1, "localhost (127.0.0.1)") == (
+        "64 bytes from localhost (127.0.0.1): icmp_seq=1 ttl=64 time=0.050 ms"
+    )
+    exceeded = probe("ttl-expired", "198.18.1.2", 0.2)
+    assert fmt.ping_reply_line(exceeded, 2, "r1.lab (198.18.1.2)") == (
+        "From r1.lab (198.18.1.2) icmp_seq=2 Time to live exceeded"
+    )
+
+
+LIBRARY_NAMES = re.compile(
+    r"(?<![\w-])(payload_size|cycles|local_port|local_ip|local_device|bit_pattern|"
+    r"probes_per_hop|max_unknown|first_ttl|max_ttl|ip_version|grace|size)(?![\w-])"
+)
+"""Parameters of the library that the command's messages must not name (its flags)."""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["trace", "--bogus", "127.0.0.1"],
+            "brokerpkg trace: error: unrecognized arguments: --bogus",
+        ),
+        (["trace", "127.0.0.1", "-c", "3"], "brokerpkg trace: error: unrecognized arguments: -c 3"),
+        (
+            ["-n", "trace", "127.0.0.1"],
+            "brokerpkg trace: error: -n: options go after the subcommand, as in: "
+            "brokerpkg trace -n 127.0.0.1",
+        ),
+        (
+            ["-c", "3", "ping", "::1"],
+            "brokerpkg ping: error: -c 3: options go after the subcommand, as in: "
+            "brokerpkg ping -c 3 ::1",
+        ),
+        (
+            ["ping", "-W", "-1", "127.0.0.1"],
+            "brokerpkg ping: error: argument -W/--timeout: -1 is out of range: "
+            "give 0 to 3600 seconds",
+        ),
+        (
+            ["ping", "--count", "-1", "127.0.0.1"],
+            "brokerpkg ping: error: argument -c/--count: -1 is out of range: give 1 or more",
+        ),
+        (
+            ["mtr", "-c", "0", "127.0.0.1"],
+            "brokerpkg mtr: error: argument -c/--report-cycles: 0 is out of range: give 1 or more",
+        ),
+        (
+            ["mtr", "-i", "0", "127.0.0.1"],
+            "brokerpkg mtr: error: argument -i/--interval: 0 is out of range: "
+            "give more than 0 seconds",
+        ),
+        (
+            ["mtr", "-U", "0", "127.0.0.1"],
+            "brokerpkg mtr: error: argument -U/--max-unknown: 0 is out of range: give 1 or more",
+        ),
+        (
+            ["trace", "-u", "-L", "80", "127.0.0.1"],
+            "brokerpkg trace: error: argument -L/--localport: 80 is out of range: "
+            "give 1024 to 65535",
+        ),
+        (
+            ["trace", "-q", "0", "127.0.0.1"],
+            "brokerpkg trace: error: argument -q/--queries: 0 is out of range: give 1 to 1000",
+        ),
+        (
+            ["trace", "-m", "256", "127.0.0.1"],
+            "brokerpkg trace: error: argument -m/--max-ttl: 256 is out of range: give 1 to 255",
+        ),
+        (
+            ["probe", "-t", "-3", "127.0.0.1"],
+            "brokerpkg probe: error: argument -t/--ttl: -3 is out of range: give 1 to 255",
+        ),
+        (
+            ["probe", "-s", "9001", "127.0.0.1"],
+            "brokerpkg probe: error: argument -s/--psize/--size: 9001 is out of range: "
+            "give 0 to 9000",
+        ),
+        (
+            ["ping", "-s", "9000", "127.0.0.1"],
+            "brokerpkg ping: error: argument -s/--size: 9000 is out of range: give 0 to 8972",
+        ),
+        (
+            ["multiping", "--concurrency", "0", "127.0.0.1"],
+            "brokerpkg multiping: error: argument --concurrency: 0 is out of range: give 1 or more",
+        ),
+        (
+            ["probe", "-M", "4294967296", "127.0.0.1"],
+            "brokerpkg probe: error: argument -M/--mark: 4294967296 is out of range: "
+            "give 0 to 4294967295",
+        ),
+        (
+            ["probe", "-B", "-1", "127.0.0.1"],
+            "brokerpkg probe: error: argument -B/--bitpattern: -1 is out of range: give 0 to 255",
+        ),
+        (
+            ["probe", "-I", "a/b", "127.0.0.1"],
+            "brokerpkg probe: error: argument -I/--interface: not an interface name: 'a/b'",
+        ),
+    ],
+)
+def test_usage_errors_show_the_subcommands_usage_and_name_its_flags(
+    args: list[str], message: str
+) -> None:
+    done = run_cli(args, "/nonexistent")  # refused before any helper is looked for
+    assert done.returncode == 2 and done.stdout == ""
+    command = message.split(":", maxsplit=1)[0].removeprefix("brokerpkg ")
+    assert done.stderr.startswith(f"usage: brokerpkg {command} [-h]"), done.stderr
+    assert done.stderr.splitlines()[-1] == message
+    assert not LIBRARY_NAMES.search(done.stderr)
+
+
 def test_the_manual_documents_every_subcommand_and_option() -> None:
     page = (REPO / "man" / "brokerpkg.1").read_text().replace("\\-", "-")
     parser = build_parser()
@@ -678,6 +805,222 @@ def test_probe_prints_one_result(helper_path: str) -> None:
     assert json.loads(expired.stdout)["reply_ttl"] is not None
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["ping", "-T", "-s", "100", "127.0.0.1"],
+            "brokerpkg ping: -s does not apply to tcp probes (a SYN carries no payload)",
+        ),
+        (
+            ["trace", "-T", "-s", "100", "127.0.0.1"],
+            "brokerpkg trace: -s does not apply to tcp probes (a SYN carries no payload)",
+        ),
+        (
+            ["probe", "-T", "-s", "100", "127.0.0.1"],
+            "brokerpkg probe: -s does not apply to tcp probes (a SYN carries no payload)",
+        ),
+        (
+            ["mtr", "-T", "-B", "7", "127.0.0.1"],
+            "brokerpkg mtr: -B does not apply to tcp probes (a SYN carries no payload)",
+        ),
+        (
+            ["multiping", "-S", "-s", "100", "127.0.0.1"],
+            "brokerpkg multiping: -s (the payload after the ICMP or UDP header) applies to "
+            "icmp and udp probes, not sctp",
+        ),
+        (
+            ["trace", "-L", "5000", "127.0.0.1"],
+            "brokerpkg trace: -L applies to udp, tcp and sctp probes (-u, -T, -S), not icmp",
+        ),
+        (
+            ["ping", "-P", "7", "127.0.0.1"],
+            "brokerpkg ping: -P applies to udp, tcp and sctp probes (-u, -T, -S), not icmp",
+        ),
+        (
+            ["mtr", "127.0.0.1:80"],
+            "brokerpkg mtr: the port of HOST:PORT applies to udp, tcp and sctp probes "
+            "(-u, -T, -S), not icmp",
+        ),
+        (["trace", "-f", "5", "-m", "4", "127.0.0.1"], "brokerpkg trace: -m 4 is below -f 5"),
+        (
+            ["ping", "-s", "8960", "::1"],
+            "brokerpkg ping: -s 8960 makes IPv6 packets of 9008 bytes, more than 9000: "
+            "give -s 8952 or less for ::1",
+        ),
+        (
+            ["multiping", "-s", "8960", "127.0.0.1", "::1"],
+            "brokerpkg multiping: -s 8960 makes IPv6 packets of 9008 bytes, more than 9000: "
+            "give -s 8952 or less for ::1",
+        ),
+    ],
+)
+def test_options_that_cannot_apply_are_refused_in_the_commands_words(
+    helper_path: str, args: list[str], message: str
+) -> None:
+    done = run_cli(args, helper_path)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", message + "\n")
+    assert not LIBRARY_NAMES.search(done.stderr)
+    document = json.loads(run_cli([args[0], "-j", *args[1:]], helper_path).stdout)
+    assert document["error"] == message.split(": ", 1)[1]
+    # the next command runs as usual
+    assert run_cli(["probe", "127.0.0.1"], helper_path).returncode == 0
+
+
+def test_a_missing_feature_is_named_by_its_flag() -> None:
+    if not os.access("/usr/bin/mtr-packet", os.X_OK):
+        pytest.skip("mtr-packet not installed (apt-get install mtr-tiny)")
+    done = run_cli(["probe", "--details", "-I", "lo", "127.0.0.1"], "/usr/bin/mtr-packet")
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "brokerpkg probe: -I needs the helper feature 'local-device', which this helper does "
+        "not support (check-support feature local-device: no); `brokerpkg doctor` shows"
+    )
+
+
+# Masks for side-by-side comparisons: round-trip times and durations, never addresses.
+FLOAT = re.compile(r"(?<![\d.])\d+\.\d+(?![\d.])")
+DURATION = re.compile(r"\btime \d+ms\b")
+
+
+def masked(text: str) -> list[str]:
+    return [FLOAT.sub("T", DURATION.sub("time Tms", line)) for line in text.splitlines()]
+
+
+PRIVATE_HOSTS = "127.0.0.1 localhost\n::1 v6host\n"
+
+
+@pytest.fixture
+def private_lo(tmp_path: Path) -> list[str]:
+    """An argv prefix: a new network namespace (only lo, up) and a mount namespace with
+    an /etc/hosts of its own (127.0.0.1 localhost, ::1 v6host), so that names and
+    reverse names are the same for every program compared, on any machine."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(PRIVATE_HOSTS)
+    script = 'mount --bind "$0" /etc/hosts && ip link set lo up && exec "$@"'
+    return ["unshare", "-m", "-n", "sh", "-c", script, str(hosts)]
+
+
+def run_beside(
+    prefix: list[str], argv: Sequence[str], helper: str
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` under ``prefix`` from the worktree, BROKERPKG_HELPER and MTR_PACKET set."""
+    env = dict(os.environ, BROKERPKG_HELPER=helper, MTR_PACKET=helper)
+    env.pop("COLUMNS", None)
+    return subprocess.run(
+        [*prefix, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+OURS = [sys.executable, "-m", "brokerpkg"]
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize(
+    "flags",
+    [["127.0.0.1"], ["::1"], ["localhost"], ["v6host"], ["-n", "localhost"], ["-q", "v6host"]],
+    ids=["ipv4", "ipv6", "name", "ipv6-name", "numeric", "quiet"],
+)
+def test_ping_prints_what_iputils_ping_prints(
+    private_lo: list[str], helper_path: str, flags: list[str]
+) -> None:
+    if shutil.which("ping") is None:
+        pytest.skip("iputils ping not installed (apt-get install iputils-ping)")
+    theirs = run_beside(private_lo, ["ping", "-c", "2", "-i", "0.2", *flags], helper_path)
+    ours = run_beside(private_lo, [*OURS, "ping", "-c", "2", "-i", "0.2", *flags], helper_path)
+    assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
+    assert masked(ours.stdout) == masked(theirs.stdout)
+
+
+@pytest.mark.privileged
+def test_multiping_prints_what_fping_prints(private_lo: list[str], helper_path: str) -> None:
+    if shutil.which("fping") is None:
+        pytest.skip("fping not installed (apt-get install fping)")
+    hosts = ["127.0.0.1", "::1", "localhost"]
+    theirs = run_beside(private_lo, ["fping", "-c", "2", "-p", "200", *hosts], helper_path)
+    ours = run_beside(private_lo, [*OURS, "multiping", "-c", "2", "-i", "0.2", *hosts], helper_path)
+    assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
+    replies, summaries = masked(theirs.stdout), masked(theirs.stderr)  # fping: summaries on stderr
+    assert summaries[0] == ""  # a blank line, then one summary per host in input order
+    lines = masked(ours.stdout)
+    assert sorted(lines[: len(replies)]) == sorted(replies)  # the order answers came in
+    assert lines[len(replies) :] == summaries
+    quiet = run_beside(private_lo, ["fping", "-q", "-c", "1", *hosts], helper_path)
+    our_quiet = run_beside(private_lo, [*OURS, "multiping", "-q", "-c", "1", *hosts], helper_path)
+    assert masked(our_quiet.stdout) == masked(quiet.stderr)  # no blank line with -q
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize(
+    ("theirs", "ours"),
+    [
+        (["traceroute", "-T", "-n", "127.0.0.1"], ["trace", "-T", "-n", "127.0.0.1"]),
+        (["traceroute", "-T", "v6host"], ["trace", "-T", "v6host"]),
+        (["traceroute", "-I", "127.0.0.1", "64"], ["trace", "127.0.0.1"]),
+        (["traceroute", "-I", "-n", "::1", "64"], ["trace", "-n", "::1"]),
+    ],
+    ids=["tcp-ipv4", "tcp-ipv6-name", "icmp-name", "icmp-ipv6"],
+)
+def test_trace_prints_what_traceroute_prints(
+    private_lo: list[str], helper_path: str, theirs: list[str], ours: list[str]
+) -> None:
+    # -w 5,0,0: traceroute waits for every answer (by default it gives up on a probe
+    # 3 round trips after another answer of its hop came, a few microseconds on lo)
+    real = run_beside(private_lo, [theirs[0], "-w", "5,0,0", *theirs[1:]], helper_path)
+    done = run_beside(private_lo, [*OURS, *ours], helper_path)
+    assert real.returncode == done.returncode == 0, (real.stderr, done.stderr)
+    assert masked(done.stdout) == masked(real.stdout)
+
+
+MONITOR_STR = """
+import asyncio, sys
+import brokerpkg
+
+async def main():
+    async with brokerpkg.Session(sys.argv[1]) as session:
+        reports = brokerpkg.monitor(
+            "127.0.0.1", cycles=2, interval=0.2, session=session,
+            resolve_names=sys.argv[2] == "names",
+        )
+        async for report in reports:
+            final = report
+    print(final)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("names", ["names", "numeric"])
+def test_a_monitor_report_prints_as_mtr_r(helper_path: str, names: str) -> None:
+    if not os.access(MTR, os.X_OK):
+        pytest.skip("mtr not installed (apt-get install mtr-tiny)")
+    ours = subprocess.run(
+        [sys.executable, "-c", MONITOR_STR, helper_path, names],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ours.returncode == 0, ours.stderr
+    numeric = ["-n"] if names == "numeric" else []
+    real = subprocess.run(
+        [MTR, "-r", "-c", "2", "-i", "0.2", *numeric, "127.0.0.1"],
+        env=dict(os.environ, MTR_PACKET=helper_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert real.returncode == 0, real.stderr
+    lines, mtr_lines = ours.stdout.splitlines(), real.stdout.splitlines()[1:]  # mtr's Start
+    assert len(lines) == len(mtr_lines) == 2
+    assert lines[0] == mtr_lines[0]  # HOST: and the titles, character for character
+    assert lines[1][:33] == mtr_lines[1][:33]  # the hop and its host
+    assert value_ends(lines[1], 0) == value_ends(mtr_lines[1], 0)  # under their titles
+    assert value_ends(lines[0], 33) == value_ends(lines[1], 33)
+
+
 # ------------------------------------------------------------------------- doctor
 
 
@@ -944,6 +1287,110 @@ def test_ping_summary_counts_the_losses_the_responder_injects(
     assert done.returncode == 0
     loss = f"{(10 - received) * 10:g}%"
     assert f"10 packets transmitted, {received} received, {loss} packet loss" in done.stdout
+
+
+@pytest.mark.privileged
+@FAMILIES
+def test_a_probe_the_host_refuses_to_send_exits_2_in_every_subcommand(
+    chain: Chain, helper_path: str, family: int
+) -> None:
+    target = "127.0.0.1" if family == 4 else "::1"
+    source = "198.18.77.1" if family == 4 else "2001:db8:77::1"  # not an address of the host
+    why = "cannot send icmp probe to {}: the source address is not assigned to this host"
+    for command in (["probe"], ["ping", "-c", "1"], ["multiping"], ["trace"], ["mtr", "-c", "1"]):
+        done = run_cli([*command, "-a", source, target], helper_path, chain=chain)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert done.stderr == f"brokerpkg {command[0]}: {why.format(target)}\n"
+        document = run_cli([*command, "-j", "-a", source, target], helper_path, chain=chain)
+        assert document.returncode == 2
+        assert json.loads(document.stdout)["error"] == why.format(target)
+    assert run_cli(["probe", target], helper_path, chain=chain).returncode == 0
+
+
+def read_until(process: subprocess.Popen[bytes], pattern: str, timeout: float = 30) -> str:
+    """Standard output of ``process`` until ``pattern`` matches a line (or it ends)."""
+    assert process.stdout is not None
+    text = b""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, text.decode(), re.MULTILINE):
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no line matched {pattern!r} in time:\n{text.decode()}"
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        text += chunk
+    return text.decode()
+
+
+def helper_started(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Wait until ``process`` runs its helper as a child."""
+    deadline = time.monotonic() + timeout
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    while True:
+        for child in children.read_text().split():
+            with contextlib.suppress(OSError):
+                if b"brokerpkg-helper" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return
+        assert time.monotonic() < deadline, "the helper never started"
+        time.sleep(0.05)
+
+
+SUMMARY = re.compile(r"^(\S+) +: xmt/rcv/%loss = (\d+)/(\d+)/(\d+)%")
+
+
+def interrupted(argv: list[str], after: str | None) -> tuple[int, str, str]:
+    """Run ``argv``, send SIGINT once a line matches ``after`` (None: once its helper
+    runs), return (exit status, standard output, standard error)."""
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        early = read_until(process, after) if after is not None else ""
+        if after is None:
+            helper_started(process)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, early + out.decode(), err.decode()
+
+
+@pytest.mark.privileged
+def test_multiping_ends_on_ctrl_c_with_its_summaries_as_fping(
+    chain: Chain, helper_path: str
+) -> None:
+    if shutil.which("fping") is None:
+        pytest.skip("fping not installed (apt-get install fping)")
+    server, hole = chain.server_address(), chain.add_blackhole(2).address(4)
+    env_argv = ["env", f"BROKERPKG_HELPER={helper_path}"]
+    ours = chain.exec_argv("client", [*env_argv, *OURS, "multiping", "-c", "1000", "-i", "0.1"])
+    third_answer = rf"^{re.escape(server)} +: \[2\], "
+    status, out, err = interrupted([*ours, "-W", "0.5", server, hole], third_answer)
+    assert status == 1, err  # fping's status: a host did not answer
+    lines = out.splitlines()
+    blank = lines.index("")
+    assert all(SUMMARY.match(line) is None for line in lines[:blank])
+    rows = [SUMMARY.match(line) for line in lines[blank + 1 :]]
+    assert [row.group(1) for row in rows if row] == [server, hole] and len(rows) == 2
+    sent, received = int(rows[0].group(2)), int(rows[0].group(3))
+    assert 3 <= received <= sent <= received + 6  # in flight at the stop: sent, not received
+    assert int(rows[1].group(2)) >= sent - 1 and rows[1].group(3) == "0"
+    assert lines[blank + 2].endswith("/0/100%")
+    # side by side: fping's own Ctrl-C, its status and its summaries
+    fping = chain.exec_argv("client", ["fping", "-c", "1000", "-p", "100", "-t", "500"])
+    real_status, _, real_err = interrupted([*fping, server, hole], third_answer)
+    assert real_status == status
+    assert [FLOAT.sub("T", re.sub(r"\d+/\d+/\d+%", "N", line)) for line in lines[blank:]] == [
+        FLOAT.sub("T", re.sub(r"\d+/\d+/\d+%", "N", line)) for line in real_err.splitlines()
+    ]
+    alive, out, err = interrupted([*ours, server], third_answer)
+    assert alive == 0, err  # every host answered
+    document_status, out, err = interrupted([*ours, "-j", server, hole], None)
+    assert document_status == 1, err
+    hosts = json.loads(out)["hosts"]  # valid JSON, whenever the stop came
+    assert [host["host"] for host in hosts] == [server, hole]
+    assert all(host["transmitted"] >= host["sent"] >= host["received"] for host in hosts)
+    assert hosts[1]["received"] == 0
 
 
 # ------------------------------------------------------------------------- terminals
