@@ -88,16 +88,20 @@ class Mpls(NamedTuple):
 
 
 class ProbeResult(NamedTuple):
-    """The outcome of one probe.
+    """The outcome of one probe, as :class:`~brokerpkg.Session` and the tools return it.
 
     The first five fields are mtrpacket's: ``success`` (the target itself answered),
     ``result`` (the helper's reply word: reply, ttl-expired, no-reply, ...),
     ``time_ms`` (round-trip time, or None), ``responder`` (address that answered, or
     None) and ``mpls`` (label stack entries, possibly empty).  The rest describe the
     request (``target``, ``ttl``, ``protocol``, ``port``, with the helper's defaults
-    filled in) and, when ``details`` was asked for, the received reply (``reply_ttl``,
-    ``icmp_type``, ``icmp_code``, ``reply_size``).  ``reason`` carries the helper's
-    ``reason`` (or ``errno N``) for error replies.
+    filled in; None but the target for a request sent as given by
+    ``Session.probe_arguments``) and, when ``details`` was asked for, the received reply
+    (``reply_ttl``, ``icmp_type``, ``icmp_code``, ``reply_size``).  ``reason`` carries
+    the helper's ``reason`` (or ``errno N``) for error replies.
+
+    ``brokerpkg.ProbeResult`` is another class: mtrpacket's five fields alone, what
+    :class:`~brokerpkg.MtrPacket` returns (:mod:`brokerpkg.mtrpacket_compat`).
     """
 
     success: bool
@@ -382,6 +386,17 @@ def helper_timeout(seconds: float | None, fractional: bool) -> float:
     return float(math.ceil(microseconds / 1_000_000))
 
 
+def timeout_argument_seconds(text: str) -> float:
+    """The seconds a helper waits for the ``timeout`` value ``text`` sent as given: the
+    number when ``text`` is a finite decimal number >= 0, else DEFAULT_TIMEOUT (a helper
+    refuses any other value and answers at once).  Never raises."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return seconds if math.isfinite(seconds) and seconds >= 0 else DEFAULT_TIMEOUT
+
+
 def format_timeout(seconds: float, fractional: bool) -> str:
     """Format a timeout for the wire: ``"2"``, or ``"0.25"`` when ``fractional``."""
     value = helper_timeout(seconds, fractional)
@@ -655,14 +670,14 @@ def make_probe_result(
     """Build the ProbeResult for a send-probe reply.
 
     ``options`` and ``target`` describe the request; the result carries them with the
-    helper's defaults filled in (protocol icmp, ttl 255, port 80 for tcp/sctp).
+    helper's defaults filled in (protocol icmp, ttl 255, port 80 for tcp/sctp).  Without
+    ``options`` (a request sent as given) ttl, protocol and port are None.
 
     Raises ProtocolError if the reply is malformed (``reply.problem``, a non-integer
     round-trip-time, reply-ttl, icmp-type, icmp-code or reply-size, a bad mpls list).
     """
     if reply.problem is not None:
         raise ProtocolError(f"malformed helper reply ({reply.problem}): {reply.text!r}")
-    request = options if options is not None else ProbeOptions()
     round_trip_us = _reply_integer(reply, "round-trip-time")
     return ProbeResult(
         success=reply.kind == REPLY,
@@ -671,9 +686,9 @@ def make_probe_result(
         responder=reply.arguments.get("ip-4") or reply.arguments.get("ip-6"),
         mpls=_reply_mpls(reply),
         target=target,
-        ttl=request.ttl if request.ttl is not None else DEFAULT_TTL,
-        protocol=request.protocol or DEFAULT_PROTOCOL,
-        port=effective_port(request),
+        ttl=None if options is None else options.ttl if options.ttl is not None else DEFAULT_TTL,
+        protocol=None if options is None else options.protocol or DEFAULT_PROTOCOL,
+        port=None if options is None else effective_port(options),
         reply_ttl=_reply_integer(reply, "reply-ttl"),
         icmp_type=_reply_integer(reply, "icmp-type"),
         icmp_code=_reply_integer(reply, "icmp-code"),
