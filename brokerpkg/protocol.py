@@ -257,13 +257,11 @@ def _check_details(value: object) -> bool:
 
 
 def _check_ports_apply(
-    protocol: str | None, port: int | None, local_port: int | None, lenient: bool
+    protocol: str | None, port: int | None, local_port: int | None
 ) -> tuple[int | None, int | None]:
-    """Ports mean nothing to icmp probes: reject them, or drop them when ``lenient``."""
+    """Ports mean nothing to icmp probes: reject them."""
     if (protocol or DEFAULT_PROTOCOL) != "icmp":
         return port, local_port
-    if lenient:
-        return None, None
     if port is not None:
         raise ValueError("port applies to udp, tcp and sctp probes only, not icmp")
     if local_port is not None:
@@ -286,15 +284,14 @@ def make_probe_options(
     tos: object = None,
     mark: object = None,
     details: object = False,
-    lenient: bool = False,
 ) -> ProbeOptions:
     """Validate probe options against the protocol's ranges and return them.
 
     Ranges: ip_version 4 or 6; protocol icmp/udp/tcp/sctp; port 1-65535; local_port
-    1024-65535 (both only for udp, tcp, sctp; with ``lenient`` they are dropped for icmp,
-    as mtr-packet ignores them); local_device an interface name; timeout 0-3600 seconds;
-    ttl 1-255; size 0-9000; bit_pattern 0-255; tos 0-255; mark 0-4294967295; details a
-    bool.  ``local_ip`` is a str (a host name is resolved later by the session).
+    1024-65535 (both only for udp, tcp, sctp); local_device an interface name; timeout
+    0-3600 seconds; ttl 1-255; size 0-9000; bit_pattern 0-255; tos 0-255; mark
+    0-4294967295; details a bool.  ``local_ip`` is a str (a host name is resolved later
+    by the session).
 
     Raises TypeError for a value of the wrong type, ValueError for one out of range.
     """
@@ -319,7 +316,6 @@ def make_probe_options(
         checked_protocol,
         _check_optional_integer("port", port, 1, 65535),
         _check_optional_integer("local_port", local_port, 1024, 65535),
-        lenient,
     )
     return ProbeOptions(
         ip_version=_check_ip_version(ip_version),

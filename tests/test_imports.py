@@ -75,7 +75,7 @@ def test_import_brokerpkg_loads_no_submodule_and_not_asyncio() -> None:
 
 def test_a_pure_name_loads_only_its_module() -> None:
     loaded = new_modules("from brokerpkg import ProbeResult, StateError")
-    assert {"brokerpkg.protocol", "brokerpkg.errors"} <= loaded
+    assert {"brokerpkg.mtrpacket_compat", "brokerpkg.protocol", "brokerpkg.errors"} <= loaded
     assert not loaded & (TOOLS | {"asyncio"})
 
 
