@@ -1,9 +1,11 @@
 """The ``mtrpacket`` package's API on brokerpkg: ``import brokerpkg as mtrpacket`` runs
 mtrpacket programs unchanged.
 
-Every public name of mtrpacket 1.0.1 behaves as there: :class:`MtrPacket`,
-:class:`ProbeResult` (its five-field NamedTuple), ``Mpls``, ``StateError``,
-``HostResolveError``, ``ProcessError`` and ``DnsCacheType``.  :meth:`MtrPacket.probe`
+Every public name of mtrpacket 1.0.1 is one of ``brokerpkg`` and behaves as there: this
+module's :class:`MtrPacket`, :class:`ProbeResult` (its five-field NamedTuple) and
+``DnsCacheType``, and ``Mpls``, ``StateError``, ``HostResolveError`` and
+``ProcessError`` (from :mod:`brokerpkg.protocol` and :mod:`brokerpkg.errors`, whose
+other errors subclass mtrpacket's).  :meth:`MtrPacket.probe`
 sends the request mtrpacket sends (``ip-4``/``ip-6``, then each keyword argument as
 ``str(value)``, in the caller's order) and returns the helper's reply as mtrpacket
 does, whatever its word: an argument the helper refuses comes back as
@@ -11,13 +13,13 @@ does, whatever its word: an argument the helper refuses comes back as
 So a program gets from brokerpkg what mtrpacket gets from the same helper.
 
 What differs, on purpose: without ``MTR_PACKET`` our own helper is located instead of
-``mtr-packet``; a shell command string in ``MTR_PACKET`` is ``exec``'d by the shell
-(the child process is the helper: killing it fails pending probes at once); the
-helper going away or staying silent fails every pending probe (mtrpacket can wait
-forever); ``local_device`` is accepted (the helper's ``local-device``); and a value that
-cannot be sent as one word of the protocol (empty, with spaces or control characters,
-or a request line too long) is refused as ``invalid-argument`` without being sent,
-where mtrpacket would send a broken line.
+``mtr-packet``; a shell command string in ``MTR_PACKET`` that is one simple command is
+``exec``'d by the shell (the child process is the helper: killing it fails pending
+probes at once); a helper that stops answering fails its pending probes past their
+deadline (mtrpacket waits forever); ``local_device`` is accepted (the helper's
+``local-device``); and a value that cannot be sent as one word of the protocol (empty,
+with spaces or control characters, or a request line too long) is refused as
+``invalid-argument`` without being sent, where mtrpacket would send a broken line.
 
 :class:`~brokerpkg.Session` is the richer API on the same helper: its results are
 :class:`brokerpkg.protocol.ProbeResult` (these five fields, then the request's and the
