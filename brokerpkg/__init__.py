@@ -1,8 +1,10 @@
 """brokerpkg: network probes from Python through a small privileged helper.
 
 ``Session`` speaks the helper's line protocol (mtr-packet's, plus extensions) over a child
-process or any byte stream; ``MtrPacket`` is a drop-in for the ``mtrpacket`` package, so
-``import brokerpkg as mtrpacket`` runs mtrpacket programs unchanged.
+process or any byte stream, with rich results (:class:`brokerpkg.protocol.ProbeResult`).
+``MtrPacket``, ``ProbeResult`` (mtrpacket's five fields), ``Mpls``, the errors and
+``DnsCacheType`` are the ``mtrpacket`` package's names (:mod:`brokerpkg.mtrpacket_compat`),
+so ``import brokerpkg as mtrpacket`` runs mtrpacket programs unchanged.
 
 On top of a session (or opening their own), async-first: :func:`ping`,
 :func:`multiping` and :func:`multiping_iter` (:mod:`brokerpkg.ping`), :func:`traceroute`
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     )
     from .locate import HelperLocation, locate_helper
     from .mtr import HopStats, MonitorReport, ResponderStats, monitor
+    from .mtrpacket_compat import DnsCacheType, MtrPacket, ProbeResult
     from .ping import (
         Answer,
         PingResult,
@@ -54,11 +57,13 @@ if TYPE_CHECKING:
         multiping_iter,
         ping,
     )
-    from .protocol import Mpls, ProbeResult
-    from .session import MtrPacket, Session
-    from .trace import Hop, NameResolver, Responder, TraceResult, traceroute
+    from .protocol import Mpls
+    from .resolve import NameResolver
+    from .session import Session
+    from .trace import Hop, Responder, TraceResult, traceroute
 
 __all__ = [
+    "DnsCacheType",
     "FeatureNotSupportedError",
     "HelperExitedError",
     "HelperLocation",
@@ -128,9 +133,11 @@ _EXPORTS: dict[str, str] = {
         ("Answer", "PingResult", "ProgressEvent", "multiping", "multiping_iter", "ping"),
         "ping",
     ),
-    **dict.fromkeys(("Mpls", "ProbeResult"), "protocol"),
-    **dict.fromkeys(("MtrPacket", "Session"), "session"),
-    **dict.fromkeys(("Hop", "NameResolver", "Responder", "TraceResult", "traceroute"), "trace"),
+    **dict.fromkeys(("DnsCacheType", "MtrPacket", "ProbeResult"), "mtrpacket_compat"),
+    "Mpls": "protocol",
+    "NameResolver": "resolve",
+    "Session": "session",
+    **dict.fromkeys(("Hop", "Responder", "TraceResult", "traceroute"), "trace"),
 }
 """Public name -> the submodule that defines it (imported on first use)."""
 
@@ -139,6 +146,7 @@ _SUBMODULES = frozenset(
         "errors",
         "locate",
         "mtr",
+        "mtrpacket_compat",
         "protocol",
         "resolve",
         "session",

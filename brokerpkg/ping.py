@@ -25,8 +25,8 @@ Errors, split as icmplib splits them:
   to send a probe.  The other probes of the call are then cancelled.
 
 This module also holds what :mod:`brokerpkg.trace` and :mod:`brokerpkg.mtr` share: the
-answer classification (:func:`classify`), option checking, progress events, the
-per-session address cache and a small task group.
+answer classification (:func:`classify`), option checking, progress events, address
+resolution through the session (:func:`resolve_address`) and a small task group.
 """
 
 from __future__ import annotations
@@ -36,10 +36,8 @@ import collections
 import contextlib
 import enum
 import errno
-import ipaddress
 import math
 import os
-import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -63,7 +61,6 @@ from .errors import (
     TimeExceeded,
 )
 from .protocol import ProbeOptions, ProbeResult
-from .resolve import Resolver
 from .session import Session
 
 __all__ = [
@@ -412,20 +409,14 @@ async def session_scope(
         yield own
 
 
-_RESOLVERS: weakref.WeakKeyDictionary[Session, Resolver] = weakref.WeakKeyDictionary()
-
-
 async def resolve_address(session: Session, host: str, family: int | None) -> str:
-    """Resolve ``host`` to a numeric address of ``family`` (4, 6, None: the first given),
-    cached per session; numeric addresses are returned in canonical form.
+    """Resolve ``host`` to a numeric address of ``family`` (4, 6, None: the first given)
+    through the session's resolver (:meth:`Session.resolve`: cached until its
+    ``clear_dns_cache``); numeric addresses are returned in canonical form.
 
     Raises HostResolveError, TypeError for a non-str host.
     """
-    resolver = _RESOLVERS.get(session)
-    if resolver is None:
-        resolver = _RESOLVERS[session] = Resolver()
-    address = (await resolver.resolve(host, family)).address
-    return str(ipaddress.ip_address(address))
+    return await session.resolve(host, family)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -547,7 +538,7 @@ class TaskGroup(Generic[T]):
 # ----------------------------------------------------------------------------- ping
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class PingResult(stats.ProbeCounts):
     """The result of pinging one host: the raw probe results and statistics computed
     from them (:mod:`brokerpkg.stats`; times in milliseconds).
@@ -558,12 +549,29 @@ class PingResult(stats.ProbeCounts):
     consecutive round-trip times), unrounded, and are None where undefined (icmplib
     gives 0.0): min/avg/max without any reply, stdev and jitter with fewer than two.
     ``stdev_rtt`` is the sample standard deviation (n - 1, mtr's StDev), ``mdev_rtt``
-    the population one (iputils ping's mdev).
+    the population one (iputils ping's mdev).  Its repr sums the probes up (counts and
+    times) instead of listing them.
     """
 
     host: str
     address: str
     probes: tuple[ProbeResult, ...]
+
+    def __repr__(self) -> str:
+        """``PingResult(host='localhost', address='127.0.0.1', sent=4, received=4,
+        packet_loss=0.0, min_rtt=0.031, avg_rtt=0.035, max_rtt=0.04)``."""
+        times = ", ".join(
+            f"{name}={value!r}"
+            for name, value in (
+                ("min_rtt", self.min_rtt),
+                ("avg_rtt", self.avg_rtt),
+                ("max_rtt", self.max_rtt),
+            )
+        )
+        return (
+            f"PingResult(host={self.host!r}, address={self.address!r}, sent={self.sent}, "
+            f"received={self.received}, packet_loss={self.packet_loss!r}, {times})"
+        )
 
     @property
     def sent(self) -> int:
@@ -789,6 +797,24 @@ async def _resolve_all(
     return addresses
 
 
+def _host_list(hosts: Iterable[str]) -> list[str]:
+    """The hosts of multiping as a list.
+
+    Raises TypeError for one str (or bytes) instead of a collection of them, and for a
+    host that is not a str.
+    """
+    if isinstance(hosts, str | bytes | bytearray):
+        raise TypeError(
+            f"hosts must be a collection of host names, not one {type(hosts).__name__} "
+            f"({hosts!r}); for one host use ping() or [{hosts!r}]"
+        )
+    names = list(hosts)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"hosts must be str, got {type(name).__name__} {name!r}")
+    return names
+
+
 async def _multiping_indexed(
     hosts: Iterable[str],
     count: int,
@@ -802,10 +828,7 @@ async def _multiping_indexed(
     options: Mapping[str, Any],
 ) -> AsyncGenerator[tuple[int, PingResult], None]:
     """Ping every host; yield (input index, result) as each completes."""
-    names = list(hosts)
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"hosts must be str, got {type(name).__name__} {name!r}")
+    names = _host_list(hosts)
     count, interval = _check_ping(count, interval, timeout)
     concurrency = check_int("concurrency", concurrency, 1)
     settings = probe_settings(family=family, timeout=timeout, **options)
@@ -869,10 +892,11 @@ async def multiping(
     call before any probe is sent.  ``progress`` gets one event per probe, counted over
     all hosts.
 
-    Raises like :func:`ping` (ValueError also for concurrency < 1); any error cancels
-    the pings still running.
+    Raises like :func:`ping` (ValueError also for concurrency < 1, TypeError for
+    ``hosts`` given as one str instead of a collection of names); any error cancels the
+    pings still running.
     """
-    names = list(hosts)
+    names = _host_list(hosts)
     results: list[PingResult | None] = [None] * len(names)
     stream = _multiping_indexed(
         names,

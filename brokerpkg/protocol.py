@@ -88,16 +88,20 @@ class Mpls(NamedTuple):
 
 
 class ProbeResult(NamedTuple):
-    """The outcome of one probe.
+    """The outcome of one probe, as :class:`~brokerpkg.Session` and the tools return it.
 
     The first five fields are mtrpacket's: ``success`` (the target itself answered),
     ``result`` (the helper's reply word: reply, ttl-expired, no-reply, ...),
     ``time_ms`` (round-trip time, or None), ``responder`` (address that answered, or
     None) and ``mpls`` (label stack entries, possibly empty).  The rest describe the
     request (``target``, ``ttl``, ``protocol``, ``port``, with the helper's defaults
-    filled in) and, when ``details`` was asked for, the received reply (``reply_ttl``,
-    ``icmp_type``, ``icmp_code``, ``reply_size``).  ``reason`` carries the helper's
-    ``reason`` (or ``errno N``) for error replies.
+    filled in; None but the target for a request sent as given by
+    ``Session.probe_arguments``) and, when ``details`` was asked for, the received reply
+    (``reply_ttl``, ``icmp_type``, ``icmp_code``, ``reply_size``).  ``reason`` carries
+    the helper's ``reason`` (or ``errno N``) for error replies.
+
+    ``brokerpkg.ProbeResult`` is another class: mtrpacket's five fields alone, what
+    :class:`~brokerpkg.MtrPacket` returns (:mod:`brokerpkg.mtrpacket_compat`).
     """
 
     success: bool
@@ -253,13 +257,11 @@ def _check_details(value: object) -> bool:
 
 
 def _check_ports_apply(
-    protocol: str | None, port: int | None, local_port: int | None, lenient: bool
+    protocol: str | None, port: int | None, local_port: int | None
 ) -> tuple[int | None, int | None]:
-    """Ports mean nothing to icmp probes: reject them, or drop them when ``lenient``."""
+    """Ports mean nothing to icmp probes: reject them."""
     if (protocol or DEFAULT_PROTOCOL) != "icmp":
         return port, local_port
-    if lenient:
-        return None, None
     if port is not None:
         raise ValueError("port applies to udp, tcp and sctp probes only, not icmp")
     if local_port is not None:
@@ -282,15 +284,14 @@ def make_probe_options(
     tos: object = None,
     mark: object = None,
     details: object = False,
-    lenient: bool = False,
 ) -> ProbeOptions:
     """Validate probe options against the protocol's ranges and return them.
 
     Ranges: ip_version 4 or 6; protocol icmp/udp/tcp/sctp; port 1-65535; local_port
-    1024-65535 (both only for udp, tcp, sctp; with ``lenient`` they are dropped for icmp,
-    as mtr-packet ignores them); local_device an interface name; timeout 0-3600 seconds;
-    ttl 1-255; size 0-9000; bit_pattern 0-255; tos 0-255; mark 0-4294967295; details a
-    bool.  ``local_ip`` is a str (a host name is resolved later by the session).
+    1024-65535 (both only for udp, tcp, sctp); local_device an interface name; timeout
+    0-3600 seconds; ttl 1-255; size 0-9000; bit_pattern 0-255; tos 0-255; mark
+    0-4294967295; details a bool.  ``local_ip`` is a str (a host name is resolved later
+    by the session).
 
     Raises TypeError for a value of the wrong type, ValueError for one out of range.
     """
@@ -315,7 +316,6 @@ def make_probe_options(
         checked_protocol,
         _check_optional_integer("port", port, 1, 65535),
         _check_optional_integer("local_port", local_port, 1024, 65535),
-        lenient,
     )
     return ProbeOptions(
         ip_version=_check_ip_version(ip_version),
@@ -380,6 +380,17 @@ def helper_timeout(seconds: float | None, fractional: bool) -> float:
     if fractional:
         return microseconds / 1_000_000
     return float(math.ceil(microseconds / 1_000_000))
+
+
+def timeout_argument_seconds(text: str) -> float:
+    """The seconds a helper waits for the ``timeout`` value ``text`` sent as given: the
+    number when ``text`` is a finite decimal number >= 0, else DEFAULT_TIMEOUT (a helper
+    refuses any other value and answers at once).  Never raises."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return seconds if math.isfinite(seconds) and seconds >= 0 else DEFAULT_TIMEOUT
 
 
 def format_timeout(seconds: float, fractional: bool) -> str:
@@ -655,14 +666,14 @@ def make_probe_result(
     """Build the ProbeResult for a send-probe reply.
 
     ``options`` and ``target`` describe the request; the result carries them with the
-    helper's defaults filled in (protocol icmp, ttl 255, port 80 for tcp/sctp).
+    helper's defaults filled in (protocol icmp, ttl 255, port 80 for tcp/sctp).  Without
+    ``options`` (a request sent as given) ttl, protocol and port are None.
 
     Raises ProtocolError if the reply is malformed (``reply.problem``, a non-integer
     round-trip-time, reply-ttl, icmp-type, icmp-code or reply-size, a bad mpls list).
     """
     if reply.problem is not None:
         raise ProtocolError(f"malformed helper reply ({reply.problem}): {reply.text!r}")
-    request = options if options is not None else ProbeOptions()
     round_trip_us = _reply_integer(reply, "round-trip-time")
     return ProbeResult(
         success=reply.kind == REPLY,
@@ -671,9 +682,9 @@ def make_probe_result(
         responder=reply.arguments.get("ip-4") or reply.arguments.get("ip-6"),
         mpls=_reply_mpls(reply),
         target=target,
-        ttl=request.ttl if request.ttl is not None else DEFAULT_TTL,
-        protocol=request.protocol or DEFAULT_PROTOCOL,
-        port=effective_port(request),
+        ttl=None if options is None else options.ttl if options.ttl is not None else DEFAULT_TTL,
+        protocol=None if options is None else options.protocol or DEFAULT_PROTOCOL,
+        port=None if options is None else effective_port(options),
         reply_ttl=_reply_integer(reply, "reply-ttl"),
         icmp_type=_reply_integer(reply, "icmp-type"),
         icmp_code=_reply_integer(reply, "icmp-code"),

@@ -1,15 +1,19 @@
-"""Resolve host names to numeric addresses, asynchronously, with a per-session cache.
+"""Resolve host names to numeric addresses and back, asynchronously, with caches.
 
 The helper only takes numeric addresses.  A numeric address is used as it is (no DNS);
 a name goes through ``loop.getaddrinfo`` once per (host, family) and is then served from
-the cache until :meth:`Resolver.clear`.
+the cache until :meth:`Resolver.clear`.  :class:`NameResolver` looks up the reverse
+names of responders (for traceroute and monitor), cached until :meth:`NameResolver.clear`.
+A session owns one of each (``Session.clear_dns_cache`` empties both).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
+import math
 import socket
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -113,3 +117,63 @@ class Resolver:
         if found is None:
             raise HostResolveError(f"unable to resolve {host!r}{family_text}: no such address")
         return found
+
+
+DEFAULT_NAME_TIMEOUT = 2.0
+"""Seconds a reverse name lookup may take before the address is taken as nameless."""
+
+
+class NameResolver:
+    """Reverse DNS lookups (address -> name) with a cache, each bounded by ``timeout``.
+
+    Concurrent requests for one address share one lookup; failures and timeouts give
+    None and are cached too (use :meth:`clear` to retry).  Subclass and override
+    :meth:`lookup` to use another source of names.
+
+    Raises TypeError for a timeout that is not a number, ValueError for one that is not
+    finite and > 0.
+    """
+
+    def __init__(self, timeout: float = DEFAULT_NAME_TIMEOUT) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        self.timeout = float(timeout)
+        self._names: dict[str, str | None] = {}
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
+
+    def cached(self, address: str) -> str | None:
+        """The name already known for ``address`` (None if unknown or not looked up)."""
+        return self._names.get(address)
+
+    def clear(self) -> None:
+        """Forget every name (lookups under way still finish)."""
+        self._names.clear()
+
+    async def name(self, address: str) -> str | None:
+        """The name of ``address``, or None when it has none; never raises (except
+        CancelledError)."""
+        if address in self._names:
+            return self._names[address]
+        lookup = self._lookups.get(address)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._resolve(address))
+            self._lookups[address] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(address, None))
+        return await asyncio.shield(lookup)
+
+    async def _resolve(self, address: str) -> str | None:
+        name: str | None = None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeout):
+                name = await self.lookup(address)
+        self._names[address] = name
+        return name
+
+    async def lookup(self, address: str) -> str | None:
+        """Ask the system resolver (getnameinfo with NI_NAMEREQD) for ``address``'s
+        name; may raise OSError."""
+        loop = asyncio.get_running_loop()
+        host, _port = await loop.getnameinfo((address, 0), socket.NI_NAMEREQD)
+        return host

@@ -1,4 +1,4 @@
-"""asyncio sessions with a helper: :class:`Session`, and :class:`MtrPacket` for mtrpacket code.
+"""asyncio sessions with a helper: :class:`Session`.
 
 One reader task reads reply lines and hands each to the future waiting on its token.
 Nothing can leave a caller waiting forever:
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import os
 import re
 import shlex
@@ -39,10 +40,11 @@ from .errors import (
     ProtocolError,
     ResponseTimeoutError,
     StateError,
+    describe_exit_status,
 )
 from .locate import HelperLocation, locate_helper, privilege_fix
 from .protocol import Garbage, ProbeOptions, ProbeResult, Reply
-from .resolve import ResolvedAddress, Resolver
+from .resolve import NameResolver, ResolvedAddress, Resolver
 from .transport import READ_LIMIT, ProcessTransport, Transport
 
 DEFAULT_PROBE_GRACE = 2.0
@@ -58,7 +60,6 @@ WRITE_BATCH = 1024
 EAGER_WRITE = 64
 """Queued requests written at once, without waiting for the writer task, while the pipe
 takes everything: the helper starts on them while later ones are still being made."""
-MTR_PACKET_VARIABLE = "MTR_PACKET"
 
 _PRIVILEGE_WORDS = re.compile(
     r"cap_net_raw|setcap|setuid|privilege|ping_group_range|raw socket"
@@ -82,13 +83,14 @@ class _ProbeTemplate(NamedTuple):
     """What every probe with the same host and options shares, worked out once: the
     encoded request without its token, the Python-side deadline, the numeric target,
     the options, and the request's fields of every result (target, ttl, protocol, port,
-    and no reply details)."""
+    and no reply details).  A request sent as given (:meth:`Session.probe_arguments`)
+    has no options, and None for every request field but the target."""
 
     tail: bytes
     deadline: float
-    target: str
-    options: ProbeOptions
-    result_tail: tuple[str, int, str, int | None, None, None, None, None, None]
+    target: str | None
+    options: ProbeOptions | None
+    result_tail: tuple[str | None, int | None, str | None, int | None, None, None, None, None, None]
 
 
 class _Pending:
@@ -129,6 +131,7 @@ RESPONDERS_KEPT = 4096
 """Responder addresses decoded once per session (the cache is emptied past this)."""
 
 _ADDRESS_NAMES = frozenset((b"ip-4", b"ip-6"))
+_ADDRESS_WORDS = frozenset(("ip-4", "ip-6"))
 _ADDRESS_BYTES = b"0123456789abcdefABCDEF.:"
 """Bytes of a numeric address on the fast path (anything else takes the full parser)."""
 _Cached = TypeVar("_Cached")
@@ -230,7 +233,9 @@ class Session:
     ``Session(helper)`` runs the helper found by :func:`~brokerpkg.locate.locate_helper`
     (``helper`` is a path or name, or None to search); ``Session(command=[...])`` runs
     that argv instead (e.g. ``['ssh', 'host', 'brokerpkg-helper']``), and
-    ``Session(command='...', shell=True)`` a shell command string.  ``env`` is the
+    ``Session(command='...', shell=True)`` a shell command string (``exec``'d by
+    /bin/sh when it is one simple command, so that the child process is the helper:
+    :func:`~brokerpkg.transport.exec_in_shell`).  ``env`` is the
     helper's environment (default: inherited).  ``probe_grace`` is added to each probe's
     timeout to get the Python-side deadline (past it, a probe fails once the helper has
     answered a question sent then, or stayed silent a grace more: see the module
@@ -313,6 +318,7 @@ class Session:
         self._open_timeout = float(open_timeout)
         self._max_in_flight_argument = max_in_flight
         self._resolver = resolver if resolver is not None else Resolver()
+        self._names = NameResolver()
         self._state = _NEW
         self._transport: Transport | None = None
         self._location: HelperLocation | None = None
@@ -331,7 +337,8 @@ class Session:
         self._free_slots = 0
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._max_in_flight = 0
-        self._templates: dict[tuple[str, ProbeOptions, bool], _ProbeTemplate] = {}
+        self._templates: dict[tuple[str, ProbeOptions], _ProbeTemplate] = {}
+        self._given_templates: dict[tuple[tuple[str, str], ...], _ProbeTemplate] = {}
         # probe()'s own keyword values -> template, so a repeated probe skips validation
         self._probe_keys: _TypedCache[_ProbeTemplate] = _TypedCache()
         self._outbox: list[_Pending] = []
@@ -343,6 +350,23 @@ class Session:
         self._overdue: list[tuple[float, bytes]] = []
         self._confirmer: asyncio.Task[None] | None = None
         self._chunks_read = 0
+
+    def __repr__(self) -> str:
+        """``<Session open: /usr/bin/brokerpkg-helper (brokerpkg-0.1.0), pid 42, 3 of 131072
+        in flight>``: state (new, open, failed: the helper is gone, closed), helper,
+        version, process (and how it ended) and probes in flight."""
+        state = "failed" if self._state == _OPEN and self._failure is not None else self._state
+        text = f"<Session {state}: {self.description}"
+        if self.version is not None:
+            text += f" ({self.version})"
+        process = self.process
+        if process is not None and state != _CLOSED:
+            text += f", pid {process.pid}"
+            if process.returncode is not None:
+                text += f" {describe_exit_status(process.returncode)}"
+        if self._state == _OPEN:
+            text += f", {self.in_flight} of {self._max_in_flight} in flight"
+        return text + ">"
 
     # ------------------------------------------------------------------ properties
 
@@ -1046,7 +1070,7 @@ class Session:
                 details=details,
             )
             self._ensure_usable()
-            template = await self._template(host, options, True)
+            template = await self._template(host, options)
             self._probe_keys.put(key, template)
         result = await self._probe_template(template)
         if result.result == wire.INVALID_ARGUMENT:
@@ -1120,7 +1144,7 @@ class Session:
         for host in hosts:
             template = templates.get(host)
             if template is None:
-                template = templates[host] = await self._template(host, options, True)
+                template = templates[host] = await self._template(host, options)
             plan.append(template)
         return plan
 
@@ -1142,40 +1166,59 @@ class Session:
             raise ProcessError(f"helper {self.description} does not know send-probe")
         return result
 
-    async def probe_with_options(
-        self, host: str, options: ProbeOptions, *, check_features: bool = True
-    ) -> ProbeResult:
-        """Send one probe with validated options; the helper's reply word is returned
-        as it is (``invalid-argument`` included).  ``check_features`` False sends options
-        the helper did not advertise anyway (mtrpacket behaviour).
+    async def probe_arguments(self, arguments: Sequence[tuple[str, str]]) -> ProbeResult:
+        """Send ``send-probe`` with ``arguments`` (NAME, VALUE pairs of str) exactly as
+        given, in their order, and return the result of whatever the helper replies,
+        ``invalid-argument`` included: no option checks, no feature checks, no name
+        resolution, as mtrpacket sends its probes (:class:`~brokerpkg.MtrPacket` uses
+        it).  The result's request fields are None but ``target`` (the ``ip-4`` or
+        ``ip-6`` value).  The Python-side deadline is the ``timeout`` argument's seconds
+        (the helper's default when it is absent or not a number) plus ``probe_grace``.
 
-        Raises like :meth:`probe`, except InvalidProbeError.
+        Raises TypeError/ValueError when a name or value is not one wire word or the
+        line is too long (before anything is sent), StateError when not open, and like
+        :meth:`probe` when the helper is gone, silent or malformed (HelperExitedError,
+        ResponseTimeoutError, ProtocolError).
         """
         self._ensure_usable()
-        template = await self._template(host, options, check_features)
+        key = tuple(arguments)
+        template = self._given_templates.get(key)
+        if template is None:
+            template = self._given_template(key)
+            if len(self._given_templates) >= TEMPLATES_KEPT:
+                self._given_templates.clear()
+            self._given_templates[key] = template
         return await self._probe_template(template)
 
-    async def _template(
-        self, host: str, options: ProbeOptions, check_features: bool
-    ) -> _ProbeTemplate:
+    def _given_template(self, arguments: tuple[tuple[str, str], ...]) -> _ProbeTemplate:
+        """The template of a request sent as given; raises like :meth:`probe_arguments`."""
+        tail = wire.encode_request_tail(wire.SEND_PROBE, arguments)
+        target = None
+        seconds = wire.DEFAULT_TIMEOUT
+        for name, value in arguments:
+            if name in _ADDRESS_WORDS:
+                target = value
+            elif name == "timeout":
+                seconds = wire.timeout_argument_seconds(value)
+        result_tail = (target, None, None, None, None, None, None, None, None)
+        return _ProbeTemplate(tail, seconds + self._probe_grace, target, None, result_tail)
+
+    async def _template(self, host: str, options: ProbeOptions) -> _ProbeTemplate:
         """The probe's template, from the cache or made now; raises like :meth:`probe`."""
-        key = (host, options, check_features)
+        key = (host, options)
         template = self._templates.get(key)
         if template is None:
-            template = await self._make_template(host, options, check_features)
+            template = await self._make_template(host, options)
             if len(self._templates) >= TEMPLATES_KEPT:
                 self._templates.clear()
             self._templates[key] = template
         return template
 
-    async def _make_template(
-        self, host: str, options: ProbeOptions, check_features: bool
-    ) -> _ProbeTemplate:
+    async def _make_template(self, host: str, options: ProbeOptions) -> _ProbeTemplate:
         """Resolve, check features and encode a probe once; raises like :meth:`probe`."""
         target = await self._resolver.resolve(host, options.ip_version)
         local = await self._resolve_local(options.local_ip, target)
-        if check_features:
-            self._check_features(options, target.ip_version)
+        self._check_features(options, target.ip_version)
         fractional = self._fractional_timeout
         arguments = wire.probe_arguments(
             options, target.address, local, fractional_timeout=fractional
@@ -1233,160 +1276,31 @@ class Session:
             self._free_slots += 1
         return result
 
-    def clear_dns_cache(self) -> None:
-        """Forget resolved host names (they are resolved once per session otherwise)."""
-        self._resolver.clear()
-        self._templates.clear()
-        self._probe_keys.clear()
+    # ------------------------------------------------------------------ names
 
+    async def resolve(self, host: str, ip_version: int | None = None) -> str:
+        """``host`` (a name or a numeric address) as a numeric address of ``ip_version``
+        (4, 6, or None: the first address the system gives), in canonical form.  Names
+        are resolved once per session (as for :meth:`probe`, and for ping, traceroute and
+        monitor on this session) until :meth:`clear_dns_cache`.
 
-# ---------------------------------------------------------------------- mtrpacket
-
-
-_MTRPACKET_INTEGER_OPTIONS = (
-    "ip_version",
-    "ttl",
-    "port",
-    "local_port",
-    "size",
-    "bit_pattern",
-    "tos",
-    "mark",
-)
-_MTRPACKET_OPTIONS = frozenset((*_MTRPACKET_INTEGER_OPTIONS, "protocol", "local_ip", "timeout"))
-_EXTENSION_OPTIONS = frozenset({"local_device", "details"})
-
-
-def _legacy_value(name: str, value: Any) -> Any:
-    """mtrpacket sent str(value): accept decimal strings for numeric options too."""
-    if not isinstance(value, str):
-        return value
-    if name in _MTRPACKET_INTEGER_OPTIONS and value.isascii() and value.isdigit():
-        return int(value)
-    if name == "timeout":
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _mtrpacket_options(args: Mapping[str, Any]) -> ProbeOptions:
-    """Check mtrpacket.probe keyword arguments and turn them into ProbeOptions.
-
-    Raises TypeError for an unknown keyword (as mtrpacket does), ValueError for bad values.
-    """
-    for name in args:
-        if name not in _MTRPACKET_OPTIONS and name not in _EXTENSION_OPTIONS:
-            raise TypeError(f"unexpected keyword argument '{name.replace('_', '-')}'")
-    values = {name: _legacy_value(name, value) for name, value in args.items()}
-    return wire.make_probe_options(lenient=True, **values)
-
-
-class MtrPacket:
-    """Drop-in replacement for ``mtrpacket.MtrPacket`` (``import brokerpkg as mtrpacket``).
-
-    ``MTR_PACKET`` in the environment is run as a shell command string, as mtrpacket
-    does; without it our own helper is located (locate_helper) instead of 'mtr-packet'.
-    Replies are returned as mtrpacket returns them: every reply word, invalid-argument
-    included, becomes a ProbeResult.
-    """
-
-    def __init__(self) -> None:
-        self._session: Session | None = None
-        self._resolver = Resolver()
-        self._known_options: _TypedCache[ProbeOptions] = _TypedCache()
-
-    def __repr__(self) -> str:
-        process = self.process
-        return "<MtrPacket" + (f" PID {process.pid}" if process is not None else "") + ">"
+        Raises TypeError for a non-str host, ValueError for a bad ip_version and
+        HostResolveError when there is no such address.
+        """
+        address = (await self._resolver.resolve(host, ip_version)).address
+        return str(ipaddress.ip_address(address))
 
     @property
-    def process(self) -> asyncio.subprocess.Process | None:
-        """The helper process while open, else None."""
-        return None if self._session is None else self._session.process
-
-    async def __aenter__(self) -> MtrPacket:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        etype: type[BaseException] | None,
-        evalue: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def _new_session(self) -> Session:
-        """A session for MTR_PACKET (shell command string) or the located helper."""
-        command = os.environ.get(MTR_PACKET_VARIABLE)
-        if command:
-            return Session(command=command, shell=True, resolver=self._resolver)
-        return Session(resolver=self._resolver)
-
-    async def open(self) -> MtrPacket:
-        """Start the helper.
-
-        Raises StateError if already open, ProcessError (or a subclass) if the helper
-        cannot be run or does not support sending probes.
-        """
-        if self._session is not None:
-            raise StateError("already open")
-        session = self._new_session()
-        self._session = session
-        try:
-            await session.open()
-        except BaseException:
-            self._session = None
-            raise
-        return self
-
-    async def close(self) -> None:
-        """Stop the helper; harmless when not open."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    def _open_session(self) -> Session:
-        """The open session; raises StateError when not open."""
-        if self._session is None:
-            raise StateError("not open")
-        return self._session
-
-    async def check_support(self, feature: str) -> bool:
-        """True if the helper supports ``feature``.
-
-        Raises StateError when not open, ProcessError when the helper exited.
-        """
-        return await self._open_session().check_support(feature)
-
-    async def probe(self, host: str, **args: Any) -> ProbeResult:
-        """Send a probe (mtrpacket's keyword arguments; also local_device and details).
-
-        Raises StateError when not open, HostResolveError, TypeError for an unknown
-        keyword, ValueError for a bad value, ProcessError when the helper exited.
-        """
-        session = self._open_session()
-        return await session.probe_with_options(host, self._options(args), check_features=False)
-
-    def _options(self, args: dict[str, Any]) -> ProbeOptions:
-        """probe()'s keyword arguments as ProbeOptions, remembered by their values and
-        types (as Session.probe remembers its templates).
-
-        Raises TypeError for an unknown keyword, ValueError for bad values.
-        """
-        key = (*args, *args.values())
-        try:
-            options = self._known_options.get(key)
-        except TypeError:  # an unhashable value: validation says what is wrong with it
-            return _mtrpacket_options(args)
-        if options is None:
-            options = _mtrpacket_options(args)
-            self._known_options.put(key, options)
-        return options
+    def name_resolver(self) -> NameResolver:
+        """The session's reverse name lookups (address -> name, cached), which
+        traceroute and monitor use unless given another; emptied by
+        :meth:`clear_dns_cache`."""
+        return self._names
 
     def clear_dns_cache(self) -> None:
-        """Forget resolved host names (and the probe templates built from them)."""
-        if self._session is not None:
-            self._session.clear_dns_cache()
+        """Forget resolved host names and looked-up reverse names (each is resolved once
+        per session otherwise, by this session's probes and the tools using it)."""
         self._resolver.clear()
+        self._names.clear()
+        self._templates.clear()
+        self._probe_keys.clear()

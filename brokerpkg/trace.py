@@ -14,7 +14,7 @@
   its round-trip times and the MPLS label stack it quoted.
 
 Reverse DNS names (``resolve_names=True``) come from a :class:`NameResolver`, by default
-one cached per session (:func:`names_for`).
+the session's own (:func:`names_for`), which ``Session.clear_dns_cache`` empties.
 
 Sending every probe at once is what makes the trace fast; a router that rate-limits its
 ICMP errors harder than a burst of ``probes_per_hop`` may then leave some probes
@@ -24,10 +24,7 @@ unanswered, where a hop-by-hop traceroute would not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -41,7 +38,6 @@ from .ping import (
     TimeExceeded,
     _Progress,
     check_int,
-    check_seconds,
     classify,
     probe_settings,
     probe_to_dict,
@@ -50,6 +46,7 @@ from .ping import (
     session_scope,
 )
 from .protocol import Mpls, ProbeResult
+from .resolve import NameResolver
 from .session import Session
 
 __all__ = [
@@ -61,7 +58,6 @@ __all__ = [
     "traceroute",
 ]
 
-DEFAULT_NAME_TIMEOUT = 2.0
 TERMINAL_ANSWERS = (Answer.REPLY, Answer.UNREACHABLE)
 """Answers after which a larger TTL cannot get further along the path."""
 
@@ -69,64 +65,9 @@ TERMINAL_ANSWERS = (Answer.REPLY, Answer.UNREACHABLE)
 # ----------------------------------------------------------------------------- names
 
 
-class NameResolver:
-    """Reverse DNS lookups (address -> name) with a cache, each bounded by ``timeout``.
-
-    Concurrent requests for one address share one lookup; failures and timeouts give
-    None and are cached too (use :meth:`clear` to retry).  Subclass and override
-    :meth:`lookup` to use another source of names.
-    """
-
-    def __init__(self, timeout: float = DEFAULT_NAME_TIMEOUT) -> None:
-        self.timeout = check_seconds("timeout", timeout, positive=True)
-        self._names: dict[str, str | None] = {}
-        self._lookups: dict[str, asyncio.Future[str | None]] = {}
-
-    def cached(self, address: str) -> str | None:
-        """The name already known for ``address`` (None if unknown or not looked up)."""
-        return self._names.get(address)
-
-    def clear(self) -> None:
-        """Forget every name (lookups under way still finish)."""
-        self._names.clear()
-
-    async def name(self, address: str) -> str | None:
-        """The name of ``address``, or None when it has none; never raises (except
-        CancelledError)."""
-        if address in self._names:
-            return self._names[address]
-        lookup = self._lookups.get(address)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._resolve(address))
-            self._lookups[address] = lookup
-            lookup.add_done_callback(lambda _: self._lookups.pop(address, None))
-        return await asyncio.shield(lookup)
-
-    async def _resolve(self, address: str) -> str | None:
-        name: str | None = None
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.timeout):
-                name = await self.lookup(address)
-        self._names[address] = name
-        return name
-
-    async def lookup(self, address: str) -> str | None:
-        """Ask the system resolver (getnameinfo with NI_NAMEREQD) for ``address``'s
-        name; may raise OSError."""
-        loop = asyncio.get_running_loop()
-        host, _port = await loop.getnameinfo((address, 0), socket.NI_NAMEREQD)
-        return host
-
-
-_NAME_RESOLVERS: weakref.WeakKeyDictionary[Session, NameResolver] = weakref.WeakKeyDictionary()
-
-
 def names_for(session: Session) -> NameResolver:
-    """The NameResolver kept for ``session`` (created on first use)."""
-    resolver = _NAME_RESOLVERS.get(session)
-    if resolver is None:
-        resolver = _NAME_RESOLVERS[session] = NameResolver()
-    return resolver
+    """The NameResolver of ``session`` (its :attr:`~Session.name_resolver`)."""
+    return session.name_resolver
 
 
 async def lookup_names(resolver: NameResolver, addresses: Iterable[str]) -> dict[str, str | None]:

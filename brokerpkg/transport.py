@@ -11,6 +11,8 @@ import asyncio
 import collections
 import contextlib
 import os
+import re
+import shlex
 import signal
 from collections.abc import Mapping, Sequence
 
@@ -26,6 +28,78 @@ EXIT_WAIT = 2.0
 
 STREAM_END_WAIT = 2.0
 """Seconds to wait for a pipe to reach end-of-file after the helper was killed."""
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_SHELL_WORD = re.compile(r"""\s*(?:[^\s'"\\]|\\.|'[^']*'|"(?:[^"\\]|\\.)*")+""")
+"""One word of a shell command line as the shell splits it (quotes and backslashes kept)."""
+_OPERATOR_CHARACTERS = frozenset("();<>|&")
+_REDIRECTIONS = frozenset({"<", ">", ">>", "<&", ">&", "<>", ">|"})
+_NOT_EXECUTABLE = frozenset(
+    {
+        # reserved words: the start of a compound command
+        *("!", "{", "}", "case", "do", "done", "elif", "else", "esac", "fi", "for", "if"),
+        *("in", "then", "until", "while"),
+        # built-ins that act on the shell itself (exec would run a program of that name)
+        *("break", "cd", "command", "continue", ".", ":", "eval", "exec", "exit", "export"),
+        *("readonly", "return", "set", "shift", "times", "trap", "unset"),
+    }
+)
+"""First words after which ``exec`` would change what a command does (``exec`` itself:
+the command replaces the shell already)."""
+
+
+def exec_in_shell(command: str) -> str:
+    """The shell command string ``command`` rewritten so that /bin/sh replaces itself
+    with the program it runs (``helper -x`` becomes ``exec helper -x``, ``A=1 helper``
+    becomes ``A=1 exec helper``): the child process is then the helper, and killing it
+    ends the helper and its pipes at once.
+
+    Only one simple command is rewritten (words, leading variable assignments and
+    redirections); anything else (``;``, ``&&``, ``|``, ``$(...)``, several lines,
+    compound commands, shell built-ins, unbalanced quotes) is returned unchanged and
+    keeps its shell as the child.  Pure; never raises.
+    """
+    words = _simple_command(command)
+    if words is None:
+        return command
+    assignments = 0
+    while _ASSIGNMENT.match(words[assignments]):
+        assignments += 1
+    end = _end_of_words(command, words[:assignments])
+    if end is None:
+        return command
+    return command[:end] + (" exec" if end else "exec ") + command[end:]
+
+
+def _simple_command(command: str) -> list[str] | None:
+    """The words of ``command`` as the shell splits them if it is one simple command
+    whose program ``exec`` can run, else None."""
+    if "\n" in command:
+        return None
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        words = list(lexer)
+    except ValueError:  # unbalanced quotes: the shell says so
+        return None
+    if any(set(word) <= _OPERATOR_CHARACTERS and word not in _REDIRECTIONS for word in words):
+        return None
+    program = next((word for word in words if not _ASSIGNMENT.match(word)), None)
+    if program is None or program in _NOT_EXECUTABLE:
+        return None
+    return words
+
+
+def _end_of_words(command: str, words: list[str]) -> int | None:
+    """Where the leading ``words`` (assignments) of ``command`` end, or None when the
+    shell would split them otherwise."""
+    end = 0
+    for _ in words:
+        match = _SHELL_WORD.match(command, end)
+        if match is None:
+            return None
+        end = match.end()
+    return end if shlex.split(command[:end]) == words else None
 
 
 class Transport:
@@ -91,7 +165,9 @@ class ProcessTransport(Transport):
         env: Mapping[str, str] | None = None,
         description: str,
     ) -> ProcessTransport:
-        """Start ``argv`` (no shell) or ``shell_command`` (through /bin/sh).
+        """Start ``argv`` (no shell) or ``shell_command`` (through /bin/sh, which
+        ``exec``s the helper when the string is one simple command: see
+        :func:`exec_in_shell`).
 
         Raises HelperNotFoundError when the program does not exist and ProcessError
         when it cannot be started (not executable, out of resources).
@@ -101,7 +177,7 @@ class ProcessTransport(Transport):
         try:
             if shell_command is not None:
                 process = await asyncio.create_subprocess_shell(
-                    shell_command,
+                    exec_in_shell(shell_command),
                     stdin=pipe,
                     stdout=pipe,
                     stderr=pipe,

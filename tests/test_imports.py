@@ -76,13 +76,13 @@ def test_import_brokerpkg_loads_no_submodule_and_not_asyncio() -> None:
 
 def test_a_pure_name_loads_only_its_module() -> None:
     loaded = new_modules("from brokerpkg import ProbeResult, StateError")
-    assert {"brokerpkg.protocol", "brokerpkg.errors"} <= loaded
+    assert {"brokerpkg.mtrpacket_compat", "brokerpkg.protocol", "brokerpkg.errors"} <= loaded
     assert not loaded & (TOOLS | {"asyncio"})
 
 
 def test_every_public_name_resolves_to_its_module_object() -> None:
     code = """
-import importlib, json, sys, types
+import importlib, json, sys, types, typing
 import brokerpkg
 kinds = {}
 for name in brokerpkg.__all__:
@@ -91,6 +91,9 @@ for name in brokerpkg.__all__:
         kinds[name] = "module" if value is sys.modules["brokerpkg." + name] else "other module"
     elif name == "__version__":
         kinds[name] = "version" if value == brokerpkg._version.__version__ else repr(value)
+    elif typing.get_origin(value) is not None:  # a type alias has no module of its own
+        home = sys.modules["brokerpkg." + brokerpkg._EXPORTS[name]]
+        kinds[name] = "defined" if getattr(home, name) is value else home.__name__
     else:
         home = importlib.import_module(value.__module__)
         kinds[name] = "defined" if getattr(home, name) is value else value.__module__

@@ -25,13 +25,13 @@ from brokerpkg import (
     HopStats,
     MonitorReport,
     NameResolver,
-    ProbeResult,
     ProbeSendError,
     Session,
     monitor,
     sync,
 )
 from brokerpkg.mtr import MonitorState
+from brokerpkg.protocol import ProbeResult  # Session's; brokerpkg.ProbeResult is mtrpacket's
 
 FAMILIES = pytest.mark.parametrize("family", [4, 6])
 LIMIT = 30.0

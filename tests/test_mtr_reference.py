@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,3 +248,223 @@ def test_mtrpacket_gets_the_same_results_through_both_helpers(
         seen[name] = json.loads(res.stdout)
     assert seen["ours"] == expected
     assert seen["mtr-packet"] == expected
+
+
+# --------------------------------------------------------------------------- drop-in
+
+REPO = Path(__file__).resolve().parent.parent
+DROP_IN_PROGRAM = """
+import asyncio, json, re, sys
+import mtrpacket
+
+async def main(probes):
+    async with mtrpacket.MtrPacket() as mtr:
+        results = await asyncio.gather(*(mtr.probe(host, **args) for host, args in probes))
+    for number, result in enumerate(results):
+        success, reply, time_ms, responder, mpls = result  # five fields, as mtrpacket's
+        assert isinstance(result, mtrpacket.ProbeResult) and result._fields == (
+            "success", "result", "time_ms", "responder", "mpls")
+        print(number, re.sub(r"time_ms=[0-9.]+", "time_ms=T", repr(result)))
+
+asyncio.run(main(json.loads(sys.argv[1])))
+"""
+"""An mtrpacket program: every probe at once, then one line per result (times masked)."""
+
+
+def drop_in_run(chain: Chain, module: str, helper: str, probes: list[Any]) -> list[str]:
+    """The lines DROP_IN_PROGRAM prints in the client namespace with ``import mtrpacket``
+    (module 'mtrpacket') or ``import brokerpkg as mtrpacket`` ('brokerpkg'), its helper
+    given by MTR_PACKET."""
+    program = DROP_IN_PROGRAM
+    if module == "brokerpkg":
+        program = program.replace("import mtrpacket\n", "import brokerpkg as mtrpacket\n", 1)
+    res = chain.run(
+        "client",
+        [sys.executable, "-c", program, json.dumps(probes)],
+        env=dict(os.environ, MTR_PACKET=helper, PYTHONPATH=str(REPO)),
+        check=False,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    lines: list[str] = res.stdout.splitlines()
+    return lines
+
+
+def differences(seen: list[str], expected: list[str]) -> list[tuple[str, str]]:
+    """(printed, expected) for each line that is not what was expected."""
+    return [(got, want) for got, want in zip(seen, expected, strict=True) if got != want]
+
+
+def result_text(success: bool, result: str, responder: str | None = None, mpls: str = "[]") -> str:
+    """mtrpacket's repr of a result, time masked (None without a responder)."""
+    time_ms = "T" if responder else "None"
+    return (
+        f"ProbeResult(success={success}, result={result!r}, time_ms={time_ms}, "
+        f"responder={responder!r}, mpls={mpls})"
+    )
+
+
+REFUSED_BY_BOTH = [
+    {"protocol": "gre"},
+    {"size": 100000},
+    {"ttl": 1.5},
+    {"protocol": "ICMP"},
+    {"protocol": "udp", "local_port": 1023},
+    {"timeout": "1e1"},
+]
+"""Arguments that mtr-packet 0.95 and our helper both answer with invalid-argument, in
+both families (mtr-packet takes IPv6 probes of 9001 bytes and more, not IPv4 ones)."""
+HELPERS_DIFFER = [
+    ({"ttl": 0}, "ttl-expired from hop 1", "invalid-argument"),
+    ({"timeout": 0.5}, "invalid-argument", "reply"),
+    ({"protocol": "sctp"}, "invalid-argument", "reply"),
+]
+"""Arguments the two helpers judge differently (mtr-packet 0.95's answer, ours): TTL 0
+is sent as 1 by mtr-packet; fractional timeouts and SCTP (without a kernel SCTP stack)
+are ours alone."""
+
+
+def drop_in_corpus(chain: Chain, responder: Any) -> tuple[list[Any], list[str]]:
+    """Probes (host, mtrpacket keyword arguments) both helpers answer alike, and what the
+    lab's truth says mtrpacket prints for each."""
+    hole = chain.add_blackhole(2)
+    probes: list[Any] = []
+    expected: list[str] = []
+    labels = [
+        "[Mpls(label=16, traffic_class=0, bottom_of_stack=False, ttl=1), "
+        "Mpls(label=1048575, traffic_class=7, bottom_of_stack=True, ttl=255)]",
+        "[Mpls(label=24001, traffic_class=3, bottom_of_stack=True, ttl=9)]",
+    ]
+
+    def add(host: str, args: dict[str, Any], text: str) -> None:
+        probes.append((host, args))
+        expected.append(f"{len(expected)} {text}")
+
+    for fam in FAMILIES:
+        target = chain.virtual_target(56, fam)
+        unreachable = chain.virtual_target(57, fam)
+        responder.set(target, **TARGET)
+        responder.set(unreachable, answer="unreachable")
+        server = chain.server_address(fam)
+        for proto, extra in (("icmp", {}), ("udp", {"port": 33434})):
+            for ttl in range(1, 7):
+                args = {"ip_version": fam, "protocol": proto, "ttl": ttl, "timeout": 2, **extra}
+                if ttl <= 3:
+                    text = result_text(False, "ttl-expired", chain.hop_address(ttl, fam))
+                elif ttl <= 5:
+                    hop = chain.virtual_hop(ttl - 3, fam)
+                    text = result_text(False, "ttl-expired", hop, labels[ttl - 4])
+                else:
+                    text = result_text(True, "reply", target)
+                add(target, args, text)
+            add(
+                unreachable,
+                {"protocol": proto, "timeout": 2},
+                result_text(False, "no-route", unreachable),
+            )
+        add(
+            target,
+            {
+                "protocol": "udp",
+                "port": 53,
+                "size": 100,
+                "tos": 40,
+                "bit_pattern": 165,
+                "timeout": 2,
+            },
+            result_text(True, "reply", target),
+        )
+        for ttl in range(1, 5):  # TCP through the kernel's routers (see TCP_VIRTUAL_TTLS)
+            text = (
+                result_text(True, "reply", server)
+                if ttl == 4
+                else result_text(False, "ttl-expired", chain.hop_address(ttl, fam))
+            )
+            add(server, {"protocol": "tcp", "port": 80, "ttl": ttl, "timeout": 2}, text)
+        for proto in ("icmp", "udp", "tcp"):
+            add(
+                hole.address(fam), {"protocol": proto, "timeout": 1}, result_text(False, "no-reply")
+            )
+        for args in REFUSED_BY_BOTH:
+            add(target, {"timeout": 2, **args}, result_text(False, "invalid-argument"))
+    return probes, expected
+
+
+def test_an_mtrpacket_program_prints_the_same_with_brokerpkg_in_its_place(
+    chain: Chain, responder: Any, helpers: dict[str, str]
+) -> None:
+    pytest.importorskip("mtrpacket")
+    probes, expected = drop_in_corpus(chain, responder)
+    reference = drop_in_run(chain, "mtrpacket", helpers["mtr-packet"], probes)
+    ours = drop_in_run(chain, "brokerpkg", helpers["ours"], probes)
+    assert len(reference) == len(ours) == len(expected)
+    assert {
+        "mtrpacket + mtr-packet": differences(reference, expected),
+        "brokerpkg + our helper": differences(ours, expected),
+    } == {"mtrpacket + mtr-packet": [], "brokerpkg + our helper": []}
+
+
+def test_where_the_helpers_differ_both_libraries_print_what_the_helper_says(
+    chain: Chain, responder: Any, helpers: dict[str, str]
+) -> None:
+    pytest.importorskip("mtrpacket")
+    target = chain.virtual_target(58, 4)
+    responder.set(target, **TARGET)
+    probes = [(target, {"timeout": 2, **args}) for args, _, _ in HELPERS_DIFFER]
+    seen = {
+        (module, name): drop_in_run(chain, module, path, probes)
+        for module in ("mtrpacket", "brokerpkg")
+        for name, path in helpers.items()
+    }
+    # the library makes no difference: each helper's answers come through unchanged
+    assert seen["brokerpkg", "mtr-packet"] == seen["mtrpacket", "mtr-packet"]
+    assert seen["brokerpkg", "ours"] == seen["mtrpacket", "ours"]
+    words = {
+        "ttl-expired from hop 1": result_text(False, "ttl-expired", chain.hop_address(1, 4)),
+        "invalid-argument": result_text(False, "invalid-argument"),
+        "reply": result_text(True, "reply", target),
+    }
+    assert seen["mtrpacket", "mtr-packet"] == [
+        f"{number} {words[theirs]}" for number, (_, theirs, _) in enumerate(HELPERS_DIFFER)
+    ]
+    assert seen["brokerpkg", "ours"] == [
+        f"{number} {words[ours]}" for number, (_, _, ours) in enumerate(HELPERS_DIFFER)
+    ]
+
+
+KILL_PROGRAM = """
+import asyncio, os, signal, sys, time
+import brokerpkg as mtrpacket
+
+async def main(target):
+    async with mtrpacket.MtrPacket() as mtr:
+        pid = mtr.process.pid
+        print("exe", os.readlink("/proc/{}/exe".format(pid)))
+        probes = [asyncio.ensure_future(mtr.probe(target, timeout=30)) for _ in range(3)]
+        await asyncio.sleep(0)  # each probe's request is queued
+        await mtr.check_support("no-such-feature")  # answered after the helper read them
+        started = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        for error in await asyncio.gather(*probes, return_exceptions=True):
+            print(type(error).__name__, error.returncode, time.monotonic() - started < 5)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_killing_the_helper_of_mtr_packet_fails_its_pending_probes_at_once(
+    chain: Chain, helper_path: str
+) -> None:
+    hole = chain.add_blackhole(2)
+    res = chain.run(
+        "client",
+        [sys.executable, "-c", KILL_PROGRAM, hole.address(4)],
+        env=dict(os.environ, MTR_PACKET=helper_path, PYTHONPATH=str(REPO)),
+        check=False,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"exe {os.path.realpath(helper_path)}",
+        *["HelperExitedError -9 True"] * 3,
+    ]

@@ -18,6 +18,7 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from lab import Chain, virtual_target
@@ -28,7 +29,6 @@ from brokerpkg import (
     HostResolveError,
     NoReplyError,
     PingResult,
-    ProbeResult,
     ProbeSendError,
     ProgressEvent,
     ProtocolError,
@@ -39,7 +39,10 @@ from brokerpkg import (
     ping,
     sync,
 )
+from brokerpkg.mtr import monitor
 from brokerpkg.ping import Answer, classify, probe_settings, raise_for_probe
+from brokerpkg.protocol import ProbeResult  # Session's; brokerpkg.ProbeResult is mtrpacket's
+from brokerpkg.trace import names_for, traceroute
 
 FAMILIES = pytest.mark.parametrize("family", [4, 6])
 PROTOCOLS = ["icmp", "udp", "tcp", "sctp"]
@@ -528,3 +531,80 @@ def test_network_errors_live_in_errors_and_are_reexported() -> None:
         assert getattr(ping_module, name) is cls is getattr(brokerpkg, name)
     assert issubclass(errors.ProbeSendError, OSError)
     assert issubclass(errors.TimeExceeded, errors.NetworkError)
+
+
+# ------------------------------------------------------------------ issue 9: library
+
+
+@pytest.mark.parametrize("hosts", ["127.0.0.1", b"127.0.0.1"], ids=["str", "bytes"])
+async def test_multiping_refuses_one_host_given_as_a_string(
+    helper_path: str, hosts: str | bytes
+) -> None:
+    message = (
+        f"hosts must be a collection of host names, not one {type(hosts).__name__} "
+        f"({hosts!r}); for one host use ping() or [{hosts!r}]"
+    )
+    async with asyncio.timeout(LIMIT), Session(helper_path) as session:
+        with pytest.raises(TypeError) as caught:
+            await multiping(hosts, session=session)  # type: ignore[arg-type]
+        assert str(caught.value) == message
+        with pytest.raises(TypeError, match="not one"):
+            async for _ in multiping_iter(hosts, session=session):  # type: ignore[arg-type]
+                pass
+        with pytest.raises(TypeError, match="not one"):
+            await asyncio.to_thread(sync.multiping, hosts, helper=helper_path)
+        # the session still serves the next request
+        (alive,) = await multiping(
+            [str(hosts, "ascii") if isinstance(hosts, bytes) else hosts],
+            count=1,
+            timeout=1.0,
+            session=session,
+        )
+    assert alive.received == 1
+
+
+def test_ping_result_repr_sums_the_probes_up() -> None:
+    probes = (
+        result("reply", success=True, responder="198.18.200.1", time_ms=20.0),
+        result("no-reply"),
+    ) * 50
+    text = repr(PingResult("target.example", "198.18.200.1", probes))
+    assert text == (
+        "PingResult(host='target.example', address='198.18.200.1', sent=100, received=50, "
+        "packet_loss=0.5, min_rtt=20.0, avg_rtt=20.0, max_rtt=20.0)"
+    )
+    dead = PingResult("198.18.200.1", "198.18.200.1", (result("no-reply"),))
+    assert repr(dead).endswith("packet_loss=1.0, min_rtt=None, avg_rtt=None, max_rtt=None)")
+
+
+async def test_ping_trace_and_monitor_use_the_session_names_and_clear_dns_cache_empties_them(
+    helper_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    system = loop.getaddrinfo
+    lookups: list[str] = []
+
+    async def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        return await system(host, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    async with asyncio.timeout(LIMIT), Session(helper_path) as session:
+        await ping("localhost", count=1, timeout=1.0, family=4, session=session)
+        trace = await traceroute(
+            "localhost", max_ttl=2, timeout=1.0, family=4, session=session, resolve_names=True
+        )
+        reports = monitor("localhost", cycles=1, max_ttl=2, timeout=1.0, family=4, session=session)
+        async with contextlib.aclosing(reports):
+            async for _ in reports:
+                pass
+        assert lookups == ["localhost"]  # resolved once, for all three
+        assert trace.hops[0].responders["127.0.0.1"].name == "localhost"
+        assert names_for(session) is session.name_resolver
+        assert session.name_resolver.cached("127.0.0.1") == "localhost"
+        assert await session.resolve("localhost", 4) == "127.0.0.1"
+        session.clear_dns_cache()
+        assert session.name_resolver.cached("127.0.0.1") is None
+        await ping("localhost", count=1, timeout=1.0, family=4, session=session)
+        await traceroute("localhost", max_ttl=2, timeout=1.0, family=4, session=session)
+        assert lookups == ["localhost", "localhost"]

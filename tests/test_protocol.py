@@ -134,13 +134,6 @@ def test_ports_are_refused_for_icmp(name: str) -> None:
         make_probe_options(protocol="icmp", **{name: 2000})
 
 
-def test_lenient_options_drop_icmp_ports_like_mtr_packet() -> None:
-    options = make_probe_options(port=80, local_port=2000, lenient=True)
-    assert options.port is None
-    assert options.local_port is None
-    assert make_probe_options(protocol="tcp", port=80, lenient=True).port == 80
-
-
 def test_options_default_to_not_given() -> None:
     assert make_probe_options() == ProbeOptions()
     assert ProbeOptions().details is False

@@ -1026,3 +1026,29 @@ async def test_non_executable_helper_is_not_a_privilege_problem(tmp_path: Path) 
         await Session(command=str(script), shell=True).open()
     assert not isinstance(caught.value, HelperPrivilegeError)
     assert caught.value.returncode == 126
+
+
+# ------------------------------------------------------------------ repr
+
+
+async def test_repr_says_state_helper_version_process_and_probes_in_flight() -> None:
+    command = fake("silent", "--max-probes", "8")
+    described = " ".join(command)
+    session = Session(command=command)
+    assert repr(session) == f"<Session new: {described}>"
+    async with asyncio.timeout(LIMIT), session:
+        pid = session.process.pid  # type: ignore[union-attr]
+        assert repr(session) == (
+            f"<Session open: {described} (brokerpkg-0.1.0), pid {pid}, 0 of 8 in flight>"
+        )
+        probes = [asyncio.ensure_future(session.probe("127.0.0.1", timeout=60)) for _ in range(3)]
+        await asyncio.sleep(0)  # each probe's request is queued
+        await session.check_support("no-such-feature")  # answered after the fake read them
+        assert repr(session).endswith(f", pid {pid}, 3 of 8 in flight>")
+        os.kill(pid, 9)
+        await asyncio.gather(*probes, return_exceptions=True)
+        assert repr(session) == (
+            f"<Session failed: {described} (brokerpkg-0.1.0), pid {pid} was killed by "
+            "signal 9, 0 of 8 in flight>"
+        )
+    assert repr(session) == f"<Session closed: {described} (brokerpkg-0.1.0)>"

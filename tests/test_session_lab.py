@@ -18,7 +18,8 @@ import pytest
 from lab import packets as P
 from lab.topology import Chain
 
-from brokerpkg import Mpls, ProbeResult, Session
+from brokerpkg import Mpls, Session
+from brokerpkg.protocol import ProbeResult  # Session's (brokerpkg.ProbeResult is mtrpacket's)
 
 pytestmark = pytest.mark.privileged
 

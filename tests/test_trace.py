@@ -22,7 +22,6 @@ from brokerpkg import (
     Mpls,
     NameResolver,
     NoReplyError,
-    ProbeResult,
     ProgressEvent,
     Session,
     TimeExceeded,
@@ -31,6 +30,7 @@ from brokerpkg import (
     traceroute,
 )
 from brokerpkg.ping import Answer
+from brokerpkg.protocol import ProbeResult  # Session's; brokerpkg.ProbeResult is mtrpacket's
 from brokerpkg.trace import lookup_names, make_hop, names_for
 
 FAMILIES = pytest.mark.parametrize("family", [4, 6])
