@@ -13,6 +13,7 @@ everything else is an exact expected value.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import subprocess
 import threading
 import time
@@ -1134,6 +1135,12 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(
             target = chain.virtual_target(20 + p, fam)
             responder.set(target, delay=delay)
             cases.append((fam * 10 + p, fam, target, proto))
+    # The first router's neighbour entries exist before the capture, so that no probe
+    # waits in a neighbour queue: each leaves within the call that sends it.
+    first_hops = {fam: chain.hop_address(1, fam) for fam in FAMILIES}
+    assert serve(chain, helper_path, [req(f, f, first_hops[f]) for f in FAMILIES]) == {
+        f: ans(f, "reply", f, first_hops[f]) for f in FAMILIES
+    }
     with chain.capture("client", "eth0") as cap:
         replies = chain.run(
             "client",
@@ -1143,7 +1150,8 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(
             ),
         )
     lines = {int(line.split()[0]): line for line in replies.stdout.splitlines()}
-    for n, fam, target, proto in cases:
+    stamp_gaps = []
+    for i, (n, fam, target, proto) in enumerate(cases):
         assert words(lines[n]) == ans(n, "reply", fam, target)
         rtt = rtt_us(lines[n]) / 1e6
         probe = one_probe(cap, target, proto, fam)
@@ -1152,15 +1160,45 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(
         on_wire = answer.timestamp - probe.timestamp
         [rx] = [e for e in responder.received(dst=target) if is_probe(e.packet)]
         [tx] = responder.sent(rx=rx.n)
-        held = (tx.ts_ns - rx.ts_ns) / 1e9  # how long the responder kept it: delay + its lag
+        held = (tx.ts_ns - rx.ts_ns) / 1e9  # kernel stamps: delay + the responder's lag
         assert held >= delay
-        # kernel timestamps at both ends (the probe's as it is queued to the device, just
-        # before the capture sees it): microseconds apart, at most.  TCP is timed by the
-        # helper's clock from connect() to the socket's outcome.
-        tolerance = 0.0015 if proto == "tcp" else 0.00002
-        assert abs(rtt - on_wire) < tolerance, (proto, fam, rtt, on_wire)
-        assert abs(rtt - held) < 0.003, (proto, fam, rtt, held)
-        assert delay <= rtt < delay + 0.05, (proto, fam, rtt)
+        # The responder's stamps lie inside the client's: the answer timed is the one held
+        # (the path between them, three routers each way, is quick even on a busy machine).
+        assert held - 0.000001 <= on_wire < held + 0.05, (proto, fam, held, on_wire)
+        if proto != "tcp":
+            # Kernel timestamps at both ends: the helper's transmit stamp is taken as the
+            # probe is queued to the device, a few microseconds before the capture's
+            # (which a loaded machine can stretch: the test's last line bounds most of
+            # them); the receive stamp is the capture's own.
+            assert on_wire - 0.000002 <= rtt < on_wire + 0.05, (proto, fam, rtt, on_wire)
+            stamp_gaps.append(rtt - on_wire)
+            continue
+        # TCP is timed by the helper's clock (brokerpkg-helper(8)): read before the
+        # connect, so after the previous probe of this run (the line before) left, and on
+        # seeing the outcome, before the helper resets the connection.  How long a busy
+        # machine takes to wake the helper is not bounded; what the wire shows around the
+        # two readings is.
+        _, previous_family, previous_target, previous_proto = cases[i - 1]
+        assert previous_family == fam
+        before = one_probe(cap, previous_target, previous_proto, fam).timestamp
+        resets = [
+            pkt
+            for pkt in cap.select(direction="out", dst=target, proto="tcp", version=fam)
+            if (pkt.tcp_flags or 0) & P.TCP_RST
+        ]
+        assert resets, f"the helper did not reset the connection to {target}:\n{cap.describe()}"
+        after = resets[0].timestamp
+        assert before is not None and after is not None
+        assert on_wire - 0.000002 <= rtt <= after - before + 0.000002, (
+            fam,
+            rtt,
+            on_wire,
+            after - before,
+        )
+    # Interrupting the microseconds between a probe's two transmit stamps takes a loaded
+    # machine's bad luck; doing it to most of the probes of one run would take a helper
+    # that times probes by something else.
+    assert statistics.median(stamp_gaps) < 0.00002, stamp_gaps
 
 
 # =========================================================================== 4. many TTLs
