@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "wire.h"
+
 #define NS_PER_TOKEN (1000000000.0 / RESTRICTED_PROBES_PER_SECOND)
 
 void policy_init(struct policy *policy, bool restricted, uint64_t now_ns)
@@ -42,15 +44,15 @@ const char *policy_refuse_destination(const struct policy *policy,
         return NULL;
     }
     if (is_unspecified(destination)) {
-        return "unspecified-destination";
+        return REASON_UNSPECIFIED_DESTINATION;
     }
     if (is_multicast(destination)) {
-        return "multicast-destination";
+        return REASON_MULTICAST_DESTINATION;
     }
     /* directed broadcasts need SO_BROADCAST, which the helper never sets:
        the kernel refuses them with EACCES (permission-denied) for everyone */
     if (is_limited_broadcast(destination)) {
-        return "broadcast-destination";
+        return REASON_BROADCAST_DESTINATION;
     }
     return NULL;
 }
