@@ -304,7 +304,7 @@ def chain(privileged: None) -> Iterator[Chain]:
 @pytest.fixture
 def responder(chain: Chain) -> Responder:
     """The session chain's responder, reset to an empty script and empty logs."""
-    r = chain.responder
+    r: Responder | None = chain.responder
     assert r is not None
     r.reset()
     return r

@@ -407,7 +407,7 @@ def test_size_and_bit_pattern_on_the_wire(chain: Chain, responder: Any, helper_p
                 req(n, fam, dst, protocol="tcp", size=size, bit_pattern=pattern, timeout=3)
             )
             expected[n] = ans(n, "reply", fam, dst)
-            checks.append((dst, "tcp", fam, None, None))
+            checks.append((dst, "tcp", fam, None, None))  # type: ignore[arg-type]
     with chain.capture("client", "eth0") as cap:
         replies = serve(chain, helper_path, requests)
     assert replies == expected
@@ -460,19 +460,19 @@ def test_ports_on_the_wire(chain: Chain, responder: Any, helper_path: str) -> No
     for fam in FAMILIES:
         p = {offset: one_probe(cap, *targets[fam * 100 + offset]) for offset in args}
         default_udp = [p[1].dport, p[2].dport, p[3].dport]
-        assert all(33434 <= port <= 65535 for port in default_udp), default_udp
+        assert all(33434 <= port <= 65535 for port in default_udp), default_udp  # type: ignore[operator]
         assert len(set(default_udp)) == 3, default_udp  # varies per probe
         assert p[4].dport == 5000
         # without local-port udp uses the port the helper holds bound: one, unprivileged
-        assert p[1].sport == p[2].sport == p[3].sport == p[4].sport >= 1024
+        assert p[1].sport == p[2].sport == p[3].sport == p[4].sport >= 1024  # type: ignore[operator]
         assert (p[5].sport, p[6].sport, p[6].dport) == (40000 + fam, 65535 - fam, 1)
         assert all(p[k].checksum_ok for k in range(1, 7))
         assert (p[7].dport, p[8].dport, p[9].dport, p[9].sport) == (80, 8080, 80, 41000 + fam)
-        assert p[7].sport >= 1024 and p[8].sport >= 1024
+        assert p[7].sport >= 1024 and p[8].sport >= 1024  # type: ignore[operator]
         assert (p[10].dport, p[11].dport, p[12].dport) == (80, 80, 9999)
         assert (p[13].sport, p[13].dport) == (42000 + fam, 65535)
         sctp_ports = [p[10].sport, p[11].sport, p[12].sport]
-        assert all(33434 <= port <= 65535 for port in sctp_ports), sctp_ports
+        assert all(33434 <= port <= 65535 for port in sctp_ports), sctp_ports  # type: ignore[operator]
         assert len(set(sctp_ports)) == 3, sctp_ports  # one per probe in flight
 
 
@@ -609,8 +609,8 @@ def test_mark_takes_the_policy_route(two_way: Lab, helper_path: str) -> None:
 def test_fractional_timeouts_end_on_time(chain: Chain, helper_path: str) -> None:
     hole = chain.add_blackhole(2)
     live = LiveHelper(chain, helper_path)
-    timeouts = {0.3: [], 0.75: [], 0.0: []}
-    lines = []
+    timeouts: dict[float, list[int]] = {0.3: [], 0.75: [], 0.0: []}
+    lines: list[str] = []
     n = 0
     for fam in FAMILIES:
         for proto in PROTOCOLS:
@@ -651,7 +651,7 @@ def test_replies_from_the_destination_with_details(
                     i,
                     server,
                     proto,
-                    lambda fam, p=proto: (
+                    lambda fam, p=proto: (  # type: ignore[misc]
                         f"reply-ttl 61 icmp-type {SERVER_REPLY_ICMP[p, fam][0]} "
                         f"icmp-code {SERVER_REPLY_ICMP[p, fam][1]}"
                     ),
@@ -897,7 +897,8 @@ def test_no_reply_from_a_blackhole_and_a_silent_target(
 def test_address_in_use_for_a_local_port_already_probing(chain: Chain, helper_path: str) -> None:
     hole = chain.add_blackhole(2)
     live = LiveHelper(chain, helper_path)
-    first, lines = [], []
+    first: list[int] = []
+    lines: list[str] = []
     for fam in FAMILIES:
         for proto, port in (("tcp", 41000 + fam), ("sctp", 42000 + fam)):
             t = len(lines) + 1

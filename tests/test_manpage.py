@@ -227,7 +227,7 @@ def string_literals(source: str) -> list[str]:
 
 def test_no_source_file_spells_a_protocol_word_of_its_own(wire: dict[str, str]) -> None:
     words = set(wire.values())
-    found = {}
+    found: dict[str, list[str]] = {}
     sources = sorted(HELPER.glob("*.c")) + sorted(
         path for path in HELPER.glob("*.h") if path.name != "wire.h"
     )

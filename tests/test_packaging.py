@@ -403,3 +403,21 @@ def test_ci_runs_the_test_command_readme_gives_users() -> None:
     )
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert command in [line.strip() for line in ci]
+
+
+def test_ci_lints_types_and_builds_with_both_compilers_before_the_tests() -> None:
+    """The fast checks come first, and the test files' mypy line is the one pyproject.toml
+    documents."""
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    tests = ci.index("python3 -m pip install -e '.[test]' && python3 -m pytest")
+    narrower = "mypy --allow-untyped-defs --allow-incomplete-defs tests"
+    assert f"`{narrower}`" in " ".join((REPO / "pyproject.toml").read_text().split())
+    for step in (
+        "python3 -m ruff check .",
+        "python3 -m ruff format --check .",
+        "python3 -m mypy",
+        f"python3 -m {narrower}",
+        "for cc in gcc clang; do",
+        'make -s -C "$scratch" -j"$(nproc)" CC="$cc" WERROR=1',
+    ):
+        assert step in ci[:tests], step

@@ -18,6 +18,7 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from lab import Chain, virtual_target
@@ -62,7 +63,7 @@ def result(
     responder: str | None = None,
     time_ms: float | None = None,
     reason: str | None = None,
-    **extra: object,
+    **extra: Any,
 ) -> ProbeResult:
     """A ProbeResult as the session builds it, for tests without a helper."""
     return ProbeResult(
@@ -76,7 +77,7 @@ def result(
         protocol="icmp",
         reason=reason,
         **extra,
-    )  # type: ignore[arg-type]
+    )
 
 
 def turnarounds(responder, dst: str) -> list[float]:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -395,10 +396,9 @@ async def test_privilege_failure_says_how_to_grant_it() -> None:
     assert "setcap cap_net_raw+ep" in message
     assert "chmod u+s" in message
     assert "ping_group_range" in message
-    assert (
-        "Operation not permitted" in caught.value.stderr_line
-        or "setcap" in caught.value.stderr_line
-    )
+    line = caught.value.stderr_line
+    assert line is not None
+    assert "Operation not permitted" in line or "setcap" in line
     assert not session.is_open
 
 
@@ -693,7 +693,7 @@ async def scripted_pair(
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours)
     their_reader, their_writer = await asyncio.open_connection(sock=theirs)
-    task = asyncio.create_task(script(their_reader, their_writer))  # type: ignore[arg-type]
+    task: asyncio.Task[Any] = asyncio.create_task(script(their_reader, their_writer))  # type: ignore[arg-type]
     return (
         Session.from_streams(reader, writer, name="scripted", probe_grace=0.3),
         task,

@@ -427,7 +427,7 @@ class ResponderProgram:
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
                 sec, nsec = struct.unpack("qq", data[:16])
-                return sec * 1_000_000_000 + nsec
+                return int(sec) * 1_000_000_000 + int(nsec)
         raise OSError(errno.ENOMSG, "no transmit timestamp on the error queue")
 
     def ours(self, dst: str) -> bool:
