@@ -3,9 +3,9 @@
 Fixtures:
 
 ``helper_path`` (session)
-    Builds the helper with ``make -C helper`` and returns the absolute path of
-    ``helper/brokerpkg-helper`` (a ``str``).  Skips if ``helper/Makefile`` does
-    not exist; fails if the build fails.
+    Builds the helper with ``make -C helper WERROR=1`` (every warning an error)
+    and returns the absolute path of ``helper/brokerpkg-helper`` (a ``str``).
+    Skips if ``helper/Makefile`` does not exist; fails if the build fails.
 ``privileged`` (session)
     Skips unless the run is root and can create network namespaces.  The
     ``@pytest.mark.privileged`` marker does the same for a test.
@@ -86,6 +86,9 @@ HELPER_NAME = "brokerpkg-helper"
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
 REQUIRE_ENV = "BROKERPKG_REQUIRE_PRIVILEGED"
+# The tests build the helper as developers and CI do: every warning is an error
+# (helper/Makefile; users' builds only show warnings).
+DEVELOPMENT_MAKE_ARGS = ("WERROR=1",)
 SANITIZE_ENV = "BROKERPKG_SANITIZE"
 
 
@@ -253,7 +256,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 @pytest.fixture(scope="session")
 def helper_path() -> str:
-    """Build the helper (``make -C helper``) and return its absolute path.
+    """Build the helper (``make -C helper WERROR=1``) and return its absolute path.
 
     Skips when helper/Makefile does not exist; fails when make fails or does
     not produce helper/brokerpkg-helper.  Concurrent sessions serialise on a
@@ -266,10 +269,10 @@ def helper_path() -> str:
     digest = hashlib.sha256(str(HELPER_DIR).encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"bpk-build-{digest}.lock"
     build_dir = HELPER_DIR
-    make_args: list[str] = []
+    make_args = list(DEVELOPMENT_MAKE_ARGS)
     if sanitized_build():
         build_dir = Path(tempfile.gettempdir()) / f"bpk-sanitize-{digest}"
-        make_args = ["SANITIZE=1", f"-j{os.cpu_count() or 1}"]
+        make_args += ["SANITIZE=1", f"-j{os.cpu_count() or 1}"]
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if sanitized_build():
@@ -329,7 +332,7 @@ def chain(privileged: None) -> Iterator[Chain]:
 @pytest.fixture
 def responder(chain: Chain) -> Responder:
     """The session chain's responder, reset to an empty script and empty logs."""
-    r = chain.responder
+    r: Responder | None = chain.responder
     assert r is not None
     r.reset()
     return r

@@ -684,7 +684,7 @@ def test_ping_lines_and_summary_on_loopback(
     lines = done.stdout.splitlines()
     assert lines[0].startswith("PING ")
     replies = [line for line in lines if f" {seq}=" in line]
-    assert [re.search(rf"{seq}=(\d+)", line).group(1) for line in replies] == ["1", "2", "3"]
+    assert [re.search(rf"{seq}=(\d+)", line).group(1) for line in replies] == ["1", "2", "3"]  # type: ignore[union-attr]
     assert all(re.search(r"time=\d+\.\d+ ms$", line) for line in replies)
     assert lines[-3] == f"--- {split_target(target)[0]} ping statistics ---"
     counts = re.fullmatch(
@@ -693,11 +693,11 @@ def test_ping_lines_and_summary_on_loopback(
     assert counts and 150 <= int(counts.group(1)) < 2000
     low, mean, high, mdev = map(
         float,
-        re.fullmatch(
+        re.fullmatch(  # type: ignore[union-attr]
             r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", lines[-1]
         ).groups(),
     )
-    times = [float(re.search(r"time=([\d.]+)", line).group(1)) for line in replies]
+    times = [float(re.search(r"time=([\d.]+)", line).group(1)) for line in replies]  # type: ignore[union-attr]
     assert low <= mean <= high and mdev >= 0
     assert low == pytest.approx(min(times), abs=0.0015)
     assert high == pytest.approx(max(times), abs=0.0015)

@@ -65,7 +65,7 @@ def result(
     responder: str | None = None,
     time_ms: float | None = None,
     reason: str | None = None,
-    **extra: object,
+    **extra: Any,
 ) -> ProbeResult:
     """A ProbeResult as the session builds it, for tests without a helper."""
     return ProbeResult(
@@ -79,7 +79,7 @@ def result(
         protocol="icmp",
         reason=reason,
         **extra,
-    )  # type: ignore[arg-type]
+    )
 
 
 def turnarounds(responder, dst: str) -> list[float]:

@@ -485,7 +485,8 @@ ATTACKS = (
 def attack_as_nobody(unprivileged_copy, pid: int, fd: int) -> dict[str, str]:
     res = unprivileged_copy.run(["-c", ATTACK, str(pid), str(fd)], timeout=30)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    outcome: dict[str, str] = json.loads(res.stdout)
+    return outcome
 
 
 def test_attack_works_on_an_ordinary_process_of_nobody(unprivileged_copy) -> None:
@@ -681,7 +682,7 @@ def test_root_may_probe_what_nobody_may_not(chain: Chain, helper_path: str) -> N
 def make_mark_chain(make_chain) -> Chain:
     """A chain whose client routes fwmark 7 to an unreachable table: a probe that
     really carries mark 7 gets no-route, without it a reply."""
-    c = make_chain(1, tag="mark")
+    c: Chain = make_chain(1, tag="mark")
     for family in ("-4", "-6"):
         c.run("client", ["ip", family, "rule", "add", "fwmark", "7", "table", "77", "pref", "100"])
         c.run("client", ["ip", family, "route", "add", "unreachable", "default", "table", "77"])

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -694,7 +695,7 @@ async def scripted_pair(
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours)
     their_reader, their_writer = await asyncio.open_connection(sock=theirs)
-    task = asyncio.create_task(script(their_reader, their_writer))  # type: ignore[arg-type]
+    task: asyncio.Task[Any] = asyncio.create_task(script(their_reader, their_writer))  # type: ignore[arg-type]
     return (
         Session.from_streams(reader, writer, name="scripted", probe_grace=0.3),
         task,

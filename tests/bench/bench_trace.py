@@ -210,7 +210,7 @@ def inside(target: str, distance: int, rounds: int) -> int:
     ]
     columns = {name: Column(name) for name in names}
     rtts: dict[str, list[float]] = {"probe": [], "trace": [], "ratio": []}
-    tools = {
+    tools: dict[str, tuple[list[str], dict[str, str] | None]] = {
         "python3 -c pass": ([python, "-c", "pass"], None),
         "python3 -c 'import brokerpkg.cli'": ([python, "-c", "import brokerpkg.cli"], None),
         "traceroute -n -q 1": (["traceroute", "-n", "-q", "1", target], None),

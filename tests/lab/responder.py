@@ -66,13 +66,15 @@ no targets, random state reset), ``{"cmd": "ping"}``.  End of stdin: exit 0.
 
 Events on stdout (JSON lines): ``ready``; ``rx`` for every IP packet to a
 virtual address (``n``, kernel ``ts_ns``, ``hex``, ``action``, ``hop``);
-``tx`` for every packet sent (``rx`` = the n it answers, ``ts_ns``, ``kind``,
-``hex``); ``exit``.
+``tx`` for every packet sent (``rx`` = the n it answers, kernel ``ts_ns``: the
+transmit timestamp taken as the frame is queued to the device, ``kind``, ``hex``);
+``exit``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import heapq
 import ipaddress
 import json
@@ -98,6 +100,12 @@ if TYPE_CHECKING:
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)  # also SCM_TIMESTAMPING
+# <linux/net_tstamp.h>: a software stamp as each sent frame is queued to the device,
+# reported on the error queue without the frame.
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_TX_SCHED = 1 << 8
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
 
 ANSWERS = ("normal", "none", "unreachable")
 MALFORMS = ("truncate", "bad-checksum", "bad-quote", "short-quote", "bad-extension")
@@ -282,6 +290,11 @@ class ResponderProgram:
         self.out = out
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.setsockopt(
+            socket.SOL_SOCKET,
+            SO_TIMESTAMPING,
+            SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY,
+        )
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.sock.bind((iface, 0))
         self.sock.setblocking(False)
@@ -399,6 +412,24 @@ class ResponderProgram:
             self.n += 1
             self.handle(pkt, bytes(data[: pkt.length] if pkt.length else data), src_mac, ts_ns)
 
+    def transmit_stamp(self) -> int:
+        """The kernel's transmit timestamp of the frame just sent, in ns (CLOCK_REALTIME).
+
+        The stamp is queued within send() itself (the device is a veth without a queue),
+        so it is read at once: a clock read here instead would count the time this
+        process waits for the CPU after sending, which a loaded machine makes
+        milliseconds.
+
+        Raises:
+            OSError: the error queue holds no stamp (ENOMSG if it held something else).
+        """
+        _data, ancillary, _flags, _addr = self.sock.recvmsg(0, 512, socket.MSG_ERRQUEUE)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+                sec, nsec = struct.unpack("qq", data[:16])
+                return int(sec) * 1_000_000_000 + int(nsec)
+        raise OSError(errno.ENOMSG, "no transmit timestamp on the error queue")
+
     def ours(self, dst: str) -> bool:
         addr = ipaddress.ip_address(dst)
         return any(addr in p for p in self.prefixes)
@@ -409,6 +440,7 @@ class ResponderProgram:
             item = heapq.heappop(self.queue)
             try:
                 self.sock.send(item.frame)
+                sent_ns = self.transmit_stamp()
             except OSError as e:
                 self.emit({"event": "tx-error", "rx": item.rx, "message": str(e)})
                 continue
@@ -416,7 +448,7 @@ class ResponderProgram:
                 {
                     "event": "tx",
                     "rx": item.rx,
-                    "ts_ns": time.time_ns(),
+                    "ts_ns": sent_ns,
                     "kind": item.kind,
                     "hex": item.ip.hex(),
                 }

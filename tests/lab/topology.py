@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from . import netns
 from .netns import LabError
@@ -372,7 +372,7 @@ class Lab:
 
     # ------------------------------------------------------------------ build / close
 
-    def build(self) -> Lab:
+    def build(self) -> Self:
         """Create every namespace, link, address, route and sysctl.
 
         On failure everything created so far is removed before the error
@@ -506,7 +506,7 @@ class Lab:
         finally:
             _LIVE_LABS.discard(self)
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         return self.build()
 
     def __exit__(self, *exc: object) -> None:
