@@ -1370,8 +1370,9 @@ def test_multiping_ends_on_ctrl_c_with_its_summaries_as_fping(
     lines = out.splitlines()
     blank = lines.index("")
     assert all(SUMMARY.match(line) is None for line in lines[:blank])
-    rows = [SUMMARY.match(line) for line in lines[blank + 1 :]]
-    assert [row.group(1) for row in rows if row] == [server, hole] and len(rows) == 2
+    matched = [SUMMARY.match(line) for line in lines[blank + 1 :]]
+    rows = [row for row in matched if row is not None]
+    assert [row.group(1) for row in rows] == [server, hole] and len(matched) == 2
     sent, received = int(rows[0].group(2)), int(rows[0].group(3))
     assert 3 <= received <= sent <= received + 6  # in flight at the stop: sent, not received
     assert int(rows[1].group(2)) >= sent - 1 and rows[1].group(3) == "0"

@@ -552,7 +552,7 @@ async def test_multiping_refuses_one_host_given_as_a_string(
             async for _ in multiping_iter(hosts, session=session):  # type: ignore[arg-type]
                 pass
         with pytest.raises(TypeError, match="not one"):
-            await asyncio.to_thread(sync.multiping, hosts, helper=helper_path)
+            await asyncio.to_thread(sync.multiping, hosts, helper=helper_path)  # type: ignore[arg-type]
         # the session still serves the next request
         (alive,) = await multiping(
             [str(hosts, "ascii") if isinstance(hosts, bytes) else hosts],

@@ -400,7 +400,7 @@ async def test_privilege_failure_says_the_one_fix_once() -> None:
     )
     assert message.count("fix:") == message.count("sudo") == 1
     assert caught.value.fix == "sudo brokerpkg setup"
-    assert "Operation not permitted" in caught.value.stderr_line
+    assert "Operation not permitted" in (caught.value.stderr_line or "")
     assert not session.is_open
 
 
