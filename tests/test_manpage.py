@@ -30,6 +30,10 @@ NOT_PROTOCOL_WORDS = {
         ("privilege.c", call): "a system call's name, in a failed drop's message on stderr"
         for call in ("setgroups", "setresgid", "setresuid", "capset")
     },
+    **{
+        ("ratestate.c", call): "a system call's name, in the rate-limit state's message on stderr"
+        for call in ("open", "fstat", "ftruncate", "mmap")
+    },
 }
 
 
