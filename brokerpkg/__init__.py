@@ -7,7 +7,8 @@ process or any byte stream; ``MtrPacket`` is a drop-in for the ``mtrpacket`` pac
 On top of a session (or opening their own), async-first: :func:`ping`,
 :func:`multiping` and :func:`multiping_iter` (:mod:`brokerpkg.ping`), :func:`traceroute`
 (:mod:`brokerpkg.trace`), the mtr-style :func:`monitor` (:mod:`brokerpkg.mtr`), pure
-statistics in :mod:`brokerpkg.stats`, and blocking wrappers in :mod:`brokerpkg.sync`.
+statistics in :mod:`brokerpkg.stats`, the traces' waiting and retry rules in
+:mod:`brokerpkg.waiting` (:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.
 Their results are frozen dataclasses with ``to_dict()`` for JSON.  As in icmplib,
 ``brokerpkg.ping`` is the function; its module is reached with ``from brokerpkg.ping
 import ...``.
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from .protocol import Mpls, ProbeResult
     from .session import MtrPacket, Session
     from .trace import Hop, NameResolver, Responder, TraceResult, traceroute
+    from .waiting import Wait
 
 __all__ = [
     "FeatureNotSupportedError",
@@ -92,6 +94,7 @@ __all__ = [
     "ResponderStats",
     "TimeExceeded",
     "TraceResult",
+    "Wait",
     "monitor",
     "multiping",
     "multiping_iter",
@@ -131,6 +134,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Mpls", "ProbeResult"), "protocol"),
     **dict.fromkeys(("MtrPacket", "Session"), "session"),
     **dict.fromkeys(("Hop", "NameResolver", "Responder", "TraceResult", "traceroute"), "trace"),
+    "Wait": "waiting",
 }
 """Public name -> the submodule that defines it (imported on first use)."""
 
@@ -146,6 +150,7 @@ _SUBMODULES = frozenset(
         "sync",
         "trace",
         "transport",
+        "waiting",
     }
 )
 """Submodules reachable as attributes without importing them first (``brokerpkg.stats``;

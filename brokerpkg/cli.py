@@ -39,7 +39,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from ._version import __version__
-from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT
+from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT, RETRIES
 from .errors import (
     FeatureNotSupportedError,
     HelperNotFoundError,
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .ping import ProgressEvent
     from .protocol import ProbeResult
     from .session import Session
+    from .waiting import Wait
 
 EXIT_REPLY = 0
 EXIT_NO_REPLY = 1
@@ -108,6 +109,16 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
     return value
+
+
+def _wait(text: str) -> Wait:
+    """traceroute's -w MAX[,HERE,NEAR]."""
+    from .waiting import parse_wait
+
+    try:
+        return parse_wait(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _byte(text: str) -> int:
@@ -256,17 +267,26 @@ def build_parser() -> argparse.ArgumentParser:
         "trace", parents=[common], help="trace the path (traceroute's output)"
     )
     trace.add_argument("target", metavar="HOST")
-    _add_path_options(trace, timeout=2.0)
+    _add_path_options(trace, timeout=None)
     trace.add_argument(
         "-q", "--queries", type=_integer, default=3, metavar="N", help="probes per hop (default 3)"
     )
     trace.add_argument(
         "-w",
         "--wait",
-        dest="timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        help="same as -Z (traceroute's name)",
+        type=_wait,
+        metavar="MAX[,HERE,NEAR]",
+        help="wait for each answer at most MAX seconds, HERE times the round trip of an "
+        "answer from the same hop, NEAR times one from a later hop (traceroute's -w; "
+        "default 5,3,10; -w MAX alone turns HERE and NEAR off)",
+    )
+    trace.add_argument(
+        "--retries",
+        type=_integer,
+        default=RETRIES,
+        metavar="N",
+        help=f"probe a silent hop again up to N times, at 0.25, 0.75, 1.75 s ... "
+        f"(default {RETRIES})",
     )
 
     mtr = commands.add_parser(
@@ -305,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=MTR_MAX_UNKNOWN,
         metavar="N",
         help=f"unknown hops in a row before giving up (default {MTR_MAX_UNKNOWN})",
+    )
+    mtr.add_argument(
+        "--retries",
+        type=_integer,
+        default=RETRIES,
+        metavar="N",
+        help=f"probe a silent hop of the first cycle again up to N times (default {RETRIES})",
     )
     mtr.add_argument("-b", "--show-ips", action="store_true", help="show addresses beside names")
     mtr.add_argument("-r", "--report", action="store_true", help="report mode")
@@ -366,8 +393,9 @@ def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> Non
     parser.add_argument("-t", "--ttl", type=_integer, help="time to live / hop limit")
 
 
-def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
-    """The options trace and mtr share: TTL range, probe timeout, size, names, MPLS."""
+def _add_path_options(parser: argparse.ArgumentParser, timeout: float | None) -> None:
+    """The options trace and mtr share: TTL range, probe timeout, size, names, MPLS.
+    ``timeout`` None: -Z has no default of its own (trace: the same as -w SECONDS)."""
     parser.add_argument(
         "-f", "--first-ttl", type=_integer, default=1, metavar="TTL", help="first TTL (default 1)"
     )
@@ -380,7 +408,9 @@ def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
         type=_seconds,
         default=timeout,
         metavar="SECONDS",
-        help=f"wait this long for each answer (default {timeout:g})",
+        help="same as -w SECONDS"
+        if timeout is None
+        else f"wait this long for each answer (default {timeout:g})",
     )
     parser.add_argument(
         "-s",
@@ -743,6 +773,8 @@ async def run_trace(args: argparse.Namespace) -> int:
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
+    if args.wait is not None and args.timeout is not None:
+        raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
     async with Session(args.helper) as session:
         trace = await traceroute(
             host,
@@ -750,6 +782,8 @@ async def run_trace(args: argparse.Namespace) -> int:
             max_ttl=args.max_ttl,
             probes_per_hop=args.queries,
             timeout=args.timeout,
+            wait=args.wait,
+            retries=args.retries,
             session=session,
             family=args.ip_version,
             size=args.size,
@@ -822,6 +856,7 @@ async def run_mtr(args: argparse.Namespace) -> int:
             max_unknown=args.max_unknown,
             timeout=args.timeout,
             grace=args.gracetime,
+            retries=args.retries,
             session=session,
             family=args.ip_version,
             size=args.size,
