@@ -10,7 +10,11 @@ Two ways a path is cold, both reproduced, never warmed up first:
   probe timeout saw none of them (the issue's "5 of 9 IPv6 hops"; nothing at all on a
   fresh lab here).  IPv4 has no such delay (ARP answers at once on the lab's links),
   so the IPv4 cases pass with the old code too: they check that nothing else differs.
-  The truth is Debian's traceroute(8), run at the same moment on a second fresh lab.
+  The truth is Debian's traceroute(8), run at the same moment on a second fresh lab,
+  with ``-w 5``: MAX alone, as its manual advises against premature expiry -- with its
+  default ``-w 5,3,10`` the fast answers of the later hops (probes sent once the path
+  had warmed) cut the wait of the held ones, and it printed ``* * *`` for hops 2-5 in
+  about one IPv6 run in six here.
 - routers that drop the packets they cannot forward yet while they resolve their next
   hop (as many real routers do for ARP/ND): the responder's ``cold`` virtual hops.
   All probes going out at once meet the same resolving router, so without further
@@ -36,8 +40,9 @@ FAMILIES = pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
 ROUTERS = 8  # a 9-hop path, as in the issue
 LIMIT = 60.0
 TRACEROUTE_FLAGS = {"icmp": ["-I"], "udp": [], "tcp": ["-T"]}
-COLD = 0.2
-"""Seconds each cold virtual hop drops what it has to forward."""
+COLD = 0.15
+"""Seconds each cold virtual hop drops what it has to forward: less than the first gap
+between tries (0.25 s), with room for a busy machine sending the first burst late."""
 
 
 def traceroute_hops(output: str) -> list[str | None]:
@@ -58,10 +63,13 @@ def traceroute_hops(output: str) -> list[str | None]:
 
 
 def assert_cold(chain: Chain, family: int) -> None:
-    """No node has a neighbour entry yet (nothing crossed the path); for IPv6, the
-    first router's addresses are still tentative."""
+    """No node knows a neighbour's lab address yet (nothing crossed the path; the
+    routes go via those addresses); for IPv6, the first router's addresses are still
+    tentative.  Link-local entries do not count: a host's router solicitations (the
+    kernel's neighbour discovery on the server) leave one on its router."""
     for node in chain.nodes:
-        assert chain.ip(node, "neigh", "show").strip() == "", node
+        entries = chain.ip(node, "neigh", "show").splitlines()
+        assert [entry for entry in entries if not entry.startswith("fe80:")] == [], node
     if family == 6:
         assert chain.ip("r1", "-6", "addr", "show", "tentative").strip(), "r1 is not tentative"
 
@@ -79,7 +87,8 @@ async def test_the_first_trace_of_a_fresh_path_equals_the_second_and_traceroutes
     assert_cold(chain, family)
     truth = await asyncio.create_subprocess_exec(
         *reference.exec_argv(
-            "client", ["traceroute", "-n", f"-{family}", *TRACEROUTE_FLAGS[protocol], server]
+            "client",
+            ["traceroute", "-n", "-w", "5", f"-{family}", *TRACEROUTE_FLAGS[protocol], server],
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -109,9 +118,11 @@ async def test_the_first_trace_of_a_fresh_path_equals_the_second_and_traceroutes
 async def test_hops_that_drop_while_they_resolve_get_further_tries(
     chain: Chain, responder, helper_path: str, family: int, protocol: str
 ) -> None:
+    # Two resolving hops in a row: the third round gets through, the fourth (1.75 s) is
+    # spare.
     dst = virtual_target(141, family)
-    responder.set(dst, hops=3, cold=COLD)
-    expected = [*chain.path(family)[:3], *(virtual_hop(i, family) for i in (1, 2, 3)), dst]
+    responder.set(dst, hops=2, cold=COLD)
+    expected = [*chain.path(family)[:3], virtual_hop(1, family), virtual_hop(2, family), dst]
     async with (
         asyncio.timeout(LIMIT),
         Session(command=chain.exec_argv("client", [helper_path])) as session,
@@ -120,10 +131,10 @@ async def test_hops_that_drop_while_they_resolve_get_further_tries(
         second = await traceroute(dst, protocol=protocol, session=session)
     responder.sync()
     dropped = {event.hop for event in responder.received(dst=dst, action="cold-hop")}
-    assert dropped == {1, 2, 3}  # each virtual hop dropped probes while resolving
+    assert dropped == {1, 2}  # each virtual hop dropped probes while resolving
     assert [hop.address for hop in second.hops] == expected
     assert [hop.address for hop in first.hops] == expected, str(first)
-    assert first.reached and first.distance == 7
+    assert first.reached and first.distance == 6
     # The hops behind a resolving router answered further tries; the first three
     # (real routers) and the first virtual hop (it answers what it need not forward)
     # answered the first ones.
