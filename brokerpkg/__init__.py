@@ -9,7 +9,8 @@ so ``import brokerpkg as mtrpacket`` runs mtrpacket programs unchanged.
 On top of a session (or opening their own), async-first: :func:`ping`,
 :func:`multiping` and :func:`multiping_iter` (:mod:`brokerpkg.ping`), :func:`traceroute`
 (:mod:`brokerpkg.trace`), the mtr-style :func:`monitor` (:mod:`brokerpkg.mtr`), pure
-statistics in :mod:`brokerpkg.stats`, and blocking wrappers in :mod:`brokerpkg.sync`.
+statistics in :mod:`brokerpkg.stats`, the traces' waiting and retry rules in
+:mod:`brokerpkg.waiting` (:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.
 Their results are frozen dataclasses with ``to_dict()`` for JSON.  As in icmplib,
 ``brokerpkg.ping`` is the function; its module is reached with ``from brokerpkg.ping
 import ...``.
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from .resolve import NameResolver
     from .session import Session
     from .trace import Hop, Responder, TraceResult, traceroute
+    from .waiting import Wait
 
 __all__ = [
     "DnsCacheType",
@@ -97,6 +99,7 @@ __all__ = [
     "ResponderStats",
     "TimeExceeded",
     "TraceResult",
+    "Wait",
     "monitor",
     "multiping",
     "multiping_iter",
@@ -138,6 +141,7 @@ _EXPORTS: dict[str, str] = {
     "NameResolver": "resolve",
     "Session": "session",
     **dict.fromkeys(("Hop", "Responder", "TraceResult", "traceroute"), "trace"),
+    "Wait": "waiting",
 }
 """Public name -> the submodule that defines it (imported on first use)."""
 
@@ -154,6 +158,7 @@ _SUBMODULES = frozenset(
         "sync",
         "trace",
         "transport",
+        "waiting",
     }
 )
 """Submodules reachable as attributes without importing them first (``brokerpkg.stats``;

@@ -44,7 +44,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequ
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from ._version import __version__
-from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT, SETUP_DEST
+from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT, RETRIES, RETRIES_MAX, SETUP_DEST
 from .errors import (
     FeatureNotSupportedError,
     HelperNotFoundError,
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from .mtr import MonitorReport
     from .protocol import ProbeResult
     from .session import Session
+    from .waiting import Wait
 
 EXIT_REPLY = 0
 EXIT_NO_REPLY = 1
@@ -168,6 +169,16 @@ def _seconds(
         return value
 
     return parse
+
+
+def _wait(text: str) -> Wait:
+    """traceroute's -w MAX[,HERE,NEAR]."""
+    from .waiting import parse_wait
+
+    try:
+        return parse_wait(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _byte(text: str) -> int:
@@ -362,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         "trace", parents=[common], help="trace the path (traceroute's output)"
     )
     trace.add_argument("target", metavar="HOST")
-    _add_path_options(trace, timeout=2.0)
+    _add_path_options(trace, timeout=None)
     trace.add_argument(
         "-q",
         "--queries",
@@ -374,10 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument(
         "-w",
         "--wait",
-        dest="timeout",
-        type=_seconds(0, MAX_TIMEOUT),
-        metavar="SECONDS",
-        help="same as -Z (traceroute's name)",
+        type=_wait,
+        metavar="MAX[,HERE,NEAR]",
+        help="wait for each answer at most MAX seconds, HERE times the round trip of an "
+        "answer from the same hop, NEAR times one from a later hop (traceroute's -w; "
+        "default 5,3,10; -w MAX alone turns HERE and NEAR off)",
+    )
+    trace.add_argument(
+        "--retries",
+        type=_integer(0, RETRIES_MAX),
+        default=RETRIES,
+        metavar="N",
+        help=f"probe a silent hop again up to N times, at 0.25, 0.75, 1.75 s ... "
+        f"(default {RETRIES})",
     )
 
     mtr = commands.add_parser(
@@ -416,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=MTR_MAX_UNKNOWN,
         metavar="N",
         help=f"unknown hops in a row before giving up (default {MTR_MAX_UNKNOWN})",
+    )
+    mtr.add_argument(
+        "--retries",
+        type=_integer(0, RETRIES_MAX),
+        default=RETRIES,
+        metavar="N",
+        help=f"probe a silent hop of the first cycle again up to N times (default {RETRIES})",
     )
     mtr.add_argument("-b", "--show-ips", action="store_true", help="show addresses beside names")
     mtr.add_argument("-r", "--report", action="store_true", help="report mode")
@@ -560,8 +587,9 @@ def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> Non
     parser.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
 
 
-def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
-    """The options trace and mtr share: TTL range, probe timeout, size, names, MPLS."""
+def _add_path_options(parser: argparse.ArgumentParser, timeout: float | None) -> None:
+    """The options trace and mtr share: TTL range, probe timeout, size, names, MPLS.
+    ``timeout`` None: -Z has no default of its own (trace: the same as -w SECONDS)."""
     parser.add_argument(
         "-f",
         "--first-ttl",
@@ -584,7 +612,9 @@ def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
         type=_seconds(0, MAX_TIMEOUT),
         default=timeout,
         metavar="SECONDS",
-        help=f"wait this long for each answer (default {timeout:g})",
+        help="same as -w SECONDS"
+        if timeout is None
+        else f"wait this long for each answer (default {timeout:g})",
     )
     parser.add_argument(
         "-s",
@@ -1071,6 +1101,8 @@ async def run_trace(args: argparse.Namespace) -> int:
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
+    if args.wait is not None and args.timeout is not None:
+        raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
     async with Session(args.helper) as session:
         trace = await traceroute(
             host,
@@ -1078,6 +1110,8 @@ async def run_trace(args: argparse.Namespace) -> int:
             max_ttl=args.max_ttl,
             probes_per_hop=args.queries,
             timeout=args.timeout,
+            wait=args.wait,
+            retries=args.retries,
             session=session,
             family=args.ip_version,
             size=args.size,
@@ -1152,6 +1186,7 @@ async def run_mtr(args: argparse.Namespace) -> int:
             max_unknown=args.max_unknown,
             timeout=args.timeout,
             grace=args.gracetime,
+            retries=args.retries,
             session=session,
             family=args.ip_version,
             size=args.size,

@@ -222,7 +222,7 @@ class ProgressEvent:
     number from 0; traceroute: its number within its hop); ``done`` counts the probes
     finished so far in this call (all hosts for multiping) and ``total`` those the call
     plans to send (for traceroute an upper bound: probes beyond the destination are
-    abandoned).
+    abandoned; it grows when a silent hop gets further tries).
     """
 
     host: str

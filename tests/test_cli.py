@@ -38,6 +38,7 @@ from brokerpkg.locate import capability_fix
 from brokerpkg.mtr import HopStats, MonitorReport, ResponderStats
 from brokerpkg.protocol import Mpls, ProbeResult
 from brokerpkg.trace import make_hop
+from brokerpkg.waiting import Wait
 
 REPO = Path(__file__).resolve().parent.parent
 MTR = "/usr/bin/mtr"
@@ -760,6 +761,29 @@ def test_usage_errors_exit_2(helper_path: str) -> None:
         assert done.stderr.strip(), args
     bad = run_cli(["trace", "-j", "--bogus", "127.0.0.1"], helper_path)
     assert bad.returncode == 2 and "unrecognized arguments" in json.loads(bad.stdout)["error"]
+
+
+def test_trace_waits_as_traceroute_w_says_and_refuses_bad_waits(helper_path: str) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["trace", "-w", "5/3/10", "h"]).wait == Wait(5.0, 3.0, 10.0)
+    assert parser.parse_args(["trace", "-w", "2", "h"]).wait == Wait(2.0, 0.0, 0.0)
+    defaults = parser.parse_args(["trace", "h"])
+    assert (defaults.wait, defaults.timeout, defaults.retries) == (None, None, 3)
+    assert parser.parse_args(["mtr", "-w", "h"]).wide is True  # mtr's -w: the wide report
+    assert parser.parse_args(["mtr", "--retries", "0", "h"]).retries == 0
+    for args, message in (
+        (["-w", "five"], "argument -w/--wait: wait must be MAX[,HERE,NEAR] (numbers), got 'five'"),
+        (["-w", "0"], "wait MAX must be a number of seconds > 0 and <= 3600, got 0"),
+        (["-w", "5,-3"], "wait HERE must be a finite factor >= 0, got -3"),
+        (["-w", "1", "-Z", "1"], "give -w or -Z, not both (-Z SECONDS is -w SECONDS)"),
+        (["--retries", "11"], "retries must be from 0 to 10, got 11"),
+    ):
+        done = run_cli(["trace", "-n", *args, "127.0.0.1"], helper_path)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert message in done.stderr and done.stdout == "", (args, done.stderr)
+    done = run_cli(["trace", "-n", "-w", "2,3,10", "--retries", "0", "127.0.0.1"], helper_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split()[:2] == ["1", "127.0.0.1"]
 
 
 def test_a_missing_helper_exits_2_with_one_line_naming_the_fix() -> None:

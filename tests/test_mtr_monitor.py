@@ -204,6 +204,7 @@ async def test_bad_arguments_are_refused() -> None:
         ({"max_unknown": 0}, "max_unknown"),
         ({"grace": -1}, "grace"),
         ({"first_ttl": 9, "max_ttl": 3}, "max_ttl"),
+        ({"retries": -1}, "retries must be from 0 to 10, got -1"),
     )
     for arguments, match in cases:
         with pytest.raises(ValueError, match=match):

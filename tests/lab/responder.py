@@ -25,6 +25,14 @@ SPEC is an object whose keys are all optional:
 ``drop``: fraction 0..1 of probes to this target that get no answer at all,
     decided by a ``random.Random(seed)`` per target (``seed``, default 0), so a
     given sequence of probes always loses the same ones.
+``cold``: seconds (default 0: off) during which each virtual hop of the target
+    drops every probe it has to forward, counted from the first such probe (a
+    router that drops packets while it resolves its next hop's address, as many
+    do for ARP/ND): a probe passes hops 1 .. TTL-1, is dropped by the first of
+    them still resolving (event action ``cold-hop``, ``hop`` that hop), and later
+    hops only start resolving once a probe reaches them.  Probes a hop answers
+    itself (time-exceeded) are not affected.  ``set`` of the target and ``reset``
+    make its hops cold again.
 ``duplicate``: extra copies of every answer (default 0).
 ``hops``: virtual routers in front of the target.  An integer ``k`` means k hops
     with the default addresses ``198.18.201.i`` / ``2001:db8:c9::i``; or a list
@@ -130,6 +138,7 @@ SPEC_KEYS = frozenset(
         "sctp",
         "delay",
         "drop",
+        "cold",
         "seed",
         "duplicate",
         "hops",
@@ -198,7 +207,7 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     for key, allowed in choices.items():
         if key in s and s[key] not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, not {s[key]!r}")
-    for key in ("delay", "drop"):
+    for key in ("delay", "drop", "cold"):
         if key in s and (not isinstance(s[key], (int, float)) or s[key] < 0):
             raise ValueError(f"{key} must be a number >= 0")
     if s.get("drop", 0) > 1:
@@ -311,6 +320,7 @@ class ResponderProgram:
         self.targets: dict[str, dict[str, Any]] = s["targets"]
         self.rngs: dict[str, random.Random] = {}
         self.tcp_isn: dict[str, random.Random] = {}
+        self.resolving: dict[tuple[str, int], float] = {}  # (target, hop) -> first forward
 
     def spec_for(self, dst: str) -> dict[str, Any]:
         return self.targets.get(dst, self.default)
@@ -370,6 +380,7 @@ class ResponderProgram:
                 else:
                     self.targets[target] = validate_spec(msg["spec"])
                 self.rngs.pop(target, None)
+                self.resolving = {k: v for k, v in self.resolving.items() if k[0] != target}
             elif cmd == "default":
                 self.default = validate_spec(msg.get("spec") or {})
                 self.rngs.clear()
@@ -516,6 +527,9 @@ class ResponderProgram:
             return [], "dropped", None
         ttl_cfg = spec.get("reply_ttl", 64)
         hops = self.hop_list(spec, v)
+        resolving = self.cold_hop(pkt, float(spec.get("cold", 0)), len(hops))
+        if resolving is not None:
+            return [], "cold-hop", resolving
         answers: list[tuple[bytes, str]] = []
         hop_no: int | None = None
         forged = self.forged(pkt, raw, spec)
@@ -568,6 +582,18 @@ class ResponderProgram:
             kind,
             None,
         )
+
+    def cold_hop(self, pkt: P.Packet, cold: float, hops: int) -> int | None:
+        """The first virtual hop that drops ``pkt`` because it is still resolving its
+        next hop (``cold`` seconds from the first probe it had to forward), or None."""
+        if not cold:
+            return None
+        now = time.monotonic()
+        for hop in range(1, min(pkt.ttl - 1, hops) + 1):
+            began = self.resolving.setdefault((pkt.dst, hop), now)
+            if now - began < cold:
+                return hop
+        return None
 
     def final_answer(
         self, pkt: P.Packet, raw: bytes, spec: Mapping[str, Any]
