@@ -776,7 +776,7 @@ def test_trace_waits_as_traceroute_w_says_and_refuses_bad_waits(helper_path: str
         (["-w", "0"], "wait MAX must be a number of seconds > 0 and <= 3600, got 0"),
         (["-w", "5,-3"], "wait HERE must be a finite factor >= 0, got -3"),
         (["-w", "1", "-Z", "1"], "give -w or -Z, not both (-Z SECONDS is -w SECONDS)"),
-        (["--retries", "11"], "retries must be from 0 to 10, got 11"),
+        (["--retries", "11"], "argument --retries: 11 is out of range: give 0 to 10"),
     ):
         done = run_cli(["trace", "-n", *args, "127.0.0.1"], helper_path)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
