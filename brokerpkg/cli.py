@@ -322,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--helper", metavar="PATH", help="check this helper")
     doctor.add_argument("-j", "--json", action="store_true", help="print JSON")
+
+    from .cli_exporter import add_exporter_parser
+
+    add_exporter_parser(commands)
     return parser
 
 
@@ -961,6 +965,10 @@ def _runner(command: str) -> Runner:
         from .cli_doctor import run_doctor
 
         return run_doctor
+    if command == "exporter":
+        from .cli_exporter import run_exporter
+
+        return run_exporter
     runners: dict[str, Runner] = {
         "probe": run_probe,
         "ping": run_ping,
