@@ -73,8 +73,13 @@ RESTART_MAX = 30.0
 """Delays before a helper is started again: doubling from RESTART_FIRST up to RESTART_MAX,
 back to RESTART_FIRST once a helper ran for STABLE_RUN seconds."""
 STABLE_RUN = 30.0
-BATCH_WINDOW = 0.002
-"""Probes due within this many seconds of each other leave in one batch."""
+BATCH_WINDOW = 0.01
+"""Probes due within this many seconds leave together, as one batch: a probe leaves at
+most this late (its schedule does not drift: the next one is due an interval after the
+time this one was due)."""
+DETAILS_EVERY = 10
+"""One batch in this many asks the helper for reply details (the answers' TTL, for
+smokeping_response_ttl): the others take the session's fast path for plain replies."""
 PROBE_TIMEOUT_OFFSET = 0.5
 """blackbox_exporter's --timeout-offset: subtracted from Prometheus's scrape timeout."""
 PROBE_DEFAULT_TIMEOUT = 10.0
@@ -249,6 +254,8 @@ class PingJob:
     vantage: Vantage
     label_values: Callable[[str], tuple[str, ...]]
     address: str | None = None
+    size: int = 0
+    """The helper's packet size for the address's family."""
     series: PingSeries | None = None
     due: float = 0.0
     active: bool = True
@@ -265,6 +272,7 @@ class Scheduler:
         self.order = 0
         self.wakeup = asyncio.Event()
         self.batches: set[asyncio.Task[None]] = set()
+        self.sent_batches = 0
 
     def add(self, job: PingJob, due: float) -> None:
         """Schedule ``job`` first at loop time ``due``."""
@@ -317,23 +325,20 @@ class Scheduler:
                 series.send_errors += 1
                 continue
             target = job.target
-            key = (
-                target.payload,
-                target.tos,
-                target.source,
-                ipaddress.ip_address(job.address).version,
-            )
+            key = (job.size, target.tos, target.source)
             groups.setdefault(key, []).append(job)
         for jobs in groups.values():
             for job in jobs:
                 assert job.series is not None
                 job.series.requests += 1
             assert session is not None
-            task = asyncio.create_task(self._batch(session, jobs))
+            details = self.vantage.details and self.sent_batches % DETAILS_EVERY == 0
+            self.sent_batches += 1
+            task = asyncio.create_task(self._batch(session, jobs, details))
             self.batches.add(task)
             task.add_done_callback(self.batches.discard)
 
-    async def _batch(self, session: Session, jobs: list[PingJob]) -> None:
+    async def _batch(self, session: Session, jobs: list[PingJob], details: bool) -> None:
         """Probe every job's address once and record each outcome."""
         first = jobs[0]
         assert first.address is not None
@@ -342,11 +347,11 @@ class Scheduler:
         try:
             results = await session.probe_many(
                 [job.address or "" for job in jobs],
-                size=packet_size(target.payload, first.address),
+                size=first.size,
                 tos=target.tos or None,
                 local_ip=target.source,
                 timeout=self.exporter.timeout,
-                details=self.vantage.details,
+                details=details,
             )
         except (InvalidProbeError, ValueError, TypeError) as error:
             log.error("%s: probes to %s refused: %s", self.vantage.label, target.host, error)
@@ -721,6 +726,7 @@ class Exporter:
         if job.series is not None:
             self.state.ping.pop(job, None)
         job.address = address
+        job.size = packet_size(job.target.payload, address)
         labels = job.label_values(address)
         series = (old or {}).get(labels) or self.state.new_series(labels)
         job.series = series
