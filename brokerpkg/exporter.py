@@ -54,6 +54,7 @@ from .exporter_metrics import (
     PingSeries,
     VantageHealth,
     path_changed,
+    render_ping,
 )
 from .mtr import monitor
 from .ping import IP_HEADER_SIZE, PAYLOAD_OFFSET, Answer, classify
@@ -855,7 +856,8 @@ class Exporter:
         return await route(request)
 
     async def _metrics_page(self, request: Request) -> Response:
-        return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        page = render_ping(self.state).encode() + generate_latest(self.registry)
+        return Response(200, page, CONTENT_TYPE_LATEST)
 
     async def _reload_page(self, request: Request) -> Response:
         if request.method != "POST":

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
@@ -50,6 +49,7 @@ class PingSeries:
 
     __slots__ = (
         "bucket_counts",
+        "label_text",
         "labels",
         "loss",
         "requests",
@@ -59,8 +59,10 @@ class PingSeries:
         "ttl",
     )
 
-    def __init__(self, labels: tuple[str, ...], buckets: int) -> None:
+    def __init__(self, labels: tuple[str, ...], label_text: str, buckets: int) -> None:
         self.labels = labels
+        self.label_text = label_text
+        """The labels as the text format writes them, without braces."""
         self.requests = 0
         self.loss = 0
         self.send_errors = 0
@@ -138,7 +140,11 @@ class ExporterState:
 
     def new_series(self, labels: tuple[str, ...]) -> PingSeries:
         """A PingSeries with these label values (in :attr:`label_names` order)."""
-        return PingSeries(labels, len(self.buckets))
+        text = ",".join(
+            f'{name}="{_escape(value)}"'
+            for name, value in zip(self.label_names, labels, strict=True)
+        )
+        return PingSeries(labels, text, len(self.buckets))
 
     def observe(self, series: PingSeries, seconds: float) -> None:
         """Record one answer's round-trip time."""
@@ -152,6 +158,71 @@ def _bound(value: float) -> str:
     return repr(float(value))
 
 
+def _escape(value: str) -> str:
+    """A label value escaped for the text format."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+_PING_FAMILIES = (
+    ("smokeping_requests_total", "counter", "Number of ping requests sent"),
+    (
+        "smokeping_response_duration_seconds",
+        "histogram",
+        "A histogram of latencies for ping responses.",
+    ),
+    ("smokeping_response_ttl", "gauge", "The last response Time To Live (TTL)."),
+    (
+        "smokeping_response_duplicates_total",
+        "counter",
+        "The number of duplicated response packets.",
+    ),
+    (
+        "smokeping_send_errors_total",
+        "counter",
+        "The number of errors when Pinger attempts to send packets.",
+    ),
+    (
+        "smokeping_response_loss_total",
+        "counter",
+        "Requests without an answer from the target (timeout, ICMP error, not sent).",
+    ),
+)
+
+
+def render_ping(state: ExporterState) -> str:
+    """The ping families in Prometheus's text format (version 0.0.4).
+
+    Written by hand rather than through prometheus_client's collector: each series
+    keeps its label text, so a page of 1,000 targets (28,000 samples) takes some
+    milliseconds instead of half a second of CPU.
+    """
+    series = list(state.ping.values())
+    out: list[str] = []
+    bounds = [f'le="{_bound(bound)}"' for bound in state.buckets] + ['le="+Inf"']
+    for name, kind, text in _PING_FAMILIES:
+        out.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")
+        if kind == "histogram":
+            for one in series:
+                labels = one.label_text
+                running = 0
+                for bound, count in zip(bounds, one.bucket_counts, strict=True):
+                    running += count
+                    out.append(f"{name}_bucket{{{labels},{bound}}} {running}\n")
+                out.append(f"{name}_sum{{{labels}}} {one.response_sum!r}\n")
+                out.append(f"{name}_count{{{labels}}} {one.response_count}\n")
+            continue
+        field_of = {
+            "smokeping_requests_total": "requests",
+            "smokeping_response_ttl": "ttl",
+            "smokeping_send_errors_total": "send_errors",
+            "smokeping_response_loss_total": "loss",
+        }.get(name)
+        for one in series:
+            number = 0 if field_of is None else getattr(one, field_of)
+            out.append(f"{name}{{{one.label_text}}} {number}\n")
+    return "".join(out)
+
+
 class ExporterCollector(Collector):
     """Turns :class:`ExporterState` into metric families at each scrape."""
 
@@ -159,60 +230,9 @@ class ExporterCollector(Collector):
         self.state = state
 
     def collect(self) -> Iterable[Metric]:
-        """Every family, ping series first."""
-        yield from self._ping_families()
+        """The per-hop and exporter families (:func:`render_ping` writes the others)."""
         yield from self._hop_families()
         yield from self._exporter_families()
-
-    def _ping_families(self) -> Iterator[Metric]:
-        state = self.state
-        names = list(state.label_names)
-        requests = CounterMetricFamily(
-            "smokeping_requests", "Number of ping requests sent", labels=names
-        )
-        durations = HistogramMetricFamily(
-            "smokeping_response_duration_seconds",
-            "A histogram of latencies for ping responses.",
-            labels=names,
-        )
-        ttl = GaugeMetricFamily(
-            "smokeping_response_ttl", "The last response Time To Live (TTL).", labels=names
-        )
-        duplicates = CounterMetricFamily(
-            "smokeping_response_duplicates",
-            "The number of duplicated response packets.",
-            labels=names,
-        )
-        send_errors = CounterMetricFamily(
-            "smokeping_send_errors",
-            "The number of errors when Pinger attempts to send packets.",
-            labels=names,
-        )
-        loss = CounterMetricFamily(
-            "smokeping_response_loss",
-            "Requests without an answer from the target (timeout, ICMP error, not sent).",
-            labels=names,
-        )
-        bounds = [_bound(bound) for bound in state.buckets] + ["+Inf"]
-        for series in state.ping.values():
-            labels = list(series.labels)
-            requests.add_metric(labels, series.requests)
-            running = 0
-            cumulative = []
-            for bound, count in zip(bounds, series.bucket_counts, strict=True):
-                running += count
-                cumulative.append((bound, running))
-            durations.add_metric(labels, cumulative, series.response_sum)
-            ttl.add_metric(labels, series.ttl)
-            duplicates.add_metric(labels, 0)
-            send_errors.add_metric(labels, series.send_errors)
-            loss.add_metric(labels, series.loss)
-        yield from (requests, durations, ttl, duplicates, send_errors, loss)
-        yield CounterMetricFamily(
-            "smokeping_receive_errors",
-            "The number of errors when Pinger attempts to receive packets.",
-            value=state.receive_errors,
-        )
 
     def _hop_families(self) -> Iterator[Metric]:
         names = list(HOP_LABELS)
@@ -294,6 +314,11 @@ class ExporterCollector(Collector):
         for host, count in state.resolve_errors.items():
             resolve.add_metric([host], count)
         yield resolve
+        yield CounterMetricFamily(
+            "smokeping_receive_errors",
+            "The number of errors when Pinger attempts to receive packets.",
+            value=state.receive_errors,
+        )
         yield GaugeMetricFamily(
             "smokeping_prober_config_last_reload_successful",
             "smokeping_prober config loaded successfully.",
