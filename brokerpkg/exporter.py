@@ -79,8 +79,9 @@ BATCH_WINDOW = 0.01
 most this late (its schedule does not drift: the next one is due an interval after the
 time this one was due)."""
 DETAILS_EVERY = 10
-"""One batch in this many asks the helper for reply details (the answers' TTL, for
-smokeping_response_ttl): the others take the session's fast path for plain replies."""
+"""Each target's probes ask the helper for reply details (the answer's TTL, for
+smokeping_response_ttl) one time in this many, starting with the first: the others take
+the session's fast path for plain replies."""
 PROBE_TIMEOUT_OFFSET = 0.5
 """blackbox_exporter's --timeout-offset: subtracted from Prometheus's scrape timeout."""
 PROBE_DEFAULT_TIMEOUT = 10.0
@@ -260,6 +261,7 @@ class PingJob:
     series: PingSeries | None = None
     due: float = 0.0
     active: bool = True
+    sent: int = 0
 
 
 class Scheduler:
@@ -273,7 +275,6 @@ class Scheduler:
         self.order = 0
         self.wakeup = asyncio.Event()
         self.batches: set[asyncio.Task[None]] = set()
-        self.sent_batches = 0
 
     def add(self, job: PingJob, due: float) -> None:
         """Schedule ``job`` first at loop time ``due``."""
@@ -326,15 +327,15 @@ class Scheduler:
                 series.send_errors += 1
                 continue
             target = job.target
-            key = (job.size, target.tos, target.source)
+            details = self.vantage.details and job.sent % DETAILS_EVERY == 0
+            job.sent += 1
+            key = (job.size, target.tos, target.source, details)
             groups.setdefault(key, []).append(job)
-        for jobs in groups.values():
+        for (_, _, _, details), jobs in groups.items():
             for job in jobs:
                 assert job.series is not None
                 job.series.requests += 1
             assert session is not None
-            details = self.vantage.details and self.sent_batches % DETAILS_EVERY == 0
-            self.sent_batches += 1
             task = asyncio.create_task(self._batch(session, jobs, details))
             self.batches.add(task)
             task.add_done_callback(self.batches.discard)
