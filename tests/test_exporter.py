@@ -452,3 +452,52 @@ def test_the_exporter_runs_as_nobody_and_holds_no_capability(
     finally:
         process.terminate()
         process.wait(10)
+
+
+async def test_names_are_looked_up_again_and_the_ip_label_follows(
+    privileged: None, helper_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name whose address changes: the series with the old ``ip`` goes, one with the
+    new address comes (the system resolver is replaced by a table that changes)."""
+    import brokerpkg.exporter as exporter_module
+
+    answers = {"target.test": "127.0.0.1"}
+    lookups: list[str] = []
+
+    async def fake_lookup(host: str, family: int | None) -> str:
+        lookups.append(host)
+        return answers[host]
+
+    monkeypatch.setattr(exporter_module, "lookup", fake_lookup)
+    exporter = Exporter(
+        lambda: settings_from(["target.test"], [], interval=0.05),
+        [("", lambda: Session(helper_path))],
+        listen=("127.0.0.1", 0),
+        buckets=DEFAULT_BUCKETS,
+        timeout=1.0,
+        resolve_interval=0.2,
+    )
+    await exporter.start()
+    try:
+        port = exporter.ports[0]
+
+        async def answered(ip: str) -> bool:
+            page = xl.samples((await fetch(port, "/metrics"))[1])
+            try:
+                count = xl.value(
+                    page, "smokeping_response_duration_seconds_count", host="target.test", ip=ip
+                )
+            except KeyError:
+                return False
+            return count > 3
+
+        await wait_for(lambda: answered("127.0.0.1"))
+        answers["target.test"] = "127.0.0.2"
+        await wait_for(lambda: answered("127.0.0.2"))
+        page = xl.samples((await fetch(port, "/metrics"))[1])
+        assert {
+            dict(labels)["ip"] for (name, labels) in page if name == "smokeping_requests_total"
+        } == {"127.0.0.2"}
+        assert lookups.count("target.test") >= 2
+    finally:
+        await exporter.close()
