@@ -74,10 +74,10 @@ RESTART_MAX = 30.0
 """Delays before a helper is started again: doubling from RESTART_FIRST up to RESTART_MAX,
 back to RESTART_FIRST once a helper ran for STABLE_RUN seconds."""
 STABLE_RUN = 30.0
-BATCH_WINDOW = 0.01
-"""Probes due within this many seconds leave together, as one batch: a probe leaves at
-most this late (its schedule does not drift: the next one is due an interval after the
-time this one was due)."""
+BATCH_WINDOW = 0.025
+"""Probes due within this many seconds (or a quarter of the shortest interval, if less)
+leave together, as one batch: a probe leaves at most this late, and its schedule does
+not drift (the next one is due an interval after the time this one was due)."""
 DETAILS_EVERY = 10
 """Each target's probes ask the helper for reply details (the answer's TTL, for
 smokeping_response_ttl) one time in this many, starting with the first: the others take
@@ -275,6 +275,7 @@ class Scheduler:
         self.order = 0
         self.wakeup = asyncio.Event()
         self.batches: set[asyncio.Task[None]] = set()
+        self.window = BATCH_WINDOW
 
     def add(self, job: PingJob, due: float) -> None:
         """Schedule ``job`` first at loop time ``due``."""
@@ -302,7 +303,7 @@ class Scheduler:
                         await self.wakeup.wait()
                 continue
             batch: list[PingJob] = []
-            while self.heap and self.heap[0][0] <= now + BATCH_WINDOW:
+            while self.heap and self.heap[0][0] <= now + self.window:
                 _, _, job = heapq.heappop(self.heap)
                 if not job.active:
                     continue
@@ -700,7 +701,9 @@ class Exporter:
         self.ping_jobs, self.path_jobs = [], []
         pings = [target for target in settings.targets if not target.path]
         now = loop.time()
+        window = min([BATCH_WINDOW, *(target.interval / 4 for target in pings)])
         for vantage in self.vantages:
+            self.schedulers[vantage].window = window
             for index, target in enumerate(pings):
                 job = PingJob(target, vantage, self._label_values(target, vantage))
                 self.ping_jobs.append(job)
