@@ -506,7 +506,7 @@ async def test_names_are_looked_up_again_and_the_ip_label_follows(
 def test_the_man_page_documents_every_exporter_flag() -> None:
     parser = cli.build_parser()
     commands = next(action for action in parser._actions if action.dest == "command")
-    exporter = commands.choices["exporter"]  # type: ignore[union-attr]
+    exporter = commands.choices["exporter"]
     page = (xl.REPO / "man" / "brokerpkg.1").read_text().replace("\\-", "-")
     flags = [
         flag

@@ -102,8 +102,9 @@ def rtt_truth(name: str, argv_of: Any, scratch: Path) -> tuple[float, float, int
     return total / count * 1e6, wire, probes
 
 
-def cost(name: str, argv_of: Any, scratch: Path) -> tuple[float, float]:
-    """(CPU seconds over COST_SECONDS, answers per second) for 200 targets at 100 ms."""
+def cost(name: str, argv_of: Any, scratch: Path) -> tuple[float, float, float]:
+    """(CPU seconds over COST_SECONDS, requests and answers per second) for 200 targets
+    at 100 ms."""
     from lab import Lab
 
     lab = Lab("xcost")
@@ -130,14 +131,17 @@ def cost(name: str, argv_of: Any, scratch: Path) -> tuple[float, float]:
         process.terminate()
         process.wait(10)
 
-    def answers(text: str) -> float:
-        return sum(
-            number
-            for (sample, _), number in xl.samples(text).items()
-            if sample == "smokeping_response_duration_seconds_count"
-        )
+    def total(text: str, name: str) -> float:
+        return sum(number for (sample, _), number in xl.samples(text).items() if sample == name)
 
-    return used * COST_SECONDS / elapsed, (answers(after_page) - answers(before_page)) / elapsed
+    def rate(name: str) -> float:
+        return (total(after_page, name) - total(before_page, name)) / elapsed
+
+    return (
+        used * COST_SECONDS / elapsed,
+        rate("smokeping_requests_total"),
+        rate("smokeping_response_duration_seconds_count"),
+    )
 
 
 def main() -> int:
@@ -161,10 +165,10 @@ def main() -> int:
         print(f"Cost: {COST_TARGETS} targets every 100 ms for {COST_SECONDS:g} s (CPU seconds)")
         spent, rates = {}, {}
         for name, argv_of in probers.items():
-            spent[name], rates[name] = cost(name, argv_of, scratch)
+            spent[name], requests, rates[name] = cost(name, argv_of, scratch)
             print(
                 f"  {name:24s} {spent[name]:6.2f} s CPU ({spent[name] / COST_SECONDS:.2f} "
-                f"cores), {rates[name]:7.0f} answers/s "
+                f"cores), {requests:5.0f} requests/s, {rates[name]:5.0f} answers/s "
                 f"({spent[name] / COST_SECONDS / rates[name] * 1e6:.1f} us CPU per answer)"
             )
         ours, theirs = "brokerpkg exporter", "smokeping_prober 0.6.1"
