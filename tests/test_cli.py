@@ -388,7 +388,15 @@ def test_the_manual_documents_every_subcommand_and_option() -> None:
     commands = next(
         action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
     )
-    assert set(commands.choices) == {"probe", "ping", "multiping", "trace", "mtr", "doctor"}
+    assert set(commands.choices) == {
+        "probe",
+        "ping",
+        "multiping",
+        "trace",
+        "mtr",
+        "doctor",
+        "exporter",
+    }
     for name, command in commands.choices.items():
         assert f"\n.SH {name.upper()}\n" in page, name
         options = [

@@ -501,19 +501,3 @@ async def test_names_are_looked_up_again_and_the_ip_label_follows(
         assert lookups.count("target.test") >= 2
     finally:
         await exporter.close()
-
-
-def test_the_man_page_documents_every_exporter_flag() -> None:
-    parser = cli.build_parser()
-    commands = next(action for action in parser._actions if action.dest == "command")
-    exporter = commands.choices["exporter"]
-    page = (xl.REPO / "man" / "brokerpkg.1").read_text().replace("\\-", "-")
-    flags = [
-        flag
-        for action in exporter._actions
-        for flag in action.option_strings
-        if flag not in ("-h", "--help")
-    ]
-    assert flags
-    missing = [flag for flag in flags if flag not in page]
-    assert missing == []
