@@ -397,6 +397,21 @@ def test_the_command_refuses_bad_flags_before_starting(capsys: pytest.CaptureFix
     assert capsys.readouterr().err == (
         "brokerpkg exporter: no targets: give hosts, --path HOST or --config FILE\n"
     )
+    assert cli.main(["exporter", "--config", "/nonexistent/smokeping.yml", "127.0.0.1"]) == 2
+    assert capsys.readouterr().err == (
+        "brokerpkg exporter: [Errno 2] No such file or directory: '/nonexistent/smokeping.yml'\n"
+    )
+
+
+def test_the_command_says_when_the_helper_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = cli.main(
+        ["exporter", "--listen", "127.0.0.1:19999", "--helper", "/nonexistent/h", "::1"]
+    )
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("brokerpkg exporter: ") and "/nonexistent/h" in err
 
 
 def test_the_exporter_runs_as_nobody_and_holds_no_capability(
