@@ -739,26 +739,27 @@ class Exporter:
 
     async def _resolve_all(self) -> None:
         """Look every target name up (once per name and family) and apply changes."""
-        wanted = {(job.target.host, job.target.family) for job in self.ping_jobs}
-        wanted |= {(job.target.host, job.target.family) for job in self.path_jobs}
+        pings: dict[tuple[str, int | None], list[PingJob]] = {}
+        paths: dict[tuple[str, int | None], list[PathJob]] = {}
+        for job in self.ping_jobs:
+            pings.setdefault((job.target.host, job.target.family), []).append(job)
+        for path in self.path_jobs:
+            paths.setdefault((path.target.host, path.target.family), []).append(path)
+        wanted = list(pings.keys() | paths.keys())
         found = await asyncio.gather(*(self._lookup(host, family) for host, family in wanted))
-        for (host, family), address in zip(wanted, found, strict=True):
+        for key, address in zip(wanted, found, strict=True):
             if address is None:
                 continue
-            if self.addresses.get((host, family)) != address:
-                if (host, family) in self.addresses:
-                    log.info("%s now resolves to %s", host, address)
-                self.addresses[(host, family)] = address
-            for job in self.ping_jobs:
-                if (job.target.host, job.target.family) == (
-                    host,
-                    family,
-                ) and job.address != address:
+            if self.addresses.get(key) != address:
+                if key in self.addresses:
+                    log.info("%s now resolves to %s", key[0], address)
+                self.addresses[key] = address
+            for job in pings.get(key, ()):
+                if job.address != address and job.active:
                     self._set_address(job, address)
-            for path in self.path_jobs:
-                if (path.target.host, path.target.family) == (host, family):
-                    path.address = address
-                    path.resolved.set()
+            for path in paths.get(key, ()):
+                path.address = address
+                path.resolved.set()
 
     async def _lookup(self, host: str, family: int | None) -> str | None:
         try:
