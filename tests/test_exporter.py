@@ -516,3 +516,38 @@ async def test_names_are_looked_up_again_and_the_ip_label_follows(
         assert lookups.count("target.test") >= 2
     finally:
         await exporter.close()
+
+
+async def test_an_unreachable_vantage_point_is_counted_and_the_rest_goes_on(
+    privileged: None, helper_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--from`` a host that ssh cannot reach (BROKERPKG_SSH is ``false``, which exits
+    1 at once): its failures are counted and retried, local probing goes on."""
+    from brokerpkg.exporter import remote_session
+
+    monkeypatch.setenv("BROKERPKG_SSH", "false")
+    exporter = Exporter(
+        lambda: settings_from(["::1"], [], interval=0.05),
+        [("", lambda: Session(helper_path)), ("far", lambda: remote_session("far", "helper"))],
+        listen=("127.0.0.1", 0),
+        buckets=DEFAULT_BUCKETS,
+        timeout=1.0,
+    )
+    await exporter.start()
+    try:
+        port = exporter.ports[0]
+
+        async def retried() -> bool:
+            page = xl.samples((await fetch(port, "/metrics"))[1])
+            return xl.value(page, "brokerpkg_helper_failures_total", source="far") >= 3
+
+        await wait_for(retried)
+        page = xl.samples((await fetch(port, "/metrics"))[1])
+        assert xl.value(page, "brokerpkg_helper_up", source="far") == 0
+        assert xl.value(page, "brokerpkg_helper_up", source="") == 1
+        assert xl.value(page, "smokeping_response_duration_seconds_count", source="") > 5
+        far = {"source": "far", "ip": "::1"}
+        assert xl.value(page, "smokeping_requests_total", **far) == 0
+        assert xl.value(page, "smokeping_send_errors_total", **far) > 5
+    finally:
+        await exporter.close()
