@@ -8,6 +8,7 @@ tests/test_exporter_lab.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -433,7 +434,17 @@ def test_the_exporter_runs_as_nobody_and_holds_no_capability(
     )
     try:
         deadline = time.monotonic() + 30
-        while not (children := xl.children(process.pid)):
+
+        def helpers() -> list[int]:
+            """The helper once the exporter runs it (before: sh, ip, setpriv)."""
+            found = []
+            for child in xl.children(process.pid):
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{child}/comm").read_text().startswith("brokerpkg-help"):
+                        found.append(child)
+            return found
+
+        while not (children := helpers()):
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             assert time.monotonic() < deadline
             time.sleep(0.05)
