@@ -108,13 +108,16 @@ def exporter_argv(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "brokerpkg", "exporter", *args]
 
 
-def exporter_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of an exporter from this tree, with the built helper."""
+def exporter_env(
+    extra: Mapping[str, str] | None = None, helper: str | os.PathLike[str] = HELPER
+) -> dict[str, str]:
+    """The environment of an exporter from this tree, running ``helper`` (default: the
+    helper built in the tree)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     )
-    env["BROKERPKG_HELPER"] = str(HELPER)
+    env["BROKERPKG_HELPER"] = str(helper)
     if extra:
         env.update(extra)
     return env

@@ -107,7 +107,7 @@ def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
                     lab.blackhole,
                 ]
             ),
-            xl.exporter_env({"BROKERPKG_SSH": str(fake_ssh)}),
+            xl.exporter_env({"BROKERPKG_SSH": str(fake_ssh)}, helper_path),
             scratch / "exporter-a.log",
         )
         xl.start(
@@ -125,7 +125,7 @@ def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
                     lab.blackhole,
                 ]
             ),
-            xl.exporter_env(),
+            xl.exporter_env(helper=helper_path),
             scratch / "exporter-b.log",
         )
         config = scratch / "prometheus.yml"
