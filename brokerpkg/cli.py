@@ -474,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument(
         "--helper", metavar="PATH", help="install this helper (default: the package's own)"
     )
+
+    from .cli_exporter import add_exporter_parser
+
+    add_exporter_parser(commands)
     return parser
 
 
@@ -1331,6 +1335,11 @@ def _runner(command: str) -> Runner:
         from .cli_setup import run_setup
 
         return run_setup
+
+    if command == "exporter":
+        from .cli_exporter import run_exporter
+
+        return run_exporter
     runners: dict[str, Runner] = {
         "probe": run_probe,
         "ping": run_ping,

@@ -525,6 +525,7 @@ def test_the_manual_documents_every_subcommand_and_option() -> None:
         "mtr",
         "doctor",
         "setup",
+        "exporter",
     }
     for name, command in commands.choices.items():
         assert f"\n.SH {name.upper()}\n" in page, name

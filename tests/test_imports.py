@@ -32,8 +32,13 @@ TOOLS = {
     "brokerpkg.cli_terminal",
     "brokerpkg.cli_doctor",
     "brokerpkg.cli_setup",
+    "brokerpkg.exporter",
+    "brokerpkg.exporter_config",
+    "brokerpkg.exporter_metrics",
 }
 """brokerpkg's modules that load asyncio, or serve only some subcommands."""
+EXTRAS = {"prometheus_client", "yaml"}
+"""The exporter extra's libraries: only ``brokerpkg exporter`` loads them."""
 DUMP_MODULES = "import sys; loaded = sorted(sys.modules); import json; print(json.dumps(loaded))"
 """Print the modules loaded so far (json itself is imported after the list is taken)."""
 
@@ -71,7 +76,7 @@ def test_import_brokerpkg_loads_no_submodule_and_not_asyncio() -> None:
         "brokerpkg",
         "brokerpkg._version",
     }
-    assert not loaded & (TOOLS | {"asyncio", "typing"})
+    assert not loaded & (TOOLS | EXTRAS | {"asyncio", "typing"})
 
 
 def test_a_pure_name_loads_only_its_module() -> None:
@@ -151,7 +156,7 @@ print(brokerpkg.session.Session is brokerpkg.Session,
 
 def test_importing_the_command_loads_no_tool() -> None:
     loaded = new_modules("import brokerpkg.cli; brokerpkg.cli.build_parser()")
-    assert not loaded & TOOLS
+    assert not loaded & (TOOLS | EXTRAS)
 
 
 def test_the_trace_command_loads_neither_the_monitor_nor_the_other_subcommands(
