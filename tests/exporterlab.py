@@ -166,7 +166,7 @@ def rss_kib(pid: int) -> int:
 
 def children(pid: int) -> list[int]:
     """The direct children of ``pid``."""
-    found = []
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         found.extend(int(word) for word in task.read_text().split())
     return found

@@ -20,6 +20,11 @@ from brokerpkg.waiting import (
 )
 
 
+def done(plan: TracePlan) -> bool:
+    """plan.finished, read afresh (mypy would narrow the property after an assert)."""
+    return plan.finished
+
+
 def answer_all(plan: TracePlan, tries: list[Try], at: float, *, end: int | None = None) -> None:
     """Answer every try (at ``at``); the one at TTL ``end`` ends the path."""
     for probe in tries:
@@ -109,14 +114,14 @@ def test_a_warm_path_is_sent_at_once_and_ends_with_its_last_answer() -> None:
     tries = plan.start(0.0)
     assert len(tries) == 90 and {probe.sent_at for probe in tries} == {0.0}
     assert [probe.ttl for probe in tries[:30]] == list(range(1, 31))  # first probes first
-    assert not plan.finished
+    assert not done(plan)
     answer_all(plan, [probe for probe in tries if probe.ttl <= 8], 0.002)
     reply = next(probe for probe in tries if probe.ttl == 9)
     beyond = plan.answered(reply, 0.003, ends_path=True)
     assert {probe.ttl for probe in beyond} == set(range(10, 31)) and len(beyond) == 63
-    assert plan.end == 9 and not plan.finished  # TTL 9's other two are out
+    assert plan.end == 9 and not done(plan)  # TTL 9's other two are out
     answer_all(plan, [probe for probe in tries if probe.ttl == 9], 0.003)
-    assert plan.finished and plan.next_event() is None
+    assert done(plan) and plan.next_event() is None
     assert plan.due(10.0) == [] and plan.expired(10.0) == []
 
 
@@ -130,7 +135,7 @@ def test_silent_ttls_below_the_answers_are_tried_again_and_the_wait_shrinks() ->
     assert plan.expired(0.1) == []
     given_up = plan.expired(0.111)
     assert sorted(given_up) == sorted(probe for probe in tries if probe.ttl == 2)
-    assert not plan.finished and plan.next_event() == 0.25
+    assert not done(plan) and plan.next_event() == 0.25
     assert plan.due(0.2) == []
     second = plan.due(0.25)
     assert second == [Try(2, 0, 0.25, 1), Try(2, 1, 0.25, 1)]
@@ -143,7 +148,7 @@ def test_silent_ttls_below_the_answers_are_tried_again_and_the_wait_shrinks() ->
     plan.answered(third[0], 0.805)
     assert plan.next_event() == pytest.approx(0.8 + 3 * (0.005 + PRECISION))
     plan.lost(third[1])
-    assert plan.finished
+    assert done(plan)
 
 
 def test_a_trace_with_no_answer_beyond_a_hop_tries_ahead_and_ends_at_max() -> None:
@@ -160,7 +165,7 @@ def test_a_trace_with_no_answer_beyond_a_hop_tries_ahead_and_ends_at_max() -> No
     assert plan.next_event() == 5.0
     assert plan.expired(4.999) == []
     assert len(plan.expired(5.0)) == 29 + 3 * AHEAD
-    assert plan.finished
+    assert done(plan)
 
 
 def test_retries_zero_sends_every_probe_once() -> None:
@@ -169,7 +174,7 @@ def test_retries_zero_sends_every_probe_once() -> None:
     plan.answered(tries[2], 0.01, ends_path=True)
     assert plan.next_event() == 2.0
     assert plan.due(1.0) == []
-    assert len(plan.expired(2.0)) == 2 and plan.finished
+    assert len(plan.expired(2.0)) == 2 and done(plan)
 
 
 def test_a_held_answer_still_counts_and_no_wait_passes_max() -> None:
@@ -182,7 +187,7 @@ def test_a_held_answer_still_counts_and_no_wait_passes_max() -> None:
         assert [probe.ttl for probe in plan.due(at)] == [1, 2]
     assert plan.next_event() == 5.0  # no answer anywhere: MAX
     answer_all(plan, list(plan.outstanding), 2.0, end=2)
-    assert plan.finished and plan.end == 2
+    assert done(plan) and plan.end == 2
     assert all(probe.sent_at in (0.0, *retry_times) for probe in tries)
 
 
@@ -198,7 +203,7 @@ def test_a_nearer_end_cancels_and_bad_reports_are_refused() -> None:
     with pytest.raises(ValueError, match="not outstanding"):
         plan.answered(tries[1], 1.03)
     plan.answered(tries[0], 1.02)
-    assert plan.finished
+    assert done(plan)
     with pytest.raises(ValueError, match="first_ttl <= max_ttl"):
         TracePlan(5, 4, 1)
     with pytest.raises(ValueError, match="retries must be from 0 to 10"):

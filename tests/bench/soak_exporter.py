@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -37,7 +38,7 @@ def targets(count: int) -> list[str]:
     return [f"127.0.{1 + index // 250}.{1 + index % 250}" for index in range(count)]
 
 
-def scrape(lab: object, port: int) -> tuple[bool, float, dict]:
+def scrape(lab: object, port: int) -> tuple[bool, float, dict[tuple[str, Any], float]]:
     """(ok, seconds, samples) of one scrape from inside the namespace."""
     began = time.monotonic()
     try:
@@ -60,7 +61,7 @@ def scrape(lab: object, port: int) -> tuple[bool, float, dict]:
     return True, took, xl.samples(done.stdout)
 
 
-def total(page: dict, name: str) -> float:
+def total(page: dict[tuple[str, Any], float], name: str) -> float:
     return sum(number for (sample, _), number in page.items() if sample == name)
 
 
@@ -101,7 +102,7 @@ def main() -> int:
             f"{arguments.targets} targets at 1/s for {arguments.minutes:g} min; "
             f"scraping every {SCRAPE_EVERY:g} s"
         )
-        page: dict = {}
+        page: dict[tuple[str, Any], float] = {}
         while time.monotonic() < end:
             ok, took, current = scrape(lab, port)
             scrapes += 1
