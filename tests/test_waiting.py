@@ -109,12 +109,14 @@ def test_a_warm_path_is_sent_at_once_and_ends_with_its_last_answer() -> None:
     tries = plan.start(0.0)
     assert len(tries) == 90 and {probe.sent_at for probe in tries} == {0.0}
     assert [probe.ttl for probe in tries[:30]] == list(range(1, 31))  # first probes first
-    assert not plan.finished
+    # finished is compared, not negated: mypy would take `not plan.finished` to fix the
+    # property at False for the rest of the test, past the answers that finish the plan
+    assert (plan.finished,) == (False,)
     answer_all(plan, [probe for probe in tries if probe.ttl <= 8], 0.002)
     reply = next(probe for probe in tries if probe.ttl == 9)
     beyond = plan.answered(reply, 0.003, ends_path=True)
     assert {probe.ttl for probe in beyond} == set(range(10, 31)) and len(beyond) == 63
-    assert plan.end == 9 and not plan.finished  # TTL 9's other two are out
+    assert (plan.end, plan.finished) == (9, False)  # TTL 9's other two are out
     answer_all(plan, [probe for probe in tries if probe.ttl == 9], 0.003)
     assert plan.finished and plan.next_event() is None
     assert plan.due(10.0) == [] and plan.expired(10.0) == []

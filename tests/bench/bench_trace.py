@@ -391,11 +391,11 @@ def cold_path(routers: int, rounds: int) -> None:
     )
     for name, runs in results.items():
         times = [seconds for seconds, _found, _reached in runs]
-        found = statistics.median(found for _seconds, found, _reached in runs)
+        hops = statistics.median(found for _seconds, found, _reached in runs)
         reached = sum(1 for *_rest, reached in runs if reached)
         print(
             f"   {name:40s} median {statistics.median(times):6.2f} s  (min {min(times):.2f}  "
-            f"max {max(times):.2f}); hops found {found:g} of {routers + 1} (median); "
+            f"max {max(times):.2f}); hops found {hops:g} of {routers + 1} (median); "
             f"reached the target {reached} of {len(runs)}"
         )
 
