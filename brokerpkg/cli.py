@@ -898,8 +898,8 @@ async def run_ping(args: argparse.Namespace) -> int:
     """
     from . import cli_format as fmt
     from .ping import PingResult, probe_settings, resolve_address
+    from .resolve import NameResolver
     from .session import Session
-    from .trace import NameResolver
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
