@@ -190,7 +190,8 @@ class TracePlan:
     TTL whose answer ended the path (the destination's reply, or destination
     unreachable); :meth:`answered` returns the probes beyond it to cancel.
 
-    Raises ValueError for bad arguments and for outcomes of probes not outstanding.
+    Raises ValueError for bad arguments (TypeError for retries that is not an int) and
+    for outcomes of probes not outstanding.
     """
 
     def __init__(
