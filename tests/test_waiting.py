@@ -207,3 +207,36 @@ def test_a_nearer_end_cancels_and_bad_reports_are_refused() -> None:
         TracePlan(1, 4, 1, retries=11)
     with pytest.raises(TypeError, match="retries must be an integer"):
         TracePlan(1, 4, 1, retries=1.5)  # type: ignore[arg-type]
+
+
+class CountingWait(Wait):
+    """The default Wait, counting how often a probe's wait is worked out."""
+
+    calls = 0
+
+    def limit(self, here_rtt: float | None, near_rtt: float | None) -> float:
+        CountingWait.calls += 1
+        return super().limit(here_rtt, near_rtt)
+
+
+def test_the_work_per_answer_does_not_grow_with_the_probes_in_flight() -> None:
+    # A driver's turn per answer, as trace._trace_probes takes it: every router of 30
+    # answers, the destination never, and nothing expires meanwhile.  The probes of one
+    # TTL sent at one time share their deadline: a turn works out one per such group,
+    # not one per probe (-q 100: 3,000 in flight).
+    counted = []
+    for per_hop in (1, 100):
+        CountingWait.calls = 0
+        plan = TracePlan(1, 30, per_hop, CountingWait())
+        tries = plan.start(0.0)
+        for number, probe in enumerate(tries, start=1):
+            now = number * 1e-7
+            plan.answered(probe, now)
+            plan.expired(now)
+            plan.due(now)
+            plan.next_event()
+            assert not plan.finished or number == len(tries)
+        counted.append(CountingWait.calls / len(tries))
+    # -q 1: a turn works out each TTL still waiting once or twice (expired, next_event);
+    # -q 100 keeps all 30 TTLs waiting longer, never a deadline per probe (100 x)
+    assert counted[1] <= 3 * counted[0], counted
