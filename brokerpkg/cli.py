@@ -902,8 +902,8 @@ async def run_ping(args: argparse.Namespace) -> int:
     """
     from . import cli_format as fmt
     from .ping import PingResult, probe_settings, resolve_address
+    from .resolve import NameResolver
     from .session import Session
-    from .trace import NameResolver
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
@@ -979,27 +979,6 @@ def read_targets(args: argparse.Namespace) -> list[str]:
     return targets
 
 
-async def _resolve_all(
-    session: Session, hosts: Sequence[str], family: int | None, concurrency: int
-) -> list[str]:
-    """Every host's address, at most ``concurrency`` lookups at once, before anything
-    is sent (as fping and the library's multiping); raises HostResolveError."""
-    from .ping import TaskGroup, resolve_address
-
-    addresses = [""] * len(hosts)
-    slots = asyncio.Semaphore(concurrency)
-
-    async def one(index: int) -> None:
-        async with slots:
-            addresses[index] = await resolve_address(session, hosts[index], family)
-
-    async with TaskGroup[None]() as tasks:
-        for index in range(len(hosts)):
-            tasks.start(one(index))
-        await tasks.wait_all()
-    return addresses
-
-
 async def _ping_all(pingers: Sequence[_Pinger], concurrency: int, done: Callable[[], None]) -> None:
     """Run the pingers, at most ``concurrency`` at once in input order, ``done()`` after
     each; once they are stopped, those still waiting for their turn send nothing.
@@ -1028,7 +1007,7 @@ async def run_multiping(args: argparse.Namespace) -> int:
     """
     from . import cli_format as fmt
     from .cli_terminal import ProgressLine
-    from .ping import PingResult, probe_settings
+    from .ping import PingResult, probe_settings, resolve_addresses
     from .session import Session
 
     parsed = [split_target(target) for target in read_targets(args)]
@@ -1066,7 +1045,8 @@ async def run_multiping(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)  # from here on Ctrl-C ends in summaries
     try:
         async with Session(args.helper) as session:
-            addresses = await _resolve_all(session, hosts, args.ip_version, args.concurrency)
+            # every name before anything is sent, as fping
+            addresses = await resolve_addresses(session, hosts, args.ip_version, args.concurrency)
             for address in addresses:
                 _check_payload(payload, address)
             pingers = [

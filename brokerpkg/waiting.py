@@ -190,7 +190,8 @@ class TracePlan:
     TTL whose answer ended the path (the destination's reply, or destination
     unreachable); :meth:`answered` returns the probes beyond it to cancel.
 
-    Raises ValueError for bad arguments and for outcomes of probes not outstanding.
+    Raises ValueError for bad arguments (TypeError for retries that is not an int) and
+    for outcomes of probes not outstanding.
     """
 
     def __init__(
@@ -213,6 +214,8 @@ class TracePlan:
         self.end = max_ttl
         self.destination_known = False
         self._outstanding: dict[Try, None] = {}
+        # (ttl, sent_at) -> how many of the outstanding probes: those share a deadline
+        self._sent_together: dict[tuple[int, float], int] = {}
         self._first_sent: dict[int, float] = {}
         self._first_rtt: dict[int, float] = {}
         self._rounds: dict[int, int] = {}
@@ -229,7 +232,7 @@ class TracePlan:
         for ttl in ttls:
             self._first_sent[ttl] = now
             self._rounds[ttl] = 0
-        self._outstanding.update(dict.fromkeys(tries))
+        self._add(tries)
         return tries
 
     def answered(self, probe: Try, now: float, *, ends_path: bool = False) -> list[Try]:
@@ -257,7 +260,7 @@ class TracePlan:
         self._farthest = min(self._farthest, ttl)
         beyond = [other for other in self._outstanding if other.ttl > ttl]
         for other in beyond:
-            del self._outstanding[other]
+            self._settle(other)
         self._near = {}
         return beyond
 
@@ -271,9 +274,16 @@ class TracePlan:
     def expired(self, now: float) -> list[Try]:
         """The outstanding probes whose wait is over at ``now``; they are no longer
         outstanding (the driver gives them up: no answer)."""
-        done = [probe for probe in self._outstanding if self.deadline(probe) <= now]
+        over = {
+            group
+            for group in self._sent_together
+            if self._group_deadline(*group) <= now  # the deadline of each probe in it
+        }
+        if not over:
+            return []
+        done = [probe for probe in self._outstanding if (probe.ttl, probe.sent_at) in over]
         for probe in done:
-            del self._outstanding[probe]
+            self._settle(probe)
         return done
 
     def due(self, now: float) -> list[Try]:
@@ -287,12 +297,12 @@ class TracePlan:
             passed = sum(1 for offset in self.offsets if self._first_sent[ttl] + offset <= now)
             self._rounds[ttl] = passed
             tries.extend(Try(ttl, slot, now, passed) for slot in range(self.probes_per_hop))
-        self._outstanding.update(dict.fromkeys(tries))
+        self._add(tries)
         return tries
 
     def next_event(self) -> float | None:
         """When :meth:`expired` or :meth:`due` next has something (None: nothing left)."""
-        times = [self.deadline(probe) for probe in self._outstanding]
+        times = [self._group_deadline(*group) for group in self._sent_together]
         times.extend(
             at for at in (self._next_retry(ttl) for ttl in self._retry_ttls()) if at is not None
         )
@@ -309,9 +319,14 @@ class TracePlan:
 
     def deadline(self, probe: Try) -> float:
         """When ``probe`` is given up (with the answers known now)."""
-        ttl = probe.ttl
+        return self._group_deadline(probe.ttl, probe.sent_at)
+
+    def _group_deadline(self, ttl: int, sent_at: float) -> float:
+        """When the probes of ``ttl`` sent at ``sent_at`` are given up: the rules know
+        nothing else of a probe, so the plan's work per answer does not grow with
+        probes_per_hop."""
         limit = self.wait.limit(self._first_rtt.get(ttl), self._near_rtt(ttl))
-        return min(probe.sent_at + limit, self._first_sent[ttl] + self.wait.max)
+        return min(sent_at + limit, self._first_sent[ttl] + self.wait.max)
 
     @property
     def outstanding(self) -> Iterable[Try]:
@@ -323,11 +338,24 @@ class TracePlan:
         """The highest TTL (up to :attr:`end`) that answered; first_ttl - 1 if none."""
         return self._farthest
 
+    def _add(self, tries: Iterable[Try]) -> None:
+        for probe in tries:
+            self._outstanding[probe] = None
+            group = (probe.ttl, probe.sent_at)
+            self._sent_together[group] = self._sent_together.get(group, 0) + 1
+
     def _settle(self, probe: Try) -> None:
+        """``probe`` is no longer outstanding; raises ValueError when it was not."""
         try:
             del self._outstanding[probe]
         except KeyError:
             raise ValueError(f"probe {probe} is not outstanding") from None
+        group = (probe.ttl, probe.sent_at)
+        left = self._sent_together[group] - 1
+        if left:
+            self._sent_together[group] = left
+        else:
+            del self._sent_together[group]
 
     def _near_rtt(self, ttl: int) -> float | None:
         """The first answer's round trip of the nearest later TTL that answered."""

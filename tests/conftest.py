@@ -60,6 +60,7 @@ import grp
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import stat
@@ -425,6 +426,30 @@ def ensure_rate_state_dir() -> int:
     os.chown(STATE_DIR, 0, gid)
     os.chmod(STATE_DIR, 0o2770)  # mkdir's mode is masked by the umask, chmod's is not
     return gid
+
+
+# What a running helper holds: its limits (helper/main.c set_limits).
+CAP_SYS_RESOURCE = 24
+
+
+def proc_limits(pid: int) -> dict[str, tuple[str, str]]:
+    """The soft and hard limits of process ``pid`` by name, as /proc/PID/limits shows them
+    (``{"Max open files": ("1024", "4096"), ...}``).  Raises OSError when it is gone."""
+    limits = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        found = re.match(r"(.+?)\s{2,}(\S+)\s+(\S+)", line)
+        if found:
+            limits[found.group(1)] = (found.group(2), found.group(3))
+    return limits
+
+
+def may_raise_hard_limits() -> bool:
+    """True when CAP_SYS_RESOURCE is in this process's bounding set (containers drop it):
+    then a root helper may raise its hard limits."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    return False
 
 
 def make_setuid_root(path: Path) -> Path:

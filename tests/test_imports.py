@@ -178,3 +178,23 @@ assert status == 0, status
         "json",
         "datetime",
     }
+
+
+def test_the_ping_command_loads_neither_the_tracer_nor_the_monitor(helper_path: str) -> None:
+    # ping, by name, looks up the names of the addresses that answer (a NameResolver,
+    # from brokerpkg.resolve, which the session loads anyway)
+    code = """
+from brokerpkg import cli
+status = cli.main(["ping", "-c", "1", "-q", "localhost"])
+assert status == 0, status
+"""
+    loaded = new_modules(code, env=dict(os.environ, BROKERPKG_HELPER=helper_path))
+    assert {"brokerpkg.session", "brokerpkg.ping", "brokerpkg.cli_format"} <= loaded
+    assert not loaded & {
+        "brokerpkg.trace",
+        "brokerpkg.waiting",
+        "brokerpkg.mtr",
+        "brokerpkg.sync",
+        "brokerpkg.cli_doctor",
+        "brokerpkg.cli_setup",
+    }

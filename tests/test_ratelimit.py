@@ -38,7 +38,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import STATE_DIR, STATE_GROUP, UnprivilegedCopy, rate_state_path
+from conftest import (
+    STATE_DIR,
+    STATE_GROUP,
+    UnprivilegedCopy,
+    may_raise_hard_limits,
+    proc_limits,
+    rate_state_path,
+)
 from lab.capture import Capture
 from lab.responder import Responder
 from lab.topology import Chain
@@ -57,7 +64,6 @@ TURN_SECONDS = 0.4  # each of the 8 helpers in turn
 REQUESTS = 6000  # per helper: more than an unlimited helper sends in SECONDS
 RECEIVE_BUFFER = 8 << 20  # helper/net.c RECEIVE_BUFFER_BYTES
 OPEN_FILES = 65536  # helper/main.c WANTED_OPEN_FILES
-CAP_SYS_RESOURCE = 24
 MODES = ("setuid", "setcap")
 
 
@@ -369,23 +375,6 @@ def test_callers_who_lend_nothing_need_no_state(
 # --------------------------------------------------------------------------- limits
 
 
-def limits_of(pid: int) -> dict[str, tuple[str, str]]:
-    out = {}
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
-        m = re.match(r"(.+?)\s{2,}(\S+)\s+(\S+)", line)
-        if m:
-            out[m.group(1)] = (m.group(2), m.group(3))
-    return out
-
-
-def may_raise_hard_limits() -> bool:
-    """True when CAP_SYS_RESOURCE is in this process's bounding set (containers drop it)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapBnd:"):
-            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    return False
-
-
 PIDFD_GETFD = 438  # the same number on every architecture
 
 
@@ -443,7 +432,7 @@ def test_what_a_caller_can_pin_open_files_and_receive_buffers(
         proc.stdin.write(b"1 check-support feature version\n")
         proc.stdin.flush()
         assert proc.stdout.readline().startswith(b"1 feature-support")  # started up
-        files = limits_of(proc.pid)["Max open files"]
+        files = proc_limits(proc.pid)["Max open files"]
         buffers = receive_buffers(proc.pid)
     finally:
         proc.kill()

@@ -20,11 +20,6 @@ from brokerpkg.waiting import (
 )
 
 
-def done(plan: TracePlan) -> bool:
-    """plan.finished, read afresh (mypy would narrow the property after an assert)."""
-    return plan.finished
-
-
 def answer_all(plan: TracePlan, tries: list[Try], at: float, *, end: int | None = None) -> None:
     """Answer every try (at ``at``); the one at TTL ``end`` ends the path."""
     for probe in tries:
@@ -114,14 +109,16 @@ def test_a_warm_path_is_sent_at_once_and_ends_with_its_last_answer() -> None:
     tries = plan.start(0.0)
     assert len(tries) == 90 and {probe.sent_at for probe in tries} == {0.0}
     assert [probe.ttl for probe in tries[:30]] == list(range(1, 31))  # first probes first
-    assert not done(plan)
+    # finished is compared, not negated: mypy would take `not plan.finished` to fix the
+    # property at False for the rest of the test, past the answers that finish the plan
+    assert (plan.finished,) == (False,)
     answer_all(plan, [probe for probe in tries if probe.ttl <= 8], 0.002)
     reply = next(probe for probe in tries if probe.ttl == 9)
     beyond = plan.answered(reply, 0.003, ends_path=True)
     assert {probe.ttl for probe in beyond} == set(range(10, 31)) and len(beyond) == 63
-    assert plan.end == 9 and not done(plan)  # TTL 9's other two are out
+    assert (plan.end, plan.finished) == (9, False)  # TTL 9's other two are out
     answer_all(plan, [probe for probe in tries if probe.ttl == 9], 0.003)
-    assert done(plan) and plan.next_event() is None
+    assert plan.finished and plan.next_event() is None
     assert plan.due(10.0) == [] and plan.expired(10.0) == []
 
 
@@ -135,7 +132,7 @@ def test_silent_ttls_below_the_answers_are_tried_again_and_the_wait_shrinks() ->
     assert plan.expired(0.1) == []
     given_up = plan.expired(0.111)
     assert sorted(given_up) == sorted(probe for probe in tries if probe.ttl == 2)
-    assert not done(plan) and plan.next_event() == 0.25
+    assert not plan.finished and plan.next_event() == 0.25
     assert plan.due(0.2) == []
     second = plan.due(0.25)
     assert second == [Try(2, 0, 0.25, 1), Try(2, 1, 0.25, 1)]
@@ -148,7 +145,7 @@ def test_silent_ttls_below_the_answers_are_tried_again_and_the_wait_shrinks() ->
     plan.answered(third[0], 0.805)
     assert plan.next_event() == pytest.approx(0.8 + 3 * (0.005 + PRECISION))
     plan.lost(third[1])
-    assert done(plan)
+    assert plan.finished
 
 
 def test_a_trace_with_no_answer_beyond_a_hop_tries_ahead_and_ends_at_max() -> None:
@@ -165,7 +162,7 @@ def test_a_trace_with_no_answer_beyond_a_hop_tries_ahead_and_ends_at_max() -> No
     assert plan.next_event() == 5.0
     assert plan.expired(4.999) == []
     assert len(plan.expired(5.0)) == 29 + 3 * AHEAD
-    assert done(plan)
+    assert plan.finished
 
 
 def test_retries_zero_sends_every_probe_once() -> None:
@@ -174,7 +171,7 @@ def test_retries_zero_sends_every_probe_once() -> None:
     plan.answered(tries[2], 0.01, ends_path=True)
     assert plan.next_event() == 2.0
     assert plan.due(1.0) == []
-    assert len(plan.expired(2.0)) == 2 and done(plan)
+    assert len(plan.expired(2.0)) == 2 and plan.finished
 
 
 def test_a_held_answer_still_counts_and_no_wait_passes_max() -> None:
@@ -187,7 +184,7 @@ def test_a_held_answer_still_counts_and_no_wait_passes_max() -> None:
         assert [probe.ttl for probe in plan.due(at)] == [1, 2]
     assert plan.next_event() == 5.0  # no answer anywhere: MAX
     answer_all(plan, list(plan.outstanding), 2.0, end=2)
-    assert done(plan) and plan.end == 2
+    assert plan.finished and plan.end == 2
     assert all(probe.sent_at in (0.0, *retry_times) for probe in tries)
 
 
@@ -203,10 +200,43 @@ def test_a_nearer_end_cancels_and_bad_reports_are_refused() -> None:
     with pytest.raises(ValueError, match="not outstanding"):
         plan.answered(tries[1], 1.03)
     plan.answered(tries[0], 1.02)
-    assert done(plan)
+    assert plan.finished
     with pytest.raises(ValueError, match="first_ttl <= max_ttl"):
         TracePlan(5, 4, 1)
     with pytest.raises(ValueError, match="retries must be from 0 to 10"):
         TracePlan(1, 4, 1, retries=11)
     with pytest.raises(TypeError, match="retries must be an integer"):
         TracePlan(1, 4, 1, retries=1.5)  # type: ignore[arg-type]
+
+
+class CountingWait(Wait):
+    """The default Wait, counting how often a probe's wait is worked out."""
+
+    calls = 0
+
+    def limit(self, here_rtt: float | None, near_rtt: float | None) -> float:
+        CountingWait.calls += 1
+        return super().limit(here_rtt, near_rtt)
+
+
+def test_the_work_per_answer_does_not_grow_with_the_probes_in_flight() -> None:
+    # A driver's turn per answer, as trace._trace_probes takes it: every router of 30
+    # answers, the destination never, and nothing expires meanwhile.  The probes of one
+    # TTL sent at one time share their deadline: a turn works out one per such group,
+    # not one per probe (-q 100: 3,000 in flight).
+    counted = []
+    for per_hop in (1, 100):
+        CountingWait.calls = 0
+        plan = TracePlan(1, 30, per_hop, CountingWait())
+        tries = plan.start(0.0)
+        for number, probe in enumerate(tries, start=1):
+            now = number * 1e-7
+            plan.answered(probe, now)
+            plan.expired(now)
+            plan.due(now)
+            plan.next_event()
+            assert not plan.finished or number == len(tries)
+        counted.append(CountingWait.calls / len(tries))
+    # -q 1: a turn works out each TTL still waiting once or twice (expired, next_event);
+    # -q 100 keeps all 30 TTLs waiting longer, never a deadline per probe (100 x)
+    assert counted[1] <= 3 * counted[0], counted
