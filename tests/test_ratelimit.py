@@ -50,6 +50,8 @@ from lab.capture import Capture
 from lab.responder import Responder
 from lab.topology import Chain
 
+from brokerpkg.locate import capability_fix
+
 pytestmark = pytest.mark.privileged
 
 RATE = 1000  # helper/policy.h RESTRICTED_PROBES_PER_SECOND
@@ -318,10 +320,28 @@ def test_a_capability_copy_without_the_group_refuses_to_start(
     path = rate_state_path(fresh_caller)
     assert refusal(res) == (
         f"brokerpkg-helper: cannot use the per-user rate-limit state {path} "
-        f"(open: Permission denied): run 'sudo brokerpkg setup' (it installs the helper "
-        f"set-group-id brokerpkg and creates /var/lib/brokerpkg)"
+        "(open: Permission denied), which the helper opens set-group-id brokerpkg; fix: sudo "
+        "brokerpkg setup (other ways: brokerpkg-helper(8), PRIVILEGES)"
     )
     assert not path.exists()
+
+
+def test_the_command_line_says_one_fix_for_a_capability_copy_without_the_group(
+    unprivileged_copy: UnprivilegedCopy, fresh_caller: int
+) -> None:
+    """The helper's refusal names its fix after "; fix: ", which the library replaces with
+    the one fix for the file the caller named: said once.  Before, the helper's own
+    "run 'sudo brokerpkg setup'" came first and then a second, different fix."""
+    by_hand = unprivileged_copy.add_binary(unprivileged_copy.helper("plain"), "by-hand-cli")
+    subprocess.run(["setcap", "cap_net_raw+ep", str(by_hand)], check=True)
+    res = unprivileged_copy.run(
+        ["-m", "brokerpkg", "probe", "--helper", str(by_hand), "127.0.0.1"], uid=fresh_caller
+    )
+    assert res.returncode == 2 and res.stdout == "", res
+    (line,) = res.stderr.splitlines()
+    assert "cannot use the per-user rate-limit state" in line
+    assert line.count("fix:") == line.count("sudo") == 1, line
+    assert line.endswith(f"; fix: `{capability_fix(str(by_hand))}`"), line
 
 
 def test_a_state_file_of_the_wrong_shape_is_refused_and_left_alone(
