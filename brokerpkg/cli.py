@@ -844,15 +844,21 @@ def _session(args: argparse.Namespace) -> Session:
     return Session.over_ssh(vantage_point, helper=args.remote_helper or HELPER_NAME)
 
 
-_INTERRUPT_CALLS: list[Callable[[], None]] = []
-_INTERRUPTED: list[bool] = []
-"""Set once Ctrl-C came while :func:`_interrupt_calls` was in effect (in this run)."""
+class _Interrupts:
+    """Ctrl-C for the runs of one command (one per vantage point): the calls of the
+    runs that stop on it, and whether it came."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], None]] = []
+        self.interrupted = False
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        for call in list(self.calls):
+            call()
 
 
-def _interrupted() -> None:
-    _INTERRUPTED.append(True)
-    for call in list(_INTERRUPT_CALLS):
-        call()
+_INTERRUPTS = _Interrupts()
 
 
 @contextlib.contextmanager
@@ -861,16 +867,16 @@ def _interrupt_calls(call: Callable[[], None]) -> Iterator[None]:
     KeyboardInterrupt.  Blocks may be entered at once (one per vantage point): Ctrl-C
     calls each, and one entered after it calls ``call`` at once."""
     loop = asyncio.get_running_loop()
-    if not _INTERRUPT_CALLS:
-        loop.add_signal_handler(signal.SIGINT, _interrupted)
-    _INTERRUPT_CALLS.append(call)
-    if _INTERRUPTED:
+    if not _INTERRUPTS.calls:
+        loop.add_signal_handler(signal.SIGINT, _INTERRUPTS.interrupt)
+    _INTERRUPTS.calls.append(call)
+    if _INTERRUPTS.interrupted:
         call()
     try:
         yield
     finally:
-        _INTERRUPT_CALLS.remove(call)
-        if not _INTERRUPT_CALLS:
+        _INTERRUPTS.calls.remove(call)
+        if not _INTERRUPTS.calls:
             loop.remove_signal_handler(signal.SIGINT)
 
 
@@ -1463,7 +1469,7 @@ async def _run(runner: Runner, args: argparse.Namespace) -> int:
     on the one --from vantage point (its output as the command prints it there), or on
     several at once (:func:`_run_from_several`)."""
     asyncio.get_running_loop().set_default_executor(DaemonExecutor())
-    _INTERRUPTED.clear()
+    _INTERRUPTS.interrupted = False
     vantage_points = getattr(args, "vantage_points", None) or []
     args.vantage = vantage_points[0] if len(vantage_points) == 1 else None
     if len(vantage_points) > 1:

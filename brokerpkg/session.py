@@ -236,7 +236,8 @@ class Session:
     that argv instead (e.g. ``['ssh', 'host', 'brokerpkg-helper']``), and
     ``Session(command='...', shell=True)`` a shell command string (``exec``'d by
     /bin/sh when it is one simple command, so that the child process is the helper:
-    :func:`~brokerpkg.transport.exec_in_shell`).  ``env`` is the
+    :func:`~brokerpkg.transport.exec_in_shell`); :meth:`over_ssh` runs it on another
+    host, with names resolved there.  ``env`` is the
     helper's environment (default: inherited).  ``probe_grace`` is added to each probe's
     timeout to get the Python-side deadline (past it, a probe fails once the helper has
     answered a question sent then, or stayed silent a grace more: see the module

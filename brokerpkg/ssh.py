@@ -3,7 +3,8 @@ on the remote host as text, and what ssh's exit status means.
 
 A vantage point is a host reached with ``$BROKERPKG_SSH [USER@]HOST REMOTE-HELPER``
 (:mod:`brokerpkg.remote` runs it; ``Session.over_ssh`` is the way in).  This module does
-no I/O and imports no asyncio, so the command line can check ``--from`` while parsing.
+no I/O (it reads BROKERPKG_SSH from the environment) and imports no asyncio, so the
+command line can check ``--from`` while parsing.
 """
 
 from __future__ import annotations
