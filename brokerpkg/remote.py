@@ -33,7 +33,7 @@ from .ssh import (
     first_address,
     first_name,
     lookup_command,
-    parse_lookup_output,
+    parse_lookup_line,
 )
 from .transport import EXIT_WAIT, ProcessTransport
 
@@ -165,30 +165,29 @@ class RemoteLookups:
                 taken = self._queue[:LOOKUPS_PER_COMMAND]
                 del self._queue[:LOOKUPS_PER_COMMAND]
                 batch = [(lookup, future) for lookup, future in taken if not future.done()]
-                if not batch:
-                    continue
-                try:
-                    answers = await self._run_command([lookup for lookup, _ in batch])
-                except ProcessError as error:
-                    self._fail(batch, error)
-                    continue
-                for number, (_, future) in enumerate(batch):
-                    if not future.done():
-                        future.set_result(answers[number])
+                if batch:
+                    try:
+                        await self._run_command(batch)
+                    except ProcessError as error:
+                        self._fail(batch, error)
         finally:
             if self._runner is asyncio.current_task():
                 self._runner = None
 
-    async def _run_command(self, lookups: Sequence[Lookup]) -> dict[int, LookupAnswer]:
-        """Run one lookup command; every lookup's answer, by number.
+    async def _run_command(
+        self, batch: Sequence[tuple[Lookup, asyncio.Future[LookupAnswer]]]
+    ) -> None:
+        """Run one lookup command for ``batch``, answering each question as its line
+        comes (a name in /etc/hosts does not wait for another's slow DNS).
 
-        Raises SshError, ProcessError (see :meth:`ask`).
+        Raises SshError, ProcessError (see :meth:`ask`) when a question is left
+        without an answer.
         """
         pipe = asyncio.subprocess.PIPE
         try:
             process = await asyncio.create_subprocess_exec(
                 *self._ssh,
-                lookup_command(lookups),
+                lookup_command([lookup for lookup, _ in batch]),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=pipe,
                 stderr=pipe,
@@ -199,18 +198,22 @@ class RemoteLookups:
             raise ProcessError(
                 f"cannot run {self._ssh[0]} to look names up on {self.destination}: {error}"
             ) from error
+        assert process.stdout is not None
+        assert process.stderr is not None
         try:
             async with asyncio.timeout(self._timeout):
-                output, errors = await process.communicate()
+                _, errors = await asyncio.gather(
+                    self._answer(process.stdout, batch), process.stderr.read()
+                )
+                await process.wait()
         except TimeoutError:
             raise ProcessError(
                 f"the name lookups on {self.destination} took more than {self._timeout:g} s"
             ) from None
         finally:
             await _end(process)
-        answers = parse_lookup_output(output.decode(errors="replace"), len(lookups))
-        if len(answers) == len(lookups):
-            return answers
+        if all(future.done() for _, future in batch):
+            return
         said = [line.strip() for line in errors.decode(errors="replace").splitlines()]
         last = next((line for line in reversed(said) if line), None)
         if process.returncode != 0:
@@ -221,6 +224,19 @@ class RemoteLookups:
             f"no answer to the name lookups on {self.destination}: the remote command did "
             "not run them (does authorized_keys force a command?); give numeric addresses"
         )
+
+    @staticmethod
+    async def _answer(
+        output: asyncio.StreamReader,
+        batch: Sequence[tuple[Lookup, asyncio.Future[LookupAnswer]]],
+    ) -> None:
+        """Hand each answer line of ``output`` to its question, until end-of-file."""
+        while line := await output.readline():
+            parsed = parse_lookup_line(line.decode(errors="replace"), len(batch))
+            if parsed is not None:
+                future = batch[parsed[0]][1]
+                if not future.done():
+                    future.set_result(parsed[1])
 
 
 async def _end(process: asyncio.subprocess.Process) -> None:

@@ -215,21 +215,30 @@ def lookup_command(lookups: Sequence[Lookup]) -> str:
     return shlex.join(words)
 
 
+def parse_lookup_line(line: str, count: int) -> tuple[int, LookupAnswer] | None:
+    """The answer number (0 to count - 1) and answer of one line of the lookup
+    script's output, or None for a line that is not an answer.  Pure; never raises."""
+    words = line.rstrip("\r\n").split(" ", 3)
+    if len(words) < 3 or words[0] != LOOKUP_MARK:
+        return None
+    number, status = words[1], words[2]
+    if not (number.isascii() and number.isdigit() and status.isascii() and status.isdigit()):
+        return None
+    if int(number) >= count:
+        return None
+    body = words[3] if len(words) == 4 else ""
+    lines = tuple(part for part in body.split("\t") if part.strip())
+    return int(number), LookupAnswer(int(status), lines)
+
+
 def parse_lookup_output(text: str, count: int) -> dict[int, LookupAnswer]:
-    """The answers found in the lookup script's output, by number (0 to count - 1);
-    lines that are not answers are ignored.  Pure; never raises."""
+    """Every answer in the lookup script's output, by number (see
+    :func:`parse_lookup_line`).  Pure; never raises."""
     answers: dict[int, LookupAnswer] = {}
     for line in text.splitlines():
-        words = line.split(" ", 3)
-        if len(words) < 3 or words[0] != LOOKUP_MARK:
-            continue
-        number, status = words[1], words[2]
-        if not (number.isdigit() and status.isdigit() and int(number) < count):
-            continue
-        body = words[3] if len(words) == 4 else ""
-        answers[int(number)] = LookupAnswer(
-            int(status), tuple(part for part in body.split("\t") if part.strip())
-        )
+        parsed = parse_lookup_line(line, count)
+        if parsed is not None:
+            answers[parsed[0]] = parsed[1]
     return answers
 
 

@@ -70,6 +70,10 @@ HOSTS = {
     VB: {"198.18.5.2": "router-b1", "198.18.6.2": "router-b2", "198.18.7.2": NAME},
 }
 HOST_NAMES = {VA: "vantage-a", VB: "vantage-b"}
+SILENT_DNS = "198.18.200.1"
+"""The vantage points' name server: its queries reach the target, which drops them
+(what is not in their /etc/hosts takes DNS_TIMEOUT to fail, on any machine)."""
+DNS_TIMEOUT = 2
 NODES = {VA: "va", VB: "vb"}
 LIMIT = 60.0
 PRIVILEGE_LINE = (
@@ -396,6 +400,7 @@ def fleet(
                 keys,
                 host_name=HOST_NAMES[destination],
                 hosts=HOSTS[destination],
+                resolv_conf=f"nameserver {SILENT_DNS}\noptions timeout:{DNS_TIMEOUT} attempts:1\n",
             )
             server.authorize()
             server.authorize_as_nobody()
@@ -445,6 +450,25 @@ async def test_a_session_over_ssh_probes_from_there_with_its_names(fleet: Fleet)
         with pytest.raises(HostResolveError, match=f"to an IPv6 address on {VA}: no such"):
             await session.resolve(NAME, 6)  # ahostsv6's IPv4-mapped answer is not IPv6
         assert (await session.probe(TARGET[VA])).success  # the next request still works
+
+
+async def test_each_name_comes_as_soon_as_it_is_found_there(fleet: Fleet) -> None:
+    """Asked together (one lookup command), a name in va's /etc/hosts does not wait for
+    one that va's (silent) DNS takes DNS_TIMEOUT to give up on."""
+    async with asyncio.timeout(LIMIT), fleet.session(VA) as session:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+
+        async def name(address: str) -> tuple[str | None, float]:
+            found = await session.name_resolver.name(address)
+            return found, loop.time() - began
+
+        (known, known_at), (unknown, unknown_at) = await asyncio.gather(
+            name("198.18.3.2"), name("198.18.3.77")
+        )
+        assert (known, unknown) == ("router-a1", None)
+        assert unknown_at >= DNS_TIMEOUT
+        assert known_at < unknown_at - DNS_TIMEOUT / 2, (known_at, unknown_at)
 
 
 async def test_names_resolved_here_when_asked(fleet: Fleet) -> None:

@@ -4,11 +4,12 @@
 directory: no known-hosts file is read or written, no password is ever asked, and only
 the identity given with ``-i`` is offered.  :class:`SshServer` runs ``/usr/sbin/sshd -D
 -e -f CONFIG`` inside a node, listening on one of the node's lab addresses, with its own
-host key, its own ``authorized_keys`` (``UsePAM no``, ``StrictModes no``), optionally its
-own host name (a UTS namespace of its own) and its own ``/etc/hosts`` (``ip netns exec``
-bind-mounts ``/etc/netns/NS/hosts`` over ``/etc/hosts`` for the server and every session
-it starts).  ``start`` returns once sshd said it listens; the lab's ``close`` (or
-``stop``) kills it and removes the hosts file.  Example::
+host key, its own ``authorized_keys`` (``UsePAM no``, ``StrictModes no``), its own
+``HOME``, optionally its own host name (a UTS namespace of its own), ``/etc/hosts`` and
+``/etc/resolv.conf`` (``ip netns exec`` bind-mounts ``/etc/netns/NS/FILE`` over
+``/etc/FILE`` for the server and every session it starts).  ``start`` returns once sshd
+said it listens; the lab's ``close`` (or ``stop``) kills it and removes those files.
+Example::
 
     keys = SshKeys(tmp_path)
     server = SshServer(lab, "vantage", "198.18.1.2", keys, host_name="vantage-a",
@@ -105,7 +106,8 @@ class SshServer:
     """sshd in ``node``, listening on ``address`` port 22 (see the module docstring).
 
     ``hosts`` (address -> names) becomes the node's ``/etc/hosts`` (with localhost),
-    ``host_name`` its host name (``uname -n``), both for sshd and every session.
+    ``resolv_conf`` its ``/etc/resolv.conf``, ``host_name`` its host name (``uname
+    -n``), all for sshd and every session.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class SshServer:
         *,
         host_name: str | None = None,
         hosts: Mapping[str, str] | None = None,
+        resolv_conf: str | None = None,
     ) -> None:
         self.lab = lab
         self.node = lab.node(node)
@@ -124,6 +127,7 @@ class SshServer:
         self.keys = keys
         self.host_name = host_name
         self.hosts = dict(hosts or {})
+        self.resolv_conf = resolv_conf
         self.directory = keys.directory / f"sshd-{self.node.role}"
         self.directory.mkdir(exist_ok=True)
         self.host_key = _keygen(self.directory / "host_key", f"host {self.node.role}")
@@ -174,16 +178,20 @@ class SshServer:
             "LogLevel VERBOSE\n"
         )
 
-    def _write_hosts(self) -> None:
-        """/etc/netns/NS/hosts, which ``ip netns exec NS`` mounts over /etc/hosts."""
-        if not self.hosts:
+    def _write_etc(self) -> None:
+        """/etc/netns/NS/hosts and resolv.conf, which ``ip netns exec NS`` mounts over
+        /etc/hosts and /etc/resolv.conf."""
+        if not self.hosts and self.resolv_conf is None:
             return
         etc = NETNS_ETC / self.node.ns
         etc.mkdir(parents=True, exist_ok=True)
         self._etc = etc
-        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
-        lines += [f"{address} {names}" for address, names in self.hosts.items()]
-        (etc / "hosts").write_text("\n".join(lines) + "\n")
+        if self.hosts:
+            lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
+            lines += [f"{address} {names}" for address, names in self.hosts.items()]
+            (etc / "hosts").write_text("\n".join(lines) + "\n")
+        if self.resolv_conf is not None:
+            (etc / "resolv.conf").write_text(self.resolv_conf)
 
     def start(self) -> SshServer:
         """Start sshd and wait until it listens.
@@ -192,7 +200,7 @@ class SshServer:
             LabError: sshd exited or did not say it listens within START_TIMEOUT.
         """
         self._write_config()
-        self._write_hosts()
+        self._write_etc()
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         self.lab.register_closer(self.stop)
         if self.host_name is not None:
@@ -321,8 +329,9 @@ class SshServer:
         if self._log_thread is not None:
             self._log_thread.join(5)
         if self._etc is not None:
-            with contextlib.suppress(FileNotFoundError):
-                (self._etc / "hosts").unlink()
+            for name in ("hosts", "resolv.conf"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self._etc / name).unlink()
             with contextlib.suppress(OSError):
                 self._etc.rmdir()
             with contextlib.suppress(OSError):
