@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import math
 import os
 import queue
@@ -40,21 +41,24 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TextIO, TypeVar
 
 from ._version import __version__
 from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT, RETRIES, RETRIES_MAX, SETUP_DEST
 from .errors import (
+    HELPER_NAME,
     FeatureNotSupportedError,
     HelperNotFoundError,
     HostResolveError,
     ProbeSendError,
     ProcessError,
+    RemoteHelperNotFoundError,
     StateError,
 )
 from .locate import ENVIRONMENT_VARIABLE
 from .protocol import DEFAULT_CONNECTED_PORT, IFNAMSIZ, MAX_REQUEST_LENGTH, MAX_TIMEOUT, PROTOCOLS
+from .ssh import DEFAULT_SSH, SSH_ENVIRONMENT_VARIABLE, parse_destination
 
 if TYPE_CHECKING:
     from .mtr import MonitorReport
@@ -217,6 +221,21 @@ def _interface(text: str) -> str:
     return name
 
 
+def _vantage_point(text: str) -> str:
+    """``[USER@]HOST`` for --from, as ssh takes it (brokerpkg.ssh.parse_destination)."""
+    try:
+        return str(parse_destination(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _remote_helper(text: str) -> str:
+    """The helper command the remote shell runs (--remote-helper): not empty."""
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"not a command: {text!r}")
+    return text
+
+
 def split_target(text: str) -> tuple[str, int | None]:
     """Split ``HOST``, ``HOST:PORT``, ``[IPV6]:PORT``, ``[IPV6]`` or a bare IPv6
     address into (host, port or None).
@@ -257,6 +276,21 @@ def _common_parent() -> _Parser:
         metavar="PATH",
         help=f"brokerpkg-helper to run (default: ${ENVIRONMENT_VARIABLE}, "
         "then a search; see brokerpkg doctor)",
+    )
+    parent.add_argument(
+        "--from",
+        dest="vantage_points",
+        action="append",
+        type=_vantage_point,
+        metavar="[USER@]HOST",
+        help=f"run the helper on HOST over ssh (${SSH_ENVIRONMENT_VARIABLE}, default "
+        f"{shlex.join(DEFAULT_SSH)!r}); repeat for several vantage points",
+    )
+    parent.add_argument(
+        "--remote-helper",
+        type=_remote_helper,
+        metavar="PATH",
+        help=f"the helper the --from hosts run (default {HELPER_NAME}, on PATH there)",
     )
     family = parent.add_mutually_exclusive_group()
     family.add_argument("-4", dest="ip_version", action="store_const", const=4, help="IPv4 only")
@@ -547,7 +581,23 @@ def parse_arguments(parser: argparse.ArgumentParser, words: Sequence[str]) -> ar
     args, unknown = parser.parse_known_args([*before, words[position], *rest])
     if unknown:
         command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    _check_vantage_points(args, command)
     return args
+
+
+def _check_vantage_points(args: argparse.Namespace, command: argparse.ArgumentParser) -> None:
+    """Refuse --from twice for one host, --helper with --from (the local helper: give
+    --remote-helper) and --remote-helper without --from.  Raises UsageError."""
+    vantage_points = getattr(args, "vantage_points", None) or []
+    seen: set[str] = set()
+    for vantage_point in vantage_points:
+        if vantage_point in seen:
+            command.error(f"--from {vantage_point} is given twice")
+        seen.add(vantage_point)
+    if vantage_points and getattr(args, "helper", None) is not None:
+        command.error("--helper names the local helper; with --from give --remote-helper PATH")
+    if getattr(args, "remote_helper", None) is not None and not vantage_points:
+        command.error("--remote-helper applies with --from [USER@]HOST")
 
 
 def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> None:
@@ -708,15 +758,97 @@ def _wants_json(argv: Sequence[str]) -> bool:
 # ----------------------------------------------------------------------------- output
 
 
+class _Blocks:
+    """The output of several vantage points at once, each under a heading naming it
+    (``==> [USER@]HOST <==``, blocks separated by a blank line, as ``head`` and ``tail``
+    head several files), in --from order.
+
+    The first unfinished block is written as it comes; the others are kept until every
+    block before them is finished.  Each block's JSON document is kept in
+    ``documents`` (keyed by vantage point, printed as one object by the caller);
+    ``headings`` False (for -j) writes no heading.
+    """
+
+    def __init__(self, names: Sequence[str], *, headings: bool = True) -> None:
+        self.names = list(names)
+        self.headings = headings
+        self._kept: list[list[str]] = [[] for _ in self.names]
+        self._finished = [False] * len(self.names)
+        self._live = 0
+        self.documents: dict[str, object] = {}
+        self._heading(0)
+
+    def _heading(self, index: int) -> None:
+        if not self.headings:
+            return
+        gap = "\n" if index else ""
+        sys.stdout.write(f"{gap}==> {self.names[index]} <==\n")
+        sys.stdout.flush()
+
+    def write(self, index: int, text: str) -> None:
+        """Block ``index``'s text: written now if it is the live block, else kept."""
+        if index == self._live:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            self._kept[index].append(text)
+
+    def finish(self, index: int) -> None:
+        """Block ``index`` is complete: write the next ones that can be written."""
+        self._finished[index] = True
+        while self._live < len(self.names) and self._finished[self._live]:
+            self._live += 1
+            if self._live < len(self.names):
+                self._heading(self._live)
+                sys.stdout.write("".join(self._kept[self._live]))
+                self._kept[self._live] = []
+                sys.stdout.flush()
+
+
+class _BlockStream:
+    """The text stream of one block of :class:`_Blocks` (what ``print`` writes to)."""
+
+    def __init__(self, blocks: _Blocks, index: int) -> None:
+        self.blocks = blocks
+        self.index = index
+
+    def write(self, text: str) -> int:
+        self.blocks.write(self.index, text)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: :meth:`_Blocks.write` flushes what it writes."""
+
+    def document(self, document: object) -> None:
+        """Keep this block's JSON document (the caller prints them all at the end)."""
+        self.blocks.documents[self.blocks.names[self.index]] = document
+
+
+_BLOCK: contextvars.ContextVar[_BlockStream | None] = contextvars.ContextVar(
+    "brokerpkg_block", default=None
+)
+"""The block a vantage point's task prints into (None: straight to standard output)."""
+
+
+def _out() -> TextIO | _BlockStream:
+    """Where the running subcommand prints: its vantage point's block, or stdout."""
+    return _BLOCK.get() or sys.stdout
+
+
 def _print(*lines: str) -> None:
+    out = _out()
     for line in lines:
-        print(line)
-    sys.stdout.flush()
+        print(line, file=out)
+    out.flush()
 
 
 def _print_json(document: object, indent: int = 2) -> None:
     import json
 
+    block = _BLOCK.get()
+    if block is not None:
+        block.document(document)
+        return
     print(json.dumps(document, indent=indent))
     sys.stdout.flush()
 
@@ -726,9 +858,60 @@ def _has_details(session: Session) -> bool:
     return session.features.get("details") == "ok"
 
 
-def _local_host() -> str:
-    """This host's name, as mtr's report shows it."""
+def _local_host(args: argparse.Namespace | None = None) -> str:
+    """This host's name, as mtr's report shows it; with --from, the vantage point's host
+    as given (used when its own name is not known: a failure before it was asked)."""
+    vantage_point = None if args is None else getattr(args, "vantage", None)
+    if vantage_point is not None:
+        return parse_destination(vantage_point).host
     return socket.gethostname()
+
+
+def _session(args: argparse.Namespace) -> Session:
+    """The session of a subcommand: the local helper (--helper, or found), or the one
+    on the --from vantage point this run serves (``args.vantage``) over ssh."""
+    from .session import Session
+
+    vantage_point = getattr(args, "vantage", None)
+    if vantage_point is None:
+        return Session(args.helper)
+    return Session.over_ssh(vantage_point, helper=args.remote_helper or HELPER_NAME)
+
+
+class _Interrupts:
+    """Ctrl-C for the runs of one command (one per vantage point): the calls of the
+    runs that stop on it, and whether it came."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], None]] = []
+        self.interrupted = False
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        for call in list(self.calls):
+            call()
+
+
+_INTERRUPTS = _Interrupts()
+
+
+@contextlib.contextmanager
+def _interrupt_calls(call: Callable[[], None]) -> Iterator[None]:
+    """While in the block, Ctrl-C (SIGINT) calls ``call`` instead of raising
+    KeyboardInterrupt.  Blocks may be entered at once (one per vantage point): Ctrl-C
+    calls each, and one entered after it calls ``call`` at once."""
+    loop = asyncio.get_running_loop()
+    if not _INTERRUPTS.calls:
+        loop.add_signal_handler(signal.SIGINT, _INTERRUPTS.interrupt)
+    _INTERRUPTS.calls.append(call)
+    if _INTERRUPTS.interrupted:
+        call()
+    try:
+        yield
+    finally:
+        _INTERRUPTS.calls.remove(call)
+        if not _INTERRUPTS.calls:
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 # ----------------------------------------------------------------------------- probe
@@ -741,11 +924,10 @@ async def run_probe(args: argparse.Namespace) -> int:
     denied...) is a local error: classify raises ProbeSendError, and main exits 2.
     """
     from .ping import classify, probe_to_dict
-    from .session import Session
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
-    async with Session(args.helper) as session:
+    async with _session(args) as session:
         result = await session.probe(
             host,
             ip_version=args.ip_version,
@@ -903,7 +1085,6 @@ async def run_ping(args: argparse.Namespace) -> int:
     from . import cli_format as fmt
     from .ping import PingResult, probe_settings, resolve_address
     from .resolve import NameResolver
-    from .session import Session
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
@@ -913,7 +1094,8 @@ async def run_ping(args: argparse.Namespace) -> int:
         family=args.ip_version, timeout=args.timeout, ttl=args.ttl, payload_size=payload, **options
     )  # refuse bad options before the header
     quiet = args.quiet or args.json
-    names = None if args.numeric or _numeric_target(host) else NameResolver()
+    look_up_names = not (args.numeric or _numeric_target(host))
+    names: NameResolver | None = None  # the session's (the vantage point's names there)
 
     async def shown(address: str | None) -> str | None:
         """``name (address)`` when names are looked up and one differs, else ``address``."""
@@ -927,8 +1109,9 @@ async def run_ping(args: argparse.Namespace) -> int:
             if line is not None:
                 _print(line)
 
-    loop = asyncio.get_running_loop()
-    async with Session(args.helper) as session:
+    async with _session(args) as session:
+        if look_up_names:
+            names = session.name_resolver
         address = await resolve_address(session, host, args.ip_version)
         _check_payload(payload, address)
         if not args.json:  # ping -q still prints its first line
@@ -940,12 +1123,9 @@ async def run_ping(args: argparse.Namespace) -> int:
             _print(fmt.ping_header(host, address, protocol, payload, port, shown=target))
         stop = asyncio.Event()
         pinger = _Pinger(session, host, address, args, options, payload, stop, report)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
         began = time.monotonic()
-        try:
+        with _interrupt_calls(stop.set):
             await pinger.run()
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
         elapsed_ms = (time.monotonic() - began) * 1000
     probes = pinger.probes()
     if args.json:
@@ -1008,7 +1188,6 @@ async def run_multiping(args: argparse.Namespace) -> int:
     from . import cli_format as fmt
     from .cli_terminal import ProgressLine
     from .ping import PingResult, probe_settings, resolve_addresses
-    from .session import Session
 
     parsed = [split_target(target) for target in read_targets(args)]
     hosts = [host for host, _ in parsed]
@@ -1025,6 +1204,8 @@ async def run_multiping(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.json
     width = max(len(host) for host in hosts)
     progress = ProgressLine(sys.stderr, len(hosts))
+    if _BLOCK.get() is not None:
+        progress.finish()  # several vantage points at once: no progress line to share
 
     async def report(pinger: _Pinger, sequence: int, result: ProbeResult) -> None:
         if quiet:
@@ -1040,22 +1221,23 @@ async def run_multiping(args: argparse.Namespace) -> int:
             _print(line)
             progress.update(progress.done)
 
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, stop.set)  # from here on Ctrl-C ends in summaries
     try:
-        async with Session(args.helper) as session:
-            # every name before anything is sent, as fping
-            addresses = await resolve_addresses(session, hosts, args.ip_version, args.concurrency)
-            for address in addresses:
-                _check_payload(payload, address)
-            pingers = [
-                _Pinger(session, host, address, args, options, payload, stop, report)
-                for host, address in zip(hosts, addresses, strict=True)
-            ]
-            await _ping_all(pingers, args.concurrency, lambda: progress.update(progress.done + 1))
+        with _interrupt_calls(stop.set):  # from here on Ctrl-C ends in summaries
+            async with _session(args) as session:
+                addresses = await resolve_addresses(
+                    session, hosts, args.ip_version, args.concurrency
+                )
+                for address in addresses:
+                    _check_payload(payload, address)
+                pingers = [
+                    _Pinger(session, host, address, args, options, payload, stop, report)
+                    for host, address in zip(hosts, addresses, strict=True)
+                ]
+                await _ping_all(
+                    pingers, args.concurrency, lambda: progress.update(progress.done + 1)
+                )
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
         progress.finish()
     results = [PingResult(pinger.host, pinger.address, pinger.probes()) for pinger in pingers]
     if args.json:
@@ -1080,14 +1262,13 @@ async def run_multiping(args: argparse.Namespace) -> int:
 async def run_trace(args: argparse.Namespace) -> int:
     """``brokerpkg trace``: traceroute's lines (or JSON) once every hop is settled."""
     from . import cli_format as fmt
-    from .session import Session
     from .trace import traceroute
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     if args.wait is not None and args.timeout is not None:
         raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
-    async with Session(args.helper) as session:
+    async with _session(args) as session:
         trace = await traceroute(
             host,
             first_ttl=args.first_ttl,
@@ -1124,15 +1305,19 @@ def _mtr_mode(args: argparse.Namespace) -> str:
         return "csv"
     if args.report or args.wide or not sys.stdout.isatty():
         return "report"
+    if len(getattr(args, "vantage_points", None) or ()) > 1:
+        return "report"  # one live view per terminal: several vantage points report
     return "live"
 
 
-def _mtr_json(args: argparse.Namespace, report: MonitorReport | None) -> dict[str, Any]:
+def _mtr_json(
+    args: argparse.Namespace, report: MonitorReport | None, local_host: str | None = None
+) -> dict[str, Any]:
     from . import cli_format as fmt
 
     return fmt.mtr_json(
         report,
-        local_host=_local_host(),
+        local_host=local_host or _local_host(args),
         target=args.target,
         tos=args.tos or 0,
         tests=args.count if args.count is not None else MTR_REPORT_CYCLES,
@@ -1150,7 +1335,6 @@ async def run_mtr(args: argparse.Namespace) -> int:
     from . import cli_format as fmt
     from .mtr import monitor
     from .ping import resolve_address
-    from .session import Session
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
@@ -1159,8 +1343,11 @@ async def run_mtr(args: argparse.Namespace) -> int:
         args.count if args.count is not None else (None if mode == "live" else MTR_REPORT_CYCLES)
     )
     started = datetime.now(UTC).astimezone()
-    async with Session(args.helper) as session:
-        address = await resolve_address(session, host, args.ip_version)
+    async with _session(args) as session:
+        # together: on a vantage point both are asked with one lookup command
+        address, local_host = await asyncio.gather(
+            resolve_address(session, host, args.ip_version), session.host_name()
+        )
         reports = monitor(
             host,
             cycles=cycles,
@@ -1178,14 +1365,14 @@ async def run_mtr(args: argparse.Namespace) -> int:
             **options,
         )
         if mode == "live":
-            final = await _live_view(args, reports, address, cycles)
+            final = await _live_view(args, reports, address, cycles, local_host)
         else:
             final = None
             async with contextlib.aclosing(reports):
                 async for report in reports:
                     final = report
     if mode == "json":
-        _print_json(_mtr_json(args, final), MTR_JSON_INDENT)
+        _print_json(_mtr_json(args, final, local_host), MTR_JSON_INDENT)
     elif mode == "csv" and final is not None:
         _print(
             *fmt.mtr_csv_lines(
@@ -1200,7 +1387,7 @@ async def run_mtr(args: argparse.Namespace) -> int:
         _print(
             *fmt.mtr_report_lines(
                 final,
-                local_host=_local_host(),
+                local_host=local_host,
                 started=started,
                 wide=args.wide,
                 numeric=args.numeric,
@@ -1216,14 +1403,13 @@ async def _live_view(
     reports: AsyncGenerator[MonitorReport, None],
     address: str,
     cycles: int | None,
+    local_host: str,
 ) -> MonitorReport | None:
     """Run the live view until the cycles end or the user quits; the last report."""
     from datetime import UTC, datetime
 
     from . import cli_format as fmt
     from .cli_terminal import Screen, run_screen
-
-    local_host = _local_host()
 
     def render(report: MonitorReport | None, size: os.terminal_size) -> list[str]:
         return fmt.mtr_screen_lines(
@@ -1299,9 +1485,54 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 async def _run(runner: Runner, args: argparse.Namespace) -> int:
-    """Run a subcommand with name lookups on daemon threads (see DaemonExecutor)."""
+    """Run a subcommand with name lookups on daemon threads (see DaemonExecutor): here,
+    on the one --from vantage point (its output as the command prints it there), or on
+    several at once (:func:`_run_from_several`)."""
     asyncio.get_running_loop().set_default_executor(DaemonExecutor())
+    _INTERRUPTS.interrupted = False
+    vantage_points = getattr(args, "vantage_points", None) or []
+    args.vantage = vantage_points[0] if len(vantage_points) == 1 else None
+    if len(vantage_points) > 1:
+        return await _run_from_several(runner, args, vantage_points)
     return await runner(args)
+
+
+async def _run_from_several(
+    runner: Runner, args: argparse.Namespace, vantage_points: Sequence[str]
+) -> int:
+    """Run the subcommand on every vantage point at once, each one's output under its
+    heading in --from order (:class:`_Blocks`; with -j one JSON object keyed by vantage
+    point).  A vantage point's local error is said on standard error (naming it) and,
+    with -j, is its document.  Returns the worst exit status (2 over 1 over 0).
+
+    Raises OSError, ValueError when multiping's targets cannot be read (once, for all).
+    """
+    if args.command == "multiping":  # read once: -f - (standard input) cannot be read twice
+        args = argparse.Namespace(**{**vars(args), "targets": read_targets(args), "file": None})
+    blocks = _Blocks(vantage_points, headings=not args.json)
+
+    async def one(index: int, vantage_point: str) -> int:
+        mine = argparse.Namespace(**{**vars(args), "vantage": vantage_point})
+        _BLOCK.set(_BlockStream(blocks, index))  # this task's context only
+        try:
+            return await runner(mine)
+        except LOCAL_ERRORS as error:
+            message = describe_error(error)
+            if vantage_point not in message:
+                message = f"from {vantage_point}: {message}"
+            print(f"brokerpkg {args.command}: {message}", file=sys.stderr)
+            if args.json:
+                _print_json(_error_document(mine, message))
+            return EXIT_ERROR
+        finally:
+            blocks.finish(index)
+
+    statuses = await asyncio.gather(*(one(i, point) for i, point in enumerate(vantage_points)))
+    if args.json:
+        indent = MTR_JSON_INDENT if args.command == "mtr" else 2
+        documents = blocks.documents
+        _print_json({name: documents[name] for name in vantage_points if name in documents}, indent)
+    return max(statuses)
 
 
 def _runner(command: str) -> Runner:
@@ -1348,7 +1579,12 @@ names the library's parameter)."""
 def describe_error(error: BaseException) -> str:
     """One line for a local error, with the fix where one is known."""
     message = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, HelperNotFoundError):
+    if isinstance(error, RemoteHelperNotFoundError):
+        message += (
+            f"; fix: install brokerpkg on {error.destination} (`sudo brokerpkg setup` there "
+            "puts its helper on PATH), or give --remote-helper PATH"
+        )
+    elif isinstance(error, HelperNotFoundError):
         if os.environ.get(ENVIRONMENT_VARIABLE):
             message += (
                 f"; fix: unset {ENVIRONMENT_VARIABLE} or point it at an executable brokerpkg-helper"

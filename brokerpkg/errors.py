@@ -19,6 +19,7 @@ This module is pure: no I/O, no asyncio.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,22 @@ def privilege_cause(stderr_line: str | None) -> str | None:
     return cause or None
 
 
+_PRIVILEGE_WORDS = re.compile(
+    r"cap_net_raw|setcap|setuid|privilege|ping_group_range|raw socket"
+    r"|permission denied|operation not permitted",
+    re.IGNORECASE,
+)
+
+
+def looks_like_privilege_failure(returncode: int | None, stderr_line: str | None) -> bool:
+    """True if a helper that exited at start lacked the privilege to open its sockets.
+
+    Our helper and mtr-packet both exit with status 1 and say so on stderr (a shell that
+    cannot run a file says "Permission denied" too, but exits 126).
+    """
+    return returncode == 1 and bool(stderr_line and _PRIVILEGE_WORDS.search(stderr_line))
+
+
 class HelperPrivilegeError(ProcessError):
     """The helper started but could not open its sockets for lack of privilege.
 
@@ -113,6 +130,81 @@ class HelperExitedError(ProcessError):
         if stderr_line:
             message += f"; its last error line: {stderr_line!r}"
         super().__init__(message)
+
+
+class SshError(HelperExitedError):
+    """ssh itself failed on the way to a vantage point: its exit status 255 (the host
+    unreachable, the authentication refused, the connection lost; a remote helper
+    killed by a signal ends so too) or ssh killed by a signal.
+
+    ``destination`` is the vantage point (``[USER@]HOST``), ``helper`` the remote helper
+    command, ``returncode`` ssh's exit status, ``stderr_line`` the last line ssh (or the
+    remote side) wrote on standard error, ``opened`` whether the helper had answered.
+    """
+
+    def __init__(
+        self,
+        destination: str,
+        helper: str,
+        returncode: int | None,
+        stderr_line: str | None = None,
+        *,
+        opened: bool = False,
+    ) -> None:
+        super().__init__(f"{helper} on {destination}", returncode, stderr_line)
+        self.destination = destination
+        self.opened = opened
+        said = stderr_line or "ssh said nothing"
+        if returncode is not None and returncode < 0:
+            status = f"ssh {describe_exit_status(returncode)}"
+        else:
+            status = f"ssh {describe_exit_status(returncode)}, its own failure"
+        if opened:
+            message = f"the ssh connection to {destination} ended ({status}): {said}"
+        else:
+            message = f"ssh to {destination} failed ({status}): {said}"
+        Exception.__init__(self, message)
+
+
+class RemoteHelperNotFoundError(HelperNotFoundError):
+    """The remote shell of a vantage point found no helper to run (it exited with 127,
+    or 126: not executable).  ``destination``, ``helper``, ``returncode`` and
+    ``stderr_line`` (the remote shell's message) as in :class:`SshError`."""
+
+    def __init__(
+        self, destination: str, helper: str, returncode: int, stderr_line: str | None = None
+    ) -> None:
+        self.destination = destination
+        self.helper = helper
+        self.returncode = returncode
+        self.stderr_line = stderr_line
+        said = f": {stderr_line}" if stderr_line else ""
+        super().__init__(
+            f"no helper {helper} on {destination} (the remote shell exited with status "
+            f"{returncode}){said}"
+        )
+
+
+class RemoteHelperPrivilegeError(HelperPrivilegeError):
+    """A vantage point's helper started but could not open its sockets; ``fix`` is the
+    command to run there (``destination``).  The message says the remote helper's cause
+    and the fix once."""
+
+    def __init__(
+        self,
+        destination: str,
+        helper: str,
+        stderr_line: str | None = None,
+        fix: str = DEFAULT_PRIVILEGE_FIX,
+    ) -> None:
+        super().__init__(f"{helper} on {destination}", stderr_line, fix)
+        self.destination = destination
+        said = f": {self.cause}" if self.cause else ""
+        Exception.__init__(
+            self,
+            f"helper {helper} on {destination} cannot open its sockets{said}"
+            f"{FIX_SEPARATOR}on {destination}, `{fix}`",
+        )
 
 
 class ResponseTimeoutError(ProcessError):

@@ -573,6 +573,8 @@ class _Driver:
         self.in_flight: dict[asyncio.Task[None], int] = {}
         self.cycle_top = state.first_ttl - 1
         self.looked_up: set[str] = set()
+        self.name_lookups: set[asyncio.Task[None]] = set()
+        """Reverse name lookups still under way (a vantage point's take an ssh connection)."""
 
     def start_cycle(self) -> None:
         """Send this cycle's probes: every TTL up to the limit, at once."""
@@ -620,7 +622,9 @@ class _Driver:
         self.state.probe_answered(ttl, result)
         if self.names is not None and result.responder and result.responder not in self.looked_up:
             self.looked_up.add(result.responder)
-            self.tasks.start(self._look_up(self.names, result.responder))
+            lookup = self.tasks.start(self._look_up(self.names, result.responder))
+            self.name_lookups.add(lookup)
+            lookup.add_done_callback(self.name_lookups.discard)
         self.fill()
         self.trim()
 
@@ -782,8 +786,9 @@ async def _retry_silent(
 
 
 async def _settle(tasks: TaskGroup[None], driver: _Driver, until: float) -> None:
-    """Wait for the outstanding probes until ``until``; abandon those left."""
-    while driver.in_flight and await tasks.wait_any(until):
+    """Wait for the outstanding probes and name lookups until ``until``; abandon the
+    probes left (names not found by then are left out of the final report)."""
+    while (driver.in_flight or driver.name_lookups) and await tasks.wait_any(until):
         pass
     driver.abandon_all()
     with contextlib.suppress(asyncio.CancelledError):

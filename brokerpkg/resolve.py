@@ -100,9 +100,9 @@ class Resolver:
             )
         return numeric
 
-    @staticmethod
-    async def _lookup(host: str, ip_version: int | None) -> ResolvedAddress:
-        """Ask getaddrinfo; raises HostResolveError on failure or no address of the family."""
+    async def _lookup(self, host: str, ip_version: int | None) -> ResolvedAddress:
+        """Ask getaddrinfo (a subclass asks elsewhere: brokerpkg.remote.RemoteResolver);
+        raises HostResolveError on failure or no address of the family."""
         family_text = "" if ip_version is None else f" to an IPv{ip_version} address"
         if not host:
             raise HostResolveError("cannot resolve an empty host name")

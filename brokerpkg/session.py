@@ -23,8 +23,8 @@ import collections
 import contextlib
 import ipaddress
 import os
-import re
 import shlex
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, Generic, NamedTuple, Self, TypeVar
@@ -41,10 +41,13 @@ from .errors import (
     ResponseTimeoutError,
     StateError,
     describe_exit_status,
+    looks_like_privilege_failure,
 )
 from .locate import HelperLocation, locate_helper, privilege_fix
 from .protocol import Garbage, ProbeOptions, ProbeResult, Reply
+from .remote import RemoteLookups, RemoteNameResolver, RemoteResolver, SshTransport
 from .resolve import NameResolver, ResolvedAddress, Resolver
+from .ssh import helper_argv, parse_destination, ssh_command
 from .transport import READ_LIMIT, ProcessTransport, Transport
 
 DEFAULT_PROBE_GRACE = 2.0
@@ -61,22 +64,7 @@ EAGER_WRITE = 64
 """Queued requests written at once, without waiting for the writer task, while the pipe
 takes everything: the helper starts on them while later ones are still being made."""
 
-_PRIVILEGE_WORDS = re.compile(
-    r"cap_net_raw|setcap|setuid|privilege|ping_group_range|raw socket"
-    r"|permission denied|operation not permitted",
-    re.IGNORECASE,
-)
-
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
-
-
-def looks_like_privilege_failure(returncode: int | None, stderr_line: str | None) -> bool:
-    """True if a helper that exited at start lacked the privilege to open its sockets.
-
-    Our helper and mtr-packet both exit with status 1 and say so on stderr (a shell that
-    cannot run a file says "Permission denied" too, but exits 126).
-    """
-    return returncode == 1 and bool(stderr_line and _PRIVILEGE_WORDS.search(stderr_line))
 
 
 class _ProbeTemplate(NamedTuple):
@@ -197,6 +185,19 @@ class _TokensInUse:
         return any(key in table for table in self._tables)
 
 
+class _Remote(NamedTuple):
+    """A helper on a vantage point: where (``[USER@]HOST``), which remote command, and
+    the name lookups made there (None when names are resolved here)."""
+
+    destination: str
+    helper: str
+    lookups: RemoteLookups | None
+
+
+NAMES_REMOTE = "remote"
+NAMES_LOCAL = "local"
+
+
 class _Launch(NamedTuple):
     """How to start the helper: argv, or a shell command string."""
 
@@ -235,7 +236,8 @@ class Session:
     that argv instead (e.g. ``['ssh', 'host', 'brokerpkg-helper']``), and
     ``Session(command='...', shell=True)`` a shell command string (``exec``'d by
     /bin/sh when it is one simple command, so that the child process is the helper:
-    :func:`~brokerpkg.transport.exec_in_shell`).  ``env`` is the
+    :func:`~brokerpkg.transport.exec_in_shell`); :meth:`over_ssh` runs it on another
+    host, with names resolved there.  ``env`` is the
     helper's environment (default: inherited).  ``probe_grace`` is added to each probe's
     timeout to get the Python-side deadline (past it, a probe fails once the helper has
     answered a question sent then, or stayed silent a grace more: see the module
@@ -273,7 +275,69 @@ class Session:
         self._helper_argument = helper
         self._env = env
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None = None
+        self._remote: _Remote | None = None
         self._init_state(probe_grace, max_in_flight, open_timeout, resolver)
+
+    @classmethod
+    def over_ssh(
+        cls,
+        destination: str,
+        *,
+        helper: str = HELPER_NAME,
+        ssh: str | Sequence[str] | None = None,
+        names: str = NAMES_REMOTE,
+        env: Mapping[str, str] | None = None,
+        probe_grace: float = DEFAULT_PROBE_GRACE,
+        max_in_flight: int | None = None,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+    ) -> Session:
+        """A session with the helper on the vantage point ``destination``
+        (``[USER@]HOST``): :meth:`open` runs ``SSH [USER@]HOST HELPER``, where ``ssh`` is
+        the ssh command (a list of words, or a string split as the shell splits it;
+        None: ``$BROKERPKG_SSH``, else ``ssh -T -o BatchMode=yes``) and ``helper`` the
+        command the remote shell runs (default ``brokerpkg-helper``, found on PATH
+        there).  Every tool takes the session as it takes a local one.
+
+        ``names`` says where host names are resolved: ``remote`` (default) on the
+        vantage point, with its own resolver (``getent ahosts`` / ``getent hosts``
+        through ssh, one connection for the lookups asked together; numeric addresses
+        need none), so that a name means what it means there; ``local`` here.
+        :meth:`host_name` is the remote host's name.  ``env`` is ssh's environment; the
+        other arguments are :class:`Session`'s.
+
+        Failures name the vantage point: :meth:`open` raises SshError (ssh's own
+        failure, its exit status 255: host unreachable, authentication refused),
+        RemoteHelperNotFoundError (the remote shell found no helper),
+        RemoteHelperPrivilegeError (the remote helper's no-privilege line and the fix to
+        run there), and otherwise as :meth:`open` does; a connection lost mid-run fails
+        every pending request at once with SshError (``opened`` True, ssh's status).
+
+        Raises TypeError/ValueError for a bad destination (empty, spaces, a leading
+        ``-``), ssh command, helper or ``names``, before anything runs.
+        """
+        if names not in (NAMES_REMOTE, NAMES_LOCAL):
+            raise ValueError(f"names must be {NAMES_REMOTE!r} or {NAMES_LOCAL!r}, got {names!r}")
+        target = str(parse_destination(destination))
+        words = ssh_command(ssh)
+        argv = helper_argv(words, target, helper)
+        lookups = None
+        resolver = None
+        if names == NAMES_REMOTE:
+            lookups = RemoteLookups([*words, target], target, env=env)
+            resolver = RemoteResolver(lookups)
+        session = cls(
+            command=argv,
+            env=env,
+            probe_grace=probe_grace,
+            max_in_flight=max_in_flight,
+            open_timeout=open_timeout,
+            resolver=resolver,
+        )
+        session._launch = _Launch(tuple(argv), None, f"{helper} on {target}")
+        session._remote = _Remote(target, helper, lookups)
+        if lookups is not None:
+            session._names = RemoteNameResolver(lookups)
+        return session
 
     @classmethod
     def from_streams(
@@ -385,6 +449,24 @@ class Session:
         return str(self._helper_argument or HELPER_NAME)
 
     @property
+    def vantage_point(self) -> str | None:
+        """The ``[USER@]HOST`` of a session made by :meth:`over_ssh`, else None."""
+        return None if self._remote is None else self._remote.destination
+
+    async def host_name(self) -> str:
+        """The name of the host the helper runs on: this one's (gethostname), or the
+        vantage point's (``uname -n`` there, asked once; the destination as given when
+        names are resolved here).
+
+        Raises ProcessError (SshError) when the remote command fails.
+        """
+        if self._remote is None:
+            return socket.gethostname()
+        if self._remote.lookups is None:
+            return parse_destination(self._remote.destination).host
+        return await self._remote.lookups.host_name()
+
+    @property
     def location(self) -> HelperLocation | None:
         """Where the helper was found (None when run from a command or streams)."""
         return self._location
@@ -475,6 +557,14 @@ class Session:
         if self._streams is not None:
             reader, writer, name = self._streams
             return Transport(reader, writer, name)
+        if self._remote is not None and self._launch is not None:
+            assert self._launch.argv is not None
+            return await SshTransport.connect(
+                self._launch.argv,
+                destination=self._remote.destination,
+                helper=self._remote.helper,
+                env=self._env,
+            )
         if self._launch is not None:
             return await ProcessTransport.start(
                 self._launch.argv,
@@ -502,9 +592,10 @@ class Session:
                 ) from error
             raise
         except TimeoutError:
-            raise ResponseTimeoutError(
-                "the feature queries at open", self._open_timeout, self.helper_messages
-            ) from None
+            what = "the feature queries at open"
+            if self._remote is not None:  # ssh may still be connecting
+                what += f" through ssh to {self._remote.destination}"
+            raise ResponseTimeoutError(what, self._open_timeout, self.helper_messages) from None
         self._features.update(zip(wire.FEATURES, values, strict=True))
         if self._features["send-probe"] != "ok":
             raise ProcessError(
@@ -555,6 +646,8 @@ class Session:
             self._deadline_timer.cancel()
             self._deadline_timer = None
         self._outbox.clear()
+        if self._remote is not None and self._remote.lookups is not None:
+            await self._remote.lookups.close()
         if self._transport is not None:
             await self._transport.close()
         for task in (self._flusher, self._confirmer):
@@ -578,11 +671,12 @@ class Session:
             message = f"reading from helper {self.description} failed: {error!r}"
             self._fail_outstanding(lambda: ProcessError(message))
             return
-        returncode = await self._transport.exit_status()
-        stderr = self._transport.stderr_lines()
+        transport = self._transport
+        returncode = await transport.exit_status()
+        stderr = transport.stderr_lines()
         last_line = stderr[-1] if stderr else None
-        description = self.description
-        self._fail_outstanding(lambda: HelperExitedError(description, returncode, last_line))
+        opened = bool(self._features)
+        self._fail_outstanding(lambda: transport.exit_error(returncode, last_line, opened=opened))
 
     async def _read_lines(self, reader: asyncio.StreamReader) -> None:
         """Dispatch every line until end-of-file, reading in large chunks.

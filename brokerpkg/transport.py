@@ -15,8 +15,9 @@ import re
 import shlex
 import signal
 from collections.abc import Mapping, Sequence
+from typing import Self
 
-from .errors import HelperNotFoundError, ProcessError
+from .errors import HelperExitedError, HelperNotFoundError, ProcessError
 from .protocol import decode_line
 
 READ_LIMIT = 65536
@@ -131,6 +132,16 @@ class Transport:
         """
         return None
 
+    def exit_error(
+        self, returncode: int | None, stderr_line: str | None, *, opened: bool
+    ) -> ProcessError:
+        """The error that fails every pending request once the helper's output ended
+        (``returncode`` from :meth:`exit_status`, ``stderr_line`` its last line,
+        ``opened``: it had answered the feature queries): HelperExitedError here,
+        explained in ssh's terms by :class:`~brokerpkg.remote.SshTransport`.  Never raises.
+        """
+        return HelperExitedError(self.description, returncode, stderr_line)
+
     async def close(self) -> None:
         """Close the stream; never raises."""
         self.writer.close()
@@ -164,7 +175,7 @@ class ProcessTransport(Transport):
         shell_command: str | None = None,
         env: Mapping[str, str] | None = None,
         description: str,
-    ) -> ProcessTransport:
+    ) -> Self:
         """Start ``argv`` (no shell) or ``shell_command`` (through /bin/sh, which
         ``exec``s the helper when the string is one simple command: see
         :func:`exec_in_shell`).

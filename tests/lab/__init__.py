@@ -5,6 +5,8 @@
   inside namespaces, sysctls, special routes, silent routers, reference trace.
 * :mod:`lab.responder` — the scripted responder program and its controller.
 * :mod:`lab.capture` — tcpdump captures parsed into :class:`lab.packets.Packet`.
+* :mod:`lab.sshd` — a real OpenSSH server in a node (:class:`SshServer`) and the
+  client keys and configuration that reach it (:class:`SshKeys`).
 * :mod:`lab.packets` — packet builders/decoders (ICMP extensions, MPLS, SCTP CRC32c).
 * :mod:`lab.pcap` — pcap reader.  :mod:`lab.rawprobe` — raw-socket reference prober.
 * :mod:`lab.netns` — namespace names, ``ip -batch``, sysctl writer, stale cleanup.
