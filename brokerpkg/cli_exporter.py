@@ -15,6 +15,8 @@ import signal
 import sys
 from typing import Any
 
+from .errors import HELPER_NAME
+
 EXIT_ERROR = 2
 EXTRA_HINT = "python3 -m pip install 'brokerpkg[exporter]'"
 
@@ -108,7 +110,6 @@ def add_exporter_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--remote-helper",
-        default="brokerpkg-helper",
         metavar="PATH",
         help="the helper to run on --from hosts (default brokerpkg-helper)",
     )
@@ -222,8 +223,13 @@ def _vantages(args: argparse.Namespace, exp: Any, session_class: Any) -> list[tu
     if not args.vantages or args.local:
         vantages.append(("", functools.partial(session_class, args.helper)))
     for destination in args.vantages:
-        exp.remote_session(destination, args.remote_helper)  # checks $BROKERPKG_SSH
+        exp.remote_session(destination, args.remote_helper or HELPER_NAME)  # checks $BROKERPKG_SSH
         vantages.append(
-            (destination, functools.partial(exp.remote_session, destination, args.remote_helper))
+            (
+                destination,
+                functools.partial(
+                    exp.remote_session, destination, args.remote_helper or HELPER_NAME
+                ),
+            )
         )
     return vantages

@@ -26,8 +26,6 @@ import contextlib
 import heapq
 import ipaddress
 import logging
-import os
-import shlex
 import socket
 import time
 import urllib.parse
@@ -59,7 +57,7 @@ from .exporter_metrics import (
 from .mtr import monitor
 from .ping import IP_HEADER_SIZE, PAYLOAD_OFFSET, Answer, classify
 from .protocol import ProbeResult
-from .session import Session
+from .session import NAMES_LOCAL, Session
 
 log = logging.getLogger("brokerpkg.exporter")
 
@@ -67,8 +65,6 @@ DEFAULT_TIMEOUT = 5.0
 """Seconds a ping probe waits for its answer before it counts as lost."""
 DEFAULT_RESOLVE_INTERVAL = 60.0
 """Seconds between lookups of every target name."""
-DEFAULT_SSH = "ssh -T -o BatchMode=yes"
-SSH_VARIABLE = "BROKERPKG_SSH"
 RESTART_FIRST = 0.25
 RESTART_MAX = 30.0
 """Delays before a helper is started again: doubling from RESTART_FIRST up to RESTART_MAX,
@@ -102,12 +98,13 @@ PROBE_MODULES = {
 
 def remote_session(destination: str, helper: str) -> Session:
     """A session with the helper ``helper`` on ``destination`` ([USER@]HOST), over
-    ``$BROKERPKG_SSH`` (default ``ssh -T -o BatchMode=yes``).
+    ``$BROKERPKG_SSH`` (default ``ssh -T -o BatchMode=yes``): :meth:`Session.over_ssh`,
+    with names resolved here (the exporter looks its targets up itself).
 
-    Raises ValueError when BROKERPKG_SSH is not a valid shell word list.
+    Raises ValueError when BROKERPKG_SSH is not a valid shell word list or
+    ``destination`` is not [USER@]HOST.
     """
-    ssh = shlex.split(os.environ.get(SSH_VARIABLE) or DEFAULT_SSH)
-    return Session(command=[*ssh, destination, helper])
+    return Session.over_ssh(destination, helper=helper, names=NAMES_LOCAL)
 
 
 def packet_size(payload: int, address: str) -> int:
