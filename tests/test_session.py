@@ -1014,7 +1014,7 @@ def test_unprivileged_user_probes_with_a_capability_copy(unprivileged_copy: obje
 def test_privilege_failure_recognition(
     returncode: int | None, line: str | None, expected: bool
 ) -> None:
-    from brokerpkg.session import looks_like_privilege_failure
+    from brokerpkg.errors import looks_like_privilege_failure
 
     assert looks_like_privilege_failure(returncode, line) is expected
 
