@@ -338,15 +338,17 @@ def probe_settings(
     local_port: int | None = None,
     local_device: str | None = None,
     details: bool = False,
+    flow: int | None = None,
 ) -> ProbeSettings:
     """Check probe options (types, ranges, and whether they apply) and bundle them.
 
-    ``family`` is 4, 6 or None; ``size`` is the whole packet as the helper takes it,
-    ``payload_size`` the bytes after the ICMP or UDP header (like ``ping -s`` and
-    icmplib's payload_size; icmp and udp only).  Options that cannot apply are refused
-    rather than ignored: ``port``/``local_port`` for icmp, ``payload_size`` for tcp and
-    sctp, ``size``/``payload_size``/``bit_pattern`` for tcp (a TCP probe is a SYN
-    without payload).
+    ``family`` is 4, 6 or None; ``flow`` the flow number of flow-stable (Paris)
+    probes (0-65535, see :meth:`Session.probe`); ``size`` is the whole packet as the
+    helper takes it, ``payload_size`` the bytes after the ICMP or UDP header (like
+    ``ping -s`` and icmplib's payload_size; icmp and udp only).  Options that cannot
+    apply are refused rather than ignored: ``port``/``local_port`` for icmp,
+    ``payload_size`` for tcp and sctp, ``size``/``payload_size``/``bit_pattern`` for
+    tcp (a TCP probe is a SYN without payload).
 
     Raises TypeError or ValueError naming the option.
     """
@@ -381,6 +383,7 @@ def probe_settings(
         local_port=local_port,
         local_device=local_device,
         details=details,
+        flow=flow,
     )
     return ProbeSettings(options, payload_size)
 

@@ -1,7 +1,8 @@
 """A scripted stand-in for brokerpkg-helper, run by the tests with sys.executable.
 
-Usage: fake_helper.py SCENARIO [--features ours|mtr] [--max-probes N] [--log FILE]
-                               [--count N] [--delay SECONDS]
+Usage: fake_helper.py SCENARIO [--features ours|mtr] [--feature NAME=VALUE]...
+                               [--max-probes N] [--log FILE] [--count N]
+                               [--delay SECONDS]
 
 It answers ``check-support`` from a feature profile (ours, or what mtr-packet 0.95 says)
 and ``send-probe`` as SCENARIO says.  Replies name the probe's own target address.
@@ -23,6 +24,7 @@ Scenarios:
   throttle    answer every probe at once, but pause --delay seconds after every
               --count probes (a helper that reads its requests slowly)
 
+--feature NAME=VALUE answers check-support for NAME with VALUE (after the profile).
 --log FILE appends every request line received (exactly as read) to FILE.
 --pidfile FILE writes the fake's process id to FILE at start.
 """
@@ -50,6 +52,7 @@ OURS = {
     "details": "ok",
     "sockets": "raw",
     "max-probes": "131072",
+    "flow": "ok",
 }
 MTR_PACKET = {
     "version": "0.95",
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--pidfile")
+    parser.add_argument("--feature", action="append", default=[])
     options = parser.parse_args()
     if options.pidfile:
         with open(options.pidfile, "w") as stream:
@@ -111,6 +115,9 @@ def main() -> None:
     features = dict(OURS if options.features == "ours" else MTR_PACKET)
     if options.max_probes:
         features["max-probes"] = options.max_probes
+    for pair in options.feature:
+        name, _, value = pair.partition("=")
+        features[name] = value
     if options.scenario == "nosend":
         features["send-probe"] = "no"
     if options.scenario == "privilege":
