@@ -411,12 +411,15 @@ class MultipathState:
         cell.pending = False
         cell.settled = True
 
-    def abandoned(self, request: ProbeRequest) -> None:
-        """An outstanding probe was given up without an outcome (nothing recorded).
+    def abandoned(self, request: ProbeRequest, result: ProbeResult | None = None) -> None:
+        """An outstanding probe was given up before its outcome (``result``, what stands
+        for it, e.g. a no-reply, is recorded when given); it is not sent again.
 
         Raises ValueError when ``request`` is not outstanding.
         """
         cell = self._outstanding_cell(request)
+        if result is not None:
+            self.records.append(ProbeRecord(request, result, False))
         if request.recheck:
             self._levels[request.ttl].rechecks_pending -= 1
             return

@@ -1,0 +1,304 @@
+"""Multipath traces (brokerpkg.multipath) through the scripted fake helper's simulated
+network (tests/fakes/fake_helper.py, scenario ``network``; tests/fakes/simnet.py).
+
+No packet is sent: the fake computes each answer from the probe's flow and TTL.  Target
+addresses are 127.0.0.1 and ::1; the simulated routers' addresses (127.1.x.y,
+2001:db8:1::n) only appear in the fake's replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from brokerpkg import FeatureNotSupportedError, Session
+from brokerpkg.mda import probes_needed
+from brokerpkg.multipath import MultipathResult, dot_lines, multipath_trace, tracelb_lines
+from brokerpkg.protocol import FEATURES
+from brokerpkg.resolve import NameResolver
+
+sys.path.insert(0, str(Path(__file__).parent / "fakes"))
+from simnet import Network, build
+
+FAKE = Path(__file__).parent / "fakes" / "fake_helper.py"
+LIMIT = 30.0
+FAMILIES = pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+TARGETS = {4: "127.0.0.1", 6: "::1"}
+
+
+def series(seed: int = 1, **options: dict[str, object]) -> Network:
+    """Two diamonds in series, 4 and 2 wide."""
+    layers = [["A"], ["B1", "B2", "B3", "B4"], ["C"], ["E1", "E2"], ["F"], ["D"]]
+    return build(layers, seed=seed, **options)  # type: ignore[arg-type]
+
+
+def fake_network(network: Network, tmp_path: Path, *arguments: str) -> list[str]:
+    """argv of the fake helper answering as ``network`` (requests logged to tmp_path/log)."""
+    topology = tmp_path / "topology.json"
+    topology.write_text(network.to_json())
+    command = [sys.executable, str(FAKE), "network", "--topology", str(topology)]
+    return [*command, "--log", str(tmp_path / "log"), *arguments]
+
+
+def sent_probes(tmp_path: Path) -> list[dict[str, str]]:
+    """The send-probe requests the fake received, as argument dicts."""
+    lines = (tmp_path / "log").read_text().splitlines() if (tmp_path / "log").exists() else []
+    probes = []
+    for line in lines:
+        words = line.split()
+        if words[1] == "send-probe":
+            probes.append(dict(zip(words[2::2], words[3::2], strict=True)))
+    return probes
+
+
+def found(result: MultipathResult) -> tuple[dict[int, set[str]], set[tuple[int, str, str]]]:
+    nodes = {hop.ttl: set(hop.responders) for hop in result.hops if hop.responders}
+    links = {
+        (link.ttl, link.source, link.target)
+        for link in result.links
+        if link.source is not None and link.target is not None
+    }
+    return nodes, links
+
+
+@pytest.fixture
+async def series_session(tmp_path: Path) -> AsyncIterator[Session]:
+    async with (
+        asyncio.timeout(LIMIT),
+        Session(command=fake_network(series(), tmp_path)) as session,
+    ):
+        yield session
+
+
+# ----------------------------------------------------------------------------- tracing
+
+
+@FAMILIES
+@pytest.mark.parametrize("protocol", ["icmp", "udp", "tcp"])
+async def test_every_node_and_link_of_two_diamonds(
+    tmp_path: Path, family: int, protocol: str
+) -> None:
+    network = series()
+    target = TARGETS[family]
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        result = await multipath_trace(
+            target, session=session, protocol=protocol, confidence=99, timeout=0.5
+        )
+    assert found(result) == network.truth(target, family)
+    assert result.reached and result.distance == 6 and result.confidence_reached
+    assert not result.partial and result.stopped is None
+    probes = sent_probes(tmp_path)
+    assert len(probes) == result.probes == sum(hop.sent for hop in result.hops)
+    assert all("flow" in probe and "ttl" in probe for probe in probes)
+    assert all(probe.get("protocol", "icmp") == protocol for probe in probes)
+    assert not any("port" in probe for probe in probes)  # UDP: the flow picks the port
+    assert {probe["flow"] for probe in probes} >= {"1", "2", "3"}
+    assert result.hop(1).sent == probes_needed(1, 99)
+
+
+async def test_the_helper_must_put_probes_in_flows(tmp_path: Path) -> None:
+    command = fake_network(series(), tmp_path, "--feature", "flow=no")
+    async with asyncio.timeout(LIMIT), Session(command=command) as session:
+        with pytest.raises(FeatureNotSupportedError) as caught:
+            await multipath_trace("127.0.0.1", session=session)
+        assert (caught.value.feature, caught.value.value) == ("flow", "no")
+        assert sent_probes(tmp_path) == []
+        assert (await session.probe("127.0.0.1", ttl=9)).success  # the session goes on
+    assert len(sent_probes(tmp_path)) == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"confidence": 100}, ValueError, "confidence must be a percent above 0 and below 100"),
+        ({"attempts": 11}, ValueError, "attempts must be from 1 to 10, got 11"),
+        ({"gap_limit": 0}, ValueError, "gap_limit must be from 1 to 255, got 0"),
+        ({"first_ttl": 0}, ValueError, "first_ttl must be from 1 to 255, got 0"),
+        ({"rate": 0}, ValueError, "rate must be more than 0 probes per second"),
+        ({"deadline": 0}, ValueError, "deadline must be a finite number of seconds > 0"),
+        ({"protocol": "icmp", "port": 80}, ValueError, "port applies to udp, tcp and sctp"),
+        ({"local_port": 4000}, TypeError, "unexpected keyword argument 'local_port'"),
+    ],
+)
+async def test_bad_arguments_fail_before_any_helper_is_started(
+    arguments: dict[str, object], error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        await multipath_trace("127.0.0.1", helper="/nonexistent/helper", **arguments)  # type: ignore[arg-type]
+
+
+async def test_node_control_everywhere_finds_the_same_with_more_probes(
+    tmp_path: Path, series_session: Session
+) -> None:
+    lite = await multipath_trace("127.0.0.1", session=series_session, confidence=99)
+    classic = await multipath_trace("127.0.0.1", session=series_session, confidence=99, lite=False)
+    assert found(lite) == found(classic) == series().truth("127.0.0.1")
+    assert lite.probes < classic.probes
+
+
+async def test_branches_and_ttls_are_probed_at_once(tmp_path: Path) -> None:
+    """Each answer comes 0.1 s after its probe: one probe at a time (scamper's way,
+    without its 250 ms pause) would take probes x 0.1 s; the trace takes about the
+    path's depth x 0.1 s."""
+    network = series()
+    command = fake_network(network, tmp_path, "--delay", "0.1")
+    async with asyncio.timeout(LIMIT), Session(command=command) as session:
+        began = time.monotonic()
+        result = await multipath_trace("127.0.0.1", session=session, confidence=99)
+        elapsed = time.monotonic() - began
+    assert found(result) == network.truth("127.0.0.1")
+    assert elapsed < 0.5 * result.probes * 0.1
+
+
+async def test_the_budget_paces_the_probes(tmp_path: Path, series_session: Session) -> None:
+    began = time.monotonic()
+    result = await multipath_trace("127.0.0.1", session=series_session, rate=100)
+    elapsed = time.monotonic() - began
+    burst = 10  # a tenth of a second's worth
+    assert result.confidence_reached
+    assert elapsed >= (result.probes - burst) / 100 * 0.9
+
+
+async def test_the_deadline_gives_up_and_says_the_result_is_partial(tmp_path: Path) -> None:
+    network = build([["A"], ["B"], ["C"], ["E"], ["D"]], C={"silent": True})
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        began = time.monotonic()
+        result = await multipath_trace("127.0.0.1", session=session, timeout=20, deadline=0.5)
+        elapsed = time.monotonic() - began
+        assert elapsed < 5  # the probes at the silent TTL wait 20 s each
+        assert result.partial and result.stopped == "deadline" and not result.confidence_reached
+        assert [hop.ttl for hop in result.hops] == [1, 2, 3]
+        assert result.hop(3).is_silent and result.hop(3).packet_loss == 1.0
+        assert result.probes == sum(hop.sent for hop in result.hops)
+        text = tracelb_lines(result)
+        assert text[-1] == f"stopped at the deadline after {result.probes} probes: partial result"
+        assert json.loads(json.dumps(result.to_dict()))["partial"] is True
+        # the session goes on; the given-up probes keep their tokens until answered
+        after = await multipath_trace(
+            "127.0.0.1", session=session, timeout=0.2, max_ttl=2, confidence=90
+        )
+        assert after.confidence_reached and not after.reached
+
+
+async def test_a_per_packet_balancer_ends_and_says_what_it_saw(tmp_path: Path) -> None:
+    network = build(
+        [["A"], ["B1", "B2"], ["C1", "C2"], ["E"], ["D"]],
+        [
+            ("A", "B1"),
+            ("A", "B2"),
+            ("B1", "C1"),
+            ("B2", "C2"),
+            ("C1", "E"),
+            ("C2", "E"),
+            ("E", "D"),
+        ],
+        seed=7,
+        A={"balance": "packet"},
+    )
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        result = await multipath_trace("127.0.0.1", session=session, deadline=10)
+    assert result.confidence_reached and result.hop(2).per_packet
+    assert found(result)[0] == network.truth("127.0.0.1")[0]
+    assert {link.ttl for link in result.links} == {1, 3, 4}  # none made up from 2 to 3
+    assert (
+        "TTL 2: per-packet load balancing (one flow, several answers): links through it are "
+        "not known"
+    ) in tracelb_lines(result)
+    assert json.loads(json.dumps(result.to_dict()))["hops"][1]["per_packet"] is True
+
+
+async def test_lost_answers_are_asked_again(tmp_path: Path) -> None:
+    network = series(E1={"loss": 0.3}, C={"loss": 0.2})
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        result = await multipath_trace("127.0.0.1", session=session, timeout=0.2, attempts=3)
+    assert found(result) == network.truth("127.0.0.1")
+    again = [probe for hop in result.hops for probe in hop.probes if probe.attempt > 0]
+    assert again and all(probe.attempt <= 2 for probe in again)
+    assert result.hop(3).packet_loss > 0
+
+
+# ----------------------------------------------------------------------------- output
+
+
+async def test_text_json_and_dot(tmp_path: Path) -> None:
+    network = series(C={"mpls": [[16, 0, 1, 1]]})
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        result = await multipath_trace("127.0.0.1", session=session, confidence=99)
+    b = ", ".join(f"127.1.0.{n}" for n in (3, 4, 5, 6))
+    assert tracelb_lines(result) == [
+        f"multipath trace to 127.0.0.1 (127.0.0.1), 10 nodes, 13 links, {result.probes} "
+        "probes, 99%",
+        f"127.1.0.2 -> ({b}) -> 127.1.0.7 -> (127.1.0.8, 127.1.0.9) -> 127.1.0.10 -> 127.0.0.1",
+    ]
+    assert tracelb_lines(result, show_mpls=True)[1].startswith(
+        f"127.1.0.2 -> ({b}) -> 127.1.0.7 <MPLS:L=16,E=0,S=1,T=1> -> "
+    )
+    assert str(result) == "\n".join(tracelb_lines(result))
+    document = json.loads(json.dumps(result.to_dict()))
+    assert set(document) >= {"host", "destination", "hops", "links", "probes", "confidence"}
+    assert document["probes"] == result.probes and document["confidence"] == 99.0
+    assert document["confidence_reached"] is True and document["partial"] is False
+    assert {json.dumps(link, sort_keys=True) for link in document["links"]} == {
+        json.dumps(link.to_dict(), sort_keys=True) for link in result.links
+    }
+    assert set(document["links"][0]) == {"ttl", "from", "to", "flows"}
+    hop = document["hops"][2]
+    assert hop["responders"][0]["address"] == "127.1.0.7"
+    assert hop["responders"][0]["mpls"] == [
+        {"label": 16, "traffic_class": 0, "bottom_of_stack": True, "ttl": 1}
+    ]
+    assert sorted(hop["responders"][0]["flows"]) == sorted({p["flow"] for p in hop["probes"]})
+    dot = dot_lines(result)
+    assert dot[0] == "digraph multipath {" and dot[-1] == "}"
+    assert '  "127.1.0.7" [label="127.1.0.7\\nTTL 3"];' in dot
+    assert '  "127.0.0.1" [label="127.0.0.1\\nTTL 6" shape=doubleoctagon];' in dot
+    edges = [line for line in dot if " -> " in line]
+    assert len(edges) == 13
+    assert sum(int(line.rsplit('label="', 1)[1].split('"')[0]) for line in edges) == sum(
+        len(link.flows) for link in result.links
+    )
+
+
+async def test_meshed_pairs_list_their_links(tmp_path: Path) -> None:
+    network = build([["A"], ["B1", "B2"], ["C1", "C2"], ["E"], ["D"]], seed=3)
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        result = await multipath_trace("127.0.0.1", session=session, confidence=99)
+    assert found(result) == network.truth("127.0.0.1")
+    lines = tracelb_lines(result)
+    b1, b2, c1, c2 = "127.1.0.3", "127.1.0.4", "127.1.0.5", "127.1.0.6"
+    assert lines[1] == f"127.1.0.2 -> ({b1}, {b2}) -> ({c1}, {c2}) -> 127.1.0.7 -> 127.0.0.1"
+    assert sorted(lines[2:]) == sorted(f"{b} -> {c}" for b in (b1, b2) for c in (c1, c2))
+
+
+async def test_silent_hops_and_names(tmp_path: Path) -> None:
+    network = build([["A"], ["B"], ["C"], ["D"]], B={"silent": True})
+
+    class Names(NameResolver):
+        """Names from a table (no DNS traffic from the tests)."""
+
+        async def lookup(self, address: str) -> str | None:
+            return {"127.1.0.4": "c.example"}.get(address)
+
+    resolver = Names()
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        result = await multipath_trace(
+            "127.0.0.1", session=session, timeout=0.2, resolve_names=True, name_resolver=resolver
+        )
+    assert tracelb_lines(result)[1] == "127.1.0.2 -> * -> 127.1.0.4 -> 127.0.0.1"
+    assert [(link.ttl, link.source, link.target) for link in result.links] == [
+        (1, "127.1.0.2", None),
+        (2, None, "127.1.0.4"),
+        (3, "127.1.0.4", "127.0.0.1"),
+    ]
+    assert result.hop(3).responders["127.1.0.4"].name == "c.example"
+    assert '  "*2" [label="*\\nTTL 2"];' in dot_lines(result)
+
+
+def test_the_feature_is_asked_at_open() -> None:
+    assert "flow" in FEATURES
