@@ -291,6 +291,25 @@ def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
     return seconds
 
 
+PARIS_FLOW = 1
+"""The flow of a Paris trace or monitor when none is named."""
+
+
+def paris_flow(paris: object, flow: object) -> int | None:
+    """The flow number of flow-stable (Paris) probes: ``flow`` (0-65535; naming one
+    implies ``paris``), PARIS_FLOW with ``paris`` alone, None for neither (classic
+    probes, each its own flow).
+
+    Raises TypeError for a paris that is not a bool or a flow that is not an int,
+    ValueError for a flow out of range.
+    """
+    if not isinstance(paris, bool):
+        raise TypeError(f"paris must be True or False, got {paris!r}")
+    if flow is None:
+        return PARIS_FLOW if paris else None
+    return check_int("flow", flow, 0, wire.MAX_FLOW)
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeSettings:
     """Probe options shared by all probes of a call, checked before anything is sent.

@@ -19,9 +19,11 @@ import pytest
 
 from brokerpkg import FeatureNotSupportedError, Session
 from brokerpkg.mda import probes_needed
+from brokerpkg.mtr import MonitorReport, monitor, monitor_flows
 from brokerpkg.multipath import MultipathResult, dot_lines, multipath_trace, tracelb_lines
 from brokerpkg.protocol import FEATURES
 from brokerpkg.resolve import NameResolver
+from brokerpkg.trace import traceroute
 
 sys.path.insert(0, str(Path(__file__).parent / "fakes"))
 from simnet import Network, build
@@ -302,3 +304,155 @@ async def test_silent_hops_and_names(tmp_path: Path) -> None:
 
 def test_the_feature_is_asked_at_open() -> None:
     assert "flow" in FEATURES
+
+
+# ----------------------------------------------------------------------------- Paris
+
+
+def path_of(network: Network, flow: int, target: str, family: int = 4) -> list[str]:
+    """The addresses flow ``flow`` meets, hop by hop, up to ``target``."""
+    routers = network.walk(flow, 255)
+    return [
+        target
+        if router is routers[-1]
+        else network.routers[router].address
+        if family == 4
+        else network.routers[router].address6
+        for router in routers
+    ]
+
+
+@FAMILIES
+@pytest.mark.parametrize("protocol", ["icmp", "udp", "tcp"])
+async def test_a_paris_trace_is_one_path_where_a_classic_one_mixes_branches(
+    tmp_path: Path, family: int, protocol: str
+) -> None:
+    network = series()
+    target = TARGETS[family]
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        classic = await traceroute(
+            target, probes_per_hop=16, protocol=protocol, session=session, timeout=0.5
+        )
+        sent_classic = len(sent_probes(tmp_path))
+        paris = await traceroute(
+            target, probes_per_hop=16, protocol=protocol, session=session, flow=7, timeout=0.5
+        )
+    # every probe of the classic trace is a new flow: hop 2 shows several branches
+    assert len(classic.hop(2).responders) >= 2 and classic.flow is None
+    # the Paris trace shows the one path of flow 7, one responder per hop
+    assert [hop.address for hop in paris.hops] == path_of(network, 7, target, family)
+    assert all(len(hop.responders) == 1 for hop in paris.hops)
+    assert paris.reached and paris.flow == 7 and paris.to_dict()["flow"] == 7
+    assert str(paris).splitlines()[0].endswith(f", {protocol}, flow 7")
+    probes = sent_probes(tmp_path)[sent_classic:]
+    assert len(probes) == 16 * 30  # every TTL at once, as a classic trace
+    assert {probe["flow"] for probe in probes} == {"7"}
+    assert not any("port" in probe for probe in probes)
+    assert not any("flow" in probe for probe in sent_probes(tmp_path)[:sent_classic])
+
+
+async def test_paris_alone_uses_flow_1(tmp_path: Path, series_session: Session) -> None:
+    trace = await traceroute("127.0.0.1", session=series_session, paris=True, timeout=0.5)
+    assert trace.flow == 1
+    assert [hop.address for hop in trace.hops] == path_of(series(), 1, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"flow": 65536}, ValueError, r"^flow must be from 0 to 65535, got 65536$"),
+        ({"flow": -1}, ValueError, r"^flow must be from 0 to 65535, got -1$"),
+        ({"flow": "1"}, TypeError, r"^flow must be an integer, got str '1'$"),
+        ({"paris": "yes"}, TypeError, r"^paris must be True or False, got 'yes'$"),
+    ],
+)
+async def test_bad_flows_are_refused_before_any_helper_is_started(
+    arguments: dict[str, object], error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        await traceroute("127.0.0.1", helper="/nonexistent/helper", **arguments)  # type: ignore[arg-type]
+    with pytest.raises(error, match=message):
+        await anext(monitor("127.0.0.1", cycles=1, helper="/nonexistent/helper", **arguments))  # type: ignore[arg-type]
+
+
+async def test_paris_needs_a_helper_with_flows(tmp_path: Path) -> None:
+    command = fake_network(series(), tmp_path, "--feature", "flow=no")
+    async with asyncio.timeout(LIMIT), Session(command=command) as session:
+        with pytest.raises(FeatureNotSupportedError, match="flow"):
+            await traceroute("127.0.0.1", session=session, paris=True)
+        with pytest.raises(FeatureNotSupportedError, match="flow"):
+            await anext(monitor("127.0.0.1", cycles=1, session=session, paris=True))
+        assert sent_probes(tmp_path) == []
+        assert (await traceroute("127.0.0.1", session=session, timeout=0.5)).reached
+    assert sent_probes(tmp_path)
+
+
+# ----------------------------------------------------------------------------- monitor
+
+
+async def test_a_paris_monitor_keeps_one_router_per_row(
+    tmp_path: Path, series_session: Session
+) -> None:
+    options = {"interval": 0.05, "timeout": 0.5, "session": series_session}
+    classic = await last(monitor("127.0.0.1", cycles=12, **options))  # type: ignore[arg-type]
+    paris = await last(monitor("127.0.0.1", cycles=3, paris=True, flow=5, **options))  # type: ignore[arg-type]
+    assert len(classic.hop(2).responders) >= 2  # twelve cycles, each probe a new flow
+    assert [hop.address for hop in paris.hops] == path_of(series(), 5, "127.0.0.1")
+    assert all(len(hop.responders) == 1 for hop in paris.hops)
+    assert paris.flow == 5 and paris.to_dict()["flow"] == 5 and classic.flow is None
+    assert paris.reached and paris.hop(6).destination
+
+
+async def test_flows_side_by_side_tell_which_path_loses(tmp_path: Path) -> None:
+    network = series(B2={"loss": 0.5})
+    lossy = network.routers["B2"].address
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        reports = [
+            report
+            async for report in monitor_flows(
+                "127.0.0.1", 8, cycles=10, interval=0.02, timeout=0.2, session=session
+            )
+        ]
+    assert [report.cycle for report in reports] == list(range(1, 11))
+    final = reports[-1]
+    assert final.final and final.reached
+    assert [report.flow for report in final.flows] == list(range(1, 9))
+    through = {report.flow: report.hop(2).address for report in final.flows}
+    assert lossy in through.values() and len(set(through.values())) >= 2
+    for report in final.flows:
+        assert [hop.address for hop in report.hops] == path_of(
+            network, report.flow or 0, "127.0.0.1"
+        )
+        loss = report.hop(2).loss_percent
+        assert (loss > 0) == (through[report.flow] == lossy), (report.flow, loss)
+        assert all(hop.loss_percent == 0 for hop in report.hops if hop.ttl != 2)
+    document = json.loads(json.dumps(final.to_dict()))
+    assert [flow["flow"] for flow in document["flows"]] == list(range(1, 9))
+    text = str(final).splitlines()
+    assert sum(line.startswith("HOST: ") for line in text) == 8
+    assert text[0].split()[2:4] == ["(flow", "1)"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"flows": 0}, ValueError, r"^flows must be from 1 to 1024, got 0$"),
+        ({"flows": 2, "first_flow": 65535}, ValueError, r"^first_flow must be from 0 to 65534"),
+        ({"flows": 2, "flow": 3}, TypeError, "chooses flow itself"),
+        ({"flows": 2, "local_port": 4000}, TypeError, "chooses local_port itself"),
+        ({"flows": 2, "bogus": 1}, TypeError, "unexpected keyword argument 'bogus'"),
+    ],
+)
+async def test_bad_flow_monitors_are_refused(
+    arguments: dict[str, object], error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        await anext(
+            monitor_flows("127.0.0.1", cycles=1, helper="/nonexistent/helper", **arguments)  # type: ignore[arg-type]
+        )
+
+
+async def last(reports: AsyncIterator[MonitorReport]) -> MonitorReport:
+    seen = [report async for report in reports]
+    assert seen
+    return seen[-1]
