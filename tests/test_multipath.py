@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shlex
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -456,3 +459,188 @@ async def last(reports: AsyncIterator[MonitorReport]) -> MonitorReport:
     seen = [report async for report in reports]
     assert seen
     return seen[-1]
+
+
+# ----------------------------------------------------------------------------- command
+
+
+REPO = Path(__file__).resolve().parent.parent
+MTR_PACKET = "/usr/bin/mtr-packet"
+
+
+def helper_file(network: Network, tmp_path: Path, *arguments: str) -> str:
+    """An executable that runs the fake helper answering as ``network``."""
+    script = tmp_path / "fake-helper"
+    command = " ".join(shlex.quote(word) for word in fake_network(network, tmp_path, *arguments))
+    script.write_text(f"#!/bin/sh\nexec {command}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def run_cli(arguments: list[str], helper: str) -> subprocess.CompletedProcess[str]:
+    """``python3 -m brokerpkg ARGUMENTS`` from the worktree root, with ``helper``."""
+    return subprocess.run(
+        [sys.executable, "-m", "brokerpkg", *arguments],
+        cwd=REPO,
+        env=dict(os.environ, BROKERPKG_HELPER=helper),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_trace_multipath_text_json_and_dot(tmp_path: Path) -> None:
+    helper = helper_file(series(), tmp_path)
+    done = run_cli(["trace", "--multipath", "-n", "127.0.0.1"], helper)
+    assert (done.returncode, done.stderr) == (0, "")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("multipath trace to 127.0.0.1 (127.0.0.1), 10 nodes, 13 links, ")
+    assert lines[0].endswith(" probes, 95%") and len(lines) == 2
+    assert lines[1].startswith("127.1.0.2 -> (127.1.0.3, 127.1.0.4, 127.1.0.5, 127.1.0.6) -> ")
+    document = json.loads(run_cli(["trace", "--multipath", "-j", "127.0.0.1"], helper).stdout)
+    assert document["confidence"] == 95.0 and document["reached"] is True
+    assert len(document["links"]) == 13 and document["hops"][0]["sent"] == probes_needed(1)
+    strict = json.loads(
+        run_cli(["trace", "--multipath", "-j", "--confidence", "99", "127.0.0.1"], helper).stdout
+    )
+    assert strict["confidence"] == 99.0 and strict["hops"][0]["sent"] == probes_needed(1, 99)
+    dot = run_cli(["trace", "--multipath", "--dot", "-n", "127.0.0.1"], helper).stdout
+    assert dot.startswith("digraph multipath {\n") and dot.endswith("}\n")
+    assert dot.count(" -> ") == 13
+
+
+def test_trace_paris_is_one_flow(tmp_path: Path) -> None:
+    network = series()
+    helper = helper_file(network, tmp_path)
+    done = run_cli(["trace", "--paris", "-u", "-n", "127.0.0.1"], helper)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == ("traceroute to 127.0.0.1 (127.0.0.1), 30 hops max, 64 byte packets, flow 1")
+    assert [line.split()[1] for line in lines[1:]] == path_of(network, 1, "127.0.0.1")
+    assert all(line.count(" ms") == 3 for line in lines[1:])  # one responder per hop
+    document = json.loads(run_cli(["trace", "--flow", "4", "-j", "127.0.0.1"], helper).stdout)
+    assert document["flow"] == 4
+    assert {probe["flow"] for probe in sent_probes(tmp_path)} == {"1", "4"}
+
+
+def test_mtr_flows_report_csv_and_json(tmp_path: Path) -> None:
+    network = series(B2={"loss": 0.5})
+    helper = helper_file(network, tmp_path)
+    common = ["-c", "4", "-i", "0.05", "-Z", "0.3", "-n", "127.0.0.1"]
+    done = run_cli(["mtr", "--flows", "3", "-r", *common], helper)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    hosts = [line for line in lines if line.startswith("HOST: ")]
+    assert [line.split()[2:4] for line in hosts] == [["(flow", f"{n})"] for n in (1, 2, 3)]
+    for flow in (1, 2, 3):
+        start = lines.index(hosts[flow - 1])
+        rows = [line.split()[1] for line in lines[start + 1 : start + 7]]
+        assert rows == path_of(network, flow, "127.0.0.1")
+    csv = run_cli(["mtr", "--flows", "3", "-C", *common], helper).stdout.splitlines()
+    assert csv[0].endswith(",StDev,Flow,")
+    assert [row.rsplit(",", 1)[1] for row in csv[1:]] == ["1"] * 6 + ["2"] * 6 + ["3"] * 6
+    document = json.loads(run_cli(["mtr", "--paris", "-j", *common], helper).stdout)
+    assert [hub["flow"] for hub in document["report"]["hubs"]] == [1] * 6
+    assert [hub["host"] for hub in document["report"]["hubs"]] == path_of(network, 1, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["trace", "--confidence", "100", "127.0.0.1"],
+            "brokerpkg trace: error: argument --confidence: 100 is out of range: "
+            "give a percent above 0 and below 100",
+        ),
+        (
+            ["trace", "--flow", "65536", "127.0.0.1"],
+            "brokerpkg trace: error: argument --flow: 65536 is out of range: give 0 to 65535",
+        ),
+        (
+            ["trace", "--rate", "0", "127.0.0.1"],
+            "brokerpkg trace: error: argument --rate: 0 is out of range: "
+            "give more than 0 probes per second",
+        ),
+        (
+            ["mtr", "--flows", "0", "127.0.0.1"],
+            "brokerpkg mtr: error: argument --flows: 0 is out of range: give 1 to 1024",
+        ),
+    ],
+)
+def test_usage_errors_of_the_flow_flags(arguments: list[str], message: str) -> None:
+    done = run_cli(arguments, "/nonexistent")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["trace", "--confidence", "99", "127.0.0.1"],
+            "brokerpkg trace: --confidence applies to --multipath traces only",
+        ),
+        (
+            ["trace", "--dot", "127.0.0.1"],
+            "brokerpkg trace: --dot applies to --multipath traces only",
+        ),
+        (
+            ["trace", "--multipath", "--paris", "127.0.0.1"],
+            "brokerpkg trace: --paris does not apply to --multipath (it chooses its own flows)",
+        ),
+        (
+            ["trace", "--multipath", "-q", "3", "127.0.0.1"],
+            "brokerpkg trace: -q does not apply to --multipath (it chooses its own flows)",
+        ),
+        (
+            ["trace", "--multipath", "-u", "-L", "4000", "127.0.0.1"],
+            "brokerpkg trace: -L does not apply to --multipath (the flows choose the ports)",
+        ),
+        (
+            ["mtr", "--flows", "2", "-r", "-u", "-L", "4000", "127.0.0.1"],
+            "brokerpkg mtr: -L does not apply to --flows (the flows choose the ports)",
+        ),
+    ],
+)
+def test_flags_that_cannot_go_together_are_refused(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    helper = helper_file(series(), tmp_path)
+    done = run_cli(arguments, helper)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", message + "\n")
+    document = json.loads(run_cli([arguments[0], "-j", *arguments[1:]], helper).stdout)
+    assert document["error"] == message.split(": ", 1)[1]
+    assert sent_probes(tmp_path) == []
+    assert run_cli(["trace", "--paris", "-n", "127.0.0.1"], helper).returncode == 0
+
+
+def test_json_and_dot_are_one_or_the_other(tmp_path: Path) -> None:
+    helper = helper_file(series(), tmp_path)
+    done = run_cli(["trace", "--multipath", "--dot", "-j", "127.0.0.1"], helper)
+    assert (done.returncode, done.stderr) == (2, "brokerpkg trace: give -j or --dot, not both\n")
+    assert json.loads(done.stdout) == {
+        "error": "give -j or --dot, not both",
+        "target": "127.0.0.1",
+    }
+    assert sent_probes(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["trace", "--paris", "127.0.0.1"],
+        ["trace", "--multipath", "127.0.0.1"],
+        ["mtr", "--flows", "2", "-r", "-c", "1", "127.0.0.1"],
+    ],
+)
+def test_a_helper_without_flows_is_named(arguments: list[str]) -> None:
+    if not os.access(MTR_PACKET, os.X_OK):
+        pytest.skip("mtr-packet not installed (apt-get install mtr-tiny)")
+    done = run_cli(arguments, MTR_PACKET)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"brokerpkg {arguments[0]}: --paris, --flow, --flows or --multipath needs the helper "
+        "feature 'flow', which this helper does not support (check-support feature flow: "
+        "no); `brokerpkg doctor` shows what the helper can do\n"
+    )
