@@ -85,13 +85,14 @@ async def series_session(tmp_path: Path) -> AsyncIterator[Session]:
 
 
 @FAMILIES
-@pytest.mark.parametrize("protocol", ["icmp", "udp", "tcp"])
+@pytest.mark.parametrize("protocol", ["icmp", "udp", "tcp", "sctp"])
 async def test_every_node_and_link_of_two_diamonds(
     tmp_path: Path, family: int, protocol: str
 ) -> None:
     network = series()
     target = TARGETS[family]
-    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+    command = fake_network(network, tmp_path, "--feature", "sctp=ok")
+    async with asyncio.timeout(LIMIT), Session(command=command) as session:
         result = await multipath_trace(
             target, session=session, protocol=protocol, confidence=99, timeout=0.5
         )
@@ -644,3 +645,41 @@ def test_a_helper_without_flows_is_named(arguments: list[str]) -> None:
         "feature 'flow', which this helper does not support (check-support feature flow: "
         "no); `brokerpkg doctor` shows what the helper can do\n"
     )
+
+
+def test_the_live_view_shows_each_flow() -> None:
+    from datetime import UTC, datetime
+
+    from brokerpkg import cli_format as fmt
+    from brokerpkg.mtr import FlowsReport, MonitorState
+    from brokerpkg.protocol import ProbeResult
+
+    reports = []
+    for flow, router in ((1, "127.1.0.3"), (2, "127.1.0.4")):
+        state = MonitorState(max_ttl=2, flow=flow)
+        for ttl, address, kind in ((1, router, "ttl-expired"), (2, "127.0.0.1", "reply")):
+            state.probe_sent(ttl)
+            state.probe_answered(ttl, ProbeResult(kind == "reply", kind, 0.5, address, []))
+        reports.append(state.report("127.0.0.1", "127.0.0.1", 1, True))
+    both = FlowsReport("127.0.0.1", "127.0.0.1", 1, True, tuple(reports))
+    screen = fmt.mtr_screen_lines(
+        both,
+        local_host="vm",
+        target="127.0.0.1",
+        address="127.0.0.1",
+        now=datetime(2026, 12, 1, tzinfo=UTC),
+        width=80,
+        height=40,
+    )
+    body = [line.split()[:2] for line in screen[5:]]
+    assert body == [
+        ["flow", "1"],
+        ["1.", "127.1.0.3"],
+        ["2.", "127.0.0.1"],
+        ["flow", "2"],
+        ["1.", "127.1.0.4"],
+        ["2.", "127.0.0.1"],
+    ]
+    assert both.flow(2) is reports[1] and both.reached
+    with pytest.raises(KeyError, match="no flow 3"):
+        both.flow(3)
