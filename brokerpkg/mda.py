@@ -47,8 +47,8 @@ single node, every link is true whatever the balancer does, and nothing is teste
 
 **Attempts and gaps** (as scamper's ``-q`` and ``-g``): a probe nobody answered is
 sent again in the same flow up to ``attempts`` times in all; a TTL where nobody
-answered is crossed (its flows go on to the next TTL through a silent node ``*``) for
-at most ``gap_limit`` TTLs in a row.
+answered is crossed (its flows go on to the next TTL through a silent node ``*``),
+and the trace gives up after ``gap_limit`` such TTLs in a row.
 
 The state also counts probes against ``max_probes`` (scamper's ``-U``), and can be
 stopped (:meth:`MultipathState.stop`, e.g. at a deadline): partial results then say
@@ -297,6 +297,7 @@ class _Level:
         self.rechecks_done = 0
 
     def pending(self) -> int:
+        """(flow, TTL) pairs still waiting for an outcome (a repeat included)."""
         return sum(1 for cell in self.cells.values() if cell.pending)
 
     def silent(self) -> bool:

@@ -293,9 +293,16 @@ def _mpls_text(mpls: Sequence[Mpls]) -> str:
     return f"<MPLS:{entries}>"
 
 
+def _order(address: str | None) -> tuple[int, int]:
+    """Addresses in numeric order, IPv4 first."""
+    if address is None:
+        return 0, 0
+    number = ipaddress.ip_address(address)
+    return number.version, int(number)
+
+
 def _address_order(item: tuple[str, object]) -> tuple[int, int]:
-    address = ipaddress.ip_address(item[0])
-    return address.version, int(address)
+    return _order(item[0])
 
 
 def _hop_set(hop: MultipathHop, show_mpls: bool) -> str:
@@ -333,9 +340,13 @@ def tracelb_lines(result: MultipathResult, *, show_mpls: bool = False) -> list[s
     if result.hops:
         lines.append(" -> ".join(_hop_set(hop, show_mpls) for hop in result.hops))
     widths = {hop.ttl: len(hop.responders) for hop in result.hops}
-    for link in result.links:
-        if widths.get(link.ttl, 0) > 1 and widths.get(link.ttl + 1, 0) > 1:
-            lines.append(f"{link.source or '*'} -> {link.target or '*'}")
+    crossed = [
+        link
+        for link in result.links
+        if widths.get(link.ttl, 0) > 1 and widths.get(link.ttl + 1, 0) > 1
+    ]
+    crossed.sort(key=lambda link: (link.ttl, _order(link.source), _order(link.target)))
+    lines.extend(f"{link.source} -> {link.target}" for link in crossed)
     for hop in result.hops:
         if hop.per_packet:
             lines.append(
@@ -448,8 +459,8 @@ async def multipath_trace(
     each router's next hops are ruled complete; ``lite`` uses MDA-Lite where the
     diamond allows it (False: node control everywhere, as the classic MDA).  Each
     (flow, TTL) gets up to ``attempts`` probes (default 2, as scamper's ``-q``), each
-    waiting ``timeout`` seconds; at most ``gap_limit`` silent TTLs in a row are crossed
-    (default 3, scamper's ``-g``); at most ``max_probes`` probes are sent (3000, scamper's
+    waiting ``timeout`` seconds; the trace gives up after ``gap_limit`` silent TTLs in a
+    row (default 3, scamper's ``-g``); at most ``max_probes`` probes are sent (3000, scamper's
     ``-U``), at most ``rate`` a second (500; bursts of a tenth of a second's worth, at
     most 50), and the trace ends after ``deadline`` seconds (60) at the latest, its
     outstanding probes given up: the result is then ``partial``.  Flows are numbered
