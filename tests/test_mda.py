@@ -311,9 +311,9 @@ def test_a_silent_router_is_crossed_and_the_gap_limit_ends_the_trace() -> None:
         (2, None, c),
         (3, c, TARGET),
     }
+    silent = {"silent": True}
     silent_end = build(
-        [["A"], ["B"], ["C"], ["E"], ["F"], ["D"]],
-        **{name: {"silent": True} for name in ("C", "E", "F", "D")},
+        [["A"], ["B"], ["C"], ["E"], ["F"], ["D"]], C=silent, E=silent, F=silent, D=silent
     )
     ended = run(silent_end, MdaSettings(gap_limit=2))
     assert ended.probed_ttls() == [1, 2, 3, 4]  # two silent TTLs, then no more
@@ -339,7 +339,8 @@ def test_a_stopped_state_sends_nothing_and_gives_up_what_is_outstanding() -> Non
     assert [(r.flow, r.ttl) for r in requests] == [(1, 1), (2, 1), (3, 1)] and more
     state.stop("deadline")
     state.stop("later reason")
-    assert state.next_probes(10) == ([], False) and not state.finished
+    assert state.next_probes(10) == ([], False)
+    assert state.outstanding == 3  # not finished while they are out
     for request in requests:
         state.abandoned(request)
     assert state.finished and state.stopped == "deadline" and not state.confidence_reached
