@@ -11,7 +11,8 @@ On top of a session (or opening their own), async-first: :func:`ping`,
 (:mod:`brokerpkg.trace`), the mtr-style :func:`monitor` and :func:`monitor_flows`
 (:mod:`brokerpkg.mtr`), multipath traces :func:`multipath_trace` (:mod:`brokerpkg.multipath`
 over the pure MDA engine of :mod:`brokerpkg.mda`), pure statistics in
-:mod:`brokerpkg.stats`, and blocking wrappers in :mod:`brokerpkg.sync`.
+:mod:`brokerpkg.stats`, the traces' waiting and retry rules in :mod:`brokerpkg.waiting`
+(:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.
 Their results are frozen dataclasses with ``to_dict()`` for JSON.  As in icmplib,
 ``brokerpkg.ping`` is the function; its module is reached with ``from brokerpkg.ping
 import ...``.
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from .resolve import NameResolver
     from .session import Session
     from .trace import Hop, Responder, TraceResult, traceroute
+    from .waiting import Wait
 
 __all__ = [
     "DnsCacheType",
@@ -102,6 +104,7 @@ __all__ = [
     "ResponderStats",
     "TimeExceeded",
     "TraceResult",
+    "Wait",
     "monitor",
     "monitor_flows",
     "multipath_trace",
@@ -149,6 +152,7 @@ _EXPORTS: dict[str, str] = {
     "NameResolver": "resolve",
     "Session": "session",
     **dict.fromkeys(("Hop", "Responder", "TraceResult", "traceroute"), "trace"),
+    "Wait": "waiting",
 }
 """Public name -> the submodule that defines it (imported on first use)."""
 
@@ -167,6 +171,7 @@ _SUBMODULES = frozenset(
         "sync",
         "trace",
         "transport",
+        "waiting",
     }
 )
 """Submodules reachable as attributes without importing them first (``brokerpkg.stats``;

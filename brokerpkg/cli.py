@@ -44,7 +44,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequ
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from ._version import __version__
-from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT, SETUP_DEST
+from .defaults import MTR_GRACE, MTR_MAX_UNKNOWN, MTR_TIMEOUT, RETRIES, RETRIES_MAX, SETUP_DEST
 from .errors import (
     FeatureNotSupportedError,
     HelperNotFoundError,
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from .mtr import FlowsReport, MonitorReport
     from .protocol import ProbeResult
     from .session import Session
+    from .waiting import Wait
 
 EXIT_REPLY = 0
 EXIT_NO_REPLY = 1
@@ -179,6 +180,16 @@ def _seconds(
         return value
 
     return parse
+
+
+def _wait(text: str) -> Wait:
+    """traceroute's -w MAX[,HERE,NEAR]."""
+    from .waiting import parse_wait
+
+    try:
+        return parse_wait(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _byte(text: str) -> int:
@@ -373,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         "trace", parents=[common], help="trace the path (traceroute's output)"
     )
     trace.add_argument("target", metavar="HOST")
-    _add_path_options(trace, timeout=2.0)
+    _add_path_options(trace, timeout=None)
     trace.add_argument(
         "-q",
         "--queries",
@@ -384,10 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument(
         "-w",
         "--wait",
-        dest="timeout",
-        type=_seconds(0, MAX_TIMEOUT),
-        metavar="SECONDS",
-        help="same as -Z (traceroute's name)",
+        type=_wait,
+        metavar="MAX[,HERE,NEAR]",
+        help="wait for each answer at most MAX seconds, HERE times the round trip of an "
+        "answer from the same hop, NEAR times one from a later hop (traceroute's -w; "
+        "default 5,3,10; -w MAX alone turns HERE and NEAR off)",
+    )
+    trace.add_argument(
+        "--retries",
+        type=_integer(0, RETRIES_MAX),
+        default=RETRIES,
+        metavar="N",
+        help=f"probe a silent hop again up to N times, at 0.25, 0.75, 1.75 s ... "
+        f"(default {RETRIES})",
     )
 
     mtr = commands.add_parser(
@@ -427,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"unknown hops in a row before giving up (default {MTR_MAX_UNKNOWN})",
     )
+    mtr.add_argument(
+        "--retries",
+        type=_integer(0, RETRIES_MAX),
+        default=RETRIES,
+        metavar="N",
+        help=f"probe a silent hop of the first cycle again up to N times (default {RETRIES})",
+    )
     mtr.add_argument("-b", "--show-ips", action="store_true", help="show addresses beside names")
     mtr.add_argument("-r", "--report", action="store_true", help="report mode")
     mtr.add_argument(
@@ -458,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument(
         "--helper", metavar="PATH", help="install this helper (default: the package's own)"
     )
+
+    from .cli_exporter import add_exporter_parser
+
+    add_exporter_parser(commands)
     return parser
 
 
@@ -571,8 +602,9 @@ def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> Non
     parser.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
 
 
-def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
-    """The options trace and mtr share: TTL range, probe timeout, size, names, MPLS."""
+def _add_path_options(parser: argparse.ArgumentParser, timeout: float | None) -> None:
+    """The options trace and mtr share: TTL range, probe timeout, size, names, MPLS.
+    ``timeout`` None: -Z has no default of its own (trace: the same as -w SECONDS)."""
     parser.add_argument(
         "-f",
         "--first-ttl",
@@ -595,7 +627,9 @@ def _add_path_options(parser: argparse.ArgumentParser, timeout: float) -> None:
         type=_seconds(0, MAX_TIMEOUT),
         default=timeout,
         metavar="SECONDS",
-        help=f"wait this long for each answer (default {timeout:g})",
+        help="same as -w SECONDS"
+        if timeout is None
+        else f"wait this long for each answer (default {timeout:g})",
     )
     parser.add_argument(
         "-s",
@@ -730,6 +764,10 @@ def check_trace_flags(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} does not apply to --multipath (it chooses its own flows)")
     if args.localport is not None:
         raise ValueError("-L does not apply to --multipath (the flows choose the ports)")
+    if args.wait is not None and (args.wait.here or args.wait.near):
+        raise ValueError("-w takes MAX alone with --multipath (each probe's wait)")
+    if args.retries != RETRIES:
+        raise ValueError("--retries does not apply to --multipath (see --attempts)")
     if args.dot and args.json:
         raise ValueError("give -j or --dot, not both")
 
@@ -998,8 +1036,8 @@ async def run_ping(args: argparse.Namespace) -> int:
     """
     from . import cli_format as fmt
     from .ping import PingResult, probe_settings, resolve_address
+    from .resolve import NameResolver
     from .session import Session
-    from .trace import NameResolver
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
@@ -1075,27 +1113,6 @@ def read_targets(args: argparse.Namespace) -> list[str]:
     return targets
 
 
-async def _resolve_all(
-    session: Session, hosts: Sequence[str], family: int | None, concurrency: int
-) -> list[str]:
-    """Every host's address, at most ``concurrency`` lookups at once, before anything
-    is sent (as fping and the library's multiping); raises HostResolveError."""
-    from .ping import TaskGroup, resolve_address
-
-    addresses = [""] * len(hosts)
-    slots = asyncio.Semaphore(concurrency)
-
-    async def one(index: int) -> None:
-        async with slots:
-            addresses[index] = await resolve_address(session, hosts[index], family)
-
-    async with TaskGroup[None]() as tasks:
-        for index in range(len(hosts)):
-            tasks.start(one(index))
-        await tasks.wait_all()
-    return addresses
-
-
 async def _ping_all(pingers: Sequence[_Pinger], concurrency: int, done: Callable[[], None]) -> None:
     """Run the pingers, at most ``concurrency`` at once in input order, ``done()`` after
     each; once they are stopped, those still waiting for their turn send nothing.
@@ -1124,7 +1141,7 @@ async def run_multiping(args: argparse.Namespace) -> int:
     """
     from . import cli_format as fmt
     from .cli_terminal import ProgressLine
-    from .ping import PingResult, probe_settings
+    from .ping import PingResult, probe_settings, resolve_addresses
     from .session import Session
 
     parsed = [split_target(target) for target in read_targets(args)]
@@ -1162,7 +1179,8 @@ async def run_multiping(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)  # from here on Ctrl-C ends in summaries
     try:
         async with Session(args.helper) as session:
-            addresses = await _resolve_all(session, hosts, args.ip_version, args.concurrency)
+            # every name before anything is sent, as fping
+            addresses = await resolve_addresses(session, hosts, args.ip_version, args.concurrency)
             for address in addresses:
                 _check_payload(payload, address)
             pingers = [
@@ -1201,6 +1219,8 @@ async def run_trace(args: argparse.Namespace) -> int:
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
+    if args.wait is not None and args.timeout is not None:
+        raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
     check_trace_flags(args)
     if args.multipath:
         return await run_multipath(args, host, options)
@@ -1211,6 +1231,8 @@ async def run_trace(args: argparse.Namespace) -> int:
             max_ttl=args.max_ttl,
             probes_per_hop=args.queries or DEFAULT_QUERIES,
             timeout=args.timeout,
+            wait=args.wait,
+            retries=args.retries,
             session=session,
             family=args.ip_version,
             size=args.size,
@@ -1230,6 +1252,15 @@ async def run_trace(args: argparse.Namespace) -> int:
     return EXIT_REPLY if trace.reached else EXIT_NO_REPLY
 
 
+def _multipath_wait(args: argparse.Namespace) -> float:
+    """Each probe's wait in a multipath trace: -Z, -w MAX, else 2 seconds."""
+    from .multipath import DEFAULT_TIMEOUT
+
+    if args.timeout is not None:
+        return float(args.timeout)
+    return DEFAULT_TIMEOUT if args.wait is None else args.wait.max
+
+
 async def run_multipath(args: argparse.Namespace, host: str, options: dict[str, Any]) -> int:
     """``brokerpkg trace --multipath``: scamper tracelb's text, JSON or Graphviz."""
     from . import mda, multipath
@@ -1241,7 +1272,7 @@ async def run_multipath(args: argparse.Namespace, host: str, options: dict[str, 
             host,
             first_ttl=args.first_ttl,
             max_ttl=args.max_ttl,
-            timeout=args.timeout,
+            timeout=_multipath_wait(args),
             confidence=args.confidence or mda.DEFAULT_CONFIDENCE,
             attempts=args.attempts or mda.DEFAULT_ATTEMPTS,
             gap_limit=args.gap_limit or mda.DEFAULT_GAP_LIMIT,
@@ -1322,6 +1353,7 @@ async def run_mtr(args: argparse.Namespace) -> int:
             "max_unknown": args.max_unknown,
             "timeout": args.timeout,
             "grace": args.gracetime,
+            "retries": args.retries,
             "session": session,
             "family": args.ip_version,
             "size": args.size,
@@ -1473,6 +1505,11 @@ def _runner(command: str) -> Runner:
         from .cli_setup import run_setup
 
         return run_setup
+
+    if command == "exporter":
+        from .cli_exporter import run_exporter
+
+        return run_exporter
     runners: dict[str, Runner] = {
         "probe": run_probe,
         "ping": run_ping,

@@ -200,7 +200,8 @@ def _owner_text(info: os.stat_result) -> str:
 def ensure_state_directory(gid: int) -> Step:
     """STATE_DIR as a directory owned by root:SETUP_GROUP with STATE_DIR_MODE.
 
-    Raises SetupError when something that is not a directory is in its place.
+    Raises SetupError when something that is not a directory is in its place, OSError
+    when it cannot be made or changed (a read-only /var/lib).
     """
     path = Path(STATE_DIR)
     try:
@@ -443,7 +444,11 @@ async def verify(target: Path, setuid: bool) -> tuple[list[str], list[str]]:
 
 
 async def install(args: argparse.Namespace) -> int:
-    """Install, verify, print what was done; 0 works, 1 does not.  Raises SetupError."""
+    """Install, verify, print what was done; 0 works, 1 does not.
+
+    Raises SetupError (see the steps), OSError when the state directory or RECORD cannot
+    be written.
+    """
     source = source_helper(args.helper)
     directory = destination(args.dest)
     target = directory / HELPER_NAME
@@ -487,7 +492,8 @@ async def install(args: argparse.Namespace) -> int:
 def remove(args: argparse.Namespace) -> int:
     """Remove what install made, print what was done; 0 done, 1 the group stayed.
 
-    Raises SetupError, having changed nothing, for a file setup did not install.
+    Raises SetupError, having changed nothing, for a file setup did not install; OSError
+    when the helper, RECORD or the state directory cannot be removed.
     """
     target = Path(args.dest).absolute() / HELPER_NAME
     gid = _group_id()

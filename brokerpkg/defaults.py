@@ -1,6 +1,7 @@
 """Defaults shared by the library and the command line, in one place.
 
-mtr's defaults, shared by the monitor (:mod:`brokerpkg.mtr`) and the command line, and
+mtr's defaults, shared by the monitor (:mod:`brokerpkg.mtr`) and the command line, the
+further tries of a silent hop (:mod:`brokerpkg.waiting`), and
 what ``brokerpkg setup`` installs (:mod:`brokerpkg.cli_setup`; brokerpkg(1), SETUP).
 A module of its own, importing nothing, so that the command line can show them in its
 help without importing the monitor (and asyncio) for every subcommand.
@@ -27,3 +28,7 @@ HELPER_MODE_CAPABILITY = 0o2755
 """The installed helper's mode with the file capability cap_net_raw+ep (the default)."""
 HELPER_MODE_SETUID = 0o6755
 """The installed helper's mode with ``--setuid``: setuid root and setgid SETUP_GROUP."""
+RETRIES = 3
+"""Further tries of a silent hop (trace, and the monitor's first cycle)."""
+RETRIES_MAX = 10
+"""The most further tries a silent hop may be given."""

@@ -18,6 +18,7 @@ that was searched for, ``setcap`` for one the caller named.
 
 from __future__ import annotations
 
+import grp
 import os
 import shlex
 import stat
@@ -27,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from .defaults import HELPER_MODE_CAPABILITY, SETUP_GROUP
+from .defaults import HELPER_MODE_CAPABILITY, SETUP_GROUP, STATE_DIR, STATE_DIR_MODE
 from .errors import HELPER_NAME, HelperNotFoundError
 
 ENVIRONMENT_VARIABLE = "BROKERPKG_HELPER"
@@ -294,15 +295,30 @@ def capability_fix(path: str) -> str:
 
     The capability alone is not enough for callers who are not root: the helper keeps
     their rate limit in SETUP_GROUP's state directory, which it opens set-group-id
-    (brokerpkg-helper(8), PRIVILEGES).  chown clears file capabilities, so setcap
-    comes last.
+    (brokerpkg-helper(8), PRIVILEGES): where the group or the directory is missing
+    (``brokerpkg setup`` never ran), the command makes them first.  chown clears file
+    capabilities, so setcap comes last.
     """
     quoted = shlex.quote(path)
     steps = (
         f"chown root:{SETUP_GROUP} {quoted} && chmod {HELPER_MODE_CAPABILITY:o} {quoted}"
         f" && setcap cap_net_raw+ep {quoted}"
     )
+    if not _state_provisioned():
+        steps = (
+            f"groupadd --system {SETUP_GROUP} && install -d -o root -g {SETUP_GROUP}"
+            f" -m {STATE_DIR_MODE:o} {STATE_DIR} && {steps}"
+        )
     return f"sudo sh -c {shlex.quote(steps)}"
+
+
+def _state_provisioned() -> bool:
+    """True when SETUP_GROUP and the state directory exist (``brokerpkg setup`` ran)."""
+    try:
+        grp.getgrnam(SETUP_GROUP)
+    except KeyError:
+        return False
+    return os.path.isdir(STATE_DIR)
 
 
 def privilege_fix(location: HelperLocation | None, path: str | None = None) -> str:

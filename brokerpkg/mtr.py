@@ -49,6 +49,17 @@ Where it differs, on purpose:
   12.  The default here is 5.  While nothing has answered yet (the first cycle) the
   window grows as answers arrive: every answer from a new highest TTL sends the TTLs it
   brings into reach at once, so the first cycle still discovers the whole path;
+- **the first cycle tries silent hops again**, as :func:`~brokerpkg.trace.traceroute`
+  does (:mod:`brokerpkg.waiting`): a TTL of the first cycle with no answer yet gets one
+  more probe at 0.25, 0.75, 1.75 s ... after the cycle started (``retries`` of them,
+  default 3, those before the next cycle, the grace period after a last cycle, and the
+  timeout) when it is below the highest TTL that answered, or beyond it within
+  ``max_unknown`` while the destination is unknown.  Probes a router loses while it
+  resolves its next hop on a path nobody used for a while would otherwise leave the
+  first report (``-c 1``) with holes and the destination unknown.  These probes count
+  in Snt like any other: a hop that never answers shows ``retries`` more sent than
+  cycles (at most, fewer with a short interval); on a path whose hops all answer none
+  is sent;
 - **probes withdrawn** beyond a newly found destination are not counted at all (mtr
   never sends them, as it probes hop by hop);
 - **undefined values are None** (no reply yet; StDev and jitters below two replies)
@@ -87,6 +98,7 @@ from .protocol import MAX_FLOW, Mpls, ProbeResult
 from .session import Session
 from .stats import RunningStats
 from .trace import NameResolver, names_for
+from .waiting import DEFAULT_RETRIES, check_retries, retry_offsets, wants_retry
 
 __all__ = [
     "FlowsReport",
@@ -480,6 +492,10 @@ class MonitorState:
         """Probes outstanding at ``ttl``."""
         return self._hop(ttl).pending
 
+    def received(self, ttl: int) -> int:
+        """Answers received at ``ttl``."""
+        return self._hop(ttl).received
+
     @property
     def destination_ttl(self) -> int | None:
         """The lowest TTL whose latest answer ended the path (the destination's reply,
@@ -586,9 +602,25 @@ class _Driver:
         """Send the TTLs of the current cycle not sent yet, up to the limit."""
         while self.cycle_top < self.state.limit():
             self.cycle_top += 1
-            self.state.probe_sent(self.cycle_top)
-            task = self.tasks.start(self.probe(self.cycle_top))
-            self.in_flight[task] = self.cycle_top
+            self.send(self.cycle_top)
+
+    def send(self, ttl: int) -> None:
+        """Send one probe for ``ttl``."""
+        self.state.probe_sent(ttl)
+        task = self.tasks.start(self.probe(ttl))
+        self.in_flight[task] = ttl
+
+    def silent(self) -> list[int]:
+        """The TTLs of this cycle with no answer yet that the retry rule
+        (:func:`~brokerpkg.waiting.wants_retry`) wants probed again."""
+        state = self.state
+        farthest = state.highest_known
+        known = state.destination_ttl is not None
+        return [
+            ttl
+            for ttl in range(state.first_ttl, min(self.cycle_top, state.limit()) + 1)
+            if not state.received(ttl) and wants_retry(ttl, farthest, known, state.max_unknown)
+        ]
 
     async def probe(self, ttl: int) -> None:
         """One probe; account its result, then widen or trim what is in flight."""
@@ -671,6 +703,7 @@ async def monitor(
     details: bool = False,
     resolve_names: bool = False,
     name_resolver: NameResolver | None = None,
+    retries: int = DEFAULT_RETRIES,
     paris: bool = False,
     flow: int | None = None,
 ) -> AsyncGenerator[MonitorReport, None]:
@@ -685,6 +718,9 @@ async def monitor(
     probe is settled, or ``grace`` seconds (mtr's -G, 5 s) after the last cycle started,
     whichever comes first.  See the module documentation for mtr's rules followed here.
 
+    ``retries`` (0-10, default 3) is how many further tries a silent hop of the first
+    cycle gets (see the module documentation; 0: none).
+
     ``session``/``helper``, ``family`` and the probe options are those of
     :func:`~brokerpkg.ping.ping`; ``resolve_names`` looks up responders' reverse names in
     the background (reports show them once known).  ``paris`` keeps every probe in one
@@ -697,14 +733,15 @@ async def monitor(
     (``contextlib.aclosing``), or break out and let it be finalized.
 
     Raises (from the iteration) TypeError/ValueError for bad arguments (cycles >= 1,
-    interval > 0, ttl range, max_unknown >= 1, grace >= 0, flow 0-65535),
-    HostResolveError, FeatureNotSupportedError (a Paris monitor on a helper without
-    flows), ProbeSendError and the session's errors.
+    interval > 0, ttl range, max_unknown >= 1, grace >= 0, retries 0-10, flow
+    0-65535), HostResolveError, FeatureNotSupportedError (a Paris monitor on a helper
+    without flows), ProbeSendError and the session's errors.
     """
     if cycles is not None:
         check_int("cycles", cycles, 1)
     interval = check_seconds("interval", interval, positive=True)
     grace = check_seconds("grace", grace)
+    check_retries(retries)
     flow = paris_flow(paris, flow)
     state = MonitorState(first_ttl, max_ttl, max_unknown, flow)
     settings = probe_settings(
@@ -737,15 +774,38 @@ async def monitor(
             cycle = 0
             while cycles is None or cycle < cycles:
                 cycle += 1
+                began = loop.time()
                 driver.start_cycle()
+                if cycle == 1:
+                    horizon = min(grace if cycle == cycles else interval, timeout)
+                    await _retry_silent(tasks, driver, began, retry_offsets(retries, horizon))
                 if cycle == cycles:
-                    await _settle(tasks, driver, loop.time() + grace)
+                    await _settle(tasks, driver, began + grace)
                     yield state.report(host, address, cycle, True, driver.cached_names())
                     return
                 due = start + cycle * interval
                 await tasks.sleep_until(due)
                 yield state.report(host, address, cycle, False, driver.cached_names())
                 start = max(start, loop.time() - cycle * interval)  # a slow consumer
+
+
+async def _retry_silent(
+    tasks: TaskGroup[None], driver: _Driver, began: float, offsets: tuple[float, ...]
+) -> None:
+    """At each of ``offsets`` after ``began``, probe the cycle's silent TTLs once more
+    (:meth:`_Driver.silent`); return early once every probe is settled and none is
+    silent."""
+    loop = asyncio.get_running_loop()
+    for offset in offsets:
+        at = began + offset
+        while driver.in_flight and loop.time() < at:
+            await tasks.wait_any(at)
+        if loop.time() < at:
+            if not driver.silent():
+                return
+            await tasks.sleep_until(at)
+        for ttl in driver.silent():
+            driver.send(ttl)
 
 
 async def _settle(tasks: TaskGroup[None], driver: _Driver, until: float) -> None:

@@ -26,7 +26,8 @@ Errors, split as icmplib splits them:
 
 This module also holds what :mod:`brokerpkg.trace` and :mod:`brokerpkg.mtr` share: the
 answer classification (:func:`classify`), option checking, progress events, address
-resolution through the session (:func:`resolve_address`) and a small task group.
+resolution through the session (:func:`resolve_address`, :func:`resolve_addresses`) and a
+small task group.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ class ProgressEvent:
     number from 0; traceroute: its number within its hop); ``done`` counts the probes
     finished so far in this call (all hosts for multiping) and ``total`` those the call
     plans to send (for traceroute an upper bound: probes beyond the destination are
-    abandoned).
+    abandoned; it grows when a silent hop gets further tries).
     """
 
     host: str
@@ -801,10 +802,15 @@ async def ping(
         )
 
 
-async def _resolve_all(
+async def resolve_addresses(
     session: Session, hosts: Sequence[str], family: int | None, concurrency: int
 ) -> list[str]:
-    """Resolve every host (at most ``concurrency`` at once); raises the first error."""
+    """Every host's address, as :func:`resolve_address` gives it, in input order, at most
+    ``concurrency`` lookups at once (multiping, and the multiping command, resolve every
+    host before anything is sent).
+
+    Raises the first error, like :func:`resolve_address` (HostResolveError, TypeError).
+    """
     addresses: list[str] = [""] * len(hosts)
     slots = asyncio.Semaphore(concurrency)
 
@@ -857,7 +863,7 @@ async def _multiping_indexed(
     if not names:
         return
     async with session_scope(session, helper) as open_session:
-        addresses = await _resolve_all(open_session, names, family, concurrency)
+        addresses = await resolve_addresses(open_session, names, family, concurrency)
         arguments = [settings.arguments(address) for address in addresses]
         counter = _Progress(progress, count * len(names))
         slots = asyncio.Semaphore(concurrency)

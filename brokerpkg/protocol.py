@@ -2,7 +2,7 @@
 
 Pure functions and NamedTuples only: no asyncio, no I/O.  ``session.py`` moves the bytes;
 this module decides what they mean.  The wire format is the one of mtr-packet 0.95 plus
-opt-in extensions (see spec.md, "Helper wire protocol"):
+opt-in extensions (the reference is man/brokerpkg-helper.8, whose words helper/wire.h names):
 
     request: ``TOKEN COMMAND [NAME VALUE]...\\n``
     reply:   ``TOKEN REPLY [NAME VALUE]...\\n``
@@ -41,7 +41,7 @@ MAX_FLOW = 65535
 """Largest flow number of the ``flow`` extension (flows are 0..MAX_FLOW)."""
 IFNAMSIZ = 16
 
-# Reply words (mtr-packet 0.95 words; see spec.md).
+# Reply words (mtr-packet 0.95 words; see man/brokerpkg-helper.8, REPLIES).
 REPLY = "reply"
 TTL_EXPIRED = "ttl-expired"
 NO_REPLY = "no-reply"

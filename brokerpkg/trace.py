@@ -8,7 +8,14 @@
 - as soon as such an answer arrives at TTL d, the probes still outstanding for TTLs
   above d are cancelled (the session keeps their tokens reserved until the helper is
   done with them), so a trace whose hops all answer finishes in about the farthest
-  hop's round trip; silent hops below d still wait for their timeout;
+  hop's round trip;
+- each probe is waited for as traceroute(8) waits (``wait``, its ``-w MAX,HERE,NEAR``:
+  at most 5 s, less once its own or a later TTL answered), and a TTL still silent is
+  probed again at 0.25, 0.75 and 1.75 s when it is below the farthest TTL that answered,
+  or a few TTLs beyond it while the destination has not answered (``retries``): the
+  probes a router loses while it resolves its next hop (ARP, IPv6 neighbour discovery)
+  on a path nobody used for a while do not leave holes.  The rules are
+  :mod:`brokerpkg.waiting`'s; no trace lasts longer than MAX;
 - a hop nobody answered is kept, marked :attr:`Hop.is_silent`;
 - every address that answered a hop is recorded (load balancing shows several), with
   its round-trip times and the MPLS label stack it quoted.
@@ -32,10 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
+from . import protocol as wire
 from . import stats
 from .ping import (
     Answer,
@@ -45,6 +53,7 @@ from .ping import (
     TimeExceeded,
     _Progress,
     check_int,
+    check_seconds,
     classify,
     paris_flow,
     probe_settings,
@@ -56,6 +65,7 @@ from .ping import (
 from .protocol import Mpls, ProbeResult
 from .resolve import NameResolver
 from .session import Session
+from .waiting import DEFAULT_RETRIES, TracePlan, Try, Wait, check_retries
 
 __all__ = [
     "Hop",
@@ -123,13 +133,19 @@ class Responder:
 class Hop(stats.ProbeCounts):
     """The probes of one TTL and who answered them.
 
-    ``probes`` holds one ProbeResult per probe, in probe order; ``responders`` maps each
-    address that answered to its :class:`Responder`, in the order they first appear.
+    ``probes`` holds one ProbeResult per probe position (``probes_per_hop`` of them), in
+    probe order: the first answer any try at that position got, else no reply (as the
+    hop line shows them).  ``retries`` holds the results of the other probes sent for
+    the TTL (further tries of a silent hop, see :mod:`brokerpkg.waiting`): those that
+    stayed unanswered and late answers of a position already filled.  ``responders``
+    maps each address that answered any of them to its :class:`Responder`, in the
+    order they first appear.  The counts and statistics cover every probe sent.
     """
 
     ttl: int
     probes: tuple[ProbeResult, ...]
     responders: Mapping[str, Responder] = field(default_factory=dict)
+    retries: tuple[ProbeResult, ...] = ()
 
     @property
     def is_silent(self) -> bool:
@@ -149,22 +165,23 @@ class Hop(stats.ProbeCounts):
 
     @property
     def rtts(self) -> list[float]:
-        """Round-trip times (ms) of the answered probes, in probe order."""
+        """Round-trip times (ms) of the answered probes: :attr:`probes` in probe order,
+        then :attr:`retries`."""
         return [
             probe.time_ms
-            for probe in self.probes
+            for probe in (*self.probes, *self.retries)
             if probe.time_ms is not None and probe.responder is not None
         ]
 
     @property
     def sent(self) -> int:
-        """Probes sent for this TTL."""
-        return len(self.probes)
+        """Probes sent for this TTL, further tries included."""
+        return len(self.probes) + len(self.retries)
 
     @property
     def received(self) -> int:
-        """Probes answered (by anyone)."""
-        return sum(1 for probe in self.probes if probe.responder is not None)
+        """Probes answered (by anyone), further tries included."""
+        return sum(1 for probe in (*self.probes, *self.retries) if probe.responder is not None)
 
     @property
     def reached(self) -> bool:
@@ -190,6 +207,7 @@ class Hop(stats.ProbeCounts):
             "max_rtt": self.max_rtt,
             "responders": [responder.to_dict() for responder in self.responders.values()],
             "probes": [probe_to_dict(probe) for probe in self.probes],
+            "retries": [probe_to_dict(probe) for probe in self.retries],
         }
 
     def __str__(self) -> str:
@@ -218,16 +236,20 @@ class Hop(stats.ProbeCounts):
 
 
 def make_hop(
-    ttl: int, probes: Sequence[ProbeResult], names: Mapping[str, str | None] | None = None
+    ttl: int,
+    probes: Sequence[ProbeResult],
+    names: Mapping[str, str | None] | None = None,
+    retries: Sequence[ProbeResult] = (),
 ) -> Hop:
-    """Build the Hop for ``probes`` of one TTL: group answers by responder address.
+    """Build the Hop for ``probes`` (and ``retries``, see :class:`Hop`) of one TTL:
+    group answers by responder address.
 
     Raises like :func:`~brokerpkg.ping.classify` for a result of a probe never sent.
     """
     rtts: dict[str, list[float]] = {}
     mpls: dict[str, tuple[Mpls, ...]] = {}
     answers: dict[str, list[Answer]] = {}
-    for probe in probes:
+    for probe in (*probes, *retries):
         answer = classify(probe)
         if probe.responder is None:
             continue
@@ -251,7 +273,7 @@ def make_hop(
         )
         for address, times in rtts.items()
     }
-    return Hop(ttl, tuple(probes), responders)
+    return Hop(ttl, tuple(probes), responders, tuple(retries))
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,13 +373,26 @@ def _check_ttls(first_ttl: object, max_ttl: object, probes_per_hop: object) -> N
     check_int("probes_per_hop", probes_per_hop, 1, 1000)
 
 
+def _check_wait(wait: object, timeout: object) -> Wait:
+    """The Wait for ``wait`` or ``timeout`` (MAX alone, as traceroute's ``-w N``), the
+    default when neither is given; raises TypeError/ValueError (both given, bad
+    values)."""
+    if timeout is not None:
+        if wait is not None:
+            raise ValueError("give wait or timeout, not both")
+        return Wait.of(check_seconds("timeout", timeout, positive=True))
+    return Wait() if wait is None else Wait.of(wait)
+
+
 async def traceroute(
     host: str,
     first_ttl: int = 1,
     max_ttl: int = 30,
     probes_per_hop: int = 3,
-    timeout: float = 2.0,  # noqa: ASYNC109 - each probe's own timeout, sent to the helper
+    timeout: float | None = None,  # noqa: ASYNC109 - the longest wait per probe (wait's MAX)
     *,
+    wait: Wait | str | float | Sequence[float] | None = None,
+    retries: int = DEFAULT_RETRIES,
     session: Session | None = None,
     helper: str | os.PathLike[str] | None = None,
     family: int | None = None,
@@ -379,9 +414,16 @@ async def traceroute(
     flow: int | None = None,
 ) -> TraceResult:
     """Trace the path to ``host``: ``probes_per_hop`` probes for each TTL from
-    ``first_ttl`` to ``max_ttl``, all in flight at once, each waiting at most ``timeout``
-    seconds; return a :class:`TraceResult` (see the module documentation for when it
-    stops).
+    ``first_ttl`` to ``max_ttl``, all in flight at once; return a :class:`TraceResult`
+    (see the module documentation for when it stops).
+
+    ``wait`` is traceroute's ``-w MAX,HERE,NEAR`` (a :class:`~brokerpkg.waiting.Wait`,
+    a string such as ``"5,3,10"``, a (max, here, near) sequence, or a number: MAX alone,
+    HERE and NEAR off); default 5 s, 3 and 10.  ``timeout`` (seconds) is the same as a
+    number ``wait`` (the longest wait for each probe); give one of them.  ``retries``
+    (0-10, default 3) is how many further tries a silent TTL gets (at 0.25, 0.75, 1.75 s
+    ... after its first probe, those before MAX; see :mod:`brokerpkg.waiting`); 0 sends
+    every probe once.  Each hop's :attr:`Hop.retries` holds what its further tries got.
 
     ``session``/``helper``, ``family`` and the probe options are as for
     :func:`~brokerpkg.ping.ping` (``ttl`` is what the trace varies).  ``paris`` puts
@@ -393,21 +435,25 @@ async def traceroute(
     each), so load-balanced paths show several responders per hop.
     ``resolve_names`` looks up each responder's reverse DNS name with ``name_resolver``
     (default: the session's, see :func:`names_for`).  ``progress`` gets a
-    :class:`~brokerpkg.ping.ProgressEvent` per finished probe.
+    :class:`~brokerpkg.ping.ProgressEvent` per finished probe (further tries raise its
+    ``total``).
 
     Raises like :func:`~brokerpkg.ping.ping`: TypeError/ValueError for bad arguments
-    (first_ttl 1-255, max_ttl first_ttl-255, probes_per_hop 1-1000, flow 0-65535),
-    HostResolveError, FeatureNotSupportedError for a Paris trace on a helper without
-    flows (before anything is sent), ProbeSendError, the session's errors.  Network
-    answers are results: see :meth:`TraceResult.raise_for_status`.
+    (first_ttl 1-255, max_ttl first_ttl-255, probes_per_hop 1-1000, wait and timeout
+    both given, wait's MAX over 0 and up to 3600 s and factors >= 0, retries 0-10, flow
+    0-65535), HostResolveError, FeatureNotSupportedError for a Paris trace on a helper
+    without flows (before anything is sent), ProbeSendError, the session's errors.
+    Network answers are results: see :meth:`TraceResult.raise_for_status`.
     """
     _check_ttls(first_ttl, max_ttl, probes_per_hop)
     flow = paris_flow(paris, flow)
+    patience = _check_wait(wait, timeout)
+    plan = TracePlan(first_ttl, max_ttl, probes_per_hop, patience, check_retries(retries))
     settings = probe_settings(
         family=family,
         protocol=protocol,
         port=port,
-        timeout=timeout,
+        timeout=patience.max,
         size=size,
         payload_size=payload_size,
         bit_pattern=bit_pattern,
@@ -425,14 +471,21 @@ async def traceroute(
         address = await resolve_address(open_session, host, family)
         arguments = settings.arguments(address)
         del arguments["ttl"]  # what the trace varies
+        protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
+        probe_port = wire.effective_port(settings.options)
+
+        def given_up(ttl: int) -> ProbeResult:
+            return ProbeResult(
+                False, wire.NO_REPLY, None, None, [], address, ttl, protocol_name, probe_port
+            )
+
         probes = await _trace_probes(
             open_session,
             host,
             address,
-            first_ttl,
-            max_ttl,
-            probes_per_hop,
+            plan,
             arguments,
+            given_up,
             _Progress(progress, (max_ttl - first_ttl + 1) * probes_per_hop),
         )
         names: dict[str, str | None] = {}
@@ -442,66 +495,105 @@ async def traceroute(
                 resolver,
                 (
                     probe.responder
-                    for results in probes.values()
-                    for probe in results
+                    for slots in probes.values()
+                    for probe in (*slots.probes, *slots.retries)
                     if probe.responder is not None
                 ),
             )
-    hops = tuple(make_hop(ttl, probes[ttl], names) for ttl in sorted(probes))
-    protocol_name = settings.options.protocol or "icmp"
+    hops = tuple(
+        make_hop(ttl, probes[ttl].probes, names, probes[ttl].retries) for ttl in sorted(probes)
+    )
     return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
+
+
+class _Slots:
+    """The results of one TTL: one per probe position (the first answer any try there
+    got, else no reply), and the other tries' results."""
+
+    __slots__ = ("probes", "retries")
+
+    def __init__(self, size: int) -> None:
+        self.probes: list[ProbeResult | None] = [None] * size
+        self.retries: list[ProbeResult] = []
+
+    def record(self, slot: int, result: ProbeResult) -> None:
+        """Put a try's result at its position, or among the retries."""
+        current = self.probes[slot]
+        if current is None:
+            self.probes[slot] = result
+        elif current.responder is None and result.responder is not None:
+            self.retries.append(current)
+            self.probes[slot] = result
+        else:
+            self.retries.append(result)
+
+    def done(self) -> _TtlResults:
+        """The settled TTL's results; every position has one."""
+        probes = [result for result in self.probes if result is not None]
+        assert len(probes) == len(self.probes), "a probe at or below the end of the path was lost"
+        return _TtlResults(probes, self.retries)
+
+
+class _TtlResults(NamedTuple):
+    probes: list[ProbeResult]
+    retries: list[ProbeResult]
 
 
 async def _trace_probes(
     session: Session,
     host: str,
     address: str,
-    first_ttl: int,
-    max_ttl: int,
-    probes_per_hop: int,
+    plan: TracePlan,
     arguments: Mapping[str, Any],
+    given_up: Callable[[int], ProbeResult],
     progress: _Progress,
-) -> dict[int, list[ProbeResult]]:
-    """Send every probe at once; return the results of the TTLs up to the end of the
-    path (all of them when it was not found), in probe order per TTL."""
-    results: dict[int, list[ProbeResult | None]] = {
-        ttl: [None] * probes_per_hop for ttl in range(first_ttl, max_ttl + 1)
-    }
-    tasks_by_ttl: dict[int, list[asyncio.Task[tuple[int, int, ProbeResult]]]] = {}
-    end = max_ttl
+) -> dict[int, _TtlResults]:
+    """Send the probes ``plan`` asks for, give them up when it says; return the results
+    of the TTLs up to the end of the path (all of them when it was not found).
 
-    async def one(ttl: int, index: int) -> tuple[int, int, ProbeResult]:
-        result = await session.probe(address, ttl=ttl, **arguments)
-        classify(result)  # raises for local failures
-        return ttl, index, result
+    ``given_up(ttl)`` makes the result of a probe given up: no reply, as the helper's
+    own would read at its timeout.
+    """
+    loop = asyncio.get_running_loop()
+    slots = {ttl: _Slots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)}
+    running: dict[Try, asyncio.Task[None]] = {}
 
-    async with TaskGroup[tuple[int, int, ProbeResult]](collect=True) as tasks:
-        for index in range(probes_per_hop):
-            for ttl in range(first_ttl, max_ttl + 1):
-                tasks_by_ttl.setdefault(ttl, []).append(tasks.start(one(ttl, index)))
-        while (item := await tasks.next_result()) is not None:
-            ttl, index, result = item
-            if ttl > end:
-                continue
-            results[ttl][index] = result
-            progress.report(host, index, result)
-            if classify(result) in TERMINAL_ANSWERS and ttl < end:
-                _cancel_beyond(tasks_by_ttl, ttl, end)
-                end = ttl
-    return {ttl: _completed(results[ttl]) for ttl in range(first_ttl, end + 1)}
+    def cancel(probes: Iterable[Try]) -> None:
+        for probe in probes:
+            task = running.pop(probe, None)
+            if task is not None:
+                task.cancel()
 
+    def finish(probe: Try, result: ProbeResult) -> None:
+        slots[probe.ttl].record(probe.slot, result)
+        progress.report(host, probe.slot, result)
 
-def _cancel_beyond(
-    tasks_by_ttl: Mapping[int, Sequence[asyncio.Task[Any]]], end: int, old_end: int
-) -> None:
-    """Cancel the probes of TTLs end+1 .. old_end (finished ones are unaffected)."""
-    for ttl in range(end + 1, old_end + 1):
-        for task in tasks_by_ttl.get(ttl, ()):
-            task.cancel()
+    async def one(probe: Try) -> None:
+        result = await session.probe(address, ttl=probe.ttl, **arguments)
+        running.pop(probe, None)
+        answer = classify(result)  # raises for local failures
+        if answer is Answer.NO_REPLY:
+            plan.lost(probe)
+        else:
+            cancel(plan.answered(probe, loop.time(), ends_path=answer in TERMINAL_ANSWERS))
+        if probe.ttl <= plan.end:
+            finish(probe, result)
 
+    async with TaskGroup[None]() as tasks:
 
-def _completed(results: Sequence[ProbeResult | None]) -> list[ProbeResult]:
-    """The results of a TTL whose probes have all finished."""
-    done = [result for result in results if result is not None]
-    assert len(done) == len(results), "a probe at or below the end of the path was lost"
-    return done
+        def launch(probes: Iterable[Try]) -> None:
+            for probe in probes:
+                running[probe] = tasks.start(one(probe))
+
+        launch(plan.start(loop.time()))
+        while not plan.finished:
+            await tasks.wait_any(plan.next_event())
+            now = loop.time()
+            expired = plan.expired(now)
+            cancel(expired)
+            for probe in expired:
+                finish(probe, given_up(probe.ttl))
+            further = plan.due(now)
+            progress.total += len(further)
+            launch(further)
+    return {ttl: slots[ttl].done() for ttl in range(plan.first_ttl, plan.end + 1)}

@@ -110,14 +110,6 @@ bool ip_address_from_sockaddr(const struct sockaddr *sa, socklen_t length,
     return false;
 }
 
-bool ip_address_is_loopback(const struct ip_address *address)
-{
-    if (address->family == AF_INET) {
-        return address->u.bytes[0] == 127;
-    }
-    return IN6_IS_ADDR_LOOPBACK(&address->u.v6);
-}
-
 bool ip_address_is_unspecified(const struct ip_address *address)
 {
     if (address->family == AF_INET) {

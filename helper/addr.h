@@ -40,9 +40,6 @@ socklen_t ip_address_to_sockaddr(const struct ip_address *address,
 bool ip_address_from_sockaddr(const struct sockaddr *sa, socklen_t length,
                               struct ip_address *out, unsigned *port);
 
-/* True for 127.0.0.0/8 and ::1 */
-bool ip_address_is_loopback(const struct ip_address *address);
-
 /* True for exactly 0.0.0.0 and :: (the "any" address a bind may name). */
 bool ip_address_is_unspecified(const struct ip_address *address);
 

@@ -104,39 +104,39 @@ static const char *parse_ranged(const char *value, unsigned long min,
 static const char *parse_ip4(const char *value, struct probe_request *request)
 {
     if (request->destination.family != 0) {
-        return "conflicting-address";
+        return REASON_CONFLICTING_ADDRESS;
     }
     return ip_address_parse(AF_INET, value, &request->destination)
-               ? NULL : "ip-4-invalid";
+               ? NULL : REASON_IP4_INVALID;
 }
 
 static const char *parse_ip6(const char *value, struct probe_request *request)
 {
     if (request->destination.family != 0) {
-        return "conflicting-address";
+        return REASON_CONFLICTING_ADDRESS;
     }
     return ip_address_parse(AF_INET6, value, &request->destination)
-               ? NULL : "ip-6-invalid";
+               ? NULL : REASON_IP6_INVALID;
 }
 
 static const char *parse_local_ip4(const char *value,
                                    struct probe_request *request)
 {
     if (request->local.family != 0) {
-        return "conflicting-address";
+        return REASON_CONFLICTING_ADDRESS;
     }
     return ip_address_parse(AF_INET, value, &request->local)
-               ? NULL : "local-ip-4-invalid";
+               ? NULL : REASON_LOCAL_IP4_INVALID;
 }
 
 static const char *parse_local_ip6(const char *value,
                                    struct probe_request *request)
 {
     if (request->local.family != 0) {
-        return "conflicting-address";
+        return REASON_CONFLICTING_ADDRESS;
     }
     return ip_address_parse(AF_INET6, value, &request->local)
-               ? NULL : "local-ip-6-invalid";
+               ? NULL : REASON_LOCAL_IP6_INVALID;
 }
 
 static const char *parse_protocol(const char *value,
@@ -148,20 +148,21 @@ static const char *parse_protocol(const char *value,
             return NULL;
         }
     }
-    return "protocol-invalid";
+    return REASON_PROTOCOL_INVALID;
 }
 
 static const char *parse_port(const char *value, struct probe_request *request)
 {
     return parse_ranged(value, PORT_MIN, PORT_MAX, &request->port,
-                        "port-invalid", "port-out-of-range");
+                        REASON_PORT_INVALID, REASON_PORT_OUT_OF_RANGE);
 }
 
 static const char *parse_local_port(const char *value,
                                     struct probe_request *request)
 {
     return parse_ranged(value, LOCAL_PORT_MIN, PORT_MAX, &request->local_port,
-                        "local-port-invalid", "local-port-out-of-range");
+                        REASON_LOCAL_PORT_INVALID,
+                        REASON_LOCAL_PORT_OUT_OF_RANGE);
 }
 
 /* Interface names: what the kernel accepts, short of IFNAMSIZ. */
@@ -172,7 +173,7 @@ static const char *parse_local_device(const char *value,
 
     if (length >= sizeof(request->device) || strchr(value, '/') != NULL
         || strcmp(value, ".") == 0 || strcmp(value, "..") == 0) {
-        return "local-device-invalid";
+        return REASON_LOCAL_DEVICE_INVALID;
     }
     memcpy(request->device, value, length + 1);
     return NULL;
@@ -186,7 +187,7 @@ static const char *parse_timeout(const char *value,
         uint64_t any;
 
         return parse_timeout_us(value, UINT64_MAX, &any)
-                   ? "timeout-out-of-range" : "timeout-invalid";
+                   ? REASON_TIMEOUT_OUT_OF_RANGE : REASON_TIMEOUT_INVALID;
     }
     return NULL;
 }
@@ -194,26 +195,27 @@ static const char *parse_timeout(const char *value,
 static const char *parse_ttl(const char *value, struct probe_request *request)
 {
     return parse_ranged(value, TTL_MIN, TTL_MAX, &request->ttl,
-                        "ttl-invalid", "ttl-out-of-range");
+                        REASON_TTL_INVALID, REASON_TTL_OUT_OF_RANGE);
 }
 
 static const char *parse_size(const char *value, struct probe_request *request)
 {
     return parse_ranged(value, 0, SIZE_MAX_BYTES, &request->size,
-                        "size-invalid", "size-out-of-range");
+                        REASON_SIZE_INVALID, REASON_SIZE_OUT_OF_RANGE);
 }
 
 static const char *parse_bit_pattern(const char *value,
                                      struct probe_request *request)
 {
     return parse_ranged(value, 0, BIT_PATTERN_MAX, &request->bit_pattern,
-                        "bit-pattern-invalid", "bit-pattern-out-of-range");
+                        REASON_BIT_PATTERN_INVALID,
+                        REASON_BIT_PATTERN_OUT_OF_RANGE);
 }
 
 static const char *parse_tos(const char *value, struct probe_request *request)
 {
     return parse_ranged(value, 0, TOS_MAX, &request->tos,
-                        "tos-invalid", "tos-out-of-range");
+                        REASON_TOS_INVALID, REASON_TOS_OUT_OF_RANGE);
 }
 
 static const char *parse_mark(const char *value, struct probe_request *request)
@@ -221,10 +223,10 @@ static const char *parse_mark(const char *value, struct probe_request *request)
     unsigned long number;
 
     if (!parse_bounded_decimal(value, ANY_DECIMAL, &number)) {
-        return "mark-invalid";
+        return REASON_MARK_INVALID;
     }
     if (number > MARK_MAX) {
-        return "mark-out-of-range";
+        return REASON_MARK_OUT_OF_RANGE;
     }
     request->has_mark = true;
     request->mark = (uint32_t)number;
@@ -234,12 +236,12 @@ static const char *parse_mark(const char *value, struct probe_request *request)
 static const char *parse_details(const char *value,
                                  struct probe_request *request)
 {
-    if (strcmp(value, "yes") == 0) {
+    if (strcmp(value, VALUE_YES) == 0) {
         request->details = true;
-    } else if (strcmp(value, "no") == 0) {
+    } else if (strcmp(value, VALUE_NO) == 0) {
         request->details = false;
     } else {
-        return "details-invalid";
+        return REASON_DETAILS_INVALID;
     }
     return NULL;
 }
@@ -299,10 +301,10 @@ static const char *decode_arguments(const struct command *command,
         const char *reason;
 
         if (rule < 0) {
-            return "unknown-argument";
+            return REASON_UNKNOWN_ARGUMENT;
         }
         if (seen[rule]) {
-            return "duplicate-argument";
+            return REASON_DUPLICATE_ARGUMENT;
         }
         seen[rule] = true;
         reason = send_probe_rules[rule].parse(command->argument_value[i],
@@ -323,11 +325,11 @@ static const char *check_request(const struct probe_request *request,
                                  const struct helper_abilities *abilities)
 {
     if (request->destination.family == 0) {
-        return "missing-address";
+        return REASON_MISSING_ADDRESS;
     }
     if (request->local.family != 0
         && request->local.family != request->destination.family) {
-        return "local-address-family-mismatch";
+        return REASON_LOCAL_ADDRESS_FAMILY_MISMATCH;
     }
     /* a bind to "any" would pass every check and choose nothing */
     if (request->local.family != 0
@@ -335,10 +337,10 @@ static const char *check_request(const struct probe_request *request,
         return REASON_UNSPECIFIED_SOURCE;
     }
     if (!abilities->family_ok[family_index(request->destination.family)]) {
-        return "ip-version-not-supported";
+        return REASON_IP_VERSION_NOT_SUPPORTED;
     }
     if (!abilities->protocol_ok[request->protocol]) {
-        return "protocol-not-supported";
+        return REASON_PROTOCOL_NOT_SUPPORTED;
     }
     return NULL;
 }
@@ -365,7 +367,7 @@ static void interpret_send_probe(const struct command *command,
 
 static const char *support_of(bool ok)
 {
-    return ok ? "ok" : "no";
+    return ok ? SUPPORT_OK : SUPPORT_NO;
 }
 
 /* The value of check-support for FEATURE. */
@@ -373,19 +375,19 @@ static const char *feature_support(const char *feature,
                                    const struct helper_abilities *abilities,
                                    struct command_outcome *outcome)
 {
-    if (strcmp(feature, "version") == 0) {
+    if (strcmp(feature, FEATURE_VERSION) == 0) {
         return HELPER_VERSION;
     }
-    if (strcmp(feature, CMD_SEND_PROBE) == 0
-        || strcmp(feature, "fractional-timeout") == 0
-        || strcmp(feature, ARG_DETAILS) == 0
-        || strcmp(feature, ARG_LOCAL_DEVICE) == 0) {
-        return "ok";
+    if (strcmp(feature, FEATURE_SEND_PROBE) == 0
+        || strcmp(feature, FEATURE_FRACTIONAL_TIMEOUT) == 0
+        || strcmp(feature, FEATURE_DETAILS) == 0
+        || strcmp(feature, FEATURE_LOCAL_DEVICE) == 0) {
+        return SUPPORT_OK;
     }
-    if (strcmp(feature, ARG_IP4) == 0) {
+    if (strcmp(feature, FEATURE_IP4) == 0) {
         return support_of(abilities->family_ok[0]);
     }
-    if (strcmp(feature, ARG_IP6) == 0) {
+    if (strcmp(feature, FEATURE_IP6) == 0) {
         return support_of(abilities->family_ok[1]);
     }
     for (int p = 0; p < PROBE_PROTOCOL_COUNT; p++) {
@@ -393,29 +395,29 @@ static const char *feature_support(const char *feature,
             return support_of(abilities->protocol_ok[p]);
         }
     }
-    if (strcmp(feature, ARG_MARK) == 0) {
+    if (strcmp(feature, FEATURE_MARK) == 0) {
         return support_of(abilities->may_mark);
     }
-    if (strcmp(feature, "sockets") == 0) {
-        return abilities->raw_sockets ? "raw" : "datagram";
+    if (strcmp(feature, FEATURE_SOCKETS) == 0) {
+        return abilities->raw_sockets ? SUPPORT_RAW : SUPPORT_DATAGRAM;
     }
-    if (strcmp(feature, "max-probes") == 0) {
+    if (strcmp(feature, FEATURE_MAX_PROBES) == 0) {
         snprintf(outcome->support_buffer, sizeof(outcome->support_buffer),
                  "%u", abilities->max_probes);
         return outcome->support_buffer;
     }
-    if (strcmp(feature, "rate-limit") == 0) {
+    if (strcmp(feature, FEATURE_RATE_LIMIT) == 0) {
         if (abilities->rate_limit == 0) {
-            return "none";
+            return SUPPORT_NONE;
         }
         snprintf(outcome->support_buffer, sizeof(outcome->support_buffer),
                  "%u", abilities->rate_limit);
         return outcome->support_buffer;
     }
-    if (strcmp(feature, "sandbox") == 0) {
-        return abilities->sandboxed ? "seccomp" : "none";
+    if (strcmp(feature, FEATURE_SANDBOX) == 0) {
+        return abilities->sandboxed ? SUPPORT_SECCOMP : SUPPORT_NONE;
     }
-    return "no";
+    return SUPPORT_NO;
 }
 
 static void interpret_check_support(const struct command *command,
@@ -427,19 +429,19 @@ static void interpret_check_support(const struct command *command,
     for (int i = 0; i < command->argument_count; i++) {
         if (strcmp(command->argument_name[i], ARG_FEATURE) != 0) {
             outcome->kind = COMMAND_INVALID;
-            outcome->reason = "unknown-argument";
+            outcome->reason = REASON_UNKNOWN_ARGUMENT;
             return;
         }
         if (feature != NULL) {
             outcome->kind = COMMAND_INVALID;
-            outcome->reason = "duplicate-argument";
+            outcome->reason = REASON_DUPLICATE_ARGUMENT;
             return;
         }
         feature = command->argument_value[i];
     }
     if (feature == NULL) {
         outcome->kind = COMMAND_INVALID;
-        outcome->reason = "missing-feature";
+        outcome->reason = REASON_MISSING_FEATURE;
         return;
     }
     outcome->kind = COMMAND_CHECK_SUPPORT;
@@ -460,7 +462,7 @@ void interpret_command(const struct command *command,
     }
     if (command->too_many_arguments) {
         outcome->kind = COMMAND_INVALID;
-        outcome->reason = "too-many-arguments";
+        outcome->reason = REASON_TOO_MANY_ARGUMENTS;
         return;
     }
     if (strcmp(command->name, CMD_SEND_PROBE) == 0) {

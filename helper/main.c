@@ -128,8 +128,8 @@ static void report_no_rate_state(const struct rate_state_failure *failure)
     }
     fprintf(stderr,
             "brokerpkg-helper: cannot use the per-user rate-limit state %s "
-            "(%s): run 'sudo brokerpkg setup' (it installs the helper "
-            "set-group-id brokerpkg and creates " RATE_STATE_DIRECTORY ")\n",
+            "(%s), which the helper opens set-group-id brokerpkg; fix: sudo "
+            "brokerpkg setup (other ways: brokerpkg-helper(8), PRIVILEGES)\n",
             path, cause);
 }
 

@@ -365,13 +365,14 @@ unsigned net_icmp_id_space(const struct net_state *net)
     return (net->raw ? net->icmp_id_count : 1) * 65536u;
 }
 
-/* Control messages for one packet, and where they are written. */
+/* Control messages for one packet, and where they are written (the buffer
+   last: struct cmsghdr ends in a flexible array). */
 struct control_builder {
+    size_t used;
     union {
         char buffer[CONTROL_BYTES];
         struct cmsghdr align;
     } u;
-    size_t used;
 };
 
 static void add_control(struct control_builder *control, int level, int type,
@@ -840,8 +841,9 @@ int net_tcp_connect(const struct probe_request *request, unsigned ifindex,
             || !ip_address_from_sockaddr((struct sockaddr *)&address, length,
                                          source, &local_port)) {
             error = errno != 0 ? errno : EINVAL;
+        } else {
+            *source_port = (uint16_t)local_port;
         }
-        *source_port = (uint16_t)local_port;
     }
     if (error != 0) {
         close(fd);

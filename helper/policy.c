@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "prober.h"     /* monotonic_ns */
+#include "wire.h"
 
 #define NS_PER_PROBE (UINT64_C(1000000000) / RESTRICTED_PROBES_PER_SECOND)
 #define BURST_NS (RESTRICTED_BURST * NS_PER_PROBE)
@@ -43,15 +44,15 @@ const char *policy_refuse_destination(const struct policy *policy,
         return NULL;
     }
     if (is_unspecified(destination)) {
-        return "unspecified-destination";
+        return REASON_UNSPECIFIED_DESTINATION;
     }
     if (ip_address_is_multicast(destination)) {
-        return "multicast-destination";
+        return REASON_MULTICAST_DESTINATION;
     }
     /* directed broadcasts need SO_BROADCAST, which the helper never sets:
        the kernel refuses them with EACCES (permission-denied) for everyone */
     if (ip_address_is_limited_broadcast(destination)) {
-        return "broadcast-destination";
+        return REASON_BROADCAST_DESTINATION;
     }
     return NULL;
 }

@@ -494,19 +494,19 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
     int error;
 
     if (probe_by_token(p->table, request->token) != NULL) {
-        reply_invalid_argument(&p->out, request->token, "token-in-use");
+        reply_invalid_argument(&p->out, request->token, REASON_TOKEN_IN_USE);
         return false;
     }
     *ifindex = 0;
     if (request->device[0] != '\0') {
         if (net_interface_index(p->net, request->device, ifindex) != 0) {
             reply_invalid_argument(&p->out, request->token,
-                                   "local-device-not-found");
+                                   REASON_LOCAL_DEVICE_NOT_FOUND);
             return false;
         }
     }
     if (request->has_mark && !p->net->may_mark) {
-        reply_refused(&p->out, request->token, "mark-not-permitted",
+        reply_refused(&p->out, request->token, REASON_MARK_NOT_PERMITTED,
                       request->details);
         return false;
     }

@@ -333,7 +333,8 @@ void reply_tcp_answer(struct reply_writer *writer, int32_t token,
     append(line, &used, "%d " R_REPLY, (int)token);
     append_address(line, &used, destination, rtt_us);
     if (details) {
-        append(line, &used, " " RA_TCP_FLAGS " %s", refused ? "rst" : "syn-ack");
+        append(line, &used, " " RA_TCP_FLAGS " %s",
+               refused ? TCP_FLAGS_RST : TCP_FLAGS_SYN_ACK);
     }
     emit(writer, line, used);
 }

@@ -3,14 +3,16 @@
  *
  * What the loop does after start-up, and nothing more: read requests, write
  * replies, wait (epoll, timerfd), send and receive on the sockets it holds,
- * open a TCP socket per TCP probe and a UDP socket per route lookup or local
- * address check (connect, bind, getsockname, and only the socket options
- * listed below), look up an interface index (ioctl SIOCGIFINDEX on a socket
- * it holds), raise and lower CAP_NET_ADMIN around a mark for callers
- * entitled to marks, allocate memory that is never executable, and exit or
- * abort.  Everything it needs otherwise (raw sockets, their options and
- * filters, receive buffers, the ports it holds) is opened and set before the
- * filter, which therefore needs no rule for it.
+ * open a TCP socket per TCP probe, a UDP socket per route lookup or local
+ * address check, and a UDP or SCTP socket per local-port its probes hold
+ * (connect, bind, getsockname, and only the socket options listed below),
+ * look up an interface index (ioctl SIOCGIFINDEX on a socket it holds),
+ * raise and lower CAP_NET_ADMIN around a mark for callers entitled to
+ * marks, allocate memory that is never executable, and exit or abort.
+ * Everything it needs otherwise (raw sockets, their options, filters and
+ * receive buffers, the ports it holds for its whole life, the netlink socket
+ * that lists the host's addresses) is opened and set before the filter, which
+ * therefore needs no rule for it.
  *
  * Every refusal kills the process (SECCOMP_RET_KILL_PROCESS), none fails
  * with an errno: the helper's own code never makes a call outside the list,

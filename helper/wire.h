@@ -1,7 +1,11 @@
 /*
  * wire.h - every word of the request/reply protocol and every protocol limit,
- * in one place.  The man page (man/brokerpkg-helper.8) documents the same
- * table; tests/test_manpage.py keeps the two in step.
+ * in one place: commands, argument names and values, replies, reply argument
+ * names and values, reasons, feature names and check-support values.  The man
+ * page (man/brokerpkg-helper.8) documents the same words; tests/test_manpage.py
+ * keeps the two in step (each word here is in the page, each word the page
+ * lists as a reply, reason or feature is here) and checks that no other file
+ * of the helper spells a protocol word as a string literal of its own.
  */
 #ifndef BROKERPKG_WIRE_H
 #define BROKERPKG_WIRE_H
@@ -34,6 +38,10 @@
 #define ARG_MARK "mark"
 #define ARG_DETAILS "details"     /* extension */
 #define ARG_FEATURE "feature"     /* check-support */
+
+/* details values */
+#define VALUE_YES "yes"
+#define VALUE_NO "no"
 
 /* Protocol names */
 #define PROTO_ICMP "icmp"
@@ -72,9 +80,75 @@
 #define RA_REPLY_SIZE "reply-size"
 #define RA_TCP_FLAGS "tcp-flags"
 
-/* Reasons of invalid-argument replies (send-probe) */
+/* tcp-flags values */
+#define TCP_FLAGS_SYN_ACK "syn-ack"
+#define TCP_FLAGS_RST "rst"
+
+/* invalid-argument reasons */
+#define REASON_UNKNOWN_ARGUMENT "unknown-argument"
+#define REASON_DUPLICATE_ARGUMENT "duplicate-argument"
+#define REASON_TOO_MANY_ARGUMENTS "too-many-arguments"
+#define REASON_MISSING_ADDRESS "missing-address"
+#define REASON_MISSING_FEATURE "missing-feature"
+#define REASON_CONFLICTING_ADDRESS "conflicting-address"
+#define REASON_LOCAL_ADDRESS_FAMILY_MISMATCH "local-address-family-mismatch"
+#define REASON_IP4_INVALID "ip-4-invalid"
+#define REASON_IP6_INVALID "ip-6-invalid"
+#define REASON_LOCAL_IP4_INVALID "local-ip-4-invalid"
+#define REASON_LOCAL_IP6_INVALID "local-ip-6-invalid"
+#define REASON_PROTOCOL_INVALID "protocol-invalid"
+#define REASON_PORT_INVALID "port-invalid"
+#define REASON_PORT_OUT_OF_RANGE "port-out-of-range"
+#define REASON_LOCAL_PORT_INVALID "local-port-invalid"
+#define REASON_LOCAL_PORT_OUT_OF_RANGE "local-port-out-of-range"
+#define REASON_LOCAL_DEVICE_INVALID "local-device-invalid"
+#define REASON_TIMEOUT_INVALID "timeout-invalid"
+#define REASON_TIMEOUT_OUT_OF_RANGE "timeout-out-of-range"
+#define REASON_TTL_INVALID "ttl-invalid"
+#define REASON_TTL_OUT_OF_RANGE "ttl-out-of-range"
+#define REASON_SIZE_INVALID "size-invalid"
+#define REASON_SIZE_OUT_OF_RANGE "size-out-of-range"
+#define REASON_BIT_PATTERN_INVALID "bit-pattern-invalid"
+#define REASON_BIT_PATTERN_OUT_OF_RANGE "bit-pattern-out-of-range"
+#define REASON_TOS_INVALID "tos-invalid"
+#define REASON_TOS_OUT_OF_RANGE "tos-out-of-range"
+#define REASON_MARK_INVALID "mark-invalid"
+#define REASON_MARK_OUT_OF_RANGE "mark-out-of-range"
+#define REASON_DETAILS_INVALID "details-invalid"
+#define REASON_LOCAL_DEVICE_NOT_FOUND "local-device-not-found"
+#define REASON_IP_VERSION_NOT_SUPPORTED "ip-version-not-supported"
+#define REASON_PROTOCOL_NOT_SUPPORTED "protocol-not-supported"
+#define REASON_TOKEN_IN_USE "token-in-use"
 #define REASON_UNSPECIFIED_SOURCE "unspecified-source"      /* 0.0.0.0, :: */
 #define REASON_V4_MAPPED_DESTINATION "v4-mapped-destination" /* ::ffff:a.b.c.d */
+
+/* permission-denied reasons (with details yes): the POLICY rules */
+#define REASON_MARK_NOT_PERMITTED "mark-not-permitted"
+#define REASON_UNSPECIFIED_DESTINATION "unspecified-destination"
+#define REASON_MULTICAST_DESTINATION "multicast-destination"
+#define REASON_BROADCAST_DESTINATION "broadcast-destination"
+
+/* check-support feature names; each protocol name (PROTO_*) is one too */
+#define FEATURE_VERSION "version"
+#define FEATURE_SEND_PROBE CMD_SEND_PROBE
+#define FEATURE_IP4 ARG_IP4
+#define FEATURE_IP6 ARG_IP6
+#define FEATURE_MARK ARG_MARK
+#define FEATURE_LOCAL_DEVICE ARG_LOCAL_DEVICE
+#define FEATURE_FRACTIONAL_TIMEOUT "fractional-timeout"
+#define FEATURE_DETAILS ARG_DETAILS
+#define FEATURE_SOCKETS "sockets"
+#define FEATURE_MAX_PROBES "max-probes"
+#define FEATURE_RATE_LIMIT "rate-limit"
+#define FEATURE_SANDBOX "sandbox"
+
+/* check-support values (besides HELPER_VERSION and numbers) */
+#define SUPPORT_OK "ok"
+#define SUPPORT_NO "no"
+#define SUPPORT_RAW "raw"
+#define SUPPORT_DATAGRAM "datagram"
+#define SUPPORT_NONE "none"
+#define SUPPORT_SECCOMP "seccomp"
 
 /* Ranges of send-probe values */
 #define PORT_MIN 1

@@ -3,9 +3,9 @@
 Fixtures:
 
 ``helper_path`` (session)
-    Builds the helper with ``make -C helper`` and returns the absolute path of
-    ``helper/brokerpkg-helper`` (a ``str``).  Skips if ``helper/Makefile`` does
-    not exist; fails if the build fails.
+    Builds the helper with ``make -C helper WERROR=1`` (every warning an error)
+    and returns the absolute path of ``helper/brokerpkg-helper`` (a ``str``).
+    Skips if ``helper/Makefile`` does not exist; fails if the build fails.
 ``privileged`` (session)
     Skips unless the run is root and can create network namespaces.  The
     ``@pytest.mark.privileged`` marker does the same for a test.
@@ -60,6 +60,7 @@ import grp
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import stat
@@ -86,6 +87,9 @@ HELPER_NAME = "brokerpkg-helper"
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
 REQUIRE_ENV = "BROKERPKG_REQUIRE_PRIVILEGED"
+# The tests build the helper as developers and CI do: every warning is an error
+# (helper/Makefile; users' builds only show warnings).
+DEVELOPMENT_MAKE_ARGS = ("WERROR=1",)
 SANITIZE_ENV = "BROKERPKG_SANITIZE"
 
 
@@ -253,7 +257,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 @pytest.fixture(scope="session")
 def helper_path() -> str:
-    """Build the helper (``make -C helper``) and return its absolute path.
+    """Build the helper (``make -C helper WERROR=1``) and return its absolute path.
 
     Skips when helper/Makefile does not exist; fails when make fails or does
     not produce helper/brokerpkg-helper.  Concurrent sessions serialise on a
@@ -266,10 +270,10 @@ def helper_path() -> str:
     digest = hashlib.sha256(str(HELPER_DIR).encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"bpk-build-{digest}.lock"
     build_dir = HELPER_DIR
-    make_args: list[str] = []
+    make_args = list(DEVELOPMENT_MAKE_ARGS)
     if sanitized_build():
         build_dir = Path(tempfile.gettempdir()) / f"bpk-sanitize-{digest}"
-        make_args = ["SANITIZE=1", f"-j{os.cpu_count() or 1}"]
+        make_args += ["SANITIZE=1", f"-j{os.cpu_count() or 1}"]
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if sanitized_build():
@@ -329,7 +333,7 @@ def chain(privileged: None) -> Iterator[Chain]:
 @pytest.fixture
 def responder(chain: Chain) -> Responder:
     """The session chain's responder, reset to an empty script and empty logs."""
-    r = chain.responder
+    r: Responder | None = chain.responder
     assert r is not None
     r.reset()
     return r
@@ -422,6 +426,30 @@ def ensure_rate_state_dir() -> int:
     os.chown(STATE_DIR, 0, gid)
     os.chmod(STATE_DIR, 0o2770)  # mkdir's mode is masked by the umask, chmod's is not
     return gid
+
+
+# What a running helper holds: its limits (helper/main.c set_limits).
+CAP_SYS_RESOURCE = 24
+
+
+def proc_limits(pid: int) -> dict[str, tuple[str, str]]:
+    """The soft and hard limits of process ``pid`` by name, as /proc/PID/limits shows them
+    (``{"Max open files": ("1024", "4096"), ...}``).  Raises OSError when it is gone."""
+    limits = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        found = re.match(r"(.+?)\s{2,}(\S+)\s+(\S+)", line)
+        if found:
+            limits[found.group(1)] = (found.group(2), found.group(3))
+    return limits
+
+
+def may_raise_hard_limits() -> bool:
+    """True when CAP_SYS_RESOURCE is in this process's bounding set (containers drop it):
+    then a root helper may raise its hard limits."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    return False
 
 
 def make_setuid_root(path: Path) -> Path:

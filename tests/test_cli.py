@@ -38,6 +38,7 @@ from brokerpkg.locate import capability_fix
 from brokerpkg.mtr import HopStats, MonitorReport, ResponderStats
 from brokerpkg.protocol import Mpls, ProbeResult
 from brokerpkg.trace import make_hop
+from brokerpkg.waiting import Wait
 
 REPO = Path(__file__).resolve().parent.parent
 MTR = "/usr/bin/mtr"
@@ -524,6 +525,7 @@ def test_the_manual_documents_every_subcommand_and_option() -> None:
         "mtr",
         "doctor",
         "setup",
+        "exporter",
     }
     for name, command in commands.choices.items():
         assert f"\n.SH {name.upper()}\n" in page, name
@@ -684,7 +686,7 @@ def test_ping_lines_and_summary_on_loopback(
     lines = done.stdout.splitlines()
     assert lines[0].startswith("PING ")
     replies = [line for line in lines if f" {seq}=" in line]
-    assert [re.search(rf"{seq}=(\d+)", line).group(1) for line in replies] == ["1", "2", "3"]
+    assert [re.search(rf"{seq}=(\d+)", line).group(1) for line in replies] == ["1", "2", "3"]  # type: ignore[union-attr]
     assert all(re.search(r"time=\d+\.\d+ ms$", line) for line in replies)
     assert lines[-3] == f"--- {split_target(target)[0]} ping statistics ---"
     counts = re.fullmatch(
@@ -693,11 +695,11 @@ def test_ping_lines_and_summary_on_loopback(
     assert counts and 150 <= int(counts.group(1)) < 2000
     low, mean, high, mdev = map(
         float,
-        re.fullmatch(
+        re.fullmatch(  # type: ignore[union-attr]
             r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", lines[-1]
         ).groups(),
     )
-    times = [float(re.search(r"time=([\d.]+)", line).group(1)) for line in replies]
+    times = [float(re.search(r"time=([\d.]+)", line).group(1)) for line in replies]  # type: ignore[union-attr]
     assert low <= mean <= high and mdev >= 0
     assert low == pytest.approx(min(times), abs=0.0015)
     assert high == pytest.approx(max(times), abs=0.0015)
@@ -760,6 +762,29 @@ def test_usage_errors_exit_2(helper_path: str) -> None:
         assert done.stderr.strip(), args
     bad = run_cli(["trace", "-j", "--bogus", "127.0.0.1"], helper_path)
     assert bad.returncode == 2 and "unrecognized arguments" in json.loads(bad.stdout)["error"]
+
+
+def test_trace_waits_as_traceroute_w_says_and_refuses_bad_waits(helper_path: str) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["trace", "-w", "5/3/10", "h"]).wait == Wait(5.0, 3.0, 10.0)
+    assert parser.parse_args(["trace", "-w", "2", "h"]).wait == Wait(2.0, 0.0, 0.0)
+    defaults = parser.parse_args(["trace", "h"])
+    assert (defaults.wait, defaults.timeout, defaults.retries) == (None, None, 3)
+    assert parser.parse_args(["mtr", "-w", "h"]).wide is True  # mtr's -w: the wide report
+    assert parser.parse_args(["mtr", "--retries", "0", "h"]).retries == 0
+    for args, message in (
+        (["-w", "five"], "argument -w/--wait: wait must be MAX[,HERE,NEAR] (numbers), got 'five'"),
+        (["-w", "0"], "wait MAX must be a number of seconds > 0 and <= 3600, got 0"),
+        (["-w", "5,-3"], "wait HERE must be a finite factor >= 0, got -3"),
+        (["-w", "1", "-Z", "1"], "give -w or -Z, not both (-Z SECONDS is -w SECONDS)"),
+        (["--retries", "11"], "argument --retries: 11 is out of range: give 0 to 10"),
+    ):
+        done = run_cli(["trace", "-n", *args, "127.0.0.1"], helper_path)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert message in done.stderr and done.stdout == "", (args, done.stderr)
+    done = run_cli(["trace", "-n", "-w", "2,3,10", "--retries", "0", "127.0.0.1"], helper_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split()[:2] == ["1", "127.0.0.1"]
 
 
 def test_a_missing_helper_exits_2_with_one_line_naming_the_fix() -> None:
@@ -1370,8 +1395,9 @@ def test_multiping_ends_on_ctrl_c_with_its_summaries_as_fping(
     lines = out.splitlines()
     blank = lines.index("")
     assert all(SUMMARY.match(line) is None for line in lines[:blank])
-    rows = [SUMMARY.match(line) for line in lines[blank + 1 :]]
-    assert [row.group(1) for row in rows if row] == [server, hole] and len(rows) == 2
+    matched = [SUMMARY.match(line) for line in lines[blank + 1 :]]
+    rows = [row for row in matched if row is not None]
+    assert [row.group(1) for row in rows] == [server, hole] and len(matched) == 2
     sent, received = int(rows[0].group(2)), int(rows[0].group(3))
     assert 3 <= received <= sent <= received + 6  # in flight at the stop: sent, not received
     assert int(rows[1].group(2)) >= sent - 1 and rows[1].group(3) == "0"

@@ -145,7 +145,8 @@ def test_end_of_input_finishes_the_probes_in_flight(
         responder.set(address, delay=0.6)
     for address in (silent, silent6):
         responder.set(address, answer="none")
-    requests, answered = [], []
+    requests: list[str] = []
+    answered: list[int] = []
     for n, protocol in enumerate(("icmp", "udp", "tcp", "sctp") * 3):
         for family, (fast, quiet) in ((4, (slow, silent)), (6, (slow6, silent6))):
             token = len(requests) + 1
@@ -288,7 +289,7 @@ def tcp_flood(
         proc.stdin.flush()
         most = 0
         kinds: Counter[str] = Counter()
-        tokens = set()
+        tokens: set[int] = set()
         buffer = b""
         deadline = time.monotonic() + 60
         fd = proc.stdout.fileno()

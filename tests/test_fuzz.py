@@ -9,6 +9,7 @@ names the reproducer it kept.  Executions are printed with ``-s``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import os
 import re
@@ -110,23 +111,42 @@ def test_seed_corpus_is_what_make_seeds_writes() -> None:
     assert set(SEED_REPLIES) == set(make_seeds.answers())
 
 
+def shown(harness: Path, seed: str) -> list[str]:
+    """What the answers harness prints for one seed (BROKERPKG_FUZZ_SHOW)."""
+    res = subprocess.run(
+        [str(harness), str(CORPUS / "answers" / seed)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=fuzz_env(BROKERPKG_FUZZ_SHOW="1"),
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()
+
+
 def test_each_answer_seed_still_answers_its_probe(harnesses: dict[str, Path]) -> None:
     """A decoder or matching change that stops a seed reaching its probe would leave
     the fuzzer starting far from the code it should explore."""
     wrong = {}
     for seed, expected in SEED_REPLIES.items():
-        res = subprocess.run(
-            [str(harnesses["fuzz_answers"]), str(CORPUS / "answers" / seed)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=fuzz_env(BROKERPKG_FUZZ_SHOW="1"),
-        )
-        assert res.returncode == 0, res.stderr
-        if res.stdout.splitlines() != [expected]:
-            wrong[seed] = res.stdout.splitlines()
+        lines = shown(harnesses["fuzz_answers"], seed)
+        if lines != [expected]:
+            wrong[seed] = lines
     assert not wrong, wrong
+
+
+def test_show_mode_runs_each_input_once(harnesses: dict[str, Path]) -> None:
+    """libFuzzer runs an input again when it counted more mallocs than frees during it,
+    and it counts every thread's: its RSS-watching thread starts while the first input
+    runs.  Show mode turns that thread off, so what a seed prints is printed once."""
+    runs = 200
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        outputs = list(
+            pool.map(lambda _: shown(harnesses["fuzz_answers"], "sent-v4-udp"), range(runs))
+        )
+    twice = [lines for lines in outputs if lines != ["departed"]]
+    assert not twice, f"{len(twice)} of {runs} runs: {twice[:3]}"
 
 
 def test_request_seeds_run_clean(harnesses: dict[str, Path]) -> None:

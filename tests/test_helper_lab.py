@@ -13,6 +13,7 @@ everything else is an exact expected value.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import subprocess
 import threading
 import time
@@ -406,7 +407,7 @@ def test_size_and_bit_pattern_on_the_wire(chain: Chain, responder: Any, helper_p
                 req(n, fam, dst, protocol="tcp", size=size, bit_pattern=pattern, timeout=3)
             )
             expected[n] = ans(n, "reply", fam, dst)
-            checks.append((dst, "tcp", fam, None, None))
+            checks.append((dst, "tcp", fam, None, None))  # type: ignore[arg-type]
     with chain.capture("client", "eth0") as cap:
         replies = serve(chain, helper_path, requests)
     assert replies == expected
@@ -459,19 +460,19 @@ def test_ports_on_the_wire(chain: Chain, responder: Any, helper_path: str) -> No
     for fam in FAMILIES:
         p = {offset: one_probe(cap, *targets[fam * 100 + offset]) for offset in args}
         default_udp = [p[1].dport, p[2].dport, p[3].dport]
-        assert all(33434 <= port <= 65535 for port in default_udp), default_udp
+        assert all(33434 <= port <= 65535 for port in default_udp), default_udp  # type: ignore[operator]
         assert len(set(default_udp)) == 3, default_udp  # varies per probe
         assert p[4].dport == 5000
         # without local-port udp uses the port the helper holds bound: one, unprivileged
-        assert p[1].sport == p[2].sport == p[3].sport == p[4].sport >= 1024
+        assert p[1].sport == p[2].sport == p[3].sport == p[4].sport >= 1024  # type: ignore[operator]
         assert (p[5].sport, p[6].sport, p[6].dport) == (40000 + fam, 65535 - fam, 1)
         assert all(p[k].checksum_ok for k in range(1, 7))
         assert (p[7].dport, p[8].dport, p[9].dport, p[9].sport) == (80, 8080, 80, 41000 + fam)
-        assert p[7].sport >= 1024 and p[8].sport >= 1024
+        assert p[7].sport >= 1024 and p[8].sport >= 1024  # type: ignore[operator]
         assert (p[10].dport, p[11].dport, p[12].dport) == (80, 80, 9999)
         assert (p[13].sport, p[13].dport) == (42000 + fam, 65535)
         sctp_ports = [p[10].sport, p[11].sport, p[12].sport]
-        assert all(33434 <= port <= 65535 for port in sctp_ports), sctp_ports
+        assert all(33434 <= port <= 65535 for port in sctp_ports), sctp_ports  # type: ignore[operator]
         assert len(set(sctp_ports)) == 3, sctp_ports  # one per probe in flight
 
 
@@ -608,8 +609,8 @@ def test_mark_takes_the_policy_route(two_way: Lab, helper_path: str) -> None:
 def test_fractional_timeouts_end_on_time(chain: Chain, helper_path: str) -> None:
     hole = chain.add_blackhole(2)
     live = LiveHelper(chain, helper_path)
-    timeouts = {0.3: [], 0.75: [], 0.0: []}
-    lines = []
+    timeouts: dict[float, list[int]] = {0.3: [], 0.75: [], 0.0: []}
+    lines: list[str] = []
     n = 0
     for fam in FAMILIES:
         for proto in PROTOCOLS:
@@ -650,7 +651,7 @@ def test_replies_from_the_destination_with_details(
                     i,
                     server,
                     proto,
-                    lambda fam, p=proto: (
+                    lambda fam, p=proto: (  # type: ignore[misc]
                         f"reply-ttl 61 icmp-type {SERVER_REPLY_ICMP[p, fam][0]} "
                         f"icmp-code {SERVER_REPLY_ICMP[p, fam][1]}"
                     ),
@@ -919,7 +920,8 @@ def test_a_tcp_probe_to_a_silent_host_ends_at_its_own_timeout(
 def test_address_in_use_for_a_local_port_already_probing(chain: Chain, helper_path: str) -> None:
     hole = chain.add_blackhole(2)
     live = LiveHelper(chain, helper_path)
-    first, lines = [], []
+    first: list[int] = []
+    lines: list[str] = []
     for fam in FAMILIES:
         for proto, port in (("tcp", 41000 + fam), ("sctp", 42000 + fam)):
             t = len(lines) + 1
@@ -1157,6 +1159,12 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(
             target = chain.virtual_target(20 + p, fam)
             responder.set(target, delay=delay)
             cases.append((fam * 10 + p, fam, target, proto))
+    # The first router's neighbour entries exist before the capture, so that no probe
+    # waits in a neighbour queue: each leaves within the call that sends it.
+    first_hops = {fam: chain.hop_address(1, fam) for fam in FAMILIES}
+    assert serve(chain, helper_path, [req(f, f, first_hops[f]) for f in FAMILIES]) == {
+        f: ans(f, "reply", f, first_hops[f]) for f in FAMILIES
+    }
     with chain.capture("client", "eth0") as cap:
         replies = chain.run(
             "client",
@@ -1166,7 +1174,8 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(
             ),
         )
     lines = {int(line.split()[0]): line for line in replies.stdout.splitlines()}
-    for n, fam, target, proto in cases:
+    stamp_gaps = []
+    for i, (n, fam, target, proto) in enumerate(cases):
         assert words(lines[n]) == ans(n, "reply", fam, target)
         rtt = rtt_us(lines[n]) / 1e6
         probe = one_probe(cap, target, proto, fam)
@@ -1175,15 +1184,45 @@ def test_round_trip_times_agree_with_the_delay_and_the_wire(
         on_wire = answer.timestamp - probe.timestamp
         [rx] = [e for e in responder.received(dst=target) if is_probe(e.packet)]
         [tx] = responder.sent(rx=rx.n)
-        held = (tx.ts_ns - rx.ts_ns) / 1e9  # how long the responder kept it: delay + its lag
+        held = (tx.ts_ns - rx.ts_ns) / 1e9  # kernel stamps: delay + the responder's lag
         assert held >= delay
-        # kernel timestamps at both ends (the probe's as it is queued to the device, just
-        # before the capture sees it): microseconds apart, at most.  TCP is timed by the
-        # helper's clock from connect() to the socket's outcome.
-        tolerance = 0.0015 if proto == "tcp" else 0.00002
-        assert abs(rtt - on_wire) < tolerance, (proto, fam, rtt, on_wire)
-        assert abs(rtt - held) < 0.003, (proto, fam, rtt, held)
-        assert delay <= rtt < delay + 0.05, (proto, fam, rtt)
+        # The responder's stamps lie inside the client's: the answer timed is the one held
+        # (the path between them, three routers each way, is quick even on a busy machine).
+        assert held - 0.000001 <= on_wire < held + 0.05, (proto, fam, held, on_wire)
+        if proto != "tcp":
+            # Kernel timestamps at both ends: the helper's transmit stamp is taken as the
+            # probe is queued to the device, a few microseconds before the capture's
+            # (which a loaded machine can stretch: the test's last line bounds most of
+            # them); the receive stamp is the capture's own.
+            assert on_wire - 0.000002 <= rtt < on_wire + 0.05, (proto, fam, rtt, on_wire)
+            stamp_gaps.append(rtt - on_wire)
+            continue
+        # TCP is timed by the helper's clock (brokerpkg-helper(8)): read before the
+        # connect, so after the previous probe of this run (the line before) left, and on
+        # seeing the outcome, before the helper resets the connection.  How long a busy
+        # machine takes to wake the helper is not bounded; what the wire shows around the
+        # two readings is.
+        _, previous_family, previous_target, previous_proto = cases[i - 1]
+        assert previous_family == fam
+        before = one_probe(cap, previous_target, previous_proto, fam).timestamp
+        resets = [
+            pkt
+            for pkt in cap.select(direction="out", dst=target, proto="tcp", version=fam)
+            if (pkt.tcp_flags or 0) & P.TCP_RST
+        ]
+        assert resets, f"the helper did not reset the connection to {target}:\n{cap.describe()}"
+        after = resets[0].timestamp
+        assert before is not None and after is not None
+        assert on_wire - 0.000002 <= rtt <= after - before + 0.000002, (
+            fam,
+            rtt,
+            on_wire,
+            after - before,
+        )
+    # Interrupting the microseconds between a probe's two transmit stamps takes a loaded
+    # machine's bad luck; doing it to most of the probes of one run would take a helper
+    # that times probes by something else.
+    assert statistics.median(stamp_gaps) < 0.00002, stamp_gaps
 
 
 # =========================================================================== 4. many TTLs

@@ -70,7 +70,7 @@ class Probe:
 
 def make_probes(chain: Chain, first_target: int, first_token: int) -> list[Probe]:
     """The 16 probes of one case: both families, four protocols, hop and target."""
-    probes = []
+    probes: list[Probe] = []
     for family in FAMILIES:
         index = first_target  # targets first_target .. first_target + 7 of each family
         for protocol in PROTOCOLS:
@@ -323,7 +323,7 @@ def test_late_answers_never_complete_the_next_probe(
     assert {outcome(line) for line in early} == {NO_REPLY}
     replies = {int(line.split()[0]): line for line in late}
     check(replies, second, lambda p: {p.correct})
-    rtts = {p.token: int(re.search(r"round-trip-time (\d+)", replies[p.token])[1]) for p in second}
+    rtts = {p.token: int(re.search(r"round-trip-time (\d+)", replies[p.token])[1]) for p in second}  # type: ignore[index]
     too_soon = {str(p): rtts[p.token] for p in second if rtts[p.token] < 1_100_000}
     assert not too_soon, f"answered by the previous probe's late answer (us): {too_soon}"
 

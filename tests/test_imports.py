@@ -34,8 +34,13 @@ TOOLS = {
     "brokerpkg.cli_terminal",
     "brokerpkg.cli_doctor",
     "brokerpkg.cli_setup",
+    "brokerpkg.exporter",
+    "brokerpkg.exporter_config",
+    "brokerpkg.exporter_metrics",
 }
 """brokerpkg's modules that load asyncio, or serve only some subcommands."""
+EXTRAS = {"prometheus_client", "yaml"}
+"""The exporter extra's libraries: only ``brokerpkg exporter`` loads them."""
 DUMP_MODULES = "import sys; loaded = sorted(sys.modules); import json; print(json.dumps(loaded))"
 """Print the modules loaded so far (json itself is imported after the list is taken)."""
 
@@ -73,7 +78,7 @@ def test_import_brokerpkg_loads_no_submodule_and_not_asyncio() -> None:
         "brokerpkg",
         "brokerpkg._version",
     }
-    assert not loaded & (TOOLS | {"asyncio", "typing"})
+    assert not loaded & (TOOLS | EXTRAS | {"asyncio", "typing"})
 
 
 def test_a_pure_name_loads_only_its_module() -> None:
@@ -153,7 +158,7 @@ print(brokerpkg.session.Session is brokerpkg.Session,
 
 def test_importing_the_command_loads_no_tool() -> None:
     loaded = new_modules("import brokerpkg.cli; brokerpkg.cli.build_parser()")
-    assert not loaded & TOOLS
+    assert not loaded & (TOOLS | EXTRAS)
 
 
 def test_the_trace_command_loads_neither_the_monitor_nor_the_other_subcommands(
@@ -176,4 +181,24 @@ assert status == 0, status
         "brokerpkg.cli_setup",
         "json",
         "datetime",
+    }
+
+
+def test_the_ping_command_loads_neither_the_tracer_nor_the_monitor(helper_path: str) -> None:
+    # ping, by name, looks up the names of the addresses that answer (a NameResolver,
+    # from brokerpkg.resolve, which the session loads anyway)
+    code = """
+from brokerpkg import cli
+status = cli.main(["ping", "-c", "1", "-q", "localhost"])
+assert status == 0, status
+"""
+    loaded = new_modules(code, env=dict(os.environ, BROKERPKG_HELPER=helper_path))
+    assert {"brokerpkg.session", "brokerpkg.ping", "brokerpkg.cli_format"} <= loaded
+    assert not loaded & {
+        "brokerpkg.trace",
+        "brokerpkg.waiting",
+        "brokerpkg.mtr",
+        "brokerpkg.sync",
+        "brokerpkg.cli_doctor",
+        "brokerpkg.cli_setup",
     }

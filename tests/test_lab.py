@@ -190,6 +190,7 @@ def test_router_namespaces_have_the_lab_sysctls(chain: Chain) -> None:
     for key, value in expect.items():
         assert chain.get_sysctl(r1, key) == value, key
     assert chain.get_sysctl(chain.client, "net.ipv4.ip_forward") == "0"
+    assert chain.responder_node is not None
     assert chain.get_sysctl(chain.responder_node, "net.ipv4.ip_forward") == "0"
     # IPv6 addresses are usable at once: none is tentative.
     for node in (chain.client, *chain.routers, chain.server):
@@ -454,7 +455,7 @@ def test_responder_malformed_answers(chain: Chain, responder, family: int) -> No
             )
 
     def answer(malform: str) -> P.Packet:
-        got = cap.select(direction="in", src=answerer[malform])
+        got: list[P.Packet] = cap.select(direction="in", src=answerer[malform])
         assert len(got) == 1, cap.describe()
         return got[0]
 
@@ -540,6 +541,7 @@ def test_responder_namespace_kernel_stays_quiet(chain: Chain, responder) -> None
     for family in (4, 6):
         dst = virtual_target(32, family)
         probes += [{"dst": dst, "proto": proto} for proto in ("icmp", "udp", "tcp", "sctp")]
+    assert chain.responder_node is not None
     with chain.capture(chain.responder_node, "eth0") as cap:
         chain.raw_probe("client", probes, timeout=0.5, expect=8)
     responder.sync()

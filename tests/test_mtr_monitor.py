@@ -125,7 +125,7 @@ def test_late_answers_count_for_their_own_probe_and_are_not_lost_meanwhile() -> 
     assert row.loss_percent == 50.0  # 1 lost of the 2 settled (mtr excludes those in transit)
     state.probe_abandoned(2)  # the end: given up, counted lost
     row = state.hop_stats(2)
-    assert (row.pending, row.lost, row.loss_percent) == (0, 2, pytest.approx(200 / 3))
+    assert (row.pending, row.lost, row.loss_percent) == (0, 2, pytest.approx(200 / 3))  # type: ignore[comparison-overlap]
     with pytest.raises(ValueError, match="no probe outstanding"):
         state.probe_answered(2, answer("no-reply", ttl=2))
     with pytest.raises(ValueError, match="outside"):
@@ -198,13 +198,15 @@ def test_report_text_and_json() -> None:
 
 
 async def test_bad_arguments_are_refused() -> None:
-    for arguments, match in (
+    cases: tuple[tuple[dict[str, Any], str], ...] = (
         ({"cycles": 0}, "cycles"),
         ({"interval": 0}, "interval"),
         ({"max_unknown": 0}, "max_unknown"),
         ({"grace": -1}, "grace"),
         ({"first_ttl": 9, "max_ttl": 3}, "max_ttl"),
-    ):
+        ({"retries": -1}, "retries must be from 0 to 10, got -1"),
+    )
+    for arguments, match in cases:
         with pytest.raises(ValueError, match=match):
             await collect(monitor("127.0.0.1", helper="/nonexistent", **arguments))
 
@@ -338,7 +340,7 @@ async def test_hand_computed_columns_from_per_cycle_delays(
     assert (row.last, row.best, row.worst) == (x[3], min(x), max(x))
     assert row.avg == pytest.approx(mean, abs=1e-9)
     assert row.stdev == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in x) / 3), abs=1e-9)
-    assert (row.jitter, row.jmax) == (pytest.approx(diffs[2]), pytest.approx(max(diffs)))
+    assert (row.jitter, row.jmax) == (pytest.approx(diffs[2]), pytest.approx(max(diffs)))  # type: ignore[comparison-overlap]
     assert row.javg == pytest.approx(sum(diffs) / 4, abs=1e-9)
     assert row.jint == pytest.approx(jint, abs=1e-9)
     assert 80.0 <= row.last <= 80.0 + excess  # type: ignore[operator]

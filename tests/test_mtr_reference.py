@@ -304,7 +304,7 @@ def result_text(success: bool, result: str, responder: str | None = None, mpls: 
     )
 
 
-REFUSED_BY_BOTH = [
+REFUSED_BY_BOTH: list[dict[str, object]] = [
     {"protocol": "gre"},
     {"size": 100000},
     {"ttl": 1.5},
@@ -314,7 +314,7 @@ REFUSED_BY_BOTH = [
 ]
 """Arguments that mtr-packet 0.95 and our helper both answer with invalid-argument, in
 both families (mtr-packet takes IPv6 probes of 9001 bytes and more, not IPv4 ones)."""
-HELPERS_DIFFER = [
+HELPERS_DIFFER: list[tuple[dict[str, object], str, str]] = [
     ({"ttl": 0}, "ttl-expired from hop 1", "invalid-argument"),
     ({"timeout": 0.5}, "invalid-argument", "reply"),
     ({"protocol": "sctp"}, "invalid-argument", "reply"),

@@ -176,9 +176,12 @@ cache annotation dict {}
 """
 
 
-def run_example(module: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the example with ``import mtrpacket`` (module 'mtrpacket') or ours ('brokerpkg')."""
-    program = EXAMPLE_PROGRAM
+def run_program(
+    program: str, module: str, environment: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` with ``import mtrpacket`` (module 'mtrpacket') or ours
+    ('brokerpkg'), with ``environment`` instead of this process's MTR_PACKET and
+    BROKERPKG_HELPER."""
     if module == "brokerpkg":
         program = program.replace("import mtrpacket\n", "import brokerpkg as mtrpacket\n", 1)
         assert program.count("brokerpkg") == 1  # nothing else changed
@@ -198,6 +201,11 @@ def run_example(module: str, environment: dict[str, str]) -> subprocess.Complete
         cwd=REPO,
         check=False,
     )
+
+
+def run_example(module: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the example with mtrpacket or ours (see :func:`run_program`)."""
+    return run_program(EXAMPLE_PROGRAM, module, environment)
 
 
 @needs_mtrpacket
@@ -480,19 +488,8 @@ every value as str(value), in the caller's order; the other calls raise before s
 def run_requests(module: str, log: Path) -> tuple[list[str], list[str]]:
     """Run REQUEST_PROGRAM with ``module`` against the echo fake: its printed lines and
     the send-probe requests the fake received."""
-    program = REQUEST_PROGRAM
-    if module == "brokerpkg":
-        program = program.replace("import mtrpacket\n", "import brokerpkg as mtrpacket\n", 1)
-    env = {key: value for key, value in os.environ.items() if key != "BROKERPKG_HELPER"}
-    env.update(MTR_PACKET=shell_fake("echo", "--log", str(log)), PYTHONPATH=str(REPO))
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        check=False,
+    done = run_program(
+        REQUEST_PROGRAM, module, {"MTR_PACKET": shell_fake("echo", "--log", str(log))}
     )
     assert done.returncode == 0, done.stderr
     requests = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ ALLOWED_TOP_LEVEL = {
     ".gitignore",
 }
 HELPER_IN_WHEEL = "brokerpkg/_helper/brokerpkg-helper"
+MANYLINUX = re.compile(r"manylinux_(?P<major>\d+)_(?P<minor>\d+)_(?P<arch>\w+)")
 STANDIN_MAKEFILE = "brokerpkg-helper: standin.c\n\t$(CC) -o $@ standin.c\n"
 STANDIN_SOURCE = "int main(void) { return 0; }\n"
 IGNORED = shutil.ignore_patterns(
@@ -91,12 +93,14 @@ def pip(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 class Built:
-    """A scratch source tree and the wheel and sdist built from it."""
+    """A scratch source tree, the wheel built from it (``log``: pip's verbose output,
+    which shows the helper's compile lines) and the sdist."""
 
     def __init__(self, root: Path) -> None:
         self.source = make_scratch_copy(root / "src")
         self.out = root / "out"
-        pip("wheel", "--no-deps", "-w", str(self.out), str(self.source), cwd=root)
+        built = pip("wheel", "-v", "--no-deps", "-w", str(self.out), str(self.source), cwd=root)
+        self.log = built.stdout + built.stderr
         self.wheel = next(self.out.glob("brokerpkg-*.whl"))
         self.sdist = self._build_sdist(root / "sdist")
 
@@ -130,9 +134,46 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 def test_wheel_is_platform_tagged(built: Built) -> None:
     name = built.wheel.name
     assert not name.endswith("-any.whl")
-    assert name.startswith("brokerpkg-0.1.0-py3-none-linux_")
+    tag = MANYLINUX.fullmatch(name.removeprefix("brokerpkg-0.1.0-py3-none-").removesuffix(".whl"))
+    assert tag, name
+    glibc = os.confstr("CS_GNU_LIBC_VERSION")
+    assert glibc == f"glibc {tag['major']}.{tag['minor']}"  # the glibc it was built against
     wheel_file = zipfile.ZipFile(built.wheel).read("brokerpkg-0.1.0.dist-info/WHEEL").decode()
     assert "Root-Is-Purelib: false" in wheel_file
+    assert f"Tag: py3-none-{tag[0]}" in wheel_file.splitlines()
+
+
+def test_auditwheel_finds_the_tag_consistent(built: Built) -> None:
+    """auditwheel reads the glibc symbol versions the helper needs and the libraries it
+    links: the wheel's manylinux tag must be one that allows them (no lower glibc)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "auditwheel", "show", str(built.wheel)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = " ".join(done.stdout.split())
+    found = re.search(r'consistent with the following platform tag: "([^"]+)"', text)
+    assert found, done.stdout
+    needed = MANYLINUX.fullmatch(found[1])
+    ours = MANYLINUX.fullmatch(
+        built.wheel.name.removeprefix("brokerpkg-0.1.0-py3-none-").removesuffix(".whl")
+    )
+    assert needed and ours, (found[1], built.wheel.name)
+    assert ours["arch"] == needed["arch"]
+    assert (int(ours["major"]), int(ours["minor"])) >= (
+        int(needed["major"]),
+        int(needed["minor"]),
+    )
+
+
+def test_the_users_build_does_not_make_warnings_errors(built: Built) -> None:
+    """What pip runs (the backend's `make -C helper`) compiles without -Werror."""
+    compiles = [line for line in built.log.splitlines() if re.search(r" -c -o \S+\.o \S+\.c", line)]
+    assert len(compiles) >= len(list((built.source / "helper").glob("*.c"))), built.log
+    assert not [line for line in compiles if "-Werror" in line]
 
 
 def test_wheel_carries_the_executable_helper(built: Built) -> None:
@@ -158,7 +199,9 @@ def test_wheel_metadata(built: Built) -> None:
     assert "Requires-Python: >=3.11" in metadata
     requirements = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert requirements
-    assert all('extra == "test"' in line for line in requirements)
+    # the core library has no runtime dependency: each one belongs to an extra
+    assert all('extra == "test"' in line or 'extra == "exporter"' in line for line in requirements)
+    assert any("prometheus" in line and 'extra == "exporter"' in line for line in requirements)
     entry_points = archive.read("brokerpkg-0.1.0.dist-info/entry_points.txt").decode()
     assert "brokerpkg = brokerpkg.cli:main" in entry_points
 
@@ -253,6 +296,49 @@ def test_installed_command_probes_loopback(built: Built, tmp_path: Path) -> None
     assert "  1.|-- " in readme.stdout
 
 
+# ------------------------------------------------------------------ editable install
+
+
+def test_editable_install_makes_the_man_pages_findable(tmp_path: Path) -> None:
+    """`pip install -e .` installs the man pages into the environment's share/man, where
+    man(1) looks for the environment's bin/ on PATH; uninstalling removes them."""
+    if shutil.which("man") is None:
+        pytest.fail("man is not installed (apt-get install man-db; .ci/run installs it)")
+    source = make_scratch_copy(tmp_path / "src")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+
+    def venv_pip(*arguments: str) -> None:
+        done = subprocess.run(
+            [python, "-m", "pip", "--disable-pip-version-check", "-q", *arguments],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def man_where(page: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["man", "-w", page], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    venv_pip("install", "--no-deps", "-e", str(source))
+    for page, section in (("brokerpkg", 1), ("brokerpkg-helper", 8)):
+        found = man_where(page)
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.strip() == str(
+            venv / "share" / "man" / f"man{section}" / f"{page}.{section}"
+        )
+        installed = venv / "share" / "man" / f"man{section}" / f"{page}.{section}"
+        assert installed.read_bytes() == (source / "man" / f"{page}.{section}").read_bytes()
+    venv_pip("uninstall", "-y", "brokerpkg")
+    assert str(venv) not in man_where("brokerpkg").stdout
+
+
 # ------------------------------------------------------------------ sdist
 
 
@@ -294,8 +380,15 @@ def test_versions_agree() -> None:
     assert project["dependencies"] == []
 
 
+EXPORTER_MODULES = {"exporter.py", "exporter_config.py", "exporter_metrics.py"}
+"""The modules of ``brokerpkg exporter``: they may use the exporter extra's libraries."""
+EXPORTER_EXTRA = {"prometheus_client", "yaml"}
+
+
 def test_package_imports_only_the_standard_library() -> None:
+    """...except the exporter's own modules, which use the exporter extra."""
     for source in (REPO / "brokerpkg").glob("*.py"):
+        allowed = EXPORTER_EXTRA if source.name in EXPORTER_MODULES else set()
         tree = ast.parse(source.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -305,7 +398,8 @@ def test_package_imports_only_the_standard_library() -> None:
             else:
                 continue
             for module in modules:
-                assert module.split(".")[0] in sys.stdlib_module_names, f"{source.name}: {module}"
+                top = module.split(".")[0]
+                assert top in sys.stdlib_module_names or top in allowed, f"{source.name}: {module}"
 
 
 def test_ci_runs_the_test_command_readme_gives_users() -> None:
@@ -319,3 +413,21 @@ def test_ci_runs_the_test_command_readme_gives_users() -> None:
     )
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert command in [line.strip() for line in ci]
+
+
+def test_ci_lints_types_and_builds_with_both_compilers_before_the_tests() -> None:
+    """The fast checks come first, and the test files' mypy line is the one pyproject.toml
+    documents."""
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    tests = ci.index("python3 -m pip install -e '.[test]' && python3 -m pytest")
+    narrower = "mypy --allow-untyped-defs --allow-incomplete-defs tests"
+    assert f"`{narrower}`" in " ".join((REPO / "pyproject.toml").read_text().split())
+    for step in (
+        "python3 -m ruff check .",
+        "python3 -m ruff format --check .",
+        "python3 -m mypy",
+        f"python3 -m {narrower}",
+        "for cc in gcc clang; do",
+        'make -s -C "$scratch" -j"$(nproc)" CC="$cc" WERROR=1',
+    ):
+        assert step in ci[:tests], step

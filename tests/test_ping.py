@@ -65,7 +65,7 @@ def result(
     responder: str | None = None,
     time_ms: float | None = None,
     reason: str | None = None,
-    **extra: object,
+    **extra: Any,
 ) -> ProbeResult:
     """A ProbeResult as the session builds it, for tests without a helper."""
     return ProbeResult(
@@ -79,7 +79,7 @@ def result(
         protocol="icmp",
         reason=reason,
         **extra,
-    )  # type: ignore[arg-type]
+    )
 
 
 def turnarounds(responder, dst: str) -> list[float]:
@@ -552,7 +552,7 @@ async def test_multiping_refuses_one_host_given_as_a_string(
             async for _ in multiping_iter(hosts, session=session):  # type: ignore[arg-type]
                 pass
         with pytest.raises(TypeError, match="not one"):
-            await asyncio.to_thread(sync.multiping, hosts, helper=helper_path)
+            await asyncio.to_thread(sync.multiping, hosts, helper=helper_path)  # type: ignore[arg-type]
         # the session still serves the next request
         (alive,) = await multiping(
             [str(hosts, "ascii") if isinstance(hosts, bytes) else hosts],

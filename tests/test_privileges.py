@@ -33,12 +33,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from conftest import may_raise_hard_limits, proc_limits
 from lab.topology import Chain
 
 NOBODY = 65534
 CALLER_GROUPS = (27, 100)
 CAP_NET_ADMIN = 12
-CAP_SYS_RESOURCE = 24
 WANTED_OPEN_FILES = 65536  # helper/main.c
 MODES = ("root", "setuid", "setcap")
 SANITIZED = os.environ.get("BROKERPKG_SANITIZE", "") == "1"
@@ -223,19 +223,10 @@ def _hostile_caller_state() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
 
 
-def _limits(pid: int) -> dict[str, tuple[str, str]]:
-    out = {}
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
-        m = re.match(r"(.+?)\s{2,}(\S+)\s+(\S+)", line)
-        if m:
-            out[m.group(1)] = (m.group(2), m.group(3))
-    return out
-
-
 def _expected_open_files(mode: str, hard: int) -> tuple[str, str]:
     """main.c set_limits(): for a root caller raise to 65536 if it may (CAP_SYS_RESOURCE);
     soft = hard (at most 65536) otherwise, a setuid copy's caller keeping its hard limit."""
-    may_raise = mode == "root" and own_bounding_set() >> CAP_SYS_RESOURCE & 1
+    may_raise = mode == "root" and may_raise_hard_limits()
     if hard < WANTED_OPEN_FILES and may_raise:
         return str(WANTED_OPEN_FILES), str(WANTED_OPEN_FILES)
     return str(min(hard, WANTED_OPEN_FILES)), str(hard)
@@ -278,7 +269,7 @@ def test_start_up_hygiene_environment_descriptors_limits_signals(
             environ = Path(f"/proc/{pid}/environ").read_bytes()
             fds = {int(n): _object_id(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
             links = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in fds}
-            limits = _limits(pid)
+            limits = proc_limits(pid)
             status = proc_status(pid)
             assert helper.proc.stdin is not None and helper.proc.stdout is not None
             stdin_id = _object_id(helper.proc.stdin.fileno())
@@ -485,7 +476,8 @@ ATTACKS = (
 def attack_as_nobody(unprivileged_copy, pid: int, fd: int) -> dict[str, str]:
     res = unprivileged_copy.run(["-c", ATTACK, str(pid), str(fd)], timeout=30)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    outcome: dict[str, str] = json.loads(res.stdout)
+    return outcome
 
 
 def test_attack_works_on_an_ordinary_process_of_nobody(unprivileged_copy) -> None:
@@ -681,7 +673,7 @@ def test_root_may_probe_what_nobody_may_not(chain: Chain, helper_path: str) -> N
 def make_mark_chain(make_chain) -> Chain:
     """A chain whose client routes fwmark 7 to an unreachable table: a probe that
     really carries mark 7 gets no-route, without it a reply."""
-    c = make_chain(1, tag="mark")
+    c: Chain = make_chain(1, tag="mark")
     for family in ("-4", "-6"):
         c.run("client", ["ip", family, "rule", "add", "fwmark", "7", "table", "77", "pref", "100"])
         c.run("client", ["ip", family, "route", "add", "unreachable", "default", "table", "77"])

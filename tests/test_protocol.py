@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -58,8 +59,8 @@ VALID_EDGES = [
 
 @pytest.mark.parametrize(("name", "value"), VALID_EDGES)
 def test_range_edges_are_accepted(name: str, value: object) -> None:
-    extra = {"protocol": "udp"} if "port" in name else {}
-    options = make_probe_options(**{name: value}, **extra)
+    arguments: dict[str, Any] = {name: value, **({"protocol": "udp"} if "port" in name else {})}
+    options = make_probe_options(**arguments)
     assert getattr(options, name) == value
 
 
@@ -99,9 +100,9 @@ OUT_OF_RANGE = [
 
 @pytest.mark.parametrize(("name", "value"), OUT_OF_RANGE)
 def test_out_of_range_values_raise_value_error_naming_the_option(name: str, value: object) -> None:
-    extra = {"protocol": "udp"} if "port" in name else {}
+    arguments: dict[str, Any] = {name: value, **({"protocol": "udp"} if "port" in name else {})}
     with pytest.raises(ValueError, match=name.split("_", maxsplit=1)[0]):
-        make_probe_options(**{name: value}, **extra)
+        make_probe_options(**arguments)
 
 
 WRONG_TYPES = [
@@ -128,17 +129,18 @@ WRONG_TYPES = [
 
 @pytest.mark.parametrize(("name", "value"), WRONG_TYPES)
 def test_wrong_types_raise_type_error(name: str, value: object) -> None:
-    extra = {"protocol": "udp"} if "port" in name else {}
+    arguments: dict[str, Any] = {name: value, **({"protocol": "udp"} if "port" in name else {})}
     with pytest.raises(TypeError, match=name.split("_", maxsplit=1)[0]):
-        make_probe_options(**{name: value}, **extra)
+        make_probe_options(**arguments)
 
 
 @pytest.mark.parametrize("name", ["port", "local_port"])
 def test_ports_are_refused_for_icmp(name: str) -> None:
+    port: dict[str, Any] = {name: 2000}
     with pytest.raises(ValueError, match="not icmp"):
-        make_probe_options(**{name: 2000})
+        make_probe_options(**port)
     with pytest.raises(ValueError, match="not icmp"):
-        make_probe_options(protocol="icmp", **{name: 2000})
+        make_probe_options(protocol="icmp", **port)
 
 
 def test_options_default_to_not_given() -> None:

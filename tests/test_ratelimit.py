@@ -38,10 +38,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import STATE_DIR, STATE_GROUP, UnprivilegedCopy, rate_state_path
+from conftest import (
+    STATE_DIR,
+    STATE_GROUP,
+    UnprivilegedCopy,
+    may_raise_hard_limits,
+    proc_limits,
+    rate_state_path,
+)
 from lab.capture import Capture
 from lab.responder import Responder
 from lab.topology import Chain
+
+from brokerpkg.locate import capability_fix
 
 pytestmark = pytest.mark.privileged
 
@@ -57,7 +66,6 @@ TURN_SECONDS = 0.4  # each of the 8 helpers in turn
 REQUESTS = 6000  # per helper: more than an unlimited helper sends in SECONDS
 RECEIVE_BUFFER = 8 << 20  # helper/net.c RECEIVE_BUFFER_BYTES
 OPEN_FILES = 65536  # helper/main.c WANTED_OPEN_FILES
-CAP_SYS_RESOURCE = 24
 MODES = ("setuid", "setcap")
 
 
@@ -312,10 +320,28 @@ def test_a_capability_copy_without_the_group_refuses_to_start(
     path = rate_state_path(fresh_caller)
     assert refusal(res) == (
         f"brokerpkg-helper: cannot use the per-user rate-limit state {path} "
-        f"(open: Permission denied): run 'sudo brokerpkg setup' (it installs the helper "
-        f"set-group-id brokerpkg and creates /var/lib/brokerpkg)"
+        "(open: Permission denied), which the helper opens set-group-id brokerpkg; fix: sudo "
+        "brokerpkg setup (other ways: brokerpkg-helper(8), PRIVILEGES)"
     )
     assert not path.exists()
+
+
+def test_the_command_line_says_one_fix_for_a_capability_copy_without_the_group(
+    unprivileged_copy: UnprivilegedCopy, fresh_caller: int
+) -> None:
+    """The helper's refusal names its fix after "; fix: ", which the library replaces with
+    the one fix for the file the caller named: said once.  Before, the helper's own
+    "run 'sudo brokerpkg setup'" came first and then a second, different fix."""
+    by_hand = unprivileged_copy.add_binary(unprivileged_copy.helper("plain"), "by-hand-cli")
+    subprocess.run(["setcap", "cap_net_raw+ep", str(by_hand)], check=True)
+    res = unprivileged_copy.run(
+        ["-m", "brokerpkg", "probe", "--helper", str(by_hand), "127.0.0.1"], uid=fresh_caller
+    )
+    assert res.returncode == 2 and res.stdout == "", res
+    (line,) = res.stderr.splitlines()
+    assert "cannot use the per-user rate-limit state" in line
+    assert line.count("fix:") == line.count("sudo") == 1, line
+    assert line.endswith(f"; fix: `{capability_fix(str(by_hand))}`"), line
 
 
 def test_a_state_file_of_the_wrong_shape_is_refused_and_left_alone(
@@ -367,23 +393,6 @@ def test_callers_who_lend_nothing_need_no_state(
 
 
 # --------------------------------------------------------------------------- limits
-
-
-def limits_of(pid: int) -> dict[str, tuple[str, str]]:
-    out = {}
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
-        m = re.match(r"(.+?)\s{2,}(\S+)\s+(\S+)", line)
-        if m:
-            out[m.group(1)] = (m.group(2), m.group(3))
-    return out
-
-
-def may_raise_hard_limits() -> bool:
-    """True when CAP_SYS_RESOURCE is in this process's bounding set (containers drop it)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapBnd:"):
-            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    return False
 
 
 PIDFD_GETFD = 438  # the same number on every architecture
@@ -443,7 +452,7 @@ def test_what_a_caller_can_pin_open_files_and_receive_buffers(
         proc.stdin.write(b"1 check-support feature version\n")
         proc.stdin.flush()
         assert proc.stdout.readline().startswith(b"1 feature-support")  # started up
-        files = limits_of(proc.pid)["Max open files"]
+        files = proc_limits(proc.pid)["Max open files"]
         buffers = receive_buffers(proc.pid)
     finally:
         proc.kill()

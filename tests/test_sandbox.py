@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from lab import packets as P
 from lab.topology import Chain
 
 if TYPE_CHECKING:
@@ -464,39 +465,18 @@ def test_root_keeps_only_cap_net_admin_to_raise_and_it_opens_nothing_more(
 # --------------------------------------------------------------------------- spoofed sources
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def spoofed_echo(family: int, source: str, destination: str) -> tuple[bytes, bytes]:
     """(packet with its IP header, sockaddr of DESTINATION) for a raw IP_HDRINCL send."""
+    echo = P.echo_message(family, 0x5353, 1, b"spoofed!", src=source, dst=destination)
+    protocol = P.PROTO_ICMP if family == 4 else P.PROTO_ICMPV6
+    packet = P.ip_packet(source, destination, protocol, echo)
     if family == 4:
-        icmp = struct.pack("!BBHHH", 8, 0, 0, 0x5353, 1) + b"spoofed!"
-        icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
-        header = struct.pack(
-            "!BBHHHBBH4s4s",
-            0x45, 0, 20 + len(icmp), 0, 0, 64, socket.IPPROTO_ICMP, 0,
-            socket.inet_pton(socket.AF_INET, source),
-            socket.inet_pton(socket.AF_INET, destination),
-        )  # fmt: skip
         address = struct.pack("<H", socket.AF_INET) + b"\0\0"
         address += socket.inet_pton(socket.AF_INET, destination) + bytes(8)
-        return header + icmp, address
-    icmp = struct.pack("!BBHHH", 128, 0, 0, 0x5353, 1) + b"spoofed!"
-    header = struct.pack(
-        "!IHBB16s16s",
-        6 << 28, len(icmp), socket.IPPROTO_ICMPV6, 64,
-        socket.inet_pton(socket.AF_INET6, source),
-        socket.inet_pton(socket.AF_INET6, destination),
-    )  # fmt: skip
+        return packet, address
     address = struct.pack("<HHI", socket.AF_INET6, 0, 0)
     address += socket.inet_pton(socket.AF_INET6, destination) + bytes(4)
-    return header + icmp, address
+    return packet, address
 
 
 @pytest.mark.parametrize("family", [4, 6])

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -450,7 +451,7 @@ async def test_privilege_failure_says_the_one_fix_once() -> None:
     )
     assert message.count("fix:") == message.count("sudo") == 1
     assert caught.value.fix == "sudo brokerpkg setup"
-    assert "Operation not permitted" in caught.value.stderr_line
+    assert "Operation not permitted" in (caught.value.stderr_line or "")
     assert not session.is_open
 
 
@@ -745,7 +746,7 @@ async def scripted_pair(
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours)
     their_reader, their_writer = await asyncio.open_connection(sock=theirs)
-    task = asyncio.create_task(script(their_reader, their_writer))  # type: ignore[arg-type]
+    task: asyncio.Task[Any] = asyncio.create_task(script(their_reader, their_writer))  # type: ignore[arg-type]
     return (
         Session.from_streams(reader, writer, name="scripted", probe_grace=0.3),
         task,

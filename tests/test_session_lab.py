@@ -108,7 +108,7 @@ async def test_ttl_expired_with_mpls_labels(chain: Chain, responder: Any, sessio
     )
     for (fam, proto, ttl), result in zip(cases, results, strict=True):
         target = chain.virtual_target(4, fam)
-        common = {
+        common: dict[str, Any] = {
             "time_ms": None,
             "target": target,
             "ttl": ttl,

@@ -83,7 +83,10 @@ def test_the_privilege_error_says_the_cause_and_one_fix_once() -> None:
     )
 
 
-def test_the_fix_is_setup_for_a_searched_helper_and_setcap_for_a_named_one() -> None:
+def test_the_fix_is_setup_for_a_searched_helper_and_setcap_for_a_named_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(locate, "_state_provisioned", lambda: True)
     searched = HelperLocation("/p/brokerpkg-helper", "package", "none", "")
     named = HelperLocation("/my helper", "argument", "none", "")
     from_env = HelperLocation("/e/brokerpkg-helper", "environment", "none", "")
@@ -100,6 +103,13 @@ def test_the_fix_is_setup_for_a_searched_helper_and_setcap_for_a_named_one() -> 
     )
     assert locate.privilege_fix(None, "/c/helper") == (
         "sudo sh -c 'chown root:brokerpkg /c/helper && chmod 2755 /c/helper"
+        " && setcap cap_net_raw+ep /c/helper'"
+    )
+    # where setup never ran, the group and the state directory come first
+    monkeypatch.setattr(locate, "_state_provisioned", lambda: False)
+    assert locate.privilege_fix(None, "/c/helper") == (
+        "sudo sh -c 'groupadd --system brokerpkg && install -d -o root -g brokerpkg -m 2770"
+        " /var/lib/brokerpkg && chown root:brokerpkg /c/helper && chmod 2755 /c/helper"
         " && setcap cap_net_raw+ep /c/helper'"
     )
 

@@ -147,7 +147,12 @@ def test_trace_result_status_json_and_text() -> None:
         ({"max_ttl": 256}, "max_ttl"),
         ({"probes_per_hop": 0}, "probes_per_hop"),
         ({"timeout": -1}, "timeout"),
+        ({"timeout": 0}, "timeout"),
         ({"protocol": "icmp", "port": 7}, "port"),
+        ({"wait": "5,-1"}, "wait HERE must be a finite factor >= 0, got -1"),
+        ({"wait": 0}, "wait MAX must be a number of seconds > 0"),
+        ({"wait": "5", "timeout": 5}, "give wait or timeout, not both"),
+        ({"retries": 11}, "retries must be from 0 to 10, got 11"),
     ],
 )
 async def test_bad_arguments_fail_before_any_helper_is_started(
@@ -157,6 +162,10 @@ async def test_bad_arguments_fail_before_any_helper_is_started(
         await traceroute("127.0.0.1", helper=NOWHERE, **arguments)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="name_resolver"):
         await traceroute("127.0.0.1", helper=NOWHERE, name_resolver="dns")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retries must be an integer"):
+        await traceroute("127.0.0.1", helper=NOWHERE, retries="3")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="wait must be a Wait"):
+        await traceroute("127.0.0.1", helper=NOWHERE, wait=object())  # type: ignore[arg-type]
 
 
 async def test_names_are_looked_up_once_and_failures_are_none() -> None:
@@ -243,11 +252,16 @@ async def test_scripted_hops_mpls_silence_and_destination(
         Mpls(label, tc, bool(bos), ttl) for label, tc, bos, ttl in LABELS
     )
     assert all(probe.mpls for probe in mpls_hop.probes)
-    assert silent_hop.is_silent and silent_hop.sent == 3 and silent_hop.packet_loss == 1.0
+    # Silent below the destination: tried again at 0.25 and 0.75 s (the 1.75 s try would
+    # come after MAX, 1 s), three probes each time, all unanswered.
+    assert silent_hop.is_silent and silent_hop.sent == 9 and silent_hop.packet_loss == 1.0
+    assert len(silent_hop.probes) == 3 and len(silent_hop.retries) == 6
+    assert all(hop.retries == () for hop in trace.hops if hop is not silent_hop)
     assert all(150.0 <= rtt < 350.0 for rtt in slow_hop.rtts), slow_hop.rtts
     assert all(50.0 <= rtt < 150.0 for rtt in last.rtts), last.rtts
     assert not trace.hops[2].responders[chain.hop_address(3, family)].mpls
-    # The silent hop below the destination waits for its timeout, nothing else does.
+    # The silent hop below the destination waits for its timeout (MAX after its first
+    # probe, also for its further tries), nothing else does.
     assert 1.0 <= elapsed < 1.9
 
 
@@ -282,6 +296,33 @@ async def test_a_silent_router_is_kept_as_a_silent_hop(
     path = chain.path(family)
     assert [hop.address for hop in trace.hops] == [path[0], None, path[2], path[3]]
     assert trace.hops[1].is_silent and trace.reached
+
+
+@FAMILIES
+async def test_a_silent_router_gets_further_tries_and_near_shortens_their_wait(
+    make_chain: Callable[..., Chain], helper_path: str, family: int
+) -> None:
+    chain = make_chain(3)
+    chain.silence_router(2)
+    async with (
+        asyncio.timeout(LIMIT),
+        Session(command=chain.exec_argv("client", [helper_path])) as session,
+    ):
+        began = time.monotonic()
+        trace = await traceroute(chain.server_address(family), session=session)
+        elapsed = time.monotonic() - began
+    assert [hop.address for hop in trace.hops] == [
+        chain.path(family)[0],
+        None,
+        *chain.path(family)[2:],
+    ]
+    silent = trace.hops[1]
+    # Three probes, then three more at 0.25, 0.75 and 1.75 s: all unanswered.
+    assert silent.sent == 12 and len(silent.retries) == 9 and silent.received == 0
+    assert all(hop.sent == hop.received == 3 for hop in trace.hops if hop is not silent)
+    # Each try waits NEAR (10) x the round trip of hop 3's answer, not MAX (5 s): the
+    # trace ends soon after the last try.
+    assert 1.75 <= elapsed < 3.0
 
 
 @FAMILIES

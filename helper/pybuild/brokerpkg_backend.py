@@ -9,7 +9,14 @@ and these classes as setuptools commands (``[tool.setuptools.cmdclass]``):
   In an editable install the copy is skipped: the package then runs from the checkout
   and finds ``helper/brokerpkg-helper`` itself.
 - ``PlatformWheel`` tags the wheel ``py3-none-<platform>``: it carries a native program
-  (not a CPython extension, so no ABI tag), and must never be ``py3-none-any``.
+  (not a CPython extension, so no ABI tag), and must never be ``py3-none-any``.  On glibc
+  the platform is ``manylinux_X_Y_<arch>`` for the glibc the helper was built against (a
+  program linked against glibc X.Y runs on X.Y and later, and package indexes accept the
+  tag, PEP 600); elsewhere (musl) it stays setuptools' ``linux_<arch>``, for local installs.
+- ``build_editable`` also puts the data files (``[tool.setuptools.data-files]``: the man
+  pages) in the editable wheel, which setuptools leaves out, so that ``pip install -e .``
+  installs them into the environment's ``share/man`` as ``pip install .`` does (copies:
+  after editing a page, install again).
 - ``SdistWithSources`` adds what a wheel build from the sdist needs: the helper's sources
   and Makefile, this backend, the man pages, the tests and the README.
 
@@ -20,11 +27,16 @@ removed again (the repository's top level is fixed); ones that existed before ar
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import hashlib
 import os
+import re
 import shutil
 import subprocess
+import tomllib
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,7 +83,6 @@ def _keeping_top_level_clean(hook: Callable[..., Any]) -> Callable[..., Any]:
 
 build_wheel = _keeping_top_level_clean(_setuptools_backend.build_wheel)
 build_sdist = _keeping_top_level_clean(_setuptools_backend.build_sdist)
-build_editable = _keeping_top_level_clean(_setuptools_backend.build_editable)
 get_requires_for_build_wheel = _keeping_top_level_clean(
     _setuptools_backend.get_requires_for_build_wheel
 )
@@ -87,6 +98,70 @@ prepare_metadata_for_build_wheel = _keeping_top_level_clean(
 prepare_metadata_for_build_editable = _keeping_top_level_clean(
     _setuptools_backend.prepare_metadata_for_build_editable
 )
+
+
+@_keeping_top_level_clean
+def build_editable(
+    wheel_directory: str,
+    config_settings: dict[str, Any] | None = None,
+    metadata_directory: str | None = None,
+) -> str:
+    """setuptools' editable wheel, with the project's data files added (see the module)."""
+    name = _setuptools_backend.build_editable(wheel_directory, config_settings, metadata_directory)
+    add_data_files(Path(wheel_directory) / name, data_files(Path.cwd()))
+    return name
+
+
+def data_files(source_root: Path) -> dict[str, Path]:
+    """``[tool.setuptools.data-files]`` of ``source_root``: installed path -> source file."""
+    pyproject = tomllib.loads((source_root / "pyproject.toml").read_text())
+    table = pyproject.get("tool", {}).get("setuptools", {}).get("data-files", {})
+    files = {}
+    for directory, patterns in table.items():
+        for pattern in patterns:
+            for source in sorted(source_root.glob(pattern)):
+                files[f"{directory}/{source.name}"] = source
+    return files
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def add_data_files(wheel: Path, files: dict[str, Path]) -> None:
+    """Rewrite ``wheel`` with ``files`` (installed path -> source) in its ``.data/data``
+    (those it holds already are kept as they are).
+
+    Raises:
+        ValueError: the wheel has no RECORD.
+    """
+    name, version = wheel.name.split("-")[:2]
+    data_dir = f"{name}-{version}.data/data"
+    record_name = f"{name}-{version}.dist-info/RECORD"
+    with zipfile.ZipFile(wheel) as original:
+        entries = [(info, original.read(info)) for info in original.infolist()]
+    if not any(info.filename == record_name for info, _ in entries):
+        raise ValueError(f"{wheel.name} has no {record_name}")
+    present = {info.filename for info, _ in entries}
+    added = [
+        (f"{data_dir}/{path}", source.read_bytes())
+        for path, source in files.items()
+        if f"{data_dir}/{path}" not in present
+    ]
+    rewritten = wheel.with_name(wheel.name + ".tmp")
+    with zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED) as out:
+        for info, data in entries:
+            if info.filename == record_name:
+                lines = [_record_line(path, content) for path, content in added]
+                out.writestr(
+                    info, data.rstrip(b"\n") + "".join(f"\n{x}" for x in lines).encode() + b"\n"
+                )
+            else:
+                out.writestr(info, data)
+        for path, content in added:
+            out.writestr(path, content)
+    rewritten.replace(wheel)
 
 
 def build_helper(source_root: Path) -> Path:
@@ -130,6 +205,23 @@ class BuildPyWithHelper(_build_py):
         return outputs
 
 
+def _glibc_version() -> tuple[int, int] | None:
+    """The C library's version (major, minor) when it is glibc, else None."""
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):
+        return None
+    found = re.fullmatch(r"glibc (\d+)\.(\d+)(\.\d+)*", text or "")
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def manylinux_platform(platform: str, glibc: tuple[int, int] | None) -> str:
+    """``linux_<arch>`` -> ``manylinux_X_Y_<arch>`` for glibc X.Y; other tags unchanged."""
+    if glibc is None or not platform.startswith("linux_"):
+        return platform
+    return f"manylinux_{glibc[0]}_{glibc[1]}_{platform.removeprefix('linux_')}"
+
+
 def _load_bdist_wheel() -> Any:
     """setuptools' bdist_wheel (setuptools >= 70.1), else the wheel package's."""
     try:
@@ -157,7 +249,7 @@ if _bdist_wheel is not None:
 
         def get_tag(self) -> tuple[str, str, str]:
             _python, _abi, platform = super().get_tag()
-            return "py3", "none", platform
+            return "py3", "none", manylinux_platform(platform, _glibc_version())
 
 else:  # pragma: no cover - only without setuptools >= 70.1 and without wheel
 

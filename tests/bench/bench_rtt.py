@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -85,7 +86,7 @@ def run_burst(command: list[str], target: str, count: int, window: int) -> list[
     return [reported[token] for token in range(1, count + 1)]
 
 
-def wire_times(packets: list, client: str, target: str) -> list[int]:
+def wire_times(packets: list[Any], client: str, target: str) -> list[int]:
     """Wire RTTs (ns) of echo requests in sending order, from their answers' timestamps."""
     requests = [p for p in packets if p.direction == "out" and p.icmp_type == 8 and p.dst == target]
     answers = {

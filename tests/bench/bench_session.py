@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ def main() -> int:
     subprocess.run(["make", "-s", "-C", str(ROOT / "helper")], check=True)
     helper = str(ROOT / "helper" / "brokerpkg-helper")
     count, window = arguments.count, arguments.window
-    contenders: dict[str, Callable[[], Awaitable[float]]] = {
+    contenders: dict[str, Callable[[], Coroutine[Any, Any, float]]] = {
         SESSION: lambda: run_brokerpkg(helper, count, window),
         DROP_IN: lambda: run_brokerpkg_mtrpacket(helper, count, window),
         BATCH: lambda: run_batch(helper, count, window),

@@ -7,10 +7,12 @@ a. the library: ``brokerpkg.traceroute(target, probes_per_hop=1)`` (numeric, eve
    in flight at once) on an open session; wall time from the call to the result, against
    the farthest hop's round-trip time (hop 29's RTT in the result, and a plain probe to
    the target).  Target (issue 5): wall <= 1.5 x farthest RTT + 10 ms.  Also shown: the
-   same call opening its own session (helper start-up included), and the floor under
-   both: brokerpkg-helper alone through a pipe, 30 probes (TTL 1-30) written at once,
-   until hops 1-29 answered (the kernel forwards every probe through the chain inside
-   the helper's send call, so this is mostly the lab's own cost).
+   same call opening its own session (helper start-up included), the same call with the
+   policy before issue 9 (``timeout=2.0, retries=0``: every probe waits 2 s and is sent
+   once, no -w HERE/NEAR; where the tree has no ``retries`` the column says so), and the
+   floor under them: brokerpkg-helper alone through a pipe, 30 probes (TTL 1-30) written
+   at once, until hops 1-29 answered (the kernel forwards every probe through the chain
+   inside the helper's send call, so this is mostly the lab's own cost).
 b. the command: ``python3 -m brokerpkg trace -n -q 1 TARGET`` less the interpreter's own
    start-up (``python3 -c pass``; ``python3 -c "import brokerpkg.cli"`` shown too),
    against ``traceroute -n -q 1 TARGET`` (Debian's traceroute, 16 probes at once) and
@@ -20,17 +22,28 @@ b. the command: ``python3 -m brokerpkg trace -n -q 1 TARGET`` less the interpret
    installed brokerpkg has no ``trace`` subcommand the column says "command not
    available".
 
-Every trace must reach the target at hop 29 (else its time means nothing): a run that
-does not is reported and counted, and the script exits 1.  Medians of ROUNDS.  Run as
-root:
+c. a cold path (issue 9): per round and per tool a chain of COLD_ROUTERS (default 8: the
+   issue's 9-hop path) built just before the trace, IPv6 neighbour discovery as the kernel does it
+   (``Chain(kernel_nd=True)``: the routers' addresses are tentative for 1-2 s), no
+   warm-up; ``brokerpkg trace -6 -n TARGET`` (defaults: -w 5,3,10, 3 retries), the same
+   with ``-w 2 --retries 0`` (the policy before issue 9) and ``traceroute -6 -n TARGET``,
+   each on its own fresh lab: wall time, hops found, runs that reached the target.
+   Skipped where the tree's lab has no ``kernel_nd``.
 
-    python3 tests/bench/bench_trace.py [--rounds 20] [--routers 28]
+Every warm trace must reach the target at hop 29 (else its time means nothing): a run
+that does not is reported and counted, and the script exits 1 (cold runs that miss are
+part of what is measured, and only counted).  Medians of ROUNDS (COLD_ROUNDS for c).
+Run as root:
+
+    python3 tests/bench/bench_trace.py [--rounds 20] [--routers 28] [--cold-rounds 5]
+        [--cold-routers 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import re
 import shutil
@@ -181,6 +194,16 @@ async def library_round(
             columns["library"].failures.append(
                 f"reached {result.reached}, distance {result.distance}"
             )
+        if "retries" in inspect.signature(brokerpkg.traceroute).parameters:
+            start = time.perf_counter()
+            result = await brokerpkg.traceroute(
+                target, probes_per_hop=1, session=session, timeout=2.0, retries=0
+            )
+            seconds = time.perf_counter() - start
+            if result.distance == distance and result.hops[-1].address == target:
+                columns["library, old policy"].times.append(seconds)
+            else:
+                columns["library, old policy"].failures.append(f"distance {result.distance}")
     start = time.perf_counter()
     result = await brokerpkg.traceroute(target, probes_per_hop=1, helper=helper)
     seconds = time.perf_counter() - start
@@ -200,6 +223,7 @@ def inside(target: str, distance: int, rounds: int) -> int:
     available = command_available(python, env)
     names = [
         "library",
+        "library, old policy",
         "library, own session",
         "helper alone",
         "python3 -c pass",
@@ -210,7 +234,7 @@ def inside(target: str, distance: int, rounds: int) -> int:
     ]
     columns = {name: Column(name) for name in names}
     rtts: dict[str, list[float]] = {"probe": [], "trace": [], "ratio": []}
-    tools = {
+    tools: dict[str, tuple[list[str], dict[str, str] | None]] = {
         "python3 -c pass": ([python, "-c", "pass"], None),
         "python3 -c 'import brokerpkg.cli'": ([python, "-c", "import brokerpkg.cli"], None),
         "traceroute -n -q 1": (["traceroute", "-n", "-q", "1", target], None),
@@ -272,6 +296,14 @@ def report(
         else "   farthest hop RTT: unknown"
     )
     print(f"   traceroute(), open session     {columns['library'].show()}")
+    old = columns["library, old policy"]
+    print(
+        "   the same, old policy           "
+        + (old.show() if old.times or old.failures else "not available (no retries)")
+    )
+    difference = per_round([columns["library"], old], lambda new, before: new - before)
+    if difference is not None:
+        print(f"     new less old, per round      median {difference * 1000:7.2f} ms")
     print(f"   traceroute(), own session      {columns['library, own session'].show()}")
     print(f"   helper alone through a pipe    {columns['helper alone'].show()}")
     if library is not None and rtt is not None:
@@ -319,10 +351,61 @@ def report(
             )
 
 
+COLD_TOOLS = {
+    "brokerpkg trace -6 -n": ["-m", "brokerpkg", "trace", "-6", "-n"],
+    "brokerpkg trace -6 -n -w 2 --retries 0": [
+        *("-m", "brokerpkg", "trace", "-6", "-n"),
+        *("-w", "2", "--retries", "0"),
+    ],
+    "traceroute -6 -n": [],
+}
+"""The cold-path runs: python3 arguments (brokerpkg) or, empty, traceroute itself."""
+
+
+def cold_path(routers: int, rounds: int) -> None:
+    """Part c: each tool on its own freshly built kernel-ND chain, every round."""
+    from lab import Chain
+
+    if "kernel_nd" not in inspect.signature(Chain).parameters:
+        print("c. cold path: not available (this tree's lab has no kernel_nd)")
+        return
+    subprocess.run(["make", "-s", "-C", str(ROOT / "helper")], check=True)
+    env = dict(os.environ, BROKERPKG_HELPER=str(ROOT / "helper" / "brokerpkg-helper"))
+    env.pop("PYTHONPATH", None)  # brokerpkg from this tree (cwd), nothing else
+    results: dict[str, list[tuple[float, int, bool]]] = {name: [] for name in COLD_TOOLS}
+    for _ in range(rounds):
+        for name, arguments in COLD_TOOLS.items():
+            with Chain(routers, responder=False, kernel_nd=True, tag="cold") as chain:
+                target = chain.server_address(6)  # timed from the build's end: no warm-up
+                argv = (
+                    [sys.executable, *arguments, target]
+                    if arguments
+                    else ["traceroute", "-6", "-n", target]
+                )
+                seconds, output, _status = timed_run(chain.exec_argv("client", argv), env)
+                found = sum(1 for _number, address in HOP_LINE.findall(output) if address != "*")
+                results[name].append((seconds, found, last_hop(output) == (routers + 1, target)))
+    print(
+        f"c. cold path: {routers + 1}-hop IPv6 chain built just before each run (kernel "
+        f"neighbour discovery, no warm-up), {rounds} rounds, each run on its own fresh lab"
+    )
+    for name, runs in results.items():
+        times = [seconds for seconds, _found, _reached in runs]
+        hops = statistics.median(found for _seconds, found, _reached in runs)
+        reached = sum(1 for *_rest, reached in runs if reached)
+        print(
+            f"   {name:40s} median {statistics.median(times):6.2f} s  (min {min(times):.2f}  "
+            f"max {max(times):.2f}); hops found {hops:g} of {routers + 1} (median); "
+            f"reached the target {reached} of {len(runs)}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--routers", type=int, default=28)
+    parser.add_argument("--cold-rounds", type=int, default=5)
+    parser.add_argument("--cold-routers", type=int, default=8)  # the issue's 9-hop path
     parser.add_argument("--inside", metavar="TARGET", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     distance = arguments.routers + 1
@@ -353,7 +436,10 @@ def main() -> int:
             ],
             env=chain.python_env(),
         )
-        return process.wait()
+        status = process.wait()
+    if arguments.cold_rounds > 0:
+        cold_path(arguments.cold_routers, arguments.cold_rounds)
+    return status
 
 
 if __name__ == "__main__":

@@ -55,6 +55,13 @@ BASE_SYSCTLS: dict[str, str] = {
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
 }
+# The IPv6 neighbour-discovery settings above that a node with the kernel's own
+# neighbour discovery keeps at the kernel's defaults (topology.Lab.add_node kernel_nd).
+ND_SYSCTLS: tuple[str, ...] = tuple(
+    key
+    for key in BASE_SYSCTLS
+    if key.rsplit(".", 1)[1] in ("accept_dad", "dad_transmits", "accept_ra", "router_solicitations")
+)
 # Added for routers: forwarding on, errors sourced from the inbound interface,
 # no redirects.
 ROUTER_SYSCTLS: dict[str, str] = {

@@ -25,6 +25,14 @@ SPEC is an object whose keys are all optional:
 ``drop``: fraction 0..1 of probes to this target that get no answer at all,
     decided by a ``random.Random(seed)`` per target (``seed``, default 0), so a
     given sequence of probes always loses the same ones.
+``cold``: seconds (default 0: off) during which each virtual hop of the target
+    drops every probe it has to forward, counted from the first such probe (a
+    router that drops packets while it resolves its next hop's address, as many
+    do for ARP/ND): a probe passes hops 1 .. TTL-1, is dropped by the first of
+    them still resolving (event action ``cold-hop``, ``hop`` that hop), and later
+    hops only start resolving once a probe reaches them.  Probes a hop answers
+    itself (time-exceeded) are not affected.  ``set`` of the target and ``reset``
+    make its hops cold again.
 ``duplicate``: extra copies of every answer (default 0).
 ``hops``: virtual routers in front of the target.  An integer ``k`` means k hops
     with the default addresses ``198.18.201.i`` / ``2001:db8:c9::i``; or a list
@@ -66,13 +74,15 @@ no targets, random state reset), ``{"cmd": "ping"}``.  End of stdin: exit 0.
 
 Events on stdout (JSON lines): ``ready``; ``rx`` for every IP packet to a
 virtual address (``n``, kernel ``ts_ns``, ``hex``, ``action``, ``hop``);
-``tx`` for every packet sent (``rx`` = the n it answers, ``ts_ns``, ``kind``,
-``hex``); ``exit``.
+``tx`` for every packet sent (``rx`` = the n it answers, kernel ``ts_ns``: the
+transmit timestamp taken as the frame is queued to the device, ``kind``, ``hex``);
+``exit``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import heapq
 import ipaddress
 import json
@@ -98,6 +108,12 @@ if TYPE_CHECKING:
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)  # also SCM_TIMESTAMPING
+# <linux/net_tstamp.h>: a software stamp as each sent frame is queued to the device,
+# reported on the error queue without the frame.
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_TX_SCHED = 1 << 8
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
 
 ANSWERS = ("normal", "none", "unreachable")
 MALFORMS = ("truncate", "bad-checksum", "bad-quote", "short-quote", "bad-extension")
@@ -122,6 +138,7 @@ SPEC_KEYS = frozenset(
         "sctp",
         "delay",
         "drop",
+        "cold",
         "seed",
         "duplicate",
         "hops",
@@ -190,7 +207,7 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     for key, allowed in choices.items():
         if key in s and s[key] not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, not {s[key]!r}")
-    for key in ("delay", "drop"):
+    for key in ("delay", "drop", "cold"):
         if key in s and (not isinstance(s[key], (int, float)) or s[key] < 0):
             raise ValueError(f"{key} must be a number >= 0")
     if s.get("drop", 0) > 1:
@@ -282,6 +299,11 @@ class ResponderProgram:
         self.out = out
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.setsockopt(
+            socket.SOL_SOCKET,
+            SO_TIMESTAMPING,
+            SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY,
+        )
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.sock.bind((iface, 0))
         self.sock.setblocking(False)
@@ -298,6 +320,7 @@ class ResponderProgram:
         self.targets: dict[str, dict[str, Any]] = s["targets"]
         self.rngs: dict[str, random.Random] = {}
         self.tcp_isn: dict[str, random.Random] = {}
+        self.resolving: dict[tuple[str, int], float] = {}  # (target, hop) -> first forward
 
     def spec_for(self, dst: str) -> dict[str, Any]:
         return self.targets.get(dst, self.default)
@@ -357,6 +380,7 @@ class ResponderProgram:
                 else:
                     self.targets[target] = validate_spec(msg["spec"])
                 self.rngs.pop(target, None)
+                self.resolving = {k: v for k, v in self.resolving.items() if k[0] != target}
             elif cmd == "default":
                 self.default = validate_spec(msg.get("spec") or {})
                 self.rngs.clear()
@@ -399,6 +423,24 @@ class ResponderProgram:
             self.n += 1
             self.handle(pkt, bytes(data[: pkt.length] if pkt.length else data), src_mac, ts_ns)
 
+    def transmit_stamp(self) -> int:
+        """The kernel's transmit timestamp of the frame just sent, in ns (CLOCK_REALTIME).
+
+        The stamp is queued within send() itself (the device is a veth without a queue),
+        so it is read at once: a clock read here instead would count the time this
+        process waits for the CPU after sending, which a loaded machine makes
+        milliseconds.
+
+        Raises:
+            OSError: the error queue holds no stamp (ENOMSG if it held something else).
+        """
+        _data, ancillary, _flags, _addr = self.sock.recvmsg(0, 512, socket.MSG_ERRQUEUE)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+                sec, nsec = struct.unpack("qq", data[:16])
+                return int(sec) * 1_000_000_000 + int(nsec)
+        raise OSError(errno.ENOMSG, "no transmit timestamp on the error queue")
+
     def ours(self, dst: str) -> bool:
         addr = ipaddress.ip_address(dst)
         return any(addr in p for p in self.prefixes)
@@ -409,6 +451,7 @@ class ResponderProgram:
             item = heapq.heappop(self.queue)
             try:
                 self.sock.send(item.frame)
+                sent_ns = self.transmit_stamp()
             except OSError as e:
                 self.emit({"event": "tx-error", "rx": item.rx, "message": str(e)})
                 continue
@@ -416,7 +459,7 @@ class ResponderProgram:
                 {
                     "event": "tx",
                     "rx": item.rx,
-                    "ts_ns": time.time_ns(),
+                    "ts_ns": sent_ns,
                     "kind": item.kind,
                     "hex": item.ip.hex(),
                 }
@@ -484,6 +527,9 @@ class ResponderProgram:
             return [], "dropped", None
         ttl_cfg = spec.get("reply_ttl", 64)
         hops = self.hop_list(spec, v)
+        resolving = self.cold_hop(pkt, float(spec.get("cold", 0)), len(hops))
+        if resolving is not None:
+            return [], "cold-hop", resolving
         answers: list[tuple[bytes, str]] = []
         hop_no: int | None = None
         forged = self.forged(pkt, raw, spec)
@@ -536,6 +582,18 @@ class ResponderProgram:
             kind,
             None,
         )
+
+    def cold_hop(self, pkt: P.Packet, cold: float, hops: int) -> int | None:
+        """The first virtual hop that drops ``pkt`` because it is still resolving its
+        next hop (``cold`` seconds from the first probe it had to forward), or None."""
+        if not cold:
+            return None
+        now = time.monotonic()
+        for hop in range(1, min(pkt.ttl - 1, hops) + 1):
+            began = self.resolving.setdefault((pkt.dst, hop), now)
+            if now - began < cold:
+                return hop
+        return None
 
     def final_answer(
         self, pkt: P.Packet, raw: bytes, spec: Mapping[str, Any]

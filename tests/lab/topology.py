@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from . import netns
 from .netns import LabError
@@ -128,13 +128,18 @@ class Interface:
 
 @dataclass
 class Node:
-    """A host or router: one network namespace."""
+    """A host or router: one network namespace.
+
+    ``kernel_nd``: IPv6 neighbour discovery left as the kernel does it (see
+    :meth:`Lab.add_node`).
+    """
 
     role: str
     ns: str
     router: bool = False
     interfaces: dict[str, Interface] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)
+    kernel_nd: bool = False
 
     def address(self, family: int = 4, iface: str | None = None) -> str:
         """Return the address of ``iface`` (default: the first interface).
@@ -236,11 +241,23 @@ class Lab:
     # ------------------------------------------------------------------ description
 
     def add_node(
-        self, role: str, *, router: bool = False, sysctls: Mapping[str, object] | None = None
+        self,
+        role: str,
+        *,
+        router: bool = False,
+        sysctls: Mapping[str, object] | None = None,
+        kernel_nd: bool = False,
     ) -> Node:
         """Declare a node (namespace ``bpk-<run>-<role>``).
 
         Routers get forwarding and the router sysctls (see ``netns.ROUTER_SYSCTLS``).
+        ``kernel_nd`` leaves IPv6 neighbour discovery as the kernel does it, where the
+        lab otherwise turns it down (``netns.ND_SYSCTLS``): every address of the node
+        runs duplicate address detection, so it stays tentative -- neither used nor
+        answered for in neighbour discovery -- for 1-2 s after the build (a random
+        delay up to ``rtr_solicit_delay``, then ``dad_transmits`` solicitations
+        ``retrans_time`` apart), and a neighbour resolving it retries every second
+        while it holds the packets: the cold path of freshly configured routers.
 
         Raises:
             ValueError: duplicate or invalid role.
@@ -255,6 +272,7 @@ class Lab:
             netns.namespace_name(self.run_id, role),
             router,
             sysctls={k: str(v) for k, v in (sysctls or {}).items()},
+            kernel_nd=kernel_nd,
         )
         self.nodes[role] = node
         self._pending[role] = [(None, "link set lo up")]
@@ -309,7 +327,8 @@ class Lab:
             if iface.addr4:
                 lines.append(f"addr add {iface.addr4}/{iface.prefixlen4} dev {iface.name}")
             if iface.addr6:
-                lines.append(f"addr add {iface.addr6}/{iface.prefixlen6} dev {iface.name} nodad")
+                nodad = "" if node.kernel_nd else " nodad"
+                lines.append(f"addr add {iface.addr6}/{iface.prefixlen6} dev {iface.name}{nodad}")
             lines.append(f"link set {iface.name} up")
             self._apply(node, lines)
         return ifa, ifb
@@ -372,7 +391,7 @@ class Lab:
 
     # ------------------------------------------------------------------ build / close
 
-    def build(self) -> Lab:
+    def build(self) -> Self:
         """Create every namespace, link, address, route and sysctl.
 
         On failure everything created so far is removed before the error
@@ -433,10 +452,14 @@ class Lab:
             s: dict[str, object] = dict(netns.BASE_SYSCTLS)
             if node.router:
                 s.update(netns.ROUTER_SYSCTLS)
-            for iface in node.interfaces:
-                s[f"net.ipv6.conf.{iface}.accept_dad"] = 0
-                s[f"net.ipv6.conf.{iface}.accept_ra"] = 0
-                s[f"net.ipv6.conf.{iface}.router_solicitations"] = 0
+            if node.kernel_nd:
+                for key in netns.ND_SYSCTLS:
+                    del s[key]
+            else:
+                for iface in node.interfaces:
+                    s[f"net.ipv6.conf.{iface}.accept_dad"] = 0
+                    s[f"net.ipv6.conf.{iface}.accept_ra"] = 0
+                    s[f"net.ipv6.conf.{iface}.router_solicitations"] = 0
             s.update(node.sysctls)
             settings[node.ns] = s
         offload = (
@@ -506,7 +529,7 @@ class Lab:
         finally:
             _LIVE_LABS.discard(self)
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         return self.build()
 
     def __exit__(self, *exc: object) -> None:
@@ -819,9 +842,21 @@ class Chain(Lab):
     """
 
     def __init__(
-        self, routers: int = 3, *, responder: bool = True, tag: str = "chain", **kwargs: Any
+        self,
+        routers: int = 3,
+        *,
+        responder: bool = True,
+        tag: str = "chain",
+        kernel_nd: bool = False,
+        **kwargs: Any,
     ) -> None:
         """Describe the chain (call :meth:`build` or use ``with``).
+
+        ``kernel_nd`` leaves IPv6 neighbour discovery as the kernel does it on the
+        path -- routers, server, responder (see :meth:`Lab.add_node`) -- so that a
+        trace right after the build crosses routers whose addresses are still
+        tentative; the client's addresses are usable at once, as on a host that was
+        up before the path was built.
 
         Raises:
             ValueError: ``routers`` outside 1..197.
@@ -831,9 +866,13 @@ class Chain(Lab):
         super().__init__(tag, **kwargs)
         self.n_routers = routers
         self.client = self.add_node("client")
-        self.routers = [self.add_node(f"r{k}", router=True) for k in range(1, routers + 1)]
-        self.server = self.add_node("server")
-        self.responder_node: Node | None = self.add_node("responder") if responder else None
+        self.routers = [
+            self.add_node(f"r{k}", router=True, kernel_nd=kernel_nd) for k in range(1, routers + 1)
+        ]
+        self.server = self.add_node("server", kernel_nd=kernel_nd)
+        self.responder_node: Node | None = (
+            self.add_node("responder", kernel_nd=kernel_nd) if responder else None
+        )
         self._responder: Any = None
         chain = [self.client, *self.routers, self.server]
         for k in range(1, routers + 2):

@@ -1,0 +1,368 @@
+"""``brokerpkg exporter`` with the real engines, in a lab chain.
+
+client -> r1 -> r2 -> server, and the scripted responder behind r2 answering a virtual
+target 20 ms late.  Two vantage points: an exporter in the client namespace (probing
+from there, and from the server namespace through ``--from far``: a stand-in for ssh,
+``$BROKERPKG_SSH`` being a script that runs the helper in the server namespace), and an
+exporter in the server namespace.  Debian's Prometheus, in the client namespace,
+scrapes both, and the blackbox pattern (``/probe`` with relabelling) on the first; the
+results are read through Prometheus's query API.  Debian's smokeping_prober and
+blackbox_exporter run on the same targets, and their metric names, labels and types are
+compared with ours.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import exporterlab as xl
+from lab import Chain
+
+pytestmark = pytest.mark.usefixtures("privileged")
+
+PORT_A, PORT_B, PORT_PROMETHEUS, PORT_SMOKEPING, PORT_BLACKBOX = 9374, 9375, 9090, 9376, 9115
+DELAY = 0.02
+VIRTUAL = 5
+
+
+class Engines:
+    """The lab, the addresses, and the processes started in it."""
+
+    def __init__(self, chain: Chain, scratch: Path) -> None:
+        self.chain = chain
+        self.scratch = scratch
+        self.client = chain.client_address(4)
+        self.server = chain.server_address(4)
+        self.virtual = chain.virtual_target(VIRTUAL, 4)
+        self.blackhole = chain.add_blackhole(1).address(4)
+        self.prometheus = f"http://127.0.0.1:{PORT_PROMETHEUS}"
+
+    def query(self, text: str) -> list[dict[str, Any]]:
+        return xl.prometheus_query(self.chain, "client", self.prometheus, text)
+
+    def wait_query(self, text: str, want: int, timeout: float = 40.0) -> list[dict[str, Any]]:
+        """The result of ``text`` once it has at least ``want`` series."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(text)
+            if len(result) >= want:
+                return result
+            assert time.monotonic() < deadline, f"{text}: {result}"
+            time.sleep(0.5)
+
+
+def by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], float]:
+    """Query result as {label values: value}."""
+    return {
+        tuple(item["metric"].get(label, "") for label in labels): float(item["value"][1])
+        for item in result
+    }
+
+
+@pytest.fixture(scope="module")
+def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
+    scratch = Path(tempfile.mkdtemp(prefix="bpk-xlab-"))
+    chain = Chain(2, responder=True, tag="xlab")
+    try:
+        chain.build()
+        lab = Engines(chain, scratch)
+        chain.start_responder({"targets": {lab.virtual: {"delay": DELAY}}})
+        server_ns = chain.node("server").ns
+        fake_ssh = scratch / "fake-ssh"
+        fake_ssh.write_text(
+            "#!/bin/sh\n"
+            "# ssh stand-in: $1 is the destination, $2 the remote helper, run in the\n"
+            "# server namespace\n"
+            f'exec ip netns exec {server_ns} "$2"\n'
+        )
+        fake_ssh.chmod(0o755)
+        common = ["-i", "200ms", "--timeout", "1s"]
+        xl.start(
+            chain,
+            "client",
+            xl.exporter_argv(
+                [
+                    "--listen",
+                    f":{PORT_A}",
+                    *common,
+                    "--local",
+                    "--from",
+                    "far",
+                    "--remote-helper",
+                    helper_path,
+                    "--path",
+                    lab.server,
+                    lab.server,
+                    lab.virtual,
+                    lab.blackhole,
+                ]
+            ),
+            xl.exporter_env({"BROKERPKG_SSH": str(fake_ssh)}, helper_path),
+            scratch / "exporter-a.log",
+        )
+        xl.start(
+            chain,
+            "server",
+            xl.exporter_argv(
+                [
+                    "--listen",
+                    f":{PORT_B}",
+                    *common,
+                    "--path",
+                    lab.client,
+                    lab.client,
+                    lab.virtual,
+                    lab.blackhole,
+                ]
+            ),
+            xl.exporter_env(helper=helper_path),
+            scratch / "exporter-b.log",
+        )
+        config = scratch / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            "- job_name: smokeping\n"
+            f"  static_configs: [{{targets: ['127.0.0.1:{PORT_A}', '{lab.server}:{PORT_B}']}}]\n"
+            "- job_name: blackbox\n"
+            "  metrics_path: /probe\n"
+            "  params: {module: [icmp]}\n"
+            "  scrape_interval: 2s\n"
+            "  scrape_timeout: 1500ms\n"
+            f"  static_configs: [{{targets: ['{lab.server}', '{lab.blackhole}']}}]\n"
+            "  relabel_configs:\n"
+            "  - {source_labels: [__address__], target_label: __param_target}\n"
+            "  - {source_labels: [__param_target], target_label: instance}\n"
+            f"  - {{target_label: __address__, replacement: '127.0.0.1:{PORT_A}'}}\n"
+        )
+        xl.start(
+            chain,
+            "client",
+            [
+                shutil.which("prometheus") or "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={scratch / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{PORT_PROMETHEUS}",
+            ],
+            xl.exporter_env(),
+            scratch / "prometheus.log",
+        )
+        xl.wait_http(chain, "client", f"http://127.0.0.1:{PORT_A}/-/healthy")
+        xl.wait_http(chain, "server", f"http://127.0.0.1:{PORT_B}/-/healthy")
+        xl.wait_http(chain, "client", f"{lab.prometheus}/-/ready")
+        yield lab
+    finally:
+        chain.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_prometheus_reads_requests_and_answers_of_each_target_from_each_vantage_point(
+    engines: Engines,
+) -> None:
+    lab = engines
+    ping_query = "smokeping_response_duration_seconds_count{host=~'%s'} > 5"
+    answered = lab.wait_query(ping_query % f"{lab.server}|{lab.client}", 3)
+    assert set(by(answered, "instance", "source", "host")) == {
+        (f"127.0.0.1:{PORT_A}", "", lab.server),
+        (f"127.0.0.1:{PORT_A}", "far", lab.server),
+        (f"{lab.server}:{PORT_B}", "", lab.client),
+    }
+    requests = by(lab.query("smokeping_requests_total"), "instance", "source", "host")
+    assert len(requests) == 3 + 3 + 3  # three targets from each of three vantage points
+    # answers never outnumber requests (one query: both read from the same scrape)
+    assert lab.query("smokeping_response_duration_seconds_count > smokeping_requests_total") == []
+    assert len(lab.query("smokeping_response_duration_seconds_count")) == 9
+    up = by(lab.query("brokerpkg_helper_up"), "instance", "source")
+    assert up == {
+        (f"127.0.0.1:{PORT_A}", ""): 1,
+        (f"127.0.0.1:{PORT_A}", "far"): 1,
+        (f"{lab.server}:{PORT_B}", ""): 1,
+    }
+
+
+def test_prometheus_sees_the_loss_of_a_blackholed_target(engines: Engines) -> None:
+    lab = engines
+    lost = lab.wait_query(f"smokeping_response_loss_total{{host='{lab.blackhole}'}} > 3", 3)
+    assert len(lost) == 3
+    answers = lab.query(f"smokeping_response_duration_seconds_count{{host='{lab.blackhole}'}}")
+    assert {float(item["value"][1]) for item in answers} == {0.0}
+    # the loss of the reachable targets stays 0
+    assert {
+        float(item["value"][1])
+        for item in lab.query(f"smokeping_response_loss_total{{host='{lab.server}'}}")
+    } == {0.0}
+
+
+def test_rtt_quantiles_of_a_slow_target_are_in_range(engines: Engines) -> None:
+    lab = engines
+    query = (
+        "histogram_quantile(0.5, sum by (le, instance, source) "
+        f"(rate(smokeping_response_duration_seconds_bucket{{host='{lab.virtual}'}}[5s])))"
+    )
+    deadline = time.monotonic() + 40
+    while True:
+        medians = by(lab.query(query), "instance", "source")
+        if len(medians) == 3 and not any(math.isnan(value) for value in medians.values()):
+            break
+        assert time.monotonic() < deadline, medians
+        time.sleep(0.5)
+    # 20 ms answers fall in the (0.0128, 0.0256] bucket, and the responder (a Python
+    # program on a busy machine) may answer later, never earlier: at most one bucket up
+    for value in medians.values():
+        assert 0.0128 < value <= 0.0512, medians
+    mean = by(
+        lab.query(
+            f"smokeping_response_duration_seconds_sum{{host='{lab.virtual}'}}"
+            f" / smokeping_response_duration_seconds_count{{host='{lab.virtual}'}}"
+        ),
+        "instance",
+        "source",
+    )
+    for value in mean.values():
+        assert DELAY <= value < DELAY + 0.03, mean
+
+
+def test_probe_success_through_the_blackbox_pattern(engines: Engines) -> None:
+    lab = engines
+    results = lab.wait_query("probe_success{job='blackbox'}", 2)
+    assert by(results, "instance") == {(lab.server,): 1.0, (lab.blackhole,): 0.0}
+    rtt = by(lab.query("probe_icmp_duration_seconds{phase='rtt'}"), "instance")
+    assert 0 < rtt[(lab.server,)] < 0.01
+    hop_limit = by(lab.query("probe_icmp_reply_hop_limit"), "instance")
+    assert hop_limit[(lab.server,)] == 62  # two routers on the way
+
+
+def test_per_hop_series_with_bounded_labels(engines: Engines) -> None:
+    lab = engines
+    hops = lab.wait_query("brokerpkg_hop_responses_total > 2", 3 + 1 + 3)
+    found = by(hops, "instance", "source", "host", "hop")
+    assert {key for key in found if key[1] == ""} == {
+        (f"127.0.0.1:{PORT_A}", "", lab.server, "1"),
+        (f"127.0.0.1:{PORT_A}", "", lab.server, "2"),
+        (f"127.0.0.1:{PORT_A}", "", lab.server, "3"),
+        (f"{lab.server}:{PORT_B}", "", lab.client, "1"),
+        (f"{lab.server}:{PORT_B}", "", lab.client, "2"),
+        (f"{lab.server}:{PORT_B}", "", lab.client, "3"),
+    }
+    assert (f"127.0.0.1:{PORT_A}", "far", lab.server, "1") in found  # its own address
+    # nothing but these labels (Prometheus drops the empty source of local probes)
+    allowed = {"__name__", "instance", "job", "host", "source", "hop", "path_id"}
+    for item in hops:
+        assert {"instance", "job", "host", "hop", "path_id"} <= set(item["metric"]) <= allowed
+    path_ids = by(lab.query("brokerpkg_path_hops"), "instance", "source", "path_id")
+    assert len(path_ids) == 3  # one path per target and vantage point
+    loss = by(lab.query(f"brokerpkg_hop_loss_ratio{{host='{lab.server}', source=''}}"), "hop")
+    assert loss == {("1",): 0.0, ("2",): 0.0, ("3",): 0.0}
+    avg = by(lab.query(f"brokerpkg_hop_avg_seconds{{host='{lab.server}', source=''}}"), "hop")
+    assert all(0 < value < 0.01 for value in avg.values())
+
+
+def test_names_labels_and_types_match_debians_smokeping_prober(engines: Engines) -> None:
+    lab = engines
+    chain = lab.chain
+    xl.start(
+        chain,
+        "client",
+        [
+            "prometheus-smokeping-prober",
+            f"--web.listen-address=127.0.0.1:{PORT_SMOKEPING}",
+            "-i",
+            "200ms",
+            lab.server,
+            lab.blackhole,
+        ],
+        xl.exporter_env(),
+        lab.scratch / "smokeping.log",
+    )
+    xl.wait_http(chain, "client", f"http://127.0.0.1:{PORT_SMOKEPING}/metrics")
+    time.sleep(1.0)
+    _, theirs_text = xl.http_get(chain, "client", f"http://127.0.0.1:{PORT_SMOKEPING}/metrics")
+    _, ours_text = xl.http_get(chain, "client", f"http://127.0.0.1:{PORT_A}/metrics")
+    theirs, ours = xl.families(theirs_text), xl.families(ours_text)
+    # their probe families (smokeping_prober_build_info describes their build)
+    compared = {
+        name: kind
+        for name, kind in theirs.items()
+        if name.startswith("smokeping_") and not name.startswith("smokeping_prober_")
+    }
+    assert set(compared) >= {
+        "smokeping_requests",
+        "smokeping_response_duration_seconds",
+        "smokeping_response_ttl",
+        "smokeping_response_duplicates",
+    }
+    for name, (kind, labels) in compared.items():
+        assert name in ours, name
+        our_kind, our_labels = ours[name]
+        assert our_kind == kind, name
+        # ours adds the labels of later smokeping_prober versions (source, tos)
+        assert labels <= our_labels <= labels | {"source", "tos"}, name
+    bounds = {
+        dict(labels)["le"]
+        for (sample, labels) in xl.samples(theirs_text)
+        if sample == "smokeping_response_duration_seconds_bucket"
+    }
+    our_bounds = {
+        dict(labels)["le"]
+        for (sample, labels) in xl.samples(ours_text)
+        if sample == "smokeping_response_duration_seconds_bucket"
+    }
+    assert our_bounds == bounds and len(bounds) == 21
+
+
+def test_names_labels_and_types_match_debians_blackbox_exporter(engines: Engines) -> None:
+    lab = engines
+    chain = lab.chain
+    config = lab.scratch / "blackbox.yml"
+    config.write_text(
+        "modules:\n  icmp:\n    prober: icmp\n    icmp:\n      preferred_ip_protocol: ip4\n"
+    )
+    xl.start(
+        chain,
+        "client",
+        [
+            "prometheus-blackbox-exporter",
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{PORT_BLACKBOX}",
+        ],
+        xl.exporter_env(),
+        lab.scratch / "blackbox.log",
+    )
+    xl.wait_http(chain, "client", f"http://127.0.0.1:{PORT_BLACKBOX}/metrics")
+    header = ["X-Prometheus-Scrape-Timeout-Seconds:2"]
+    for target, success in ((lab.server, 1.0), (lab.blackhole, 0.0)):
+        pages = {}
+        for name, port in (("theirs", PORT_BLACKBOX), ("ours", PORT_A)):
+            status, pages[name] = xl.http_get(
+                chain,
+                "client",
+                f"http://127.0.0.1:{port}/probe?target={target}&module=icmp",
+                headers=header,
+            )
+            assert status == 200
+        theirs, ours = xl.families(pages["theirs"]), xl.families(pages["ours"])
+        for name in (
+            "probe_success",
+            "probe_duration_seconds",
+            "probe_ip_protocol",
+            "probe_icmp_duration_seconds",
+            "probe_icmp_reply_hop_limit",
+        ):
+            if name == "probe_icmp_reply_hop_limit" and not success:
+                continue  # neither has a reply to read it from
+            assert ours[name] == theirs[name], name
+        assert set(ours) >= set(theirs) - {"probe_icmp_reply_hop_limit"}
+        their_page, our_page = xl.samples(pages["theirs"]), xl.samples(pages["ours"])
+        for name in ("probe_success", "probe_ip_protocol", "probe_ip_addr_hash"):
+            assert xl.value(our_page, name) == xl.value(their_page, name), name
+        assert xl.value(our_page, "probe_success") == success
