@@ -8,9 +8,11 @@ so ``import brokerpkg as mtrpacket`` runs mtrpacket programs unchanged.
 
 On top of a session (or opening their own), async-first: :func:`ping`,
 :func:`multiping` and :func:`multiping_iter` (:mod:`brokerpkg.ping`), :func:`traceroute`
-(:mod:`brokerpkg.trace`), the mtr-style :func:`monitor` (:mod:`brokerpkg.mtr`), pure
-statistics in :mod:`brokerpkg.stats`, the traces' waiting and retry rules in
-:mod:`brokerpkg.waiting` (:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.
+(:mod:`brokerpkg.trace`), the mtr-style :func:`monitor` and :func:`monitor_flows`
+(:mod:`brokerpkg.mtr`), multipath traces :func:`multipath_trace` (:mod:`brokerpkg.multipath`
+over the pure MDA engine of :mod:`brokerpkg.mda`), pure statistics in
+:mod:`brokerpkg.stats`, the traces' waiting and retry rules in :mod:`brokerpkg.waiting`
+(:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.
 Their results are frozen dataclasses with ``to_dict()`` for JSON.  As in icmplib,
 ``brokerpkg.ping`` is the function; its module is reached with ``from brokerpkg.ping
 import ...``.
@@ -51,8 +53,9 @@ if TYPE_CHECKING:
         TimeExceeded,
     )
     from .locate import HelperLocation, locate_helper
-    from .mtr import HopStats, MonitorReport, ResponderStats, monitor
+    from .mtr import FlowsReport, HopStats, MonitorReport, ResponderStats, monitor, monitor_flows
     from .mtrpacket_compat import DnsCacheType, MtrPacket, ProbeResult
+    from .multipath import MultipathResult, multipath_trace
     from .ping import (
         Answer,
         PingResult,
@@ -92,9 +95,11 @@ __all__ = [
     # high level
     "Answer",
     "DestinationUnreachable",
+    "FlowsReport",
     "Hop",
     "HopStats",
     "MonitorReport",
+    "MultipathResult",
     "NameResolver",
     "NetworkError",
     "NoReplyError",
@@ -107,6 +112,8 @@ __all__ = [
     "TraceResult",
     "Wait",
     "monitor",
+    "monitor_flows",
+    "multipath_trace",
     "multiping",
     "multiping_iter",
     "ping",
@@ -140,7 +147,11 @@ _EXPORTS: dict[str, str] = {
         "errors",
     ),
     **dict.fromkeys(("HelperLocation", "locate_helper"), "locate"),
-    **dict.fromkeys(("HopStats", "MonitorReport", "ResponderStats", "monitor"), "mtr"),
+    **dict.fromkeys(
+        ("FlowsReport", "HopStats", "MonitorReport", "ResponderStats", "monitor", "monitor_flows"),
+        "mtr",
+    ),
+    **dict.fromkeys(("MultipathResult", "multipath_trace"), "multipath"),
     **dict.fromkeys(
         ("Answer", "PingResult", "ProgressEvent", "multiping", "multiping_iter", "ping"),
         "ping",
@@ -158,8 +169,10 @@ _SUBMODULES = frozenset(
     {
         "errors",
         "locate",
+        "mda",
         "mtr",
         "mtrpacket_compat",
+        "multipath",
         "protocol",
         "remote",
         "resolve",

@@ -57,11 +57,18 @@ from .errors import (
     StateError,
 )
 from .locate import ENVIRONMENT_VARIABLE
-from .protocol import DEFAULT_CONNECTED_PORT, IFNAMSIZ, MAX_REQUEST_LENGTH, MAX_TIMEOUT, PROTOCOLS
+from .protocol import (
+    DEFAULT_CONNECTED_PORT,
+    IFNAMSIZ,
+    MAX_FLOW,
+    MAX_REQUEST_LENGTH,
+    MAX_TIMEOUT,
+    PROTOCOLS,
+)
 from .ssh import DEFAULT_SSH, SSH_ENVIRONMENT_VARIABLE, parse_destination
 
 if TYPE_CHECKING:
-    from .mtr import MonitorReport
+    from .mtr import FlowsReport, MonitorReport
     from .protocol import ProbeResult
     from .session import Session
     from .waiting import Wait
@@ -90,6 +97,10 @@ PACKET_MAX = 9000
 PING_PAYLOAD_MAX = {4: PACKET_MAX - 20 - 8, 6: PACKET_MAX - 40 - 8}
 """ping's -s (after the 8-byte ICMP or UDP header) that keeps packets within PACKET_MAX."""
 QUERIES_MAX = 1000
+DEFAULT_QUERIES = 3
+"""traceroute's default -q."""
+MAX_FLOWS = 1024
+"""mtr --flows K: K flows side by side at most (brokerpkg.mtr.MAX_FLOWS)."""
 TCP_SYN_BYTES = 40
 """A Linux SYN: the 20-byte TCP header and 20 bytes of options (MSS, SACK permitted,
 timestamps, window scale), as the kernel sends it for the helper's connect()."""
@@ -412,9 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-q",
         "--queries",
         type=_integer(1, QUERIES_MAX),
-        default=3,
         metavar="N",
-        help="probes per hop (default 3)",
+        help=f"probes per hop (default {DEFAULT_QUERIES})",
     )
     trace.add_argument(
         "-w",
@@ -488,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wide report (names are not cut)",
     )
     mtr.add_argument("-C", "--csv", action="store_true", help="print CSV")
+    _add_flow_options(trace, mtr)
 
     doctor = commands.add_parser(
         "doctor", help="which helper, its privileges and features, and how to fix what is missing"
@@ -686,6 +697,129 @@ def _add_path_options(parser: argparse.ArgumentParser, timeout: float | None) ->
         help="numeric addresses, no reverse DNS",
     )
     parser.add_argument("-e", "--mpls", action="store_true", help="show MPLS labels")
+
+
+def _percent(text: str) -> float:
+    """A confidence in percent, above 0 and below 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value < 100):
+        raise _out_of_range(text, "a percent above 0 and below 100")
+    return value
+
+
+def _rate(text: str) -> float:
+    """Probes per second, more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise _out_of_range(text, "more than 0 probes per second")
+    return value
+
+
+def _add_flow_options(trace: argparse.ArgumentParser, mtr: argparse.ArgumentParser) -> None:
+    """trace's --paris, --flow and --multipath (with the MDA's options), mtr's --paris
+    and --flows."""
+    trace.add_argument(
+        "--paris", action="store_true", help="one flow for every probe (a Paris traceroute)"
+    )
+    trace.add_argument(
+        "--flow",
+        type=_integer(0, MAX_FLOW),
+        metavar="N",
+        help=f"the flow of a Paris trace, 0-{MAX_FLOW} (implies --paris; default 1)",
+    )
+    trace.add_argument(
+        "--multipath",
+        action="store_true",
+        help="find every path through load balancers (MDA; scamper tracelb's output)",
+    )
+    trace.add_argument(
+        "--confidence",
+        type=_percent,
+        metavar="P",
+        help="--multipath: rule out one more next hop with P%% confidence (default 95)",
+    )
+    trace.add_argument("--dot", action="store_true", help="--multipath: print Graphviz DOT")
+    trace.add_argument(
+        "--attempts",
+        type=_integer(1, 10),
+        metavar="N",
+        help="--multipath: probes per flow and TTL before it counts as lost (default 2)",
+    )
+    trace.add_argument(
+        "--gap-limit",
+        type=_integer(1, TTL_MAX),
+        metavar="N",
+        help="--multipath: silent TTLs in a row before giving up (default 3)",
+    )
+    trace.add_argument(
+        "--max-probes",
+        type=_integer(1),
+        metavar="N",
+        help="--multipath: probes at most (default 3000)",
+    )
+    trace.add_argument(
+        "--rate",
+        type=_rate,
+        metavar="PPS",
+        help="--multipath: probes per second at most (default 500)",
+    )
+    trace.add_argument(
+        "--deadline",
+        type=_seconds(positive=True),
+        metavar="SECONDS",
+        help="--multipath: stop after this long, with a partial result (default 60)",
+    )
+    mtr.add_argument(
+        "--paris", action="store_true", help="one flow for every probe: one router per row"
+    )
+    mtr.add_argument(
+        "--flows",
+        type=_integer(1, MAX_FLOWS),
+        metavar="K",
+        help="monitor K flows side by side, each its own path, loss and RTT per hop",
+    )
+
+
+MULTIPATH_FLAGS = (
+    ("confidence", "--confidence"),
+    ("dot", "--dot"),
+    ("attempts", "--attempts"),
+    ("gap_limit", "--gap-limit"),
+    ("max_probes", "--max-probes"),
+    ("rate", "--rate"),
+    ("deadline", "--deadline"),
+)
+"""trace's flags that only --multipath takes: (attribute, flag)."""
+
+
+def check_trace_flags(args: argparse.Namespace) -> None:
+    """Refuse trace's flags that cannot apply together; raises ValueError naming them."""
+    if not args.multipath:
+        for name, flag in MULTIPATH_FLAGS:
+            if getattr(args, name) not in (None, False):
+                raise ValueError(f"{flag} applies to --multipath traces only")
+        return
+    for flag, given in (
+        ("--paris", args.paris),
+        ("--flow", args.flow is not None),
+        ("-q", args.queries is not None),
+    ):
+        if given:
+            raise ValueError(f"{flag} does not apply to --multipath (it chooses its own flows)")
+    if args.localport is not None:
+        raise ValueError("-L does not apply to --multipath (the flows choose the ports)")
+    if args.wait is not None and (args.wait.here or args.wait.near):
+        raise ValueError("-w takes MAX alone with --multipath (each probe's wait)")
+    if args.retries != RETRIES:
+        raise ValueError("--retries does not apply to --multipath (see --attempts)")
+    if args.dot and args.json:
+        raise ValueError("give -j or --dot, not both")
 
 
 def probe_options(args: argparse.Namespace, port: int | None) -> dict[str, Any]:
@@ -1268,12 +1402,15 @@ async def run_trace(args: argparse.Namespace) -> int:
     options = probe_options(args, _target_port(target_port, args.port))
     if args.wait is not None and args.timeout is not None:
         raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
+    check_trace_flags(args)
+    if args.multipath:
+        return await run_multipath(args, host, options)
     async with _session(args) as session:
         trace = await traceroute(
             host,
             first_ttl=args.first_ttl,
             max_ttl=args.max_ttl,
-            probes_per_hop=args.queries,
+            probes_per_hop=args.queries or DEFAULT_QUERIES,
             timeout=args.timeout,
             wait=args.wait,
             retries=args.retries,
@@ -1282,6 +1419,8 @@ async def run_trace(args: argparse.Namespace) -> int:
             size=args.size,
             details=_has_details(session),
             resolve_names=not args.numeric,
+            paris=args.paris,
+            flow=args.flow,
             **options,
         )
     if args.json:
@@ -1292,6 +1431,48 @@ async def run_trace(args: argparse.Namespace) -> int:
             size = fmt.IP_HEADER[6 if ":" in trace.destination else 4] + TCP_SYN_BYTES
         _print(*fmt.traceroute_lines(trace, numeric=args.numeric, show_mpls=args.mpls, size=size))
     return EXIT_REPLY if trace.reached else EXIT_NO_REPLY
+
+
+def _multipath_wait(args: argparse.Namespace) -> float:
+    """Each probe's wait in a multipath trace: -Z, -w MAX, else 2 seconds."""
+    from .multipath import DEFAULT_TIMEOUT
+
+    if args.timeout is not None:
+        return float(args.timeout)
+    return DEFAULT_TIMEOUT if args.wait is None else args.wait.max
+
+
+async def run_multipath(args: argparse.Namespace, host: str, options: dict[str, Any]) -> int:
+    """``brokerpkg trace --multipath``: scamper tracelb's text, JSON or Graphviz."""
+    from . import mda, multipath
+
+    del options["local_port"]  # refused: the flows choose the ports
+    async with _session(args) as session:
+        result = await multipath.multipath_trace(
+            host,
+            first_ttl=args.first_ttl,
+            max_ttl=args.max_ttl,
+            timeout=_multipath_wait(args),
+            confidence=args.confidence or mda.DEFAULT_CONFIDENCE,
+            attempts=args.attempts or mda.DEFAULT_ATTEMPTS,
+            gap_limit=args.gap_limit or mda.DEFAULT_GAP_LIMIT,
+            max_probes=args.max_probes or mda.DEFAULT_MAX_PROBES,
+            rate=args.rate or multipath.DEFAULT_RATE,
+            deadline=args.deadline or multipath.DEFAULT_DEADLINE,
+            session=session,
+            family=args.ip_version,
+            size=args.size,
+            details=_has_details(session),
+            resolve_names=not args.numeric,
+            **options,
+        )
+    if args.json:
+        _print_json(result.to_dict())
+    elif args.dot:
+        _print(*multipath.dot_lines(result))
+    else:
+        _print(*multipath.tracelb_lines(result, show_mpls=args.mpls))
+    return EXIT_REPLY if result.reached else EXIT_NO_REPLY
 
 
 # ----------------------------------------------------------------------------- mtr
@@ -1311,7 +1492,9 @@ def _mtr_mode(args: argparse.Namespace) -> str:
 
 
 def _mtr_json(
-    args: argparse.Namespace, report: MonitorReport | None, local_host: str | None = None
+    args: argparse.Namespace,
+    report: MonitorReport | FlowsReport | None,
+    local_host: str | None = None,
 ) -> dict[str, Any]:
     from . import cli_format as fmt
 
@@ -1333,7 +1516,7 @@ async def run_mtr(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from . import cli_format as fmt
-    from .mtr import monitor
+    from .mtr import monitor, monitor_flows
     from .ping import resolve_address
 
     host, target_port = split_target(args.target)
@@ -1342,28 +1525,34 @@ async def run_mtr(args: argparse.Namespace) -> int:
     cycles = (
         args.count if args.count is not None else (None if mode == "live" else MTR_REPORT_CYCLES)
     )
+    if args.flows is not None and args.flows > 1 and args.localport is not None:
+        raise ValueError("-L does not apply to --flows (the flows choose the ports)")
     started = datetime.now(UTC).astimezone()
     async with _session(args) as session:
         # together: on a vantage point both are asked with one lookup command
         address, local_host = await asyncio.gather(
             resolve_address(session, host, args.ip_version), session.host_name()
         )
-        reports = monitor(
-            host,
-            cycles=cycles,
-            interval=args.interval,
-            first_ttl=args.first_ttl,
-            max_ttl=args.max_ttl,
-            max_unknown=args.max_unknown,
-            timeout=args.timeout,
-            grace=args.gracetime,
-            retries=args.retries,
-            session=session,
-            family=args.ip_version,
-            size=args.size,
-            resolve_names=not args.numeric,
+        settings: dict[str, Any] = {
+            "first_ttl": args.first_ttl,
+            "max_ttl": args.max_ttl,
+            "max_unknown": args.max_unknown,
+            "timeout": args.timeout,
+            "grace": args.gracetime,
+            "retries": args.retries,
+            "session": session,
+            "family": args.ip_version,
+            "size": args.size,
+            "resolve_names": not args.numeric,
             **options,
-        )
+        }
+        reports: AsyncGenerator[MonitorReport | FlowsReport, None]
+        if args.flows is not None and args.flows > 1:
+            del settings["local_port"]
+            reports = monitor_flows(host, args.flows, cycles, args.interval, **settings)
+        else:
+            paris = args.paris or args.flows is not None
+            reports = monitor(host, cycles, args.interval, paris=paris, **settings)
         if mode == "live":
             final = await _live_view(args, reports, address, cycles, local_host)
         else:
@@ -1400,18 +1589,18 @@ async def run_mtr(args: argparse.Namespace) -> int:
 
 async def _live_view(
     args: argparse.Namespace,
-    reports: AsyncGenerator[MonitorReport, None],
+    reports: AsyncGenerator[MonitorReport | FlowsReport, None],
     address: str,
     cycles: int | None,
     local_host: str,
-) -> MonitorReport | None:
+) -> MonitorReport | FlowsReport | None:
     """Run the live view until the cycles end or the user quits; the last report."""
     from datetime import UTC, datetime
 
     from . import cli_format as fmt
     from .cli_terminal import Screen, run_screen
 
-    def render(report: MonitorReport | None, size: os.terminal_size) -> list[str]:
+    def render(report: MonitorReport | FlowsReport | None, size: os.terminal_size) -> list[str]:
         return fmt.mtr_screen_lines(
             report,
             local_host=local_host,
@@ -1571,6 +1760,7 @@ FEATURE_FLAGS = {
     "mark": "-M",
     "local-device": "-I",
     "details": "--details",
+    "flow": "--paris, --flow, --flows or --multipath",
 }
 """What asked for each helper feature, in the command's words (FeatureNotSupportedError
 names the library's parameter)."""

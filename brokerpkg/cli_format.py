@@ -14,7 +14,12 @@ follows the program its users know, column for column:
   too, fixed columns included: a value wider than its column is cut by the next one,
   as mtr does), its JSON
   (:func:`mtr_json`), its CSV (:func:`mtr_csv_lines`) and a screen for the live view
-  (:func:`mtr_screen_lines`).
+  (:func:`mtr_screen_lines`).  A monitor in flows (``--paris``, ``--flows K``) names
+  its flow: one table (and screen block) per flow, ``HOST: vm (flow 1)``, a ``flow``
+  key in each JSON hub and a last CSV column ``Flow``.
+
+The multipath trace's layouts (scamper tracelb's text, Graphviz) are
+:func:`brokerpkg.multipath.tracelb_lines` and :func:`brokerpkg.multipath.dot_lines`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from .ping import Answer, classify
 if TYPE_CHECKING:  # types of arguments only: the trace command never imports the monitor
     from datetime import datetime
 
-    from .mtr import MonitorReport
+    from .mtr import FlowsReport, MonitorReport
     from .ping import PingResult
     from .protocol import Mpls, ProbeResult
     from .trace import Hop, TraceResult
@@ -252,10 +257,13 @@ def fping_summary_line(result: PingResult, width: int, transmitted: int | None =
 
 
 def traceroute_header(trace: TraceResult, size: int | None) -> str:
-    """``traceroute to HOST (ADDRESS), 30 hops max, 64 byte packets``."""
+    """``traceroute to HOST (ADDRESS), 30 hops max, 64 byte packets`` (``, flow N``
+    after it for a Paris trace)."""
     line = f"traceroute to {trace.host} ({trace.destination}), {trace.max_ttl} hops max"
     if size is not None:
         line += f", {size} byte packets"
+    if trace.flow is not None:
+        line += f", flow {trace.flow}"
     return line
 
 
@@ -324,8 +332,20 @@ def trace_json(trace: TraceResult) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- mtr
 
 
+def flow_reports(report: MonitorReport | FlowsReport) -> tuple[MonitorReport, ...]:
+    """The per-flow reports of ``report`` (a plain report is its own only one)."""
+    from .mtr import FlowsReport
+
+    return report.flows if isinstance(report, FlowsReport) else (report,)
+
+
+def flow_host(local_host: str, report: MonitorReport) -> str:
+    """The ``HOST:`` of a report: ``vm``, or ``vm (flow 3)`` for a monitor in a flow."""
+    return local_host if report.flow is None else f"{local_host} (flow {report.flow})"
+
+
 def mtr_report_lines(
-    report: MonitorReport,
+    report: MonitorReport | FlowsReport,
     *,
     local_host: str,
     started: datetime,
@@ -335,7 +355,8 @@ def mtr_report_lines(
     show_mpls: bool = False,
 ) -> list[str]:
     """``mtr -r`` (``-w`` with ``wide``): the Start line, then
-    :func:`brokerpkg.mtr.report_lines`::
+    :func:`brokerpkg.mtr.report_lines` (once per flow, ``HOST: vm (flow N)``, for a
+    monitor in flows)::
 
     Start: 2026-11-27T16:08:58+0000
     HOST: vm                          Loss%   Snt   Last   Avg  Best  Wrst StDev
@@ -344,15 +365,17 @@ def mtr_report_lines(
     """
     from .mtr import report_lines
 
-    table = report_lines(
-        report,
-        local_host=local_host,
-        wide=wide,
-        numeric=numeric,
-        show_ips=show_ips,
-        show_mpls=show_mpls,
-    )
-    return [f"Start: {iso_time(started)}", *table]
+    lines = [f"Start: {iso_time(started)}"]
+    for each in flow_reports(report):
+        lines += report_lines(
+            each,
+            local_host=flow_host(local_host, each),
+            wide=wide,
+            numeric=numeric,
+            show_ips=show_ips,
+            show_mpls=show_mpls,
+        )
+    return lines
 
 
 def _ms(value: float | None) -> float:
@@ -360,7 +383,7 @@ def _ms(value: float | None) -> float:
 
 
 def mtr_json(
-    report: MonitorReport | None,
+    report: MonitorReport | FlowsReport | None,
     *,
     local_host: str,
     target: str,
@@ -380,14 +403,15 @@ def mtr_json(
                               "StDev": 0.003}]}}
 
     Times in ms rounded to the microsecond, 0.0 where undefined; ``hubs`` is empty
-    without a report (an error before the first cycle).
+    without a report (an error before the first cycle).  A monitor in flows has the
+    hubs of every flow in turn, each with its ``flow``.
     """
     from .mtr import hop_label
 
     hubs = []
-    for hop in report.hops if report is not None else ():
-        hubs.append(
-            {
+    for each in flow_reports(report) if report is not None else ():
+        for hop in each.hops:
+            hub: dict[str, Any] = {
                 "count": hop.ttl,
                 "host": hop_label(hop, numeric=numeric, show_ips=show_ips),
                 "Loss%": round(hop.loss_percent, 3),
@@ -398,7 +422,9 @@ def mtr_json(
                 "Wrst": round(_ms(hop.worst), 3),
                 "StDev": round(_ms(hop.stdev), 3),
             }
-        )
+            if each.flow is not None:
+                hub["flow"] = each.flow
+            hubs.append(hub)
     return {
         "report": {
             "mtr": {
@@ -415,7 +441,7 @@ def mtr_json(
 
 
 def mtr_csv_lines(
-    report: MonitorReport,
+    report: MonitorReport | FlowsReport,
     *,
     target: str,
     started: int,
@@ -427,27 +453,33 @@ def mtr_csv_lines(
         Mtr_Version,Start_Time,Status,Host,Hop,Ip,Loss%,Snt, ,Last,Avg,Best,Wrst,StDev,
         MTR.brokerpkg-0.1.0,1795795768,OK,198.18.200.50,1,198.18.1.2,0.00,2,0,0.05,...
 
-    The column titled `` `` is the number of lost probes (mtr's Drop), as in mtr.
+    The column titled `` `` is the number of lost probes (mtr's Drop), as in mtr.  A
+    monitor in flows adds a last column, ``Flow``, and has the rows of every flow.
     """
     from .mtr import REPORT_FIELDS, hop_label
 
+    reports = flow_reports(report)
+    in_flows = any(each.flow is not None for each in reports)
     lines = [
         "Mtr_Version,Start_Time,Status,Host,Hop,Ip,"
         + "".join(f"{field.title}," for field in REPORT_FIELDS)
+        + ("Flow," if in_flows else "")
     ]
-    for hop in report.hops:
-        label = hop_label(hop, numeric=numeric, show_ips=show_ips)
-        times = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev)
-        lines.append(
-            f"{CSV_VERSION},{started},OK,{target},{hop.ttl},{label},"
-            f"{hop.loss_percent:.2f},{hop.sent},{hop.lost},"
-            + ",".join(f"{_ms(value):.2f}" for value in times)
-        )
+    for each in reports:
+        for hop in each.hops:
+            label = hop_label(hop, numeric=numeric, show_ips=show_ips)
+            times = (hop.last, hop.avg, hop.best, hop.worst, hop.stdev)
+            lines.append(
+                f"{CSV_VERSION},{started},OK,{target},{hop.ttl},{label},"
+                f"{hop.loss_percent:.2f},{hop.sent},{hop.lost},"
+                + ",".join(f"{_ms(value):.2f}" for value in times)
+                + (f",{each.flow}" if in_flows else "")
+            )
     return lines
 
 
 def mtr_screen_lines(
-    report: MonitorReport | None,
+    report: MonitorReport | FlowsReport | None,
     *,
     local_host: str,
     target: str,
@@ -461,7 +493,8 @@ def mtr_screen_lines(
     cycles: int | None = None,
 ) -> list[str]:
     """The live view's screen (mtr's curses layout), ``height`` lines at most, each at
-    most ``width`` characters::
+    most ``width`` characters (a monitor in flows shows each flow's rows under a
+    `` flow N`` line)::
 
                                 brokerpkg mtr [v0.1.0]
         vm -> 198.18.200.50 (198.18.200.50)               2026-11-27T16:10:00+0000
@@ -493,18 +526,21 @@ def mtr_screen_lines(
         " " * name_width + f"{'Packets':^13}{'Pings':^30}".rstrip(),
         overlay(" Host", name_width, header_cells()),
     ]
-    for hop in report.hops if report is not None else ():
-        label = hop_label(hop, numeric=numeric, show_ips=show_ips)
-        if hop.address is None:
-            lines.append(f"{hop.ttl:3d}. (waiting for reply)")
-            continue
-        prefix = f"{hop.ttl:3d}. {label}"[: name_width - 1]
-        lines.append(overlay(prefix, name_width, cells(hop)))
-        main = main_mpls(hop) if show_mpls else ()
-        lines.extend(mpls_line(entry, "       ") for entry in main)
-        for responder in hop.responders:
-            if responder.address != hop.address:
-                lines.append(f"       {responder.address}")
-                if show_mpls:
-                    lines.extend(mpls_line(entry, "       ") for entry in responder.mpls)
+    for each in flow_reports(report) if report is not None else ():
+        if each.flow is not None:
+            lines.append(f" flow {each.flow}")
+        for hop in each.hops:
+            label = hop_label(hop, numeric=numeric, show_ips=show_ips)
+            if hop.address is None:
+                lines.append(f"{hop.ttl:3d}. (waiting for reply)")
+                continue
+            prefix = f"{hop.ttl:3d}. {label}"[: name_width - 1]
+            lines.append(overlay(prefix, name_width, cells(hop)))
+            main = main_mpls(hop) if show_mpls else ()
+            lines.extend(mpls_line(entry, "       ") for entry in main)
+            for responder in hop.responders:
+                if responder.address != hop.address:
+                    lines.append(f"       {responder.address}")
+                    if show_mpls:
+                        lines.extend(mpls_line(entry, "       ") for entry in responder.mpls)
     return [line[:width] for line in lines[:height]]

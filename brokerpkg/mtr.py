@@ -6,6 +6,11 @@ Last, Avg, Best, Wrst, StDev and the jitter columns Jttr, Javg, Jmax, Jint, plus
 address that answered the hop.  The bookkeeping is the pure :class:`MonitorState`; the
 async :func:`monitor` only sends probes and keeps time.
 
+With ``paris=True`` every probe is in one flow (the helper's ``flow`` extension), so
+each row is one router of the one path that flow takes through per-flow load
+balancers, not a mix of branches; :func:`monitor_flows` runs K flows side by side and
+yields each flow's path with its own loss and RTT per hop (:class:`FlowsReport`).
+
 Where this follows mtr 0.95 (ui/net.c, ui/select.c):
 
 - **statistics** are per hop (TTL), over the replies of all its responders, fed in the
@@ -67,6 +72,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import socket
 from collections.abc import AsyncGenerator, Mapping
@@ -77,27 +83,31 @@ from .defaults import MTR_GRACE as DEFAULT_GRACE
 from .defaults import MTR_MAX_UNKNOWN as DEFAULT_MAX_UNKNOWN
 from .defaults import MTR_TIMEOUT as DEFAULT_TIMEOUT
 from .ping import (
+    PARIS_FLOW,
     Answer,
     TaskGroup,
     check_int,
     check_seconds,
     classify,
+    paris_flow,
     probe_settings,
     resolve_address,
     session_scope,
 )
-from .protocol import Mpls, ProbeResult
+from .protocol import MAX_FLOW, Mpls, ProbeResult
 from .session import Session
 from .stats import RunningStats
 from .trace import NameResolver, names_for
 from .waiting import DEFAULT_RETRIES, check_retries, retry_offsets, wants_retry
 
 __all__ = [
+    "FlowsReport",
     "HopStats",
     "MonitorReport",
     "MonitorState",
     "ResponderStats",
     "monitor",
+    "monitor_flows",
 ]
 
 
@@ -202,13 +212,15 @@ class HopStats:
 @dataclass(frozen=True, slots=True)
 class MonitorReport:
     """The statistics after ``cycle`` cycles (``final`` after the last one, once the
-    outstanding probes are settled).  ``hops`` are the rows mtr would show."""
+    outstanding probes are settled).  ``hops`` are the rows mtr would show; ``flow``
+    is the flow of every probe of a Paris monitor (None: each probe its own flow)."""
 
     host: str
     destination: str
     cycle: int
     final: bool
     hops: tuple[HopStats, ...]
+    flow: int | None = None
 
     @property
     def reached(self) -> bool:
@@ -229,6 +241,7 @@ class MonitorReport:
             "destination": self.destination,
             "cycle": self.cycle,
             "final": self.final,
+            "flow": self.flow,
             "reached": self.reached,
             "hops": [hop.to_dict() for hop in self.hops],
         }
@@ -411,8 +424,14 @@ class MonitorState:
     """
 
     def __init__(
-        self, first_ttl: int = 1, max_ttl: int = 30, max_unknown: int = DEFAULT_MAX_UNKNOWN
+        self,
+        first_ttl: int = 1,
+        max_ttl: int = 30,
+        max_unknown: int = DEFAULT_MAX_UNKNOWN,
+        flow: int | None = None,
     ) -> None:
+        self.flow = flow
+        """The flow of every probe (reports carry it), None for classic probes."""
         self.first_ttl = check_int("first_ttl", first_ttl, 1, 255)
         self.max_ttl = check_int("max_ttl", max_ttl, first_ttl, 255)
         self.max_unknown = check_int("max_unknown", max_unknown, 1)
@@ -545,7 +564,7 @@ class MonitorState:
     ) -> MonitorReport:
         """A snapshot of the shown hops."""
         hops = tuple(self.hop_stats(ttl, names) for ttl in self.shown())
-        return MonitorReport(host, destination, cycle, final, hops)
+        return MonitorReport(host, destination, cycle, final, hops, self.flow)
 
     def responders(self) -> list[str]:
         """Every address that answered any hop."""
@@ -689,6 +708,8 @@ async def monitor(
     resolve_names: bool = False,
     name_resolver: NameResolver | None = None,
     retries: int = DEFAULT_RETRIES,
+    paris: bool = False,
+    flow: int | None = None,
 ) -> AsyncGenerator[MonitorReport, None]:
     """Monitor the path to ``host`` as mtr does; yield a :class:`MonitorReport` after
     every cycle (forever when ``cycles`` is None).
@@ -706,22 +727,27 @@ async def monitor(
 
     ``session``/``helper``, ``family`` and the probe options are those of
     :func:`~brokerpkg.ping.ping`; ``resolve_names`` looks up responders' reverse names in
-    the background (reports show them once known).
+    the background (reports show them once known).  ``paris`` keeps every probe in one
+    flow (number ``flow``, 0-65535, default 1; naming a flow implies ``paris``; the
+    helper must support ``flow``), so each row is one router (see
+    :func:`~brokerpkg.trace.traceroute`).
 
     Cycles are sent while the iteration runs: a consumer that blocks delays the next
     cycle.  Close the iterator to stop early and cancel the outstanding probes at once
     (``contextlib.aclosing``), or break out and let it be finalized.
 
     Raises (from the iteration) TypeError/ValueError for bad arguments (cycles >= 1,
-    interval > 0, ttl range, max_unknown >= 1, grace >= 0, retries 0-10),
-    HostResolveError, ProbeSendError and the session's errors.
+    interval > 0, ttl range, max_unknown >= 1, grace >= 0, retries 0-10, flow
+    0-65535), HostResolveError, FeatureNotSupportedError (a Paris monitor on a helper
+    without flows), ProbeSendError and the session's errors.
     """
     if cycles is not None:
         check_int("cycles", cycles, 1)
     interval = check_seconds("interval", interval, positive=True)
     grace = check_seconds("grace", grace)
     check_retries(retries)
-    state = MonitorState(first_ttl, max_ttl, max_unknown)
+    flow = paris_flow(paris, flow)
+    state = MonitorState(first_ttl, max_ttl, max_unknown, flow)
     settings = probe_settings(
         family=family,
         protocol=protocol,
@@ -736,6 +762,7 @@ async def monitor(
         local_port=local_port,
         local_device=local_device,
         details=details,
+        flow=flow,
     )
     if name_resolver is not None and not isinstance(name_resolver, NameResolver):
         raise TypeError("name_resolver must be a NameResolver")
@@ -793,3 +820,114 @@ async def _settle(tasks: TaskGroup[None], driver: _Driver, until: float) -> None
     driver.abandon_all()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(0)  # let the cancelled probes unwind
+
+
+# ----------------------------------------------------------------------------- flows
+
+MAX_FLOWS = 1024
+"""Flows :func:`monitor_flows` runs side by side at most."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowsReport:
+    """The reports of the flows of :func:`monitor_flows` after ``cycle`` cycles
+    (``final`` after the last one): ``flows`` holds one :class:`MonitorReport` per
+    flow, in flow order, each with its own path, loss and round-trip times per hop
+    (mtr #233: which path is losing)."""
+
+    host: str
+    destination: str
+    cycle: int
+    final: bool
+    flows: tuple[MonitorReport, ...]
+
+    @property
+    def reached(self) -> bool:
+        """True if the destination's hop is known for some flow."""
+        return any(report.reached for report in self.flows)
+
+    def flow(self, number: int) -> MonitorReport:
+        """The report of flow ``number``; raises KeyError when there is none."""
+        for report in self.flows:
+            if report.flow == number:
+                return report
+        raise KeyError(f"no flow {number}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the cycle and each flow's report (with its ``flow``)."""
+        return {
+            "host": self.host,
+            "destination": self.destination,
+            "cycle": self.cycle,
+            "final": self.final,
+            "reached": self.reached,
+            "flows": [report.to_dict() for report in self.flows],
+        }
+
+    def __str__(self) -> str:
+        """One ``mtr -r`` table per flow, its ``HOST:`` line naming the flow."""
+        host = socket.gethostname()
+        lines: list[str] = []
+        for report in self.flows:
+            lines.extend(
+                report_lines(report, local_host=f"{host} (flow {report.flow})", numeric=False)
+            )
+        return "\n".join(lines)
+
+
+async def monitor_flows(
+    host: str,
+    flows: int,
+    cycles: int | None = None,
+    interval: float = 1.0,
+    *,
+    first_flow: int = PARIS_FLOW,
+    session: Session | None = None,
+    helper: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> AsyncGenerator[FlowsReport, None]:
+    """Monitor ``flows`` paths to ``host`` side by side: one Paris :func:`monitor` per
+    flow (flows ``first_flow`` .. ``first_flow + flows - 1``), all on one session and
+    in step; yield a :class:`FlowsReport` after every cycle.
+
+    ``options`` are :func:`monitor`'s (``first_ttl``, ``max_ttl``, ``timeout``,
+    ``protocol``, ``resolve_names``...), except ``paris`` and ``flow`` (each monitor
+    has its flow) and ``local_port`` (the flows choose the ports).  Close the iterator
+    to stop early (every flow's probes are cancelled).
+
+    Raises (from the iteration) TypeError for ``paris``, ``flow`` or ``local_port`` in
+    ``options`` and for an argument :func:`monitor` does not take, ValueError for
+    flows outside 1-1024 or flow numbers past 65535 (all before the helper is
+    started), and what :func:`monitor` raises (its values are checked as the monitors
+    start).
+    """
+    for name in ("paris", "flow", "local_port"):
+        if name in options:
+            raise TypeError(f"monitor_flows() chooses {name} itself; do not pass it")
+    inspect.signature(monitor).bind(host, cycles, interval, **options)  # unknown names
+    count = check_int("flows", flows, 1, MAX_FLOWS)
+    first = check_int("first_flow", first_flow, 0, MAX_FLOW - count + 1)
+    async with session_scope(session, helper) as open_session:
+        monitors = [
+            monitor(host, cycles, interval, session=open_session, flow=first + index, **options)
+            for index in range(count)
+        ]
+        try:
+            while True:
+                reports = await asyncio.gather(*(_next_report(each) for each in monitors))
+                if any(report is None for report in reports):
+                    return
+                ready = tuple(report for report in reports if report is not None)
+                head = ready[0]
+                yield FlowsReport(head.host, head.destination, head.cycle, head.final, ready)
+        finally:
+            for each in monitors:
+                await each.aclose()
+
+
+async def _next_report(reports: AsyncGenerator[MonitorReport, None]) -> MonitorReport | None:
+    """The next report of a monitor, None once it is over."""
+    try:
+        return await anext(reports)
+    except StopAsyncIteration:
+        return None

@@ -292,6 +292,25 @@ def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
     return seconds
 
 
+PARIS_FLOW = 1
+"""The flow of a Paris trace or monitor when none is named."""
+
+
+def paris_flow(paris: object, flow: object) -> int | None:
+    """The flow number of flow-stable (Paris) probes: ``flow`` (0-65535; naming one
+    implies ``paris``), PARIS_FLOW with ``paris`` alone, None for neither (classic
+    probes, each its own flow).
+
+    Raises TypeError for a paris that is not a bool or a flow that is not an int,
+    ValueError for a flow out of range.
+    """
+    if not isinstance(paris, bool):
+        raise TypeError(f"paris must be True or False, got {paris!r}")
+    if flow is None:
+        return PARIS_FLOW if paris else None
+    return check_int("flow", flow, 0, wire.MAX_FLOW)
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeSettings:
     """Probe options shared by all probes of a call, checked before anything is sent.
@@ -339,15 +358,17 @@ def probe_settings(
     local_port: int | None = None,
     local_device: str | None = None,
     details: bool = False,
+    flow: int | None = None,
 ) -> ProbeSettings:
     """Check probe options (types, ranges, and whether they apply) and bundle them.
 
-    ``family`` is 4, 6 or None; ``size`` is the whole packet as the helper takes it,
-    ``payload_size`` the bytes after the ICMP or UDP header (like ``ping -s`` and
-    icmplib's payload_size; icmp and udp only).  Options that cannot apply are refused
-    rather than ignored: ``port``/``local_port`` for icmp, ``payload_size`` for tcp and
-    sctp, ``size``/``payload_size``/``bit_pattern`` for tcp (a TCP probe is a SYN
-    without payload).
+    ``family`` is 4, 6 or None; ``flow`` the flow number of flow-stable (Paris)
+    probes (0-65535, see :meth:`Session.probe`); ``size`` is the whole packet as the
+    helper takes it, ``payload_size`` the bytes after the ICMP or UDP header (like
+    ``ping -s`` and icmplib's payload_size; icmp and udp only).  Options that cannot
+    apply are refused rather than ignored: ``port``/``local_port`` for icmp,
+    ``payload_size`` for tcp and sctp, ``size``/``payload_size``/``bit_pattern`` for
+    tcp (a TCP probe is a SYN without payload).
 
     Raises TypeError or ValueError naming the option.
     """
@@ -382,6 +403,7 @@ def probe_settings(
         local_port=local_port,
         local_device=local_device,
         details=details,
+        flow=flow,
     )
     return ProbeSettings(options, payload_size)
 

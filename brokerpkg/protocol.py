@@ -37,6 +37,8 @@ DEFAULT_CONNECTED_PORT = 80
 
 MAX_TIMEOUT = 3600
 MAX_TIMEOUT_DECIMALS = 6
+MAX_FLOW = 65535
+"""Largest flow number of the ``flow`` extension (flows are 0..MAX_FLOW)."""
 IFNAMSIZ = 16
 
 # Reply words (mtr-packet 0.95 words; see man/brokerpkg-helper.8, REPLIES).
@@ -70,6 +72,7 @@ FEATURES = (
     "details",
     "sockets",
     "max-probes",
+    "flow",
 )
 
 _WIRE_WORD = re.compile(r"[\x21-\x7e]+")
@@ -136,6 +139,7 @@ class ProbeOptions(NamedTuple):
     tos: int | None = None
     mark: int | None = None
     details: bool = False
+    flow: int | None = None
 
 
 class Reply(NamedTuple):
@@ -284,14 +288,16 @@ def make_probe_options(
     tos: object = None,
     mark: object = None,
     details: object = False,
+    flow: object = None,
 ) -> ProbeOptions:
     """Validate probe options against the protocol's ranges and return them.
 
     Ranges: ip_version 4 or 6; protocol icmp/udp/tcp/sctp; port 1-65535; local_port
     1024-65535 (both only for udp, tcp, sctp); local_device an interface name; timeout
     0-3600 seconds; ttl 1-255; size 0-9000; bit_pattern 0-255; tos 0-255; mark
-    0-4294967295; details a bool.  ``local_ip`` is a str (a host name is resolved later
-    by the session).
+    0-4294967295; details a bool; flow 0-65535 (the ``flow`` extension: probes with the
+    same flow number share every field that per-flow load balancers hash).
+    ``local_ip`` is a str (a host name is resolved later by the session).
 
     Raises TypeError for a value of the wrong type, ValueError for one out of range.
     """
@@ -309,6 +315,7 @@ def make_probe_options(
         and tos is None
         and mark is None
         and details is False
+        and flow is None
     ):
         return _DEFAULT_OPTIONS
     checked_protocol = _check_protocol(protocol)
@@ -331,6 +338,7 @@ def make_probe_options(
         tos=_check_optional_integer("tos", tos, 0, 255),
         mark=_check_optional_integer("mark", mark, 0, 4294967295),
         details=_check_details(details),
+        flow=_check_optional_integer("flow", flow, 0, MAX_FLOW),
     )
 
 
@@ -365,6 +373,8 @@ def required_features(options: ProbeOptions, ip_version: int) -> list[tuple[str,
         needed.append(("local-device", "local_device"))
     if options.details:
         needed.append(("details", "details=True"))
+    if options.flow is not None:
+        needed.append(("flow", "flow"))
     return needed
 
 
@@ -451,6 +461,7 @@ def probe_arguments(
         ("tos", options.tos),
         ("mark", options.mark),
         ("details", "yes" if options.details else None),
+        ("flow", options.flow),
     ]
     pairs.extend((name, str(value)) for name, value in optional if value is not None)
     return pairs

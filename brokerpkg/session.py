@@ -1112,6 +1112,7 @@ class Session:
         tos: int | None = None,
         mark: int | None = None,
         details: bool = False,
+        flow: int | None = None,
     ) -> ProbeResult:
         """Send one probe to ``host`` (name or numeric address) and return its result.
 
@@ -1120,7 +1121,11 @@ class Session:
         source address (name or number, same family); local_device interface name;
         timeout seconds 0-3600 (fractions are sent only if the helper supports them,
         else rounded up); size 0-9000; bit_pattern 0-255; tos 0-255; mark 0-4294967295;
-        details True to get reply_ttl, icmp_type, icmp_code, reply_size.
+        details True to get reply_ttl, icmp_type, icmp_code, reply_size; flow 0-65535
+        puts the probe in that numbered flow (the helper's ``flow`` extension: probes
+        to the same target with the same protocol, port, tos and flow share every
+        field that per-flow load balancers hash, whatever their TTL; different flows
+        differ there), for Paris traces and multipath traces.
 
         Raises TypeError/ValueError for a bad option (before anything is sent),
         FeatureNotSupportedError when the helper lacks what an option needs (before
@@ -1145,6 +1150,7 @@ class Session:
             bit_pattern,
             tos,
             mark,
+            flow,
         )
         template = self._probe_keys.get(key)
         if template is None:
@@ -1162,6 +1168,7 @@ class Session:
                 tos=tos,
                 mark=mark,
                 details=details,
+                flow=flow,
             )
             self._ensure_usable()
             template = await self._template(host, options)

@@ -15,6 +15,10 @@ async one.
   (:func:`brokerpkg.trace.traceroute`)
 - :func:`monitor` -> list of :class:`~brokerpkg.mtr.MonitorReport`, one per cycle
   (:func:`brokerpkg.mtr.monitor`; ``cycles`` is required)
+- :func:`monitor_flows` -> list of :class:`~brokerpkg.mtr.FlowsReport`, one per cycle
+  (:func:`brokerpkg.mtr.monitor_flows`; ``cycles`` is required)
+- :func:`multipath_trace` -> :class:`~brokerpkg.multipath.MultipathResult`
+  (:func:`brokerpkg.multipath.multipath_trace`)
 
 They raise what the async functions raise, and RuntimeError when called from a running
 event loop (use the async functions there).
@@ -31,11 +35,13 @@ from typing import Any, ParamSpec, TypeVar
 # From-imports: ``brokerpkg.ping`` the attribute is the function (as in icmplib), the
 # module is reached through the import system.
 from .mtr import monitor as _monitor
+from .mtr import monitor_flows as _monitor_flows
+from .multipath import multipath_trace as _multipath_trace
 from .ping import multiping as _multiping
 from .ping import ping as _ping
 from .trace import traceroute as _traceroute
 
-__all__ = ["monitor", "multiping", "ping", "traceroute"]
+__all__ = ["monitor", "monitor_flows", "multipath_trace", "multiping", "ping", "traceroute"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,3 +107,5 @@ ping = _blocking(_ping)
 multiping = _blocking(_multiping)
 traceroute = _blocking(_traceroute)
 monitor = _collecting(_monitor)
+monitor_flows = _collecting(_monitor_flows)
+multipath_trace = _blocking(_multipath_trace)

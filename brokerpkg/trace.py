@@ -20,6 +20,13 @@
 - every address that answered a hop is recorded (load balancing shows several), with
   its round-trip times and the MPLS label stack it quoted.
 
+A Paris trace (``paris=True``, or ``flow=N``) puts every probe, whatever its TTL, in one
+flow (the helper's ``flow`` extension: the fields per-flow load balancers hash stay the
+same, for every protocol and family), so that each hop is on the one path that flow
+takes; the probes are still all in flight at once.  A classic trace gives every probe
+its own flow, so a load-balanced path shows several responders per hop, from different
+paths.  :func:`brokerpkg.multipath.multipath_trace` finds every path.
+
 Reverse DNS names (``resolve_names=True``) come from a :class:`NameResolver`, by default
 the session's own (:func:`names_for`), which ``Session.clear_dns_cache`` empties.
 
@@ -48,6 +55,7 @@ from .ping import (
     check_int,
     check_seconds,
     classify,
+    paris_flow,
     probe_settings,
     probe_to_dict,
     raise_for_probe,
@@ -282,6 +290,8 @@ class TraceResult:
     first_ttl: int
     max_ttl: int
     protocol: str
+    flow: int | None = None
+    """The flow of every probe of a Paris trace; None for a classic trace."""
 
     @property
     def reached(self) -> bool:
@@ -335,6 +345,7 @@ class TraceResult:
             "protocol": self.protocol,
             "first_ttl": self.first_ttl,
             "max_ttl": self.max_ttl,
+            "flow": self.flow,
             "reached": self.reached,
             "distance": self.distance,
             "hops": [hop.to_dict() for hop in self.hops],
@@ -346,7 +357,8 @@ class TraceResult:
             if self.host == self.destination
             else (f"{self.host} ({self.destination})")
         )
-        lines = [f"traceroute to {name}, {self.max_ttl} hops max, {self.protocol}"]
+        paris = "" if self.flow is None else f", flow {self.flow}"
+        lines = [f"traceroute to {name}, {self.max_ttl} hops max, {self.protocol}{paris}"]
         lines.extend(str(hop) for hop in self.hops)
         return "\n".join(lines)
 
@@ -398,6 +410,8 @@ async def traceroute(
     resolve_names: bool = False,
     name_resolver: NameResolver | None = None,
     progress: ProgressCallback | None = None,
+    paris: bool = False,
+    flow: int | None = None,
 ) -> TraceResult:
     """Trace the path to ``host``: ``probes_per_hop`` probes for each TTL from
     ``first_ttl`` to ``max_ttl``, all in flight at once; return a :class:`TraceResult`
@@ -412,9 +426,13 @@ async def traceroute(
     every probe once.  Each hop's :attr:`Hop.retries` holds what its further tries got.
 
     ``session``/``helper``, ``family`` and the probe options are as for
-    :func:`~brokerpkg.ping.ping` (``ttl`` is what the trace varies).  UDP probes without
-    ``port`` go to a different port each (classic traceroute), so load-balanced paths
-    show several responders per hop; give ``port`` to keep one flow.
+    :func:`~brokerpkg.ping.ping` (``ttl`` is what the trace varies).  ``paris`` puts
+    every probe in one flow (number ``flow``, 0-65535, default 1; naming a flow implies
+    ``paris``), so that every hop is on one path through per-flow load balancers, for
+    every protocol and family (the helper must support ``flow``; without ``port``, UDP
+    probes get their destination port from the flow).  Without it each probe is its
+    own flow (classic traceroute: UDP probes without ``port`` go to a different port
+    each), so load-balanced paths show several responders per hop.
     ``resolve_names`` looks up each responder's reverse DNS name with ``name_resolver``
     (default: the session's, see :func:`names_for`).  ``progress`` gets a
     :class:`~brokerpkg.ping.ProgressEvent` per finished probe (further tries raise its
@@ -422,11 +440,13 @@ async def traceroute(
 
     Raises like :func:`~brokerpkg.ping.ping`: TypeError/ValueError for bad arguments
     (first_ttl 1-255, max_ttl first_ttl-255, probes_per_hop 1-1000, wait and timeout
-    both given, wait's MAX over 0 and up to 3600 s and factors >= 0, retries 0-10),
-    HostResolveError, ProbeSendError, the session's errors.  Network answers are
-    results: see :meth:`TraceResult.raise_for_status`.
+    both given, wait's MAX over 0 and up to 3600 s and factors >= 0, retries 0-10, flow
+    0-65535), HostResolveError, FeatureNotSupportedError for a Paris trace on a helper
+    without flows (before anything is sent), ProbeSendError, the session's errors.
+    Network answers are results: see :meth:`TraceResult.raise_for_status`.
     """
     _check_ttls(first_ttl, max_ttl, probes_per_hop)
+    flow = paris_flow(paris, flow)
     patience = _check_wait(wait, timeout)
     plan = TracePlan(first_ttl, max_ttl, probes_per_hop, patience, check_retries(retries))
     settings = probe_settings(
@@ -443,6 +463,7 @@ async def traceroute(
         local_port=local_port,
         local_device=local_device,
         details=details,
+        flow=flow,
     )
     if name_resolver is not None and not isinstance(name_resolver, NameResolver):
         raise TypeError("name_resolver must be a NameResolver")
@@ -482,7 +503,7 @@ async def traceroute(
     hops = tuple(
         make_hop(ttl, probes[ttl].probes, names, probes[ttl].retries) for ttl in sorted(probes)
     )
-    return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name)
+    return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
 
 
 class _Slots:

@@ -26,6 +26,8 @@ TOOLS = {
     "brokerpkg.ping",
     "brokerpkg.trace",
     "brokerpkg.mtr",
+    "brokerpkg.mda",
+    "brokerpkg.multipath",
     "brokerpkg.sync",
     "brokerpkg.stats",
     "brokerpkg.cli_format",
@@ -171,6 +173,8 @@ assert status == 0, status
     assert {"brokerpkg.session", "brokerpkg.trace", "brokerpkg.cli_format"} <= loaded
     assert not loaded & {
         "brokerpkg.mtr",
+        "brokerpkg.mda",
+        "brokerpkg.multipath",
         "brokerpkg.sync",
         "brokerpkg.cli_terminal",
         "brokerpkg.cli_doctor",

@@ -52,6 +52,8 @@ VALID_EDGES = [
     ("timeout", 0.25),
     ("ip_version", 4),
     ("ip_version", 6),
+    ("flow", 0),
+    ("flow", 65535),
 ]
 
 
@@ -91,6 +93,8 @@ OUT_OF_RANGE = [
     ("local_device", "a/b"),
     ("local_ip", ""),
     ("local_ip", "1.2.3.4 ttl 5"),
+    ("flow", -1),
+    ("flow", 65536),
 ]
 
 
@@ -117,6 +121,9 @@ WRONG_TYPES = [
     ("ip_version", "4"),
     ("local_device", 3),
     ("local_ip", 2130706433),
+    ("flow", "1"),
+    ("flow", True),
+    ("flow", 1.0),
 ]
 
 
@@ -195,12 +202,14 @@ def test_every_option_is_encoded_in_order() -> None:
         mark=7,
         details=True,
         local_ip="::1",
+        flow=12,
     )
     arguments = probe_arguments(options, "::1", "::1", fractional_timeout=True)
     line = encode_send_probe(7, arguments)
     assert line == (
         b"7 send-probe ip-6 ::1 local-ip-6 ::1 protocol udp port 33434 local-port 40000 "
-        b"local-device lo timeout 0.5 ttl 3 size 100 bit-pattern 170 tos 16 mark 7 details yes\n"
+        b"local-device lo timeout 0.5 ttl 3 size 100 bit-pattern 170 tos 16 mark 7 details yes "
+        b"flow 12\n"
     )
 
 
@@ -261,13 +270,14 @@ def test_check_support_encoding() -> None:
 
 
 def test_required_features() -> None:
-    options = make_probe_options(protocol="sctp", mark=1, local_device="lo", details=True)
+    options = make_probe_options(protocol="sctp", mark=1, local_device="lo", details=True, flow=0)
     assert [name for name, _ in required_features(options, 6)] == [
         "ip-6",
         "sctp",
         "mark",
         "local-device",
         "details",
+        "flow",
     ]
     assert [name for name, _ in required_features(ProbeOptions(), 4)] == ["ip-4", "icmp"]
 

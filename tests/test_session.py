@@ -32,6 +32,7 @@ from brokerpkg import (
     StateError,
 )
 from brokerpkg.locate import capability_fix
+from brokerpkg.protocol import FEATURES
 
 FAKE = Path(__file__).parent / "fakes" / "fake_helper.py"
 LIMIT = 20.0  # no test may take longer than this
@@ -92,7 +93,7 @@ async def test_open_reads_every_feature_once(echo: Session, tmp_path: Path) -> N
     assert await echo.check_support("sctp") is False
     assert await echo.feature_value("max-probes") == "131072"
     queries = [line for line in sent_lines(tmp_path / "log") if "check-support" in line]
-    assert len(queries) == 14
+    assert len(queries) == len(FEATURES)
 
 
 async def test_unknown_feature_is_asked_and_answered_no(echo: Session) -> None:
@@ -149,7 +150,8 @@ async def test_host_names_are_resolved_once(echo: Session, tmp_path: Path) -> No
 
 async def test_fractional_timeout_is_sent_when_supported(echo: Session, tmp_path: Path) -> None:
     await echo.probe("127.0.0.1", timeout=0.25)
-    assert sent_probes(tmp_path / "log") == ["15 send-probe ip-4 127.0.0.1 timeout 0.25"]
+    first = len(FEATURES) + 1  # the token after the feature queries at open
+    assert sent_probes(tmp_path / "log") == [f"{first} send-probe ip-4 127.0.0.1 timeout 0.25"]
 
 
 async def test_fractional_timeout_is_rounded_up_for_mtr_packet(tmp_path: Path) -> None:
@@ -159,7 +161,8 @@ async def test_fractional_timeout_is_rounded_up_for_mtr_packet(tmp_path: Path) -
         Session(command=fake("echo", "--features", "mtr", "--log", str(log))) as session,
     ):
         await session.probe("127.0.0.1", timeout=0.25)
-    assert sent_probes(log) == ["15 send-probe ip-4 127.0.0.1 timeout 1"]
+    first = len(FEATURES) + 1
+    assert sent_probes(log) == [f"{first} send-probe ip-4 127.0.0.1 timeout 1"]
 
 
 @pytest.mark.parametrize(
@@ -168,6 +171,7 @@ async def test_fractional_timeout_is_rounded_up_for_mtr_packet(tmp_path: Path) -
         ({"details": True}, "details"),
         ({"local_device": "lo"}, "local-device"),
         ({"protocol": "sctp"}, "sctp"),
+        ({"flow": 3}, "flow"),
     ],
 )
 async def test_options_mtr_packet_lacks_are_refused_before_sending(
@@ -182,6 +186,53 @@ async def test_options_mtr_packet_lacks_are_refused_before_sending(
             await session.probe("127.0.0.1", **options)  # type: ignore[arg-type]
         assert caught.value.feature == feature
         assert await session.probe("127.0.0.1")  # the session goes on
+    assert len(sent_probes(log)) == 1
+
+
+async def test_flow_goes_on_the_wire_only_when_given(echo: Session, tmp_path: Path) -> None:
+    assert (await echo.probe("127.0.0.1", ttl=3, flow=7)).success
+    assert (await echo.probe("127.0.0.1", ttl=3, flow=0)).success
+    assert (await echo.probe("127.0.0.1", ttl=3)).success
+    assert await echo.probe_many(["127.0.0.1", "::1"], protocol="udp", flow=65535)
+    lines = [line.split(" ", 1)[1] for line in sent_probes(tmp_path / "log")]
+    assert lines == [
+        "send-probe ip-4 127.0.0.1 ttl 3 flow 7",
+        "send-probe ip-4 127.0.0.1 ttl 3 flow 0",
+        "send-probe ip-4 127.0.0.1 ttl 3",
+        "send-probe ip-4 127.0.0.1 protocol udp flow 65535",
+        "send-probe ip-6 ::1 protocol udp flow 65535",
+    ]
+
+
+async def test_bad_flows_are_refused_and_the_next_probe_goes_out(
+    echo: Session, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=r"^flow must be from 0 to 65535, got 65536$"):
+        await echo.probe("127.0.0.1", flow=65536)
+    with pytest.raises(ValueError, match=r"^flow must be from 0 to 65535, got -1$"):
+        await echo.probe("127.0.0.1", flow=-1)
+    with pytest.raises(TypeError, match=r"^flow must be an integer, got bool True$"):
+        await echo.probe("127.0.0.1", flow=True)
+    with pytest.raises(TypeError, match=r"^flow must be an integer, got str '1'$"):
+        await echo.probe_many(["127.0.0.1"], flow="1")
+    assert sent_probes(tmp_path / "log") == []
+    assert (await echo.probe("127.0.0.1", flow=1)).success
+    assert [line.split(" ", 1)[1] for line in sent_probes(tmp_path / "log")] == [
+        "send-probe ip-4 127.0.0.1 flow 1"
+    ]
+
+
+async def test_flow_refused_when_helper_says_no(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    command = fake("echo", "--feature", "flow=no", "--log", str(log))
+    async with asyncio.timeout(LIMIT), Session(command=command) as session:
+        with pytest.raises(FeatureNotSupportedError) as caught:
+            await session.probe("127.0.0.1", flow=2)
+        assert (caught.value.feature, caught.value.value) == ("flow", "no")
+        with pytest.raises(FeatureNotSupportedError, match="flow"):
+            await session.probe_many(["127.0.0.1"] * 3, flow=2)
+        assert sent_probes(log) == []
+        assert (await session.probe("127.0.0.1")).success
     assert len(sent_probes(log)) == 1
 
 
@@ -706,10 +757,10 @@ async def scripted_pair(
 async def answer_features(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> list[bytes]:
-    """Answer the 14 feature queries (all ok, sockets raw); return other lines seen."""
+    """Answer the feature queries (all ok); return other lines seen."""
     others = []
     answered = 0
-    while answered < 14:
+    while answered < len(FEATURES):
         line = await reader.readline()
         words = line.split()
         if words[1] == b"check-support":
@@ -849,10 +900,11 @@ async def test_session_resolves_names_and_local_ip_in_the_target_family(
     await echo.probe("dual.test", ip_version=4)
     echo.clear_dns_cache()
     await echo.probe("dual.test", ip_version=4)
+    first = len(FEATURES) + 1
     assert sent_probes(tmp_path / "log") == [
-        "15 send-probe ip-6 ::1 local-ip-6 ::1 protocol udp port 53",
-        "16 send-probe ip-4 127.0.0.7",
-        "17 send-probe ip-4 127.0.0.7",
+        f"{first} send-probe ip-6 ::1 local-ip-6 ::1 protocol udp port 53",
+        f"{first + 1} send-probe ip-4 127.0.0.7",
+        f"{first + 2} send-probe ip-4 127.0.0.7",
     ]
     assert len(dns.calls) == 4
     with pytest.raises(HostResolveError):

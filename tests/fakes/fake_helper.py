@@ -1,7 +1,8 @@
 """A scripted stand-in for brokerpkg-helper, run by the tests with sys.executable.
 
-Usage: fake_helper.py SCENARIO [--features ours|mtr] [--max-probes N] [--log FILE]
-                               [--count N] [--delay SECONDS]
+Usage: fake_helper.py SCENARIO [--features ours|mtr] [--feature NAME=VALUE]...
+                               [--max-probes N] [--log FILE] [--count N]
+                               [--delay SECONDS]
 
 It answers ``check-support`` from a feature profile (ours, or what mtr-packet 0.95 says)
 and ``send-probe`` as SCENARIO says.  Replies name the probe's own target address.
@@ -22,7 +23,12 @@ Scenarios:
   invalid     answer probes with ``invalid-argument reason ttl-out-of-range``
   throttle    answer every probe at once, but pause --delay seconds after every
               --count probes (a helper that reads its requests slowly)
+  network     answer as the simulated network of --topology FILE would (simnet.py):
+              by the probe's flow (a random flow without one) and ttl, after
+              --delay seconds; no-reply after the probe's timeout when nobody answers
 
+--feature NAME=VALUE answers check-support for NAME with VALUE (after the profile).
+--topology FILE is the network scenario's network (simnet.Network.to_json).
 --log FILE appends every request line received (exactly as read) to FILE.
 --pidfile FILE writes the fake's process id to FILE at start.
 """
@@ -34,6 +40,8 @@ import os
 import sys
 import threading
 import time
+
+from simnet import Network
 
 OURS = {
     "version": "brokerpkg-0.1.0",
@@ -50,6 +58,7 @@ OURS = {
     "details": "ok",
     "sockets": "raw",
     "max-probes": "131072",
+    "flow": "ok",
 }
 MTR_PACKET = {
     "version": "0.95",
@@ -95,6 +104,32 @@ def answer_for(token: str, args: dict[str, str]) -> str:
     return text
 
 
+def network_answer(network: Network, token: str, args: dict[str, str], delay: float) -> None:
+    """Answer a probe as ``network`` would: after ``delay``, or no-reply at its timeout."""
+    family = "ip-6" if "ip-6" in args else "ip-4"
+    target = args.get(family, "127.0.0.1")
+    flow = int(args["flow"]) if "flow" in args else None
+    answer = network.answer(flow, int(args.get("ttl", "255")), target, 6 if family == "ip-6" else 4)
+    if answer is None:
+        later(float(args.get("timeout", "10")), f"{token} no-reply")
+        return
+    microseconds = round(answer.rtt * 1000)
+    text = f"{token} {answer.kind} {family} {answer.address} round-trip-time {microseconds}"
+    if answer.mpls:
+        text += " mpls " + ",".join(str(number) for entry in answer.mpls for number in entry)
+    if delay:
+        later(delay, text)
+    else:
+        say(text)
+
+
+def later(seconds: float, line: str) -> None:
+    """Say ``line`` after ``seconds``."""
+    timer = threading.Timer(seconds, say, [line])
+    timer.daemon = True
+    timer.start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario")
@@ -104,6 +139,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--pidfile")
+    parser.add_argument("--feature", action="append", default=[])
+    parser.add_argument("--topology")
     options = parser.parse_args()
     if options.pidfile:
         with open(options.pidfile, "w") as stream:
@@ -111,6 +148,9 @@ def main() -> None:
     features = dict(OURS if options.features == "ours" else MTR_PACKET)
     if options.max_probes:
         features["max-probes"] = options.max_probes
+    for pair in options.feature:
+        name, _, value = pair.partition("=")
+        features[name] = value
     if options.scenario == "nosend":
         features["send-probe"] = "no"
     if options.scenario == "privilege":
@@ -126,6 +166,10 @@ def main() -> None:
         sys.stderr.write("last words of the flood\n")
         sys.stderr.flush()
     log = open(options.log, "ab", buffering=0) if options.log else None  # noqa: SIM115
+    network = None
+    if options.topology:
+        with open(options.topology) as stream:
+            network = Network.from_json(stream.read())
     held: list[str] = []
     probes = 0
     for line in sys.stdin.buffer:
@@ -179,12 +223,18 @@ def main() -> None:
             if probes % options.count == 0:
                 sys.stdout.flush()
                 time.sleep(options.delay)
+        elif scenario == "network" and network is not None:
+            network_answer(network, token, args, options.delay)
         elif scenario == "invalid":
             say(f"{token} invalid-argument reason ttl-out-of-range")
         elif scenario == "malformed":
             say(f"{token} reply ip-4 127.0.0.1 round-trip-time fast")
         # "silent": nothing
     time.sleep(options.delay if options.scenario == "delay" else 0)
+    if network is not None:  # answer the no-replies still waiting for their timeout
+        for thread in threading.enumerate():
+            if isinstance(thread, threading.Timer):
+                thread.join()
 
 
 if __name__ == "__main__":
