@@ -328,8 +328,8 @@ def tracelb_lines(result: MultipathResult, *, show_mpls: bool = False) -> list[s
     then, where both ends of a pair of TTLs have several nodes (which of them are
     linked is not in the hop sets), one ``A -> B`` line per link, as scamper's lines
     for a node with several links; a line per per-packet TTL; and a last line when
-    the trace is partial, did not reach its confidence or did not reach the
-    destination.  ``show_mpls`` adds each node's MPLS labels (``<MPLS:L=...>``).
+    the trace is partial (stopped before its confidence was reached) or did not reach
+    the destination.  ``show_mpls`` adds each node's MPLS labels (``<MPLS:L=...>``).
     """
     name = result.destination if result.host == result.destination else result.host
     header = (
@@ -358,12 +358,11 @@ def tracelb_lines(result: MultipathResult, *, show_mpls: bool = False) -> list[s
 
 
 def _ending(result: MultipathResult) -> list[str]:
-    """The closing line, if any: partial, confidence not reached, not reached."""
+    """The closing line, if any: partial (the confidence was not reached), or the
+    destination not reached."""
     if result.stopped is not None:
         reason = STOP_REASONS.get(result.stopped, f"stopped ({result.stopped})")
         return [f"{reason} after {result.probes} probes: partial result"]
-    if not result.confidence_reached:
-        return [f"{_percent(result.confidence)} confidence not reached"]
     if not result.reached:
         return ["destination not reached"]
     return []

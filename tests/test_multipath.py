@@ -683,3 +683,16 @@ def test_the_live_view_shows_each_flow() -> None:
     assert both.flow(2) is reports[1] and both.reached
     with pytest.raises(KeyError, match="no flow 3"):
         both.flow(3)
+
+
+async def test_a_silent_end_stops_at_the_gap_limit(tmp_path: Path) -> None:
+    network = build([["A"], ["B"], ["C"], ["D"]], C={"silent": True}, D={"silent": True})
+    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
+        result = await multipath_trace("127.0.0.1", session=session, timeout=0.1, gap_limit=2)
+    assert [hop.ttl for hop in result.hops] == [1, 2, 3, 4]
+    assert result.hop(3).is_silent and result.hop(4).is_silent
+    assert result.confidence_reached and not result.reached and not result.partial
+    assert tracelb_lines(result)[1:] == [
+        "127.1.0.2 -> 127.1.0.3 -> * -> *",
+        "destination not reached",
+    ]
