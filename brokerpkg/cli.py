@@ -607,7 +607,10 @@ def _check_vantage_points(args: argparse.Namespace, command: argparse.ArgumentPa
         seen.add(vantage_point)
     if vantage_points and getattr(args, "helper", None) is not None:
         command.error("--helper names the local helper; with --from give --remote-helper PATH")
-    if getattr(args, "remote_helper", None) is not None and not vantage_points:
+    # the exporter keeps its --from hosts apart (``vantages``): it probes from all of
+    # them in one run, and from here too with --local
+    remote_hosts = vantage_points or getattr(args, "vantages", None)
+    if getattr(args, "remote_helper", None) is not None and not remote_hosts:
         command.error("--remote-helper applies with --from [USER@]HOST")
 
 

@@ -404,6 +404,19 @@ def test_the_command_refuses_bad_flags_before_starting(capsys: pytest.CaptureFix
     )
 
 
+def test_remote_helper_goes_with_from(capsys: pytest.CaptureFixture[str]) -> None:
+    """--remote-helper names the helper of the --from hosts: refused without one, taken
+    with one (the exporter's own --from, which probes from every host in one run)."""
+    assert cli.main(["exporter", "--remote-helper", "/r/h", "127.0.0.1"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "brokerpkg exporter: error: --remote-helper applies with --from [USER@]HOST\n"
+    )
+    args = cli.parse_arguments(
+        cli.build_parser(), ["exporter", "--from", "far", "--remote-helper", "/r/h", "h"]
+    )
+    assert (args.vantages, args.remote_helper) == (["far"], "/r/h")
+
+
 def test_the_command_says_when_the_helper_is_missing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
