@@ -4,12 +4,13 @@ man brokerpkg-helper(8), PRIVILEGES step 4: after the privilege drop the helper 
 only the system calls its loop makes, with the arguments it makes them with; anything
 else kills it with SIGSYS.  Each test starts a helper (as root, the case where uid 0
 remains; setuid-root and cap_net_raw+ep copies run by nobody), waits for its loop, then
-attaches gdb in batch mode and makes the helper itself call socket(), connect(),
-setsockopt(), capset(), open(), execve(), mmap() ... as code that a memory bug had taken
-over would.  Every forbidden call must end the helper with SIGSYS (no call fails with an
-errno: see helper/sandbox.c), the calls the loop does make must still work, and the
-helper must go on serving requests after them.  A lab test captures that a spoofed
-source (IP_HDRINCL / IPV6_HDRINCL on the helper's own raw sockets) never leaves.
+attaches to it with ptrace (tests/lab/inject.py) and makes the helper itself call
+socket(), connect(), setsockopt(), capset(), openat(), execve(), mmap() ... as code that a
+memory bug had taken over would.  Every forbidden call must end the helper with SIGSYS
+(no call fails with an errno: see helper/sandbox.c), the calls the loop does make must
+still work, and the helper must go on serving requests after them.  A lab test captures
+that a spoofed source (IP_HDRINCL / IPV6_HDRINCL on the helper's own raw sockets) never
+leaves.
 
 Builds with AddressSanitizer have no filter (``sandbox none``, checked in
 test_privileges.py): conftest deselects the tests marked ``sandbox`` there.
@@ -18,6 +19,7 @@ test_privileges.py): conftest deselects the tests marked ``sandbox`` there.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import platform
 import re
@@ -29,13 +31,16 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from lab import packets as P
+from lab.inject import Injection, Injector
+from lab.inject import run as inject_calls
+from lab.inject import supported as injection_supported
 from lab.topology import Chain
 
 if TYPE_CHECKING:
@@ -43,15 +48,15 @@ if TYPE_CHECKING:
 
 RootOnly = tuple[Path, socket.socket, Path]  # a directory's socket, its listener, a file
 
-# libc's syscall() numbers for capset and capget (no libc wrapper is exported under
-# those names); the filter exists for these two architectures only (sandbox.c)
-CAPSET = {"x86_64": 126, "aarch64": 91}
-CAPGET = {"x86_64": 125, "aarch64": 90}
 
 pytestmark = [
     pytest.mark.privileged,
     pytest.mark.sandbox,
-    pytest.mark.skipif(platform.machine() not in CAPSET, reason="no filter for this machine"),
+    pytest.mark.skipif(
+        not injection_supported(),
+        reason=f"calls are injected with x86_64 registers (tests/lab/inject.py), not "
+        f"{platform.machine()}'s",
+    ),
 ]
 
 NOBODY = 65534
@@ -59,7 +64,6 @@ MODES = ("root", "setuid", "setcap")
 CAP_VERSION_3 = 0x20080522
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
-ERRNO = "*((int *(*)(void))__errno_location)()"
 SPOOFED = {4: "198.18.250.99", 6: "2001:db8:250::99"}
 
 
@@ -150,66 +154,39 @@ def raw_socket_fd(pid: int, family: int) -> int:
     raise AssertionError(f"no raw ICMP socket of family {family} in process {pid}")
 
 
-# --------------------------------------------------------------------------- gdb
+# --------------------------------------------------------------------------- injection
 
 
-@dataclass
-class Injection:
-    values: list[str]  # what each `print` showed, in order
-    output: str  # gdb's whole output, for messages
-    status: int | None  # the helper's exit status once gdb is done, None if alive
+def inject(helper: Helper, script: Callable[[Injector], object]) -> Injection:
+    """Attach to the helper, let SCRIPT make its calls in it, detach; report what happened.
 
-
-def inject(helper: Helper, commands: Sequence[str]) -> Injection:
-    """Attach gdb to the helper, run COMMANDS in it, detach; report what happened."""
-    if shutil.which("gdb") is None:
-        pytest.fail("gdb is not installed (apt-get install gdb; .ci/run installs it)")
-    # Never ask a debuginfod server (the network), nor read libc's debug information
-    # where a machine has it: every call goes through the casts written here.
-    argv = ["gdb", "-nx", "-batch", "-iex", "set debuginfod enabled off"]
-    argv += ["-iex", "set debug-file-directory /nonexistent", "-p", str(helper.pid)]
-    for command in ("set confirm off", *commands, "detach"):
-        argv += ["-ex", command]
-    res = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
-    )
-    output = res.stdout + res.stderr
-    values = re.findall(r"^\$\d+ = (.*)$", res.stdout, re.MULTILINE)
+    The helper is this process's child: when a call ends it, the status read here is
+    handed to its Popen (which could no longer read it).
+    """
+    result = inject_calls(helper.pid, script)
+    if result.status is not None:
+        helper.proc.returncode = result.status
+        return result
     try:
-        status = helper.proc.wait(5) if "SIGSYS" in output else helper.proc.wait(0.2)
+        return Injection(result.values, helper.proc.wait(0.2))
     except subprocess.TimeoutExpired:
-        status = None
-    return Injection(values, output, status)
-
-
-def c_bytes(data: bytes) -> str:
-    """DATA as a gdb (C) string literal: octal escapes, so any byte goes through."""
-    return '"' + "".join(f"\\{b:03o}" for b in data) + '"'
+        return result
 
 
 def sockaddr_un(path: str) -> bytes:
     return struct.pack("<H", socket.AF_UNIX) + path.encode() + b"\0"
 
 
-INT_ONE = "(int[1]){1}"
-# through a cast: were libc's debug information read, gdb would pass the address argument
-# as glibc's transparent union __CONST_SOCKADDR_ARG, not as the pointer it is
-CONNECT = "((int (*)(int, const void *, unsigned))connect)"
-SENDTO = "((long (*)(int, const void *, unsigned long, int, const void *, unsigned))sendto)"
-IFREQ_LO = c_bytes(b"lo".ljust(40, b"\0"))  # struct ifreq naming lo
+ONE = struct.pack("<i", 1)  # an int option value of 1
+IFREQ_LO = b"lo".ljust(40, b"\0")  # struct ifreq naming lo
+AT_FDCWD = -100
 
 
-def capset(effective: int, permitted: int) -> str:
-    """capset(2) called through libc's syscall(), on one 64-bit capability set pair."""
-    nr = CAPSET[platform.machine()]
-    header = f"(int[2]){{{CAP_VERSION_3}, 0}}"
-    data = f"(int[6]){{{effective}, {permitted}, 0, 0, 0, 0}}"
-    return f"(long)syscall({nr}, {header}, {data})"
+def capset(injector: Injector, effective: int, permitted: int) -> int:
+    """capset(2) on one 64-bit capability set pair (version 3 header, this process)."""
+    header = struct.pack("<II", CAP_VERSION_3, 0)
+    data = struct.pack("<6I", effective, permitted, 0, 0, 0, 0)
+    return injector.call("capset", header, data)
 
 
 @pytest.fixture(scope="module")
@@ -247,93 +224,135 @@ def accepted(server: socket.socket) -> int:
 
 # --------------------------------------------------------------------------- forbidden calls
 
-# (name, modes it applies to, gdb commands); RAW4 / RAW6 stand for the helper's raw
-# ICMP / ICMPv6 descriptors; each command list ends in the call that must be fatal.
-UDP4 = "set $u = (int)socket(2, 2, 17)"  # a socket the loop may make (AF_INET, UDP)
-UDP6 = "set $u = (int)socket(10, 2, 17)"
-FORBIDDEN: list[tuple[str, tuple[str, ...], list[str]]] = [
-    ("socket AF_UNIX", MODES, ["print (int)socket(1, 1, 0)"]),
+
+@dataclass
+class Inside:
+    """What a script reaches inside the helper: its raw ICMP sockets, a root-only socket
+    address and file."""
+
+    raw4: int
+    raw6: int
+    unix_address: bytes
+    secret: bytes
+
+
+def udp(injector: Injector, family: int = socket.AF_INET) -> int:
+    """A socket the loop may make (UDP of FAMILY)."""
+    return injector.call("socket", family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+
+
+def connect_unix(injector: Injector, inside: Inside) -> int:
+    fd = injector.call("socket", socket.AF_UNIX, socket.SOCK_STREAM, 0)
+    return injector.call("connect", fd, inside.unix_address, len(inside.unix_address))
+
+
+def attach_filter(injector: Injector, inside: Inside) -> int:
+    """SO_ATTACH_FILTER with a one-instruction program (return 0)."""
+    program = injector.place(struct.pack("<HBBI", 6, 0, 0, 0))
+    fprog = struct.pack("<HxxxxxxQ", 1, program)
+    return injector.call("setsockopt", inside.raw4, 1, 26, fprog, len(fprog))
+
+
+def mprotect_stack(injector: Injector, _: Inside) -> int:
+    page = injector.scratch_top & ~4095
+    return injector.call("mprotect", page, 4096, 7)
+
+
+Script = Callable[[Injector, Inside], object]
+# (name, modes it applies to, script); each script ends in the call that must be fatal.
+FORBIDDEN: list[tuple[str, tuple[str, ...], Script]] = [
+    ("socket AF_UNIX", MODES, lambda j, _: j.call("socket", 1, 1, 0)),
+    ("connect to a root-only unix socket", MODES, connect_unix),
+    ("socket AF_NETLINK route", MODES, lambda j, _: j.call("socket", 16, 3, 0)),
+    ("socket AF_PACKET", MODES, lambda j, _: j.call("socket", 17, 3, 768)),
+    ("socket AF_INET SOCK_RAW", MODES, lambda j, _: j.call("socket", 2, 3, 1)),
+    ("socket AF_INET6 SOCK_RAW", MODES, lambda j, _: j.call("socket", 10, 3 | 2048, 58)),
+    ("socket ICMP datagram", MODES, lambda j, _: j.call("socket", 2, 2, 1)),
+    ("socket SCTP", MODES, lambda j, _: j.call("socket", 2, 1, 132)),
     (
-        "connect to a root-only unix socket",
+        "IP_HDRINCL on the raw socket",
         MODES,
-        ["set $s = (int)socket(1, 1, 0)", "print $s", f"print {CONNECT}($s, SOCKADDR_UN, LEN)"],
+        lambda j, i: j.call("setsockopt", i.raw4, 0, 3, ONE, 4),
     ),
-    ("socket AF_NETLINK route", MODES, ["print (int)socket(16, 3, 0)"]),
-    ("socket AF_PACKET", MODES, ["print (int)socket(17, 3, 768)"]),
-    ("socket AF_INET SOCK_RAW", MODES, ["print (int)socket(2, 3, 1)"]),
-    ("socket AF_INET6 SOCK_RAW", MODES, ["print (int)socket(10, 3|2048, 58)"]),
-    ("socket ICMP datagram", MODES, ["print (int)socket(2, 2, 1)"]),
-    ("socket SCTP", MODES, ["print (int)socket(2, 1, 132)"]),
-    ("IP_HDRINCL on the raw socket", MODES, [f"print (int)setsockopt(RAW4, 0, 3, {INT_ONE}, 4)"]),
     (
         "IPV6_HDRINCL on the raw socket",
         MODES,
-        [f"print (int)setsockopt(RAW6, 41, 36, {INT_ONE}, 4)"],
+        lambda j, i: j.call("setsockopt", i.raw6, 41, 36, ONE, 4),
     ),
-    ("IP_TRANSPARENT", MODES, [UDP4, f"print (int)setsockopt($u, 0, 19, {INT_ONE}, 4)"]),
-    ("IP_FREEBIND", MODES, [UDP4, f"print (int)setsockopt($u, 0, 15, {INT_ONE}, 4)"]),
-    ("IPV6_TRANSPARENT", MODES, [UDP6, f"print (int)setsockopt($u, 41, 75, {INT_ONE}, 4)"]),
-    ("IPV6_FREEBIND", MODES, [UDP6, f"print (int)setsockopt($u, 41, 78, {INT_ONE}, 4)"]),
-    ("SO_BINDTODEVICE by name", MODES, ['print (int)setsockopt(RAW4, 1, 25, "lo", 3)']),
+    ("IP_TRANSPARENT", MODES, lambda j, _: j.call("setsockopt", udp(j), 0, 19, ONE, 4)),
+    ("IP_FREEBIND", MODES, lambda j, _: j.call("setsockopt", udp(j), 0, 15, ONE, 4)),
     (
-        "SO_ATTACH_FILTER after the start",
+        "IPV6_TRANSPARENT",
         MODES,
-        ["print (int)setsockopt(RAW4, 1, 26, (long[2]){1, (long)(int[2]){6, 0}}, 16)"],
+        lambda j, _: j.call("setsockopt", udp(j, socket.AF_INET6), 41, 75, ONE, 4),
     ),
+    (
+        "IPV6_FREEBIND",
+        MODES,
+        lambda j, _: j.call("setsockopt", udp(j, socket.AF_INET6), 41, 78, ONE, 4),
+    ),
+    (
+        "SO_BINDTODEVICE by name",
+        MODES,
+        lambda j, i: j.call("setsockopt", i.raw4, 1, 25, b"lo\0", 3),
+    ),
+    ("SO_ATTACH_FILTER after the start", MODES, attach_filter),
     (
         "SO_RCVBUFFORCE after the start",
         MODES,
-        [f"print (int)setsockopt(RAW4, 1, 33, {INT_ONE}, 4)"],
+        lambda j, i: j.call("setsockopt", i.raw4, 1, 33, ONE, 4),
     ),
     (
         "SO_MARK, caller not entitled",
         ("setuid", "setcap"),
-        [UDP4, f"print (int)setsockopt($u, 1, 36, {INT_ONE}, 4)"],
+        lambda j, _: j.call("setsockopt", udp(j), 1, 36, ONE, 4),
     ),
     (
         "getsockopt other than SO_ERROR",
         MODES,
-        ["print (int)getsockopt(RAW4, 1, 3, (int[1]){0}, (int[1]){4})"],
+        lambda j, i: j.call("getsockopt", i.raw4, 1, 3, bytes(4), struct.pack("<i", 4)),
     ),
     (
         "capset raising CAP_NET_ADMIN, caller not entitled",
         ("setuid", "setcap"),
-        ["print " + capset(1 << CAP_NET_ADMIN, 1 << CAP_NET_ADMIN)],
+        lambda j, _: capset(j, 1 << CAP_NET_ADMIN, 1 << CAP_NET_ADMIN),
     ),
-    ("capget", MODES, ["print (long)syscall(CAPGET, (int[2]){0x20080522, 0}, (int[6]){0})"]),
-    ("ioctl other than SIOCGIFINDEX", MODES, ["print (int)ioctl(RAW4, 0x8913, IFREQ_LO)"]),
-    ("open a root-only file", MODES, ["print (int)open(SECRET, 0)"]),
-    ("execve", MODES, ['print (int)execve("/bin/sh", (long[2]){0, 0}, (long[1]){0})']),
-    ("executable memory", MODES, ["print (long)mmap(0, 4096, 5, 0x22, -1, 0)"]),
-    ("mprotect", MODES, ["print (int)mprotect((void *)((long)$sp & ~4095), 4096, 7)"]),
+    (
+        "capget",
+        MODES,
+        lambda j, _: j.call("capget", struct.pack("<II", CAP_VERSION_3, 0), bytes(24)),
+    ),
+    (
+        "ioctl other than SIOCGIFINDEX",
+        MODES,
+        lambda j, i: j.call("ioctl", i.raw4, 0x8913, IFREQ_LO),
+    ),
+    ("open a root-only file", MODES, lambda j, i: j.call("openat", AT_FDCWD, i.secret, 0)),
+    ("execve", MODES, lambda j, _: j.call("execve", b"/bin/sh\0", bytes(16), bytes(8))),
+    ("executable memory", MODES, lambda j, _: j.call("mmap", 0, 4096, 5, 0x22, -1, 0)),
+    ("mprotect", MODES, mprotect_stack),
 ]
 FORBIDDEN_CASES = [
-    pytest.param(mode, commands, id=f"{mode}-{name.replace(' ', '_')}")
-    for name, modes, commands in FORBIDDEN
+    pytest.param(mode, script, id=f"{mode}-{name.replace(' ', '_')}")
+    for name, modes, script in FORBIDDEN
     for mode in modes
 ]
 
 
-def substitute(commands: Sequence[str], helper: Helper, root_only: RootOnly) -> list[str]:
+def inside(helper: Helper, root_only: RootOnly) -> Inside:
     path, _, secret = root_only
-    address = sockaddr_un(str(path))
-    words = {
-        "RAW4": str(raw_socket_fd(helper.pid, 4)),
-        "RAW6": str(raw_socket_fd(helper.pid, 6)),
-        "SOCKADDR_UN": c_bytes(address),
-        "LEN": str(len(address)),
-        "SECRET": c_bytes(str(secret).encode()),
-        "CAPGET": str(CAPGET[platform.machine()]),
-        "IFREQ_LO": IFREQ_LO,
-    }
-    pattern = re.compile(r"\b(" + "|".join(words) + r")\b")
-    return [pattern.sub(lambda m: words[m.group(1)], c) for c in commands]
+    return Inside(
+        raw4=raw_socket_fd(helper.pid, 4),
+        raw6=raw_socket_fd(helper.pid, 6),
+        unix_address=sockaddr_un(str(path)),
+        secret=str(secret).encode() + b"\0",
+    )
 
 
-@pytest.mark.parametrize(("mode", "commands"), FORBIDDEN_CASES)
+@pytest.mark.parametrize(("mode", "script"), FORBIDDEN_CASES)
 def test_a_forbidden_call_made_from_inside_kills_the_helper(
     mode: str,
-    commands: list[str],
+    script: Script,
     helper_path: str,
     unprivileged_copy: UnprivilegedCopy,
     root_only: RootOnly,
@@ -341,13 +360,10 @@ def test_a_forbidden_call_made_from_inside_kills_the_helper(
     _, server, _ = root_only
     accepted(server)
     with started(helper_argv(mode, helper_path, unprivileged_copy)) as helper:
-        result = inject(helper, substitute(commands, helper, root_only))
+        reached = inside(helper, root_only)
+        result = inject(helper, lambda injector: script(injector, reached))
         connections = accepted(server)
-    assert result.status == -signal.SIGSYS, (
-        f"the helper survived (status {result.status}); the calls returned {result.values}:\n"
-        f"{result.output}"
-    )
-    assert "Program terminated with signal SIGSYS" in result.output, result.output
+    assert result.status == -signal.SIGSYS, f"the helper survived: {result.describe()}"
     assert connections == 0, "a connection reached the root-only unix socket"
 
 
@@ -359,34 +375,33 @@ def test_the_calls_the_loop_makes_still_work_and_the_helper_goes_on(
     mode: str, helper_path: str, unprivileged_copy: UnprivilegedCopy
 ) -> None:
     """The positive control: the harness does inject, and the list is not too narrow."""
-    commands = [
-        "set $t = (int)socket(10, 1|2048|524288, 6)",  # TCP, SOCK_NONBLOCK|SOCK_CLOEXEC
-        "print $t",
-        f"print (int)setsockopt($t, 41, 16, {INT_ONE}, 4)",  # IPV6_UNICAST_HOPS
-        f"print (int)setsockopt($t, 6, 7, {INT_ONE}, 4)",  # TCP_SYNCNT
-        "print (int)getsockopt($t, 1, 4, (int[1]){0}, (int[1]){4})",  # SO_ERROR
-        "print (int)close($t)",
-        "set $u = (int)socket(2, 2, 17)",
-        "print $u",
-        "set $r = (char *)malloc(40)",
-        f"print (long)memcpy($r, {IFREQ_LO}, 40)",
-        "print (int)ioctl($u, 0x8933, $r)",  # SIOCGIFINDEX
-        "print *(int *)($r + 16)",
-        "print (int)close($u)",
-        "print (long)mmap(0, 4096, 3, 0x22, -1, 0) > 0",
-    ]
+
+    def loop_calls(injector: Injector) -> None:
+        tcp = injector.call("socket", 10, 1 | 2048 | 524288, 6)  # NONBLOCK|CLOEXEC
+        injector.call("setsockopt", tcp, 41, 16, ONE, 4)  # IPV6_UNICAST_HOPS
+        injector.call("setsockopt", tcp, 6, 7, ONE, 4)  # TCP_SYNCNT
+        injector.call("getsockopt", tcp, 1, 4, bytes(4), struct.pack("<i", 4))  # SO_ERROR
+        injector.call("close", tcp)
+        udp4 = udp(injector)
+        request = injector.place(IFREQ_LO)
+        injector.call("ioctl", udp4, 0x8933, request)  # SIOCGIFINDEX
+        index.append(struct.unpack("<i", injector.read(request + 16, 4))[0])
+        injector.call("close", udp4)
+        injector.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+
+    index: list[int] = []
     with started(helper_argv(mode, helper_path, unprivileged_copy)) as helper:
-        result = inject(helper, commands)
-        assert result.status is None, result.output
+        result = inject(helper, loop_calls)
+        assert result.status is None, result.describe()
         reply = helper.ask("2 send-probe ip-4 127.0.0.1 timeout 2")
         assert reply.startswith("2 reply ip-4 127.0.0.1"), reply
         reply = helper.ask("3 send-probe ip-6 ::1 protocol tcp port 9 local-device lo timeout 2")
         assert reply.startswith("3 reply ip-6 ::1"), reply
-    tcp, hops, syncnt, error, close_tcp, udp, _, ioctl, index, close_udp, mapped = result.values
-    assert int(tcp) >= 3 and int(udp) >= 3, result.output
-    assert [hops, syncnt, error, close_tcp, ioctl, close_udp] == ["0"] * 6, result.output
-    assert int(index) == socket.if_nametoindex("lo"), result.output
-    assert mapped == "1", result.output
+    tcp, hops, syncnt, error, close_tcp, udp4, ioctl, close_udp, mapped = result.values
+    assert tcp >= 3 and udp4 >= 3, result.describe()
+    assert [hops, syncnt, error, close_tcp, ioctl, close_udp] == [0] * 6, result.describe()
+    assert index == [socket.if_nametoindex("lo")], result.describe()
+    assert mapped > 0, result.describe()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -426,19 +441,17 @@ def test_root_keeps_only_cap_net_admin_to_raise_and_it_opens_nothing_more(
 ) -> None:
     """Root is entitled to marks: capset may raise CAP_NET_ADMIN (nothing else is
     permitted), and what that capability could open stays closed."""
-    raise_other = capset(1 << CAP_NET_RAW, (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW))
     with started([helper_path]) as helper:
         result = inject(
             helper,
-            [
-                "print " + raise_other,
-                f"print {ERRNO}",
-                "print " + capset(1 << CAP_NET_ADMIN, 1 << CAP_NET_ADMIN),
-                "print " + capset(0, 1 << CAP_NET_ADMIN),
-            ],
+            lambda j: (
+                capset(j, 1 << CAP_NET_RAW, (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)),
+                capset(j, 1 << CAP_NET_ADMIN, 1 << CAP_NET_ADMIN),
+                capset(j, 0, 1 << CAP_NET_ADMIN),
+            ),
         )
-        assert result.status is None, result.output
-        assert result.values == ["-1", str(1), "0", "0"], result.output  # EPERM, then raised
+        assert result.status is None, result.describe()
+        assert result.values == [-errno.EPERM, 0, 0], result.describe()  # then raised
         assert helper.ask("2 check-support feature mark") == "2 feature-support support ok"
         # marks, which raise and lower CAP_NET_ADMIN around SO_MARK (option and control)
         for line in (
@@ -453,13 +466,13 @@ def test_root_keeps_only_cap_net_admin_to_raise_and_it_opens_nothing_more(
         # raised, CAP_NET_ADMIN still cannot reach a netlink socket
         result = inject(
             helper,
-            [
-                "print " + capset(1 << CAP_NET_ADMIN, 1 << CAP_NET_ADMIN),
-                "print (int)socket(16, 3, 0)",
-            ],
+            lambda j: (
+                capset(j, 1 << CAP_NET_ADMIN, 1 << CAP_NET_ADMIN),
+                j.call("socket", 16, 3, 0),
+            ),
         )
-    assert result.values[:1] == ["0"], result.output
-    assert result.status == -signal.SIGSYS, result.output
+    assert result.values[:1] == [0], result.describe()
+    assert result.status == -signal.SIGSYS, result.describe()
 
 
 # --------------------------------------------------------------------------- spoofed sources
@@ -487,19 +500,20 @@ def test_a_spoofed_source_never_leaves_through_the_raw_sockets(
     server = chain.server_address(family)
     packet, address = spoofed_echo(family, SPOOFED[family], server)
     level, option = (0, 3) if family == 4 else (41, 36)  # IP_HDRINCL, IPV6_HDRINCL
-    commands = [
-        f"print (int)setsockopt(RAW, {level}, {option}, {INT_ONE}, 4)",
-        f"print {SENDTO}(RAW, {c_bytes(packet)}, {len(packet)}, 0, {c_bytes(address)}, "
-        f"{len(address)})",
-    ]
     argv = chain.exec_argv("client", helper_argv(mode, helper_path, unprivileged_copy))
     with chain.capture("client") as cap, started(argv) as helper:
         # the control: what this helper sends, the capture sees
         control = helper.ask(f"2 send-probe ip-{family} {server} timeout 2")
-        raw = str(raw_socket_fd(helper.pid, family))
-        result = inject(helper, [c.replace("RAW", raw) for c in commands])
+        raw = raw_socket_fd(helper.pid, family)
+        result = inject(
+            helper,
+            lambda j: (
+                j.call("setsockopt", raw, level, option, ONE, 4),
+                j.call("sendto", raw, packet, len(packet), 0, address, len(address)),
+            ),
+        )
     assert control.startswith(f"2 reply ip-{family} {server}"), control
     assert cap.select(src=chain.client_address(family), dst=server), cap.describe()
     spoofed = cap.select(src=SPOOFED[family])
-    assert not spoofed, f"a spoofed packet left ({result.values}):\n{cap.describe()}"
-    assert result.status == -signal.SIGSYS, result.output
+    assert not spoofed, f"a spoofed packet left ({result.describe()}):\n{cap.describe()}"
+    assert result.status == -signal.SIGSYS, result.describe()

@@ -9,6 +9,7 @@
   client keys and configuration that reach it (:class:`SshKeys`).
 * :mod:`lab.packets` — packet builders/decoders (ICMP extensions, MPLS, SCTP CRC32c).
 * :mod:`lab.pcap` — pcap reader.  :mod:`lab.rawprobe` — raw-socket reference prober.
+* :mod:`lab.inject` — system calls injected into a running process (ptrace).
 * :mod:`lab.netns` — namespace names, ``ip -batch``, sysctl writer, stale cleanup.
 """
 
