@@ -42,8 +42,6 @@ struct prober {
     struct reply_writer out;
     struct helper_abilities abilities;
     struct line_reader reader;
-    tcp_watcher watch_tcp;
-    void *watch_context;
     struct policy policy;
     bool blocked;                   /* PENDING waits for the rate limit */
     bool departures_waiting;        /* probes sent since their stamps were read */
@@ -55,6 +53,8 @@ struct prober {
     uint16_t udp_counter;
     uint16_t sctp_counter;
     uint32_t tag_secret;
+    uint32_t tcp_counter;
+    unsigned tcp_port_turn;         /* the next of the default TCP ports */
 };
 
 uint64_t monotonic_ns(void)
@@ -75,33 +75,10 @@ static uint64_t elapsed_us(const struct timespec *sent,
     return ns > 0 ? (uint64_t)ns / 1000u : 0;
 }
 
-/*
- * What a TCP probe has heard.  The raw ICMP socket decodes errors that quote
- * the probe's addresses and ports, but a forger can quote those; only the
- * kernel knows the sequence number the SYN carried, and it accepts (and
- * queues on the probe's socket, IP_RECVERR) only errors that quote it.  So
- * raw-socket answers wait here until the kernel's verdict names one of them
- * by sender, ICMP type and code; that one, which carries what the raw socket
- * saw (MPLS labels, reply TTL and size, arrival time), is the reply.
- */
-#define TCP_HEARD 4     /* answers kept while the verdict is awaited */
-
-struct tcp_evidence {
-    struct decoded_reply heard[TCP_HEARD];
-    struct timespec received[TCP_HEARD];
-    unsigned heard_count;           /* all ever heard; the last TCP_HEARD kept */
-    bool has_verdict;
-    struct tcp_icmp_error verdict;
-};
-
-/* Forget PROBE, closing its TCP socket and letting go of its port. */
+/* Forget PROBE, letting go of its port. */
 static void release_probe(struct prober *p, struct probe *probe)
 {
-    if (probe->tcp_fd >= 0) {
-        net_tcp_abort(probe->tcp_fd);   /* also leaves the epoll set */
-    }
     port_holds_release(p->holds, probe->port_hold);
-    free(probe->tcp_evidence);
     probe_free(p->table, probe);
 }
 
@@ -114,86 +91,6 @@ static void complete_probe(struct prober *p, struct probe *probe,
     release_probe(p, probe);
 }
 
-/* PROBE's evidence, made on first use; NULL when out of memory. */
-static struct tcp_evidence *tcp_evidence(struct probe *probe)
-{
-    if (probe->tcp_evidence == NULL) {
-        probe->tcp_evidence = calloc(1, sizeof(*probe->tcp_evidence));
-    }
-    return probe->tcp_evidence;
-}
-
-/* True when PROBE has the kernel's verdict, reading it if it is waiting. */
-static bool tcp_take_verdict(struct probe *probe)
-{
-    struct tcp_icmp_error verdict;
-    struct tcp_evidence *evidence = probe->tcp_evidence;
-
-    if (evidence != NULL && evidence->has_verdict) {
-        return true;
-    }
-    if (!net_tcp_icmp_error(probe->tcp_fd, &verdict)) {
-        return false;
-    }
-    evidence = tcp_evidence(probe);
-    if (evidence == NULL) {
-        return false;   /* out of memory: the socket's errno still ends it */
-    }
-    evidence->verdict = verdict;
-    evidence->has_verdict = true;
-    return true;
-}
-
-static bool verdict_names(const struct tcp_icmp_error *verdict,
-                          const struct decoded_reply *reply)
-{
-    return reply->from_icmp && reply->icmp_type == verdict->type
-           && reply->icmp_code == verdict->code
-           && ip_address_equal(&reply->responder, &verdict->offender);
-}
-
-/* Complete PROBE with the heard answer its verdict names; true if done. */
-static bool tcp_settle(struct prober *p, struct probe *probe)
-{
-    struct tcp_evidence *evidence = probe->tcp_evidence;
-    unsigned kept;
-
-    if (evidence == NULL || !evidence->has_verdict) {
-        return false;
-    }
-    kept = evidence->heard_count < TCP_HEARD ? evidence->heard_count
-                                             : TCP_HEARD;
-    for (unsigned n = 0; n < kept; n++) {   /* the latest first */
-        unsigned i = (evidence->heard_count - 1 - n) % TCP_HEARD;
-
-        if (verdict_names(&evidence->verdict, &evidence->heard[i])) {
-            complete_probe(p, probe, &evidence->heard[i],
-                           &evidence->received[i]);
-            return true;
-        }
-    }
-    return false;
-}
-
-/* A raw-socket answer for TCP PROBE: kept until the kernel's verdict. */
-static void tcp_hear(struct prober *p, struct probe *probe,
-                     const struct decoded_reply *reply,
-                     const struct timespec *received)
-{
-    struct tcp_evidence *evidence = tcp_evidence(probe);
-    unsigned i;
-
-    if (evidence == NULL) {
-        return;         /* out of memory: the socket's errno still ends it */
-    }
-    i = evidence->heard_count++ % TCP_HEARD;
-    evidence->heard[i] = *reply;
-    evidence->received[i] = *received;
-    if (tcp_take_verdict(probe)) {
-        tcp_settle(p, probe);
-    }
-}
-
 void prober_deliver(struct prober *p, const struct decoded_reply *reply,
                     const struct timespec *received)
 {
@@ -201,11 +98,7 @@ void prober_deliver(struct prober *p, const struct decoded_reply *reply,
                                                 reply_wire_key(reply));
          probe != NULL; probe = probe_wire_next(p->table, probe)) {
         if (reply_matches_probe(reply, probe)) {
-            if (probe->tcp_fd >= 0) {
-                tcp_hear(p, probe, reply, received);
-            } else {
-                complete_probe(p, probe, reply, received);
-            }
+            complete_probe(p, probe, reply, received);
             return;
         }
     }
@@ -305,6 +198,21 @@ static bool assign_sctp_identity(struct prober *p, struct probe *probe)
     return false;
 }
 
+/* A TCP sequence number no TCP probe in flight uses. */
+static bool assign_tcp_identity(struct prober *p, struct probe *probe)
+{
+    /* more tries than probes can be in flight: one of them is free */
+    for (unsigned attempt = 0; attempt <= PROBE_CAPACITY; attempt++) {
+        uint32_t sequence = p->tcp_counter++;
+
+        if (probe_wire_first(p->table, PROBE_TCP, sequence) == NULL) {
+            probe->tcp_sequence = sequence;
+            return true;
+        }
+    }
+    return false;
+}
+
 static void fill_send_options(const struct prober *p,
                               const struct probe_request *request,
                               unsigned ifindex, struct send_options *options)
@@ -348,8 +256,8 @@ static int send_icmp(struct prober *p, struct probe *probe,
     return transmit(p, probe, ROLE_ICMP, packet, length, options);
 }
 
-/* The source a UDP checksum must cover: the given one or the route's. */
-static int udp_source(const struct probe_request *request, unsigned ifindex,
+/* The source a UDP or TCP checksum must cover: the given one or the route's. */
+static int route_source(const struct probe_request *request, unsigned ifindex,
                       struct ip_address *source)
 {
     if (request->local.family != 0) {
@@ -368,8 +276,7 @@ static int udp_source(const struct probe_request *request, unsigned ifindex,
 static int hold_local_port(struct prober *p, struct probe *probe,
                            const struct ip_address *source, unsigned port)
 {
-    if (probe->protocol == PROBE_UDP
-        && net_port_held_for_life(p->net, (uint16_t)port)) {
+    if (net_port_held_for_life(p->net, probe->protocol, (uint16_t)port)) {
         return 0;
     }
     return port_holds_take(p->holds, probe->protocol, source, (uint16_t)port,
@@ -383,7 +290,7 @@ static int send_udp(struct prober *p, struct probe *probe,
     static uint8_t packet[PACKET_BUFFER_BYTES];
     size_t length = transport_bytes(request->destination.family, PROBE_UDP,
                                     request->size);
-    int error = udp_source(request, ifindex, &probe->source);
+    int error = route_source(request, ifindex, &probe->source);
 
     if (error == 0 && request->local_port != 0) {
         error = hold_local_port(p, probe, &probe->source, request->local_port);
@@ -446,23 +353,39 @@ static int send_sctp(struct prober *p, struct probe *probe,
     return transmit(p, probe, ROLE_SCTP, packet, length, options);
 }
 
-static int send_tcp(struct prober *p, struct probe *probe,
-                    const struct probe_request *request, unsigned ifindex)
+/* The next of the default TCP source ports, in turn. */
+static uint16_t next_tcp_port(struct prober *p)
 {
-    int error;
+    return p->net->tcp_ports[p->tcp_port_turn++ % p->net->tcp_port_count];
+}
 
-    clock_gettime(CLOCK_REALTIME, &probe->sent);
-    error = net_tcp_connect(request, ifindex, &probe->tcp_fd, &probe->source,
-                            &probe->source_port);
+static int send_tcp(struct prober *p, struct probe *probe,
+                    const struct probe_request *request, unsigned ifindex,
+                    const struct send_options *options)
+{
+    static uint8_t packet[TCP_SYN_BYTES];
+    size_t length;
+    int error = route_source(request, ifindex, &probe->source);
+
+    if (error == 0 && request->local_port != 0) {
+        error = hold_local_port(p, probe, &probe->source, request->local_port);
+    }
     if (error != 0) {
         return error;
     }
+    if (!assign_tcp_identity(p, probe)) {
+        return ENOSPC;
+    }
     probe->source_known = true;
+    probe->source_port = request->local_port != 0 ? (uint16_t)request->local_port
+                                                  : next_tcp_port(p);
     probe->destination_port = request->port != 0 ? (uint16_t)request->port
                                                  : DEFAULT_STREAM_PORT;
+    length = build_tcp_syn(packet, &probe->source, &probe->destination,
+                           probe->source_port, probe->destination_port,
+                           probe->tcp_sequence);
     probe_link_wire_key(p->table, probe, probe_wire_key(probe));
-    return p->watch_tcp(p->watch_context, probe->tcp_fd,
-                        (uint64_t)probe->generation << 32 | probe->slot);
+    return transmit(p, probe, ROLE_TCP, packet, length, options);
 }
 
 static int send_probe(struct prober *p, struct probe *probe,
@@ -482,7 +405,7 @@ static int send_probe(struct prober *p, struct probe *probe,
     case PROBE_PROTOCOL_COUNT:
         break;
     }
-    return send_tcp(p, probe, request, ifindex);
+    return send_tcp(p, probe, request, ifindex, &options);
 }
 
 /* Checks that need the system; false when a reply has been written. */
@@ -558,7 +481,8 @@ static void start_probe(struct prober *p, const struct probe_request *request)
     }
     error = send_probe(p, probe, request, ifindex);
     if (error != 0) {
-        /* ENOSPC: no identity left; EMFILE/ENFILE: no descriptor left */
+        /* ENOSPC: no identity left; EMFILE/ENFILE: no descriptor left
+           for a port hold */
         if (error == ENOSPC || error == EMFILE || error == ENFILE) {
             reply_bare(&p->out, request->token, R_PROBES_EXHAUSTED);
         } else {
@@ -613,9 +537,9 @@ static void fill_abilities(struct prober *p)
         a->protocol_ok[PROBE_ICMP] |= net->sockets[f][ROLE_ICMP] >= 0;
         a->protocol_ok[PROBE_UDP] |= net->raw && net->sockets[f][ROLE_UDP] >= 0;
         a->protocol_ok[PROBE_SCTP] |= net->sockets[f][ROLE_SCTP] >= 0;
+        a->protocol_ok[PROBE_TCP] |= net->sockets[f][ROLE_TCP] >= 0
+                                     && net->tcp_port_count > 0;
     }
-    /* TCP probes need a raw ICMP socket to see routers' answers */
-    a->protocol_ok[PROBE_TCP] = net->raw;
     a->may_mark = net->may_mark;
     a->raw_sockets = net->raw;
     a->rate_limit = net->restricted ? RESTRICTED_PROBES_PER_SECOND : 0;
@@ -647,78 +571,6 @@ void prober_receive_departures(struct prober *p)
 void prober_receive(struct prober *p, int family, enum socket_role role)
 {
     net_receive(p->net, role, family, deliver_answer, record_departure, p);
-}
-
-/*
- * The kernel gave up on TCP PROBE's connect (TCP_SYNCNT: after about 3 s)
- * before the probe's own timeout.  Nothing can answer it any more: its
- * socket is closed and it leaves the wire index, and it ends as no-reply at
- * its deadline, as it would have without the kernel's limit.
- */
-static void tcp_await_deadline(struct prober *p, struct probe *probe)
-{
-    net_tcp_abort(probe->tcp_fd);
-    probe->tcp_fd = -1;
-    free(probe->tcp_evidence);
-    probe->tcp_evidence = NULL;
-    probe_unlink_wire_key(p->table, probe);
-}
-
-void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
-{
-    uint32_t slot = (uint32_t)cookie;
-    uint32_t generation = (uint32_t)(cookie >> 32);
-    struct probe *probe = probe_by_slot(p->table, slot, generation);
-    struct timespec now;
-    int verdict_error = 0;
-    int error;
-
-    if (probe == NULL) {
-        return;     /* answered by an ICMP error earlier in this wake-up */
-    }
-    if (tcp_take_verdict(probe)) {
-        /* the kernel accepted an ICMP error: answer with its raw-socket
-           copy, which may still wait on the raw socket */
-        if (tcp_settle(p, probe)) {
-            return;
-        }
-        prober_receive(p, probe->destination.family, ROLE_ICMP);
-        probe = probe_by_slot(p->table, slot, generation);
-        if (probe == NULL) {
-            return;
-        }
-        verdict_error = probe->tcp_evidence->verdict.error;
-    }
-    error = net_tcp_result(probe->tcp_fd);
-    if (error == 0) {
-        error = verdict_error;  /* the copy never came: what the kernel said */
-    }
-    if (error == 0 && !writable) {
-        return;
-    }
-    if (error == ETIMEDOUT) {
-        tcp_await_deadline(p, probe);
-        return;
-    }
-    clock_gettime(CLOCK_REALTIME, &now);
-    /*
-     * ECONNRESET (EPIPE after a FIN): the connection was established, so the
-     * destination answered the SYN with a SYN-ACK, and then reset it before
-     * we looked (some hosts and middleboxes reset at once after the ACK).
-     */
-    if (error == ECONNRESET || error == EPIPE) {
-        error = 0;
-    }
-    if (error == 0 || error == ECONNREFUSED) {
-        reply_tcp_answer(&p->out, probe->token, &probe->destination,
-                         elapsed_us(&probe->sent, &now),
-                         error == ECONNREFUSED, probe->details);
-        release_probe(p, probe);
-        return;
-    }
-    /* a local failure, or an ICMP error whose copy did not decode */
-    reply_send_error(&p->out, probe->token, error);
-    release_probe(p, probe);
 }
 
 /* Read the answers to the last RECEIVE_INTERLEAVE ICMP probes of a family. */
@@ -804,8 +656,7 @@ struct reply_writer *prober_replies(struct prober *p)
     return &p->out;
 }
 
-struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
-                             void *watch_context)
+struct prober *prober_create(struct net_state *net)
 {
     struct prober *p = calloc(1, sizeof(*p));
 
@@ -813,8 +664,6 @@ struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
         return NULL;
     }
     p->net = net;
-    p->watch_tcp = watch_tcp;
-    p->watch_context = watch_context;
     fill_abilities(p);
     p->table = probe_table_create(p->abilities.max_probes);
     p->holds = port_holds_create();
@@ -835,6 +684,7 @@ struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
     p->udp_counter = net->seeds.udp;
     p->sctp_counter = net->seeds.sctp;
     p->tag_secret = net->seeds.sctp_tag_secret;
+    p->tcp_counter = net->seeds.tcp;
     return p;
 }
 
