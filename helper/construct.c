@@ -6,6 +6,7 @@
 #include "checksum.h"
 
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <string.h>
 
 unsigned ip_header_bytes(int family)
@@ -65,6 +66,29 @@ size_t build_icmp_echo(uint8_t *buffer, size_t length, int family,
     if (family == AF_INET) {
         put16(buffer + 2, checksum_finish(checksum_add(0, buffer, length)));
     }
+    return length;
+}
+
+size_t build_icmp_echo_flow(uint8_t *buffer, size_t length,
+                            const struct ip_address *source,
+                            const struct ip_address *destination,
+                            uint16_t id, uint16_t sequence, uint16_t checksum,
+                            uint8_t pattern)
+{
+    bool v6 = destination->family == AF_INET6;
+    uint32_t sum = v6 ? checksum_pseudo_header(source, destination, 58, length)
+                      : 0;
+
+    memset(buffer, pattern, length);
+    buffer[0] = v6 ? 128 : 8;
+    buffer[1] = 0;
+    put16(buffer + 4, id);
+    put16(buffer + 6, sequence);
+    /* as in build_udp: CHECKSUM in place, the steering bytes make it valid */
+    put16(buffer + 2, checksum);
+    put16(buffer + ICMP_HEADER_BYTES, 0);
+    sum = checksum_add(sum, buffer, length);
+    put16(buffer + ICMP_HEADER_BYTES, checksum_finish(sum));
     return length;
 }
 

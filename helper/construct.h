@@ -20,6 +20,7 @@
 #define ICMP_HEADER_BYTES 8
 #define UDP_HEADER_BYTES 8
 #define UDP_IDENTITY_BYTES 2        /* payload bytes that steer the checksum */
+#define ICMP_FLOW_BYTES 10          /* an echo header and its steering bytes */
 #define TCP_SYN_BYTES 24            /* header and one MSS option */
 #define SCTP_COMMON_BYTES 12
 #define SCTP_INIT_BYTES 20
@@ -40,6 +41,18 @@ size_t transport_bytes(int family, enum probe_protocol protocol,
    (the kernel fills ICMPv6's). */
 size_t build_icmp_echo(uint8_t *buffer, size_t length, int family,
                        uint16_t id, uint16_t sequence, uint8_t pattern);
+
+/*
+ * An echo request of LENGTH bytes (at least ICMP_FLOW_BYTES) whose checksum
+ * is CHECKSUM whatever its id and sequence: the first two payload bytes are
+ * chosen to make it so (ICMPv6's checksum, which the kernel computes, covers
+ * the pseudo-header of SOURCE and DESTINATION).
+ */
+size_t build_icmp_echo_flow(uint8_t *buffer, size_t length,
+                            const struct ip_address *source,
+                            const struct ip_address *destination,
+                            uint16_t id, uint16_t sequence, uint16_t checksum,
+                            uint8_t pattern);
 
 /* UDP datagram of LENGTH bytes whose checksum field equals CHECKSUM (never
    0): the first two payload bytes are chosen to make it so. */

@@ -214,6 +214,21 @@ static void filter_icmp_types(int fd, int family)
     }
 }
 
+/* IPv6 sending sockets take a flow label from the destination's sin6_flowinfo. */
+static void allow_flow_labels(struct net_state *net, int index)
+{
+    if (net->icmp_senders[index] >= 0) {
+        set_int_option(net->icmp_senders[index], IPPROTO_IPV6,
+                       IPV6_FLOWINFO_SEND, 1);
+    }
+    for (int r = 0; r < ROLE_COUNT; r++) {
+        if (net->sockets[index][r] >= 0) {
+            set_int_option(net->sockets[index][r], IPPROTO_IPV6,
+                           IPV6_FLOWINFO_SEND, 1);
+        }
+    }
+}
+
 /* Raw sockets for one family; false (errno kept) if raw sockets are denied. */
 static bool open_raw_family(struct net_state *net, int family)
 {
@@ -255,6 +270,9 @@ static bool open_raw_family(struct net_state *net, int family)
     }
     net->family_ok[index] = true;
     preset_family_defaults(net, family);
+    if (family == AF_INET6) {
+        allow_flow_labels(net, index);
+    }
     return true;
 }
 
@@ -560,6 +578,12 @@ int net_send(const struct net_state *net, enum socket_role role,
     }
     /* port 0: IPv6 raw sockets take a non-zero port as a protocol number */
     message.msg_namelen = ip_address_to_sockaddr(destination, 0, &address);
+    if (destination->family == AF_INET6 && options->flow_label != 0) {
+        /* taken from here (IPV6_FLOWINFO_SEND): no lease needed while no
+           socket of the namespace holds an exclusive label */
+        ((struct sockaddr_in6 *)&address)->sin6_flowinfo =
+            htonl(options->flow_label & 0xfffff);
+    }
     message.msg_name = &address;
     message.msg_iov = &vector;
     message.msg_iovlen = 1;

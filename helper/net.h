@@ -104,6 +104,7 @@ struct send_options {
     unsigned ifindex;                   /* 0: any interface */
     const struct ip_address *source;    /* NULL: the kernel's choice */
     bool stamp;                         /* ask for a transmit timestamp */
+    uint32_t flow_label;                /* IPv6: 0 leaves it to the kernel */
 };
 
 /*

@@ -54,6 +54,7 @@ struct prober {
     uint16_t sctp_counter;
     uint32_t tag_secret;
     uint32_t tcp_counter;
+    uint32_t sctp_flow_counter;     /* initiate tags of flows' probes */
     unsigned tcp_port_turn;         /* the next of the default TCP ports */
 };
 
@@ -213,6 +214,33 @@ static bool assign_tcp_identity(struct prober *p, struct probe *probe)
     return false;
 }
 
+/*
+ * What a flow (the flow extension) fixes: every field per-flow balancers
+ * hash.  Its source port (udp, tcp, sctp) is FLOW_PORT_ZERO for flow 0 and
+ * counts up, wrapping to FLOW_PORT_FIRST (flows N and N + 64512 share a
+ * port); its IPv6 flow label is never 0 (0 leaves it to the kernel) and
+ * below the labels net.ipv6.flowlabel_state_ranges may reserve; its ICMP
+ * echo checksum is the flow number.
+ */
+static uint16_t flow_port(unsigned flow)
+{
+    unsigned span = 65536u - FLOW_PORT_FIRST;
+
+    return (uint16_t)(FLOW_PORT_FIRST
+                      + (FLOW_PORT_ZERO - FLOW_PORT_FIRST + flow) % span);
+}
+
+static uint32_t flow_label(unsigned flow)
+{
+    return 0x10000u + flow;
+}
+
+/* The source port a udp or tcp probe names: its flow's, its local-port, or 0. */
+static unsigned named_port(const struct probe_request *request)
+{
+    return request->has_flow ? flow_port(request->flow) : request->local_port;
+}
+
 static void fill_send_options(const struct prober *p,
                               const struct probe_request *request,
                               unsigned ifindex, struct send_options *options)
@@ -224,6 +252,7 @@ static void fill_send_options(const struct prober *p,
     options->mark = request->mark;
     options->ifindex = ifindex;
     options->source = request->local.family != 0 ? &request->local : NULL;
+    options->flow_label = request->has_flow ? flow_label(request->flow) : 0;
 }
 
 /* Hand PACKET to the kernel, stamping the probe's departure time. */
@@ -237,8 +266,11 @@ static int transmit(struct prober *p, struct probe *probe,
                     options);
 }
 
+static int route_source(const struct probe_request *request, unsigned ifindex,
+                        struct ip_address *source);
+
 static int send_icmp(struct prober *p, struct probe *probe,
-                     const struct probe_request *request,
+                     const struct probe_request *request, unsigned ifindex,
                      const struct send_options *options)
 {
     static uint8_t packet[PACKET_BUFFER_BYTES];
@@ -248,9 +280,24 @@ static int send_icmp(struct prober *p, struct probe *probe,
     if (!assign_icmp_identity(p, probe)) {
         return ENOSPC;
     }
-    build_icmp_echo(packet, length, request->destination.family,
-                    probe->icmp_id, probe->icmp_sequence,
-                    (uint8_t)request->bit_pattern);
+    if (request->has_flow) {
+        /* ICMPv6's checksum covers the source: the route's, if not given */
+        int error = route_source(request, ifindex, &probe->source);
+
+        if (error != 0) {
+            return error;
+        }
+        probe->source_known = true;
+        length = length < ICMP_FLOW_BYTES ? ICMP_FLOW_BYTES : length;
+        build_icmp_echo_flow(packet, length, &probe->source,
+                             &probe->destination, probe->icmp_id,
+                             probe->icmp_sequence, (uint16_t)request->flow,
+                             (uint8_t)request->bit_pattern);
+    } else {
+        build_icmp_echo(packet, length, request->destination.family,
+                        probe->icmp_id, probe->icmp_sequence,
+                        (uint8_t)request->bit_pattern);
+    }
     probe_link_wire_key(p->table, probe, probe_wire_key(probe));
     p->unread_sends[family_index(request->destination.family)]++;
     return transmit(p, probe, ROLE_ICMP, packet, length, options);
@@ -258,7 +305,7 @@ static int send_icmp(struct prober *p, struct probe *probe,
 
 /* The source a UDP or TCP checksum must cover: the given one or the route's. */
 static int route_source(const struct probe_request *request, unsigned ifindex,
-                      struct ip_address *source)
+                        struct ip_address *source)
 {
     if (request->local.family != 0) {
         *source = request->local;
@@ -290,10 +337,11 @@ static int send_udp(struct prober *p, struct probe *probe,
     static uint8_t packet[PACKET_BUFFER_BYTES];
     size_t length = transport_bytes(request->destination.family, PROBE_UDP,
                                     request->size);
+    unsigned port = named_port(request);
     int error = route_source(request, ifindex, &probe->source);
 
-    if (error == 0 && request->local_port != 0) {
-        error = hold_local_port(p, probe, &probe->source, request->local_port);
+    if (error == 0 && port != 0) {
+        error = hold_local_port(p, probe, &probe->source, port);
     }
     if (error != 0) {
         return error;
@@ -302,11 +350,12 @@ static int send_udp(struct prober *p, struct probe *probe,
         return ENOSPC;
     }
     probe->source_known = true;
-    probe->source_port = request->local_port != 0 ? (uint16_t)request->local_port
-                                                  : p->net->udp_source_port;
+    probe->source_port = port != 0 ? (uint16_t)port : p->net->udp_source_port;
+    /* a flow keeps one destination port; classic probes vary theirs */
     probe->destination_port =
-        request->port != 0
-            ? (uint16_t)request->port
+        request->port != 0 ? (uint16_t)request->port
+        : request->has_flow
+            ? UDP_BASE_PORT
             : (uint16_t)(UDP_BASE_PORT + probe->udp_checksum
                                              % (65536u - UDP_BASE_PORT));
     build_udp(packet, length, &probe->source, &probe->destination,
@@ -314,6 +363,45 @@ static int send_udp(struct prober *p, struct probe *probe,
               probe->udp_checksum, (uint8_t)request->bit_pattern);
     probe_link_wire_key(p->table, probe, probe_wire_key(probe));
     return transmit(p, probe, ROLE_UDP, packet, length, options);
+}
+
+/* True when an SCTP probe in flight from PORT uses initiate tag TAG. */
+static bool sctp_tag_in_use(const struct prober *p, uint16_t port,
+                            uint32_t tag)
+{
+    for (struct probe *other = probe_wire_first(p->table, PROBE_SCTP, port);
+         other != NULL; other = probe_wire_next(p->table, other)) {
+        if (other->source_port == port && other->sctp_tag == tag) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * An sctp probe of a flow: the flow's source port, held like a local-port,
+ * which the flow's probes share; the identity is the initiate tag, unique
+ * among them (answers that carry no tag go to one of the flow's probes).
+ */
+static int hold_sctp_flow_port(struct prober *p, struct probe *probe,
+                               const struct probe_request *request)
+{
+    struct ip_address any = {.family = request->destination.family};
+    uint16_t port = flow_port(request->flow);
+    int error = hold_local_port(p, probe,
+                                request->local.family != 0 ? &request->local
+                                                           : &any,
+                                port);
+
+    if (error != 0) {
+        return error;
+    }
+    probe->source_port = port;
+    do {
+        probe->sctp_tag = (p->tag_secret ^ (p->sctp_flow_counter++
+                                            * 0x9e3779b1u)) | 1u;
+    } while (sctp_tag_in_use(p, port, probe->sctp_tag));
+    return 0;
 }
 
 static int send_sctp(struct prober *p, struct probe *probe,
@@ -324,7 +412,13 @@ static int send_sctp(struct prober *p, struct probe *probe,
     size_t length = transport_bytes(request->destination.family, PROBE_SCTP,
                                     request->size);
 
-    if (request->local_port != 0) {
+    if (request->has_flow) {
+        int error = hold_sctp_flow_port(p, probe, request);
+
+        if (error != 0) {
+            return error;
+        }
+    } else if (request->local_port != 0) {
         struct ip_address any = {.family = request->destination.family};
         int error;
 
@@ -365,10 +459,11 @@ static int send_tcp(struct prober *p, struct probe *probe,
 {
     static uint8_t packet[TCP_SYN_BYTES];
     size_t length;
+    unsigned port = named_port(request);
     int error = route_source(request, ifindex, &probe->source);
 
-    if (error == 0 && request->local_port != 0) {
-        error = hold_local_port(p, probe, &probe->source, request->local_port);
+    if (error == 0 && port != 0) {
+        error = hold_local_port(p, probe, &probe->source, port);
     }
     if (error != 0) {
         return error;
@@ -377,8 +472,7 @@ static int send_tcp(struct prober *p, struct probe *probe,
         return ENOSPC;
     }
     probe->source_known = true;
-    probe->source_port = request->local_port != 0 ? (uint16_t)request->local_port
-                                                  : next_tcp_port(p);
+    probe->source_port = port != 0 ? (uint16_t)port : next_tcp_port(p);
     probe->destination_port = request->port != 0 ? (uint16_t)request->port
                                                  : DEFAULT_STREAM_PORT;
     length = build_tcp_syn(packet, &probe->source, &probe->destination,
@@ -396,7 +490,7 @@ static int send_probe(struct prober *p, struct probe *probe,
     fill_send_options(p, request, ifindex, &options);
     switch (request->protocol) {
     case PROBE_ICMP:
-        return send_icmp(p, probe, request, &options);
+        return send_icmp(p, probe, request, ifindex, &options);
     case PROBE_UDP:
         return send_udp(p, probe, request, ifindex, &options);
     case PROBE_SCTP:

@@ -754,6 +754,76 @@ def test_ttl_expired_from_each_router_with_details(chain: Chain, helper_path: st
     assert replies == expected
 
 
+# (ttl, size) of flow FLOW_A's probes and of FLOW_B's one: the wire tells them apart by ttl
+FLOW_A, FLOW_B = 7, 8
+FLOW_A_PROBES = ((1, 64), (2, 100), (9, 80))
+FLOW_B_PROBE = (4, 64)
+
+
+def hashed_fields(packet: P.Packet) -> tuple[object, ...]:
+    """What a per-flow balancer hashes: addresses, protocol, TOS / traffic class, IPv6
+    flow label, the first 4 transport bytes (ports; ICMP type, code, checksum)."""
+    return (
+        packet.src,
+        packet.dst,
+        packet.proto,
+        packet.tos,
+        packet.flow_label,
+        packet.transport[:4],
+    )
+
+
+def test_a_flow_keeps_every_hashed_field_and_its_probes_are_told_apart_by_their_answers(
+    chain: Chain, helper_path: str
+) -> None:
+    """Probes of one flow share every field per-flow balancers hash, whatever their ttl
+    and size; another flow differs in them; answers still reach the right probe (each
+    ttl's router answers its own token, matched on what the error quotes).  Before:
+    ``flow`` was refused (unknown-argument) and each probe was a flow of its own."""
+    hole = chain.add_blackhole(3)
+    requests, expected, meta = [], {}, {}
+    for fam in FAMILIES:
+        for p, proto in enumerate(PROTOCOLS):
+            for k, (ttl, size) in enumerate((*FLOW_A_PROBES, FLOW_B_PROBE)):
+                n = fam * 100 + p * 10 + k
+                flow = FLOW_B if k == len(FLOW_A_PROBES) else FLOW_A
+                requests.append(
+                    req(
+                        n,
+                        fam,
+                        hole.address(fam),
+                        protocol=proto,
+                        flow=flow,
+                        ttl=ttl,
+                        size=size,
+                        tos=32,
+                        timeout=2,
+                    )
+                )
+                meta[n] = (fam, proto, ttl, flow)
+                expected[n] = (
+                    ans(n, "ttl-expired", fam, chain.hop_address(ttl, fam))
+                    if ttl <= 2
+                    else f"{n} no-reply"
+                )
+    with chain.capture("client", "eth0") as cap:
+        replies = serve(chain, helper_path, requests)
+    assert replies == expected
+    for fam in FAMILIES:
+        for proto in PROTOCOLS:
+            sent = probes_out(cap, hole.address(fam), proto, fam)
+            by_ttl = {packet.ttl: packet for packet in sent}
+            assert sorted(by_ttl) == [1, 2, 4, 9], cap.describe()
+            flow_a = {hashed_fields(by_ttl[ttl]) for ttl, _ in FLOW_A_PROBES}
+            assert len(flow_a) == 1, (proto, fam, flow_a)
+            assert hashed_fields(by_ttl[FLOW_B_PROBE[0]]) not in flow_a, (proto, fam)
+            if proto != "tcp":  # sizes differ on the wire; tcp ignores size
+                assert len({by_ttl[ttl].length for ttl, _ in FLOW_A_PROBES}) == 3
+            if fam == 6:
+                assert by_ttl[1].flow_label not in (None, 0)
+                assert by_ttl[1].flow_label != by_ttl[FLOW_B_PROBE[0]].flow_label
+
+
 MPLS_HOPS = [
     {"mpls": [[16, 0, 0, 1], [1048575, 7, 1, 255]]},
     {"addr4": "198.18.201.77", "addr6": "2001:db8:c9::77", "mpls": [[24001, 3, 1, 9]]},
@@ -1332,6 +1402,7 @@ def test_datagram_mode_without_privilege(ping_chain: Chain, unprivileged_copy: A
         "ip-4": "ok",
         "ip-6": "ok",
         "mark": "no",
+        "flow": "no",
         "max-probes": "65536",
     }
     requests = [f"{i} check-support feature {name}" for i, name in enumerate(features, 1)]
@@ -1372,6 +1443,10 @@ def test_datagram_mode_without_privilege(ping_chain: Chain, unprivileged_copy: A
             n = fam * 1000 + 950 + p
             requests.append(req(n, fam, c.server_address(fam), protocol=proto, timeout=3))
             expected[n] = f"{n} invalid-argument reason protocol-not-supported"
+        # the kernel chooses a datagram socket's echo id: no flow can be kept
+        n = fam * 1000 + 960
+        requests.append(req(n, fam, c.server_address(fam), flow=1, timeout=3))
+        expected[n] = f"{n} invalid-argument reason flow-not-supported"
     with c.capture("client", "eth0") as cap:
         replies = serve(c, helper, requests, user=65534)
     assert replies == expected

@@ -39,7 +39,8 @@ static const char requests[] =
     "7 send-probe ip-4 198.18.0.1 ttl 3 details yes\n"
     "8 send-probe ip-6 2001:db8::1 ttl 3 details yes\n"
     "9 send-probe ip-4 198.18.0.1 protocol tcp\n"
-    "10 send-probe ip-6 2001:db8::1 protocol tcp details yes\n";
+    "10 send-probe ip-6 2001:db8::1 protocol tcp details yes\n"
+    "11 send-probe ip-6 2001:db8::1 protocol sctp flow 5\n";
 
 static void address(int family, const char *text, struct ip_address *out)
 {
@@ -329,7 +330,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (getenv("BROKERPKG_FUZZ_SHOW") != NULL) {
         reply_flush(prober_replies(prober), 1);
     }
-    if (prober_in_flight(prober) < 9) {
+    if (prober_in_flight(prober) < 10) {
         abort();    /* one packet answers at most one probe */
     }
     prober_destroy(prober);

@@ -215,6 +215,14 @@ REQUESTS = {
     ),
     "sctp": b"3 send-probe ip-4 198.18.0.1 protocol sctp size 200 local-device lo\n",
     "tcp": b"4 send-probe ip-4 198.18.0.1 protocol tcp port 443\n",
+    "flow": (
+        b"17 send-probe ip-6 2001:db8::1 flow 9 size 0\n"
+        b"18 send-probe ip-4 198.18.0.1 protocol udp flow 65535 ttl 2\n"
+        b"19 send-probe ip-4 198.18.0.1 protocol tcp flow 0\n"
+        b"20 send-probe ip-6 2001:db8::1 protocol sctp flow 3\n"
+        b"21 send-probe ip-6 2001:db8::1 protocol sctp flow 3\n"
+        b"22 send-probe ip-4 198.18.0.1 protocol udp flow 16566\n"
+    ),
     "check-support": b"5 check-support feature max-probes\n6 check-support\n",
     "errors": b"x\n\n7 frob\n8 send-probe ip-4 1.2.3\n9 send-probe ip-4 127.0.0.1 ttl 0\n",
     "reuse": b"10 send-probe ip-4 198.18.0.1\n10 send-probe ip-4 198.18.0.1\n",
