@@ -241,6 +241,11 @@ def udp(injector: Injector, family: int = socket.AF_INET) -> int:
     return injector.call("socket", family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
 
 
+def tcp(injector: Injector) -> int:
+    """A socket the loop may make (TCP over IPv4: a local-port hold)."""
+    return injector.call("socket", socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+
+
 def connect_unix(injector: Injector, inside: Inside) -> int:
     fd = injector.call("socket", socket.AF_UNIX, socket.SOCK_STREAM, 0)
     return injector.call("connect", fd, inside.unix_address, len(inside.unix_address))
@@ -308,9 +313,33 @@ FORBIDDEN: list[tuple[str, tuple[str, ...], Script]] = [
         lambda j, _: j.call("setsockopt", udp(j), 1, 36, ONE, 4),
     ),
     (
-        "getsockopt other than SO_ERROR",
+        "getsockopt",
         MODES,
         lambda j, i: j.call("getsockopt", i.raw4, 1, 3, bytes(4), struct.pack("<i", 4)),
+    ),
+    # what per-probe TCP sockets needed, allowed until SYNs were built on the raw socket
+    (
+        "getsockopt SO_ERROR",
+        MODES,
+        lambda j, i: j.call("getsockopt", i.raw4, 1, 4, bytes(4), struct.pack("<i", 4)),
+    ),
+    ("TCP_SYNCNT", MODES, lambda j, _: j.call("setsockopt", tcp(j), 6, 7, ONE, 4)),
+    (
+        "SO_LINGER",
+        MODES,
+        lambda j, _: j.call("setsockopt", tcp(j), 1, 13, struct.pack("<ii", 1, 0), 8),
+    ),
+    ("IP_TTL", MODES, lambda j, _: j.call("setsockopt", udp(j), 0, 2, ONE, 4)),
+    (
+        "IPV6_UNICAST_HOPS",
+        MODES,
+        lambda j, _: j.call("setsockopt", udp(j, socket.AF_INET6), 41, 16, ONE, 4),
+    ),
+    ("IP_RECVERR", MODES, lambda j, _: j.call("setsockopt", udp(j), 0, 11, ONE, 4)),
+    (
+        "IPV6_TCLASS",
+        MODES,
+        lambda j, _: j.call("setsockopt", udp(j, socket.AF_INET6), 41, 67, ONE, 4),
     ),
     (
         "capset raising CAP_NET_ADMIN, caller not entitled",
@@ -377,11 +406,8 @@ def test_the_calls_the_loop_makes_still_work_and_the_helper_goes_on(
     """The positive control: the harness does inject, and the list is not too narrow."""
 
     def loop_calls(injector: Injector) -> None:
-        tcp = injector.call("socket", 10, 1 | 2048 | 524288, 6)  # NONBLOCK|CLOEXEC
-        injector.call("setsockopt", tcp, 41, 16, ONE, 4)  # IPV6_UNICAST_HOPS
-        injector.call("setsockopt", tcp, 6, 7, ONE, 4)  # TCP_SYNCNT
-        injector.call("getsockopt", tcp, 1, 4, bytes(4), struct.pack("<i", 4))  # SO_ERROR
-        injector.call("close", tcp)
+        tcp6 = injector.call("socket", 10, 1 | 2048 | 524288, 6)  # NONBLOCK|CLOEXEC
+        injector.call("close", tcp6)
         udp4 = udp(injector)
         request = injector.place(IFREQ_LO)
         injector.call("ioctl", udp4, 0x8933, request)  # SIOCGIFINDEX
@@ -397,9 +423,11 @@ def test_the_calls_the_loop_makes_still_work_and_the_helper_goes_on(
         assert reply.startswith("2 reply ip-4 127.0.0.1"), reply
         reply = helper.ask("3 send-probe ip-6 ::1 protocol tcp port 9 local-device lo timeout 2")
         assert reply.startswith("3 reply ip-6 ::1"), reply
-    tcp, hops, syncnt, error, close_tcp, udp4, ioctl, close_udp, mapped = result.values
-    assert tcp >= 3 and udp4 >= 3, result.describe()
-    assert [hops, syncnt, error, close_tcp, ioctl, close_udp] == [0] * 6, result.describe()
+        reply = helper.ask("4 send-probe ip-4 127.0.0.1 protocol tcp local-port 45123 timeout 2")
+        assert reply.startswith("4 reply ip-4 127.0.0.1"), reply  # a TCP hold, inside
+    tcp6, close_tcp, udp4, ioctl, close_udp, mapped = result.values
+    assert tcp6 >= 3 and udp4 >= 3, result.describe()
+    assert [close_tcp, ioctl, close_udp] == [0] * 3, result.describe()
     assert index == [socket.if_nametoindex("lo")], result.describe()
     assert mapped > 0, result.describe()
 
