@@ -235,7 +235,8 @@ def _check_payload_applies(protocol: object, size: object, payload_size: object)
         raise ValueError("give size (whole packet) or payload_size (after the header), not both")
     if payload_size is None:
         return
-    check_int("payload_size", payload_size, 0, MAX_SIZE - 20 - 8)
+    largest = MAX_SIZE - IP_HEADER_SIZE[4] - PAYLOAD_OFFSET["icmp"]  # IPv6 is checked later
+    check_int("payload_size", payload_size, 0, largest)
     name = protocol or wire.DEFAULT_PROTOCOL
     if name not in PAYLOAD_OFFSET:
         raise ValueError(

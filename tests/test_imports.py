@@ -100,6 +100,34 @@ def test_answers_and_option_checks_load_no_session_and_not_asyncio() -> None:
     assert not loaded & (TOOLS | {"asyncio"})
 
 
+def test_brokerpkg_ping_keeps_the_names_it_always_had() -> None:
+    # users import the answers, progress events and errors from brokerpkg.ping (each
+    # name is looked for where it lives: the first module of the list that has it)
+    code = """
+import json, sys
+from brokerpkg.ping import *
+modules = [sys.modules[f"brokerpkg.{name}"] for name in ("errors", "answers", "tasks", "ping")]
+homes = {}
+for name in modules[-1].__all__:
+    value = globals()[name]
+    homes[name] = next(
+        module.__name__ for module in modules if getattr(module, name, None) is value
+    ).removeprefix("brokerpkg.")
+print(json.dumps(homes))
+"""
+    homes = json.loads(run_python(code))
+    answers = {"Answer", "classify", "probe_to_dict", "raise_for_probe"}
+    errors = {"DestinationUnreachable", "NetworkError", "NoReplyError", "ProbeSendError"}
+    errors.add("TimeExceeded")
+    tasks = {"ProgressCallback", "ProgressEvent"}
+    assert homes == {
+        **dict.fromkeys(answers, "answers"),
+        **dict.fromkeys(errors, "errors"),
+        **dict.fromkeys(tasks, "tasks"),
+        **dict.fromkeys(("PingResult", "ping", "multiping", "multiping_iter"), "ping"),
+    }
+
+
 def test_every_public_name_resolves_to_its_module_object() -> None:
     code = """
 import importlib, json, sys, types, typing
