@@ -23,6 +23,7 @@ import brokerpkg
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = {
     "brokerpkg.session",
+    "brokerpkg.tasks",
     "brokerpkg.ping",
     "brokerpkg.trace",
     "brokerpkg.mtr",
@@ -87,6 +88,46 @@ def test_a_pure_name_loads_only_its_module() -> None:
     assert not loaded & (TOOLS | {"asyncio"})
 
 
+def test_answers_and_option_checks_load_no_session_and_not_asyncio() -> None:
+    # what the one-shot command-line paths and the exporter's formatting share with
+    # ping, without ping's session and event loop
+    loaded = new_modules(
+        "from brokerpkg.answers import classify\n"
+        "from brokerpkg.options import probe_settings\n"
+        "from brokerpkg import Answer"
+    )
+    assert {"brokerpkg.answers", "brokerpkg.options", "brokerpkg.protocol"} <= loaded
+    assert not loaded & (TOOLS | {"asyncio"})
+
+
+def test_brokerpkg_ping_keeps_the_names_it_always_had() -> None:
+    # users import the answers, progress events and errors from brokerpkg.ping (each
+    # name is looked for where it lives: the first module of the list that has it)
+    code = """
+import json, sys
+from brokerpkg.ping import *
+modules = [sys.modules[f"brokerpkg.{name}"] for name in ("errors", "answers", "tasks", "ping")]
+homes = {}
+for name in modules[-1].__all__:
+    value = globals()[name]
+    homes[name] = next(
+        module.__name__ for module in modules if getattr(module, name, None) is value
+    ).removeprefix("brokerpkg.")
+print(json.dumps(homes))
+"""
+    homes = json.loads(run_python(code))
+    answers = {"Answer", "classify", "probe_to_dict", "raise_for_probe"}
+    errors = {"DestinationUnreachable", "NetworkError", "NoReplyError", "ProbeSendError"}
+    errors.add("TimeExceeded")
+    tasks = {"ProgressCallback", "ProgressEvent"}
+    assert homes == {
+        **dict.fromkeys(answers, "answers"),
+        **dict.fromkeys(errors, "errors"),
+        **dict.fromkeys(tasks, "tasks"),
+        **dict.fromkeys(("PingResult", "ping", "multiping", "multiping_iter"), "ping"),
+    }
+
+
 def test_every_public_name_resolves_to_its_module_object() -> None:
     code = """
 import importlib, json, sys, types, typing
@@ -129,7 +170,8 @@ def test_unknown_names_raise_attribute_error() -> None:
     [
         "import brokerpkg.ping",
         "from brokerpkg.ping import PingResult",
-        "import brokerpkg.trace",  # imports brokerpkg.ping itself
+        "import brokerpkg.trace",
+        "import brokerpkg.sync",  # imports brokerpkg.ping itself
         "import brokerpkg; brokerpkg.ping; import brokerpkg.mtr",
     ],
 )
