@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -417,6 +420,19 @@ def test_remote_helper_goes_with_from(capsys: pytest.CaptureFixture[str]) -> Non
     assert (args.vantages, args.remote_helper) == (["far"], "/r/h")
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["h1", "h2", "-i", "200ms", "--path", "p", "-s", "100"],  # options after the hosts
+        ["h1", "-i", "200ms", "h2", "--path", "p", "-s", "100"],  # between them
+        ["-i", "200ms", "--path", "p", "-s", "100", "h1", "h2"],  # before them
+    ],
+)
+def test_options_go_before_between_or_after_the_hosts(words: list[str]) -> None:
+    args = cli.parse_arguments(cli.build_parser(), ["exporter", *words])
+    assert (args.hosts, args.interval, args.paths, args.size) == (["h1", "h2"], 0.2, ["p"], 100)
+
+
 def test_the_command_says_when_the_helper_is_missing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -489,6 +505,67 @@ def test_the_exporter_runs_as_nobody_and_holds_no_capability(
         helper_status = Path(f"/proc/{children[0]}/status").read_text()
         # it answered probes, so it dropped its privilege (it does before reading input)
         assert "CapEff:\t0000000000000000" in helper_status
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _page(port: int) -> dict[tuple[str, Any], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        return xl.samples(answer.read().decode())
+
+
+def _wait_page(port: int, check: Callable[[dict[tuple[str, Any], float]], bool]) -> None:
+    """Scrape until ``check(page)`` holds (the exporter may not listen yet)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError):
+            if check(_page(port)):
+                return
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+
+
+def _answered(page: dict[tuple[str, Any], float], ip: str) -> bool:
+    counts = [
+        number
+        for (name, labels), number in page.items()
+        if name == "smokeping_response_duration_seconds_count" and dict(labels)["ip"] == ip
+    ]
+    return bool(counts) and counts[0] > 3
+
+
+def test_the_command_reloads_its_file_on_sighup(
+    privileged: None, helper_path: str, tmp_path: Path
+) -> None:
+    """The running command, its host before its options: SIGHUP reads the file again
+    (its target replaced), the command line's host goes on."""
+    config = tmp_path / "smokeping.yml"
+    config.write_text("targets:\n- hosts: ['::1']\n  interval: 50ms\n")
+    port = _free_port()
+    argv = ["127.0.0.1", "--listen", f"127.0.0.1:{port}", "--config", str(config), "-i", "50ms"]
+    process = subprocess.Popen(
+        xl.exporter_argv(argv),
+        env=xl.exporter_env(helper=helper_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_page(port, lambda page: _answered(page, "::1") and _answered(page, "127.0.0.1"))
+        config.write_text("targets:\n- hosts: [127.0.0.3]\n  interval: 50ms\n")
+        process.send_signal(signal.SIGHUP)
+        _wait_page(port, lambda page: _answered(page, "127.0.0.3"))
+        page = _page(port)
+        ips = {dict(labels)["ip"] for (name, labels) in page if name == "smokeping_requests_total"}
+        assert ips == {"127.0.0.1", "127.0.0.3"}
+        assert xl.value(page, "smokeping_prober_config_last_reload_successful") == 1
+        assert process.poll() is None
     finally:
         process.terminate()
         process.wait(10)
