@@ -2,8 +2,9 @@
 
 client -> r1 -> r2 -> server, and the scripted responder behind r2 answering a virtual
 target 20 ms late.  Two vantage points: an exporter in the client namespace (probing
-from there, and from the server namespace through ``--from far``: a stand-in for ssh,
-``$BROKERPKG_SSH`` being a script that runs the helper in the server namespace), and an
+from there, and from the server namespace through ``--from far``: a real OpenSSH server
+in the server namespace, with its own host key and configuration, reached with key
+authentication, ``far`` being a ``Host`` of the client's ssh configuration), and an
 exporter in the server namespace.  Debian's Prometheus, in the client namespace,
 scrapes both, and the blackbox pattern (``/probe`` with relabelling) on the first; the
 results are read through Prometheus's query API.  Debian's smokeping_prober and
@@ -26,7 +27,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exporterlab as xl
+from conftest import _SANITIZER_OPTIONS, sanitized_build
 from lab import Chain
+from lab.sshd import SshKeys, SshServer, remote_command, sshd_available
 
 pytestmark = pytest.mark.usefixtures("privileged")
 
@@ -46,6 +49,7 @@ class Engines:
         self.virtual = chain.virtual_target(VIRTUAL, 4)
         self.blackhole = chain.add_blackhole(1).address(4)
         self.prometheus = f"http://127.0.0.1:{PORT_PROMETHEUS}"
+        self.sshd: SshServer | None = None
 
     def query(self, text: str) -> list[dict[str, Any]]:
         return xl.prometheus_query(self.chain, "client", self.prometheus, text)
@@ -71,21 +75,20 @@ def by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], floa
 
 @pytest.fixture(scope="module")
 def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
+    available, why = sshd_available()
+    if not available:
+        pytest.skip(why)
     scratch = Path(tempfile.mkdtemp(prefix="bpk-xlab-"))
     chain = Chain(2, responder=True, tag="xlab")
     try:
         chain.build()
         lab = Engines(chain, scratch)
         chain.start_responder({"targets": {lab.virtual: {"delay": DELAY}}})
-        server_ns = chain.node("server").ns
-        fake_ssh = scratch / "fake-ssh"
-        fake_ssh.write_text(
-            "#!/bin/sh\n"
-            "# ssh stand-in: $1 is the destination, $2 the remote helper, run in the\n"
-            "# server namespace\n"
-            f'exec ip netns exec {server_ns} "$2"\n'
-        )
-        fake_ssh.chmod(0o755)
+        keys = SshKeys(scratch / "ssh")
+        keys.alias("far", lab.server)
+        sshd = SshServer(chain, "server", lab.server, keys)
+        sshd.authorize()
+        lab.sshd = sshd.start()
         common = ["-i", "200ms", "--timeout", "1s"]
         xl.start(
             chain,
@@ -99,7 +102,7 @@ def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
                     "--from",
                     "far",
                     "--remote-helper",
-                    helper_path,
+                    remote_command(helper_path, _SANITIZER_OPTIONS if sanitized_build() else {}),
                     "--path",
                     lab.server,
                     lab.server,
@@ -107,7 +110,7 @@ def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
                     lab.blackhole,
                 ]
             ),
-            xl.exporter_env({"BROKERPKG_SSH": str(fake_ssh)}, helper_path),
+            xl.exporter_env({"BROKERPKG_SSH": keys.environment_value()}, helper_path),
             scratch / "exporter-a.log",
         )
         xl.start(
@@ -188,6 +191,23 @@ def test_prometheus_reads_requests_and_answers_of_each_target_from_each_vantage_
         (f"127.0.0.1:{PORT_A}", "far"): 1,
         (f"{lab.server}:{PORT_B}", ""): 1,
     }
+
+
+def test_the_far_vantage_point_is_reached_through_sshd(engines: Engines) -> None:
+    """``source="far"`` comes from a helper that sshd started: one session, authenticated
+    by the client's key, with the helper among its descendants."""
+    sshd = engines.sshd
+    assert sshd is not None
+    sessions = sshd.session_pids()
+    assert len(sessions) == 1, sshd.log
+    descendants, unseen = [], list(sessions)
+    while unseen:
+        children = xl.children(unseen.pop())
+        descendants += children
+        unseen += children
+    names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in descendants}
+    assert "brokerpkg-helpe" in names, names  # the kernel's 15-byte command name
+    assert any("Accepted publickey for root" in line for line in sshd.log), sshd.log
 
 
 def test_prometheus_sees_the_loss_of_a_blackholed_target(engines: Engines) -> None:
