@@ -7,9 +7,11 @@ tests/test_exporter_lab.py.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from brokerpkg import cli
+from brokerpkg.errors import HELPER_NAME
 from brokerpkg.exporter import (
     Exporter,
     Request,
@@ -653,3 +657,119 @@ async def test_an_unreachable_vantage_point_is_counted_and_the_rest_goes_on(
         assert xl.value(page, "smokeping_send_errors_total", **far) > 5
     finally:
         await exporter.close()
+
+
+# ------------------------------------------------------------- the documents and the code
+
+OTHER_PROGRAMS_OPTIONS = {"-T", "-o", "-m", "-l"}
+"""Options the documents give to other programs: ``ssh -T -o``, ``python3 -m``, ``man -l``."""
+FLAG = re.compile(r"(?<![\w-])--?[a-zA-Z][\w.-]*")
+METRIC = re.compile(r"\b(?:smokeping|brokerpkg|probe)_\w+")
+DOCUMENTED_DEFAULTS = {
+    "--listen": ":9374",
+    "--interval": "1s",
+    "--size": "56",
+    "--timeout": "5s",
+    "--resolve-interval": "60s",
+    "--remote-helper": "brokerpkg-helper",
+    "--log.level": "info",
+}
+"""Each option's default as the man page and --help write it."""
+
+
+def _man_exporter_section() -> str:
+    """brokerpkg(1)'s EXPORTER section as text: one line per paragraph or item."""
+    page = (xl.REPO / "man" / "brokerpkg.1").read_text()
+    roff = page[page.index(".SH EXPORTER") : page.index(".SH VANTAGE POINTS")]
+    words = []
+    for line in roff.splitlines():
+        font = re.match(r"^\.(?:B|I|BR|RB|BI|IB|IR|RI) (.*)$", line)
+        if font:
+            words.append(" ".join(w.strip('"') for w in re.findall(r'"[^"]*"|\S+', font[1])))
+        else:
+            words.append("\n" if line.startswith(".") else line)
+    text = re.sub(r"\\f[BIRP]", "", " ".join(words)).replace("\\-", "-")
+    return re.sub(r" ([,.;)])", r"\1", re.sub(r"[ \t]+", " ", text))
+
+
+def _readme_fleet_section() -> str:
+    """README's "Monitoring a fleet", ``a_{b,c}_d`` written out as ``a_b_d a_c_d``."""
+    readme = (xl.REPO / "README.md").read_text()
+    text = readme[readme.index("## Monitoring a fleet") : readme.index("## Performance")]
+    while brace := re.search(r"(\w*)\{([\w,]+)\}(\w*)", text):
+        spelt = " ".join(f"{brace[1]}{word}{brace[3]}" for word in brace[2].split(","))
+        text = text[: brace.start()] + spelt + text[brace.end() :]
+    return text
+
+
+def _exporter_parser() -> Any:
+    commands = next(
+        action
+        for action in cli.build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    return commands.choices["exporter"]
+
+
+def _served_metric_names(page: str) -> set[str]:
+    """The metric names of a page as queries spell them (counters with ``_total``)."""
+    return {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in text_string_to_metric_families(page)
+        if not family.name.startswith(("process_", "python_"))
+    }
+
+
+def test_the_man_page_and_readme_name_only_the_exporters_flags() -> None:
+    options = {option for action in _exporter_parser()._actions for option in action.option_strings}
+    in_man = set(FLAG.findall(_man_exporter_section())) - OTHER_PROGRAMS_OPTIONS
+    assert options - {"-h", "--help"} <= in_man
+    assert in_man <= options
+    assert set(FLAG.findall(_readme_fleet_section())) - OTHER_PROGRAMS_OPTIONS <= options
+
+
+def _man_item(section: str, option: str) -> str:
+    """The man page's item of ``option`` (its ``.TP`` line and text)."""
+    head = re.compile(rf"^ ?(?:-\w \w+, )?{re.escape(option)}[ ,]")
+    return next(line for line in section.splitlines() if head.match(line))
+
+
+def test_the_defaults_are_those_the_man_page_and_help_give() -> None:
+    section = _man_exporter_section()
+    actions = {
+        option: action for action in _exporter_parser()._actions for option in action.option_strings
+    }
+    for option, written in DOCUMENTED_DEFAULTS.items():
+        action = actions[option]
+        # the remote helper's default is a name the code gives when the flag is absent
+        default = HELPER_NAME if option == "--remote-helper" else action.default
+        assert default == (action.type(written) if action.type else written), option
+        assert f"(default {written}" in action.help, option
+        assert f"default {written}" in _man_item(section, option), option
+
+
+async def test_the_man_page_names_every_series_served_and_the_readme_no_other(
+    privileged: None, helper_path: str
+) -> None:
+    exporter = Exporter(
+        lambda: settings_from(["::1"], ["127.0.0.1"], interval=0.05),
+        [("", lambda: Session(helper_path))],
+        listen=("127.0.0.1", 0),
+        buckets=DEFAULT_BUCKETS,
+        timeout=1.0,
+    )
+    await exporter.start()
+    try:
+        port = exporter.ports[0]
+
+        async def hops_seen() -> bool:
+            return "brokerpkg_hop_requests_total{" in (await fetch(port, "/metrics"))[1]
+
+        await wait_for(hops_seen)
+        served = _served_metric_names((await fetch(port, "/metrics"))[1])
+        served |= _served_metric_names((await fetch(port, "/probe?target=::1&module=icmp"))[1])
+    finally:
+        await exporter.close()
+    program = {"smokeping_prober"}  # the name of the program, not of a series
+    assert set(METRIC.findall(_man_exporter_section())) - program == served
+    assert set(METRIC.findall(_readme_fleet_section())) - program <= served
