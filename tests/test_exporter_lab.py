@@ -386,3 +386,26 @@ def test_names_labels_and_types_match_debians_blackbox_exporter(engines: Engines
         for name in ("probe_success", "probe_ip_protocol", "probe_ip_addr_hash"):
             assert xl.value(our_page, name) == xl.value(their_page, name), name
         assert xl.value(our_page, "probe_success") == success
+
+
+def test_probe_modules_and_the_scrape_timeout(engines: Engines) -> None:
+    """/probe's tcp module (a SYN to sshd's port, to a closed port, into the blackhole)
+    and udp module, and a lost probe ending within the scrape timeout less 0.5 s."""
+    lab = engines
+    base = f"http://127.0.0.1:{PORT_A}/probe"
+    header = ["X-Prometheus-Scrape-Timeout-Seconds:1.5"]
+    for target, module, success in (
+        (f"{lab.server}:22", "tcp", 1.0),  # SYN-ACK from sshd
+        (f"{lab.server}:23", "tcp", 1.0),  # RST: the host answered
+        (f"{lab.blackhole}:22", "tcp", 0.0),
+        (f"{lab.server}:33434", "udp", 1.0),  # port unreachable from the destination
+        (lab.blackhole, "icmp", 0.0),
+    ):
+        status, page = xl.http_get(
+            lab.chain, "client", f"{base}?target={target}&module={module}", headers=header
+        )
+        assert status == 200, page
+        samples = xl.samples(page)
+        assert xl.value(samples, "probe_success") == success, (target, module)
+        if not success:  # it waited for its answer as long as the scrape allows
+            assert 0.9 <= xl.value(samples, "probe_duration_seconds") < 1.4, (target, module)
