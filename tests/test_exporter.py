@@ -251,6 +251,27 @@ async def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    load: Callable[[], Any], vantages: list[tuple[str, Any]], **options: Any
+) -> AsyncIterator[Exporter]:
+    """A started exporter on 127.0.0.1 (a free port): smokeping_prober's buckets, a 1 s
+    timeout and ``options``; closed at the end."""
+    exporter = Exporter(
+        load,
+        vantages,
+        listen=("127.0.0.1", 0),
+        buckets=DEFAULT_BUCKETS,
+        timeout=1.0,
+        **options,
+    )
+    await exporter.start()
+    try:
+        yield exporter
+    finally:
+        await exporter.close()
+
+
 @pytest.fixture
 async def running(
     privileged: None, helper_path: str, tmp_path: Path
@@ -258,18 +279,11 @@ async def running(
     """An exporter pinging 127.0.0.1 and ::1 every 50 ms from a config file, port 0."""
     config = tmp_path / "smokeping.yml"
     config.write_text("targets:\n- hosts: [127.0.0.1, '::1']\n  interval: 50ms\n")
-    exporter = Exporter(
+    async with serving(
         lambda: settings_from([], [], file_targets=load_config_file(str(config))),
         [("", lambda: Session(helper_path))],
-        listen=("127.0.0.1", 0),
-        buckets=DEFAULT_BUCKETS,
-        timeout=1.0,
-    )
-    await exporter.start()
-    try:
+    ) as exporter:
         yield exporter, config
-    finally:
-        await exporter.close()
 
 
 async def test_pings_counted_per_target(running: tuple[Exporter, Path]) -> None:
@@ -590,16 +604,11 @@ async def test_names_are_looked_up_again_and_the_ip_label_follows(
         return answers[host]
 
     monkeypatch.setattr(exporter_module, "lookup", fake_lookup)
-    exporter = Exporter(
+    async with serving(
         lambda: settings_from(["target.test"], [], interval=0.05),
         [("", lambda: Session(helper_path))],
-        listen=("127.0.0.1", 0),
-        buckets=DEFAULT_BUCKETS,
-        timeout=1.0,
         resolve_interval=0.2,
-    )
-    await exporter.start()
-    try:
+    ) as exporter:
         port = exporter.ports[0]
 
         async def answered(ip: str) -> bool:
@@ -620,8 +629,6 @@ async def test_names_are_looked_up_again_and_the_ip_label_follows(
             dict(labels)["ip"] for (name, labels) in page if name == "smokeping_requests_total"
         } == {"127.0.0.2"}
         assert lookups.count("target.test") >= 2
-    finally:
-        await exporter.close()
 
 
 async def test_an_unreachable_vantage_point_is_counted_and_the_rest_goes_on(
@@ -632,15 +639,10 @@ async def test_an_unreachable_vantage_point_is_counted_and_the_rest_goes_on(
     from brokerpkg.exporter import remote_session
 
     monkeypatch.setenv("BROKERPKG_SSH", "false")
-    exporter = Exporter(
+    async with serving(
         lambda: settings_from(["::1"], [], interval=0.05),
         [("", lambda: Session(helper_path)), ("far", lambda: remote_session("far", "helper"))],
-        listen=("127.0.0.1", 0),
-        buckets=DEFAULT_BUCKETS,
-        timeout=1.0,
-    )
-    await exporter.start()
-    try:
+    ) as exporter:
         port = exporter.ports[0]
 
         async def retried() -> bool:
@@ -655,8 +657,6 @@ async def test_an_unreachable_vantage_point_is_counted_and_the_rest_goes_on(
         far = {"source": "far", "ip": "::1"}
         assert xl.value(page, "smokeping_requests_total", **far) == 0
         assert xl.value(page, "smokeping_send_errors_total", **far) > 5
-    finally:
-        await exporter.close()
 
 
 # ------------------------------------------------------------- the documents and the code
@@ -751,15 +751,10 @@ def test_the_defaults_are_those_the_man_page_and_help_give() -> None:
 async def test_the_man_page_names_every_series_served_and_the_readme_no_other(
     privileged: None, helper_path: str
 ) -> None:
-    exporter = Exporter(
+    async with serving(
         lambda: settings_from(["::1"], ["127.0.0.1"], interval=0.05),
         [("", lambda: Session(helper_path))],
-        listen=("127.0.0.1", 0),
-        buckets=DEFAULT_BUCKETS,
-        timeout=1.0,
-    )
-    await exporter.start()
-    try:
+    ) as exporter:
         port = exporter.ports[0]
 
         async def hops_seen() -> bool:
@@ -768,8 +763,6 @@ async def test_the_man_page_names_every_series_served_and_the_readme_no_other(
         await wait_for(hops_seen)
         served = _served_metric_names((await fetch(port, "/metrics"))[1])
         served |= _served_metric_names((await fetch(port, "/probe?target=::1&module=icmp"))[1])
-    finally:
-        await exporter.close()
     program = {"smokeping_prober"}  # the name of the program, not of a series
     assert set(METRIC.findall(_man_exporter_section())) - program == served
     assert set(METRIC.findall(_readme_fleet_section())) - program <= served
