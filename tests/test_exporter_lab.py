@@ -35,6 +35,8 @@ pytestmark = pytest.mark.usefixtures("privileged")
 
 PORT_A, PORT_B, PORT_PROMETHEUS, PORT_SMOKEPING, PORT_BLACKBOX = 9374, 9375, 9090, 9376, 9115
 DELAY = 0.02
+SIZE_B = 200
+"""-s of the exporter in the server namespace (the other sends the default 56 bytes)."""
 VIRTUAL = 5
 
 
@@ -121,6 +123,8 @@ def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
                     "--listen",
                     f":{PORT_B}",
                     *common,
+                    "-s",
+                    str(SIZE_B),
                     "--path",
                     lab.client,
                     lab.client,
@@ -409,3 +413,16 @@ def test_probe_modules_and_the_scrape_timeout(engines: Engines) -> None:
         assert xl.value(samples, "probe_success") == success, (target, module)
         if not success:  # it waited for its answer as long as the scrape allows
             assert 0.9 <= xl.value(samples, "probe_duration_seconds") < 1.4, (target, module)
+
+
+def test_echo_requests_carry_the_payload_size_asked_for(engines: Engines) -> None:
+    """On the client's link: the client's exporter sends 56 data bytes (-s's default:
+    84-byte IPv4 packets), the server's, given -s 200, 228-byte packets."""
+    lab = engines
+    with lab.chain.capture("client", "eth0") as capture:
+        time.sleep(1.5)
+    echo_requests = [packet for packet in capture.select(proto="icmp") if packet.icmp_type == 8]
+    # to the virtual target: smokeping_prober, started by a test above, pings the others
+    sent = {packet.length for packet in echo_requests if packet.dst == lab.virtual}
+    received = {packet.length for packet in echo_requests if packet.dst == lab.client}
+    assert (sent, received) == ({20 + 8 + 56}, {20 + 8 + SIZE_B})
