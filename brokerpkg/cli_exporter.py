@@ -174,13 +174,17 @@ def _fail(message: str) -> int:
     return EXIT_ERROR
 
 
+def _fail_without_extra(error: ImportError) -> int:
+    return _fail(f"needs the exporter extra ({error}); install it with {EXTRA_HINT}")
+
+
 async def run_exporter(args: argparse.Namespace) -> int:
     """Run the exporter until SIGTERM or SIGINT; 2 when it cannot start."""
     try:
         from . import exporter as exp
         from . import exporter_config as config
     except ImportError as error:
-        return _fail(f"needs the exporter extra ({error}); install it with {EXTRA_HINT}")
+        return _fail_without_extra(error)
     from .errors import ProcessError
     from .session import Session
 
@@ -198,6 +202,8 @@ async def run_exporter(args: argparse.Namespace) -> int:
         factories = _vantages(args, exp, Session)
     except (config.ConfigError, OSError, ValueError) as error:
         return _fail(str(error))
+    except ImportError as error:  # PyYAML, which only a configuration file needs
+        return _fail_without_extra(error)
     exporter = exp.Exporter(
         load,
         factories,

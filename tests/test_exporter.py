@@ -451,6 +451,30 @@ def test_options_go_before_between_or_after_the_hosts(words: list[str]) -> None:
     assert (args.hosts, args.interval, args.paths, args.size) == (["h1", "h2"], 0.2, ["p"], 100)
 
 
+@pytest.mark.parametrize("library", ["prometheus_client", "yaml"])
+def test_without_the_extra_the_command_says_how_to_install_it(library: str, tmp_path: Path) -> None:
+    """With one of the extra's libraries missing (None in sys.modules: its import fails),
+    the command exits 2 naming the extra (PyYAML: when given a configuration file)."""
+    config = tmp_path / "smokeping.yml"
+    config.write_text("targets:\n- hosts: ['::1']\n")
+    script = (
+        f"import sys; sys.modules[{library!r}] = None\n"
+        "from brokerpkg import cli\n"
+        f"sys.exit(cli.main(['exporter', '--config', {str(config)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=xl.exporter_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("brokerpkg exporter: needs the exporter extra (")
+    assert done.stderr.endswith("install it with python3 -m pip install 'brokerpkg[exporter]'\n")
+
+
 def test_the_command_says_when_the_helper_is_missing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
