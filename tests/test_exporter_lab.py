@@ -426,3 +426,38 @@ def test_echo_requests_carry_the_payload_size_asked_for(engines: Engines) -> Non
     sent = {packet.length for packet in echo_requests if packet.dst == lab.virtual}
     received = {packet.length for packet in echo_requests if packet.dst == lab.client}
     assert (sent, received) == ({20 + 8 + 56}, {20 + 8 + SIZE_B})
+
+
+def test_a_dropped_ssh_connection_is_counted_and_made_again(engines: Engines) -> None:
+    """sshd's session killed under the running exporter (last: it changes the counts):
+    one failure counted for ``far``, a new ssh session, far's answers going on, and the
+    page served throughout."""
+    lab = engines
+    sshd = lab.sshd
+    assert sshd is not None
+    far = {"source": "far", "host": lab.server}
+
+    def page() -> dict[tuple[str, Any], float]:
+        status, text = xl.http_get(lab.chain, "client", f"http://127.0.0.1:{PORT_A}/metrics")
+        assert status == 200
+        return xl.samples(text)
+
+    before = page()
+    failures = xl.value(before, "brokerpkg_helper_failures_total", source="far")
+    answers = xl.value(before, "smokeping_response_duration_seconds_count", **far)
+    dropped = sshd.drop_sessions()
+    assert len(dropped) == 1
+    deadline = time.monotonic() + 30
+    while True:
+        now = page()
+        if (
+            xl.value(now, "brokerpkg_helper_failures_total", source="far") == failures + 1
+            and xl.value(now, "brokerpkg_helper_up", source="far") == 1
+            and xl.value(now, "smokeping_response_duration_seconds_count", **far) > answers + 5
+        ):
+            break
+        assert time.monotonic() < deadline, (failures, answers, sshd.log[-5:])
+        time.sleep(0.2)
+    sessions = sshd.session_pids()
+    assert len(sessions) == 1 and sessions[0] not in dropped
+    assert xl.value(now, "brokerpkg_helper_failures_total", source="") == 0
