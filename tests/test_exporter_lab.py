@@ -14,6 +14,7 @@ compared with ours.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
@@ -29,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exporterlab as xl
 from conftest import _SANITIZER_OPTIONS, sanitized_build
 from lab import Chain
-from lab.sshd import SshKeys, SshServer, remote_command, sshd_available
+from lab.sshd import NETNS_ETC, SshKeys, SshServer, remote_command, sshd_available
 
 pytestmark = pytest.mark.usefixtures("privileged")
 
 PORT_A, PORT_B, PORT_PROMETHEUS, PORT_SMOKEPING, PORT_BLACKBOX = 9374, 9375, 9090, 9376, 9115
+PORT_C = 9377
 DELAY = 0.02
 SIZE_B = 200
 """-s of the exporter in the server namespace (the other sends the default 56 bytes)."""
@@ -429,7 +431,7 @@ def test_echo_requests_carry_the_payload_size_asked_for(engines: Engines) -> Non
 
 
 def test_a_dropped_ssh_connection_is_counted_and_made_again(engines: Engines) -> None:
-    """sshd's session killed under the running exporter (last: it changes the counts):
+    """sshd's session killed under the running exporter (after the tests that read far's counts):
     one failure counted for ``far``, a new ssh session, far's answers going on, and the
     page served throughout."""
     lab = engines
@@ -461,3 +463,49 @@ def test_a_dropped_ssh_connection_is_counted_and_made_again(engines: Engines) ->
     sessions = sshd.session_pids()
     assert len(sessions) == 1 and sessions[0] not in dropped
     assert xl.value(now, "brokerpkg_helper_failures_total", source="") == 0
+
+
+def test_names_are_looked_up_again_as_etc_hosts_changes(engines: Engines) -> None:
+    """A third exporter in the client namespace pings a name of that namespace's
+    /etc/hosts (``ip netns exec`` mounts /etc/netns/NS/hosts over it): when the name
+    moves to another address, its series moves to the new ``ip`` label."""
+    lab = engines
+    etc = NETNS_ETC / lab.chain.node("client").ns
+    etc.mkdir(parents=True, exist_ok=True)
+    hosts = etc / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{lab.server} moving.test\n")
+    argv = ["--listen", f"127.0.0.1:{PORT_C}", "-i", "100ms", "--resolve-interval", "500ms"]
+    process = xl.start(
+        lab.chain,
+        "client",
+        xl.exporter_argv([*argv, "moving.test"]),
+        xl.exporter_env(),
+        lab.scratch / "exporter-c.log",
+    )
+
+    def answered_at() -> dict[str, float]:
+        status, text = xl.http_get(lab.chain, "client", f"http://127.0.0.1:{PORT_C}/metrics")
+        return {
+            dict(labels)["ip"]: number
+            for (name, labels), number in xl.samples(text).items()
+            if name == "smokeping_response_duration_seconds_count"
+        }
+
+    def wait_answered(ip: str) -> None:
+        deadline = time.monotonic() + 30
+        while (found := answered_at()).get(ip, 0) <= 3:
+            assert time.monotonic() < deadline, found
+            time.sleep(0.2)
+        assert list(found) == [ip]
+
+    try:
+        xl.wait_http(lab.chain, "client", f"http://127.0.0.1:{PORT_C}/-/healthy")
+        wait_answered(lab.server)
+        hosts.write_text(f"127.0.0.1 localhost\n{lab.virtual} moving.test\n")  # same file
+        wait_answered(lab.virtual)
+    finally:
+        process.terminate()
+        process.wait(10)
+        hosts.unlink()
+        with contextlib.suppress(OSError):
+            etc.rmdir()
