@@ -485,6 +485,7 @@ def test_names_are_looked_up_again_as_etc_hosts_changes(engines: Engines) -> Non
 
     def answered_at() -> dict[str, float]:
         status, text = xl.http_get(lab.chain, "client", f"http://127.0.0.1:{PORT_C}/metrics")
+        assert status == 200, text
         return {
             dict(labels)["ip"]: number
             for (name, labels), number in xl.samples(text).items()
