@@ -417,6 +417,28 @@ def test_probe_modules_and_the_scrape_timeout(engines: Engines) -> None:
             assert 0.9 <= xl.value(samples, "probe_duration_seconds") < 1.4, (target, module)
 
 
+def test_probe_from_a_vantage_point_picked_by_source(engines: Engines) -> None:
+    """/probe's ``source``: the far helper (over ssh) reaches the client two routers
+    away (hop limit 62), as the local helper reaches the server; ``source=`` is this host;
+    an unknown source answers 400."""
+    lab = engines
+    base = f"http://127.0.0.1:{PORT_A}/probe?module=icmp"
+    for query, hop_limit in (
+        (f"target={lab.client}&source=far", 62),
+        (f"target={lab.client}&source=", 64),  # its own address, from here
+        (f"target={lab.server}&source=far", 64),  # its own address, from there
+    ):
+        status, page = xl.http_get(lab.chain, "client", f"{base}&{query}")
+        assert status == 200, page
+        samples = xl.samples(page)
+        assert xl.value(samples, "probe_success") == 1, query
+        assert xl.value(samples, "probe_icmp_reply_hop_limit") == hop_limit, query
+    assert xl.http_get(lab.chain, "client", f"{base}&target={lab.server}&source=near") == (
+        400,
+        "Unknown source 'near'\n",
+    )
+
+
 def test_echo_requests_carry_the_payload_size_asked_for(engines: Engines) -> None:
     """On the client's link: the client's exporter sends 56 data bytes (-s's default:
     84-byte IPv4 packets), the server's, given -s 200, 228-byte packets."""
