@@ -36,6 +36,26 @@ def _integer(text: str) -> int:
     return int(text)
 
 
+class _IntermixedHosts(argparse.ArgumentParser):
+    """Mixed into the subcommand's parser: options may follow the hosts or come between
+    them (``brokerpkg exporter HOST... -i 1``), as smokeping_prober takes them."""
+
+    _parsing_intermixed = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # parse_known_intermixed_args calls parse_known_args itself (Python 3.11):
+        # those inner calls parse as argparse does
+        if self._parsing_intermixed:
+            return super().parse_known_args(args, namespace)
+        self._parsing_intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing_intermixed = False
+
+
 def add_exporter_parser(commands: Any) -> None:
     """Add the ``exporter`` subcommand to ``commands`` (argparse's subparsers)."""
     parser = commands.add_parser(
@@ -45,6 +65,8 @@ def add_exporter_parser(commands: Any) -> None:
         "smokeping_prober's on /metrics, blackbox_exporter's on /probe, per-hop series "
         "for --path targets.",
     )
+    # the subparsers' own parser class (its errors are the command line's) and ours
+    parser.__class__ = type("ExporterParser", (_IntermixedHosts, type(parser)), {})
     parser.add_argument("hosts", metavar="HOST", nargs="*", help="hosts to ping")
     parser.add_argument(
         "--helper",
@@ -152,13 +174,17 @@ def _fail(message: str) -> int:
     return EXIT_ERROR
 
 
+def _fail_without_extra(error: ImportError) -> int:
+    return _fail(f"needs the exporter extra ({error}); install it with {EXTRA_HINT}")
+
+
 async def run_exporter(args: argparse.Namespace) -> int:
     """Run the exporter until SIGTERM or SIGINT; 2 when it cannot start."""
     try:
         from . import exporter as exp
         from . import exporter_config as config
     except ImportError as error:
-        return _fail(f"needs the exporter extra ({error}); install it with {EXTRA_HINT}")
+        return _fail_without_extra(error)
     from .errors import ProcessError
     from .session import Session
 
@@ -176,6 +202,8 @@ async def run_exporter(args: argparse.Namespace) -> int:
         factories = _vantages(args, exp, Session)
     except (config.ConfigError, OSError, ValueError) as error:
         return _fail(str(error))
+    except ImportError as error:  # PyYAML, which only a configuration file needs
+        return _fail_without_extra(error)
     exporter = exp.Exporter(
         load,
         factories,

@@ -7,19 +7,26 @@ tests/test_exporter_lab.py.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from brokerpkg import cli
+from brokerpkg.errors import HELPER_NAME
 from brokerpkg.exporter import (
     Exporter,
     Request,
@@ -244,6 +251,27 @@ async def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    load: Callable[[], Any], vantages: list[tuple[str, Any]], **options: Any
+) -> AsyncIterator[Exporter]:
+    """A started exporter on 127.0.0.1 (a free port): smokeping_prober's buckets, a 1 s
+    timeout and ``options``; closed at the end."""
+    exporter = Exporter(
+        load,
+        vantages,
+        listen=("127.0.0.1", 0),
+        buckets=DEFAULT_BUCKETS,
+        timeout=1.0,
+        **options,
+    )
+    await exporter.start()
+    try:
+        yield exporter
+    finally:
+        await exporter.close()
+
+
 @pytest.fixture
 async def running(
     privileged: None, helper_path: str, tmp_path: Path
@@ -251,18 +279,11 @@ async def running(
     """An exporter pinging 127.0.0.1 and ::1 every 50 ms from a config file, port 0."""
     config = tmp_path / "smokeping.yml"
     config.write_text("targets:\n- hosts: [127.0.0.1, '::1']\n  interval: 50ms\n")
-    exporter = Exporter(
+    async with serving(
         lambda: settings_from([], [], file_targets=load_config_file(str(config))),
         [("", lambda: Session(helper_path))],
-        listen=("127.0.0.1", 0),
-        buckets=DEFAULT_BUCKETS,
-        timeout=1.0,
-    )
-    await exporter.start()
-    try:
+    ) as exporter:
         yield exporter, config
-    finally:
-        await exporter.close()
 
 
 async def test_pings_counted_per_target(running: tuple[Exporter, Path]) -> None:
@@ -417,6 +438,43 @@ def test_remote_helper_goes_with_from(capsys: pytest.CaptureFixture[str]) -> Non
     assert (args.vantages, args.remote_helper) == (["far"], "/r/h")
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["h1", "h2", "-i", "200ms", "--path", "p", "-s", "100"],  # options after the hosts
+        ["h1", "-i", "200ms", "h2", "--path", "p", "-s", "100"],  # between them
+        ["-i", "200ms", "--path", "p", "-s", "100", "h1", "h2"],  # before them
+    ],
+)
+def test_options_go_before_between_or_after_the_hosts(words: list[str]) -> None:
+    args = cli.parse_arguments(cli.build_parser(), ["exporter", *words])
+    assert (args.hosts, args.interval, args.paths, args.size) == (["h1", "h2"], 0.2, ["p"], 100)
+
+
+@pytest.mark.parametrize("library", ["prometheus_client", "yaml"])
+def test_without_the_extra_the_command_says_how_to_install_it(library: str, tmp_path: Path) -> None:
+    """With one of the extra's libraries missing (None in sys.modules: its import fails),
+    the command exits 2 naming the extra (PyYAML: when given a configuration file)."""
+    config = tmp_path / "smokeping.yml"
+    config.write_text("targets:\n- hosts: ['::1']\n")
+    script = (
+        f"import sys; sys.modules[{library!r}] = None\n"
+        "from brokerpkg import cli\n"
+        f"sys.exit(cli.main(['exporter', '--config', {str(config)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=xl.exporter_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("brokerpkg exporter: needs the exporter extra (")
+    assert done.stderr.endswith("install it with python3 -m pip install 'brokerpkg[exporter]'\n")
+
+
 def test_the_command_says_when_the_helper_is_missing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -494,6 +552,67 @@ def test_the_exporter_runs_as_nobody_and_holds_no_capability(
         process.wait(10)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _page(port: int) -> dict[tuple[str, Any], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        return xl.samples(answer.read().decode())
+
+
+def _wait_page(port: int, check: Callable[[dict[tuple[str, Any], float]], bool]) -> None:
+    """Scrape until ``check(page)`` holds (the exporter may not listen yet)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError):
+            if check(_page(port)):
+                return
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+
+
+def _answered(page: dict[tuple[str, Any], float], ip: str) -> bool:
+    counts = [
+        number
+        for (name, labels), number in page.items()
+        if name == "smokeping_response_duration_seconds_count" and dict(labels)["ip"] == ip
+    ]
+    return bool(counts) and counts[0] > 3
+
+
+def test_the_command_reloads_its_file_on_sighup(
+    privileged: None, helper_path: str, tmp_path: Path
+) -> None:
+    """The running command, its host before its options: SIGHUP reads the file again
+    (its target replaced), the command line's host goes on."""
+    config = tmp_path / "smokeping.yml"
+    config.write_text("targets:\n- hosts: ['::1']\n  interval: 50ms\n")
+    port = _free_port()
+    argv = ["127.0.0.1", "--listen", f"127.0.0.1:{port}", "--config", str(config), "-i", "50ms"]
+    process = subprocess.Popen(
+        xl.exporter_argv(argv),
+        env=xl.exporter_env(helper=helper_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_page(port, lambda page: _answered(page, "::1") and _answered(page, "127.0.0.1"))
+        config.write_text("targets:\n- hosts: [127.0.0.3]\n  interval: 50ms\n")
+        process.send_signal(signal.SIGHUP)
+        _wait_page(port, lambda page: _answered(page, "127.0.0.3"))
+        page = _page(port)
+        ips = {dict(labels)["ip"] for (name, labels) in page if name == "smokeping_requests_total"}
+        assert ips == {"127.0.0.1", "127.0.0.3"}
+        assert xl.value(page, "smokeping_prober_config_last_reload_successful") == 1
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 async def test_names_are_looked_up_again_and_the_ip_label_follows(
     privileged: None, helper_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -509,16 +628,11 @@ async def test_names_are_looked_up_again_and_the_ip_label_follows(
         return answers[host]
 
     monkeypatch.setattr(exporter_module, "lookup", fake_lookup)
-    exporter = Exporter(
+    async with serving(
         lambda: settings_from(["target.test"], [], interval=0.05),
         [("", lambda: Session(helper_path))],
-        listen=("127.0.0.1", 0),
-        buckets=DEFAULT_BUCKETS,
-        timeout=1.0,
         resolve_interval=0.2,
-    )
-    await exporter.start()
-    try:
+    ) as exporter:
         port = exporter.ports[0]
 
         async def answered(ip: str) -> bool:
@@ -539,8 +653,6 @@ async def test_names_are_looked_up_again_and_the_ip_label_follows(
             dict(labels)["ip"] for (name, labels) in page if name == "smokeping_requests_total"
         } == {"127.0.0.2"}
         assert lookups.count("target.test") >= 2
-    finally:
-        await exporter.close()
 
 
 async def test_an_unreachable_vantage_point_is_counted_and_the_rest_goes_on(
@@ -551,15 +663,10 @@ async def test_an_unreachable_vantage_point_is_counted_and_the_rest_goes_on(
     from brokerpkg.exporter import remote_session
 
     monkeypatch.setenv("BROKERPKG_SSH", "false")
-    exporter = Exporter(
+    async with serving(
         lambda: settings_from(["::1"], [], interval=0.05),
         [("", lambda: Session(helper_path)), ("far", lambda: remote_session("far", "helper"))],
-        listen=("127.0.0.1", 0),
-        buckets=DEFAULT_BUCKETS,
-        timeout=1.0,
-    )
-    await exporter.start()
-    try:
+    ) as exporter:
         port = exporter.ports[0]
 
         async def retried() -> bool:
@@ -574,5 +681,112 @@ async def test_an_unreachable_vantage_point_is_counted_and_the_rest_goes_on(
         far = {"source": "far", "ip": "::1"}
         assert xl.value(page, "smokeping_requests_total", **far) == 0
         assert xl.value(page, "smokeping_send_errors_total", **far) > 5
-    finally:
-        await exporter.close()
+
+
+# ------------------------------------------------------------- the documents and the code
+
+OTHER_PROGRAMS_OPTIONS = {"-T", "-o", "-m", "-l"}
+"""Options the documents give to other programs: ``ssh -T -o``, ``python3 -m``, ``man -l``."""
+FLAG = re.compile(r"(?<![\w-])--?[a-zA-Z][\w.-]*")
+METRIC = re.compile(r"\b(?:smokeping|brokerpkg|probe)_\w+")
+DOCUMENTED_DEFAULTS = {
+    "--listen": ":9374",
+    "--interval": "1s",
+    "--size": "56",
+    "--timeout": "5s",
+    "--resolve-interval": "60s",
+    "--remote-helper": "brokerpkg-helper",
+    "--log.level": "info",
+}
+"""Each option's default as the man page and --help write it."""
+
+
+def _man_exporter_section() -> str:
+    """brokerpkg(1)'s EXPORTER section as text: one line per paragraph or item."""
+    page = (xl.REPO / "man" / "brokerpkg.1").read_text()
+    roff = page[page.index(".SH EXPORTER") : page.index(".SH VANTAGE POINTS")]
+    words = []
+    for line in roff.splitlines():
+        font = re.match(r"^\.(?:B|I|BR|RB|BI|IB|IR|RI) (.*)$", line)
+        if font:
+            words.append(" ".join(w.strip('"') for w in re.findall(r'"[^"]*"|\S+', font[1])))
+        else:
+            words.append("\n" if line.startswith(".") else line)
+    text = re.sub(r"\\f[BIRP]", "", " ".join(words)).replace("\\-", "-")
+    return re.sub(r" ([,.;)])", r"\1", re.sub(r"[ \t]+", " ", text))
+
+
+def _readme_fleet_section() -> str:
+    """README's "Monitoring a fleet", ``a_{b,c}_d`` written out as ``a_b_d a_c_d``."""
+    readme = (xl.REPO / "README.md").read_text()
+    text = readme[readme.index("## Monitoring a fleet") : readme.index("## Performance")]
+    while brace := re.search(r"(\w*)\{([\w,]+)\}(\w*)", text):
+        spelt = " ".join(f"{brace[1]}{word}{brace[3]}" for word in brace[2].split(","))
+        text = text[: brace.start()] + spelt + text[brace.end() :]
+    return text
+
+
+def _exporter_parser() -> Any:
+    commands = next(
+        action
+        for action in cli.build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    return commands.choices["exporter"]
+
+
+def _served_metric_names(page: str) -> set[str]:
+    """The metric names of a page as queries spell them (counters with ``_total``)."""
+    return {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in text_string_to_metric_families(page)
+        if not family.name.startswith(("process_", "python_"))
+    }
+
+
+def test_the_man_page_and_readme_name_only_the_exporters_flags() -> None:
+    options = {option for action in _exporter_parser()._actions for option in action.option_strings}
+    in_man = set(FLAG.findall(_man_exporter_section())) - OTHER_PROGRAMS_OPTIONS
+    assert options - {"-h", "--help"} <= in_man
+    assert in_man <= options
+    assert set(FLAG.findall(_readme_fleet_section())) - OTHER_PROGRAMS_OPTIONS <= options
+
+
+def _man_item(section: str, option: str) -> str:
+    """The man page's item of ``option`` (its ``.TP`` line and text)."""
+    head = re.compile(rf"^ ?(?:-\w \w+, )?{re.escape(option)}[ ,]")
+    return next(line for line in section.splitlines() if head.match(line))
+
+
+def test_the_defaults_are_those_the_man_page_and_help_give() -> None:
+    section = _man_exporter_section()
+    actions = {
+        option: action for action in _exporter_parser()._actions for option in action.option_strings
+    }
+    for option, written in DOCUMENTED_DEFAULTS.items():
+        action = actions[option]
+        # the remote helper's default is a name the code gives when the flag is absent
+        default = HELPER_NAME if option == "--remote-helper" else action.default
+        assert default == (action.type(written) if action.type else written), option
+        assert f"(default {written}" in action.help, option
+        assert f"default {written}" in _man_item(section, option), option
+
+
+async def test_the_man_page_names_every_series_served_and_the_readme_no_other(
+    privileged: None, helper_path: str
+) -> None:
+    async with serving(
+        lambda: settings_from(["::1"], ["127.0.0.1"], interval=0.05),
+        [("", lambda: Session(helper_path))],
+    ) as exporter:
+        port = exporter.ports[0]
+
+        async def hops_seen() -> bool:
+            return "brokerpkg_hop_requests_total{" in (await fetch(port, "/metrics"))[1]
+
+        await wait_for(hops_seen)
+        served = _served_metric_names((await fetch(port, "/metrics"))[1])
+        served |= _served_metric_names((await fetch(port, "/probe?target=::1&module=icmp"))[1])
+    program = {"smokeping_prober"}  # the name of the program, not of a series
+    assert set(METRIC.findall(_man_exporter_section())) - program == served
+    assert set(METRIC.findall(_readme_fleet_section())) - program <= served

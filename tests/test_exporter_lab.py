@@ -2,8 +2,9 @@
 
 client -> r1 -> r2 -> server, and the scripted responder behind r2 answering a virtual
 target 20 ms late.  Two vantage points: an exporter in the client namespace (probing
-from there, and from the server namespace through ``--from far``: a stand-in for ssh,
-``$BROKERPKG_SSH`` being a script that runs the helper in the server namespace), and an
+from there, and from the server namespace through ``--from far``: a real OpenSSH server
+in the server namespace, with its own host key and configuration, reached with key
+authentication, ``far`` being a ``Host`` of the client's ssh configuration), and an
 exporter in the server namespace.  Debian's Prometheus, in the client namespace,
 scrapes both, and the blackbox pattern (``/probe`` with relabelling) on the first; the
 results are read through Prometheus's query API.  Debian's smokeping_prober and
@@ -13,6 +14,7 @@ compared with ours.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
@@ -26,12 +28,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exporterlab as xl
+from conftest import _SANITIZER_OPTIONS, sanitized_build
 from lab import Chain
+from lab.sshd import NETNS_ETC, SshKeys, SshServer, remote_command, sshd_available
 
 pytestmark = pytest.mark.usefixtures("privileged")
 
 PORT_A, PORT_B, PORT_PROMETHEUS, PORT_SMOKEPING, PORT_BLACKBOX = 9374, 9375, 9090, 9376, 9115
+PORT_C = 9377
 DELAY = 0.02
+SIZE_B = 200
+"""-s of the exporter in the server namespace (the other sends the default 56 bytes)."""
 VIRTUAL = 5
 
 
@@ -46,6 +53,7 @@ class Engines:
         self.virtual = chain.virtual_target(VIRTUAL, 4)
         self.blackhole = chain.add_blackhole(1).address(4)
         self.prometheus = f"http://127.0.0.1:{PORT_PROMETHEUS}"
+        self.sshd: SshServer | None = None
 
     def query(self, text: str) -> list[dict[str, Any]]:
         return xl.prometheus_query(self.chain, "client", self.prometheus, text)
@@ -71,21 +79,20 @@ def by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], floa
 
 @pytest.fixture(scope="module")
 def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
+    available, why = sshd_available()
+    if not available:
+        pytest.skip(why)
     scratch = Path(tempfile.mkdtemp(prefix="bpk-xlab-"))
     chain = Chain(2, responder=True, tag="xlab")
     try:
         chain.build()
         lab = Engines(chain, scratch)
         chain.start_responder({"targets": {lab.virtual: {"delay": DELAY}}})
-        server_ns = chain.node("server").ns
-        fake_ssh = scratch / "fake-ssh"
-        fake_ssh.write_text(
-            "#!/bin/sh\n"
-            "# ssh stand-in: $1 is the destination, $2 the remote helper, run in the\n"
-            "# server namespace\n"
-            f'exec ip netns exec {server_ns} "$2"\n'
-        )
-        fake_ssh.chmod(0o755)
+        keys = SshKeys(scratch / "ssh")
+        keys.alias("far", lab.server)
+        sshd = SshServer(chain, "server", lab.server, keys)
+        sshd.authorize()
+        lab.sshd = sshd.start()
         common = ["-i", "200ms", "--timeout", "1s"]
         xl.start(
             chain,
@@ -99,7 +106,7 @@ def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
                     "--from",
                     "far",
                     "--remote-helper",
-                    helper_path,
+                    remote_command(helper_path, _SANITIZER_OPTIONS if sanitized_build() else {}),
                     "--path",
                     lab.server,
                     lab.server,
@@ -107,7 +114,7 @@ def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
                     lab.blackhole,
                 ]
             ),
-            xl.exporter_env({"BROKERPKG_SSH": str(fake_ssh)}, helper_path),
+            xl.exporter_env({"BROKERPKG_SSH": keys.environment_value()}, helper_path),
             scratch / "exporter-a.log",
         )
         xl.start(
@@ -118,6 +125,8 @@ def engines(privileged: None, helper_path: str) -> Iterator[Engines]:
                     "--listen",
                     f":{PORT_B}",
                     *common,
+                    "-s",
+                    str(SIZE_B),
                     "--path",
                     lab.client,
                     lab.client,
@@ -188,6 +197,23 @@ def test_prometheus_reads_requests_and_answers_of_each_target_from_each_vantage_
         (f"127.0.0.1:{PORT_A}", "far"): 1,
         (f"{lab.server}:{PORT_B}", ""): 1,
     }
+
+
+def test_the_far_vantage_point_is_reached_through_sshd(engines: Engines) -> None:
+    """``source="far"`` comes from a helper that sshd started: one session, authenticated
+    by the client's key, with the helper among its descendants."""
+    sshd = engines.sshd
+    assert sshd is not None
+    sessions = sshd.session_pids()
+    assert len(sessions) == 1, sshd.log
+    descendants, unseen = [], list(sessions)
+    while unseen:
+        children = xl.children(unseen.pop())
+        descendants += children
+        unseen += children
+    names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in descendants}
+    assert "brokerpkg-helpe" in names, names  # the kernel's 15-byte command name
+    assert any("Accepted publickey for root" in line for line in sshd.log), sshd.log
 
 
 def test_prometheus_sees_the_loss_of_a_blackholed_target(engines: Engines) -> None:
@@ -366,3 +392,143 @@ def test_names_labels_and_types_match_debians_blackbox_exporter(engines: Engines
         for name in ("probe_success", "probe_ip_protocol", "probe_ip_addr_hash"):
             assert xl.value(our_page, name) == xl.value(their_page, name), name
         assert xl.value(our_page, "probe_success") == success
+
+
+def test_probe_modules_and_the_scrape_timeout(engines: Engines) -> None:
+    """/probe's tcp module (a SYN to sshd's port, to a closed port, into the blackhole)
+    and udp module, and a lost probe ending within the scrape timeout less 0.5 s."""
+    lab = engines
+    base = f"http://127.0.0.1:{PORT_A}/probe"
+    header = ["X-Prometheus-Scrape-Timeout-Seconds:1.5"]
+    for target, module, success in (
+        (f"{lab.server}:22", "tcp", 1.0),  # SYN-ACK from sshd
+        (f"{lab.server}:23", "tcp", 1.0),  # RST: the host answered
+        (f"{lab.blackhole}:22", "tcp", 0.0),
+        (f"{lab.server}:33434", "udp", 1.0),  # port unreachable from the destination
+        (lab.blackhole, "icmp", 0.0),
+    ):
+        status, page = xl.http_get(
+            lab.chain, "client", f"{base}?target={target}&module={module}", headers=header
+        )
+        assert status == 200, page
+        samples = xl.samples(page)
+        assert xl.value(samples, "probe_success") == success, (target, module)
+        if not success:  # it waited for its answer as long as the scrape allows
+            assert 0.9 <= xl.value(samples, "probe_duration_seconds") < 1.4, (target, module)
+
+
+def test_probe_from_a_vantage_point_picked_by_source(engines: Engines) -> None:
+    """/probe's ``source``: the far helper (over ssh) reaches the client two routers
+    away (hop limit 62), as the local helper reaches the server; ``source=`` is this host;
+    an unknown source answers 400."""
+    lab = engines
+    base = f"http://127.0.0.1:{PORT_A}/probe?module=icmp"
+    for query, hop_limit in (
+        (f"target={lab.client}&source=far", 62),
+        (f"target={lab.client}&source=", 64),  # its own address, from here
+        (f"target={lab.server}&source=far", 64),  # its own address, from there
+    ):
+        status, page = xl.http_get(lab.chain, "client", f"{base}&{query}")
+        assert status == 200, page
+        samples = xl.samples(page)
+        assert xl.value(samples, "probe_success") == 1, query
+        assert xl.value(samples, "probe_icmp_reply_hop_limit") == hop_limit, query
+    assert xl.http_get(lab.chain, "client", f"{base}&target={lab.server}&source=near") == (
+        400,
+        "Unknown source 'near'\n",
+    )
+
+
+def test_echo_requests_carry_the_payload_size_asked_for(engines: Engines) -> None:
+    """On the client's link: the client's exporter sends 56 data bytes (-s's default:
+    84-byte IPv4 packets), the server's, given -s 200, 228-byte packets."""
+    lab = engines
+    with lab.chain.capture("client", "eth0") as capture:
+        time.sleep(1.5)
+    echo_requests = [packet for packet in capture.select(proto="icmp") if packet.icmp_type == 8]
+    # to the virtual target: smokeping_prober, started by a test above, pings the others
+    sent = {packet.length for packet in echo_requests if packet.dst == lab.virtual}
+    received = {packet.length for packet in echo_requests if packet.dst == lab.client}
+    assert (sent, received) == ({20 + 8 + 56}, {20 + 8 + SIZE_B})
+
+
+def test_a_dropped_ssh_connection_is_counted_and_made_again(engines: Engines) -> None:
+    """sshd's session killed under the running exporter (after the tests that read far's counts):
+    one failure counted for ``far``, a new ssh session, far's answers going on, and the
+    page served throughout."""
+    lab = engines
+    sshd = lab.sshd
+    assert sshd is not None
+    far = {"source": "far", "host": lab.server}
+
+    def page() -> dict[tuple[str, Any], float]:
+        status, text = xl.http_get(lab.chain, "client", f"http://127.0.0.1:{PORT_A}/metrics")
+        assert status == 200
+        return xl.samples(text)
+
+    before = page()
+    failures = xl.value(before, "brokerpkg_helper_failures_total", source="far")
+    answers = xl.value(before, "smokeping_response_duration_seconds_count", **far)
+    dropped = sshd.drop_sessions()
+    assert len(dropped) == 1
+    deadline = time.monotonic() + 30
+    while True:
+        now = page()
+        if (
+            xl.value(now, "brokerpkg_helper_failures_total", source="far") == failures + 1
+            and xl.value(now, "brokerpkg_helper_up", source="far") == 1
+            and xl.value(now, "smokeping_response_duration_seconds_count", **far) > answers + 5
+        ):
+            break
+        assert time.monotonic() < deadline, (failures, answers, sshd.log[-5:])
+        time.sleep(0.2)
+    sessions = sshd.session_pids()
+    assert len(sessions) == 1 and sessions[0] not in dropped
+    assert xl.value(now, "brokerpkg_helper_failures_total", source="") == 0
+
+
+def test_names_are_looked_up_again_as_etc_hosts_changes(engines: Engines) -> None:
+    """A third exporter in the client namespace pings a name of that namespace's
+    /etc/hosts (``ip netns exec`` mounts /etc/netns/NS/hosts over it): when the name
+    moves to another address, its series moves to the new ``ip`` label."""
+    lab = engines
+    etc = NETNS_ETC / lab.chain.node("client").ns
+    etc.mkdir(parents=True, exist_ok=True)
+    hosts = etc / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{lab.server} moving.test\n")
+    argv = ["--listen", f"127.0.0.1:{PORT_C}", "-i", "100ms", "--resolve-interval", "500ms"]
+    process = xl.start(
+        lab.chain,
+        "client",
+        xl.exporter_argv([*argv, "moving.test"]),
+        xl.exporter_env(),
+        lab.scratch / "exporter-c.log",
+    )
+
+    def answered_at() -> dict[str, float]:
+        status, text = xl.http_get(lab.chain, "client", f"http://127.0.0.1:{PORT_C}/metrics")
+        assert status == 200, text
+        return {
+            dict(labels)["ip"]: number
+            for (name, labels), number in xl.samples(text).items()
+            if name == "smokeping_response_duration_seconds_count"
+        }
+
+    def wait_answered(ip: str) -> None:
+        deadline = time.monotonic() + 30
+        while (found := answered_at()).get(ip, 0) <= 3:
+            assert time.monotonic() < deadline, found
+            time.sleep(0.2)
+        assert list(found) == [ip]
+
+    try:
+        xl.wait_http(lab.chain, "client", f"http://127.0.0.1:{PORT_C}/-/healthy")
+        wait_answered(lab.server)
+        hosts.write_text(f"127.0.0.1 localhost\n{lab.virtual} moving.test\n")  # same file
+        wait_answered(lab.virtual)
+    finally:
+        process.terminate()
+        process.wait(10)
+        hosts.unlink()
+        with contextlib.suppress(OSError):
+            etc.rmdir()

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from conftest import _SANITIZER_OPTIONS, UnprivilegedCopy, sanitized_build
-from lab.sshd import SshKeys, SshServer, sshd_available
+from lab.sshd import SshKeys, SshServer, remote_command, sshd_available
 from lab.topology import Lab
 
 import brokerpkg
@@ -347,10 +346,7 @@ def _remote_helper(path: str) -> str:
     """The remote helper command: under the sanitizers, with their options (ssh passes
     no environment to the remote side), so that reports still reach the run's
     report directory."""
-    if not sanitized_build():
-        return path
-    settings = [f"{name}={value}" for name, value in _SANITIZER_OPTIONS.items()]
-    return shlex.join(["env", *settings, path])
+    return remote_command(path, _SANITIZER_OPTIONS if sanitized_build() else {})
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,12 @@ class SshKeys:
         """:meth:`ssh_words` as one shell-quoted string (for BROKERPKG_SSH)."""
         return shlex.join(self.ssh_words(identity))
 
+    def alias(self, name: str, address: str, user: str = "root") -> None:
+        """Let the client configuration take ``name`` for ``user@address`` (a ``Host``
+        block with ``HostName`` and ``User``), as operators name their hosts there."""
+        with self.config.open("a") as config:
+            config.write(f"Host {name}\n    HostName {address}\n    User {user}\n")
+
 
 class SshServer:
     """sshd in ``node``, listening on ``address`` port 22 (see the module docstring).
@@ -337,6 +343,14 @@ class SshServer:
             with contextlib.suppress(OSError):
                 NETNS_ETC.rmdir()  # only when empty: other labs' files stay
             self._etc = None
+
+
+def remote_command(path: str, environment: Mapping[str, str]) -> str:
+    """``path`` as the command line ssh runs on the server, with ``environment`` set
+    there (ssh passes none of the client's variables)."""
+    if not environment:
+        return path
+    return shlex.join(["env", *[f"{name}={value}" for name, value in environment.items()], path])
 
 
 def sshd_available() -> tuple[bool, str]:
