@@ -168,6 +168,7 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = frozenset(
     {
         "errors",
+        "icmplib",
         "locate",
         "mda",
         "mtr",
