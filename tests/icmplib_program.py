@@ -54,7 +54,7 @@ def show_error(label: str, call: Callable[[], object]) -> None:
     except Exception as error:  # the message of a TypeError names icmplib's internals
         print(label, type(error).__name__)
     else:
-        print(label, "no error", result)
+        print(label, "no error", TIME.sub("T ms", str(result)))
 
 
 for group, count, timeout in (

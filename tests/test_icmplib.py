@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import random
 import subprocess
 import sys
@@ -388,3 +389,134 @@ def test_a_missing_helper_is_an_icmp_socket_error(monkeypatch: pytest.MonkeyPatc
     ):
         with pytest.raises(ours.ICMPSocketError, match="/nonexistent/brokerpkg-helper"):
             call()
+
+
+# ----------------------------------------------------------------------------- the lab
+
+
+@pytest.fixture
+def icmplib_chain(make_chain: Any) -> Any:
+    """A chain (client, r1-r3, server) with a blackholed destination behind r2, an
+    unreachable one at r2, and one the client has no route to."""
+    chain = make_chain(3, tag="icmplib")
+    chain.blackhole = chain.add_blackhole(2)
+    chain.unreachable = chain.add_unreachable(2)
+    chain.unsendable = chain.add_special(chain.client, "unreachable")
+    return chain
+
+
+def _targets(chain: Any) -> dict[str, Any]:
+    return {
+        "alive": [
+            "127.0.0.1",
+            "::1",
+            "localhost",
+            chain.server_address(4),
+            chain.server_address(6),
+        ],
+        "silent": [chain.blackhole.address(4), chain.blackhole.address(6)],
+        # one IPv4 unreachable per run: the kernel's route-error limiter lets 5 through
+        "unreachable": [chain.unreachable.address(4), chain.unreachable.address(6)],
+        "unsendable": [chain.unsendable.address(4), chain.unsendable.address(6)],
+        "server4": chain.server_address(4),
+        "server6": chain.server_address(6),
+        "blackhole4": chain.blackhole.address(4),
+        "foreign_source": "198.18.250.1",
+    }
+
+
+@pytest.mark.privileged
+def test_one_program_prints_the_same_with_real_icmplib_as_root_and_ours_as_nobody(
+    icmplib_chain: Any, unprivileged_copy: Any, fresh_caller: int
+) -> None:
+    code = PROGRAM.read_text()
+    targets = json.dumps(_targets(icmplib_chain))
+    theirs = icmplib_chain.run(
+        "client", [sys.executable, "-c", code, "icmplib", targets], timeout=120, check=False
+    )
+    assert theirs.returncode == 0, theirs.stderr
+    helper = unprivileged_copy.helper("setcap")
+    mine = unprivileged_copy.run(
+        ["-c", code, "brokerpkg.icmplib", targets],
+        env={"BROKERPKG_HELPER": str(helper)},
+        lab=icmplib_chain,
+        node="client",
+        uid=fresh_caller,
+        timeout=120,
+    )
+    assert mine.returncode == 0, mine.stderr
+    assert mine.stdout.splitlines() == theirs.stdout.splitlines()
+    # what the comparison covers, so that it cannot pass on two empty outputs
+    out = theirs.stdout
+    assert (
+        sum(
+            line.startswith("ping alive") and line.endswith(" 3 3 0.0 True 3")
+            for line in out.splitlines()
+        )
+        == 5
+    )
+    assert "ping silent <Host [198.19." in out
+    assert "SocketAddressError" in out and "NameLookupError" in out
+    assert f"4 {icmplib_chain.server_address(6)} 3 3 0.0" in out  # the IPv6 trace's last hop
+
+
+@pytest.mark.privileged
+def test_a_helper_without_its_privilege_is_a_socket_permission_error(
+    unprivileged_copy: Any,
+) -> None:
+    code = (
+        "from brokerpkg import icmplib\n"
+        "try:\n"
+        "    icmplib.ping('127.0.0.1', 1)\n"
+        "except icmplib.SocketPermissionError as error:\n"
+        "    print('SocketPermissionError', error)\n"
+    )
+    res = unprivileged_copy.run(
+        ["-c", code], env={"BROKERPKG_HELPER": str(unprivileged_copy.helper("plain"))}
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("SocketPermissionError helper ")
+    assert "setcap cap_net_raw+ep" in res.stdout  # the fix, not icmplib's advice
+
+
+@pytest.mark.privileged
+def test_async_traceroute_has_every_ttl_in_flight(make_chain: Any, helper_env: str) -> None:
+    chain = make_chain(4, tag="icmplib")
+    for router in (1, 2, 3):
+        chain.silence_router(router)
+    code = (
+        "import asyncio, sys, time\n"
+        "from brokerpkg import icmplib\n"
+        "start = time.monotonic()\n"
+        "hops = asyncio.run(icmplib.async_traceroute(sys.argv[1], count=2, timeout=2))\n"
+        "print(time.monotonic() - start, [(h.distance, h.address) for h in hops])\n"
+    )
+    res = chain.run(
+        "client",
+        [sys.executable, "-c", code, chain.server_address(6)],
+        env={**chain.python_env(), "PYTHONPATH": str(REPO), "BROKERPKG_HELPER": helper_env},
+    )
+    elapsed, hops = res.stdout.split(" ", 1)
+    assert hops.strip() == str([(4, chain.hop_address(4, 6)), (5, chain.server_address(6))])
+    # three silent TTLs cost icmplib's hop-by-hop traceroute 3 timeouts (6 s); one here
+    assert float(elapsed) < 4.5
+
+
+@pytest.mark.privileged
+def test_a_path_ending_unreachable_ends_at_that_hop(make_chain: Any, helper_env: str) -> None:
+    chain = make_chain(3, tag="icmplib")
+    unreachable = chain.add_unreachable(2)
+    code = (
+        "import sys\n"
+        "from brokerpkg import icmplib\n"
+        "print([(h.distance, h.address, h.packets_sent, h.packets_received)"
+        " for h in icmplib.traceroute(sys.argv[1], count=2, timeout=1)])\n"
+    )
+    res = chain.run(
+        "client",
+        [sys.executable, "-c", code, unreachable.address(6)],
+        env={**chain.python_env(), "PYTHONPATH": str(REPO), "BROKERPKG_HELPER": helper_env},
+    )
+    assert res.stdout.strip() == str(
+        [(1, chain.hop_address(1, 6), 2, 2), (2, chain.hop_address(2, 6), 2, 2)]
+    )
