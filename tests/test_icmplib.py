@@ -53,6 +53,32 @@ def test_import_loads_no_asyncio() -> None:
     assert res.stdout.strip() == "False"
 
 
+def test_blocking_functions_load_no_more_than_brokerpkg_sync_does(helper_path: str) -> None:
+    # brokerpkg.sync decides whether the blocking paths run asyncio; this package adds
+    # nothing to it (no asyncio of its own on the way to sync)
+    code = (
+        "import sys\n"
+        "from brokerpkg import sync\n"
+        "before = sorted(name for name in sys.modules if name.split('.')[0] == 'asyncio')\n"
+        "from brokerpkg import icmplib\n"
+        "assert icmplib.ping('127.0.0.1', 1).is_alive\n"
+        "assert icmplib.multiping(['::1'], 1)[0].is_alive\n"
+        "assert icmplib.traceroute('127.0.0.1')[0].is_alive\n"
+        "after = sorted(name for name in sys.modules if name.split('.')[0] == 'asyncio')\n"
+        "print(before == after, len(before))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "BROKERPKG_HELPER": helper_path},
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[0] == "True"
+
+
 def test_every_public_name_of_icmplib_but_its_socket_layer() -> None:
     theirs = {name for name in vars(real) if not name.startswith("_")}
     modules = {"sockets", "models", "ping", "multiping", "traceroute", "exceptions", "utils"}
@@ -520,3 +546,54 @@ def test_a_path_ending_unreachable_ends_at_that_hop(make_chain: Any, helper_env:
     assert res.stdout.strip() == str(
         [(1, chain.hop_address(1, 6), 2, 2), (2, chain.hop_address(2, 6), 2, 2)]
     )
+
+
+def _echo_requests(chain: Any, argv: list[str], **run: Any) -> list[tuple[int, ...]]:
+    """(version, length, ttl, tos) of each echo request the client sent while ``argv`` ran."""
+    with chain.capture("client", "eth0") as cap:
+        res = run.pop("runner")(argv, **run)
+        assert res.returncode == 0, res.stderr
+    requests = [
+        p for p in cap.select(direction="out") if p.icmp_type in (8, 128) and p.icmp_code == 0
+    ]
+    return sorted((p.version, p.length, p.ttl, p.tos) for p in requests)
+
+
+@pytest.mark.privileged
+def test_requests_on_the_wire_are_icmplibs(
+    icmplib_chain: Any, unprivileged_copy: Any, fresh_caller: int
+) -> None:
+    chain = icmplib_chain
+    code = (
+        "import sys, importlib\n"
+        "icmplib = importlib.import_module(sys.argv[1])\n"
+        "icmplib.ping(sys.argv[2], 2, 0.1)\n"
+        "icmplib.ping(sys.argv[3], 1, payload_size=100, traffic_class=0x20)\n"
+        "icmplib.ping(sys.argv[2], 1, payload=b'x' * 9)\n"
+        "icmplib.traceroute(sys.argv[2], count=2, timeout=1)\n"
+    )
+    args = [chain.server_address(4), chain.server_address(6)]
+
+    def theirs(argv: list[str]) -> Any:
+        return chain.run("client", [sys.executable, *argv], check=False, timeout=60)
+
+    def mine(argv: list[str]) -> Any:
+        return unprivileged_copy.run(
+            argv,
+            env={"BROKERPKG_HELPER": str(unprivileged_copy.helper("setcap"))},
+            lab=chain,
+            node="client",
+            uid=fresh_caller,
+        )
+
+    expected = _echo_requests(chain, ["-c", code, "icmplib", *args], runner=theirs)
+    sent = _echo_requests(chain, ["-c", code, "brokerpkg.icmplib", *args], runner=mine)
+    # every TTL is in flight at once: those beyond the destination (hop 4) go out too
+    beyond = [request for request in sent if 4 < request[2] < 64]
+    assert sorted({request[2] for request in beyond}) == list(range(5, 31))
+    assert [request for request in sent if request not in beyond] == expected
+    # ping's 84-byte IPv4 requests with TTL 64, the IPv6 one with its traffic class,
+    # the 9-byte payload, the trace's TTLs 1-4 twice each
+    assert (4, 84, 64, 0) in expected and (6, 148, 64, 0x20) in expected
+    assert (4, 37, 64, 0) in expected
+    assert [ttl for version, length, ttl, tos in expected if ttl < 64] == [1, 1, 2, 2, 3, 3, 4, 4]

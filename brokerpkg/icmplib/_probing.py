@@ -160,13 +160,14 @@ def _socket_errors(source: str | None, privileged: bool) -> Iterator[None]:
     except HostResolveError as error:  # the destination is numeric: the source did not fit
         raise SocketAddressError(source) from error
     except ProbeSendError as error:
-        if error.errno == errno.EADDRNOTAVAIL:
+        if _refuses_source(error):
             raise SocketAddressError(source) from error
         raise
 
 
 def _refuses_source(error: ProbeSendError) -> bool:
-    """True when a send failed for the source address (then the call fails)."""
+    """True when a send failed for the source address (then the call fails; other send
+    failures count as requests not sent)."""
     return error.errno == errno.EADDRNOTAVAIL
 
 
@@ -377,6 +378,8 @@ async def async_multiping(
 
     options = _ping_options("async_multiping", source, kwargs)
     names = list(addresses)
+    if not names:
+        return []
     if concurrent_tasks < 1:
         raise ValueError(f"concurrent_tasks must be >= 1, got {concurrent_tasks}")
     slots = asyncio.Semaphore(concurrent_tasks)
