@@ -343,6 +343,8 @@ def test_ping_takes_icmplibs_advanced_options(helper_env: str) -> None:
         _check_loopback_host(ours.ping("::1", 1, traffic_class=0x20, **options), "::1", 1)
     with pytest.raises(TypeError, match="colour"):
         ours.ping("127.0.0.1", 1, colour="red")
+    with pytest.raises(TypeError, match="ttl"):  # traceroute sets it (icmplib: TypeError)
+        ours.traceroute("127.0.0.1", ttl=3)
     assert ours.ping("127.0.0.1", count=0).packets_sent == 0
 
 
@@ -571,6 +573,8 @@ def test_requests_on_the_wire_are_icmplibs(
         "icmplib.ping(sys.argv[3], 1, payload_size=100, traffic_class=0x20)\n"
         "icmplib.ping(sys.argv[2], 1, payload=b'x' * 9)\n"
         "icmplib.traceroute(sys.argv[2], count=2, timeout=1)\n"
+        "host = icmplib.ping(sys.argv[2], 1, ttl=2)\n"  # time exceeded at r2: not alive
+        "assert host.packets_sent == 1 and not host.is_alive, host\n"
     )
     args = [chain.server_address(4), chain.server_address(6)]
 
@@ -593,7 +597,17 @@ def test_requests_on_the_wire_are_icmplibs(
     assert sorted({request[2] for request in beyond}) == list(range(5, 31))
     assert [request for request in sent if request not in beyond] == expected
     # ping's 84-byte IPv4 requests with TTL 64, the IPv6 one with its traffic class,
-    # the 9-byte payload, the trace's TTLs 1-4 twice each
+    # the 9-byte payload, the trace's TTLs 1-4 twice each, the ping with TTL 2
     assert (4, 84, 64, 0) in expected and (6, 148, 64, 0x20) in expected
     assert (4, 37, 64, 0) in expected
-    assert [ttl for version, length, ttl, tos in expected if ttl < 64] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert [ttl for version, length, ttl, tos in expected if ttl < 64] == [
+        1,
+        1,
+        2,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+    ]

@@ -104,15 +104,22 @@ async def _async_target(address: str, family: int | None) -> _Target:
 # ----------------------------------------------------------------------------- options
 
 
-def _probe_options(caller: str, source: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+ADVANCED = frozenset({"payload", "payload_size", "traffic_class"})
+"""icmplib's advanced keyword arguments (those of its ICMPRequest that a call passes on);
+ping's also take ``ttl``, which traceroute sets itself."""
+
+
+def _probe_options(
+    caller: str, source: str | None, kwargs: Mapping[str, Any], allowed: frozenset[str]
+) -> dict[str, Any]:
     """brokerpkg probe options for icmplib's ``source`` and advanced keyword arguments
-    (``payload``, ``payload_size``, ``traffic_class``).
+    (``allowed`` of ``payload``, ``payload_size``, ``traffic_class``, ``ttl``).
 
     A ``payload`` gives its length; its bytes are sent when they are one byte repeated
     (the helper fills payloads with one byte).  Raises TypeError for any other keyword
     argument, as icmplib does.
     """
-    unknown = sorted(set(kwargs) - {"payload", "payload_size", "traffic_class"})
+    unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
     payload = kwargs.get("payload")
@@ -130,14 +137,17 @@ def _probe_options(caller: str, source: str | None, kwargs: Mapping[str, Any]) -
 
 
 def _ping_options(caller: str, source: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The options of ping's probes: :func:`_probe_options` and icmplib's TTL."""
-    return {**_probe_options(caller, source, kwargs), "ttl": PING_TTL}
+    """The options of ping's requests: :func:`_probe_options`, with icmplib's TTL (64)
+    unless ``ttl`` is given."""
+    options = _probe_options(caller, source, kwargs, ADVANCED | {"ttl"})
+    return {**options, "ttl": kwargs.get("ttl", PING_TTL)}
 
 
 def _trace_options(timeout: float, source: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The options of traceroute: each probe waits at most ``timeout``, and is sent once
     (icmplib sends no further tries to a silent hop)."""
-    return {**_probe_options("traceroute", source, kwargs), "timeout": timeout, "retries": 0}
+    options = _probe_options("traceroute", source, kwargs, ADVANCED)
+    return {**options, "timeout": timeout, "retries": 0}
 
 
 # ----------------------------------------------------------------------------- errors
@@ -216,7 +226,7 @@ def ping(
     nothing, and it chooses the ICMP identifiers (``id`` is not used), as Linux does
     for icmplib's unprivileged sockets.  Requests do not wait for earlier replies:
     a ping lasts about ``(count - 1) * interval`` plus the last round trip.
-    Advanced: ``payload``, ``payload_size`` (56), ``traffic_class``.
+    Advanced: ``payload``, ``payload_size`` (56), ``traffic_class``, ``ttl`` (64).
 
     Raises NameLookupError, SocketPermissionError, SocketAddressError, ICMPSocketError
     (see the module documentation), TypeError/ValueError for bad arguments.
