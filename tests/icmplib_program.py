@@ -79,12 +79,18 @@ show_hops("traceroute server4", icmplib.traceroute(targets["server4"], timeout=1
 show_hops("traceroute server6", icmplib.traceroute(targets["server6"], count=3, timeout=1))
 show_hops("traceroute loopback", icmplib.traceroute("127.0.0.1"))
 show_hops(
+    "traceroute TTLs 2-3, fast",
+    icmplib.traceroute(targets["server4"], count=3, first_hop=2, max_hops=3, fast=True),
+)
+show_hops(
     "traceroute blackhole",
     icmplib.traceroute(targets["blackhole4"], count=1, timeout=0.5, max_hops=4),
 )
 
 print("resolve", icmplib.resolve("localhost"), icmplib.is_hostname("localhost"))
 show_error("no such name", lambda: icmplib.ping("nonexistent.invalid", count=1))
+show_error("no IPv6 address", lambda: icmplib.ping("localhost", count=1, family=6))
+show_error("no such name in multiping", lambda: icmplib.multiping(["::1", "nonexistent.invalid"]))
 show_error(
     "foreign source",
     lambda: icmplib.ping(targets["server4"], count=1, source=targets["foreign_source"]),
