@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -384,6 +386,29 @@ def test_async_functions_on_loopback(helper_env: str) -> None:
     _check_loopback_host(hosts[1], "127.0.0.1", 2)
     assert hosts[2].packets_sent == 0
     assert [(hop.distance, hop.address, hop.packets_received) for hop in hops] == [(1, "::1", 2)]
+
+
+def test_blocking_ping_and_traceroute_work_in_a_running_event_loop_as_icmplibs(
+    helper_env: str,
+) -> None:
+    # icmplib's ping and traceroute block the loop they are called from; its multiping
+    # (asyncio.run) raises RuntimeError there
+    async def main() -> tuple[Any, Any, str, str]:
+        host = ours.ping("127.0.0.1", 2, 0.05)
+        hops = ours.traceroute("::1")
+        with pytest.raises(RuntimeError) as theirs:
+            real.multiping(["127.0.0.1"])
+        with pytest.raises(RuntimeError) as mine:
+            ours.multiping(["127.0.0.1"])
+        return host, hops, type(theirs.value).__name__, type(mine.value).__name__
+
+    with warnings.catch_warnings():  # icmplib's coroutine that asyncio.run refused
+        warnings.simplefilter("ignore", RuntimeWarning)
+        host, hops, theirs, mine = asyncio.run(main())
+        gc.collect()
+    _check_loopback_host(host, "127.0.0.1", 2)
+    assert [(hop.distance, hop.address) for hop in hops] == [(1, "::1")]
+    assert theirs == mine == "RuntimeError"
 
 
 def test_async_multiping_raises_the_first_error_after_pinging_all(helper_env: str) -> None:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import socket
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from ..errors import HelperPrivilegeError, HostResolveError, ProbeSendError, ProcessError
 from .exceptions import ICMPSocketError, SocketAddressError, SocketPermissionError
@@ -49,6 +51,8 @@ PAYLOAD_SIZE = 56
 """icmplib's payload size (bytes after the ICMP header)."""
 PING_TTL = 64
 """icmplib's TTL for echo requests."""
+
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- targets
@@ -205,6 +209,33 @@ def _hops(result: TraceResult) -> list[Hop]:
     return hops
 
 
+# ----------------------------------------------------------------------------- blocking
+
+
+def _event_loop_running() -> bool:
+    """True when called from a running asyncio event loop (then asyncio is imported)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _blocking(call: Callable[[], T]) -> T:
+    """``call()``, which runs brokerpkg.sync; from a running event loop, in a worker
+    thread, waited for: icmplib's ping and traceroute block a loop they are called from,
+    where brokerpkg.sync refuses to run."""
+    if not _event_loop_running():
+        return call()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="brokerpkg.icmplib") as worker:
+        return worker.submit(call).result()
+
+
 # ----------------------------------------------------------------------------- ping
 
 
@@ -225,7 +256,8 @@ def ping(
     As icmplib's ping; the helper holds the privilege, so ``privileged`` changes
     nothing, and it chooses the ICMP identifiers (``id`` is not used), as Linux does
     for icmplib's unprivileged sockets.  Requests do not wait for earlier replies:
-    a ping lasts about ``(count - 1) * interval`` plus the last round trip.
+    a ping lasts about ``(count - 1) * interval`` plus the last round trip.  Called
+    from a running event loop it blocks it, as icmplib's does (use :func:`async_ping`).
     Advanced: ``payload``, ``payload_size`` (56), ``traffic_class``, ``ttl`` (64).
 
     Raises NameLookupError, SocketPermissionError, SocketAddressError, ICMPSocketError
@@ -234,17 +266,21 @@ def ping(
     del id  # the helper matches replies to requests itself
     target = _target(address, family)
     options = _ping_options("ping", source, kwargs)
-    if target.numeric is None or count <= 0:
+    numeric = target.numeric
+    if numeric is None or count <= 0:
         return _unsent(target)
     from .. import sync
 
     with _socket_errors(source, privileged):
         try:
-            return _host(target, sync.ping(target.numeric, count, interval, timeout, **options))
+            result = _blocking(
+                functools.partial(sync.ping, numeric, count, interval, timeout, **options)
+            )
         except ProbeSendError as error:
             if _refuses_source(error):
                 raise
             return _unsent(target)
+    return _host(target, result)
 
 
 async def _ping_target(
@@ -441,17 +477,21 @@ def traceroute(
     del interval, fast, id  # every probe is in flight at once; the helper picks ids
     target = _target(address, family)
     options = _trace_options(timeout, source, kwargs)
-    if target.numeric is None or count <= 0 or first_hop > max_hops:
+    numeric = target.numeric
+    if numeric is None or count <= 0 or first_hop > max_hops:
         return []
     from .. import sync
 
     with _socket_errors(source, True):
         try:
-            return _hops(sync.traceroute(target.numeric, first_hop, max_hops, count, **options))
+            result = _blocking(
+                functools.partial(sync.traceroute, numeric, first_hop, max_hops, count, **options)
+            )
         except ProbeSendError as error:
             if _refuses_source(error):
                 raise
             return []
+    return _hops(result)
 
 
 async def async_traceroute(
