@@ -78,6 +78,11 @@ for host in asyncio.run(icmplib.async_multiping(targets["alive"], 2, 0.2, 1)):
 show_hops("traceroute server4", icmplib.traceroute(targets["server4"], timeout=1))
 show_hops("traceroute server6", icmplib.traceroute(targets["server6"], count=3, timeout=1))
 show_hops("traceroute loopback", icmplib.traceroute("127.0.0.1"))
+if hasattr(icmplib, "async_traceroute"):  # ours: it must give what icmplib's traceroute does
+    hops = asyncio.run(icmplib.async_traceroute(targets["server6"], count=3, timeout=1))
+else:
+    hops = icmplib.traceroute(targets["server6"], count=3, timeout=1)
+show_hops("async_traceroute server6", hops)
 show_hops(
     "traceroute TTLs 2-3, fast",
     icmplib.traceroute(targets["server4"], count=3, first_hop=2, max_hops=3, fast=True),

@@ -511,7 +511,36 @@ def test_one_program_prints_the_same_with_real_icmplib_as_root_and_ours_as_nobod
     assert "ping silent <Host [198.19." in out
     assert "SocketAddressError" in out and out.count("NameLookupError") == 3
     assert "traceroute TTLs 2-3, fast [<Hop 2 [198.18.2.2]>, <Hop 3 [198.18.3.2]>]" in out
-    assert f"4 {icmplib_chain.server_address(6)} 3 3 0.0" in out  # the IPv6 trace's last hop
+    assert out.count(f"4 {icmplib_chain.server_address(6)} 3 3 0.0") == 2  # IPv6 traces' last hop
+
+
+@pytest.mark.privileged
+def test_privileged_false_needs_no_ping_group_range_here(
+    icmplib_chain: Any, unprivileged_copy: Any, fresh_caller: int
+) -> None:
+    chain = icmplib_chain
+    assert chain.get_sysctl("client", "net.ipv4.ping_group_range").split() == ["1", "0"]
+    code = (
+        "import sys, importlib\n"
+        "icmplib = importlib.import_module(sys.argv[1])\n"
+        "try:\n"
+        "    print(icmplib.ping(sys.argv[2], 1, privileged=False).is_alive)\n"
+        "except icmplib.SocketPermissionError as error:\n"
+        "    print(error)\n"
+    )
+    server = chain.server_address(4)
+    theirs = chain.run("client", [sys.executable, "-c", code, "icmplib", server])
+    # the real icmplib needs the datagram ICMP sockets that ping_group_range closes,
+    # even for root; ours runs the helper, as nobody
+    assert theirs.stdout.strip() == str(real.SocketPermissionError(False))
+    mine = unprivileged_copy.run(
+        ["-c", code, "brokerpkg.icmplib", server],
+        env={"BROKERPKG_HELPER": str(unprivileged_copy.helper("setcap"))},
+        lab=chain,
+        node="client",
+        uid=fresh_caller,
+    )
+    assert (mine.returncode, mine.stdout.strip()) == (0, "True"), mine.stderr
 
 
 @pytest.mark.privileged
