@@ -72,7 +72,8 @@ for host in icmplib.multiping(everyone, count=2, interval=0.2, timeout=0.5):
     show_host("multiping", host)
 
 show_host("async_ping", asyncio.run(icmplib.async_ping(targets["server6"], 2, 0.2, 1)))
-for host in asyncio.run(icmplib.async_multiping(targets["alive"], 2, 0.2, 1)):
+everyone = [*targets["alive"], targets["silent"][0], *targets["unsendable"]]
+for host in asyncio.run(icmplib.async_multiping(everyone, 2, 0.2, 0.5)):
     show_host("async_multiping", host)
 
 show_hops("traceroute server4", icmplib.traceroute(targets["server4"], timeout=1))
