@@ -4,7 +4,8 @@
 process or any byte stream, with rich results (:class:`brokerpkg.protocol.ProbeResult`).
 ``MtrPacket``, ``ProbeResult`` (mtrpacket's five fields), ``Mpls``, the errors and
 ``DnsCacheType`` are the ``mtrpacket`` package's names (:mod:`brokerpkg.mtrpacket_compat`),
-so ``import brokerpkg as mtrpacket`` runs mtrpacket programs unchanged.
+so ``import brokerpkg as mtrpacket`` runs mtrpacket programs unchanged, and
+``from brokerpkg import icmplib`` (:mod:`brokerpkg.icmplib`) runs icmplib programs.
 
 On top of a session (or opening their own), async-first: :func:`ping`,
 :func:`multiping` and :func:`multiping_iter` (:mod:`brokerpkg.ping`), :func:`traceroute`
@@ -166,6 +167,7 @@ _SUBMODULES = frozenset(
     {
         "answers",
         "errors",
+        "icmplib",
         "locate",
         "mda",
         "mtr",

@@ -183,6 +183,16 @@ def test_wheel_carries_the_executable_helper(built: Built) -> None:
     assert archive.read(HELPER_IN_WHEEL)[:4] == b"\x7fELF"
 
 
+def test_wheel_carries_every_module_of_the_package(built: Built) -> None:
+    modules = sorted(
+        path.relative_to(built.source).as_posix()
+        for path in built.source.joinpath("brokerpkg").rglob("*.py")
+    )
+    assert "brokerpkg/icmplib/__init__.py" in modules
+    names = set(zipfile.ZipFile(built.wheel).namelist())
+    assert [module for module in modules if module not in names] == []
+
+
 def test_wheel_puts_man_pages_in_share_man(built: Built) -> None:
     pages = sorted(built.source.joinpath("man").glob("*.[18]"))
     assert pages
