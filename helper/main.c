@@ -25,7 +25,7 @@
 #include "sandbox.h"
 #include "wire.h"
 
-#define WANTED_OPEN_FILES 65536     /* TCP probes hold one socket each */
+#define WANTED_OPEN_FILES 65536     /* a socket per local-port in use */
 
 /*
  * An empty environment.  clearenv() only forgets the pointers: the caller's

@@ -330,24 +330,25 @@ def tcp_flood(
 
 @pytest.mark.privileged
 def test_2000_tcp_probes_to_a_silent_port(chain: Chain, responder, helper_path: str) -> None:
-    """mtr-packet aborts past FD_SETSIZE (select); here every probe holds a socket above
-    descriptor 1024 and times out cleanly: the open-files limit (soft raised to the hard
-    limit) leaves room for all 2000, so none is probes-exhausted."""
+    """mtr-packet aborts past FD_SETSIZE (select), as the helper before the raw SYNs held a
+    socket per probe; here every SYN leaves the raw socket: 2000 in flight time out
+    cleanly while the helper's descriptors stay few."""
     target = chain.virtual_target(90)
     responder.set(target, answer="none")
     kinds, most, _ = tcp_flood(chain, [helper_path], target, 2000)
     report(f"2000 TCP probes: {dict(kinds)}, up to {most} descriptors open")
     assert kinds == {"no-reply": 2000}
-    assert most > 2000
+    assert most < 64
 
 
 @pytest.mark.privileged
-def test_tcp_probes_beyond_the_descriptor_limit_are_probes_exhausted(
+def test_tcp_probes_need_no_descriptor_under_a_low_limit(
     chain: Chain, responder, helper_path: str
 ) -> None:
     """With a hard limit of 512 descriptors it cannot raise (CAP_SYS_RESOURCE gone from
-    its bounding set), the probes that find no descriptor get probes-exhausted at once;
-    the rest time out; afterwards the helper serves normally."""
+    its bounding set), 2000 TCP probes are all in flight and time out (the helper before
+    the raw SYNs answered those past its limit probes-exhausted); afterwards the helper
+    serves normally."""
     target = chain.virtual_target(91)
     responder.set(target, answer="none")
 
@@ -357,9 +358,8 @@ def test_tcp_probes_beyond_the_descriptor_limit_are_probes_exhausted(
     argv = ["setpriv", "--bounding-set=-sys_resource", helper_path]
     kinds, most, _ = tcp_flood(chain, argv, target, 2000, low_limit)
     report(f"2000 TCP probes with 512 descriptors: {dict(kinds)}, up to {most} open")
-    assert set(kinds) == {"no-reply", "probes-exhausted"}
-    assert 400 < kinds["no-reply"] < 512
-    assert most <= 512
+    assert kinds == {"no-reply": 2000}
+    assert most < 64
 
 
 # --------------------------------------------------------------------------- killed under a Session
