@@ -47,7 +47,15 @@ Slots: ``try_take_slot() -> bool``, ``wait_for_slot(waiter)``, ``forget_waiter(w
     The helper is gone: every waiting request gets ``error()``, and later work too.
 Counters and views: ``in_flight``, ``pending``, ``messages`` (unattributed helper
 lines: token-0 errors, unknown tokens, garbage), ``messages_since(mark)``,
-``discarded_replies``, ``chunks_read``, ``free_slots``, ``max_in_flight``, ``failed``.
+``discarded_replies``, ``chunks_read``, ``free_slots``, ``max_in_flight``; ``queued``
+and ``failed`` are plain attributes (read on every probe).
+
+A blocking driver, in outline (the transport: :mod:`brokerpkg.transport`): submit;
+then until the request has its ``result`` or ``error``: write ``take_output(now)``
+when the transport's write descriptor takes it, wait for the read descriptor at most
+until ``next_wakeup()``, and pass what :meth:`~Engine.feed` (``transport.read``) or
+:meth:`~Engine.due` returns to the callers; at end-of-file ``feed_eof()``, then
+``fail(lambda: transport.exit_error(...))``.
 """
 
 from __future__ import annotations

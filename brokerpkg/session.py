@@ -26,18 +26,16 @@ import collections
 import contextlib
 import ipaddress
 import os
-import shlex
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Any, Generic, NamedTuple, Self, TypeVar
+from typing import Any, NamedTuple, Self
 
 from . import protocol as wire
 from .channel import PipeChannel, StreamChannel
 from .engine import Engine, ProbeTemplate, Request
 from .errors import (
     HELPER_NAME,
-    FeatureNotSupportedError,
     HelperExitedError,
     HelperPrivilegeError,
     InvalidProbeError,
@@ -52,7 +50,8 @@ from .protocol import ProbeOptions, ProbeResult, Reply
 from .remote import RemoteLookups, RemoteNameResolver, RemoteResolver, SshTransport
 from .resolve import NameResolver, ResolvedAddress, Resolver
 from .ssh import helper_argv, parse_destination, ssh_command
-from .transport import ChildProcess, ProcessTransport, Transport
+from .templates import TypedCache, given_template, probe_template
+from .transport import ChildProcess, Launch, ProcessTransport, Transport, launch_from_command
 
 DEFAULT_PROBE_GRACE = 2.0
 DEFAULT_OPEN_TIMEOUT = 10.0
@@ -64,55 +63,6 @@ EAGER_WRITE = 64
 the pipe takes everything: the helper starts on them while later ones are still made."""
 
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
-
-TEMPLATES_KEPT = 4096
-"""Probe templates cached per session (the caches are emptied when they grow past this)."""
-
-_ADDRESS_WORDS = frozenset(("ip-4", "ip-6"))
-_Cached = TypeVar("_Cached")
-
-
-class _TypedCache(Generic[_Cached]):
-    """Values remembered by a tuple of the arguments they were validated from.
-
-    Equal is not enough (True == 1 == 1.0, and validation refuses a bool or a float
-    ttl): every item that is not None must also have the type it had when the value
-    was stored.  Emptied when it grows past TEMPLATES_KEPT entries.
-    """
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[object, ...], tuple[_Cached, tuple[tuple[int, type], ...]]]
-        self._entries = {}
-
-    def get(self, key: tuple[object, ...]) -> _Cached | None:
-        """The value stored under ``key`` with the same item types, or None.
-
-        Raises TypeError when an item of ``key`` is unhashable.
-        """
-        known = self._entries.get(key)
-        if known is None:
-            return None
-        value, types = known
-        for index, kind in types:
-            if key[index].__class__ is not kind:
-                return None
-        return value
-
-    def put(self, key: tuple[object, ...], value: _Cached) -> None:
-        """Remember ``value`` for ``key`` and the types of its items."""
-        if len(self._entries) >= TEMPLATES_KEPT:
-            self._entries.clear()
-        self._entries[key] = (
-            value,
-            tuple((index, item.__class__) for index, item in enumerate(key) if item is not None),
-        )
-
-    def clear(self) -> None:
-        """Forget everything."""
-        self._entries.clear()
-
 
 _Future = asyncio.Future
 """Futures made directly: loop.create_future() costs a Python call more per probe."""
@@ -129,36 +79,6 @@ class _Remote(NamedTuple):
 
 NAMES_REMOTE = "remote"
 NAMES_LOCAL = "local"
-
-
-class _Launch(NamedTuple):
-    """How to start the helper: argv, or a shell command string."""
-
-    argv: tuple[str, ...] | None
-    shell_command: str | None
-    description: str
-
-
-def _launch_from_command(command: str | Sequence[str], shell: bool) -> _Launch:
-    """Check the command argument and say how to run it.
-
-    Raises TypeError/ValueError for an empty command, a string without shell=True, or a
-    list with shell=True.
-    """
-    if isinstance(command, str):
-        if not shell:
-            raise ValueError(
-                "a command string needs shell=True; otherwise pass a list of arguments"
-            )
-        if not command.strip():
-            raise ValueError("command must not be empty")
-        return _Launch(None, command, command)
-    if shell:
-        raise ValueError("shell=True needs the command as one string")
-    argv = tuple(command)
-    if not argv or not all(isinstance(word, str) for word in argv):
-        raise TypeError("command must be a non-empty list of str arguments")
-    return _Launch(argv, None, shlex.join(argv))
 
 
 class Session:
@@ -204,7 +124,7 @@ class Session:
             raise ValueError("give either helper or command, not both")
         if command is None and shell:
             raise ValueError("shell=True needs a command string")
-        self._launch = None if command is None else _launch_from_command(command, shell)
+        self._launch = None if command is None else launch_from_command(command, shell)
         self._helper_argument = helper
         self._env = env
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None = None
@@ -266,7 +186,7 @@ class Session:
             open_timeout=open_timeout,
             resolver=resolver,
         )
-        session._launch = _Launch(tuple(argv), None, f"{helper} on {target}")
+        session._launch = Launch(tuple(argv), None, f"{helper} on {target}")
         session._remote = _Remote(target, helper, lookups)
         if lookups is not None:
             session._names = RemoteNameResolver(lookups)
@@ -319,10 +239,10 @@ class Session:
         self._channel: PipeChannel | StreamChannel | None = None
         self._location: HelperLocation | None = None
         self._features: dict[str, str] = {}
-        self._templates: dict[tuple[str, ProbeOptions], ProbeTemplate] = {}
-        self._given_templates: dict[tuple[tuple[str, str], ...], ProbeTemplate] = {}
+        self._templates: TypedCache[ProbeTemplate] = TypedCache()
+        self._given_templates: TypedCache[ProbeTemplate] = TypedCache()
         # probe()'s own keyword values -> template, so a repeated probe skips validation
-        self._probe_keys: _TypedCache[ProbeTemplate] = _TypedCache()
+        self._probe_keys: TypedCache[ProbeTemplate] = TypedCache()
         self._pump_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -748,17 +668,6 @@ class Session:
         """True if the helper answers ``ok`` for ``feature``; raises like feature_value."""
         return await self.feature_value(feature) == "ok"
 
-    def _check_features(self, options: ProbeOptions, ip_version: int) -> None:
-        """Raise FeatureNotSupportedError for the first option the helper lacks."""
-        for feature, option in wire.required_features(options, ip_version):
-            value = self._features.get(feature, "no")
-            if value != "ok":
-                raise FeatureNotSupportedError(feature, value, option)
-
-    @property
-    def _fractional_timeout(self) -> bool:
-        return self._features.get("fractional-timeout") == "ok"
-
     # ------------------------------------------------------------------ probing
 
     async def probe(
@@ -939,61 +848,22 @@ class Session:
         key = tuple(arguments)
         template = self._given_templates.get(key)
         if template is None:
-            template = self._given_template(key)
-            if len(self._given_templates) >= TEMPLATES_KEPT:
-                self._given_templates.clear()
-            self._given_templates[key] = template
+            template = given_template(key, self._probe_grace)
+            self._given_templates.put(key, template)
         return await self._probe_template(template)
-
-    def _given_template(self, arguments: tuple[tuple[str, str], ...]) -> ProbeTemplate:
-        """The template of a request sent as given; raises like :meth:`probe_arguments`."""
-        tail = wire.encode_request_tail(wire.SEND_PROBE, arguments)
-        target = None
-        seconds = wire.DEFAULT_TIMEOUT
-        for name, value in arguments:
-            if name in _ADDRESS_WORDS:
-                target = value
-            elif name == "timeout":
-                seconds = wire.timeout_argument_seconds(value)
-        result_tail = (target, None, None, None, None, None, None, None, None)
-        return ProbeTemplate(tail, seconds + self._probe_grace, target, None, result_tail)
 
     async def _template(self, host: str, options: ProbeOptions) -> ProbeTemplate:
         """The probe's template, from the cache or made now; raises like :meth:`probe`."""
         key = (host, options)
         template = self._templates.get(key)
         if template is None:
-            template = await self._make_template(host, options)
-            if len(self._templates) >= TEMPLATES_KEPT:
-                self._templates.clear()
-            self._templates[key] = template
+            target = await self._resolver.resolve(host, options.ip_version)
+            local = await self._resolve_local(options.local_ip, target)
+            template = probe_template(
+                options, target.address, target.ip_version, local, self._features, self._probe_grace
+            )
+            self._templates.put(key, template)
         return template
-
-    async def _make_template(self, host: str, options: ProbeOptions) -> ProbeTemplate:
-        """Resolve, check features and encode a probe once; raises like :meth:`probe`."""
-        target = await self._resolver.resolve(host, options.ip_version)
-        local = await self._resolve_local(options.local_ip, target)
-        self._check_features(options, target.ip_version)
-        fractional = self._fractional_timeout
-        arguments = wire.probe_arguments(
-            options, target.address, local, fractional_timeout=fractional
-        )
-        deadline = wire.helper_timeout(options.timeout, fractional) + self._probe_grace
-        tail = wire.encode_request_tail(wire.SEND_PROBE, arguments)
-        ttl = options.ttl if options.ttl is not None else wire.DEFAULT_TTL
-        protocol = options.protocol or wire.DEFAULT_PROTOCOL
-        result_tail = (
-            target.address,
-            ttl,
-            protocol,
-            wire.effective_port(options),
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-        return ProbeTemplate(tail, deadline, target.address, options, result_tail)
 
     async def _resolve_local(self, local_ip: str | None, target: ResolvedAddress) -> str | None:
         """Resolve the source address in the target's family; raises HostResolveError."""

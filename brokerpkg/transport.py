@@ -19,7 +19,7 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Self
+from typing import NamedTuple, Self
 
 from .errors import HelperExitedError, HelperNotFoundError, ProcessError
 from .protocol import decode_line
@@ -104,6 +104,36 @@ def _end_of_words(command: str, words: list[str]) -> int | None:
             return None
         end = match.end()
     return end if shlex.split(command[:end]) == words else None
+
+
+class Launch(NamedTuple):
+    """How to start the helper: argv, or a shell command string."""
+
+    argv: tuple[str, ...] | None
+    shell_command: str | None
+    description: str
+
+
+def launch_from_command(command: str | Sequence[str], shell: bool) -> Launch:
+    """Check the command argument and say how to run it.
+
+    Raises TypeError/ValueError for an empty command, a string without shell=True, or a
+    list with shell=True.
+    """
+    if isinstance(command, str):
+        if not shell:
+            raise ValueError(
+                "a command string needs shell=True; otherwise pass a list of arguments"
+            )
+        if not command.strip():
+            raise ValueError("command must not be empty")
+        return Launch(None, command, command)
+    if shell:
+        raise ValueError("shell=True needs the command as one string")
+    argv = tuple(command)
+    if not argv or not all(isinstance(word, str) for word in argv):
+        raise TypeError("command must be a non-empty list of str arguments")
+    return Launch(argv, None, shlex.join(argv))
 
 
 class ChildProcess:
