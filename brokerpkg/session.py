@@ -788,14 +788,24 @@ class Session:
                     if not flight:
                         await self._wait_for_slot()
                         break
-                    results.append(await self._oldest_result(flight))
+                    future = flight[0].handle
+                    if not future.done():
+                        with contextlib.suppress(Exception):  # raised by _batch_result
+                            await future
+                    flight.popleft()
+                    results.append(self._batch_result(future))
                 try:
                     flight.append(self._submit(template.tail, template.deadline, template, True))
                 except BaseException:
                     engine.release_slot()
                     raise
             while flight:
-                results.append(await self._oldest_result(flight))
+                future = flight[0].handle
+                if not future.done():
+                    with contextlib.suppress(Exception):
+                        await future
+                flight.popleft()
+                results.append(self._batch_result(future))
         except BaseException:
             for request in flight:
                 self._give_up(request)
@@ -813,17 +823,12 @@ class Session:
             plan.append(template)
         return plan
 
-    async def _oldest_result(self, flight: collections.deque[Request]) -> ProbeResult:
-        """The result of the oldest probe of :meth:`probe_many` in ``flight``, once done.
+    def _batch_result(self, future: asyncio.Future[ProbeResult]) -> ProbeResult:
+        """The result of a finished probe of :meth:`probe_many` (out of its flight).
 
         Raises its error, InvalidProbeError and ProcessError like :meth:`probe`.
         """
-        future = flight[0].handle
-        if not future.done():
-            with contextlib.suppress(Exception):  # raised below, once it left the flight
-                await future
-        flight.popleft()
-        result: ProbeResult = future.result()
+        result = future.result()
         if result.result == wire.INVALID_ARGUMENT:
             raise InvalidProbeError(result.reason)
         if result.result == wire.UNKNOWN_COMMAND:

@@ -6,6 +6,7 @@ is sent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import subprocess
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from brokerpkg.engine import Engine, ProbeTemplate, Request
 from brokerpkg.errors import HelperExitedError, HelperNotFoundError
+from brokerpkg.protocol import ProbeOptions
 from brokerpkg.transport import ProcessTransport
 
 FAKE = Path(__file__).parent / "fakes" / "fake_helper.py"
@@ -138,3 +141,41 @@ def test_the_transport_imports_no_asyncio() -> None:
         cwd=Path(__file__).parent.parent,
     )
     assert done.stdout.strip() == "False"
+
+
+def test_engine_and_transport_make_a_session_without_an_event_loop() -> None:
+    # the outline of a blocking driver (brokerpkg/engine.py's docstring), against the fake
+    transport = ProcessTransport.start(
+        [sys.executable, str(FAKE), "echo"], description="fake helper"
+    )
+    engine = Engine(probe_grace=2.0)
+    engine.set_limit(10)
+    try:
+        tail = b" send-probe ip-4 127.0.0.2 timeout 1\n"
+        result_tail = ("127.0.0.2", 255, "icmp", None, None, None, None, None, None)
+        template = ProbeTemplate(tail, 3.0, "127.0.0.2", ProbeOptions(), result_tail)
+        requests = []
+        for _ in range(10):
+            assert engine.try_take_slot()
+            requests.append(engine.submit(tail, template.deadline, template, True))
+        assert not engine.try_take_slot()
+        done: list[Request] = []
+        with selectors.DefaultSelector() as selector:
+            selector.register(transport.fileno(), selectors.EVENT_READ)
+            output = engine.take_output(time.monotonic())
+            while output:
+                output = output[transport.write(output) :]
+            deadline = time.monotonic() + LIMIT
+            while len(done) < len(requests) and time.monotonic() < deadline:
+                wakeup = engine.next_wakeup()
+                assert wakeup is not None
+                if selector.select(max(0.0, wakeup - time.monotonic())):
+                    with contextlib.suppress(BlockingIOError):
+                        done += engine.feed(transport.read(65536))
+                done += engine.due(time.monotonic())
+        assert done == requests
+        assert all(request.result.success for request in done)
+        assert {request.result.responder for request in done} == {"127.0.0.2"}
+        assert engine.free_slots == 10 and engine.in_flight == 0
+    finally:
+        transport.close()
