@@ -122,8 +122,9 @@ async def run_mtrpacket(count: int, window: int, helper: str | None = None) -> f
 CHILD_RUNS = {"session": run_brokerpkg, "batch": run_batch}
 
 
-def run_child(tree: Path, kind: str, helper: str, count: int, window: int) -> float:
-    """Seconds one contender took in a child process importing brokerpkg from ``tree``."""
+def run_child(tree: Path, kind: str, helper: str, count: int, window: int) -> tuple[float, float]:
+    """Seconds one contender took in a child process importing brokerpkg from ``tree``,
+    and the CPU seconds that child spent meanwhile (less sensitive to other load)."""
     environment = {**os.environ, TREE_VARIABLE: str(tree)}
     command = [sys.executable, __file__, "--child", kind, "--helper", helper]
     done = subprocess.run(
@@ -133,7 +134,8 @@ def run_child(tree: Path, kind: str, helper: str, count: int, window: int) -> fl
         text=True,
         check=True,
     )
-    return float(done.stdout.split()[-1])
+    wall, cpu = done.stdout.split()[-2:]
+    return float(wall), float(cpu)
 
 
 def compare_trees(before: Path, helper: str, count: int, window: int, rounds: int) -> None:
@@ -143,13 +145,15 @@ def compare_trees(before: Path, helper: str, count: int, window: int, rounds: in
 
     trees = {"before": before, "after": ROOT}
     runs: dict[str, list[float]] = {"pipe": [], "pipe, all at once": []}
+    cpu: dict[str, list[float]] = {}
     for _ in range(rounds):
         runs["pipe"].append(run_windowed([helper], count, window))
         runs["pipe, all at once"].append(run_all_at_once([helper], count))
         for label, tree in trees.items():
             for kind in CHILD_RUNS:
-                took = run_child(tree, kind, helper, count, window)
+                took, spent = run_child(tree, kind, helper, count, window)
                 runs.setdefault(f"{kind} {label}", []).append(took)
+                cpu.setdefault(f"{kind} {label}", []).append(spent)
     pipe = statistics.median(runs["pipe"])
     at_once = statistics.median(runs["pipe, all at once"])
     print(f"{count} probes to 127.0.0.1, {window} in flight, {rounds} rounds (median):")
@@ -165,8 +169,14 @@ def compare_trees(before: Path, helper: str, count: int, window: int, rounds: in
             )
     for kind, target in (("session", 0.9), ("batch", 0.95)):
         old, new = (statistics.median(runs[f"{kind} {label}"]) for label in trees)
+        paired = statistics.median(
+            b / a for a, b in zip(runs[f"{kind} after"], runs[f"{kind} before"], strict=True)
+        )
+        old_cpu, new_cpu = (statistics.median(cpu[f"{kind} {label}"]) for label in trees)
         print(
-            f"  {kind}: after vs before {old / new:.3f}x; after {pipe / new:.3f}x the pipe"
+            f"  {kind}: after vs before {old / new:.3f}x (paired by round {paired:.3f}x;"
+            f" CPU {old_cpu:.3f} s -> {new_cpu:.3f} s, {old_cpu / new_cpu:.3f}x)\n"
+            f"    after {pipe / new:.3f}x the pipe"
             f" ({at_once / new:.3f}x all at once; target >= {target}), before {pipe / old:.3f}x"
         )
 
@@ -182,7 +192,9 @@ def main() -> int:
     arguments = parser.parse_args()
     count, window = arguments.count, arguments.window
     if arguments.child:
-        print(asyncio.run(CHILD_RUNS[arguments.child](arguments.helper, count, window)))
+        started = time.process_time()
+        wall = asyncio.run(CHILD_RUNS[arguments.child](arguments.helper, count, window))
+        print(wall, time.process_time() - started)
         return 0
     if os.geteuid() != 0:
         print("run as root (raw sockets)", file=sys.stderr)
