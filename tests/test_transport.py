@@ -113,17 +113,30 @@ def test_writing_to_a_helper_gone_raises_broken_pipe() -> None:
         transport.close()
 
 
+def group_members(group: int) -> list[str]:
+    done = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True, check=False)
+    return done.stdout.split()
+
+
+def gone_or_zombie(pid: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
 def test_close_kills_the_group_even_when_a_descendant_holds_the_pipes() -> None:
     transport = ProcessTransport.start(["sh", "-c", "sleep 60 & wait"], description="sh")
-    children = subprocess.run(
-        ["pgrep", "-g", str(transport.process.pid)], capture_output=True, text=True, check=False
-    )
+    deadline = time.monotonic() + LIMIT
+    while len(members := group_members(transport.process.pid)) < 2:  # sh and its sleep
+        assert time.monotonic() < deadline, members
+        time.sleep(0.01)
     started = time.monotonic()
     transport.close()
     assert time.monotonic() - started < LIMIT
-    assert children.stdout.split()  # the group had members
-    for pid in children.stdout.split():
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    while not all(gone_or_zombie(pid) for pid in members):  # SIGKILL takes a moment
+        assert time.monotonic() < deadline, members
+        time.sleep(0.01)
 
 
 def test_a_missing_program_is_helper_not_found() -> None:
