@@ -403,7 +403,7 @@ def test_token_zero_errors_are_recorded_and_named_by_a_timeout() -> None:
 
 
 PURE_MODULES = {"__future__", "collections", "collections.abc", "contextlib", "typing"}
-PURE_MODULES |= {"re", "math", "functools", "ipaddress", "protocol", "errors"}
+PURE_MODULES |= {"re", "math", "functools", "ipaddress", "protocol", "errors", "engine"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -417,7 +417,7 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", ["engine", "protocol", "errors"])
+@pytest.mark.parametrize("module", ["engine", "templates", "protocol", "errors"])
 def test_the_engine_and_what_it_imports_do_no_io(module: str) -> None:
     path = Path(brokerpkg.engine.__file__).with_name(f"{module}.py")
     assert imported_modules(path) <= PURE_MODULES
