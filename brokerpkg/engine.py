@@ -121,6 +121,7 @@ class Request:
         "handle",
         "holds_slot",
         "message_mark",
+        "overdue",
         "result",
         "tail",
         "template",
@@ -146,6 +147,7 @@ class Request:
         self.result: Any = None
         self.error: ProcessError | None = None
         self.given_up = False
+        self.overdue = False
         self.handle: Any = None
 
     def __repr__(self) -> str:
@@ -351,7 +353,8 @@ class Engine:
 
         Not yet written: dropped.  Written: its token stays reserved until its reply
         comes (and is discarded) and a probe keeps its slot until its deadline (the
-        helper still works on it).  Answered, timed out or failed already: nothing to do.
+        helper still works on it; past it, the slot is freed at once).  Answered, timed
+        out or failed already: nothing to do.
         """
         token = request.token
         if self.pending.get(token) is not request:
@@ -359,6 +362,9 @@ class Engine:
         del self.pending[token]
         request.given_up = True
         if self.failed is not None or request.deadline_at is None:
+            self._free(request)
+        elif request.overdue:  # its deadline passed: the slot is free now
+            self._abandoned[token] = None
             self._free(request)
         else:
             self._abandoned[token] = request if request.holds_slot else None
@@ -419,10 +425,9 @@ class Engine:
             self._confirm_timed_out(expired)
         elif request.template is None:
             self._expire(request, expired)
-        elif self._confirm is None:
-            self._overdue.append(request)
         else:
-            self._overdue_later.append(request)
+            request.overdue = True
+            (self._overdue if self._confirm is None else self._overdue_later).append(request)
 
     def _send_confirm(self) -> None:
         """Ask the helper a question after the overdue probes' deadlines."""

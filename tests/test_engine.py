@@ -175,6 +175,16 @@ def test_a_given_up_probe_keeps_its_slot_until_its_deadline() -> None:
     assert engine.in_flight == 0 and engine.free_slots == 1  # freed once only
 
 
+def test_a_probe_given_up_while_overdue_frees_its_slot_at_once() -> None:
+    engine = make_engine(limit=1)
+    request = probe(engine)
+    engine.take_output(now=0.0)
+    assert engine.due(3.0) == []  # overdue, waiting for the confirmation
+    engine.give_up(request)
+    assert engine.free_slots == 1
+    assert engine.in_flight == 2  # its token stays reserved, and the confirmation's
+
+
 def test_a_given_up_probe_answered_early_frees_its_slot_at_once() -> None:
     engine = make_engine(limit=1)
     request = probe(engine)
