@@ -11,6 +11,7 @@ readable and :meth:`Transport.write_fileno` writable and calls the non-blocking
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import os
@@ -184,7 +185,7 @@ class ChildProcess:
         return returncode
 
 
-class Transport:
+class Transport(abc.ABC):
     """Non-blocking pipes to a helper: replies come on :meth:`fileno`, requests go to
     :meth:`write_fileno`, its standard error (when there is one) on
     :meth:`stderr_fileno`.  ``description`` names the helper in messages.
@@ -199,32 +200,32 @@ class Transport:
         """The child process, if this transport has one."""
         return None
 
+    @abc.abstractmethod
     def fileno(self) -> int:
         """The descriptor the helper's replies are read from."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def write_fileno(self) -> int:
         """The descriptor requests are written to."""
-        raise NotImplementedError
 
     def stderr_fileno(self) -> int | None:
         """The descriptor of the helper's standard error, or None (then it is not read)."""
         return None
 
+    @abc.abstractmethod
     def read(self, size: int) -> bytes:
         """Up to ``size`` reply bytes; b"" at end-of-file (or a broken connection).
 
         Raises BlockingIOError when none are there yet.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Write what the pipe takes now of ``data``; return how many bytes (0 when full).
 
         Raises OSError (BrokenPipeError) when the helper stopped reading: the reader
         reports it (it sees end-of-file and the exit status).
         """
-        raise NotImplementedError
 
     def read_stderr(self) -> bool:
         """Read what the helper wrote on standard error (the last lines are kept);
@@ -249,9 +250,9 @@ class Transport:
         """
         return HelperExitedError(self.description, returncode, stderr_line)
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Stop the helper and close every descriptor; bounded in time, never raises."""
-        raise NotImplementedError
 
 
 class ProcessTransport(Transport):
