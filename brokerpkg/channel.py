@@ -172,8 +172,10 @@ class StreamChannel:
         return ()
 
     def start(self, on_data: DataCallback, on_eof: Callback, on_idle: Callback) -> None:
-        """Read the stream from now on."""
+        """Read the stream from now on.  The writer's high water becomes 0, so that
+        ``drain()`` waits until it holds nothing back (then ``on_idle``)."""
         self._on_idle = on_idle
+        self._writer.transport.set_write_buffer_limits(high=0)
         self._reading = asyncio.create_task(self._read(on_data, on_eof))
 
     async def _read(self, on_data: DataCallback, on_eof: Callback) -> None:
@@ -194,8 +196,8 @@ class StreamChannel:
         return not writer.is_closing() and not writer.transport.get_write_buffer_size()
 
     def send(self, data: bytes) -> None:
-        """Write ``data``; once the stream is above its high water, call ``on_idle``
-        when it drained."""
+        """Write ``data``; if the stream holds some back, call ``on_idle`` once it
+        wrote everything."""
         if self._writer.is_closing():
             return
         self._writer.write(data)
