@@ -571,7 +571,7 @@ async def test_cancelled_probe_keeps_its_token_until_the_late_reply(tmp_path: Pa
             await task
         assert session.in_flight == 1
         cancelled_token = int(sent_probes(log)[-1].split()[0])
-        session._next_token = cancelled_token  # white box: force the counter onto it
+        session._engine._next_token = cancelled_token  # white box: force the counter onto it
         other = await session.probe("127.0.0.2")
         assert other.responder == "127.0.0.2"
         tokens = [int(line.split()[0]) for line in sent_probes(log)]
@@ -741,6 +741,7 @@ ScriptedHelper = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio
 
 async def scripted_pair(
     script: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
+    max_in_flight: int | None = None,
 ) -> tuple[Session, asyncio.Task[object], list[asyncio.StreamWriter]]:
     """A session over a socketpair whose other end runs ``script``."""
     ours, theirs = socket.socketpair()
@@ -748,7 +749,9 @@ async def scripted_pair(
     their_reader, their_writer = await asyncio.open_connection(sock=theirs)
     task: asyncio.Task[Any] = asyncio.create_task(script(their_reader, their_writer))  # type: ignore[arg-type]
     return (
-        Session.from_streams(reader, writer, name="scripted", probe_grace=0.3),
+        Session.from_streams(
+            reader, writer, name="scripted", probe_grace=0.3, max_in_flight=max_in_flight
+        ),
         task,
         [their_writer],
     )
@@ -810,6 +813,31 @@ async def test_streams_deadline_names_unattributed_errors() -> None:
             await session.probe("127.0.0.1", timeout=0.1)
         assert "command-buffer-overflow" in str(caught.value)
         assert len(caught.value.helper_messages) == 2
+    await task
+
+
+async def test_streams_a_peer_reading_slowly_gets_every_request() -> None:
+    # 5,000 requests (~200 KB) fill the socket and the stream's buffer while the peer
+    # does not read: the rest is written once the stream drained, none is lost
+    count = 5_000
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answer_features(reader, writer)
+        await asyncio.sleep(0.5)
+        for _ in range(count):
+            token = (await reader.readline()).split()[0]
+            writer.write(token + b" reply ip-4 127.0.0.1 round-trip-time 5\n")
+        await writer.drain()
+        await reader.read()
+
+    session, task, _ = await scripted_pair(script, max_in_flight=count)
+    async with asyncio.timeout(LIMIT), session:
+        started = time.monotonic()
+        results = await session.probe_many(["127.0.0.1"] * count, timeout=60)
+        assert len(results) == count and all(result.success for result in results)
+        # ~1 s here; requests held back until some timer (the open timeout's 10 s) runs
+        # the writer again would take longer
+        assert time.monotonic() - started < 8
     await task
 
 
