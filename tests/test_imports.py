@@ -161,6 +161,29 @@ def test_importing_the_command_loads_no_tool() -> None:
     assert not loaded & (TOOLS | EXTRAS)
 
 
+@pytest.mark.parametrize("words", [["--help"], ["trace", "--help"], ["mtr", "--help"]])
+def test_help_loads_only_the_parser(words: list[str]) -> None:
+    # brokerpkg --help within 1.5x of python3 -c pass (tests/bench/bench_startup.py):
+    # argparse and the parser's constants, nothing that probes
+    code = f"""
+from brokerpkg import cli
+try:
+    cli.main({words!r})
+except SystemExit as exit:
+    assert exit.code == 0, exit.code
+"""
+    loaded = new_modules(code)
+    assert {name for name in loaded if name.startswith("brokerpkg")} == {
+        "brokerpkg",
+        "brokerpkg._version",
+        "brokerpkg.defaults",
+        "brokerpkg.cli",
+        "brokerpkg.cli_args",
+        "brokerpkg.cli_exporter",  # registers its subcommand: argparse only
+    }
+    assert "asyncio" not in loaded
+
+
 def test_the_trace_command_loads_neither_the_monitor_nor_the_other_subcommands(
     helper_path: str,
 ) -> None:
