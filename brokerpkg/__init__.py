@@ -12,7 +12,10 @@ On top of a session (or opening their own), async-first: :func:`ping`,
 (:mod:`brokerpkg.mtr`), multipath traces :func:`multipath_trace` (:mod:`brokerpkg.multipath`
 over the pure MDA engine of :mod:`brokerpkg.mda`), pure statistics in
 :mod:`brokerpkg.stats`, the traces' waiting and retry rules in :mod:`brokerpkg.waiting`
-(:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.
+(:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.  What they share lives
+in :mod:`brokerpkg.answers` (what the network said: :class:`Answer`),
+:mod:`brokerpkg.options` (their probe options, declared once) and :mod:`brokerpkg.tasks`
+(sessions, name resolution, task groups, progress events).
 Their results are frozen dataclasses with ``to_dict()`` for JSON.  As in icmplib,
 ``brokerpkg.ping`` is the function; its module is reached with ``from brokerpkg.ping
 import ...``.
@@ -32,6 +35,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 
 if TYPE_CHECKING:
     from . import stats, sync
+    from .answers import Answer
     from .errors import (
         DestinationUnreachable,
         FeatureNotSupportedError,
@@ -56,17 +60,11 @@ if TYPE_CHECKING:
     from .mtr import FlowsReport, HopStats, MonitorReport, ResponderStats, monitor, monitor_flows
     from .mtrpacket_compat import DnsCacheType, MtrPacket, ProbeResult
     from .multipath import MultipathResult, multipath_trace
-    from .ping import (
-        Answer,
-        PingResult,
-        ProgressEvent,
-        multiping,
-        multiping_iter,
-        ping,
-    )
+    from .ping import PingResult, multiping, multiping_iter, ping
     from .protocol import Mpls
     from .resolve import NameResolver
     from .session import Session
+    from .tasks import ProgressEvent
     from .trace import Hop, Responder, TraceResult, traceroute
     from .waiting import Wait
 
@@ -152,10 +150,9 @@ _EXPORTS: dict[str, str] = {
         "mtr",
     ),
     **dict.fromkeys(("MultipathResult", "multipath_trace"), "multipath"),
-    **dict.fromkeys(
-        ("Answer", "PingResult", "ProgressEvent", "multiping", "multiping_iter", "ping"),
-        "ping",
-    ),
+    "Answer": "answers",
+    **dict.fromkeys(("PingResult", "multiping", "multiping_iter", "ping"), "ping"),
+    "ProgressEvent": "tasks",
     **dict.fromkeys(("DnsCacheType", "MtrPacket", "ProbeResult"), "mtrpacket_compat"),
     "Mpls": "protocol",
     "NameResolver": "resolve",
@@ -167,12 +164,14 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = frozenset(
     {
+        "answers",
         "errors",
         "locate",
         "mda",
         "mtr",
         "mtrpacket_compat",
         "multipath",
+        "options",
         "protocol",
         "remote",
         "resolve",
@@ -180,6 +179,7 @@ _SUBMODULES = frozenset(
         "ssh",
         "stats",
         "sync",
+        "tasks",
         "trace",
         "transport",
         "waiting",

@@ -281,8 +281,10 @@ class BlockingSession:
         if wakeup is None and not self._engine.pending:
             return False  # nothing will ever finish: do not block forever
         timeout = None if wakeup is None else max(0.0, wakeup - now)
+        watched = self._selector.get_map()
         for key, _ in self._selector.select(timeout):
-            self._ready(key.fd)
+            if key.fd in watched:  # serving one may have ended another (the helper's exit)
+                self._ready(key.fd)
         return True
 
     def _take_output(self, now: float) -> None:

@@ -121,7 +121,7 @@ async def run_probe(args: argparse.Namespace) -> int:
     A probe the host refused to send (no route, address not available, permission
     denied...) is a local error: classify raises ProbeSendError, and main exits 2.
     """
-    from .ping import classify, probe_to_dict
+    from .answers import classify, probe_to_dict
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
@@ -248,8 +248,10 @@ async def run_ping(args: argparse.Namespace) -> int:
     addresses that answer: ``64 bytes from localhost (127.0.0.1): ...``.
     """
     from . import cli_format as fmt
-    from .ping import PingResult, probe_settings, resolve_address
+    from .options import probe_settings
+    from .ping import PingResult
     from .resolve import NameResolver
+    from .tasks import resolve_address
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
@@ -309,7 +311,7 @@ async def _ping_all(pingers: Sequence[_Pinger], concurrency: int, done: Callable
     """Run the pingers, at most ``concurrency`` at once in input order, ``done()`` after
     each; once they are stopped, those still waiting for their turn send nothing.
     The first error cancels the others and is raised."""
-    from .ping import TaskGroup
+    from .tasks import TaskGroup
 
     slots = asyncio.Semaphore(concurrency)
 
@@ -333,7 +335,9 @@ async def run_multiping(args: argparse.Namespace) -> int:
     """
     from . import cli_format as fmt
     from .cli_terminal import ProgressLine
-    from .ping import PingResult, probe_settings, resolve_addresses
+    from .options import probe_settings
+    from .ping import PingResult
+    from .tasks import resolve_addresses
 
     parsed = [split_target(target) for target in read_targets(args)]
     hosts = [host for host, _ in parsed]
@@ -496,7 +500,7 @@ async def run_mtr(args: argparse.Namespace) -> int:
 
     from . import cli_format as fmt
     from .mtr import monitor, monitor_flows
-    from .ping import resolve_address
+    from .tasks import resolve_address
 
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import stats
 from ._version import __version__
-from .ping import Answer, classify
+from .answers import Answer, classify
 
 if TYPE_CHECKING:  # types of arguments only: the trace command never imports the monitor
     from datetime import datetime

@@ -269,7 +269,7 @@ class FeatureNotSupportedError(InvalidProbeError):
 class NetworkError(Exception):
     """An answer from the network (or its silence) says the destination was not reached.
 
-    Raised only by ``raise_for_status()`` / :func:`brokerpkg.ping.raise_for_probe`,
+    Raised only by ``raise_for_status()`` / :func:`brokerpkg.answers.raise_for_probe`,
     never by the probing functions themselves.  ``host`` is the host as given,
     ``result`` the probe that shows it (None when the error sums up several probes).
     """

@@ -36,6 +36,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
+from .answers import Answer, classify
 from .errors import (
     HelperNotFoundError,
     HelperPrivilegeError,
@@ -55,7 +56,7 @@ from .exporter_metrics import (
     render_ping,
 )
 from .mtr import monitor
-from .ping import IP_HEADER_SIZE, PAYLOAD_OFFSET, Answer, classify
+from .options import IP_HEADER_SIZE, PAYLOAD_OFFSET
 from .protocol import ProbeResult
 from .session import NAMES_LOCAL, Session
 

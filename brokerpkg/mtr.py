@@ -72,31 +72,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import socket
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
+from .answers import Answer, classify
 from .defaults import MTR_GRACE as DEFAULT_GRACE
 from .defaults import MTR_MAX_UNKNOWN as DEFAULT_MAX_UNKNOWN
 from .defaults import MTR_TIMEOUT as DEFAULT_TIMEOUT
-from .ping import (
+from .options import (
     PARIS_FLOW,
-    Answer,
-    TaskGroup,
+    CommonOptions,
+    TraceOptions,
     check_int,
     check_seconds,
-    classify,
     paris_flow,
     probe_settings,
-    resolve_address,
-    session_scope,
+    refuse_unknown_options,
 )
 from .protocol import MAX_FLOW, Mpls, ProbeResult
 from .session import Session
 from .stats import RunningStats
+from .tasks import TaskGroup, resolve_address, session_scope
 from .trace import NameResolver, names_for
 from .waiting import DEFAULT_RETRIES, check_retries, retry_offsets, wants_retry
 
@@ -464,7 +463,7 @@ class MonitorState:
     def probe_answered(self, ttl: int, result: ProbeResult) -> Answer:
         """Account the helper's result for an outstanding probe; return its Answer.
 
-        Raises ProbeSendError/ProtocolError (see :func:`~brokerpkg.ping.classify`)
+        Raises ProbeSendError/ProtocolError (see :func:`~brokerpkg.answers.classify`)
         for a probe that was never sent -- the probe is then no longer outstanding.
         """
         hop = self._hop(ttl, outstanding=True)
@@ -693,23 +692,12 @@ async def monitor(
     grace: float = DEFAULT_GRACE,
     session: Session | None = None,
     helper: str | os.PathLike[str] | None = None,
-    family: int | None = None,
-    protocol: str | None = None,
-    port: int | None = None,
-    size: int | None = None,
-    payload_size: int | None = None,
-    bit_pattern: int | None = None,
-    tos: int | None = None,
-    mark: int | None = None,
-    local_ip: str | None = None,
-    local_port: int | None = None,
-    local_device: str | None = None,
-    details: bool = False,
     resolve_names: bool = False,
     name_resolver: NameResolver | None = None,
     retries: int = DEFAULT_RETRIES,
     paris: bool = False,
     flow: int | None = None,
+    **options: Unpack[TraceOptions],
 ) -> AsyncGenerator[MonitorReport, None]:
     """Monitor the path to ``host`` as mtr does; yield a :class:`MonitorReport` after
     every cycle (forever when ``cycles`` is None).
@@ -725,12 +713,12 @@ async def monitor(
     ``retries`` (0-10, default 3) is how many further tries a silent hop of the first
     cycle gets (see the module documentation; 0: none).
 
-    ``session``/``helper``, ``family`` and the probe options are those of
-    :func:`~brokerpkg.ping.ping`; ``resolve_names`` looks up responders' reverse names in
-    the background (reports show them once known).  ``paris`` keeps every probe in one
-    flow (number ``flow``, 0-65535, default 1; naming a flow implies ``paris``; the
-    helper must support ``flow``), so each row is one router (see
-    :func:`~brokerpkg.trace.traceroute`).
+    ``session``/``helper`` are those of :func:`~brokerpkg.ping.ping`, the probe options
+    those of :class:`~brokerpkg.options.TraceOptions`; ``resolve_names`` looks up
+    responders' reverse names in the background (reports show them once known).
+    ``paris`` keeps every probe in one flow (number ``flow``, 0-65535, default 1; naming
+    a flow implies ``paris``; the helper must support ``flow``), so each row is one
+    router (see :func:`~brokerpkg.trace.traceroute`).
 
     Cycles are sent while the iteration runs: a consumer that blocks delays the next
     cycle.  Close the iterator to stop early and cancel the outstanding probes at once
@@ -741,6 +729,7 @@ async def monitor(
     0-65535), HostResolveError, FeatureNotSupportedError (a Paris monitor on a helper
     without flows), ProbeSendError and the session's errors.
     """
+    refuse_unknown_options("monitor", options, TraceOptions.__optional_keys__)
     if cycles is not None:
         check_int("cycles", cycles, 1)
     interval = check_seconds("interval", interval, positive=True)
@@ -748,26 +737,11 @@ async def monitor(
     check_retries(retries)
     flow = paris_flow(paris, flow)
     state = MonitorState(first_ttl, max_ttl, max_unknown, flow)
-    settings = probe_settings(
-        family=family,
-        protocol=protocol,
-        port=port,
-        timeout=timeout,
-        size=size,
-        payload_size=payload_size,
-        bit_pattern=bit_pattern,
-        tos=tos,
-        mark=mark,
-        local_ip=local_ip,
-        local_port=local_port,
-        local_device=local_device,
-        details=details,
-        flow=flow,
-    )
+    settings = probe_settings(timeout=timeout, flow=flow, **options)
     if name_resolver is not None and not isinstance(name_resolver, NameResolver):
         raise TypeError("name_resolver must be a NameResolver")
     async with session_scope(session, helper) as open_session:
-        address = await resolve_address(open_session, host, family)
+        address = await resolve_address(open_session, host, options.get("family"))
         arguments = settings.arguments(address)
         del arguments["ttl"]
         names = (name_resolver or names_for(open_session)) if resolve_names else None
@@ -875,6 +849,21 @@ class FlowsReport:
         return "\n".join(lines)
 
 
+class MonitorFlowsOptions(CommonOptions, total=False):
+    """What :func:`monitor_flows` passes on to each flow's :func:`monitor`: its own
+    settings (as it takes them) and the probe options but ``local_port`` (the flows
+    choose the ports); ``paris`` and ``flow`` are monitor_flows' choice too."""
+
+    first_ttl: int
+    max_ttl: int
+    max_unknown: int
+    timeout: float
+    grace: float
+    resolve_names: bool
+    name_resolver: NameResolver | None
+    retries: int
+
+
 async def monitor_flows(
     host: str,
     flows: int,
@@ -884,16 +873,16 @@ async def monitor_flows(
     first_flow: int = PARIS_FLOW,
     session: Session | None = None,
     helper: str | os.PathLike[str] | None = None,
-    **options: Any,
+    **options: Unpack[MonitorFlowsOptions],
 ) -> AsyncGenerator[FlowsReport, None]:
     """Monitor ``flows`` paths to ``host`` side by side: one Paris :func:`monitor` per
     flow (flows ``first_flow`` .. ``first_flow + flows - 1``), all on one session and
     in step; yield a :class:`FlowsReport` after every cycle.
 
-    ``options`` are :func:`monitor`'s (``first_ttl``, ``max_ttl``, ``timeout``,
-    ``protocol``, ``resolve_names``...), except ``paris`` and ``flow`` (each monitor
-    has its flow) and ``local_port`` (the flows choose the ports).  Close the iterator
-    to stop early (every flow's probes are cancelled).
+    ``options`` (:class:`MonitorFlowsOptions`) are :func:`monitor`'s (``first_ttl``,
+    ``max_ttl``, ``timeout``, ``protocol``, ``resolve_names``...), except ``paris`` and
+    ``flow`` (each monitor has its flow) and ``local_port`` (the flows choose the
+    ports).  Close the iterator to stop early (every flow's probes are cancelled).
 
     Raises (from the iteration) TypeError for ``paris``, ``flow`` or ``local_port`` in
     ``options`` and for an argument :func:`monitor` does not take, ValueError for
@@ -904,7 +893,7 @@ async def monitor_flows(
     for name in ("paris", "flow", "local_port"):
         if name in options:
             raise TypeError(f"monitor_flows() chooses {name} itself; do not pass it")
-    inspect.signature(monitor).bind(host, cycles, interval, **options)  # unknown names
+    refuse_unknown_options("monitor_flows", options, MonitorFlowsOptions.__optional_keys__)
     count = check_int("flows", flows, 1, MAX_FLOWS)
     first = check_int("first_flow", first_flow, 0, MAX_FLOW - count + 1)
     async with session_scope(session, helper) as open_session:

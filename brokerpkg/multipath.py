@@ -24,10 +24,11 @@ import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from . import protocol as wire
 from . import stats
+from .answers import Answer, classify, probe_to_dict
 from .errors import FeatureNotSupportedError
 from .mda import (
     DEFAULT_ATTEMPTS,
@@ -40,18 +41,11 @@ from .mda import (
     MultipathState,
     ProbeRequest,
 )
-from .ping import (
-    Answer,
-    check_seconds,
-    classify,
-    probe_settings,
-    probe_to_dict,
-    resolve_address,
-    session_scope,
-)
+from .options import CommonOptions, check_seconds, probe_settings, refuse_unknown_options
 from .protocol import Mpls, ProbeResult
 from .resolve import NameResolver
 from .session import Session
+from .tasks import resolve_address, session_scope
 from .trace import TERMINAL_ANSWERS, Responder, lookup_names, make_hop, names_for
 
 __all__ = [
@@ -95,7 +89,7 @@ class FlowProbe:
     result: ProbeResult
 
     def to_dict(self) -> dict[str, Any]:
-        """The result as :func:`~brokerpkg.ping.probe_to_dict` gives it, with ``flow``,
+        """The result as :func:`~brokerpkg.answers.probe_to_dict` gives it, with ``flow``,
         ``attempt`` and ``recheck``."""
         document = probe_to_dict(self.result)
         document.update(flow=self.flow, attempt=self.attempt, recheck=self.recheck)
@@ -437,19 +431,9 @@ async def multipath_trace(
     first_flow: int = FIRST_FLOW,
     session: Session | None = None,
     helper: str | os.PathLike[str] | None = None,
-    family: int | None = None,
-    protocol: str | None = None,
-    port: int | None = None,
-    size: int | None = None,
-    payload_size: int | None = None,
-    bit_pattern: int | None = None,
-    tos: int | None = None,
-    mark: int | None = None,
-    local_ip: str | None = None,
-    local_device: str | None = None,
-    details: bool = False,
     resolve_names: bool = False,
     name_resolver: NameResolver | None = None,
+    **options: Unpack[CommonOptions],
 ) -> MultipathResult:
     """Find every router and link between here and ``host`` through load balancers,
     with the MDA (see :mod:`brokerpkg.mda`); return a :class:`MultipathResult`.
@@ -465,11 +449,11 @@ async def multipath_trace(
     outstanding probes given up: the result is then ``partial``.  Flows are numbered
     from ``first_flow`` (default 1).
 
-    ``session``/``helper``, ``family`` and the probe options are those of
-    :func:`~brokerpkg.trace.traceroute`, except ``local_port``: the flows choose the
-    ports.  UDP probes without ``port`` get their destination port from their flow.
-    ``resolve_names`` looks up each responder's reverse name (``name_resolver``,
-    default the session's).
+    ``session``/``helper`` are those of :func:`~brokerpkg.trace.traceroute`, the probe
+    options those of :class:`~brokerpkg.options.CommonOptions` (traceroute's but
+    ``local_port``: the flows choose the ports).  UDP probes without ``port`` get their
+    destination port from their flow.  ``resolve_names`` looks up each responder's
+    reverse name (``name_resolver``, default the session's).
 
     Raises TypeError/ValueError for bad arguments (first_ttl 1-255, max_ttl
     first_ttl-255, confidence, attempts 1-10, gap_limit 1-255, max_probes >= 1,
@@ -479,6 +463,7 @@ async def multipath_trace(
     ICMP fallback); HostResolveError; ProbeSendError when the kernel refuses a probe;
     the session's errors.
     """
+    refuse_unknown_options("multipath_trace", options, CommonOptions.__optional_keys__)
     settings = MdaSettings(
         confidence=confidence,
         first_ttl=first_ttl,
@@ -491,27 +476,14 @@ async def multipath_trace(
     )
     deadline = check_seconds("deadline", deadline, positive=True)
     Budget(rate, _burst(rate), 0.0)  # checks the rate
-    probe = probe_settings(
-        family=family,
-        protocol=protocol,
-        port=port,
-        timeout=timeout,
-        size=size,
-        payload_size=payload_size,
-        bit_pattern=bit_pattern,
-        tos=tos,
-        mark=mark,
-        local_ip=local_ip,
-        local_device=local_device,
-        details=details,
-    )
+    probe = probe_settings(timeout=timeout, **options)
     if name_resolver is not None and not isinstance(name_resolver, NameResolver):
         raise TypeError("name_resolver must be a NameResolver")
     async with session_scope(session, helper) as open_session:
         support = open_session.features.get("flow", "no")
         if support != "ok":
             raise FeatureNotSupportedError("flow", support, "multipath_trace")
-        address = await resolve_address(open_session, host, family)
+        address = await resolve_address(open_session, host, options.get("family"))
         arguments = probe.arguments(address)
         del arguments["ttl"], arguments["flow"]  # what the trace chooses
         protocol_name = probe.options.protocol or wire.DEFAULT_PROTOCOL

@@ -35,26 +35,24 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from . import protocol as wire
 from .addresses import names_now
+from .answers import Answer, classify
 from .blocking import BlockingSession
 from .engine import ProbeTemplate, Request
-from .ping import (
-    DEFAULT_CONCURRENCY,
-    Answer,
-    PingResult,
-    ProgressCallback,
-    _check_ping,
-    _host_list,
-    _Progress,
+from .options import (
+    PingOptions,
+    TraceOptions,
     check_int,
-    classify,
     paris_flow,
     probe_settings,
+    refuse_unknown_options,
 )
+from .ping import DEFAULT_CONCURRENCY, PingResult, _check_ping, _host_list
 from .protocol import ProbeResult
+from .tasks import ProgressCallback, ProgressCounter
 from .trace import (
     TERMINAL_ANSWERS,
     TraceResult,
@@ -81,6 +79,8 @@ __all__ = [
 ]
 
 Helper = str | os.PathLike[str] | None
+"""The helper to run: its path, or None to search (``session`` is taken only to be
+refused: a Session belongs to an event loop)."""
 
 
 def _refuse_running_loop(name: str) -> None:
@@ -99,11 +99,11 @@ def _refuse_running_loop(name: str) -> None:
     )
 
 
-def _refuse_session(name: str, options: dict[str, Any]) -> None:
-    """Raise TypeError for a session argument (a Session belongs to an event loop),
-    and RuntimeError inside a running event loop."""
+def _refuse_session(name: str, session: object) -> None:
+    """Raise TypeError for a session (a Session belongs to an event loop), and
+    RuntimeError inside a running event loop."""
     _refuse_running_loop(name)
-    if options.pop("session", None) is not None:
+    if session is not None:
         raise TypeError(
             f"brokerpkg.sync.{name}() opens its own session; pass helper= instead of session="
         )
@@ -112,16 +112,18 @@ def _refuse_session(name: str, options: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- probe
 
 
-def probe(host: str, *, helper: Helper = None, **options: Any) -> ProbeResult:
+def probe(
+    host: str, *, session: object = None, helper: Helper = None, **options: Any
+) -> ProbeResult:
     """One probe to ``host`` with the options of :meth:`brokerpkg.Session.probe`, on a
     helper opened for it (``helper``: its path; default: search).
 
     Raises like ``Session.probe`` and ``Session.open``.
     """
-    _refuse_session("probe", options)
+    _refuse_session("probe", session)
     checked = wire.make_probe_options(**options)  # refuse bad options before the helper runs
-    with BlockingSession(helper) as session:
-        return session.probe(host, **checked._asdict())
+    with BlockingSession(helper) as own:
+        return own.probe(host, **checked._asdict())
 
 
 # ----------------------------------------------------------------------------- ping
@@ -164,7 +166,7 @@ def _run_pings(
     session: BlockingSession,
     pings: Sequence[_Pinging],
     concurrency: int,
-    progress: _Progress,
+    progress: ProgressCounter,
 ) -> None:
     """Ping every host of ``pings``, at most ``concurrency`` at once in input order (a
     host's turn starts when an earlier one is done); the first error gives up the
@@ -205,21 +207,23 @@ def ping(
     interval: float = 1.0,
     timeout: float = 2.0,
     *,
+    session: object = None,
     helper: Helper = None,
-    family: int | None = None,
     progress: ProgressCallback | None = None,
-    **options: Any,
+    **options: Unpack[PingOptions],
 ) -> PingResult:
     """Blocking :func:`brokerpkg.ping.ping`: the same arguments (but ``session``), the
     same result and errors."""
-    _refuse_session("ping", options)
+    _refuse_session("ping", session)
+    refuse_unknown_options("ping", options, PingOptions.__optional_keys__)
     count, interval = _check_ping(count, interval, timeout)
-    settings = probe_settings(family=family, timeout=timeout, **options)
-    with BlockingSession(helper) as session:
-        address = session.resolve(host, family)
-        template = session.template(address, wire.make_probe_options(**settings.arguments(address)))
+    settings = probe_settings(timeout=timeout, **options)
+    family = options.get("family")
+    with BlockingSession(helper) as own:
+        address = own.resolve(host, family)
+        template = own.template(address, wire.make_probe_options(**settings.arguments(address)))
         pinging = _Pinging(host, address, template, count, interval)
-        _run_pings(session, [pinging], 1, _Progress(progress, count))
+        _run_pings(own, [pinging], 1, ProgressCounter(progress, count))
     return pinging.result()
 
 
@@ -230,28 +234,30 @@ def multiping(
     timeout: float = 2.0,
     concurrency: int = DEFAULT_CONCURRENCY,
     *,
+    session: object = None,
     helper: Helper = None,
-    family: int | None = None,
     progress: ProgressCallback | None = None,
-    **options: Any,
+    **options: Unpack[PingOptions],
 ) -> list[PingResult]:
     """Blocking :func:`brokerpkg.ping.multiping`: the same arguments (but ``session``),
     the same results (in input order) and errors."""
-    _refuse_session("multiping", options)
+    _refuse_session("multiping", session)
+    refuse_unknown_options("multiping", options, PingOptions.__optional_keys__)
     names = _host_list(hosts)
     count, interval = _check_ping(count, interval, timeout)
     concurrency = check_int("concurrency", concurrency, 1)
-    settings = probe_settings(family=family, timeout=timeout, **options)
+    settings = probe_settings(timeout=timeout, **options)
+    family = options.get("family")
     if not names:
         return []
-    with BlockingSession(helper) as session:
+    with BlockingSession(helper) as own:
         pings = []
         for name in names:
-            address = session.resolve(name, family)
+            address = own.resolve(name, family)
             options_here = wire.make_probe_options(**settings.arguments(address))
-            template = session.template(address, options_here)
+            template = own.template(address, options_here)
             pings.append(_Pinging(name, address, template, count, interval))
-        _run_pings(session, pings, concurrency, _Progress(progress, count * len(names)))
+        _run_pings(own, pings, concurrency, ProgressCounter(progress, count * len(names)))
     return [pinging.result() for pinging in pings]
 
 
@@ -267,20 +273,21 @@ def traceroute(
     *,
     wait: Wait | str | float | Sequence[float] | None = None,
     retries: int = DEFAULT_RETRIES,
+    session: object = None,
     helper: Helper = None,
-    family: int | None = None,
     resolve_names: bool = False,
     name_resolver: NameResolver | None = None,
     progress: ProgressCallback | None = None,
     paris: bool = False,
     flow: int | None = None,
-    **options: Any,
+    **options: Unpack[TraceOptions],
 ) -> TraceResult:
     """Blocking :func:`brokerpkg.trace.traceroute`: the same arguments (but
     ``session``), the same result and errors.  Reverse names (``resolve_names``) are
     looked up at the end, each for at most the resolver's timeout (2 s); with a
     ``name_resolver`` of your own (asynchronous) the trace runs on asyncio."""
-    _refuse_session("traceroute", options)
+    _refuse_session("traceroute", session)
+    refuse_unknown_options("traceroute", options, TraceOptions.__optional_keys__)
     if name_resolver is not None:
         traced: TraceResult = _on_asyncio("traceroute")(
             host,
@@ -291,7 +298,6 @@ def traceroute(
             wait=wait,
             retries=retries,
             helper=helper,
-            family=family,
             resolve_names=resolve_names,
             name_resolver=name_resolver,
             progress=progress,
@@ -304,12 +310,12 @@ def traceroute(
     flow = paris_flow(paris, flow)
     patience = _check_wait(wait, timeout)
     plan = TracePlan(first_ttl, max_ttl, probes_per_hop, patience, check_retries(retries))
-    settings = probe_settings(family=family, timeout=patience.max, flow=flow, **options)
-    with BlockingSession(helper) as session:
-        address = session.resolve(host, family)
+    settings = probe_settings(timeout=patience.max, flow=flow, **options)
+    with BlockingSession(helper) as own:
+        address = own.resolve(host, options.get("family"))
         arguments = settings.arguments(address)
         templates = {
-            ttl: session.template(address, wire.make_probe_options(**{**arguments, "ttl": ttl}))
+            ttl: own.template(address, wire.make_probe_options(**{**arguments, "ttl": ttl}))
             for ttl in range(first_ttl, max_ttl + 1)
         }
         protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
@@ -321,7 +327,9 @@ def traceroute(
             )
 
         total = (max_ttl - first_ttl + 1) * probes_per_hop
-        slots = _trace_probes(session, host, plan, templates, given_up, _Progress(progress, total))
+        slots = _trace_probes(
+            own, host, plan, templates, given_up, ProgressCounter(progress, total)
+        )
     names: dict[str, str | None] = {}
     if resolve_names:
         names = names_now(
@@ -342,7 +350,7 @@ def _trace_probes(
     plan: TracePlan,
     templates: dict[int, ProbeTemplate],
     given_up: Callable[[int], ProbeResult],
-    progress: _Progress,
+    progress: ProgressCounter,
 ) -> dict[int, Any]:
     """Send the probes ``plan`` asks for and give them up when it says (as
     :func:`brokerpkg.trace._trace_probes` does on asyncio); the results of the TTLs up
@@ -416,7 +424,7 @@ def _on_asyncio(name: str) -> Callable[..., Any]:
     function = getattr(importlib.import_module(f"{__package__}.{_ASYNC_HOMES[name]}"), name)
 
     def run(*args: Any, **kwargs: Any) -> Any:
-        _refuse_session(name, kwargs)
+        _refuse_session(name, kwargs.get("session"))
         return asyncio.run(function(*args, **kwargs))
 
     return run
@@ -428,7 +436,7 @@ def _collected(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list
     import asyncio
     import inspect
 
-    _refuse_session(name, kwargs)
+    _refuse_session(name, kwargs.get("session"))
     function = getattr(importlib.import_module(f"{__package__}.{_ASYNC_HOMES[name]}"), name)
     if inspect.signature(function).bind(*args, **kwargs).arguments.get("cycles") is None:
         raise ValueError(f"brokerpkg.sync.{name}() needs cycles (it returns a list)")

@@ -41,30 +41,24 @@ import asyncio
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, Unpack
 
 from . import protocol as wire
 from . import stats
-from .ping import (
-    Answer,
-    NoReplyError,
-    ProgressCallback,
-    TaskGroup,
-    TimeExceeded,
-    _Progress,
+from .answers import Answer, classify, probe_to_dict, raise_for_probe
+from .errors import NoReplyError, TimeExceeded
+from .options import (
+    TraceOptions,
     check_int,
     check_seconds,
-    classify,
     paris_flow,
     probe_settings,
-    probe_to_dict,
-    raise_for_probe,
-    resolve_address,
-    session_scope,
+    refuse_unknown_options,
 )
 from .protocol import Mpls, ProbeResult
 from .resolve import NameResolver
 from .session import Session
+from .tasks import ProgressCallback, ProgressCounter, TaskGroup, resolve_address, session_scope
 from .waiting import DEFAULT_RETRIES, TracePlan, Try, Wait, check_retries
 
 __all__ = [
@@ -244,7 +238,7 @@ def make_hop(
     """Build the Hop for ``probes`` (and ``retries``, see :class:`Hop`) of one TTL:
     group answers by responder address.
 
-    Raises like :func:`~brokerpkg.ping.classify` for a result of a probe never sent.
+    Raises like :func:`~brokerpkg.answers.classify` for a result of a probe never sent.
     """
     rtts: dict[str, list[float]] = {}
     mpls: dict[str, tuple[Mpls, ...]] = {}
@@ -395,23 +389,12 @@ async def traceroute(
     retries: int = DEFAULT_RETRIES,
     session: Session | None = None,
     helper: str | os.PathLike[str] | None = None,
-    family: int | None = None,
-    protocol: str | None = None,
-    port: int | None = None,
-    size: int | None = None,
-    payload_size: int | None = None,
-    bit_pattern: int | None = None,
-    tos: int | None = None,
-    mark: int | None = None,
-    local_ip: str | None = None,
-    local_port: int | None = None,
-    local_device: str | None = None,
-    details: bool = False,
     resolve_names: bool = False,
     name_resolver: NameResolver | None = None,
     progress: ProgressCallback | None = None,
     paris: bool = False,
     flow: int | None = None,
+    **options: Unpack[TraceOptions],
 ) -> TraceResult:
     """Trace the path to ``host``: ``probes_per_hop`` probes for each TTL from
     ``first_ttl`` to ``max_ttl``, all in flight at once; return a :class:`TraceResult`
@@ -425,8 +408,9 @@ async def traceroute(
     ... after its first probe, those before MAX; see :mod:`brokerpkg.waiting`); 0 sends
     every probe once.  Each hop's :attr:`Hop.retries` holds what its further tries got.
 
-    ``session``/``helper``, ``family`` and the probe options are as for
-    :func:`~brokerpkg.ping.ping` (``ttl`` is what the trace varies).  ``paris`` puts
+    ``session``/``helper`` are as for :func:`~brokerpkg.ping.ping`, the probe options
+    those of :class:`~brokerpkg.options.TraceOptions` (ping's but ``ttl``, what the
+    trace varies).  ``paris`` puts
     every probe in one flow (number ``flow``, 0-65535, default 1; naming a flow implies
     ``paris``), so that every hop is on one path through per-flow load balancers, for
     every protocol and family (the helper must support ``flow``; without ``port``, UDP
@@ -435,7 +419,7 @@ async def traceroute(
     each), so load-balanced paths show several responders per hop.
     ``resolve_names`` looks up each responder's reverse DNS name with ``name_resolver``
     (default: the session's, see :func:`names_for`).  ``progress`` gets a
-    :class:`~brokerpkg.ping.ProgressEvent` per finished probe (further tries raise its
+    :class:`~brokerpkg.tasks.ProgressEvent` per finished probe (further tries raise its
     ``total``).
 
     Raises like :func:`~brokerpkg.ping.ping`: TypeError/ValueError for bad arguments
@@ -445,30 +429,16 @@ async def traceroute(
     without flows (before anything is sent), ProbeSendError, the session's errors.
     Network answers are results: see :meth:`TraceResult.raise_for_status`.
     """
+    refuse_unknown_options("traceroute", options, TraceOptions.__optional_keys__)
     _check_ttls(first_ttl, max_ttl, probes_per_hop)
     flow = paris_flow(paris, flow)
     patience = _check_wait(wait, timeout)
     plan = TracePlan(first_ttl, max_ttl, probes_per_hop, patience, check_retries(retries))
-    settings = probe_settings(
-        family=family,
-        protocol=protocol,
-        port=port,
-        timeout=patience.max,
-        size=size,
-        payload_size=payload_size,
-        bit_pattern=bit_pattern,
-        tos=tos,
-        mark=mark,
-        local_ip=local_ip,
-        local_port=local_port,
-        local_device=local_device,
-        details=details,
-        flow=flow,
-    )
+    settings = probe_settings(timeout=patience.max, flow=flow, **options)
     if name_resolver is not None and not isinstance(name_resolver, NameResolver):
         raise TypeError("name_resolver must be a NameResolver")
     async with session_scope(session, helper) as open_session:
-        address = await resolve_address(open_session, host, family)
+        address = await resolve_address(open_session, host, options.get("family"))
         arguments = settings.arguments(address)
         del arguments["ttl"]  # what the trace varies
         protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
@@ -486,7 +456,7 @@ async def traceroute(
             plan,
             arguments,
             given_up,
-            _Progress(progress, (max_ttl - first_ttl + 1) * probes_per_hop),
+            ProgressCounter(progress, (max_ttl - first_ttl + 1) * probes_per_hop),
         )
         names: dict[str, str | None] = {}
         if resolve_names:
@@ -546,7 +516,7 @@ async def _trace_probes(
     plan: TracePlan,
     arguments: Mapping[str, Any],
     given_up: Callable[[int], ProbeResult],
-    progress: _Progress,
+    progress: ProgressCounter,
 ) -> dict[int, _TtlResults]:
     """Send the probes ``plan`` asks for, give them up when it says; return the results
     of the TTLs up to the end of the path (all of them when it was not found).

@@ -23,6 +23,7 @@ import brokerpkg
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = {
     "brokerpkg.session",
+    "brokerpkg.tasks",
     "brokerpkg.ping",
     "brokerpkg.trace",
     "brokerpkg.mtr",
@@ -87,6 +88,18 @@ def test_a_pure_name_loads_only_its_module() -> None:
     assert not loaded & (TOOLS | {"asyncio"})
 
 
+def test_answers_and_option_checks_load_no_session_and_not_asyncio() -> None:
+    # what the one-shot command-line paths and the exporter's formatting share with
+    # ping, without ping's session and event loop
+    loaded = new_modules(
+        "from brokerpkg.answers import classify\n"
+        "from brokerpkg.options import probe_settings\n"
+        "from brokerpkg import Answer"
+    )
+    assert {"brokerpkg.answers", "brokerpkg.options", "brokerpkg.protocol"} <= loaded
+    assert not loaded & (TOOLS | {"asyncio"})
+
+
 def test_every_public_name_resolves_to_its_module_object() -> None:
     code = """
 import importlib, json, sys, types, typing
@@ -129,7 +142,8 @@ def test_unknown_names_raise_attribute_error() -> None:
     [
         "import brokerpkg.ping",
         "from brokerpkg.ping import PingResult",
-        "import brokerpkg.trace",  # imports brokerpkg.ping itself
+        "import brokerpkg.trace",
+        "import brokerpkg.sync",  # imports brokerpkg.ping itself
         "import brokerpkg; brokerpkg.ping; import brokerpkg.mtr",
     ],
 )

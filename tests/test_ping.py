@@ -40,7 +40,8 @@ from brokerpkg import (
     sync,
 )
 from brokerpkg.mtr import monitor
-from brokerpkg.ping import Answer, classify, probe_settings, raise_for_probe
+from brokerpkg.options import probe_settings
+from brokerpkg.ping import Answer, classify, raise_for_probe
 from brokerpkg.protocol import ProbeResult  # Session's; brokerpkg.ProbeResult is mtrpacket's
 from brokerpkg.trace import names_for, traceroute
 
