@@ -60,12 +60,12 @@ if TYPE_CHECKING:
     from .mtr import FlowsReport, HopStats, MonitorReport, ResponderStats, monitor, monitor_flows
     from .mtrpacket_compat import DnsCacheType, MtrPacket, ProbeResult
     from .multipath import MultipathResult, multipath_trace
-    from .ping import PingResult, multiping, multiping_iter, ping
+    from .ping import multiping, multiping_iter, ping
     from .protocol import Mpls
     from .resolve import NameResolver
+    from .results import Hop, PingResult, ProgressEvent, Responder, TraceResult
     from .session import Session
-    from .tasks import ProgressEvent
-    from .trace import Hop, Responder, TraceResult, traceroute
+    from .trace import traceroute
     from .waiting import Wait
 
 __all__ = [
@@ -151,20 +151,23 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("MultipathResult", "multipath_trace"), "multipath"),
     "Answer": "answers",
-    **dict.fromkeys(("PingResult", "multiping", "multiping_iter", "ping"), "ping"),
-    "ProgressEvent": "tasks",
+    **dict.fromkeys(("multiping", "multiping_iter", "ping"), "ping"),
+    **dict.fromkeys(("Hop", "PingResult", "ProgressEvent", "Responder", "TraceResult"), "results"),
     **dict.fromkeys(("DnsCacheType", "MtrPacket", "ProbeResult"), "mtrpacket_compat"),
     "Mpls": "protocol",
     "NameResolver": "resolve",
     "Session": "session",
-    **dict.fromkeys(("Hop", "Responder", "TraceResult", "traceroute"), "trace"),
+    "traceroute": "trace",
     "Wait": "waiting",
 }
 """Public name -> the submodule that defines it (imported on first use)."""
 
 _SUBMODULES = frozenset(
     {
+        "addresses",
         "answers",
+        "blocking",
+        "engine",
         "errors",
         "locate",
         "mda",
@@ -175,6 +178,7 @@ _SUBMODULES = frozenset(
         "protocol",
         "remote",
         "resolve",
+        "results",
         "session",
         "ssh",
         "stats",

@@ -21,8 +21,10 @@ live view), which end as they would have, with their summaries.
 Start-up time counts for a command (a trace takes a few milliseconds; Python's imports
 took many times that): this module imports only the parser (:mod:`brokerpkg.cli_args`,
 argparse and constants: ``--help`` loads nothing else), and each subcommand imports its
-own tools.  The subcommands that run on asyncio are in :mod:`brokerpkg.cli_async`; what
-every subcommand prints is in :mod:`brokerpkg.cli_output`.
+own tools.  The one-shot subcommands on the local helper run without an event loop
+(:mod:`brokerpkg.cli_blocking`: asyncio is never imported), the others on asyncio
+(:mod:`brokerpkg.cli_async`); what every subcommand prints is in
+:mod:`brokerpkg.cli_output`.
 """
 
 from __future__ import annotations
@@ -80,7 +82,13 @@ if not TYPE_CHECKING:  # type checkers see the imports above
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run the parsed subcommand; raises what it raises."""
+    """Run the parsed subcommand: without an event loop when it can (the one-shot
+    subcommands on the local helper: :mod:`brokerpkg.cli_blocking`), else on asyncio;
+    raises what it raises."""
+    from . import cli_blocking
+
+    if cli_blocking.runs(args):
+        return cli_blocking.run(args)
     from . import cli_async
 
     return cli_async.run(args)

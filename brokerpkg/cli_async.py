@@ -21,14 +21,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iter
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .cli_args import (
-    DEFAULT_PACKET_SIZE,
     DEFAULT_QUERIES,
     EXIT_ERROR,
     EXIT_NO_REPLY,
     EXIT_REPLY,
     MTR_JSON_INDENT,
     MTR_REPORT_CYCLES,
-    TCP_SYN_BYTES,
     _check_payload,
     _mtr_mode,
     _payload,
@@ -49,7 +47,8 @@ from .cli_output import (
     _print,
     _print_json,
     describe_error,
-    format_result,
+    print_probe,
+    print_trace,
 )
 from .defaults import HELPER_NAME
 from .protocol import DEFAULT_CONNECTED_PORT
@@ -121,8 +120,6 @@ async def run_probe(args: argparse.Namespace) -> int:
     A probe the host refused to send (no route, address not available, permission
     denied...) is a local error: classify raises ProbeSendError, and main exits 2.
     """
-    from .answers import classify, probe_to_dict
-
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     async with _session(args) as session:
@@ -135,12 +132,7 @@ async def run_probe(args: argparse.Namespace) -> int:
             details=args.details,
             **options,
         )
-    classify(result)
-    if args.json:
-        _print_json(probe_to_dict(result))
-    else:
-        _print(format_result(result))
-    return EXIT_REPLY if result.success else EXIT_NO_REPLY
+    return print_probe(args, result)
 
 
 # ----------------------------------------------------------------------------- ping
@@ -411,7 +403,6 @@ async def run_multiping(args: argparse.Namespace) -> int:
 
 async def run_trace(args: argparse.Namespace) -> int:
     """``brokerpkg trace``: traceroute's lines (or JSON) once every hop is settled."""
-    from . import cli_format as fmt
     from .trace import traceroute
 
     host, target_port = split_target(args.target)
@@ -439,14 +430,7 @@ async def run_trace(args: argparse.Namespace) -> int:
             flow=args.flow,
             **options,
         )
-    if args.json:
-        _print_json(fmt.trace_json(trace))
-    else:
-        size = args.size or DEFAULT_PACKET_SIZE
-        if options["protocol"] == "tcp":  # the kernel's SYN, as traceroute -T says it
-            size = fmt.IP_HEADER[6 if ":" in trace.destination else 4] + TCP_SYN_BYTES
-        _print(*fmt.traceroute_lines(trace, numeric=args.numeric, show_mpls=args.mpls, size=size))
-    return EXIT_REPLY if trace.reached else EXIT_NO_REPLY
+    return print_trace(args, trace)
 
 
 def _multipath_wait(args: argparse.Namespace) -> float:

@@ -16,7 +16,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .cli_args import DEFAULT_PACKET_SIZE, MTR_JSON_INDENT, MTR_REPORT_CYCLES
+from .cli_args import (
+    DEFAULT_PACKET_SIZE,
+    EXIT_NO_REPLY,
+    EXIT_REPLY,
+    MTR_JSON_INDENT,
+    MTR_REPORT_CYCLES,
+    TCP_SYN_BYTES,
+)
 from .defaults import ENVIRONMENT_VARIABLE
 from .errors import (
     FeatureNotSupportedError,
@@ -31,6 +38,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .mtr import FlowsReport, MonitorReport
     from .protocol import ProbeResult
+    from .results import TraceResult
 
 LOCAL_ERRORS = (ValueError, TypeError, HostResolveError, ProcessError, StateError, OSError)
 """Errors that end a command with status 2 and a one-line message."""
@@ -154,6 +162,35 @@ def format_result(result: ProbeResult) -> str:
     if result.reason is not None:
         line += f" ({result.reason})"
     return line
+
+
+def print_probe(args: argparse.Namespace, result: ProbeResult) -> int:
+    """Print ``brokerpkg probe``'s line (or JSON); its exit status.
+
+    Raises ProbeSendError for a probe the host refused to send (a local error).
+    """
+    from .answers import classify, probe_to_dict
+
+    classify(result)
+    if args.json:
+        _print_json(probe_to_dict(result))
+    else:
+        _print(format_result(result))
+    return EXIT_REPLY if result.success else EXIT_NO_REPLY
+
+
+def print_trace(args: argparse.Namespace, trace: TraceResult) -> int:
+    """Print ``brokerpkg trace``'s lines (or JSON); its exit status."""
+    from . import cli_format as fmt
+
+    if args.json:
+        _print_json(fmt.trace_json(trace))
+    else:
+        size = args.size or DEFAULT_PACKET_SIZE
+        if args.protocol == "tcp":  # the kernel's SYN, as traceroute -T says it
+            size = fmt.IP_HEADER[6 if ":" in trace.destination else 4] + TCP_SYN_BYTES
+        _print(*fmt.traceroute_lines(trace, numeric=args.numeric, show_mpls=args.mpls, size=size))
+    return EXIT_REPLY if trace.reached else EXIT_NO_REPLY
 
 
 def _mtr_json(

@@ -54,3 +54,5 @@ MAX_TIMEOUT = 3600
 MAX_FLOW = 65535
 """Largest flow number of the ``flow`` extension (flows are 0..MAX_FLOW)."""
 IFNAMSIZ = 16
+DEFAULT_CONCURRENCY = 50
+"""Hosts multiping pings at once (icmplib's concurrent_tasks)."""

@@ -33,35 +33,32 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
 from . import protocol as wire
-from .addresses import names_now
-from .answers import Answer, classify
 from .blocking import BlockingSession
-from .engine import ProbeTemplate, Request
+from .blocking_ping import Pinging, Report, run_pings
+from .blocking_trace import trace_on
+from .defaults import DEFAULT_CONCURRENCY
 from .options import (
     PingOptions,
     TraceOptions,
     check_int,
+    check_ping,
+    host_list,
     paris_flow,
     probe_settings,
     refuse_unknown_options,
 )
-from .ping import DEFAULT_CONCURRENCY, PingResult, _check_ping, _host_list
 from .protocol import ProbeResult
-from .tasks import ProgressCallback, ProgressCounter
-from .trace import (
-    TERMINAL_ANSWERS,
+from .results import (
+    PingResult,
+    ProgressCallback,
+    ProgressCounter,
     TraceResult,
-    _check_ttls,
-    _check_wait,
-    _Slots,
-    make_hop,
 )
-from .waiting import DEFAULT_RETRIES, TracePlan, Try, Wait, check_retries
+from .waiting import DEFAULT_RETRIES, Wait, check_retries, check_ttls, check_wait
 
 if TYPE_CHECKING:
     from .mtr import FlowsReport, MonitorReport
@@ -129,76 +126,9 @@ def probe(
 # ----------------------------------------------------------------------------- ping
 
 
-class _Pinging:
-    """One host's ping on a blocking session: ``count`` probes ``interval`` apart from
-    :meth:`begin`, results by sequence number."""
-
-    def __init__(
-        self, host: str, address: str, template: ProbeTemplate, count: int, interval: float
-    ) -> None:
-        self.host = host
-        self.address = address
-        self.template = template
-        self.count = count
-        self.interval = interval
-        self.results: list[ProbeResult | None] = [None] * count
-        self.sent = 0
-        self.settled = 0
-        self.began = 0.0
-
-    def begin(self, now: float) -> None:
-        self.began = now
-
-    def next_send(self) -> float | None:
-        """When the next probe goes (None: all sent)."""
-        return None if self.sent == self.count else self.began + self.sent * self.interval
-
-    @property
-    def done(self) -> bool:
-        return self.settled == self.count
-
-    def result(self) -> PingResult:
-        probes = tuple(result for result in self.results if result is not None)
-        return PingResult(self.host, self.address, probes)
-
-
-def _run_pings(
-    session: BlockingSession,
-    pings: Sequence[_Pinging],
-    concurrency: int,
-    progress: ProgressCounter,
-) -> None:
-    """Ping every host of ``pings``, at most ``concurrency`` at once in input order (a
-    host's turn starts when an earlier one is done); the first error gives up the
-    probes in flight and is raised."""
-    waiting = list(reversed(pings))
-    active: list[_Pinging] = []
-    flight: dict[Request, tuple[_Pinging, int]] = {}
-    try:
-        while waiting or active:
-            now = time.monotonic()
-            while waiting and len(active) < concurrency:
-                pinging = waiting.pop()
-                pinging.begin(now)
-                active.append(pinging)
-            for pinging in active:
-                send_at = pinging.next_send()
-                while send_at is not None and send_at <= now:
-                    flight[session.start(pinging.template)] = (pinging, pinging.sent)
-                    pinging.sent += 1
-                    send_at = pinging.next_send()
-            sends = [at for pinging in active if (at := pinging.next_send()) is not None]
-            for request in session.wait(min(sends) if sends else None):
-                pinging, sequence = flight.pop(request)
-                result = session.result(request)
-                classify(result)  # raises for local failures
-                pinging.results[sequence] = result
-                pinging.settled += 1
-                progress.report(pinging.host, sequence, result)
-            active = [pinging for pinging in active if not pinging.done]
-    except BaseException:
-        session.give_up(flight)
-        raise
+def _counting(progress: ProgressCounter) -> Report:
+    """A report that counts each probe for the progress callback."""
+    return lambda pinging, sequence, result: progress.report(pinging.host, sequence, result)
 
 
 def ping(
@@ -216,14 +146,14 @@ def ping(
     same result and errors."""
     _refuse_session("ping", session)
     refuse_unknown_options("ping", options, PingOptions.__optional_keys__)
-    count, interval = _check_ping(count, interval, timeout)
+    count, interval = check_ping(count, interval, timeout)
     settings = probe_settings(timeout=timeout, **options)
     family = options.get("family")
     with BlockingSession(helper) as own:
         address = own.resolve(host, family)
         template = own.template(address, wire.make_probe_options(**settings.arguments(address)))
-        pinging = _Pinging(host, address, template, count, interval)
-        _run_pings(own, [pinging], 1, ProgressCounter(progress, count))
+        pinging = Pinging(host, address, template, count, interval)
+        run_pings(own, [pinging], 1, _counting(ProgressCounter(progress, count)))
     return pinging.result()
 
 
@@ -243,8 +173,8 @@ def multiping(
     the same results (in input order) and errors."""
     _refuse_session("multiping", session)
     refuse_unknown_options("multiping", options, PingOptions.__optional_keys__)
-    names = _host_list(hosts)
-    count, interval = _check_ping(count, interval, timeout)
+    names = host_list(hosts)
+    count, interval = check_ping(count, interval, timeout)
     concurrency = check_int("concurrency", concurrency, 1)
     settings = probe_settings(timeout=timeout, **options)
     family = options.get("family")
@@ -256,8 +186,9 @@ def multiping(
             address = own.resolve(name, family)
             options_here = wire.make_probe_options(**settings.arguments(address))
             template = own.template(address, options_here)
-            pings.append(_Pinging(name, address, template, count, interval))
-        _run_pings(own, pings, concurrency, ProgressCounter(progress, count * len(names)))
+            pings.append(Pinging(name, address, template, count, interval))
+        counter = ProgressCounter(progress, count * len(names))
+        run_pings(own, pings, concurrency, _counting(counter))
     return [pinging.result() for pinging in pings]
 
 
@@ -306,100 +237,25 @@ def traceroute(
             **options,
         )
         return traced
-    _check_ttls(first_ttl, max_ttl, probes_per_hop)
-    flow = paris_flow(paris, flow)
-    patience = _check_wait(wait, timeout)
-    plan = TracePlan(first_ttl, max_ttl, probes_per_hop, patience, check_retries(retries))
-    settings = probe_settings(timeout=patience.max, flow=flow, **options)
+    check_ttls(first_ttl, max_ttl, probes_per_hop)  # bad arguments fail before the helper runs
+    probe_settings(timeout=check_wait(wait, timeout).max, flow=paris_flow(paris, flow), **options)
+    check_retries(retries)
     with BlockingSession(helper) as own:
-        address = own.resolve(host, options.get("family"))
-        arguments = settings.arguments(address)
-        templates = {
-            ttl: own.template(address, wire.make_probe_options(**{**arguments, "ttl": ttl}))
-            for ttl in range(first_ttl, max_ttl + 1)
-        }
-        protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
-        probe_port = wire.effective_port(settings.options)
-
-        def given_up(ttl: int) -> ProbeResult:
-            return ProbeResult(
-                False, wire.NO_REPLY, None, None, [], address, ttl, protocol_name, probe_port
-            )
-
-        total = (max_ttl - first_ttl + 1) * probes_per_hop
-        slots = _trace_probes(
-            own, host, plan, templates, given_up, ProgressCounter(progress, total)
+        return trace_on(
+            own,
+            host,
+            first_ttl,
+            max_ttl,
+            probes_per_hop,
+            timeout,
+            wait=wait,
+            retries=retries,
+            resolve_names=resolve_names,
+            progress=progress,
+            paris=paris,
+            flow=flow,
+            **options,
         )
-    names: dict[str, str | None] = {}
-    if resolve_names:
-        names = names_now(
-            probe.responder
-            for results in slots.values()
-            for probe in (*results.probes, *results.retries)
-            if probe.responder is not None
-        )
-    hops = tuple(
-        make_hop(ttl, slots[ttl].probes, names, slots[ttl].retries) for ttl in sorted(slots)
-    )
-    return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
-
-
-def _trace_probes(
-    session: BlockingSession,
-    host: str,
-    plan: TracePlan,
-    templates: dict[int, ProbeTemplate],
-    given_up: Callable[[int], ProbeResult],
-    progress: ProgressCounter,
-) -> dict[int, Any]:
-    """Send the probes ``plan`` asks for and give them up when it says (as
-    :func:`brokerpkg.trace._trace_probes` does on asyncio); the results of the TTLs up
-    to the end of the path."""
-    slots = {ttl: _Slots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)}
-    running: dict[Try, Request] = {}
-    tries: dict[Request, Try] = {}
-
-    def launch(probes: Iterable[Try]) -> None:
-        for probe in probes:
-            request = session.start(templates[probe.ttl])
-            running[probe] = request
-            tries[request] = probe
-
-    def cancel(probes: Iterable[Try]) -> None:
-        session.give_up(request for probe in probes if (request := running.pop(probe, None)))
-
-    def finish(probe: Try, result: ProbeResult) -> None:
-        slots[probe.ttl].record(probe.slot, result)
-        progress.report(host, probe.slot, result)
-
-    try:
-        launch(plan.start(time.monotonic()))
-        while not plan.finished:
-            for request in session.wait(plan.next_event()):
-                probe = tries.pop(request)
-                if running.pop(probe, None) is None:
-                    continue  # given up meanwhile
-                result = session.result(request)
-                answer = classify(result)  # raises for local failures
-                if answer is Answer.NO_REPLY:
-                    plan.lost(probe)
-                else:
-                    ends = answer in TERMINAL_ANSWERS
-                    cancel(plan.answered(probe, time.monotonic(), ends_path=ends))
-                if probe.ttl <= plan.end:
-                    finish(probe, result)
-            now = time.monotonic()
-            expired = plan.expired(now)
-            cancel(expired)
-            for probe in expired:
-                finish(probe, given_up(probe.ttl))
-            further = plan.due(now)
-            progress.total += len(further)
-            launch(further)
-    except BaseException:
-        session.give_up(running.values())
-        raise
-    return {ttl: slots[ttl].done() for ttl in range(plan.first_ttl, plan.end + 1)}
 
 
 # ----------------------------------------------------------------------------- on asyncio

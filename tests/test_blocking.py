@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from lab import Chain
+from test_imports import new_modules
 
 import brokerpkg
 from brokerpkg import sync
@@ -276,3 +277,20 @@ def test_close_kills_and_reaps_the_helper(tmp_path: Path) -> None:
     session.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# ----------------------------------------------------------------------------- imports
+
+
+def test_the_blocking_functions_never_import_asyncio(helper_path: str) -> None:
+    code = f"""
+from brokerpkg import sync
+helper = {helper_path!r}
+assert sync.probe("127.0.0.1", helper=helper).success
+assert sync.ping("127.0.0.1", count=2, interval=0.01, helper=helper).is_alive
+assert all(r.is_alive for r in sync.multiping(["127.0.0.1", "::1"], count=1, helper=helper))
+assert sync.traceroute("127.0.0.1", max_ttl=2, resolve_names=True, helper=helper).reached
+"""
+    loaded = new_modules(code)
+    assert "asyncio" not in loaded
+    assert "brokerpkg.session" not in loaded

@@ -198,21 +198,39 @@ except SystemExit as exit:
     assert "asyncio" not in loaded
 
 
-def test_the_trace_command_loads_neither_the_monitor_nor_the_other_subcommands(
-    helper_path: str,
+ASYNC_TOOLS = {
+    "asyncio",
+    "brokerpkg.session",
+    "brokerpkg.tasks",
+    "brokerpkg.resolve",
+    "brokerpkg.ping",
+    "brokerpkg.trace",
+    "brokerpkg.cli_async",
+}
+"""What the one-shot subcommands on the local helper never load (issue 13: they run on
+brokerpkg.blocking, without an event loop)."""
+
+
+@pytest.mark.parametrize(
+    "words",
+    [["trace", "-n", "-q", "1", "127.0.0.1"], ["trace", "-q", "1", "::1"], ["probe", "127.0.0.1"]],
+)
+def test_the_one_shot_commands_load_neither_asyncio_nor_the_other_subcommands(
+    helper_path: str, words: list[str]
 ) -> None:
-    code = """
+    code = f"""
 from brokerpkg import cli
-status = cli.main(["trace", "-n", "-q", "1", "127.0.0.1"])
+status = cli.main({words!r})
 assert status == 0, status
 """
     loaded = new_modules(code, env=dict(os.environ, BROKERPKG_HELPER=helper_path))
-    assert {"brokerpkg.session", "brokerpkg.trace", "brokerpkg.cli_format"} <= loaded
+    assert {"brokerpkg.cli_blocking", "brokerpkg.blocking", "brokerpkg.engine"} <= loaded
+    assert not loaded & ASYNC_TOOLS
     assert not loaded & {
+        "brokerpkg.sync",
         "brokerpkg.mtr",
         "brokerpkg.mda",
         "brokerpkg.multipath",
-        "brokerpkg.sync",
         "brokerpkg.cli_terminal",
         "brokerpkg.cli_doctor",
         "brokerpkg.cli_setup",
@@ -221,18 +239,24 @@ assert status == 0, status
     }
 
 
-def test_the_ping_command_loads_neither_the_tracer_nor_the_monitor(helper_path: str) -> None:
-    # ping, by name, looks up the names of the addresses that answer (a NameResolver,
-    # from brokerpkg.resolve, which the session loads anyway)
-    code = """
+@pytest.mark.parametrize(
+    "words", [["ping", "-c", "1", "-q", "localhost"], ["multiping", "-q", "127.0.0.1", "::1"]]
+)
+def test_the_ping_commands_load_neither_the_tracer_nor_the_monitor(
+    helper_path: str, words: list[str]
+) -> None:
+    # ping, by name, looks up the names of the addresses that answer (daemon threads:
+    # brokerpkg.addresses.names_now)
+    code = f"""
 from brokerpkg import cli
-status = cli.main(["ping", "-c", "1", "-q", "localhost"])
+status = cli.main({words!r})
 assert status == 0, status
 """
     loaded = new_modules(code, env=dict(os.environ, BROKERPKG_HELPER=helper_path))
-    assert {"brokerpkg.session", "brokerpkg.ping", "brokerpkg.cli_format"} <= loaded
+    assert {"brokerpkg.blocking", "brokerpkg.blocking_ping", "brokerpkg.cli_format"} <= loaded
+    assert not loaded & ASYNC_TOOLS
     assert not loaded & {
-        "brokerpkg.trace",
+        "brokerpkg.blocking_trace",
         "brokerpkg.waiting",
         "brokerpkg.mtr",
         "brokerpkg.sync",
