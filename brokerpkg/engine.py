@@ -6,10 +6,13 @@ or a blocking one) moves bytes between the engine and a transport and passes the
 
 The API (stable; every call is synchronous and cheap):
 
-``Engine(probe_grace, wake=...)``
+``Engine(probe_grace, wake=..., cancelled=...)``
     ``wake(waiter) -> bool`` hands a free flow-control slot to a waiter the driver
     queued with :meth:`~Engine.wait_for_slot`; it returns False when that waiter is gone
-    (cancelled), and the slot goes to the next one.
+    (cancelled), and the slot goes to the next one.  ``cancelled(handle) -> bool``, if
+    given, tells whether the caller of a request not yet written gave it up (its
+    ``handle``, e.g. a cancelled future) before the driver could say so: such a request
+    is dropped, not written.
 ``set_limit(n)``
     The in-flight limit (call once, at open, after the feature queries).
 Slots: ``try_take_slot() -> bool``, ``wait_for_slot(waiter)``, ``forget_waiter(waiter)``,
@@ -44,7 +47,15 @@ Slots: ``try_take_slot() -> bool``, ``wait_for_slot(waiter)``, ``forget_waiter(w
     The helper is gone: every waiting request gets ``error()``, and later work too.
 Counters and views: ``in_flight``, ``pending``, ``messages`` (unattributed helper
 lines: token-0 errors, unknown tokens, garbage), ``messages_since(mark)``,
-``discarded_replies``, ``chunks_read``, ``free_slots``, ``max_in_flight``, ``failed``.
+``discarded_replies``, ``chunks_read``, ``free_slots``, ``max_in_flight``; ``queued``
+and ``failed`` are plain attributes (read on every probe).
+
+A blocking driver, in outline (the transport: :mod:`brokerpkg.transport`): submit;
+then until the request has its ``result`` or ``error``: write ``take_output(now)``
+when the transport's write descriptor takes it, wait for the read descriptor at most
+until ``next_wakeup()``, and pass what :meth:`~Engine.feed` (``transport.read``) or
+:meth:`~Engine.due` returns to the callers; at end-of-file ``feed_eof()``, then
+``fail(lambda: transport.exit_error(...))``.
 """
 
 from __future__ import annotations
@@ -160,11 +171,17 @@ class Engine:
     Raises ValueError for a negative ``probe_grace``.
     """
 
-    def __init__(self, probe_grace: float, wake: Callable[[Any], bool] | None = None) -> None:
+    def __init__(
+        self,
+        probe_grace: float,
+        wake: Callable[[Any], bool] | None = None,
+        cancelled: Callable[[Any], bool] | None = None,
+    ) -> None:
         if not probe_grace >= 0:
             raise ValueError(f"probe_grace must be >= 0 seconds, got {probe_grace!r}")
         self.probe_grace = float(probe_grace)
         self._wake = wake if wake is not None else _no_waiter
+        self._cancelled = cancelled
         self.pending: dict[bytes, Request] = {}
         # given up and unanswered: token -> the request while it still holds its slot
         self._abandoned: dict[bytes, Request | None] = {}
@@ -183,7 +200,10 @@ class Engine:
         self._message_count = 0
         self.discarded_replies = 0
         self.chunks_read = 0
-        self._failure: Callable[[], ProcessError] | None = None
+        self.failed: Callable[[], ProcessError] | None = None
+        """The error factory given to :meth:`fail`, or None while the helper is there."""
+        self.queued = 0
+        """Requests submitted and not yet handed out by :meth:`take_output`."""
         self._partial = b""
         self._discarding = False
         self._responders: dict[bytes, str] = {}
@@ -196,19 +216,9 @@ class Engine:
         return len(self.pending) + len(self._abandoned)
 
     @property
-    def queued(self) -> int:
-        """Requests submitted and not yet handed out by :meth:`take_output`."""
-        return len(self._outbox)
-
-    @property
     def free_slots(self) -> int:
         """Flow-control slots free right now."""
         return self._free_slots
-
-    @property
-    def failed(self) -> Callable[[], ProcessError] | None:
-        """The error factory given to :meth:`fail`, or None while the helper is there."""
-        return self._failure
 
     @property
     def messages(self) -> tuple[str, ...]:
@@ -264,6 +274,14 @@ class Engine:
             else:
                 self._free_slots += 1
 
+    def _free_many(self, count: int) -> None:
+        """Give back ``count`` slots whose requests no longer hold them."""
+        if self._waiters:
+            for _ in range(count):
+                self.release_slot()
+        else:
+            self._free_slots += count
+
     # ------------------------------------------------------------------ requests
 
     def submit(
@@ -284,24 +302,32 @@ class Engine:
             self._next_token = number + 1
         request = Request(token, tail, deadline, template, holds_slot, self._message_count)
         self.pending[token] = request
-        self._outbox.append(request)
+        outbox = self._outbox
+        outbox.append(request)
+        self.queued = len(outbox)
         return request
 
     def take_output(self, now: float) -> bytes:
-        """The request lines of up to WRITE_BATCH queued requests (given-up ones are
-        dropped), whose deadlines start at ``now``; b"" when nothing is queued."""
+        """The request lines of up to WRITE_BATCH queued requests (given-up and
+        cancelled ones are dropped), whose deadlines start at ``now``; b"" when nothing
+        is queued."""
         batch = self._outbox
         if len(batch) > WRITE_BATCH:
             batch, self._outbox = batch[:WRITE_BATCH], batch[WRITE_BATCH:]
         else:
             self._outbox = []
+        self.queued = len(self._outbox)
         lines = []
         # requests in a row with the same deadline length share one deadline record
         runs: list[tuple[float, float, list[bytes]]] = []
         length = deadline_at = -1.0
         tokens: list[bytes] = []
+        cancelled = self._cancelled
         for request in batch:
             if request.given_up:
+                continue
+            if cancelled is not None and request.handle is not None and cancelled(request.handle):
+                self.give_up(request)  # not written: dropped
                 continue
             lines.append(request.token)
             lines.append(request.tail)
@@ -332,7 +358,7 @@ class Engine:
             return
         del self.pending[token]
         request.given_up = True
-        if self._failure is not None or request.deadline_at is None:
+        if self.failed is not None or request.deadline_at is None:
             self._free(request)
         else:
             self._abandoned[token] = request if request.holds_slot else None
@@ -340,8 +366,8 @@ class Engine:
     def fail(self, error: Callable[[], ProcessError]) -> list[Request]:
         """The helper is gone: every waiting request fails with ``error()`` (returned),
         slots and tokens are freed, and :attr:`failed` is set (first error kept)."""
-        if self._failure is None:
-            self._failure = error
+        if self.failed is None:
+            self.failed = error
         confirm = self._confirm
         failed = [request for request in self.pending.values() if request is not confirm]
         self.pending = {}
@@ -353,6 +379,7 @@ class Engine:
                 self._free(held)
         self._abandoned.clear()
         self._outbox = []
+        self.queued = 0
         self._deadlines.clear()
         self._overdue, self._overdue_later, self._confirm = [], [], None
         return failed
@@ -462,6 +489,7 @@ class Engine:
         self._partial = lines.pop()
         pending = self.pending
         responders = self._responders
+        freed = 0  # slots of fast-path probes, handed back after the loop
         for raw in lines:
             if self._discarding:
                 self._discarding = False
@@ -497,10 +525,13 @@ class Engine:
                             ),
                         )
                         if request.holds_slot:
-                            self._free(request)
+                            request.holds_slot = False
+                            freed += 1
                         done.append(request)
                         continue
             self._dispatch(wire.parse_reply_line(raw), done)
+        if freed:
+            self._free_many(freed)
         if len(self._partial) > READ_LIMIT:
             self._record_message("(over-long line from the helper, discarded)")
             self._partial, self._discarding = b"", True

@@ -40,11 +40,11 @@ from .errors import StateError
 from .protocol import Mpls
 
 if TYPE_CHECKING:
-    import asyncio
     from types import TracebackType
 
     from .resolve import Resolver
     from .session import Session
+    from .transport import ChildProcess
 
 MTR_PACKET_VARIABLE = "MTR_PACKET"
 """The environment variable naming the helper, as a shell command string (mtrpacket's)."""
@@ -155,7 +155,7 @@ class MtrPacket:
         return "<MtrPacket" + (f" PID {process.pid}" if process is not None else "") + ">"
 
     @property
-    def process(self) -> asyncio.subprocess.Process | None:
+    def process(self) -> ChildProcess | None:
         """The helper process while open, else None."""
         return None if self._session is None else self._session.process
 

@@ -53,7 +53,7 @@ class SshTransport(ProcessTransport):
     helper = ""
 
     @classmethod
-    async def connect(
+    def connect(
         cls,
         argv: Sequence[str],
         *,
@@ -67,7 +67,7 @@ class SshTransport(ProcessTransport):
         """
         description = f"{helper} on {destination}"
         try:
-            transport = await cls.start(argv, env=env, description=description)
+            transport = cls.start(argv, env=env, description=description)
         except HelperNotFoundError as error:
             raise ProcessError(
                 f"cannot run {argv[0]} to reach {destination}: {error.__cause__ or error}"

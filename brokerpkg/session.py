@@ -1,6 +1,9 @@
-"""asyncio sessions with a helper: :class:`Session`.
+"""asyncio sessions with a helper: :class:`Session`, the asyncio driver of the engine.
 
-One reader task reads reply lines and hands each to the future waiting on its token.
+The protocol's state lives in :class:`~brokerpkg.engine.Engine` (tokens, flow control,
+deadlines, the reply reader); this module moves its bytes through a channel
+(:mod:`brokerpkg.channel`: the transport's descriptors on the event loop, or asyncio
+streams), keeps its clock (the loop's) and turns its completed requests into futures.
 Nothing can leave a caller waiting forever:
 
 - the helper exiting fails every outstanding request at once with HelperExitedError
@@ -23,166 +26,46 @@ import collections
 import contextlib
 import ipaddress
 import os
-import shlex
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Any, Generic, NamedTuple, Self, TypeVar
+from typing import Any, NamedTuple, Self
 
 from . import protocol as wire
+from .channel import PipeChannel, StreamChannel
+from .engine import Engine, ProbeTemplate, Request
 from .errors import (
     HELPER_NAME,
-    FeatureNotSupportedError,
     HelperExitedError,
     HelperPrivilegeError,
     InvalidProbeError,
     ProcessError,
-    ProtocolError,
     ResponseTimeoutError,
     StateError,
     describe_exit_status,
     looks_like_privilege_failure,
 )
 from .locate import HelperLocation, locate_helper, privilege_fix
-from .protocol import Garbage, ProbeOptions, ProbeResult, Reply
+from .protocol import ProbeOptions, ProbeResult, Reply
 from .remote import RemoteLookups, RemoteNameResolver, RemoteResolver, SshTransport
 from .resolve import NameResolver, ResolvedAddress, Resolver
 from .ssh import helper_argv, parse_destination, ssh_command
-from .transport import READ_LIMIT, ProcessTransport, Transport
+from .templates import TypedCache, given_template, probe_template
+from .transport import ChildProcess, Launch, ProcessTransport, Transport, launch_from_command
 
 DEFAULT_PROBE_GRACE = 2.0
 DEFAULT_OPEN_TIMEOUT = 10.0
 DEFAULT_MAX_IN_FLIGHT = 1024
 """In-flight limit when the helper does not say (mtr-packet 0.95 allows 1024)."""
 
-MESSAGES_KEPT = 50
-READER_END_WAIT = 5.0
-READ_CHUNK = 65536
-WRITE_BATCH = 1024
-"""Requests handed to the transport at once; their deadlines start then."""
 EAGER_WRITE = 64
-"""Queued requests written at once, without waiting for the writer task, while the pipe
-takes everything: the helper starts on them while later ones are still being made."""
+"""Queued requests written at once, without waiting for the next turn of the loop, while
+the pipe takes everything: the helper starts on them while later ones are still made."""
 
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 
-
-class _ProbeTemplate(NamedTuple):
-    """What every probe with the same host and options shares, worked out once: the
-    encoded request without its token, the Python-side deadline, the numeric target,
-    the options, and the request's fields of every result (target, ttl, protocol, port,
-    and no reply details).  A request sent as given (:meth:`Session.probe_arguments`)
-    has no options, and None for every request field but the target."""
-
-    tail: bytes
-    deadline: float
-    target: str | None
-    options: ProbeOptions | None
-    result_tail: tuple[str | None, int | None, str | None, int | None, None, None, None, None, None]
-
-
-class _Pending:
-    """A request waiting for its reply, under its token (the decimal digits, as bytes,
-    so reply lines are matched without converting numbers).
-
-    ``template`` is None for check-support (the future gets the Reply, and no
-    flow-control slot is held) and the probe's template for send-probe (the reader
-    builds the ProbeResult; a slot is held).  ``deadline_at`` (loop time) is set when the
-    request line is handed to the transport: time spent queued behind a burst of
-    requests does not count.
-    """
-
-    __slots__ = ("deadline", "deadline_at", "future", "message_mark", "tail", "template", "token")
-
-    def __init__(
-        self,
-        token: bytes,
-        future: asyncio.Future[Any],
-        template: _ProbeTemplate | None,
-        tail: bytes,
-        deadline: float,
-        message_mark: int,
-    ) -> None:
-        self.token = token
-        self.future = future
-        self.template = template
-        self.tail = tail
-        self.deadline = deadline
-        self.deadline_at: float | None = None
-        self.message_mark = message_mark
-
-
-TEMPLATES_KEPT = 4096
-"""Probe templates cached per session (the caches are emptied when they grow past this)."""
-
-RESPONDERS_KEPT = 4096
-"""Responder addresses decoded once per session (the cache is emptied past this)."""
-
-_ADDRESS_NAMES = frozenset((b"ip-4", b"ip-6"))
-_ADDRESS_WORDS = frozenset(("ip-4", "ip-6"))
-_ADDRESS_BYTES = b"0123456789abcdefABCDEF.:"
-"""Bytes of a numeric address on the fast path (anything else takes the full parser)."""
-_Cached = TypeVar("_Cached")
-
-
-class _TypedCache(Generic[_Cached]):
-    """Values remembered by a tuple of the arguments they were validated from.
-
-    Equal is not enough (True == 1 == 1.0, and validation refuses a bool or a float
-    ttl): every item that is not None must also have the type it had when the value
-    was stored.  Emptied when it grows past TEMPLATES_KEPT entries.
-    """
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[object, ...], tuple[_Cached, tuple[tuple[int, type], ...]]]
-        self._entries = {}
-
-    def get(self, key: tuple[object, ...]) -> _Cached | None:
-        """The value stored under ``key`` with the same item types, or None.
-
-        Raises TypeError when an item of ``key`` is unhashable.
-        """
-        known = self._entries.get(key)
-        if known is None:
-            return None
-        value, types = known
-        for index, kind in types:
-            if key[index].__class__ is not kind:
-                return None
-        return value
-
-    def put(self, key: tuple[object, ...], value: _Cached) -> None:
-        """Remember ``value`` for ``key`` and the types of its items."""
-        if len(self._entries) >= TEMPLATES_KEPT:
-            self._entries.clear()
-        self._entries[key] = (
-            value,
-            tuple((index, item.__class__) for index, item in enumerate(key) if item is not None),
-        )
-
-    def clear(self) -> None:
-        """Forget everything."""
-        self._entries.clear()
-
-
 _Future = asyncio.Future
 """Futures made directly: loop.create_future() costs a Python call more per probe."""
-_new_tuple = tuple.__new__
-"""Builds a ProbeResult from all its fields at once, without NamedTuple's argument handling."""
-
-
-class _TokensInUse:
-    """Tokens that must not be reused yet (waiting, or given up but unanswered), without
-    copying them: allocating a token stays cheap with 100,000 probes in flight."""
-
-    def __init__(self, *tables: Mapping[bytes, object]) -> None:
-        self._tables = tables
-
-    def __contains__(self, token: object) -> bool:
-        key = b"%d" % token if isinstance(token, int) else token
-        return any(key in table for table in self._tables)
 
 
 class _Remote(NamedTuple):
@@ -196,36 +79,6 @@ class _Remote(NamedTuple):
 
 NAMES_REMOTE = "remote"
 NAMES_LOCAL = "local"
-
-
-class _Launch(NamedTuple):
-    """How to start the helper: argv, or a shell command string."""
-
-    argv: tuple[str, ...] | None
-    shell_command: str | None
-    description: str
-
-
-def _launch_from_command(command: str | Sequence[str], shell: bool) -> _Launch:
-    """Check the command argument and say how to run it.
-
-    Raises TypeError/ValueError for an empty command, a string without shell=True, or a
-    list with shell=True.
-    """
-    if isinstance(command, str):
-        if not shell:
-            raise ValueError(
-                "a command string needs shell=True; otherwise pass a list of arguments"
-            )
-        if not command.strip():
-            raise ValueError("command must not be empty")
-        return _Launch(None, command, command)
-    if shell:
-        raise ValueError("shell=True needs the command as one string")
-    argv = tuple(command)
-    if not argv or not all(isinstance(word, str) for word in argv):
-        raise TypeError("command must be a non-empty list of str arguments")
-    return _Launch(argv, None, shlex.join(argv))
 
 
 class Session:
@@ -271,7 +124,7 @@ class Session:
             raise ValueError("give either helper or command, not both")
         if command is None and shell:
             raise ValueError("shell=True needs a command string")
-        self._launch = None if command is None else _launch_from_command(command, shell)
+        self._launch = None if command is None else launch_from_command(command, shell)
         self._helper_argument = helper
         self._env = env
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None = None
@@ -333,7 +186,7 @@ class Session:
             open_timeout=open_timeout,
             resolver=resolver,
         )
-        session._launch = _Launch(tuple(argv), None, f"{helper} on {target}")
+        session._launch = Launch(tuple(argv), None, f"{helper} on {target}")
         session._remote = _Remote(target, helper, lookups)
         if lookups is not None:
             session._names = RemoteNameResolver(lookups)
@@ -372,54 +225,35 @@ class Session:
         resolver: Resolver | None,
     ) -> None:
         """Check the tuning arguments and set up an unopened session."""
-        if not probe_grace >= 0:
-            raise ValueError(f"probe_grace must be >= 0 seconds, got {probe_grace!r}")
         if not open_timeout > 0:
             raise ValueError(f"open_timeout must be > 0 seconds, got {open_timeout!r}")
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
-        self._probe_grace = float(probe_grace)
+        self._engine = Engine(probe_grace, _hand_slot, _Future.cancelled)  # checks the grace
+        self._probe_grace = self._engine.probe_grace
         self._open_timeout = float(open_timeout)
         self._max_in_flight_argument = max_in_flight
         self._resolver = resolver if resolver is not None else Resolver()
         self._names = NameResolver()
         self._state = _NEW
-        self._transport: Transport | None = None
+        self._channel: PipeChannel | StreamChannel | None = None
         self._location: HelperLocation | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[bytes, _Pending] = {}
-        self._abandoned: dict[bytes, asyncio.TimerHandle | None] = {}
-        self._responders: dict[bytes, str] = {}
-        self._next_token = 1
         self._features: dict[str, str] = {}
-        self._failure: Callable[[], ProcessError] | None = None
-        self._messages: collections.deque[tuple[int, str]] = collections.deque(maxlen=MESSAGES_KEPT)
-        self._message_count = 0
-        self._discarded_replies = 0
-        # flow control: free in-flight slots, and the probes waiting for one (first come,
-        # first served); while anyone waits there is no free slot
-        self._free_slots = 0
-        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._max_in_flight = 0
-        self._templates: dict[tuple[str, ProbeOptions], _ProbeTemplate] = {}
-        self._given_templates: dict[tuple[tuple[str, str], ...], _ProbeTemplate] = {}
+        self._templates: TypedCache[ProbeTemplate] = TypedCache()
+        self._given_templates: TypedCache[ProbeTemplate] = TypedCache()
         # probe()'s own keyword values -> template, so a repeated probe skips validation
-        self._probe_keys: _TypedCache[_ProbeTemplate] = _TypedCache()
-        self._outbox: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
-        # deadline length -> (deadline, tokens) in the order they were written
-        self._deadlines: dict[float, collections.deque[tuple[float, list[bytes]]]] = {}
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._deadline_timer_at = 0.0
-        self._overdue: list[tuple[float, bytes]] = []
-        self._confirmer: asyncio.Task[None] | None = None
-        self._chunks_read = 0
+        self._probe_keys: TypedCache[ProbeTemplate] = TypedCache()
+        self._pump_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._ending: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         """``<Session open: /usr/bin/brokerpkg-helper (brokerpkg-0.1.0), pid 42, 3 of 131072
         in flight>``: state (new, open, failed: the helper is gone, closed), helper,
         version, process (and how it ended) and probes in flight."""
-        state = "failed" if self._state == _OPEN and self._failure is not None else self._state
+        failed = self._state == _OPEN and self._engine.failed is not None
+        state = "failed" if failed else self._state
         text = f"<Session {state}: {self.description}"
         if self.version is not None:
             text += f" ({self.version})"
@@ -429,7 +263,7 @@ class Session:
             if process.returncode is not None:
                 text += f" {describe_exit_status(process.returncode)}"
         if self._state == _OPEN:
-            text += f", {self.in_flight} of {self._max_in_flight} in flight"
+            text += f", {self.in_flight} of {self.max_in_flight} in flight"
         return text + ">"
 
     # ------------------------------------------------------------------ properties
@@ -442,8 +276,8 @@ class Session:
     @property
     def description(self) -> str:
         """What the helper is (path, command, or stream name), for messages."""
-        if self._transport is not None:
-            return self._transport.description
+        if self._channel is not None:
+            return self._channel.description
         if self._launch is not None:
             return self._launch.description
         return str(self._helper_argument or HELPER_NAME)
@@ -472,9 +306,10 @@ class Session:
         return self._location
 
     @property
-    def process(self) -> asyncio.subprocess.Process | None:
-        """The helper's process while open (None over streams)."""
-        return None if self._transport is None else self._transport.process
+    def process(self) -> ChildProcess | None:
+        """The helper's process while open (None over streams): ``pid``, ``returncode``,
+        ``kill()``, ``await wait()``."""
+        return None if self._channel is None else self._channel.process
 
     @property
     def features(self) -> Mapping[str, str]:
@@ -489,27 +324,27 @@ class Session:
     @property
     def max_in_flight(self) -> int:
         """How many probes may be in flight at once (0 before open)."""
-        return self._max_in_flight
+        return self._engine.max_in_flight
 
     @property
     def helper_messages(self) -> tuple[str, ...]:
         """Recent helper lines that matched no request (token-0 errors, garbage)."""
-        return tuple(text for _, text in self._messages)
+        return self._engine.messages
 
     @property
     def stderr_lines(self) -> tuple[str, ...]:
         """The last lines the helper wrote on standard error."""
-        return () if self._transport is None else self._transport.stderr_lines()
+        return () if self._channel is None else self._channel.stderr_lines()
 
     @property
     def in_flight(self) -> int:
         """Requests sent and not yet answered, given-up ones included."""
-        return len(self._pending) + len(self._abandoned)
+        return self._engine.in_flight
 
     @property
     def discarded_replies(self) -> int:
         """Late replies to probes whose caller had given up (cancelled or timed out)."""
-        return self._discarded_replies
+        return self._engine.discarded_replies
 
     # ------------------------------------------------------------------ open / close
 
@@ -543,8 +378,8 @@ class Session:
         self._state = _OPEN
         self._loop = asyncio.get_running_loop()
         try:
-            self._transport = await self._start_transport()
-            self._reader_task = asyncio.create_task(self._read_replies())
+            self._channel = self._start_channel()
+            self._channel.start(self._on_data, self._on_eof, self._pump)
             await self._query_features()
         except BaseException:
             await self.close()
@@ -552,28 +387,34 @@ class Session:
         self._start_flow_control()
         return self
 
-    async def _start_transport(self) -> Transport:
-        """Open the byte stream: given streams, a command, or the located helper."""
+    def _start_channel(self) -> PipeChannel | StreamChannel:
+        """Open the pipes: given streams, a command, or the located helper.
+
+        Raises HelperNotFoundError and ProcessError when the helper cannot be started.
+        """
         if self._streams is not None:
-            reader, writer, name = self._streams
-            return Transport(reader, writer, name)
+            return StreamChannel(*self._streams)
+        return PipeChannel(self._start_transport())
+
+    def _start_transport(self) -> Transport:
+        """Start the helper: a command (through ssh for a vantage point), or the located one."""
         if self._remote is not None and self._launch is not None:
             assert self._launch.argv is not None
-            return await SshTransport.connect(
+            return SshTransport.connect(
                 self._launch.argv,
                 destination=self._remote.destination,
                 helper=self._remote.helper,
                 env=self._env,
             )
         if self._launch is not None:
-            return await ProcessTransport.start(
+            return ProcessTransport.start(
                 self._launch.argv,
                 shell_command=self._launch.shell_command,
                 env=self._env,
                 description=self._launch.description,
             )
         self._location = locate_helper(self._helper_argument)
-        return await ProcessTransport.start(
+        return ProcessTransport.start(
             [self._location.path], env=self._env, description=self._location.path
         )
 
@@ -621,189 +462,75 @@ class Session:
         return privilege_fix(self._location, named)
 
     def _start_flow_control(self) -> None:
-        """Size the in-flight semaphore: the argument, else max-probes, else 1024."""
+        """Set the in-flight limit: the argument, else max-probes, else 1024."""
         limit = self._max_in_flight_argument
         if limit is None:
             advertised = self._features.get("max-probes", "")
             limit = int(advertised) if advertised.isascii() and advertised.isdigit() else 0
             limit = limit or DEFAULT_MAX_IN_FLIGHT
-        self._max_in_flight = limit
-        self._free_slots = limit
+        self._engine.set_limit(limit)
 
     async def close(self) -> None:
         """Stop the helper and release everything; calling it again does nothing.
 
         Outstanding requests fail with ProcessError.  The helper is killed and reaped,
-        its pipes closed, the reader task finished.  Never raises.
+        its pipes closed, the session's tasks finished.  Never raises.
         """
         if self._state == _CLOSED:
             return
         self._state = _CLOSED
-        self._fail_outstanding(
-            lambda: ProcessError(f"session with helper {self.description} was closed")
+        self._complete(
+            self._engine.fail(
+                lambda: ProcessError(f"session with helper {self.description} was closed")
+            )
         )
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
-        self._outbox.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._remote is not None and self._remote.lookups is not None:
             await self._remote.lookups.close()
-        if self._transport is not None:
-            await self._transport.close()
-        for task in (self._flusher, self._confirmer):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait({task})
-        if self._reader_task is not None:
-            await asyncio.wait({self._reader_task}, timeout=READER_END_WAIT)
-            self._reader_task.cancel()
-            await asyncio.wait({self._reader_task})
+        if self._channel is not None:
+            await self._channel.close()
+        if self._ending is not None:
+            self._ending.cancel()
+            await asyncio.wait({self._ending})
 
     # ------------------------------------------------------------------ reading
 
-    async def _read_replies(self) -> None:
-        """Reader task: dispatch every reply line; at end-of-file fail what is left."""
-        assert self._transport is not None
-        reader = self._transport.reader
-        try:
-            await self._read_lines(reader)
-        except Exception as error:  # whatever happens, nobody may be left waiting
-            message = f"reading from helper {self.description} failed: {error!r}"
-            self._fail_outstanding(lambda: ProcessError(message))
-            return
-        transport = self._transport
-        returncode = await transport.exit_status()
-        stderr = transport.stderr_lines()
-        last_line = stderr[-1] if stderr else None
+    def _on_data(self, data: bytes) -> None:
+        """Reply bytes came: hand every completed request its result."""
+        for request in self._engine.feed(data):
+            future = request.handle
+            if not future.done():
+                if request.error is None:
+                    future.set_result(request.result)
+                else:
+                    future.set_exception(request.error)
+
+    def _complete(self, requests: Iterable[Request]) -> None:
+        """Hand each of ``requests`` (completed by the engine) its result or error."""
+        for request in requests:
+            future = request.handle
+            if future is not None and not future.done():
+                if request.error is None:
+                    future.set_result(request.result)
+                else:
+                    future.set_exception(request.error)
+
+    def _on_eof(self) -> None:
+        """The helper's output ended: read a last line, then fail what is left with the
+        reason, once the helper's exit is known (the ending task)."""
+        self._complete(self._engine.feed_eof())
+        if self._state == _OPEN:
+            self._ending = self._loop.create_task(self._end())
+
+    async def _end(self) -> None:
+        """Ending task: fail every outstanding request with the helper's exit error."""
+        channel = self._channel
+        assert channel is not None
+        await channel.wait_ended()
         opened = bool(self._features)
-        self._fail_outstanding(lambda: transport.exit_error(returncode, last_line, opened=opened))
-
-    async def _read_lines(self, reader: asyncio.StreamReader) -> None:
-        """Dispatch every line until end-of-file, reading in large chunks.
-
-        The common probe reply (``TOKEN reply|ttl-expired ip-N ADDRESS round-trip-time N``
-        for a probe in flight) becomes its result right here; any other line goes through
-        the full parser.  A line longer than the transport's READ_LIMIT is recorded and
-        discarded.
-        """
-        partial = b""
-        discarding = False
-        while True:
-            try:
-                chunk = await reader.read(READ_CHUNK)
-            except ConnectionError:
-                chunk = b""
-            if not chunk:
-                break
-            self._chunks_read += 1
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            pending = self._pending
-            for raw in lines:
-                if discarding:
-                    discarding = False
-                    continue
-                words = raw.split(b" ")
-                if len(words) == 6:
-                    entry = pending.get(words[0])
-                    if (
-                        entry is not None
-                        and (template := entry.template) is not None
-                        and words[4] == b"round-trip-time"
-                        and words[5].isdigit()
-                        and words[2] in _ADDRESS_NAMES
-                    ):
-                        kind = words[1]
-                        responder = self._responders.get(words[3])
-                        if responder is None:
-                            responder = self._responder(words[3])
-                        if responder is not None and (
-                            kind == b"reply" or kind == b"ttl-expired"  # noqa: PLR1714
-                        ):
-                            del pending[words[0]]
-                            if not entry.future.done():
-                                success = kind == b"reply"
-                                entry.future.set_result(
-                                    _new_tuple(
-                                        ProbeResult,
-                                        (
-                                            success,
-                                            wire.REPLY if success else wire.TTL_EXPIRED,
-                                            float(words[5]) / 1000.0,
-                                            responder,
-                                            [],
-                                            *template.result_tail,
-                                        ),
-                                    )
-                                )
-                            continue
-                self._dispatch(wire.parse_reply_line(raw))
-            if len(partial) > READ_LIMIT:
-                self._record_message("(over-long line from the helper, discarded)")
-                partial, discarding = b"", True
-        if partial and not discarding:
-            self._dispatch(wire.parse_reply_line(partial))
-
-    def _responder(self, address: bytes) -> str | None:
-        """The responder address of a fast-path reply as text (remembered), or None when
-        it has bytes a numeric address does not (the full parser judges the line)."""
-        if not address or address.translate(None, _ADDRESS_BYTES):
-            return None
-        if len(self._responders) >= RESPONDERS_KEPT:
-            self._responders.clear()
-        text = self._responders[address] = address.decode("ascii")
-        return text
-
-    def _dispatch(self, line: Reply | Garbage) -> None:
-        """Hand a line to the request with its token, or record it as unattributed.
-
-        A probe's future gets its ProbeResult (or the ProtocolError of a malformed
-        reply), a check-support's the Reply itself.
-        """
-        if isinstance(line, Garbage) or line.token == 0:
-            self._record_message(wire.describe_unattributed(line))
-            return
-        token = b"%d" % line.token
-        pending = self._pending.pop(token, None)
-        if pending is not None:
-            if pending.future.done():
-                return
-            template = pending.template
-            if template is None:
-                pending.future.set_result(line)
-                return
-            try:
-                result = wire.make_probe_result(line, template.options, template.target)
-            except ProtocolError as error:
-                pending.future.set_exception(error)
-            else:
-                pending.future.set_result(result)
-            return
-        if token in self._abandoned:
-            self._forget_abandoned(token)
-            self._discarded_replies += 1
-            return
-        self._record_message(f"{line.text} (token not in flight)")
-
-    def _record_message(self, text: str) -> None:
-        """Remember an unattributed helper line (the last MESSAGES_KEPT of them)."""
-        self._message_count += 1
-        self._messages.append((self._message_count, text))
-
-    def _messages_since(self, mark: int) -> list[str]:
-        """Unattributed lines recorded after message number ``mark``."""
-        return [text for number, text in self._messages if number > mark]
-
-    def _fail_outstanding(self, make_error: Callable[[], ProcessError]) -> None:
-        """Fail every waiting request at once and make later calls raise the same error."""
-        if self._failure is None:
-            self._failure = make_error
-        pending, self._pending = self._pending, {}
-        for entry in pending.values():
-            if not entry.future.done():
-                entry.future.set_exception(make_error())
-        for token in list(self._abandoned):
-            self._forget_abandoned(token)
+        self._complete(self._engine.fail(lambda: channel.exit_error(opened)))
 
     # ------------------------------------------------------------------ writing
 
@@ -811,34 +538,29 @@ class Session:
         """Raise StateError unless open, or the stored error if the helper is gone."""
         if self._state != _OPEN:
             raise StateError("session is not open" if self._state == _NEW else "session is closed")
-        if self._failure is not None:
-            raise self._failure()
+        failure = self._engine.failed
+        if failure is not None:
+            raise failure()
 
-    def _submit(self, tail: bytes, deadline: float, template: _ProbeTemplate | None) -> _Pending:
-        """Give a request a token and queue it: written at once when enough are queued
-        and the pipe takes them, else by the writer task (started when needed).
+    def _submit(
+        self, tail: bytes, deadline: float, template: ProbeTemplate | None, holds_slot: bool
+    ) -> Request:
+        """Submit a request to the engine with a future: written at once when enough
+        are queued and the pipe takes them, else at the loop's next turn.
 
         Raises ProtocolError if every token is in use.
         """
-        number = self._next_token
-        token = b"%d" % number
-        if token in self._pending or token in self._abandoned or number > wire.MAX_TOKEN:
-            in_use = _TokensInUse(self._pending, self._abandoned)
-            number, self._next_token = wire.next_free_token(number, in_use)
-            token = b"%d" % number
-        else:
-            self._next_token = number + 1
-        entry = _Pending(
-            token, _Future(loop=self._loop), template, tail, deadline, self._message_count
-        )
-        self._pending[token] = entry
-        outbox = self._outbox
-        outbox.append(entry)
-        if len(outbox) >= EAGER_WRITE and self._may_write_now():
-            self._write_batch()
-        if self._flusher is None and self._outbox:
-            self._flusher = self._loop.create_task(self._flush())
-        return entry
+        engine = self._engine
+        request = engine.submit(tail, deadline, template, holds_slot)
+        request.handle = _Future(loop=self._loop)
+        if engine.queued >= EAGER_WRITE:
+            assert self._channel is not None
+            if self._channel.idle:
+                self._pump()
+        if not self._pump_scheduled and engine.queued:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._scheduled_pump)
+        return request
 
     async def _exchange(self, tail: bytes, deadline: float) -> Reply:
         """Send one request and wait at most ``deadline`` seconds for its Reply.
@@ -847,192 +569,57 @@ class Session:
         ResponseTimeoutError (deadline passed; the token stays reserved).
         """
         self._ensure_usable()
-        entry = self._submit(tail, deadline, None)
+        request = self._submit(tail, deadline, None, False)
         try:
-            reply: Reply = await entry.future
-        except BaseException as error:
-            self._settle(entry, isinstance(error, ResponseTimeoutError))
+            reply: Reply = await request.handle
+        except BaseException:
+            self._engine.give_up(request)
             raise
         return reply
 
-    def _may_write_now(self) -> bool:
-        """True while the transport holds nothing back (the pipe took every byte)."""
-        assert self._transport is not None
-        writer = self._transport.writer
-        return not writer.is_closing() and not writer.transport.get_write_buffer_size()
+    def _scheduled_pump(self) -> None:
+        self._pump_scheduled = False
+        self._pump()
 
-    async def _flush(self) -> None:
-        """Writer task: hand queued requests to the transport in batches, and wait
-        whenever the transport is above its high water.
+    def _pump(self) -> None:
+        """Hand queued requests to the channel while it takes them without holding any
+        back (it calls this again once it drained), and arm the deadline timer."""
+        engine = self._engine
+        channel = self._channel
+        if channel is None or self._state != _OPEN:
+            return
+        while engine.queued and channel.idle:
+            data = engine.take_output(self._loop.time())
+            if data:
+                channel.send(data)
+        self._arm_timer()
 
-        A broken pipe is left for the reader to report (it sees end-of-file and fails
-        every request with the helper's exit status).
-        """
-        assert self._transport is not None
-        writer = self._transport.writer
-        try:
-            while self._outbox and not writer.is_closing():
-                self._write_batch()
-                with contextlib.suppress(ConnectionError):
-                    await writer.drain()
-        finally:
-            self._flusher = None
+    def _arm_timer(self) -> None:
+        """Make sure the deadline timer goes off by the engine's next wakeup."""
+        wakeup = self._engine.next_wakeup()
+        if wakeup is None or (self._timer is not None and self._timer_at <= wakeup):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = wakeup
+        self._timer = self._loop.call_at(wakeup, self._on_timer)
 
-    def _write_batch(self) -> None:
-        """Hand up to WRITE_BATCH queued requests to the transport and start their
-        deadlines.  Requests cancelled (or failed) before their turn are not sent."""
-        assert self._transport is not None
-        batch = self._outbox
-        if len(batch) > WRITE_BATCH:
-            batch, self._outbox = batch[:WRITE_BATCH], batch[WRITE_BATCH:]
+    def _on_timer(self) -> None:
+        """Deadlines passed: fail what the engine says failed, send what it queued."""
+        self._timer = None
+        self._complete(self._engine.due(self._loop.time()))
+        self._pump()
+
+    def _give_up(self, request: Request) -> None:
+        """A probe of :meth:`probe_many` whose result will not be read: its error (if
+        any) counts as retrieved, and the engine keeps its token as needed."""
+        future = request.handle
+        if future.done():
+            if not future.cancelled():
+                future.exception()
         else:
-            self._outbox = []
-        now = self._loop.time()
-        lines = []
-        # requests in a row with the same deadline length share one deadline record
-        runs: list[tuple[float, float, list[bytes]]] = []
-        length = deadline_at = -1.0
-        tokens: list[bytes] = []
-        for entry in batch:
-            if entry.future.done():
-                continue
-            lines.append(entry.token)
-            lines.append(entry.tail)
-            if entry.deadline != length:
-                length = entry.deadline
-                deadline_at = now + length
-                tokens = []
-                runs.append((length, deadline_at, tokens))
-            entry.deadline_at = deadline_at
-            tokens.append(entry.token)
-        if not lines:
-            return
-        self._transport.writer.write(b"".join(lines))
-        for length, deadline_at, tokens in runs:
-            # one first-in-first-out queue per deadline length: appends stay in order
-            queue = self._deadlines.get(length)
-            if queue is None:
-                queue = self._deadlines[length] = collections.deque()
-            queue.append((deadline_at, tokens))
-            if self._deadline_timer is None or deadline_at < self._deadline_timer_at:
-                self._set_deadline_timer(deadline_at)
-
-    def _set_deadline_timer(self, when: float) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_timer_at = when
-        self._deadline_timer = self._loop.call_at(when, self._expire_deadlines)
-
-    def _expire_deadlines(self) -> None:
-        """Fail requests whose deadline passed with ResponseTimeoutError (probes once
-        :meth:`_confirm_overdue` says so); re-arm."""
-        self._deadline_timer = None
-        now = self._loop.time()
-        earliest: float | None = None
-        for length, queue in list(self._deadlines.items()):
-            while queue and queue[0][0] <= now:
-                deadline_at, tokens = queue.popleft()
-                for token in tokens:
-                    entry = self._pending.get(token)
-                    if entry is not None and entry.template is not None:
-                        self._overdue.append((deadline_at, token))
-                    else:
-                        self._expire(token, deadline_at)
-            if not queue:
-                del self._deadlines[length]
-            elif earliest is None or queue[0][0] < earliest:
-                earliest = queue[0][0]
-        if earliest is not None:
-            self._set_deadline_timer(earliest)
-        if self._overdue and self._confirmer is None:
-            self._confirmer = asyncio.create_task(self._confirm_overdue())
-
-    async def _confirm_overdue(self) -> None:
-        """Confirmer task: fail the overdue probes whose reply is still missing once the
-        helper has answered a check-support sent after their deadline, or once nothing
-        at all came from it for ``probe_grace``; an event loop too busy to read replies
-        as they come (100,000 probes in flight on a loaded machine) finds them in the
-        pipe instead of failing them.  Ends quietly when the session ends.
-        """
-        tail = wire.encode_request_tail(wire.CHECK_SUPPORT, [("feature", "version")])
-        try:
-            while self._overdue:
-                overdue, self._overdue = self._overdue, []
-                while True:
-                    chunks = self._chunks_read
-                    try:  # the grace bounds waiting to write the question, too
-                        async with asyncio.timeout(self._probe_grace):
-                            await self._exchange(tail, self._probe_grace)
-                        break
-                    except (TimeoutError, ResponseTimeoutError):
-                        if self._chunks_read == chunks:
-                            break  # silent for a whole grace: the helper is stuck
-                for deadline_at, token in overdue:
-                    self._expire(token, deadline_at)
-        except (ProcessError, StateError):
-            return  # helper gone or session closed: every request failed already
-        finally:
-            self._confirmer = None
-
-    def _expire(self, token: bytes, deadline_at: float) -> None:
-        """Fail the request TOKEN with ResponseTimeoutError, unless it was answered."""
-        entry = self._pending.get(token)
-        if entry is None or entry.deadline_at != deadline_at or entry.future.done():
-            return  # answered (or the token was reused since)
-        what = f"request {(entry.token + entry.tail).decode('ascii').strip()!r}"
-        entry.future.set_exception(
-            ResponseTimeoutError(what, entry.deadline, self._messages_since(entry.message_mark))
-        )
-
-    def _settle(self, entry: _Pending, timed_out: bool) -> None:
-        """After a request ended other than with its reply: free its slot, or keep the
-        token if the helper may still answer.
-
-        A request given up before it was sent is simply dropped.  A cancelled probe keeps
-        its slot until its deadline (the helper still works on it); a timed-out one frees
-        it at once.  Either way the token stays reserved.
-        """
-        token = entry.token
-        holds_slot = entry.template is not None
-        if entry.future.done() and not entry.future.cancelled():
-            entry.future.exception()  # mark retrieved even if the caller went away
-        if self._pending.get(token) is not entry:
-            self._release_slot(holds_slot)
-            return
-        del self._pending[token]
-        entry.future.cancel()
-        if self._state != _OPEN or self._failure is not None or entry.deadline_at is None:
-            self._release_slot(holds_slot)  # helper gone, or never sent
-        elif timed_out or not holds_slot:
-            self._release_slot(holds_slot)
-            self._abandoned[token] = None
-        else:
-            self._abandoned[token] = self._loop.call_at(entry.deadline_at, self._expire_slot, token)
-
-    def _expire_slot(self, token: bytes) -> None:
-        """A given-up probe's deadline passed: free its slot, keep its token reserved."""
-        if self._abandoned.get(token) is not None:
-            self._abandoned[token] = None
-            self._release_slot(True)
-
-    def _forget_abandoned(self, token: bytes) -> None:
-        """Free a given-up probe's token (and its slot if it still holds one)."""
-        handle = self._abandoned.pop(token, None)
-        if handle is not None:
-            handle.cancel()
-            self._release_slot(True)
-
-    def _release_slot(self, holds_slot: bool) -> None:
-        """Give a flow-control slot back: to the first probe waiting for one, if any."""
-        if not holds_slot:
-            return
-        waiters = self._slot_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free_slots += 1
+            future.cancel()
+        self._engine.give_up(request)
 
     async def _wait_for_slot(self) -> None:
         """Wait until a flow-control slot is handed over; on cancellation, pass it on.
@@ -1041,20 +628,19 @@ class Session:
         (the slot is given back first).
         """
         waiter: asyncio.Future[None] = self._loop.create_future()
-        self._slot_waiters.append(waiter)
+        self._engine.wait_for_slot(waiter)
         try:
             await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():
-                self._release_slot(True)  # a slot was handed over just now: pass it on
+                self._engine.release_slot()  # a slot was handed over just now: pass it on
             else:
-                with contextlib.suppress(ValueError):
-                    self._slot_waiters.remove(waiter)
+                self._engine.forget_waiter(waiter)
             raise
         try:
             self._ensure_usable()
         except BaseException:
-            self._release_slot(True)
+            self._engine.release_slot()
             raise
 
     # ------------------------------------------------------------------ features
@@ -1081,17 +667,6 @@ class Session:
     async def check_support(self, feature: str) -> bool:
         """True if the helper answers ``ok`` for ``feature``; raises like feature_value."""
         return await self.feature_value(feature) == "ok"
-
-    def _check_features(self, options: ProbeOptions, ip_version: int) -> None:
-        """Raise FeatureNotSupportedError for the first option the helper lacks."""
-        for feature, option in wire.required_features(options, ip_version):
-            value = self._features.get(feature, "no")
-            if value != "ok":
-                raise FeatureNotSupportedError(feature, value, option)
-
-    @property
-    def _fractional_timeout(self) -> bool:
-        return self._features.get("fractional-timeout") == "ok"
 
     # ------------------------------------------------------------------ probing
 
@@ -1200,48 +775,47 @@ class Session:
         checked = wire.make_probe_options(**options)
         self._ensure_usable()
         plan = await self._plan(hosts, checked)
-        limit = min(concurrency or self._max_in_flight, self._max_in_flight)
+        limit = min(concurrency or self.max_in_flight, self.max_in_flight)
+        engine = self._engine
         results: list[ProbeResult] = []
-        flight: collections.deque[_Pending] = collections.deque()
+        flight: collections.deque[Request] = collections.deque()
         try:
             for template in plan:
-                if self._state != _OPEN or self._failure is not None:
+                if self._state != _OPEN or engine.failed is not None:
                     self._ensure_usable()
-                # a slot: a free one, else our oldest probe's once it is answered
-                while len(flight) >= limit or not self._free_slots or self._slot_waiters:
+                # a slot: a free one, else the next one freed once our oldest is answered
+                while len(flight) >= limit or not engine.try_take_slot():
                     if not flight:
                         await self._wait_for_slot()
                         break
-                    entry = flight[0]
-                    if not entry.future.done():
-                        with contextlib.suppress(Exception):  # _batch_result raises it
-                            await entry.future
+                    future = flight[0].handle
+                    if not future.done():
+                        with contextlib.suppress(Exception):  # raised by _batch_result
+                            await future
                     flight.popleft()
-                    results.append(self._batch_result(entry))
-                else:
-                    self._free_slots -= 1
+                    results.append(self._batch_result(future))
                 try:
-                    flight.append(self._submit(template.tail, template.deadline, template))
+                    flight.append(self._submit(template.tail, template.deadline, template, True))
                 except BaseException:
-                    self._release_slot(True)
+                    engine.release_slot()
                     raise
             while flight:
-                entry = flight[0]
-                if not entry.future.done():
+                future = flight[0].handle
+                if not future.done():
                     with contextlib.suppress(Exception):
-                        await entry.future
+                        await future
                 flight.popleft()
-                results.append(self._batch_result(entry))
+                results.append(self._batch_result(future))
         except BaseException:
-            for entry in flight:
-                self._settle(entry, False)
+            for request in flight:
+                self._give_up(request)
             raise
         return results
 
-    async def _plan(self, hosts: Iterable[str], options: ProbeOptions) -> list[_ProbeTemplate]:
+    async def _plan(self, hosts: Iterable[str], options: ProbeOptions) -> list[ProbeTemplate]:
         """One template per host, each distinct host resolved once; raises like probe()."""
-        templates: dict[str, _ProbeTemplate] = {}
-        plan: list[_ProbeTemplate] = []
+        templates: dict[str, ProbeTemplate] = {}
+        plan: list[ProbeTemplate] = []
         for host in hosts:
             template = templates.get(host)
             if template is None:
@@ -1249,18 +823,12 @@ class Session:
             plan.append(template)
         return plan
 
-    def _batch_result(self, entry: _Pending) -> ProbeResult:
-        """The result of a finished probe of :meth:`probe_many`; frees its slot.
+    def _batch_result(self, future: asyncio.Future[ProbeResult]) -> ProbeResult:
+        """The result of a finished probe of :meth:`probe_many` (out of its flight).
 
-        Raises its error (the probe settled), InvalidProbeError and ProcessError like
-        :meth:`probe`.
+        Raises its error, InvalidProbeError and ProcessError like :meth:`probe`.
         """
-        try:
-            result: ProbeResult = entry.future.result()
-        except BaseException as error:
-            self._settle(entry, isinstance(error, ResponseTimeoutError))
-            raise
-        self._release_slot(True)
+        result = future.result()
         if result.result == wire.INVALID_ARGUMENT:
             raise InvalidProbeError(result.reason)
         if result.result == wire.UNKNOWN_COMMAND:
@@ -1285,61 +853,22 @@ class Session:
         key = tuple(arguments)
         template = self._given_templates.get(key)
         if template is None:
-            template = self._given_template(key)
-            if len(self._given_templates) >= TEMPLATES_KEPT:
-                self._given_templates.clear()
-            self._given_templates[key] = template
+            template = given_template(key, self._probe_grace)
+            self._given_templates.put(key, template)
         return await self._probe_template(template)
 
-    def _given_template(self, arguments: tuple[tuple[str, str], ...]) -> _ProbeTemplate:
-        """The template of a request sent as given; raises like :meth:`probe_arguments`."""
-        tail = wire.encode_request_tail(wire.SEND_PROBE, arguments)
-        target = None
-        seconds = wire.DEFAULT_TIMEOUT
-        for name, value in arguments:
-            if name in _ADDRESS_WORDS:
-                target = value
-            elif name == "timeout":
-                seconds = wire.timeout_argument_seconds(value)
-        result_tail = (target, None, None, None, None, None, None, None, None)
-        return _ProbeTemplate(tail, seconds + self._probe_grace, target, None, result_tail)
-
-    async def _template(self, host: str, options: ProbeOptions) -> _ProbeTemplate:
+    async def _template(self, host: str, options: ProbeOptions) -> ProbeTemplate:
         """The probe's template, from the cache or made now; raises like :meth:`probe`."""
         key = (host, options)
         template = self._templates.get(key)
         if template is None:
-            template = await self._make_template(host, options)
-            if len(self._templates) >= TEMPLATES_KEPT:
-                self._templates.clear()
-            self._templates[key] = template
+            target = await self._resolver.resolve(host, options.ip_version)
+            local = await self._resolve_local(options.local_ip, target)
+            template = probe_template(
+                options, target.address, target.ip_version, local, self._features, self._probe_grace
+            )
+            self._templates.put(key, template)
         return template
-
-    async def _make_template(self, host: str, options: ProbeOptions) -> _ProbeTemplate:
-        """Resolve, check features and encode a probe once; raises like :meth:`probe`."""
-        target = await self._resolver.resolve(host, options.ip_version)
-        local = await self._resolve_local(options.local_ip, target)
-        self._check_features(options, target.ip_version)
-        fractional = self._fractional_timeout
-        arguments = wire.probe_arguments(
-            options, target.address, local, fractional_timeout=fractional
-        )
-        deadline = wire.helper_timeout(options.timeout, fractional) + self._probe_grace
-        tail = wire.encode_request_tail(wire.SEND_PROBE, arguments)
-        ttl = options.ttl if options.ttl is not None else wire.DEFAULT_TTL
-        protocol = options.protocol or wire.DEFAULT_PROTOCOL
-        result_tail = (
-            target.address,
-            ttl,
-            protocol,
-            wire.effective_port(options),
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-        return _ProbeTemplate(tail, deadline, target.address, options, result_tail)
 
     async def _resolve_local(self, local_ip: str | None, target: ResolvedAddress) -> str | None:
         """Resolve the source address in the target's family; raises HostResolveError."""
@@ -1347,34 +876,28 @@ class Session:
             return None
         return (await self._resolver.resolve(local_ip, target.ip_version)).address
 
-    async def _probe_template(self, template: _ProbeTemplate) -> ProbeResult:
+    async def _probe_template(self, template: ProbeTemplate) -> ProbeResult:
         """Wait for a flow-control slot, send the probe and wait for its result.
 
         Raises StateError, HelperExitedError / ProcessError (helper gone),
         ResponseTimeoutError (deadline passed; the token stays reserved), ProtocolError
         (malformed reply).
         """
-        if self._state != _OPEN or self._failure is not None:
+        engine = self._engine
+        if self._state != _OPEN or engine.failed is not None:
             self._ensure_usable()
-        if self._free_slots and not self._slot_waiters:
-            self._free_slots -= 1
-        else:
+        if not engine.try_take_slot():
             await self._wait_for_slot()
         try:
-            entry = self._submit(template.tail, template.deadline, template)
+            request = self._submit(template.tail, template.deadline, template, True)
         except BaseException:
-            self._release_slot(True)
+            engine.release_slot()
             raise
         try:
-            result: ProbeResult = await entry.future
-        except BaseException as error:
-            self._settle(entry, isinstance(error, ResponseTimeoutError))
+            result: ProbeResult = await request.handle
+        except BaseException:
+            engine.give_up(request)
             raise
-        # answered (the reader took it out of the table): the slot goes back
-        if self._slot_waiters:
-            self._release_slot(True)
-        else:
-            self._free_slots += 1
         return result
 
     # ------------------------------------------------------------------ names
@@ -1405,3 +928,11 @@ class Session:
         self._names.clear()
         self._templates.clear()
         self._probe_keys.clear()
+
+
+def _hand_slot(waiter: asyncio.Future[None]) -> bool:
+    """The engine's ``wake``: hand a slot to a waiting probe, unless it gave up."""
+    if waiter.done():
+        return False
+    waiter.set_result(None)
+    return True

@@ -1,34 +1,37 @@
-"""Byte streams to a helper: a child process, or any pair of asyncio streams.
+"""Byte pipes to a helper: :class:`ProcessTransport`, a child process.
 
-The session speaks the protocol over a :class:`Transport` and never touches a process
-itself, so tests can swap in scripted streams, and a helper on another host works through
-any command that carries bytes (``ssh host brokerpkg-helper``).
+The drivers (the asyncio :class:`~brokerpkg.session.Session`, a blocking one on
+``selectors``) speak the protocol over a :class:`Transport` and never touch a process
+themselves, and a helper on another host works through any command that carries bytes
+(``ssh host brokerpkg-helper``).  Nothing here imports asyncio or blocks, but for
+:meth:`Transport.close` (bounded): a driver waits for :meth:`Transport.fileno` to be
+readable and :meth:`Transport.write_fileno` writable and calls the non-blocking
+:meth:`~Transport.read` and :meth:`~Transport.write`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import os
 import re
 import shlex
 import signal
+import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Self
+from typing import NamedTuple, Self
 
 from .errors import HelperExitedError, HelperNotFoundError, ProcessError
 from .protocol import decode_line
 
-READ_LIMIT = 65536
-"""Longest line read from the helper; longer ones are discarded as garbage."""
-
 STDERR_LINES_KEPT = 10
+STDERR_CHUNK = 65536
+STDERR_LINE_LIMIT = 65536
+"""Longest standard-error line kept; longer ones are recorded as ``(over-long line)``."""
 EXIT_WAIT = 2.0
 """Seconds to wait for a helper to exit after it closed its output, or after a kill."""
-
-STREAM_END_WAIT = 2.0
-"""Seconds to wait for a pipe to reach end-of-file after the helper was killed."""
+WAIT_POLL = 0.05
+"""Longest pause between two looks at a child process :meth:`ChildProcess.wait` awaits."""
 
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _SHELL_WORD = re.compile(r"""\s*(?:[^\s'"\\]|\\.|'[^']*'|"(?:[^"\\]|\\.)*")+""")
@@ -103,33 +106,137 @@ def _end_of_words(command: str, words: list[str]) -> int | None:
     return end if shlex.split(command[:end]) == words else None
 
 
-class Transport:
-    """A line stream to a helper: ``reader`` gives reply lines, ``writer`` takes requests.
+class Launch(NamedTuple):
+    """How to start the helper: argv, or a shell command string."""
 
-    ``description`` names the helper in messages.  Subclasses add process handling.
+    argv: tuple[str, ...] | None
+    shell_command: str | None
+    description: str
+
+
+def launch_from_command(command: str | Sequence[str], shell: bool) -> Launch:
+    """Check the command argument and say how to run it.
+
+    Raises TypeError/ValueError for an empty command, a string without shell=True, or a
+    list with shell=True.
     """
+    if isinstance(command, str):
+        if not shell:
+            raise ValueError(
+                "a command string needs shell=True; otherwise pass a list of arguments"
+            )
+        if not command.strip():
+            raise ValueError("command must not be empty")
+        return Launch(None, command, command)
+    if shell:
+        raise ValueError("shell=True needs the command as one string")
+    argv = tuple(command)
+    if not argv or not all(isinstance(word, str) for word in argv):
+        raise TypeError("command must be a non-empty list of str arguments")
+    return Launch(argv, None, shlex.join(argv))
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, description: str
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.description = description
+
+class ChildProcess:
+    """The helper's process, as :attr:`Transport.process` gives it: ``pid``,
+    ``returncode`` (None while it runs), :meth:`kill`, :meth:`send_signal` and the
+    coroutine :meth:`wait`, as asyncio's Process has them."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+
+    def __repr__(self) -> str:
+        return f"<ChildProcess {self.pid} returncode={self.returncode}>"
 
     @property
-    def process(self) -> asyncio.subprocess.Process | None:
+    def pid(self) -> int:
+        """The process id."""
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status (negative: killed by that signal), or None while it runs; reaps."""
+        return self._popen.poll()
+
+    def send_signal(self, number: int) -> None:
+        """Send signal ``number`` unless the process was reaped already; never raises."""
+        if self._popen.poll() is None:
+            with contextlib.suppress(OSError):
+                self._popen.send_signal(number)
+
+    def kill(self) -> None:
+        """SIGKILL the process (not its group); never raises."""
+        self.send_signal(signal.SIGKILL)
+
+    def wait_for(self, timeout: float) -> int | None:
+        """Block at most ``timeout`` seconds for the exit; the status, or None."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self._popen.wait(timeout)
+        return None
+
+    async def wait(self) -> int:
+        """Wait (without blocking the event loop) for the exit; return its status."""
+        import asyncio  # noqa: PLC0415 - only asyncio callers get here, blocking ones never
+
+        delay = 0.001
+        while (returncode := self._popen.poll()) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WAIT_POLL)
+        return returncode
+
+
+class Transport:
+    """Non-blocking pipes to a helper: replies come on :meth:`fileno`, requests go to
+    :meth:`write_fileno`, its standard error (when there is one) on
+    :meth:`stderr_fileno`.  ``description`` names the helper in messages.
+
+    Every method but :meth:`close` returns at once; none raises unless it says so.
+    """
+
+    description: str
+
+    @property
+    def process(self) -> ChildProcess | None:
         """The child process, if this transport has one."""
         return None
 
+    def fileno(self) -> int:
+        """The descriptor the helper's replies are read from."""
+        raise NotImplementedError
+
+    def write_fileno(self) -> int:
+        """The descriptor requests are written to."""
+        raise NotImplementedError
+
+    def stderr_fileno(self) -> int | None:
+        """The descriptor of the helper's standard error, or None (then it is not read)."""
+        return None
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` reply bytes; b"" at end-of-file (or a broken connection).
+
+        Raises BlockingIOError when none are there yet.
+        """
+        raise NotImplementedError
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what the pipe takes now of ``data``; return how many bytes (0 when full).
+
+        Raises OSError (BrokenPipeError) when the helper stopped reading: the reader
+        reports it (it sees end-of-file and the exit status).
+        """
+        raise NotImplementedError
+
+    def read_stderr(self) -> bool:
+        """Read what the helper wrote on standard error (the last lines are kept);
+        False once it ended (or there is none)."""
+        return False
+
     def stderr_lines(self) -> tuple[str, ...]:
-        """The last lines the helper wrote on standard error (none for plain streams)."""
+        """The last lines the helper wrote on standard error (none for plain pipes)."""
         return ()
 
-    async def exit_status(self) -> int | None:
-        """After the reader reached end-of-file: the helper's exit status, if known.
-
-        Never raises; None when there is no process or it did not exit in time.
-        """
+    def exit_status(self) -> int | None:
+        """The helper's exit status once it exited, else (or with no process) None."""
         return None
 
     def exit_error(
@@ -142,33 +249,38 @@ class Transport:
         """
         return HelperExitedError(self.description, returncode, stderr_line)
 
-    async def close(self) -> None:
-        """Close the stream; never raises."""
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(STREAM_END_WAIT):
-                await self.writer.wait_closed()
+    def close(self) -> None:
+        """Stop the helper and close every descriptor; bounded in time, never raises."""
+        raise NotImplementedError
 
 
 class ProcessTransport(Transport):
-    """A helper run as a child process in its own process group.
+    """A helper run as a child process in its own process group, its three pipes
+    non-blocking.
 
-    Standard error is read concurrently (so the helper never blocks on it) and only the
-    last lines are kept.  :meth:`close` kills the whole process group, reaps the child
-    and waits for every pipe to close: no zombie, no open descriptor.
+    Only the last lines of standard error are kept.  :meth:`close` kills the whole
+    process group, reaps the child (waiting at most EXIT_WAIT) and closes every pipe:
+    no zombie, no open descriptor.
     """
 
-    def __init__(self, process: asyncio.subprocess.Process, description: str) -> None:
-        assert process.stdout is not None
-        assert process.stdin is not None
-        assert process.stderr is not None
-        super().__init__(process.stdout, process.stdin, description)
-        self._process = process
+    def __init__(self, popen: subprocess.Popen[bytes], description: str) -> None:
+        assert popen.stdin is not None
+        assert popen.stdout is not None
+        assert popen.stderr is not None
+        self.description = description
+        self._popen = popen
+        self._process = ChildProcess(popen)
+        self._stdin = popen.stdin.fileno()
+        self._stdout = popen.stdout.fileno()
+        self._stderr = popen.stderr.fileno()
+        for descriptor in (self._stdin, self._stdout, self._stderr):
+            os.set_blocking(descriptor, False)
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        self._stderr_task = asyncio.create_task(self._read_stderr(process.stderr))
+        self._stderr_partial = b""
+        self._stderr_open = True
 
     @classmethod
-    async def start(
+    def start(
         cls,
         argv: Sequence[str] | None = None,
         *,
@@ -183,69 +295,98 @@ class ProcessTransport(Transport):
         Raises HelperNotFoundError when the program does not exist and ProcessError
         when it cannot be started (not executable, out of resources).
         """
-        pipe = asyncio.subprocess.PIPE
+        pipe = subprocess.PIPE
         environment = None if env is None else dict(env)
+        if shell_command is not None:
+            command: str | Sequence[str] = exec_in_shell(shell_command)
+        else:
+            assert argv
+            command = list(argv)
         try:
-            if shell_command is not None:
-                process = await asyncio.create_subprocess_shell(
-                    exec_in_shell(shell_command),
-                    stdin=pipe,
-                    stdout=pipe,
-                    stderr=pipe,
-                    env=environment,
-                    start_new_session=True,
-                    limit=READ_LIMIT,
-                )
-            else:
-                assert argv
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=pipe,
-                    stdout=pipe,
-                    stderr=pipe,
-                    env=environment,
-                    start_new_session=True,
-                    limit=READ_LIMIT,
-                )
+            popen = subprocess.Popen(
+                command,
+                shell=shell_command is not None,
+                stdin=pipe,
+                stdout=pipe,
+                stderr=pipe,
+                env=environment,
+                start_new_session=True,
+            )
         except FileNotFoundError as error:
             raise HelperNotFoundError(f"helper {description} does not exist: {error}") from error
         except OSError as error:
             raise ProcessError(f"cannot start helper {description}: {error}") from error
-        return cls(process, description)
+        return cls(popen, description)
 
     @property
-    def process(self) -> asyncio.subprocess.Process:
+    def process(self) -> ChildProcess:
         """The child process."""
         return self._process
+
+    def fileno(self) -> int:
+        """The helper's standard output."""
+        return self._stdout
+
+    def write_fileno(self) -> int:
+        """The helper's standard input."""
+        return self._stdin
+
+    def stderr_fileno(self) -> int | None:
+        """The helper's standard error."""
+        return self._stderr
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the helper's output; raises BlockingIOError."""
+        try:
+            return os.read(self._stdout, size)
+        except (BlockingIOError, InterruptedError):
+            raise BlockingIOError from None
+        except OSError:
+            return b""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write to the helper's input what it takes; raises OSError when it is gone."""
+        try:
+            return os.write(self._stdin, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    def read_stderr(self) -> bool:
+        """Keep the last non-empty stderr lines; False at its end-of-file."""
+        if not self._stderr_open:
+            return False
+        try:
+            chunk = os.read(self._stderr, STDERR_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._stderr_open = False
+            self._keep_stderr_line(self._stderr_partial)
+            self._stderr_partial = b""
+            return False
+        lines = (self._stderr_partial + chunk).split(b"\n")
+        self._stderr_partial = lines.pop()
+        for raw in lines:
+            self._keep_stderr_line(raw)
+        if len(self._stderr_partial) > STDERR_LINE_LIMIT:
+            self._stderr_tail.append("(over-long line)")
+            self._stderr_partial = b""
+        return True
+
+    def _keep_stderr_line(self, raw: bytes) -> None:
+        line = decode_line(raw).strip()
+        if line:
+            self._stderr_tail.append(line)
 
     def stderr_lines(self) -> tuple[str, ...]:
         """The last lines (at most STDERR_LINES_KEPT) the helper wrote on standard error."""
         return tuple(self._stderr_tail)
 
-    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
-        """Keep the last non-empty stderr lines until end-of-file."""
-        while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:
-                self._stderr_tail.append("(over-long line)")
-                continue
-            except ConnectionError:
-                return
-            if not raw:
-                return
-            line = decode_line(raw).strip()
-            if line:
-                self._stderr_tail.append(line)
-
-    async def exit_status(self) -> int | None:
-        """Wait (bounded) for the helper to exit and its stderr to end; return the status."""
-        returncode: int | None = None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(EXIT_WAIT):
-                returncode = await self._process.wait()
-        await asyncio.wait({self._stderr_task}, timeout=STREAM_END_WAIT)
-        return returncode
+    def exit_status(self) -> int | None:
+        """The helper's exit status (it is reaped), or None while it runs."""
+        return self._popen.poll()
 
     def _kill_group(self) -> None:
         """SIGKILL the helper's process group (or the helper alone); never raises.
@@ -254,43 +395,18 @@ class ProcessTransport(Transport):
         left behind keeps the group (and its id) alive until it is gone.
         """
         try:
-            os.killpg(self._process.pid, signal.SIGKILL)
+            os.killpg(self._popen.pid, signal.SIGKILL)
         except OSError:
-            if self._process.returncode is None:
-                with contextlib.suppress(OSError):
-                    self._process.kill()
+            self._process.kill()
 
-    async def close(self) -> None:
-        """Close stdin, kill the process group, reap the child, close every pipe.
+    def close(self) -> None:
+        """Kill the process group, reap the child (at most EXIT_WAIT), close every pipe.
 
-        Bounded in time and never raises.  The session's reader sees end-of-file.
+        Never raises.  A pipe a descendant holds open does not delay it.
         """
-        with contextlib.suppress(Exception):
-            self.writer.close()
         self._kill_group()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(EXIT_WAIT):
-                await self._process.wait()
-        await asyncio.wait({self._stderr_task}, timeout=STREAM_END_WAIT)
-        self._close_pipes()
-        self._stderr_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._stderr_task
-        # a helper that exited before reading its requests broke the pipe: collect that
-        # error, or asyncio (Python 3.11.2, Debian's) prints "Future exception was never
-        # retrieved" and a traceback after the command's one-line message
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(STREAM_END_WAIT):
-                await self.writer.wait_closed()
-
-    def _close_pipes(self) -> None:
-        """Close the subprocess transport and with it every pipe, now.
-
-        asyncio closes it by itself only once every pipe reached end-of-file, which a
-        descendant holding a pipe open can delay forever; it offers no public way to
-        force it, hence the private attribute (a no-op when it is already closed).
-        """
-        transport = getattr(self._process, "_transport", None)
-        if transport is not None:
-            with contextlib.suppress(Exception):
-                transport.close()
+        self._process.wait_for(EXIT_WAIT)
+        for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()

@@ -116,6 +116,17 @@ def test_a_request_given_up_before_it_was_written_is_never_written() -> None:
     assert engine.in_flight == 0 and engine.free_slots == 1
 
 
+def test_a_request_cancelled_before_it_was_written_is_dropped() -> None:
+    engine = Engine(GRACE, wake, cancelled=lambda handle: handle == "cancelled")
+    engine.set_limit(2)
+    dropped, kept = probe(engine), probe(engine)
+    dropped.handle, kept.handle = "cancelled", "waiting"
+    assert engine.take_output(now=0.0) == kept.token + PROBE_TAIL
+    assert engine.in_flight == 1 and engine.free_slots == 1
+    engine.give_up(dropped)  # the driver says so later: nothing more to do
+    assert engine.in_flight == 1 and engine.free_slots == 1
+
+
 def test_a_reply_for_no_request_in_flight_is_recorded() -> None:
     engine = make_engine()
     assert engine.feed(b"77 reply ip-4 127.0.0.1 round-trip-time 5\n") == []

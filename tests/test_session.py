@@ -571,7 +571,7 @@ async def test_cancelled_probe_keeps_its_token_until_the_late_reply(tmp_path: Pa
             await task
         assert session.in_flight == 1
         cancelled_token = int(sent_probes(log)[-1].split()[0])
-        session._next_token = cancelled_token  # white box: force the counter onto it
+        session._engine._next_token = cancelled_token  # white box: force the counter onto it
         other = await session.probe("127.0.0.2")
         assert other.responder == "127.0.0.2"
         tokens = [int(line.split()[0]) for line in sent_probes(log)]

@@ -466,19 +466,20 @@ def test_the_no_privilege_message_says_one_fix_once(unprivileged_copy: Unprivile
 
 
 GONE_AT_ONCE = """
-import asyncio, contextlib, gc, os
+import asyncio, gc, os
+from brokerpkg.channel import PipeChannel
 from brokerpkg.transport import ProcessTransport
 
 async def main():
-    transport = await ProcessTransport.start(["sh", "-c", "read line"], description="sh")
-    transport.writer.write(b"1 check-support feature send-probe\\n")  # sh reads it, exits
-    with contextlib.suppress(ChildProcessError):  # reaped already by asyncio's watcher
-        os.waitid(os.P_PID, transport.process.pid, os.WEXITED | os.WNOWAIT)
-    # the loop has not run since: it takes the pipe for open, and this write fails (EPIPE)
-    transport.writer.write(b"2 check-support feature version\\n")
+    transport = ProcessTransport.start(["sh", "-c", "read line"], description="sh")
+    channel = PipeChannel(transport)
+    channel.send(b"1 check-support feature send-probe\\n")  # sh reads it, exits
+    os.waitid(os.P_PID, transport.process.pid, os.WEXITED | os.WNOWAIT)
+    # the helper is gone: this write fails (EPIPE), and the reader is left to report it
+    channel.send(b"2 check-support feature version\\n")
     await asyncio.sleep(0)
-    await transport.close()
-    del transport
+    await channel.close()
+    del channel, transport
     gc.collect()
     await asyncio.sleep(0)
     print("closed")

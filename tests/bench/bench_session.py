@@ -13,6 +13,14 @@ Session.probe_many (the batch API, 1,000 in flight).  Run as root:
     python3 tests/bench/bench_session.py [--count 20000] [--window 1000] [--rounds 5]
 
 Target (issue 5): ours >= 4x mtrpacket + mtr-packet.
+
+``--before DIR`` (issue 13) compares two trees instead, in one run: DIR holds an older
+brokerpkg (e.g. ``git archive main | tar -x -C /tmp/engine-before``), this tree the
+newer; each round runs Session.probe from WINDOW workers and Session.probe_many with
+each tree (in a child process each, the same helper binary) and the helper's own rate
+through a plain pipe with the same window (bench_helper_pipe.run_windowed), and prints
+every rate as a ratio of the pipe's.  Targets: Session.probe >= 0.9x the pipe,
+probe_many >= 0.95x, neither slower than before.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(ROOT))
+TREE_VARIABLE = "BENCH_SESSION_TREE"
+"""A child run imports brokerpkg from this tree (default: this one)."""
+sys.path.insert(0, os.environ.get(TREE_VARIABLE, str(ROOT)))
 
 import brokerpkg  # noqa: E402
 
@@ -109,18 +119,91 @@ async def run_mtrpacket(count: int, window: int, helper: str | None = None) -> f
         os.environ.pop("MTR_PACKET", None)
 
 
+CHILD_RUNS = {"session": run_brokerpkg, "batch": run_batch}
+
+
+def run_child(tree: Path, kind: str, helper: str, count: int, window: int) -> tuple[float, float]:
+    """Seconds one contender took in a child process importing brokerpkg from ``tree``,
+    and the CPU seconds that child spent meanwhile (less sensitive to other load)."""
+    environment = {**os.environ, TREE_VARIABLE: str(tree)}
+    command = [sys.executable, __file__, "--child", kind, "--helper", helper]
+    done = subprocess.run(
+        [*command, "--count", str(count), "--window", str(window)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall, cpu = done.stdout.split()[-2:]
+    return float(wall), float(cpu)
+
+
+def compare_trees(before: Path, helper: str, count: int, window: int, rounds: int) -> None:
+    """Print the before/after comparison of --before (see the module documentation)."""
+    sys.path.insert(0, str(ROOT / "tests" / "bench"))
+    from bench_helper_pipe import run_all_at_once, run_windowed
+
+    trees = {"before": before, "after": ROOT}
+    runs: dict[str, list[float]] = {"pipe": [], "pipe, all at once": []}
+    cpu: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        runs["pipe"].append(run_windowed([helper], count, window))
+        runs["pipe, all at once"].append(run_all_at_once([helper], count))
+        for label, tree in trees.items():
+            for kind in CHILD_RUNS:
+                took, spent = run_child(tree, kind, helper, count, window)
+                runs.setdefault(f"{kind} {label}", []).append(took)
+                cpu.setdefault(f"{kind} {label}", []).append(spent)
+    pipe = statistics.median(runs["pipe"])
+    at_once = statistics.median(runs["pipe, all at once"])
+    print(f"{count} probes to 127.0.0.1, {window} in flight, {rounds} rounds (median):")
+    print(f"  {'helper pipe, same window':32s} {pipe:7.3f} s  {count / pipe:8.0f} probes/s")
+    print(f"  {'helper pipe, all at once':32s} {at_once:7.3f} s  {count / at_once:8.0f} probes/s")
+    for name, seconds in runs.items():
+        if not name.startswith("pipe"):
+            median = statistics.median(seconds)
+            print(
+                f"  {name:32s} {median:7.3f} s  {count / median:8.0f} probes/s"
+                f"  {pipe / median:.3f}x the pipe's rate ({at_once / median:.3f}x all at once)"
+                f"  (min {min(seconds):.3f} s, max {max(seconds):.3f} s)"
+            )
+    for kind, target in (("session", 0.9), ("batch", 0.95)):
+        old, new = (statistics.median(runs[f"{kind} {label}"]) for label in trees)
+        paired = statistics.median(
+            b / a for a, b in zip(runs[f"{kind} after"], runs[f"{kind} before"], strict=True)
+        )
+        old_cpu, new_cpu = (statistics.median(cpu[f"{kind} {label}"]) for label in trees)
+        print(
+            f"  {kind}: after vs before {old / new:.3f}x (paired by round {paired:.3f}x;"
+            f" CPU {old_cpu:.3f} s -> {new_cpu:.3f} s, {old_cpu / new_cpu:.3f}x)\n"
+            f"    after {pipe / new:.3f}x the pipe"
+            f" ({at_once / new:.3f}x all at once; target >= {target}), before {pipe / old:.3f}x"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--window", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--before", type=Path, help="an older tree to compare with")
+    parser.add_argument("--child", choices=sorted(CHILD_RUNS), help=argparse.SUPPRESS)
+    parser.add_argument("--helper", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    count, window = arguments.count, arguments.window
+    if arguments.child:
+        started = time.process_time()
+        wall = asyncio.run(CHILD_RUNS[arguments.child](arguments.helper, count, window))
+        print(wall, time.process_time() - started)
+        return 0
     if os.geteuid() != 0:
         print("run as root (raw sockets)", file=sys.stderr)
         return 2
     subprocess.run(["make", "-s", "-C", str(ROOT / "helper")], check=True)
     helper = str(ROOT / "helper" / "brokerpkg-helper")
-    count, window = arguments.count, arguments.window
+    if arguments.before is not None:
+        compare_trees(arguments.before, helper, count, window, arguments.rounds)
+        return 0
     contenders: dict[str, Callable[[], Coroutine[Any, Any, float]]] = {
         SESSION: lambda: run_brokerpkg(helper, count, window),
         DROP_IN: lambda: run_brokerpkg_mtrpacket(helper, count, window),
