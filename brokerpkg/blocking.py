@@ -1,10 +1,12 @@
 """A blocking session with the helper: :class:`BlockingSession`, for scripts and the
 command line's one-shot subcommands, with no event loop and no thread.
 
-The helper runs as a child process (its own process group) with non-blocking pipes;
-one :mod:`selectors` loop moves bytes between them and the sans-I/O
+The helper runs as a child process (its own process group) behind a
+:class:`~brokerpkg.transport.ProcessTransport` (non-blocking pipes); one
+:mod:`selectors` loop moves bytes between it and the sans-I/O
 :class:`~brokerpkg.engine.Engine`, which keeps the tokens, slots, deadlines and the
-reply reader exactly as the asyncio :class:`~brokerpkg.session.Session` has them.  The
+reply reader exactly as the asyncio :class:`~brokerpkg.session.Session` has them, and
+probes are encoded by the same :func:`~brokerpkg.templates.probe_template`.  The
 caller starts probes (:meth:`BlockingSession.start`) and collects whatever finished
 (:meth:`BlockingSession.wait`); :meth:`BlockingSession.probe` does both for one probe.
 
@@ -16,12 +18,8 @@ engine), and :meth:`BlockingSession.close` kills and reaps the helper.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import os
 import selectors
-import signal
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -31,9 +29,7 @@ from . import protocol as wire
 from .addresses import canonical, resolve_now
 from .engine import Engine, ProbeTemplate, Request
 from .errors import (
-    FeatureNotSupportedError,
     HelperExitedError,
-    HelperNotFoundError,
     HelperPrivilegeError,
     InvalidProbeError,
     ProcessError,
@@ -42,16 +38,15 @@ from .errors import (
     looks_like_privilege_failure,
 )
 from .locate import HelperLocation, locate_helper, privilege_fix
-from .protocol import ProbeOptions, ProbeResult, decode_line
+from .protocol import ProbeOptions, ProbeResult
+from .templates import probe_template
+from .transport import EXIT_WAIT, ProcessTransport
 
 DEFAULT_PROBE_GRACE = 2.0
 DEFAULT_OPEN_TIMEOUT = 10.0
 DEFAULT_MAX_IN_FLIGHT = 1024
 """In-flight limit when the helper does not say (as :class:`~brokerpkg.session.Session`)."""
 READ_CHUNK = 65536
-EXIT_WAIT = 2.0
-"""Seconds to wait for the helper to exit once its output ended or it was killed."""
-STDERR_LINES_KEPT = 10
 
 
 class BlockingSession:
@@ -82,14 +77,12 @@ class BlockingSession:
         self._max_in_flight_argument = max_in_flight
         self._engine = Engine(probe_grace)
         self._location: HelperLocation | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._transport: ProcessTransport | None = None
         self._selector = selectors.DefaultSelector()
-        # the helper's pipes (file descriptors) once it runs
+        # the transport's descriptors once the helper runs (-1: none)
         self._stdin = self._stdout = self._stderr = -1
         self._output = bytearray()
         self._watching_stdin = False
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        self._stderr_partial = b""
         self._finished: list[Request] = []
         self._features: dict[str, str] = {}
         self._templates: dict[tuple[str, ProbeOptions], ProbeTemplate] = {}
@@ -158,31 +151,15 @@ class BlockingSession:
         """Run the helper with non-blocking pipes; raises HelperNotFoundError, ProcessError."""
         if self._command is None:
             self._location = locate_helper(self._helper)
-        try:
-            process = subprocess.Popen(
-                self._command or [self.description],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                bufsize=0,
-            )
-        except FileNotFoundError as error:
-            raise HelperNotFoundError(
-                f"helper {self.description} does not exist: {error}"
-            ) from error
-        except OSError as error:
-            raise ProcessError(f"cannot start helper {self.description}: {error}") from error
-        self._process = process
-        assert process.stdin is not None
-        assert process.stdout is not None
-        assert process.stderr is not None
-        self._stdin, self._stdout = process.stdin.fileno(), process.stdout.fileno()
-        self._stderr = process.stderr.fileno()
-        for fd in (self._stdin, self._stdout, self._stderr):
-            os.set_blocking(fd, False)
+        self._transport = transport = ProcessTransport.start(
+            self._command or [self.description], description=self.description
+        )
+        self._stdin, self._stdout = transport.write_fileno(), transport.fileno()
         self._selector.register(self._stdout, selectors.EVENT_READ)
-        self._selector.register(self._stderr, selectors.EVENT_READ)
+        stderr = transport.stderr_fileno()
+        if stderr is not None:
+            self._stderr = stderr
+            self._selector.register(stderr, selectors.EVENT_READ)
 
     def _query_features(self) -> None:
         """Ask every feature of wire.FEATURES at once; require send-probe."""
@@ -235,19 +212,8 @@ class BlockingSession:
         self._state = "closed"
         description = self.description
         self._engine.fail(lambda: ProcessError(f"session with helper {description} was closed"))
-        process = self._process
-        if process is not None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(EXIT_WAIT)
-            for stream in (process.stdin, process.stdout, process.stderr):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+        if self._transport is not None:
+            self._transport.close()
         self._selector.close()
 
     # ------------------------------------------------------------------ the loop
@@ -296,10 +262,9 @@ class BlockingSession:
 
     def _write(self) -> None:
         """Write buffered requests; watch stdin while some are left."""
+        assert self._transport is not None
         try:
-            written = os.write(self._stdin, self._output)
-        except BlockingIOError:
-            written = 0
+            written = self._transport.write(self._output)
         except OSError:  # the helper is gone: its output's end says how
             self._output.clear()
             written = 0
@@ -312,49 +277,37 @@ class BlockingSession:
 
     def _ready(self, fd: int) -> None:
         """One pipe is ready: write requests, read replies or the helper's stderr."""
+        transport = self._transport
+        assert transport is not None
         if fd == self._stdin:
             self._write()
-            return
-        try:
-            data = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if fd == self._stderr:
-            self._read_stderr(data)
-        elif data:
-            self._finished += self._engine.feed(data)
+        elif fd == self._stderr:
+            if not transport.read_stderr():
+                self._selector.unregister(fd)  # its end
         else:
-            self._helper_gone()
-
-    def _read_stderr(self, data: bytes) -> None:
-        """Keep the helper's last stderr lines; at end-of-file stop watching it."""
-        if not data:
-            self._selector.unregister(self._stderr)
-            data = b"\n"
-        lines = (self._stderr_partial + data).split(b"\n")
-        self._stderr_partial = lines.pop()[-READ_CHUNK:]
-        for raw in lines:
-            line = decode_line(raw).strip()
-            if line:
-                self._stderr_tail.append(line)
+            try:
+                data = transport.read(READ_CHUNK)
+            except BlockingIOError:
+                return
+            if data:
+                self._finished += self._engine.feed(data)
+            else:
+                self._helper_gone()
 
     def _helper_gone(self) -> None:
         """The helper's output ended: fail everything with its exit status and last
-        stderr line."""
-        process = self._process
-        assert process is not None
+        stderr line (both waited for, at most EXIT_WAIT)."""
+        transport = self._transport
+        assert transport is not None
         self._selector.unregister(self._stdout)
         self._finished += self._engine.feed_eof()
-        returncode: int | None = None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            returncode = process.wait(EXIT_WAIT)
+        returncode = transport.process.wait_for(EXIT_WAIT)
         self._drain_stderr()
-        last = self._stderr_tail[-1] if self._stderr_tail else None
-        description = self.description
+        lines = transport.stderr_lines()
+        last = lines[-1] if lines else None
+        opened = bool(self._features)
         self._finished += self._engine.fail(
-            lambda: HelperExitedError(description, returncode, last)
+            lambda: transport.exit_error(returncode, last, opened=opened)
         )
 
     def _drain_stderr(self) -> None:
@@ -382,32 +335,13 @@ class BlockingSession:
         local = None
         if options.local_ip is not None:
             local = resolve_now(options.local_ip, target.ip_version).address
-        for feature, option in wire.required_features(options, target.ip_version):
-            value = self._features.get(feature, "no")
-            if value != "ok":
-                raise FeatureNotSupportedError(feature, value, option)
-        fractional = self._features.get("fractional-timeout") == "ok"
-        arguments = wire.probe_arguments(
-            options, target.address, local, fractional_timeout=fractional
-        )
-        deadline = wire.helper_timeout(options.timeout, fractional) + self._engine.probe_grace
-        result_tail = (
-            target.address,
-            options.ttl if options.ttl is not None else wire.DEFAULT_TTL,
-            options.protocol or wire.DEFAULT_PROTOCOL,
-            wire.effective_port(options),
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-        made = ProbeTemplate(
-            wire.encode_request_tail(wire.SEND_PROBE, arguments),
-            deadline,
-            target.address,
+        made = probe_template(
             options,
-            result_tail,
+            target.address,
+            target.ip_version,
+            local,
+            self._features,
+            self._engine.probe_grace,
         )
         self._templates[key] = made
         return made
