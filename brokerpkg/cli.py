@@ -42,6 +42,7 @@ from .cli_args import (
     build_parser,
     parse_arguments,
     split_target,
+    subcommand_of,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parse_arguments(build_parser(), words)
+        args = parse_arguments(build_parser(subcommand_of(words)), words)
     except UsageError as error:
         sys.stderr.write(error.usage)
         print(error, file=sys.stderr)

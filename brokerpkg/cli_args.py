@@ -311,28 +311,18 @@ def _common_parent() -> _Parser:
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = _Parser(
-        prog="brokerpkg",
-        description="Network probes (ping, traceroute, mtr) via brokerpkg-helper.",
-        epilog="See brokerpkg(1) for every option, output layout and exit status.",
-    )
-    parser.add_argument("--version", action="version", version=f"brokerpkg {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _common_parent()
-
-    probe = commands.add_parser("probe", parents=[common], help="send one probe")
-    probe.add_argument("target", metavar="HOST")
-    probe.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
-    probe.add_argument(
+def _probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """``brokerpkg probe``'s own arguments."""
+    parser.add_argument("target", metavar="HOST")
+    parser.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
+    parser.add_argument(
         "-W",
         "--timeout",
         type=_seconds(0, MAX_TIMEOUT),
         metavar="SECONDS",
         help="wait this long for the answer (default 10)",
     )
-    probe.add_argument(
+    parser.add_argument(
         "-s",
         "--psize",
         "--size",
@@ -341,56 +331,56 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="whole packet size, IP header included (default 64)",
     )
-    probe.add_argument(
+    parser.add_argument(
         "--details",
         action="store_true",
         help="ask for reply details (reply TTL, ICMP type and code, size)",
     )
 
-    ping_parser = commands.add_parser(
-        "ping", parents=[common], help="ping one host (iputils ping's output)"
-    )
-    ping_parser.add_argument("target", metavar="HOST")
-    _add_ping_options(ping_parser, count=None)
-    ping_parser.add_argument(
+
+def _ping_arguments(parser: argparse.ArgumentParser) -> None:
+    """``brokerpkg ping``'s own arguments."""
+    parser.add_argument("target", metavar="HOST")
+    _add_ping_options(parser, count=None)
+    parser.add_argument(
         "-n",
         "--numeric",
         action="store_true",
         help="numeric addresses only: no reverse DNS of the addresses that answer",
     )
 
-    many = commands.add_parser(
-        "multiping", parents=[common], help="ping many hosts (fping's output)"
-    )
-    many.add_argument("targets", metavar="HOST", nargs="*")
-    many.add_argument(
+
+def _multiping_arguments(parser: argparse.ArgumentParser) -> None:
+    """``brokerpkg multiping``'s own arguments."""
+    parser.add_argument("targets", metavar="HOST", nargs="*")
+    parser.add_argument(
         "-f",
         "--file",
         metavar="FILE",
         help="read targets from FILE, one per line (- for standard input)",
     )
-    many.add_argument(
+    parser.add_argument(
         "--concurrency",
         type=_integer(1),
         default=50,
         metavar="N",
         help="ping at most N hosts at once (default 50)",
     )
-    _add_ping_options(many, count=1)
+    _add_ping_options(parser, count=1)
 
-    trace = commands.add_parser(
-        "trace", parents=[common], help="trace the path (traceroute's output)"
-    )
-    trace.add_argument("target", metavar="HOST")
-    _add_path_options(trace, timeout=None)
-    trace.add_argument(
+
+def _trace_arguments(parser: argparse.ArgumentParser) -> None:
+    """``brokerpkg trace``'s own arguments."""
+    parser.add_argument("target", metavar="HOST")
+    _add_path_options(parser, timeout=None)
+    parser.add_argument(
         "-q",
         "--queries",
         type=_integer(1, QUERIES_MAX),
         metavar="N",
         help=f"probes per hop (default {DEFAULT_QUERIES})",
     )
-    trace.add_argument(
+    parser.add_argument(
         "-w",
         "--wait",
         type=_wait,
@@ -399,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answer from the same hop, NEAR times one from a later hop (traceroute's -w; "
         "default 5,3,10; -w MAX alone turns HERE and NEAR off)",
     )
-    trace.add_argument(
+    parser.add_argument(
         "--retries",
         type=_integer(0, RETRIES_MAX),
         default=RETRIES,
@@ -407,13 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"probe a silent hop again up to N times, at 0.25, 0.75, 1.75 s ... "
         f"(default {RETRIES})",
     )
+    _add_trace_flow_options(parser)
 
-    mtr = commands.add_parser(
-        "mtr", parents=[common], help="monitor the path (mtr's report, JSON, CSV, live view)"
-    )
-    mtr.add_argument("target", metavar="HOST")
-    _add_path_options(mtr, timeout=MTR_TIMEOUT)
-    mtr.add_argument(
+
+def _mtr_arguments(parser: argparse.ArgumentParser) -> None:
+    """``brokerpkg mtr``'s own arguments."""
+    parser.add_argument("target", metavar="HOST")
+    _add_path_options(parser, timeout=MTR_TIMEOUT)
+    parser.add_argument(
         "-c",
         "--report-cycles",
         dest="count",
@@ -421,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COUNT",
         help="cycles to run (default: 10 for reports, endless live)",
     )
-    mtr.add_argument(
+    parser.add_argument(
         "-i",
         "--interval",
         type=_seconds(positive=True),
@@ -429,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between cycles (default 1)",
     )
-    mtr.add_argument(
+    parser.add_argument(
         "-G",
         "--gracetime",
         type=_seconds(),
@@ -437,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"wait for late answers after the last cycle (default {MTR_GRACE:g})",
     )
-    mtr.add_argument(
+    parser.add_argument(
         "-U",
         "--max-unknown",
         type=_integer(1),
@@ -445,49 +436,101 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"unknown hops in a row before giving up (default {MTR_MAX_UNKNOWN})",
     )
-    mtr.add_argument(
+    parser.add_argument(
         "--retries",
         type=_integer(0, RETRIES_MAX),
         default=RETRIES,
         metavar="N",
         help=f"probe a silent hop of the first cycle again up to N times (default {RETRIES})",
     )
-    mtr.add_argument("-b", "--show-ips", action="store_true", help="show addresses beside names")
-    mtr.add_argument("-r", "--report", action="store_true", help="report mode")
-    mtr.add_argument(
+    parser.add_argument("-b", "--show-ips", action="store_true", help="show addresses beside names")
+    parser.add_argument("-r", "--report", action="store_true", help="report mode")
+    parser.add_argument(
         "-w",
         "--report-wide",
         dest="wide",
         action="store_true",
         help="wide report (names are not cut)",
     )
-    mtr.add_argument("-C", "--csv", action="store_true", help="print CSV")
-    _add_flow_options(trace, mtr)
+    parser.add_argument("-C", "--csv", action="store_true", help="print CSV")
+    _add_mtr_flow_options(parser)
 
-    doctor = commands.add_parser(
-        "doctor", help="which helper, its privileges and features, and how to fix what is missing"
-    )
-    doctor.add_argument("--helper", metavar="PATH", help="check this helper")
-    doctor.add_argument("-j", "--json", action="store_true", help="print JSON")
 
-    setup = commands.add_parser(
-        "setup", help="as root: install a privileged helper on PATH for every user (brokerpkg(1))"
-    )
-    setup.add_argument(
+def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``brokerpkg doctor``'s own arguments."""
+    parser.add_argument("--helper", metavar="PATH", help="check this helper")
+    parser.add_argument("-j", "--json", action="store_true", help="print JSON")
+
+
+def _setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """``brokerpkg setup``'s own arguments."""
+    parser.add_argument(
         "--dest", metavar="DIR", default=SETUP_DEST, help=f"install into DIR (default {SETUP_DEST})"
     )
-    setup.add_argument(
+    parser.add_argument(
         "--setuid", action="store_true", help="setuid root instead of the file capability"
     )
-    setup.add_argument("--remove", action="store_true", help="undo what setup did")
-    setup.add_argument(
+    parser.add_argument("--remove", action="store_true", help="undo what setup did")
+    parser.add_argument(
         "--helper", metavar="PATH", help="install this helper (default: the package's own)"
     )
+
+
+SUBCOMMANDS: dict[str, tuple[str, bool, Callable[[argparse.ArgumentParser], None]]] = {
+    "probe": ("send one probe", True, _probe_arguments),
+    "ping": ("ping one host (iputils ping's output)", True, _ping_arguments),
+    "multiping": ("ping many hosts (fping's output)", True, _multiping_arguments),
+    "trace": ("trace the path (traceroute's output)", True, _trace_arguments),
+    "mtr": ("monitor the path (mtr's report, JSON, CSV, live view)", True, _mtr_arguments),
+    "doctor": (
+        "which helper, its privileges and features, and how to fix what is missing",
+        False,
+        _doctor_arguments,
+    ),
+    "setup": (
+        "as root: install a privileged helper on PATH for every user (brokerpkg(1))",
+        False,
+        _setup_arguments,
+    ),
+}
+"""Subcommand -> (its help line, whether it takes the common probe options, what adds
+its own arguments), in the order ``--help`` lists them (``exporter`` comes last, from
+:mod:`brokerpkg.cli_exporter`)."""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand.  With ``only`` (a subcommand's name, or
+    "" for none) just that subcommand gets its arguments and the others their name and
+    help line alone: enough to parse a command line of that subcommand (or ``--help``),
+    and a trace does not pay for declaring mtr's flags.  :func:`subcommand_of` says
+    which one a command line names."""
+    parser = _Parser(
+        prog="brokerpkg",
+        description="Network probes (ping, traceroute, mtr) via brokerpkg-helper.",
+        epilog="See brokerpkg(1) for every option, output layout and exit status.",
+    )
+    parser.add_argument("--version", action="version", version=f"brokerpkg {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common: _Parser | None = None
+    for name, (help_text, shared, add_arguments) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            commands.add_parser(name, help=help_text)
+            continue
+        if shared and common is None:
+            common = _common_parent()
+        parents = [common] if shared and common is not None else []
+        add_arguments(commands.add_parser(name, parents=parents, help=help_text))
 
     from .cli_exporter import add_exporter_parser
 
     add_exporter_parser(commands)
     return parser
+
+
+def subcommand_of(words: Sequence[str]) -> str:
+    """The subcommand a command line names (its first word that is one, as
+    :func:`parse_arguments` takes it), or "" when it names none."""
+    return next((word for word in words if word in SUBCOMMANDS or word == "exporter"), "")
 
 
 TOP_LEVEL_OPTIONS = frozenset({"-h", "--help", "--version"})
@@ -688,9 +731,8 @@ def _rate(text: str) -> float:
     return value
 
 
-def _add_flow_options(trace: argparse.ArgumentParser, mtr: argparse.ArgumentParser) -> None:
-    """trace's --paris, --flow and --multipath (with the MDA's options), mtr's --paris
-    and --flows."""
+def _add_trace_flow_options(trace: argparse.ArgumentParser) -> None:
+    """trace's --paris, --flow and --multipath (with the MDA's options)."""
     trace.add_argument(
         "--paris", action="store_true", help="one flow for every probe (a Paris traceroute)"
     )
@@ -742,6 +784,10 @@ def _add_flow_options(trace: argparse.ArgumentParser, mtr: argparse.ArgumentPars
         metavar="SECONDS",
         help="--multipath: stop after this long, with a partial result (default 60)",
     )
+
+
+def _add_mtr_flow_options(mtr: argparse.ArgumentParser) -> None:
+    """mtr's --paris and --flows."""
     mtr.add_argument(
         "--paris", action="store_true", help="one flow for every probe: one router per row"
     )
