@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,6 +197,36 @@ except SystemExit as exit:
         "brokerpkg.cli_exporter",  # registers its subcommand: argparse only
     }
     assert "asyncio" not in loaded
+
+
+def test_a_parser_of_one_subcommand_parses_and_helps_as_the_full_one() -> None:
+    from brokerpkg import cli_args
+
+    full = cli_args.build_parser()
+    assert cli_args.build_parser("").format_help() == full.format_help()
+    words = {
+        "probe": ["probe", "-t", "3", "-j", "::1"],
+        "ping": ["ping", "-c", "2", "-W-1", "h"],
+        "multiping": ["multiping", "--concurrency", "3", "a", "b"],
+        "trace": ["trace", "-n", "--paris", "-w", "2,1,3", "h:80"],
+        "mtr": ["mtr", "--flows", "4", "-c", "1", "h"],
+        "doctor": ["doctor", "-j"],
+        "setup": ["setup", "--remove"],
+        "exporter": ["exporter", "-i", "1", "h"],
+    }
+    for name, line in words.items():
+        one = cli_args.build_parser(cli_args.subcommand_of(line))
+        assert one.format_help() == full.format_help()
+        assert cli_args._subcommands(one)[name].format_help() == (
+            cli_args._subcommands(full)[name].format_help()
+        )
+        try:
+            expected = vars(cli_args.parse_arguments(full, line))
+        except cli_args.UsageError as error:
+            with pytest.raises(cli_args.UsageError, match=re.escape(str(error))):
+                cli_args.parse_arguments(one, line)
+        else:
+            assert vars(cli_args.parse_arguments(one, line)) == expected
 
 
 ASYNC_TOOLS = {
