@@ -12,7 +12,8 @@ On top of a session (or opening their own), async-first: :func:`ping`,
 (:mod:`brokerpkg.mtr`), multipath traces :func:`multipath_trace` (:mod:`brokerpkg.multipath`
 over the pure MDA engine of :mod:`brokerpkg.mda`), pure statistics in
 :mod:`brokerpkg.stats`, the traces' waiting and retry rules in :mod:`brokerpkg.waiting`
-(:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.  What they share lives
+(:class:`Wait`), and blocking versions in :mod:`brokerpkg.sync` (probe, ping, multiping
+and traceroute on :mod:`brokerpkg.blocking`, without asyncio).  What they share lives
 in :mod:`brokerpkg.answers` (what the network said: :class:`Answer`),
 :mod:`brokerpkg.options` (their probe options, declared once) and :mod:`brokerpkg.tasks`
 (sessions, name resolution, task groups, progress events).
