@@ -13,7 +13,8 @@ On top of a session (or opening their own), async-first: :func:`ping`,
 (:mod:`brokerpkg.mtr`), multipath traces :func:`multipath_trace` (:mod:`brokerpkg.multipath`
 over the pure MDA engine of :mod:`brokerpkg.mda`), pure statistics in
 :mod:`brokerpkg.stats`, the traces' waiting and retry rules in :mod:`brokerpkg.waiting`
-(:class:`Wait`), and blocking wrappers in :mod:`brokerpkg.sync`.  What they share lives
+(:class:`Wait`), and blocking versions in :mod:`brokerpkg.sync` (probe, ping, multiping
+and traceroute on :mod:`brokerpkg.blocking`, without asyncio).  What they share lives
 in :mod:`brokerpkg.answers` (what the network said: :class:`Answer`),
 :mod:`brokerpkg.options` (their probe options, declared once) and :mod:`brokerpkg.tasks`
 (sessions, name resolution, task groups, progress events).
@@ -61,12 +62,12 @@ if TYPE_CHECKING:
     from .mtr import FlowsReport, HopStats, MonitorReport, ResponderStats, monitor, monitor_flows
     from .mtrpacket_compat import DnsCacheType, MtrPacket, ProbeResult
     from .multipath import MultipathResult, multipath_trace
-    from .ping import PingResult, multiping, multiping_iter, ping
+    from .ping import multiping, multiping_iter, ping
     from .protocol import Mpls
     from .resolve import NameResolver
+    from .results import Hop, PingResult, ProgressEvent, Responder, TraceResult
     from .session import Session
-    from .tasks import ProgressEvent
-    from .trace import Hop, Responder, TraceResult, traceroute
+    from .trace import traceroute
     from .waiting import Wait
 
 __all__ = [
@@ -152,20 +153,23 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("MultipathResult", "multipath_trace"), "multipath"),
     "Answer": "answers",
-    **dict.fromkeys(("PingResult", "multiping", "multiping_iter", "ping"), "ping"),
-    "ProgressEvent": "tasks",
+    **dict.fromkeys(("multiping", "multiping_iter", "ping"), "ping"),
+    **dict.fromkeys(("Hop", "PingResult", "ProgressEvent", "Responder", "TraceResult"), "results"),
     **dict.fromkeys(("DnsCacheType", "MtrPacket", "ProbeResult"), "mtrpacket_compat"),
     "Mpls": "protocol",
     "NameResolver": "resolve",
     "Session": "session",
-    **dict.fromkeys(("Hop", "Responder", "TraceResult", "traceroute"), "trace"),
+    "traceroute": "trace",
     "Wait": "waiting",
 }
 """Public name -> the submodule that defines it (imported on first use)."""
 
 _SUBMODULES = frozenset(
     {
+        "addresses",
         "answers",
+        "blocking",
+        "engine",
         "errors",
         "icmplib",
         "locate",
@@ -177,6 +181,7 @@ _SUBMODULES = frozenset(
         "protocol",
         "remote",
         "resolve",
+        "results",
         "session",
         "ssh",
         "stats",

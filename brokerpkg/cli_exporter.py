@@ -8,14 +8,11 @@ PyYAML): without it the command says how to install it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
-import logging
-import signal
 import sys
 from typing import Any
 
-from .errors import HELPER_NAME
+from .defaults import HELPER_NAME
 
 EXIT_ERROR = 2
 EXTRA_HINT = "python3 -m pip install 'brokerpkg[exporter]'"
@@ -185,6 +182,10 @@ async def run_exporter(args: argparse.Namespace) -> int:
         from . import exporter_config as config
     except ImportError as error:
         return _fail_without_extra(error)
+    import asyncio
+    import logging
+    import signal
+
     from .errors import ProcessError
     from .session import Session
 

@@ -11,7 +11,6 @@ stays silent when its stream is not a terminal.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -96,6 +95,8 @@ async def run_screen(
     Quitting cancels the iteration of ``frames`` (an async generator is closed, so its
     own clean-up runs).  Raises what iterating ``frames`` raises.
     """
+    import asyncio  # here: multiping's progress line comes from this module too
+
     loop = asyncio.get_running_loop()
     quit_event = asyncio.Event()
     latest: list[T] = []

@@ -23,10 +23,12 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from . import defaults
+
 if TYPE_CHECKING:
     from .protocol import ProbeResult
 
-HELPER_NAME = "brokerpkg-helper"
+HELPER_NAME = defaults.HELPER_NAME
 
 
 class StateError(Exception):

@@ -28,10 +28,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from . import defaults
 from .defaults import HELPER_MODE_CAPABILITY, SETUP_GROUP, STATE_DIR, STATE_DIR_MODE
 from .errors import HELPER_NAME, HelperNotFoundError
 
-ENVIRONMENT_VARIABLE = "BROKERPKG_HELPER"
+ENVIRONMENT_VARIABLE = defaults.ENVIRONMENT_VARIABLE
 CAPABILITY_XATTR = "security.capability"
 CAP_NET_RAW = 13
 

@@ -24,7 +24,7 @@ keyword argument.  Also here: the checks of the functions' other arguments
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
@@ -38,7 +38,9 @@ __all__ = [
     "ProbeSettings",
     "TraceOptions",
     "check_int",
+    "check_ping",
     "check_seconds",
+    "host_list",
     "paris_flow",
     "probe_settings",
     "refuse_unknown_options",
@@ -253,3 +255,30 @@ def _check_no_payload(size: object, payload_size: object, bit_pattern: object) -
     ):
         if value is not None:
             raise ValueError(f"{option} does not apply to tcp probes (a SYN has no payload)")
+
+
+# ----------------------------------------------------------------------------- calls
+
+
+def check_ping(count: object, interval: object, timeout: object) -> tuple[int, float]:
+    """Check count (>= 1), interval and timeout; return count and interval."""
+    check_seconds("timeout", timeout)
+    return check_int("count", count, 1), check_seconds("interval", interval)
+
+
+def host_list(hosts: Iterable[str]) -> list[str]:
+    """The hosts of multiping as a list.
+
+    Raises TypeError for one str (or bytes) instead of a collection of them, and for a
+    host that is not a str.
+    """
+    if isinstance(hosts, str | bytes | bytearray):
+        raise TypeError(
+            f"hosts must be a collection of host names, not one {type(hosts).__name__} "
+            f"({hosts!r}); for one host use ping() or [{hosts!r}]"
+        )
+    names = list(hosts)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"hosts must be str, got {type(name).__name__} {name!r}")
+    return names

@@ -36,11 +36,10 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Self, Unpack
+from typing import Any, Unpack
 
-from . import stats
 from .answers import Answer, classify, probe_to_dict, raise_for_probe
+from .defaults import DEFAULT_CONCURRENCY
 from .errors import (
     DestinationUnreachable,
     NetworkError,
@@ -48,18 +47,18 @@ from .errors import (
     ProbeSendError,
     TimeExceeded,
 )
-from .options import PingOptions, check_int, check_seconds, probe_settings, refuse_unknown_options
-from .protocol import ProbeResult
-from .session import Session
-from .tasks import (
-    ProgressCallback,
-    ProgressCounter,
-    ProgressEvent,
-    TaskGroup,
-    resolve_address,
-    resolve_addresses,
-    session_scope,
+from .options import (
+    PingOptions,
+    check_int,
+    check_ping,
+    host_list,
+    probe_settings,
+    refuse_unknown_options,
 )
+from .protocol import ProbeResult
+from .results import PingResult, ProgressCallback, ProgressCounter, ProgressEvent
+from .session import Session
+from .tasks import TaskGroup, resolve_address, resolve_addresses, session_scope
 
 __all__ = [
     "Answer",
@@ -79,143 +78,7 @@ __all__ = [
     "raise_for_probe",
 ]
 
-DEFAULT_CONCURRENCY = 50
-
-
 # ----------------------------------------------------------------------------- ping
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class PingResult(stats.ProbeCounts):
-    """The result of pinging one host: the raw probe results and statistics computed
-    from them (:mod:`brokerpkg.stats`; times in milliseconds).
-
-    ``host`` is the host as given, ``address`` the numeric address probed, ``probes``
-    one ProbeResult per probe in sequence order.  Statistics follow icmplib's
-    definitions (``packet_loss`` a fraction, ``jitter`` the mean absolute difference of
-    consecutive round-trip times), unrounded, and are None where undefined (icmplib
-    gives 0.0): min/avg/max without any reply, stdev and jitter with fewer than two.
-    ``stdev_rtt`` is the sample standard deviation (n - 1, mtr's StDev), ``mdev_rtt``
-    the population one (iputils ping's mdev).  Its repr sums the probes up (counts and
-    times) instead of listing them.
-    """
-
-    host: str
-    address: str
-    probes: tuple[ProbeResult, ...]
-
-    def __repr__(self) -> str:
-        """``PingResult(host='localhost', address='127.0.0.1', sent=4, received=4,
-        packet_loss=0.0, min_rtt=0.031, avg_rtt=0.035, max_rtt=0.04)``."""
-        times = ", ".join(
-            f"{name}={value!r}"
-            for name, value in (
-                ("min_rtt", self.min_rtt),
-                ("avg_rtt", self.avg_rtt),
-                ("max_rtt", self.max_rtt),
-            )
-        )
-        return (
-            f"PingResult(host={self.host!r}, address={self.address!r}, sent={self.sent}, "
-            f"received={self.received}, packet_loss={self.packet_loss!r}, {times})"
-        )
-
-    @property
-    def sent(self) -> int:
-        """Probes sent."""
-        return len(self.probes)
-
-    @property
-    def received(self) -> int:
-        """Probes the destination answered."""
-        return sum(1 for probe in self.probes if probe.success)
-
-    @property
-    def rtts(self) -> list[float]:
-        """Round-trip times (ms) of the answered probes, in sequence order."""
-        return [
-            probe.time_ms for probe in self.probes if probe.success and probe.time_ms is not None
-        ]
-
-    @property
-    def stdev_rtt(self) -> float | None:
-        """Sample standard deviation of the round-trip times (ms), as mtr's StDev."""
-        return stats.stdev(self.rtts)
-
-    @property
-    def mdev_rtt(self) -> float | None:
-        """Population standard deviation (ms), as iputils ping's mdev."""
-        return stats.pstdev(self.rtts)
-
-    @property
-    def jitter(self) -> float | None:
-        """Mean absolute difference of consecutive round-trip times (ms), icmplib's."""
-        return stats.jitter(self.rtts)
-
-    @property
-    def is_alive(self) -> bool:
-        """True if the destination answered at least once."""
-        return self.received > 0
-
-    @property
-    def answers(self) -> list[Answer]:
-        """What the network said to each probe, in sequence order."""
-        return [classify(probe) for probe in self.probes]
-
-    def raise_for_status(self) -> Self:
-        """Return self if the destination answered and no probe met an error; raise
-        otherwise.
-
-        Raises DestinationUnreachable or TimeExceeded for the first probe that got that
-        answer, else NoReplyError when nothing answered.
-        """
-        for probe in self.probes:
-            if classify(probe) in (Answer.UNREACHABLE, Answer.TIME_EXCEEDED):
-                raise_for_probe(probe, self.host)
-        if not self.is_alive:
-            raise NoReplyError(
-                f"no reply from {self._name()} to {self.sent} probe{'' if self.sent == 1 else 's'}",
-                host=self.host,
-            )
-        return self
-
-    def _name(self) -> str:
-        return self.address if self.host == self.address else f"{self.host} ({self.address})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as a JSON-ready dict: counts, statistics, rtts and each probe."""
-        return {
-            "host": self.host,
-            "address": self.address,
-            "sent": self.sent,
-            "received": self.received,
-            "packet_loss": self.packet_loss,
-            "min_rtt": self.min_rtt,
-            "avg_rtt": self.avg_rtt,
-            "max_rtt": self.max_rtt,
-            "stdev_rtt": self.stdev_rtt,
-            "mdev_rtt": self.mdev_rtt,
-            "jitter": self.jitter,
-            "is_alive": self.is_alive,
-            "rtts": self.rtts,
-            "probes": [probe_to_dict(probe) for probe in self.probes],
-        }
-
-    def __str__(self) -> str:
-        line = (
-            f"{self._name()}: {self.sent} sent, {self.received} received, "
-            f"{self.packet_loss * 100:g}% loss"
-        )
-        if self.is_alive:
-            values = [self.min_rtt, self.avg_rtt, self.max_rtt, self.stdev_rtt]
-            line += (
-                ", rtt min/avg/max/stdev "
-                + "/".join("-" if value is None else f"{value:.3f}" for value in values)
-                + " ms"
-            )
-        if self.jitter is not None:
-            line += f", jitter {self.jitter:.3f} ms"
-        return line
 
 
 async def _ping_address(
@@ -249,12 +112,6 @@ async def _ping_address(
     return PingResult(host, address, probes)
 
 
-def _check_ping(count: object, interval: object, timeout: object) -> tuple[int, float]:
-    """Check count (>= 1), interval and timeout; return count and interval."""
-    check_seconds("timeout", timeout)
-    return check_int("count", count, 1), check_seconds("interval", interval)
-
-
 async def ping(
     host: str,
     count: int = 4,
@@ -286,7 +143,7 @@ async def ping(
     FeatureNotSupportedError); the remaining probes are then cancelled.
     """
     refuse_unknown_options("ping", options, PingOptions.__optional_keys__)
-    count, interval = _check_ping(count, interval, timeout)
+    count, interval = check_ping(count, interval, timeout)
     settings = probe_settings(timeout=timeout, **options)
     async with session_scope(session, helper) as open_session:
         address = await resolve_address(open_session, host, options.get("family"))
@@ -301,24 +158,6 @@ async def ping(
         )
 
 
-def _host_list(hosts: Iterable[str]) -> list[str]:
-    """The hosts of multiping as a list.
-
-    Raises TypeError for one str (or bytes) instead of a collection of them, and for a
-    host that is not a str.
-    """
-    if isinstance(hosts, str | bytes | bytearray):
-        raise TypeError(
-            f"hosts must be a collection of host names, not one {type(hosts).__name__} "
-            f"({hosts!r}); for one host use ping() or [{hosts!r}]"
-        )
-    names = list(hosts)
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"hosts must be str, got {type(name).__name__} {name!r}")
-    return names
-
-
 async def _multiping_indexed(
     hosts: Iterable[str],
     count: int,
@@ -331,8 +170,8 @@ async def _multiping_indexed(
     options: PingOptions,
 ) -> AsyncGenerator[tuple[int, PingResult], None]:
     """Ping every host; yield (input index, result) as each completes."""
-    names = _host_list(hosts)
-    count, interval = _check_ping(count, interval, timeout)
+    names = host_list(hosts)
+    count, interval = check_ping(count, interval, timeout)
     concurrency = check_int("concurrency", concurrency, 1)
     settings = probe_settings(timeout=timeout, **options)
     if not names:
@@ -389,7 +228,7 @@ async def multiping(
     pings still running.
     """
     refuse_unknown_options("multiping", options, PingOptions.__optional_keys__)
-    names = _host_list(hosts)
+    names = host_list(hosts)
     results: list[PingResult | None] = [None] * len(names)
     stream = _multiping_indexed(
         names, count, interval, timeout, concurrency, session, helper, progress, options

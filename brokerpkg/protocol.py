@@ -20,26 +20,26 @@ import re
 from collections.abc import Container, Sequence
 from typing import NamedTuple
 
+from . import defaults
 from .errors import ProtocolError
+
+# the limits the command line's parser shows too, kept with it (importing nothing)
+IFNAMSIZ = defaults.IFNAMSIZ
+MAX_FLOW = defaults.MAX_FLOW
+MAX_REQUEST_LENGTH = defaults.MAX_REQUEST_LENGTH
+MAX_TIMEOUT = defaults.MAX_TIMEOUT
+PROTOCOLS = defaults.PROTOCOLS
 
 MAX_TOKEN = 2147483647
 """Largest request token the helper accepts (tokens are 1..MAX_TOKEN; 0 is the helper's)."""
 
-MAX_REQUEST_LENGTH = 4095
-"""Longest request line, newline excluded; longer ones are answered command-buffer-overflow."""
-
-PROTOCOLS = ("icmp", "udp", "tcp", "sctp")
 DEFAULT_PROTOCOL = "icmp"
 DEFAULT_TTL = 255
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONNECTED_PORT = 80
 """Destination port the helper uses for tcp and sctp when none is given."""
 
-MAX_TIMEOUT = 3600
 MAX_TIMEOUT_DECIMALS = 6
-MAX_FLOW = 65535
-"""Largest flow number of the ``flow`` extension (flows are 0..MAX_FLOW)."""
-IFNAMSIZ = 16
 
 # Reply words (mtr-packet 0.95 words; see man/brokerpkg-helper.8, REPLIES).
 REPLY = "reply"

@@ -11,55 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ipaddress
 import math
 import socket
-from collections.abc import Sequence
-from typing import Any, NamedTuple
 
+from .addresses import (
+    DEFAULT_NAME_TIMEOUT,
+    FAMILIES,
+    ResolvedAddress,
+    check_numeric_family,
+    check_request,
+    first_of_family,
+    lookup_failure,
+    numeric_address,
+)
 from .errors import HostResolveError
 
-_FAMILIES = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
-_VERSIONS: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 6}
-
-
-class ResolvedAddress(NamedTuple):
-    """A numeric address and its IP version (4 or 6)."""
-
-    address: str
-    ip_version: int
-
-
-@functools.lru_cache(maxsize=65536)
-def numeric_address(host: str) -> ResolvedAddress | None:
-    """Return ``host`` as a ResolvedAddress if it is a numeric IP address, else None.
-
-    Cached: the same targets are probed again and again."""
-    try:
-        parsed = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return ResolvedAddress(host, parsed.version)
-
-
-def _check_request(host: object, ip_version: object) -> None:
-    """Raise TypeError/ValueError for a non-str host or an ip_version other than 4/6/None."""
-    if not isinstance(host, str):
-        raise TypeError(f"host must be a str, got {type(host).__name__} {host!r}")
-    if ip_version is not None and (type(ip_version) is not int or ip_version not in (4, 6)):
-        raise ValueError(f"ip_version must be 4, 6 or None, got {ip_version!r}")
-
-
-def _first_of_family(
-    infos: Sequence[tuple[int, int, int, str, tuple[Any, ...]]], ip_version: int | None
-) -> ResolvedAddress | None:
-    """The first getaddrinfo result of the wanted version (any version for None)."""
-    for family, _type, _proto, _name, sockaddr in infos:
-        version = _VERSIONS.get(family)
-        if version is not None and ip_version in (None, version):
-            return ResolvedAddress(str(sockaddr[0]), version)
-    return None
+__all__ = ["DEFAULT_NAME_TIMEOUT", "NameResolver", "ResolvedAddress", "Resolver"]
 
 
 class Resolver:
@@ -80,47 +47,31 @@ class Resolver:
         HostResolveError when the name does not resolve or has no address of the family
         (a numeric address of the other family included).
         """
-        _check_request(host, ip_version)
+        check_request(host, ip_version)
         numeric = numeric_address(host)
         if numeric is not None:
-            return self._check_numeric_family(host, numeric, ip_version)
+            return check_numeric_family(host, numeric, ip_version)
         key = (host, ip_version)
         if key not in self._cache:
             self._cache[key] = await self._lookup(host, ip_version)
         return self._cache[key]
 
-    @staticmethod
-    def _check_numeric_family(
-        host: str, numeric: ResolvedAddress, ip_version: int | None
-    ) -> ResolvedAddress:
-        """Return ``numeric`` if its family fits; raises HostResolveError otherwise."""
-        if ip_version is not None and numeric.ip_version != ip_version:
-            raise HostResolveError(
-                f"{host!r} is an IPv{numeric.ip_version} address, not IPv{ip_version}"
-            )
-        return numeric
-
     async def _lookup(self, host: str, ip_version: int | None) -> ResolvedAddress:
         """Ask getaddrinfo (a subclass asks elsewhere: brokerpkg.remote.RemoteResolver);
         raises HostResolveError on failure or no address of the family."""
-        family_text = "" if ip_version is None else f" to an IPv{ip_version} address"
         if not host:
             raise HostResolveError("cannot resolve an empty host name")
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(
-                host, None, family=_FAMILIES[ip_version], type=socket.SOCK_DGRAM
+                host, None, family=FAMILIES[ip_version], type=socket.SOCK_DGRAM
             )
         except (OSError, UnicodeError) as error:
-            raise HostResolveError(f"unable to resolve {host!r}{family_text}: {error}") from error
-        found = _first_of_family(infos, ip_version)
+            raise lookup_failure(host, ip_version, error) from error
+        found = first_of_family(infos, ip_version)
         if found is None:
-            raise HostResolveError(f"unable to resolve {host!r}{family_text}: no such address")
+            raise lookup_failure(host, ip_version, "no such address")
         return found
-
-
-DEFAULT_NAME_TIMEOUT = 2.0
-"""Seconds a reverse name lookup may take before the address is taken as nameless."""
 
 
 class NameResolver:

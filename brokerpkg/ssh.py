@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from . import defaults
 from .errors import (
     HELPER_NAME,
     HelperExitedError,
@@ -26,11 +27,8 @@ from .errors import (
 )
 from .locate import capability_fix
 
-SSH_ENVIRONMENT_VARIABLE = "BROKERPKG_SSH"
-DEFAULT_SSH = ("ssh", "-T", "-o", "BatchMode=yes")
-"""The ssh command when neither an argument nor BROKERPKG_SSH names one: no terminal
-(the helper's protocol is a byte stream), never a password prompt."""
-
+SSH_ENVIRONMENT_VARIABLE = defaults.SSH_ENVIRONMENT_VARIABLE
+DEFAULT_SSH = defaults.DEFAULT_SSH
 SSH_FAILURE = 255
 """ssh's exit status for its own errors (unreachable, authentication refused, the
 connection lost); any other status is the remote command's."""

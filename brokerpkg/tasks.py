@@ -13,12 +13,10 @@ import asyncio
 import collections
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Generic, Self, TypeVar
 
-from .answers import probe_to_dict
-from .protocol import ProbeResult
+from .results import ProgressCallback, ProgressCounter, ProgressEvent
 from .session import Session
 
 __all__ = [
@@ -32,57 +30,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-# ----------------------------------------------------------------------------- progress
-
-
-@dataclass(frozen=True, slots=True)
-class ProgressEvent:
-    """One probe finished (passed to the ``progress`` callback of ping, multiping and
-    traceroute, in the order probes finish).
-
-    ``host`` is the host as given; ``sequence`` the probe's number (ping: its sequence
-    number from 0; traceroute: its number within its hop); ``done`` counts the probes
-    finished so far in this call (all hosts for multiping) and ``total`` those the call
-    plans to send (for traceroute an upper bound: probes beyond the destination are
-    abandoned; it grows when a silent hop gets further tries).
-    """
-
-    host: str
-    sequence: int
-    result: ProbeResult
-    done: int
-    total: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """The event as a JSON-ready dict."""
-        return {
-            "host": self.host,
-            "sequence": self.sequence,
-            "result": probe_to_dict(self.result),
-            "done": self.done,
-            "total": self.total,
-        }
-
-
-ProgressCallback = Callable[[ProgressEvent], object]
-"""Called synchronously in the event loop; an exception it raises fails the call."""
-
-
-class ProgressCounter:
-    """Counts finished probes and reports them to an optional callback."""
-
-    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
-        self.callback = callback
-        self.total = total
-        self.done = 0
-
-    def report(self, host: str, sequence: int, result: ProbeResult) -> None:
-        """Count one probe and call the callback (its exceptions propagate)."""
-        self.done += 1
-        if self.callback is not None:
-            self.callback(ProgressEvent(host, sequence, result, self.done, self.total))
 
 
 # ----------------------------------------------------------------------------- sessions

@@ -40,39 +40,43 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Self, Unpack
+from typing import Any, Unpack
 
 from . import protocol as wire
-from . import stats
-from .answers import Answer, classify, probe_to_dict, raise_for_probe
-from .errors import NoReplyError, TimeExceeded
+from .answers import Answer, classify
 from .options import (
     TraceOptions,
-    check_int,
-    check_seconds,
     paris_flow,
     probe_settings,
     refuse_unknown_options,
 )
-from .protocol import Mpls, ProbeResult
+from .protocol import ProbeResult
 from .resolve import NameResolver
+from .results import (
+    TERMINAL_ANSWERS,
+    Hop,
+    ProgressCallback,
+    ProgressCounter,
+    Responder,
+    TraceResult,
+    TtlResults,
+    TtlSlots,
+    make_hop,
+)
 from .session import Session
-from .tasks import ProgressCallback, ProgressCounter, TaskGroup, resolve_address, session_scope
-from .waiting import DEFAULT_RETRIES, TracePlan, Try, Wait, check_retries
+from .tasks import TaskGroup, resolve_address, session_scope
+from .waiting import DEFAULT_RETRIES, TracePlan, Try, Wait, check_retries, check_ttls, check_wait
 
 __all__ = [
+    "TERMINAL_ANSWERS",
     "Hop",
     "NameResolver",
     "Responder",
     "TraceResult",
+    "make_hop",
     "names_for",
     "traceroute",
 ]
-
-TERMINAL_ANSWERS = (Answer.REPLY, Answer.UNREACHABLE)
-"""Answers after which a larger TTL cannot get further along the path."""
-
 
 # ----------------------------------------------------------------------------- names
 
@@ -89,293 +93,7 @@ async def lookup_names(resolver: NameResolver, addresses: Iterable[str]) -> dict
     return dict(zip(unique, names, strict=True))
 
 
-# ----------------------------------------------------------------------------- results
-
-
-def _format_ms(value: float | None) -> str:
-    return "*" if value is None else f"{value:.3f} ms"
-
-
-@dataclass(frozen=True, slots=True)
-class Responder:
-    """One address that answered probes of a hop.
-
-    ``rtts`` are its round-trip times (ms) in probe order, ``mpls`` the label stack of
-    the first of its answers that quoted one (RFC 4950; empty without), ``answers`` the
-    kinds of answer it gave (first seen first), ``name`` its reverse DNS name when
-    looked up and found.
-    """
-
-    address: str
-    rtts: tuple[float, ...]
-    mpls: tuple[Mpls, ...] = ()
-    answers: tuple[Answer, ...] = ()
-    name: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "address": self.address,
-            "name": self.name,
-            "rtts": list(self.rtts),
-            "mpls": [entry._asdict() for entry in self.mpls],
-            "answers": [str(answer) for answer in self.answers],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Hop(stats.ProbeCounts):
-    """The probes of one TTL and who answered them.
-
-    ``probes`` holds one ProbeResult per probe position (``probes_per_hop`` of them), in
-    probe order: the first answer any try at that position got, else no reply (as the
-    hop line shows them).  ``retries`` holds the results of the other probes sent for
-    the TTL (further tries of a silent hop, see :mod:`brokerpkg.waiting`): those that
-    stayed unanswered and late answers of a position already filled.  ``responders``
-    maps each address that answered any of them to its :class:`Responder`, in the
-    order they first appear.  The counts and statistics cover every probe sent.
-    """
-
-    ttl: int
-    probes: tuple[ProbeResult, ...]
-    responders: Mapping[str, Responder] = field(default_factory=dict)
-    retries: tuple[ProbeResult, ...] = ()
-
-    @property
-    def is_silent(self) -> bool:
-        """True if no probe of this hop was answered."""
-        return not self.responders
-
-    @property
-    def address(self) -> str | None:
-        """The first address that answered (None when silent)."""
-        return next(iter(self.responders), None)
-
-    @property
-    def name(self) -> str | None:
-        """The reverse name of :attr:`address`, if looked up and found."""
-        address = self.address
-        return None if address is None else self.responders[address].name
-
-    @property
-    def rtts(self) -> list[float]:
-        """Round-trip times (ms) of the answered probes: :attr:`probes` in probe order,
-        then :attr:`retries`."""
-        return [
-            probe.time_ms
-            for probe in (*self.probes, *self.retries)
-            if probe.time_ms is not None and probe.responder is not None
-        ]
-
-    @property
-    def sent(self) -> int:
-        """Probes sent for this TTL, further tries included."""
-        return len(self.probes) + len(self.retries)
-
-    @property
-    def received(self) -> int:
-        """Probes answered (by anyone), further tries included."""
-        return sum(1 for probe in (*self.probes, *self.retries) if probe.responder is not None)
-
-    @property
-    def reached(self) -> bool:
-        """True if the destination itself answered a probe of this hop."""
-        return any(probe.success for probe in self.probes)
-
-    @property
-    def unreachable(self) -> bool:
-        """True if a probe of this hop got "destination unreachable"."""
-        return any(classify(probe) is Answer.UNREACHABLE for probe in self.probes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: the hop, its responders and every probe."""
-        return {
-            "ttl": self.ttl,
-            "is_silent": self.is_silent,
-            "reached": self.reached,
-            "sent": self.sent,
-            "received": self.received,
-            "packet_loss": self.packet_loss,
-            "min_rtt": self.min_rtt,
-            "avg_rtt": self.avg_rtt,
-            "max_rtt": self.max_rtt,
-            "responders": [responder.to_dict() for responder in self.responders.values()],
-            "probes": [probe_to_dict(probe) for probe in self.probes],
-            "retries": [probe_to_dict(probe) for probe in self.retries],
-        }
-
-    def __str__(self) -> str:
-        """A traceroute line: ``  3  name (address)  0.512 ms  0.498 ms  *``."""
-        if self.is_silent:
-            return f"{self.ttl:3d}  " + "  ".join("*" for _ in self.probes)
-        parts: list[str] = []
-        shown: str | None = None
-        for probe in self.probes:
-            if probe.responder is not None and probe.responder != shown:
-                shown = probe.responder
-                responder = self.responders[shown]
-                label = f"{responder.name} ({shown})" if responder.name else shown
-                if responder.mpls:
-                    label += (
-                        " [MPLS "
-                        + ", ".join(
-                            f"label {entry.label} TTL {entry.ttl}" for entry in responder.mpls
-                        )
-                        + "]"
-                    )
-                parts.append(label)
-            marker = " !H" if classify(probe) is Answer.UNREACHABLE else ""
-            parts.append(_format_ms(probe.time_ms if probe.responder else None) + marker)
-        return f"{self.ttl:3d}  " + "  ".join(parts)
-
-
-def make_hop(
-    ttl: int,
-    probes: Sequence[ProbeResult],
-    names: Mapping[str, str | None] | None = None,
-    retries: Sequence[ProbeResult] = (),
-) -> Hop:
-    """Build the Hop for ``probes`` (and ``retries``, see :class:`Hop`) of one TTL:
-    group answers by responder address.
-
-    Raises like :func:`~brokerpkg.answers.classify` for a result of a probe never sent.
-    """
-    rtts: dict[str, list[float]] = {}
-    mpls: dict[str, tuple[Mpls, ...]] = {}
-    answers: dict[str, list[Answer]] = {}
-    for probe in (*probes, *retries):
-        answer = classify(probe)
-        if probe.responder is None:
-            continue
-        address = probe.responder
-        rtts.setdefault(address, [])
-        if probe.time_ms is not None:
-            rtts[address].append(probe.time_ms)
-        if probe.mpls and not mpls.get(address):
-            mpls[address] = tuple(probe.mpls)
-        kinds = answers.setdefault(address, [])
-        if answer not in kinds:
-            kinds.append(answer)
-    known = names or {}
-    responders = {
-        address: Responder(
-            address,
-            tuple(times),
-            mpls.get(address, ()),
-            tuple(answers[address]),
-            known.get(address),
-        )
-        for address, times in rtts.items()
-    }
-    return Hop(ttl, tuple(probes), responders, tuple(retries))
-
-
-@dataclass(frozen=True, slots=True)
-class TraceResult:
-    """The path to ``destination`` (the numeric address traced; ``host`` as given).
-
-    ``hops`` run from ``first_ttl`` to the hop that reached the destination (or answered
-    "destination unreachable"), or to ``max_ttl`` when no hop did.
-    """
-
-    host: str
-    destination: str
-    hops: tuple[Hop, ...]
-    first_ttl: int
-    max_ttl: int
-    protocol: str
-    flow: int | None = None
-    """The flow of every probe of a Paris trace; None for a classic trace."""
-
-    @property
-    def reached(self) -> bool:
-        """True if the destination answered."""
-        return bool(self.hops) and self.hops[-1].reached
-
-    @property
-    def distance(self) -> int | None:
-        """The destination's TTL distance, when reached."""
-        return self.hops[-1].ttl if self.reached else None
-
-    def hop(self, ttl: int) -> Hop:
-        """The hop at ``ttl``; raises KeyError when the trace has none."""
-        for hop in self.hops:
-            if hop.ttl == ttl:
-                return hop
-        raise KeyError(f"no hop at TTL {ttl}")
-
-    def raise_for_status(self) -> Self:
-        """Return self if the destination was reached; raise otherwise.
-
-        Raises DestinationUnreachable when the path ended with that answer,
-        TimeExceeded when the hop at ``max_ttl`` still answered time exceeded, and
-        NoReplyError when the last hops stayed silent.
-        """
-        if self.reached:
-            return self
-        last = self.hops[-1]
-        for probe in last.probes:
-            if classify(probe) is not Answer.NO_REPLY:
-                if classify(probe) is Answer.TIME_EXCEEDED:
-                    raise TimeExceeded(
-                        f"{self.host} was not reached within {self.max_ttl} hops "
-                        f"(TTL {self.max_ttl} expired at {probe.responder})",
-                        host=self.host,
-                        result=probe,
-                    )
-                raise_for_probe(probe, self.host)
-        answered = [hop.ttl for hop in self.hops if not hop.is_silent]
-        after = f"after TTL {answered[-1]}" if answered else "at any TTL"
-        raise NoReplyError(
-            f"{self.host} was not reached: no answer {after} up to {self.max_ttl}",
-            host=self.host,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of the whole trace."""
-        return {
-            "host": self.host,
-            "destination": self.destination,
-            "protocol": self.protocol,
-            "first_ttl": self.first_ttl,
-            "max_ttl": self.max_ttl,
-            "flow": self.flow,
-            "reached": self.reached,
-            "distance": self.distance,
-            "hops": [hop.to_dict() for hop in self.hops],
-        }
-
-    def __str__(self) -> str:
-        name = (
-            self.destination
-            if self.host == self.destination
-            else (f"{self.host} ({self.destination})")
-        )
-        paris = "" if self.flow is None else f", flow {self.flow}"
-        lines = [f"traceroute to {name}, {self.max_ttl} hops max, {self.protocol}{paris}"]
-        lines.extend(str(hop) for hop in self.hops)
-        return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- traceroute
-
-
-def _check_ttls(first_ttl: object, max_ttl: object, probes_per_hop: object) -> None:
-    """Check the TTL range and probes per hop; raises TypeError/ValueError."""
-    first = check_int("first_ttl", first_ttl, 1, 255)
-    check_int("max_ttl", max_ttl, first, 255)
-    check_int("probes_per_hop", probes_per_hop, 1, 1000)
-
-
-def _check_wait(wait: object, timeout: object) -> Wait:
-    """The Wait for ``wait`` or ``timeout`` (MAX alone, as traceroute's ``-w N``), the
-    default when neither is given; raises TypeError/ValueError (both given, bad
-    values)."""
-    if timeout is not None:
-        if wait is not None:
-            raise ValueError("give wait or timeout, not both")
-        return Wait.of(check_seconds("timeout", timeout, positive=True))
-    return Wait() if wait is None else Wait.of(wait)
 
 
 async def traceroute(
@@ -430,9 +148,9 @@ async def traceroute(
     Network answers are results: see :meth:`TraceResult.raise_for_status`.
     """
     refuse_unknown_options("traceroute", options, TraceOptions.__optional_keys__)
-    _check_ttls(first_ttl, max_ttl, probes_per_hop)
+    check_ttls(first_ttl, max_ttl, probes_per_hop)
     flow = paris_flow(paris, flow)
-    patience = _check_wait(wait, timeout)
+    patience = check_wait(wait, timeout)
     plan = TracePlan(first_ttl, max_ttl, probes_per_hop, patience, check_retries(retries))
     settings = probe_settings(timeout=patience.max, flow=flow, **options)
     if name_resolver is not None and not isinstance(name_resolver, NameResolver):
@@ -476,39 +194,6 @@ async def traceroute(
     return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
 
 
-class _Slots:
-    """The results of one TTL: one per probe position (the first answer any try there
-    got, else no reply), and the other tries' results."""
-
-    __slots__ = ("probes", "retries")
-
-    def __init__(self, size: int) -> None:
-        self.probes: list[ProbeResult | None] = [None] * size
-        self.retries: list[ProbeResult] = []
-
-    def record(self, slot: int, result: ProbeResult) -> None:
-        """Put a try's result at its position, or among the retries."""
-        current = self.probes[slot]
-        if current is None:
-            self.probes[slot] = result
-        elif current.responder is None and result.responder is not None:
-            self.retries.append(current)
-            self.probes[slot] = result
-        else:
-            self.retries.append(result)
-
-    def done(self) -> _TtlResults:
-        """The settled TTL's results; every position has one."""
-        probes = [result for result in self.probes if result is not None]
-        assert len(probes) == len(self.probes), "a probe at or below the end of the path was lost"
-        return _TtlResults(probes, self.retries)
-
-
-class _TtlResults(NamedTuple):
-    probes: list[ProbeResult]
-    retries: list[ProbeResult]
-
-
 async def _trace_probes(
     session: Session,
     host: str,
@@ -517,7 +202,7 @@ async def _trace_probes(
     arguments: Mapping[str, Any],
     given_up: Callable[[int], ProbeResult],
     progress: ProgressCounter,
-) -> dict[int, _TtlResults]:
+) -> dict[int, TtlResults]:
     """Send the probes ``plan`` asks for, give them up when it says; return the results
     of the TTLs up to the end of the path (all of them when it was not found).
 
@@ -525,7 +210,7 @@ async def _trace_probes(
     own would read at its timeout.
     """
     loop = asyncio.get_running_loop()
-    slots = {ttl: _Slots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)}
+    slots = {ttl: TtlSlots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)}
     running: dict[Try, asyncio.Task[None]] = {}
 
     def cancel(probes: Iterable[Try]) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from .defaults import MTR_MAX_UNKNOWN, RETRIES, RETRIES_MAX
+from .options import check_int, check_seconds
 
 __all__ = [
     "AHEAD",
@@ -386,3 +387,24 @@ class TracePlan:
         if done is None or done >= len(self.offsets):
             return None
         return self._first_sent[ttl] + self.offsets[done]
+
+
+# ----------------------------------------------------------------------------- a trace's arguments
+
+
+def check_ttls(first_ttl: object, max_ttl: object, probes_per_hop: object) -> None:
+    """Check the TTL range and probes per hop; raises TypeError/ValueError."""
+    first = check_int("first_ttl", first_ttl, 1, 255)
+    check_int("max_ttl", max_ttl, first, 255)
+    check_int("probes_per_hop", probes_per_hop, 1, 1000)
+
+
+def check_wait(wait: object, timeout: object) -> Wait:
+    """The Wait for ``wait`` or ``timeout`` (MAX alone, as traceroute's ``-w N``), the
+    default when neither is given; raises TypeError/ValueError (both given, bad
+    values)."""
+    if timeout is not None:
+        if wait is not None:
+            raise ValueError("give wait or timeout, not both")
+        return Wait.of(check_seconds("timeout", timeout, positive=True))
+    return Wait() if wait is None else Wait.of(wait)

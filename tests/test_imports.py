@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -203,21 +204,92 @@ def test_importing_the_command_loads_no_tool() -> None:
     assert not loaded & (TOOLS | EXTRAS)
 
 
-def test_the_trace_command_loads_neither_the_monitor_nor_the_other_subcommands(
-    helper_path: str,
-) -> None:
-    code = """
+@pytest.mark.parametrize("words", [["--help"], ["trace", "--help"], ["mtr", "--help"]])
+def test_help_loads_only_the_parser(words: list[str]) -> None:
+    # brokerpkg --help within 1.5x of python3 -c pass (tests/bench/bench_startup.py):
+    # argparse and the parser's constants, nothing that probes
+    code = f"""
 from brokerpkg import cli
-status = cli.main(["trace", "-n", "-q", "1", "127.0.0.1"])
+try:
+    cli.main({words!r})
+except SystemExit as exit:
+    assert exit.code == 0, exit.code
+"""
+    loaded = new_modules(code)
+    assert {name for name in loaded if name.startswith("brokerpkg")} == {
+        "brokerpkg",
+        "brokerpkg._version",
+        "brokerpkg.defaults",
+        "brokerpkg.cli",
+        "brokerpkg.cli_args",
+        "brokerpkg.cli_exporter",  # registers its subcommand: argparse only
+    }
+    assert "asyncio" not in loaded
+
+
+def test_a_parser_of_one_subcommand_parses_and_helps_as_the_full_one() -> None:
+    from brokerpkg import cli_args
+
+    full = cli_args.build_parser()
+    assert cli_args.build_parser("").format_help() == full.format_help()
+    words = {
+        "probe": ["probe", "-t", "3", "-j", "::1"],
+        "ping": ["ping", "-c", "2", "-W-1", "h"],
+        "multiping": ["multiping", "--concurrency", "3", "a", "b"],
+        "trace": ["trace", "-n", "--paris", "-w", "2,1,3", "h:80"],
+        "mtr": ["mtr", "--flows", "4", "-c", "1", "h"],
+        "doctor": ["doctor", "-j"],
+        "setup": ["setup", "--remove"],
+        "exporter": ["exporter", "-i", "1", "h"],
+    }
+    for name, line in words.items():
+        one = cli_args.build_parser(cli_args.subcommand_of(line))
+        assert one.format_help() == full.format_help()
+        assert cli_args._subcommands(one)[name].format_help() == (
+            cli_args._subcommands(full)[name].format_help()
+        )
+        try:
+            expected = vars(cli_args.parse_arguments(full, line))
+        except cli_args.UsageError as error:
+            with pytest.raises(cli_args.UsageError, match=re.escape(str(error))):
+                cli_args.parse_arguments(one, line)
+        else:
+            assert vars(cli_args.parse_arguments(one, line)) == expected
+
+
+ASYNC_TOOLS = {
+    "asyncio",
+    "brokerpkg.session",
+    "brokerpkg.tasks",
+    "brokerpkg.resolve",
+    "brokerpkg.ping",
+    "brokerpkg.trace",
+    "brokerpkg.cli_async",
+}
+"""What the one-shot subcommands on the local helper never load (issue 13: they run on
+brokerpkg.blocking, without an event loop)."""
+
+
+@pytest.mark.parametrize(
+    "words",
+    [["trace", "-n", "-q", "1", "127.0.0.1"], ["trace", "-q", "1", "::1"], ["probe", "127.0.0.1"]],
+)
+def test_the_one_shot_commands_load_neither_asyncio_nor_the_other_subcommands(
+    helper_path: str, words: list[str]
+) -> None:
+    code = f"""
+from brokerpkg import cli
+status = cli.main({words!r})
 assert status == 0, status
 """
     loaded = new_modules(code, env=dict(os.environ, BROKERPKG_HELPER=helper_path))
-    assert {"brokerpkg.session", "brokerpkg.trace", "brokerpkg.cli_format"} <= loaded
+    assert {"brokerpkg.cli_blocking", "brokerpkg.blocking", "brokerpkg.engine"} <= loaded
+    assert not loaded & ASYNC_TOOLS
     assert not loaded & {
+        "brokerpkg.sync",
         "brokerpkg.mtr",
         "brokerpkg.mda",
         "brokerpkg.multipath",
-        "brokerpkg.sync",
         "brokerpkg.cli_terminal",
         "brokerpkg.cli_doctor",
         "brokerpkg.cli_setup",
@@ -226,18 +298,24 @@ assert status == 0, status
     }
 
 
-def test_the_ping_command_loads_neither_the_tracer_nor_the_monitor(helper_path: str) -> None:
-    # ping, by name, looks up the names of the addresses that answer (a NameResolver,
-    # from brokerpkg.resolve, which the session loads anyway)
-    code = """
+@pytest.mark.parametrize(
+    "words", [["ping", "-c", "1", "-q", "localhost"], ["multiping", "-q", "127.0.0.1", "::1"]]
+)
+def test_the_ping_commands_load_neither_the_tracer_nor_the_monitor(
+    helper_path: str, words: list[str]
+) -> None:
+    # ping, by name, looks up the names of the addresses that answer (daemon threads:
+    # brokerpkg.addresses.names_now)
+    code = f"""
 from brokerpkg import cli
-status = cli.main(["ping", "-c", "1", "-q", "localhost"])
+status = cli.main({words!r})
 assert status == 0, status
 """
     loaded = new_modules(code, env=dict(os.environ, BROKERPKG_HELPER=helper_path))
-    assert {"brokerpkg.session", "brokerpkg.ping", "brokerpkg.cli_format"} <= loaded
+    assert {"brokerpkg.blocking", "brokerpkg.blocking_ping", "brokerpkg.cli_format"} <= loaded
+    assert not loaded & ASYNC_TOOLS
     assert not loaded & {
-        "brokerpkg.trace",
+        "brokerpkg.blocking_trace",
         "brokerpkg.waiting",
         "brokerpkg.mtr",
         "brokerpkg.sync",

@@ -1,0 +1,144 @@
+"""traceroute on a :class:`~brokerpkg.blocking.BlockingSession`: :func:`trace_on`, the
+body of :func:`brokerpkg.sync.traceroute` and of the command line's trace.  The plan is
+:class:`~brokerpkg.waiting.TracePlan`'s, the results :mod:`brokerpkg.results`', as for
+the asyncio traceroute.  No asyncio.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Unpack
+
+from . import protocol as wire
+from .addresses import names_now
+from .answers import Answer, classify
+from .blocking import BlockingSession
+from .engine import ProbeTemplate, Request
+from .options import TraceOptions, paris_flow, probe_settings, refuse_unknown_options
+from .protocol import ProbeResult
+from .results import (
+    TERMINAL_ANSWERS,
+    ProgressCallback,
+    ProgressCounter,
+    TraceResult,
+    TtlResults,
+    TtlSlots,
+    make_hop,
+)
+from .waiting import DEFAULT_RETRIES, TracePlan, Try, Wait, check_retries, check_ttls, check_wait
+
+__all__ = ["trace_on"]
+
+
+def trace_on(
+    session: BlockingSession,
+    host: str,
+    first_ttl: int = 1,
+    max_ttl: int = 30,
+    probes_per_hop: int = 3,
+    timeout: float | None = None,
+    *,
+    wait: Wait | str | float | Sequence[float] | None = None,
+    retries: int = DEFAULT_RETRIES,
+    resolve_names: bool = False,
+    progress: ProgressCallback | None = None,
+    paris: bool = False,
+    flow: int | None = None,
+    **options: Unpack[TraceOptions],
+) -> TraceResult:
+    """:func:`brokerpkg.sync.traceroute` on an open BlockingSession (the command line's
+    trace asks the helper's features first); raises like it."""
+    refuse_unknown_options("traceroute", options, TraceOptions.__optional_keys__)
+    check_ttls(first_ttl, max_ttl, probes_per_hop)
+    flow = paris_flow(paris, flow)
+    patience = check_wait(wait, timeout)
+    plan = TracePlan(first_ttl, max_ttl, probes_per_hop, patience, check_retries(retries))
+    settings = probe_settings(timeout=patience.max, flow=flow, **options)
+    address = session.resolve(host, options.get("family"))
+    arguments = settings.arguments(address)
+    templates = {
+        ttl: session.template(address, wire.make_probe_options(**{**arguments, "ttl": ttl}))
+        for ttl in range(first_ttl, max_ttl + 1)
+    }
+    protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
+    probe_port = wire.effective_port(settings.options)
+
+    def given_up(ttl: int) -> ProbeResult:
+        return ProbeResult(
+            False, wire.NO_REPLY, None, None, [], address, ttl, protocol_name, probe_port
+        )
+
+    total = (max_ttl - first_ttl + 1) * probes_per_hop
+    counter = ProgressCounter(progress, total)
+    slots = _trace_probes(session, host, plan, templates, given_up, counter)
+    names: dict[str, str | None] = {}
+    if resolve_names:
+        names = names_now(
+            probe.responder
+            for results in slots.values()
+            for probe in (*results.probes, *results.retries)
+            if probe.responder is not None
+        )
+    hops = tuple(
+        make_hop(ttl, slots[ttl].probes, names, slots[ttl].retries) for ttl in sorted(slots)
+    )
+    return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
+
+
+def _trace_probes(
+    session: BlockingSession,
+    host: str,
+    plan: TracePlan,
+    templates: dict[int, ProbeTemplate],
+    given_up: Callable[[int], ProbeResult],
+    progress: ProgressCounter,
+) -> dict[int, TtlResults]:
+    """Send the probes ``plan`` asks for and give them up when it says (as
+    brokerpkg.trace's traceroute does on asyncio); the results of the TTLs up
+    to the end of the path."""
+    slots = {ttl: TtlSlots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)}
+    running: dict[Try, Request] = {}
+    tries: dict[Request, Try] = {}
+
+    def launch(probes: Iterable[Try]) -> None:
+        for probe in probes:
+            request = session.start(templates[probe.ttl])
+            running[probe] = request
+            tries[request] = probe
+
+    def cancel(probes: Iterable[Try]) -> None:
+        session.give_up(request for probe in probes if (request := running.pop(probe, None)))
+
+    def finish(probe: Try, result: ProbeResult) -> None:
+        slots[probe.ttl].record(probe.slot, result)
+        progress.report(host, probe.slot, result)
+
+    try:
+        launch(plan.start(time.monotonic()))
+        while not plan.finished:
+            for request in session.wait(plan.next_event()):
+                probe = tries.pop(request)
+                if running.pop(probe, None) is None:
+                    continue  # given up meanwhile
+                result = session.result(request)
+                answer = classify(result)  # raises for local failures
+                if answer is Answer.NO_REPLY:
+                    plan.lost(probe)
+                else:
+                    ends = answer in TERMINAL_ANSWERS
+                    cancel(plan.answered(probe, time.monotonic(), ends_path=ends))
+                if probe.ttl <= plan.end:
+                    finish(probe, result)
+            now = time.monotonic()
+            expired = plan.expired(now)
+            cancel(expired)
+            for probe in expired:
+                finish(probe, given_up(probe.ttl))
+            further = plan.due(now)
+            progress.total += len(further)
+            launch(further)
+    except BaseException:
+        session.give_up(running.values())
+        raise
+    return {ttl: slots[ttl].done() for ttl in range(plan.first_ttl, plan.end + 1)}
