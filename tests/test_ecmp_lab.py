@@ -12,15 +12,26 @@ probes' fields on the wire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import Chain
+from lab import Chain, Lab, Packet
 from lab.ecmp import TOPOLOGIES, EcmpLab, Flow, Topology, Truth
 
 from brokerpkg import Session, traceroute
+from brokerpkg.mtr import monitor, monitor_flows
+from brokerpkg.multipath import MultipathResult, multipath_trace
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.privileged
 
@@ -305,3 +316,327 @@ def test_the_responders_per_packet_balancer_splits_one_flow(
     responder.sync()
     taken = {e.path for e in responder.received(proto="udp")}
     assert taken == {0, 1}  # one flow, both branches (all 24 on one: 2^-23)
+
+
+# ------------------------------------------------------------------ flows (the helper's)
+
+
+@contextlib.asynccontextmanager
+async def flow_session(lab: Lab, helper_path: str) -> AsyncIterator[Session]:
+    """A session whose helper runs in the lab's client and puts probes in flows; skips
+    (a failure under CI's no-skip rule) with a helper without the ``flow`` extension."""
+    async with Session(command=lab.exec_argv("client", [helper_path])) as session:
+        support = session.features.get("flow", "no")
+        if support != "ok":
+            pytest.skip(f"the helper cannot put probes in flows (check-support flow: {support})")
+        yield session
+
+
+def flow_key(pkt: Packet) -> tuple[Any, ...]:
+    """What per-flow balancers hash: addresses, protocol, TOS / traffic class, flow
+    label, the first 4 transport bytes."""
+    return (pkt.src, pkt.dst, pkt.proto, pkt.tos, pkt.flow_label, pkt.transport[:4])
+
+
+PARIS_FLOWS = range(1, 7)
+
+
+@pytest.mark.parametrize("protocol", ["icmp", "udp", "tcp", "sctp"])
+@FAMILIES
+async def test_paris_traces_take_one_true_path_per_flow_and_keep_its_fields(
+    make_ecmp: Callable[[Topology], EcmpLab], helper_path: str, protocol: str, family: int
+) -> None:
+    lab = ecmp_lab(make_ecmp, "series")
+    truth = lab.truth(family)
+    server = lab.server_address(family)
+    paths: dict[int, list[str | None]] = {}
+    keys: dict[int, set[tuple[Any, ...]]] = {}
+    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
+        for flow in PARIS_FLOWS:
+            with lab.capture("client", "eth0") as cap:
+                trace = await traceroute(
+                    server,
+                    probes_per_hop=3,
+                    family=family,
+                    protocol=protocol,
+                    timeout=1.0,
+                    flow=flow,
+                    session=session,
+                )
+            assert trace.reached and trace.flow == flow
+            # one flow, one path: a single router per hop, on a true path
+            assert all(len(hop.responders) == 1 for hop in trace.hops), trace
+            paths[flow] = [hop.address for hop in trace.hops]
+            assert path_links(paths[flow]) <= truth.links
+            sent = cap.select(direction="out", dst=server, version=family)
+            probes = [p for p in sent if not p.is_icmp or p.is_echo_request]
+            assert len(probes) >= 3 * len(trace.hops)
+            keys[flow] = {flow_key(p) for p in probes}
+    # on the wire: a flow keeps every hashed field whatever the TTL, flows differ
+    assert all(len(k) == 1 for k in keys.values()), keys
+    assert len({next(iter(k)) for k in keys.values()}) == len(PARIS_FLOWS)
+    if protocol == "icmp":
+        # the kernel hashes ICMP on addresses: every flow takes the same path
+        assert len({tuple(p) for p in paths.values()}) == 1
+        return
+    assert len({tuple(p) for p in paths.values()}) >= 2  # flows spread over branches
+    if protocol in ("udp", "tcp"):
+        # each path is the one the routers' kernels give the flow's ports
+        flows = {}
+        for flow, key in keys.items():
+            ports = next(iter(key))[5]
+            flows[flow] = Flow(protocol, int.from_bytes(ports[:2]), int.from_bytes(ports[2:]))
+        predicted = lab.flow_hops(family, flows.values())
+        for flow, hops in paths.items():
+            assert hops == predicted[flows[flow]], flow
+
+
+def found(result: MultipathResult) -> tuple[dict[int, set[str]], set[tuple[int, str, str]]]:
+    """A multipath trace's nodes per TTL and links between answering nodes."""
+    nodes = {hop.ttl: set(hop.responders) for hop in result.hops if hop.responders}
+    links = {
+        (link.ttl, link.source, link.target)
+        for link in result.links
+        if link.source is not None and link.target is not None
+    }
+    return nodes, links
+
+
+MULTIPATH_CASES = [
+    (name, family, protocol, confidence)
+    for name in sorted(TOPOLOGIES)
+    for family in (4, 6)
+    for protocol, confidence in (("udp", 95), ("udp", 99), ("tcp", 99))
+]
+
+
+@pytest.mark.parametrize(("name", "family", "protocol", "confidence"), MULTIPATH_CASES)
+async def test_multipath_traces_find_every_node_and_link_and_invent_none(
+    make_ecmp: Callable[[Topology], EcmpLab],
+    helper_path: str,
+    name: str,
+    family: int,
+    protocol: str,
+    confidence: float,
+) -> None:
+    lab = ecmp_lab(make_ecmp, name)
+    truth = lab.truth(family)
+    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
+        result = await multipath_trace(
+            lab.server_address(family),
+            max_ttl=10,
+            timeout=1.0,
+            confidence=confidence,
+            family=family,
+            protocol=protocol,
+            session=session,
+        )
+    assert result.confidence_reached and not result.partial
+    nodes, links = found(result)
+    assert nodes == truth.nodes
+    assert links == truth.links
+    assert result.distance == min(truth.distances)
+
+
+@FAMILIES
+async def test_icmp_multipath_through_kernel_diamonds_is_one_path(
+    make_ecmp: Callable[[Topology], EcmpLab], helper_path: str, family: int
+) -> None:
+    lab = ecmp_lab(make_ecmp, "series")
+    truth = lab.truth(family)
+    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
+        result = await multipath_trace(
+            lab.server_address(family),
+            max_ttl=10,
+            timeout=1.0,
+            family=family,
+            protocol="icmp",
+            session=session,
+        )
+    assert result.confidence_reached
+    nodes, links = found(result)
+    # Linux hashes ICMP echo on addresses only: every flow takes one of the 8 paths
+    assert all(len(addresses) == 1 for addresses in nodes.values()), nodes
+    assert len(links) == len(nodes) - 1 and links <= truth.links
+
+
+def balanced_target(chain: Chain, family: int, balance: str) -> str:
+    """A responder target behind a 4-wide virtual diamond balanced per ``balance``."""
+    target = "198.18.200.9" if family == 4 else "2001:db8:c8::9"
+    responder = chain.responder
+    assert responder is not None
+    responder.set(target, paths=virtual_diamond(4), balance=balance, seed=5)
+    return target
+
+
+@pytest.mark.parametrize("protocol", ["icmp", "udp", "tcp"])
+@FAMILIES
+async def test_multipath_through_a_per_flow_balancer_finds_its_branches(
+    make_chain: Callable[..., Chain], helper_path: str, protocol: str, family: int
+) -> None:
+    chain = make_chain(1, responder=True)
+    target = balanced_target(chain, family, "flow")
+    diamond = virtual_diamond(4)
+    branches = {path[1][f"addr{family}"] for path in diamond}
+    async with asyncio.timeout(LIMIT), flow_session(chain, helper_path) as session:
+        result = await multipath_trace(
+            target,
+            max_ttl=10,
+            timeout=1.0,
+            confidence=99,
+            family=family,
+            protocol=protocol,
+            session=session,
+        )
+    assert result.confidence_reached
+    nodes, links = found(result)
+    # hop 1 the chain's router, then the virtual hops: shared, 4 branches, shared
+    first, last = diamond[0][0][f"addr{family}"], diamond[0][2][f"addr{family}"]
+    assert nodes[2] == {first} and nodes[3] == branches and nodes[4] == {last}
+    assert {(3, b, last) for b in branches} | {(2, first, b) for b in branches} <= links
+    assert nodes[5] == {target}
+
+
+def virtual_mesh() -> list[list[dict[str, Any]]]:
+    """Paths for the responder: two 2-wide diamonds in series, every branch of the
+    first leading to both of the second (virtual hops 2 and 3: ``.11``, ``.12`` and
+    ``.21``, ``.22``), between two shared hops (``.1`` and ``.2``)."""
+    shared = [{"addr4": "198.18.201.1", "addr6": "2001:db8:c9::1"}]
+    last = [{"addr4": "198.18.201.2", "addr6": "2001:db8:c9::2"}]
+    return [
+        [
+            *shared,
+            {"addr4": f"198.18.201.1{a}", "addr6": f"2001:db8:c9::1{a}"},
+            {"addr4": f"198.18.201.2{c}", "addr6": f"2001:db8:c9::2{c}"},
+            *last,
+        ]
+        for a in (1, 2)
+        for c in (1, 2)
+    ]
+
+
+@FAMILIES
+async def test_multipath_through_a_per_packet_balancer_ends_in_time_and_says_so(
+    make_chain: Callable[..., Chain], helper_path: str, family: int
+) -> None:
+    chain = make_chain(1, responder=True)
+    target = "198.18.200.9" if family == 4 else "2001:db8:c8::9"
+    responder = chain.responder
+    assert responder is not None
+    responder.set(target, paths=virtual_mesh(), balance="packet", seed=5)
+    deadline = 10.0
+    async with asyncio.timeout(LIMIT), flow_session(chain, helper_path) as session:
+        start = time.monotonic()
+        result = await multipath_trace(
+            target,
+            max_ttl=10,
+            timeout=1.0,
+            family=family,
+            protocol="udp",
+            deadline=deadline,
+            session=session,
+        )
+        took = time.monotonic() - start
+    assert took < deadline + 5.0
+    # what it saw: one flow answered from two branches of the first diamond (TTL 3)
+    assert result.hop(3).per_packet, result
+    assert any(line.startswith("TTL 3: per-packet") for line in str(result).splitlines())
+    # links through the per-packet TTL: only those a single node implies
+    _nodes, links = found(result)
+    assert not {(a, b) for ttl, a, b in links if ttl == 3}
+
+
+# ------------------------------------------------------------------ mtr per flow
+
+
+@FAMILIES
+async def test_mtr_paris_rows_are_one_router_each(
+    make_ecmp: Callable[[Topology], EcmpLab], helper_path: str, family: int
+) -> None:
+    lab = ecmp_lab(make_ecmp, "series")
+    truth = lab.truth(family)
+    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
+        reports = [
+            report
+            async for report in monitor(
+                lab.server_address(family),
+                4,
+                0.1,
+                timeout=1.0,
+                family=family,
+                protocol="udp",
+                paris=True,
+                session=session,
+            )
+        ]
+    final = reports[-1]
+    assert final.reached
+    hops = [hop for hop in final.hops if hop.received]
+    assert all(len(hop.responders) == 1 for hop in hops)
+    assert path_links([hop.address for hop in hops]) <= truth.links
+
+
+@FAMILIES
+async def test_mtr_flows_gives_each_flow_its_true_path(
+    make_ecmp: Callable[[Topology], EcmpLab], helper_path: str, family: int
+) -> None:
+    lab = ecmp_lab(make_ecmp, "series")
+    truth = lab.truth(family)
+    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
+        reports = [
+            report
+            async for report in monitor_flows(
+                lab.server_address(family),
+                6,
+                3,
+                0.1,
+                timeout=1.0,
+                family=family,
+                protocol="udp",
+                session=session,
+            )
+        ]
+    final = reports[-1]
+    paths = set()
+    for report in final.flows:
+        hops = [hop for hop in report.hops if hop.received]
+        assert report.reached and all(len(hop.responders) == 1 for hop in hops)
+        path = [hop.address for hop in hops]
+        assert path_links(path) <= truth.links
+        paths.add(tuple(path))
+    assert len(paths) >= 2  # 6 flows over 8 paths
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def run_brokerpkg(lab: Lab, helper: str, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """``python3 -m brokerpkg ARGS`` in the lab's client, from this tree."""
+    argv = lab.exec_argv("client", [sys.executable, "-m", "brokerpkg", *args])
+    env = dict(os.environ, BROKERPKG_HELPER=helper)
+    return subprocess.run(
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=LIMIT, check=False
+    )
+
+
+@FAMILIES
+def test_the_multipath_command_prints_the_truth(
+    make_ecmp: Callable[[Topology], EcmpLab], helper_path: str, family: int
+) -> None:
+    lab = ecmp_lab(make_ecmp, "meshed")
+    truth = lab.truth(family)
+    server = lab.server_address(family)
+    res = run_brokerpkg(
+        lab, helper_path, ["trace", f"-{family}", "-n", "--multipath", "-j", "-w", "1", server]
+    )
+    if "flow" in res.stderr and res.returncode != 0:
+        pytest.skip(f"the helper cannot put probes in flows: {res.stderr.strip()}")
+    assert res.returncode == 0, res.stderr
+    document = json.loads(res.stdout)
+    links = {(link["ttl"], link["from"], link["to"]) for link in document["links"]}
+    assert links == truth.links
+    assert document["confidence"] == 95 and document["confidence_reached"]
+    text = run_brokerpkg(lab, helper_path, ["trace", f"-{family}", "-n", "--multipath", server])
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert f"{len(truth.addresses)} nodes, {len(truth.edges())} links" in lines[0]
