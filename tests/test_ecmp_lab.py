@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import Chain, Lab, Packet
+from lab import Chain, Lab, Packet, scamper
 from lab.ecmp import TOPOLOGIES, EcmpLab, Flow, Topology, Truth
 
 from brokerpkg import Session, traceroute
@@ -642,3 +642,25 @@ def test_the_multipath_command_prints_the_truth(
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert f"{len(truth.addresses)} nodes, {len(truth.edges())} links" in lines[0]
+
+
+# ------------------------------------------------------------------ side by side
+
+
+async def test_scamper_and_our_multipath_trace_find_the_same_links(
+    make_ecmp: Callable[[Topology], EcmpLab], helper_path: str
+) -> None:
+    """Not timed: on the issue's lab (diamonds 4 and 2 wide, IPv4, 99%) both find the
+    truth (scamper takes ~20 s: one probe per 250 ms)."""
+    if not scamper.available():
+        pytest.skip("scamper is not installed (apt-get install scamper)")
+    lab = ecmp_lab(make_ecmp, "series")
+    truth = lab.truth(4)
+    server = lab.server_address(4)
+    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
+        ours = await multipath_trace(
+            server, max_ttl=10, timeout=1.0, confidence=99, protocol="udp", session=session
+        )
+    theirs = await asyncio.to_thread(scamper.tracelb, lab, "client", server, confidence=99)
+    assert set(ours.edges()) == truth.edges() == theirs.edges
+    assert set(ours.nodes) == truth.addresses == theirs.nodes

@@ -6,18 +6,17 @@ Labs (tests/lab/ecmp.py, kernel multipath routes hashed on ports, seeded per rou
 ``series`` (diamonds 4 and 2 wide in series: the issue's lab), ``meshed`` and
 ``unequal``; IPv4 and IPv6.  Per lab, family and confidence (95 and 99):
 
-a. scamper tracelb (Debian's scamper): ``scamper -O warts -o FILE -c "tracelb -P
-   udp-dport -c C" -i DST`` in the lab's client namespace, at its defaults (one probe
-   per 250 ms, -W 25; 2 attempts), read back with ``sc_warts2json``; ``--scamper-rounds``
-   runs (default 1: a run takes 5-20 s), each ended after ``--scamper-timeout`` s.
+a. scamper tracelb (Debian's scamper, tests/lab/scamper.py): ``scamper -O warts -o FILE
+   -c "tracelb -P udp-dport -c C" -i DST`` in the lab's client namespace, at its defaults
+   (one probe per 250 ms, -W 25; 2 attempts), read back with ``sc_warts2json``;
+   ``--scamper-rounds`` runs (default 1: a run takes 5-20 s), each ended after
+   ``--scamper-timeout`` s.
 b. ours: ``multipath_trace(DST, confidence=C, protocol="udp")`` on an open session
    whose helper runs in the client namespace, ``--rounds`` runs (default 10).
 
 For each: nodes and links (from, to) found against the lab's truth (missing and
-invented ones), probes sent, wall time; medians; ratios ours / scamper.  scamper's
-links are read from its probes as ours are (a flow answered at TTL t and t+1 links the
-two answers; a flow not answered at t passed the only node there), plus what its text
-says (``(A, B) -> C``: every node of a TTL before a TTL of one node links to it).  Goals: every link
+invented ones), probes sent, wall time; medians; ratios ours / scamper (scamper's links
+as lab.scamper.found reads them).  Goals: every link
 at 99% in every run, probes <= 1.2 x scamper's, time <= 1/20 of scamper's.
 
 c. classic against Paris: ``--traces`` traces (default 20) with one probe per TTL
@@ -29,6 +28,7 @@ column; without it they say so):
 
     python3 tests/bench/bench_multipath.py [--rounds 10] [--scamper-rounds 1]
         [--labs series,meshed,unequal] [--families 4,6] [--confidences 95,99]
+        [--traces 20] [--helper PATH]
 """
 
 from __future__ import annotations
@@ -36,13 +36,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -89,58 +86,15 @@ def helper_path() -> str:
 # ----------------------------------------------------------------------------- scamper
 
 
-def scamper_found(document: dict[str, Any]) -> tuple[set[str], set[Edge]]:
-    """Nodes and links of a tracelb JSON object, from its probes (see the module doc)."""
-    answers: dict[tuple[int, int], str] = {}  # (flow, TTL) -> who answered
-    nodes = [node["addr"] for node in document.get("nodes", [])]
-    for node in document.get("nodes", []):
-        for hops in node.get("links", []):
-            for hop in hops:
-                for probe in hop.get("probes", []):
-                    if probe.get("replies"):
-                        answers[probe["flowid"], probe["ttl"]] = hop["addr"]
-    by_ttl: dict[int, set[str]] = {}
-    for (_flow, ttl), address in answers.items():
-        by_ttl.setdefault(ttl, set()).add(address)
-    if nodes:  # the first node's own probes are not in the file
-        by_ttl.setdefault(int(document.get("firsthop", 1)), set()).add(nodes[0])
-    edges: set[Edge] = set()
-    for (flow, ttl), address in answers.items():
-        before = answers.get((flow, ttl - 1))
-        if before is None and len(by_ttl.get(ttl - 1, ())) == 1:
-            (before,) = by_ttl[ttl - 1]  # every flow passed the only node there
-        if before is not None and before != address:
-            edges.add((before, address))
-    destination = document.get("dst")
-    for ttl, addresses in by_ttl.items():
-        following = by_ttl.get(ttl + 1, set())
-        if len(following) == 1:  # its text's "(A, B) -> C": every node there leads on
-            (only,) = following
-            edges.update((a, only) for a in addresses if a not in (only, destination))
-    return set(nodes) | set(answers.values()), edges
-
-
 def scamper_run(lab: Any, target: str, confidence: int, timeout: float) -> Run | str:
     """One scamper tracelb in the lab's client; a Run, or why there is none."""
-    with tempfile.TemporaryDirectory(prefix="bpk-bench-scamper-") as directory:
-        warts = os.path.join(directory, "out.warts")
-        command = f"tracelb -P udp-dport -c {confidence}"
-        argv = ["scamper", "-O", "warts", "-o", warts, "-c", command, "-i", target]
-        start = time.monotonic()
-        try:
-            lab.run("client", argv, timeout=timeout, check=True)
-        except subprocess.TimeoutExpired:
-            return f"did not finish in {timeout:g} s"
-        seconds = time.monotonic() - start
-        converted = subprocess.run(
-            ["sc_warts2json", warts], capture_output=True, text=True, check=True
-        )
-    for line in converted.stdout.splitlines():
-        document = json.loads(line)
-        if document.get("type") == "tracelb":
-            nodes, edges = scamper_found(document)
-            return Run(nodes, edges, int(document["probec"]), seconds)
-    return "no tracelb result"
+    from lab import scamper
+
+    try:
+        result = scamper.tracelb(lab, "client", target, confidence=confidence, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"did not finish in {timeout:g} s"
+    return Run(result.nodes, result.edges, result.probes, result.seconds)
 
 
 # ----------------------------------------------------------------------------- ours
@@ -276,16 +230,19 @@ def main() -> int:
     parser.add_argument("--labs", default="series,meshed,unequal")
     parser.add_argument("--families", default="4,6")
     parser.add_argument("--confidences", default="95,99")
+    parser.add_argument("--helper", help="the helper to run (default: the tree's, built)")
     arguments = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (network namespaces)", file=sys.stderr)
         return 2
-    if shutil.which("scamper") is None or shutil.which("sc_warts2json") is None:
-        print("scamper is not installed (apt-get install scamper)", file=sys.stderr)
-        return 2
+    from lab import scamper
     from lab.ecmp import TOPOLOGIES, EcmpLab
 
-    helper = helper_path()
+    if not scamper.available():
+        print("scamper is not installed (apt-get install scamper)", file=sys.stderr)
+        return 2
+
+    helper = arguments.helper or helper_path()
     status = 0
     for name in parse_list(arguments.labs):
         with EcmpLab(TOPOLOGIES[name](), tag="bench") as lab:
