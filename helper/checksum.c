@@ -22,6 +22,21 @@ uint32_t checksum_add(uint32_t sum, const void *data, size_t length)
     return (uint32_t)total;
 }
 
+uint32_t checksum_pseudo_header(const struct ip_address *source,
+                                const struct ip_address *destination,
+                                uint8_t protocol, size_t length)
+{
+    uint8_t tail[8] = {
+        (uint8_t)(length >> 24), (uint8_t)(length >> 16),
+        (uint8_t)(length >> 8), (uint8_t)length, 0, 0, 0, protocol,
+    };
+    uint32_t sum = 0;
+
+    sum = checksum_add(sum, &source->u, ip_address_length(source));
+    sum = checksum_add(sum, &destination->u, ip_address_length(destination));
+    return checksum_add(sum, tail, sizeof(tail));
+}
+
 uint16_t checksum_finish(uint32_t sum)
 {
     while (sum >> 16) {

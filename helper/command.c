@@ -246,6 +246,13 @@ static const char *parse_details(const char *value,
     return NULL;
 }
 
+static const char *parse_flow(const char *value, struct probe_request *request)
+{
+    request->has_flow = true;
+    return parse_ranged(value, 0, FLOW_MAX, &request->flow, REASON_FLOW_INVALID,
+                        REASON_FLOW_OUT_OF_RANGE);
+}
+
 struct argument_rule {
     const char *name;
     argument_parser parse;
@@ -267,6 +274,7 @@ static const struct argument_rule send_probe_rules[] = {
     {ARG_TOS, parse_tos},
     {ARG_MARK, parse_mark},
     {ARG_DETAILS, parse_details},
+    {ARG_FLOW, parse_flow},
 };
 
 enum { RULE_COUNT = sizeof(send_probe_rules) / sizeof(send_probe_rules[0]) };
@@ -342,6 +350,14 @@ static const char *check_request(const struct probe_request *request,
     if (!abilities->protocol_ok[request->protocol]) {
         return REASON_PROTOCOL_NOT_SUPPORTED;
     }
+    if (request->has_flow && !abilities->raw_sockets) {
+        return REASON_FLOW_NOT_SUPPORTED;
+    }
+    /* a flow is its source port: udp, tcp and sctp take theirs from it */
+    if (request->has_flow && request->local_port != 0
+        && request->protocol != PROBE_ICMP) {
+        return REASON_FLOW_WITH_LOCAL_PORT;
+    }
     return NULL;
 }
 
@@ -383,6 +399,10 @@ static const char *feature_support(const char *feature,
         || strcmp(feature, FEATURE_DETAILS) == 0
         || strcmp(feature, FEATURE_LOCAL_DEVICE) == 0) {
         return SUPPORT_OK;
+    }
+    /* flows need packets the helper builds: raw sockets */
+    if (strcmp(feature, FEATURE_FLOW) == 0) {
+        return support_of(abilities->raw_sockets);
     }
     if (strcmp(feature, FEATURE_IP4) == 0) {
         return support_of(abilities->family_ok[0]);

@@ -37,6 +37,8 @@ struct probe_request {
     bool has_mark;
     uint32_t mark;
     bool details;
+    bool has_flow;                  /* the flow extension */
+    unsigned flow;
 };
 
 /* What this helper process can do, as found when its sockets were opened. */

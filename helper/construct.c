@@ -6,6 +6,7 @@
 #include "checksum.h"
 
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <string.h>
 
 unsigned ip_header_bytes(int family)
@@ -68,19 +69,27 @@ size_t build_icmp_echo(uint8_t *buffer, size_t length, int family,
     return length;
 }
 
-/* The pseudo-header sum of RFC 768 / RFC 8200 section 8.1. */
-static uint32_t pseudo_header_sum(const struct ip_address *source,
-                                  const struct ip_address *destination,
-                                  uint8_t protocol, size_t length)
+size_t build_icmp_echo_flow(uint8_t *buffer, size_t length,
+                            const struct ip_address *source,
+                            const struct ip_address *destination,
+                            uint16_t id, uint16_t sequence, uint16_t checksum,
+                            uint8_t pattern)
 {
-    uint8_t tail[8];
-    uint32_t sum = 0;
+    bool v6 = destination->family == AF_INET6;
+    uint32_t sum = v6 ? checksum_pseudo_header(source, destination, 58, length)
+                      : 0;
 
-    sum = checksum_add(sum, &source->u, ip_address_length(source));
-    sum = checksum_add(sum, &destination->u, ip_address_length(destination));
-    put32(tail, (uint32_t)length);
-    put32(tail + 4, protocol);
-    return checksum_add(sum, tail, sizeof(tail));
+    memset(buffer, pattern, length);
+    buffer[0] = v6 ? 128 : 8;
+    buffer[1] = 0;
+    put16(buffer + 4, id);
+    put16(buffer + 6, sequence);
+    /* as in build_udp: CHECKSUM in place, the steering bytes make it valid */
+    put16(buffer + 2, checksum);
+    put16(buffer + ICMP_HEADER_BYTES, 0);
+    sum = checksum_add(sum, buffer, length);
+    put16(buffer + ICMP_HEADER_BYTES, checksum_finish(sum));
+    return length;
 }
 
 size_t build_udp(uint8_t *buffer, size_t length,
@@ -102,10 +111,39 @@ size_t build_udp(uint8_t *buffer, size_t length,
      */
     put16(buffer + 6, checksum);
     put16(buffer + UDP_HEADER_BYTES, 0);
-    sum = pseudo_header_sum(source, destination, 17, length);
+    sum = checksum_pseudo_header(source, destination, 17, length);
     sum = checksum_add(sum, buffer, length);
     put16(buffer + UDP_HEADER_BYTES, checksum_finish(sum));
     return length;
+}
+
+#define TCP_WINDOW 64240            /* Linux's initial window */
+#define TCP_OPTION_MSS 2
+#define TCP_MSS_IPV4 1460           /* an Ethernet MTU less the headers */
+#define TCP_MSS_IPV6 1440
+
+size_t build_tcp_syn(uint8_t *buffer, const struct ip_address *source,
+                     const struct ip_address *destination,
+                     uint16_t source_port, uint16_t destination_port,
+                     uint32_t sequence)
+{
+    uint32_t sum;
+
+    memset(buffer, 0, TCP_SYN_BYTES);
+    put16(buffer, source_port);
+    put16(buffer + 2, destination_port);
+    put32(buffer + 4, sequence);
+    buffer[12] = (TCP_SYN_BYTES / 4) << 4;      /* data offset */
+    buffer[13] = 0x02;                          /* SYN */
+    put16(buffer + 14, TCP_WINDOW);
+    buffer[20] = TCP_OPTION_MSS;
+    buffer[21] = 4;
+    put16(buffer + 22, destination->family == AF_INET6 ? TCP_MSS_IPV6
+                                                       : TCP_MSS_IPV4);
+    sum = checksum_pseudo_header(source, destination, 6, TCP_SYN_BYTES);
+    sum = checksum_add(sum, buffer, TCP_SYN_BYTES);
+    put16(buffer + 16, checksum_finish(sum));
+    return TCP_SYN_BYTES;
 }
 
 size_t build_sctp_init(uint8_t *buffer, size_t length,

@@ -37,6 +37,11 @@
 #define ICMP6_CODE_PORT_UNREACHABLE 4
 #define ICMP6_CODE_UNKNOWN_NEXT_HEADER 1
 
+#define TCP_HEADER_BYTES 20
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
 #define SCTP_INIT 1
 #define SCTP_INIT_ACK 2
 #define SCTP_ABORT 6
@@ -96,6 +101,7 @@ static bool decode_quoted_transport(uint8_t ip_protocol,
         break;
     case IPPROTO_NUMBER_TCP:
         reply->protocol = PROBE_TCP;
+        reply->tcp_sequence = get32(transport + 4);
         break;
     case IPPROTO_NUMBER_SCTP:
         reply->protocol = PROBE_SCTP;
@@ -358,6 +364,65 @@ static bool decode_sctp(const uint8_t *packet, size_t length,
     return true;
 }
 
+/*
+ * True when SEGMENT's checksum is right for SOURCE -> LOCAL, or holds what a
+ * sender's checksum offload leaves for the device to finish, the folded
+ * pseudo-header sum: loopback and veth hand such segments on unfinished
+ * (the kernel marks them as checked; a raw socket gets them as they are).
+ * A segment damaged on the wire has neither.
+ */
+static bool tcp_checksum_ok(const uint8_t *segment, size_t length,
+                            const struct ip_address *source,
+                            const struct ip_address *local)
+{
+    uint32_t pseudo;
+    uint16_t unfinished;
+
+    if (local == NULL || local->family != source->family) {
+        return false;
+    }
+    pseudo = checksum_pseudo_header(source, local, IPPROTO_NUMBER_TCP, length);
+    unfinished = (uint16_t)(0xffffu - checksum_finish(pseudo));
+    return checksum_finish(checksum_add(pseudo, segment, length)) == 0
+           || get16(segment + 16) == unfinished;
+}
+
+/*
+ * A TCP answer from the destination to a SYN: SYN-ACK, or RST with ACK (the
+ * kernel's answer to a SYN for a closed port).  Both acknowledge the SYN's
+ * sequence number + 1: that is the probe's identity.
+ */
+static bool decode_tcp(const uint8_t *segment, size_t length,
+                       const struct ip_address *source,
+                       const struct ip_address *local,
+                       struct decoded_reply *reply)
+{
+    uint8_t flags;
+
+    if (length < TCP_HEADER_BYTES
+        || (size_t)(segment[12] >> 4) * 4 < TCP_HEADER_BYTES
+        || !tcp_checksum_ok(segment, length, source, local)) {
+        return false;
+    }
+    flags = segment[13];
+    if ((flags & TCP_FLAG_ACK) == 0
+        || (flags & (TCP_FLAG_SYN | TCP_FLAG_RST)) == 0) {
+        return false;
+    }
+    reply->outcome = OUTCOME_REPLY;
+    reply->protocol = PROBE_TCP;
+    reply->from_tcp = true;
+    reply->tcp_reset = (flags & TCP_FLAG_RST) != 0;
+    reply->source_port = get16(segment + 2);
+    reply->destination_port = get16(segment);
+    reply->tcp_sequence = get32(segment + 8) - 1u;
+    reply->probe_destination = *source;
+    if (local != NULL) {
+        reply->probe_source = *local;
+    }
+    return true;
+}
+
 bool decode_ipv4_packet(const uint8_t *packet, size_t length,
                         struct decoded_reply *reply)
 {
@@ -387,6 +452,10 @@ bool decode_ipv4_packet(const uint8_t *packet, size_t length,
     if (packet[9] == IPPROTO_NUMBER_SCTP) {
         return decode_sctp(packet + header, total - header, &source, &local,
                            reply);
+    }
+    if (packet[9] == IPPROTO_NUMBER_TCP) {
+        return decode_tcp(packet + header, total - header, &source, &local,
+                          reply);
     }
     return false;
 }
@@ -424,6 +493,16 @@ bool decode_sctp6_packet(const uint8_t *packet, size_t length,
     reset_reply(reply);
     set_ipv6_envelope(reply, length, source, hop_limit);
     return decode_sctp(packet, length, source, local, reply);
+}
+
+bool decode_tcp6_packet(const uint8_t *packet, size_t length,
+                        const struct ip_address *source,
+                        const struct ip_address *local, int hop_limit,
+                        struct decoded_reply *reply)
+{
+    reset_reply(reply);
+    set_ipv6_envelope(reply, length, source, hop_limit);
+    return decode_tcp(packet, length, source, local, reply);
 }
 
 bool decode_datagram_echo(const uint8_t *message, size_t length,

@@ -48,6 +48,9 @@ struct decoded_reply {
     uint16_t icmp_id;
     uint16_t icmp_sequence;
     uint16_t udp_checksum;
+    uint32_t tcp_sequence;          /* the SYN's: quoted, or acknowledged - 1 */
+    bool from_tcp;                  /* a SYN-ACK or RST from the destination */
+    bool tcp_reset;                 /* from_tcp: it was a RST */
     bool has_sctp_tag;              /* the INIT's initiate tag was seen */
     uint32_t sctp_tag;
     bool sctp_tag_reflected;        /* an ABORT with the T bit: tag is ours */
@@ -56,7 +59,7 @@ struct decoded_reply {
 };
 
 /*
- * A packet from an IPv4 raw socket (ICMP or SCTP), IP header included.
+ * A packet from an IPv4 raw socket (ICMP, TCP or SCTP), IP header included.
  */
 bool decode_ipv4_packet(const uint8_t *packet, size_t length,
                         struct decoded_reply *reply);
@@ -69,6 +72,15 @@ bool decode_icmp6_message(const uint8_t *message, size_t length,
                           const struct ip_address *source,
                           const struct ip_address *local, int hop_limit,
                           struct decoded_reply *reply);
+
+/*
+ * A TCP segment from an IPv6 raw socket (no IP header): a SYN-ACK or a RST
+ * with ACK, the answers a SYN gets from its destination.
+ */
+bool decode_tcp6_packet(const uint8_t *packet, size_t length,
+                        const struct ip_address *source,
+                        const struct ip_address *local, int hop_limit,
+                        struct decoded_reply *reply);
 
 /* An SCTP packet from an IPv6 raw socket (no IP header). */
 bool decode_sctp6_packet(const uint8_t *packet, size_t length,

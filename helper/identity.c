@@ -16,6 +16,7 @@ uint32_t probe_wire_key(const struct probe *probe)
     case PROBE_UDP:
         return probe->udp_checksum;
     case PROBE_TCP:
+        return probe->tcp_sequence;
     case PROBE_SCTP:
     case PROBE_PROTOCOL_COUNT:
         break;
@@ -31,6 +32,7 @@ uint32_t reply_wire_key(const struct decoded_reply *reply)
     case PROBE_UDP:
         return reply->udp_checksum;
     case PROBE_TCP:
+        return reply->tcp_sequence;
     case PROBE_SCTP:
     case PROBE_PROTOCOL_COUNT:
         break;

@@ -4,7 +4,7 @@
  * reply points to, and the full comparison that decides a match).  Pure.
  *
  *   icmp: echo id and sequence          udp: the UDP checksum
- *   tcp:  source port                   sctp: source port
+ *   tcp:  the SYN's sequence number     sctp: source port
  * and, for all, the destination address, the source address when known,
  * both ports, and SCTP's initiate tag when the reply carries it.
  */

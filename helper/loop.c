@@ -2,8 +2,8 @@
  * loop.c - the event loop (see loop.h).
  *
  * One epoll set watches stdin, stdout (for room, and for its reader going
- * away), a timerfd armed for the earliest probe deadline, the shared receive
- * sockets and each TCP probe's socket.  Within one wake-up, answers are read
+ * away), a timerfd armed for the earliest probe deadline and the shared
+ * receive sockets.  Within one wake-up, answers are read
  * before deadlines are checked, and deadlines before new requests: an answer
  * that has arrived always wins over a timeout that has just passed.
  */
@@ -35,7 +35,6 @@ enum event_kind {
     EVENT_STDOUT,
     EVENT_TIMER,
     EVENT_SOCKET,   /* low bits: family index * ROLE_COUNT + role */
-    EVENT_TCP,      /* low bits: the prober's cookie */
 };
 
 #define EVENT_KIND_SHIFT 56
@@ -79,15 +78,6 @@ static void watch(struct loop *l, int operation, int fd, uint32_t events,
         perror("brokerpkg-helper: epoll_ctl");
         exit(EXIT_FAILURE);
     }
-}
-
-/* The prober's TCP sockets: watched until they connect or fail. */
-static int watch_tcp(void *context, int fd, uint64_t cookie)
-{
-    struct loop *l = context;
-
-    return epoll_change(l, EPOLL_CTL_ADD, fd, EPOLLOUT,
-                        event_data(EVENT_TCP, cookie)) == 0 ? 0 : errno;
 }
 
 /* OPERATION (EPOLL_CTL_ADD or _DEL) on the sockets answers come to. */
@@ -259,7 +249,7 @@ static void setup(struct loop *l, struct net_state *net)
     l->net = net;
     l->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     l->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    l->prober = prober_create(net, watch_tcp, l);
+    l->prober = prober_create(net);
     if (l->epoll_fd < 0 || l->timer_fd < 0 || l->prober == NULL) {
         perror("brokerpkg-helper: setup");
         exit(EXIT_FAILURE);
@@ -302,12 +292,6 @@ static void dispatch(struct loop *l, const struct epoll_event *events,
             l->output_gone = true;
         } else if (kind == EVENT_STDIN) {
             input_ready = true;
-        }
-    }
-    for (int i = 0; i < count; i++) {
-        if (events[i].data.u64 >> EVENT_KIND_SHIFT == EVENT_TCP) {
-            prober_tcp_event(l->prober, events[i].data.u64 & EVENT_LOW_MASK,
-                             (events[i].events & EPOLLOUT) != 0);
         }
     }
     prober_expire(l->prober, monotonic_ns());

@@ -20,7 +20,6 @@
 #include <linux/rtnetlink.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -159,6 +158,39 @@ static void preset_family_defaults(struct net_state *net, int family)
     net->defaults_preset[index] = preset;
 }
 
+/*
+ * Only segments that may answer a SYN reach the raw TCP socket: an ACK with
+ * SYN or RST (a raw socket sees every TCP segment the host receives).  An
+ * IPv4 raw socket's filter reads from the IP header, an IPv6 one's from the
+ * TCP header.
+ */
+static void filter_tcp_answers(int fd, int family)
+{
+    struct sock_filter ipv4[] = {
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),         /* X = IP header */
+        BPF_STMT(BPF_LD | BPF_B | BPF_IND, 13),         /* A = TCP flags */
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x10, 0, 2),   /* ACK */
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x06, 0, 1),   /* SYN or RST */
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    struct sock_filter ipv6[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x10, 0, 2),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x06, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    struct sock_fprog program = {
+        .len = family == AF_INET6 ? sizeof(ipv6) / sizeof(ipv6[0])
+                                  : sizeof(ipv4) / sizeof(ipv4[0]),
+        .filter = family == AF_INET6 ? ipv6 : ipv4,
+    };
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program,
+                     sizeof(program));
+}
+
 /* Only echo replies and the errors that quote a probe reach us. */
 static void filter_icmp_types(int fd, int family)
 {
@@ -179,6 +211,21 @@ static void filter_icmp_types(int fd, int family)
         ICMP6_FILTER_SETPASS(ICMP6_PARAM_PROB, &filter);
         (void)setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, &filter,
                          sizeof(filter));
+    }
+}
+
+/* IPv6 sending sockets take a flow label from the destination's sin6_flowinfo. */
+static void allow_flow_labels(struct net_state *net, int index)
+{
+    if (net->icmp_senders[index] >= 0) {
+        set_int_option(net->icmp_senders[index], IPPROTO_IPV6,
+                       IPV6_FLOWINFO_SEND, 1);
+    }
+    for (int r = 0; r < ROLE_COUNT; r++) {
+        if (net->sockets[index][r] >= 0) {
+            set_int_option(net->sockets[index][r], IPPROTO_IPV6,
+                           IPV6_FLOWINFO_SEND, 1);
+        }
     }
 }
 
@@ -216,8 +263,16 @@ static bool open_raw_family(struct net_state *net, int family)
     if (sockets[ROLE_SCTP] >= 0) {
         prepare_receiver(sockets[ROLE_SCTP], family);
     }
+    sockets[ROLE_TCP] = open_socket(family, SOCK_RAW, IPPROTO_TCP);
+    if (sockets[ROLE_TCP] >= 0) {
+        filter_tcp_answers(sockets[ROLE_TCP], family);
+        prepare_receiver(sockets[ROLE_TCP], family);
+    }
     net->family_ok[index] = true;
     preset_family_defaults(net, family);
+    if (family == AF_INET6) {
+        allow_flow_labels(net, index);
+    }
     return true;
 }
 
@@ -261,6 +316,39 @@ static void open_datagram_family(struct net_state *net, int family)
 }
 
 /*
+ * A socket of TYPE and PROTOCOL bound to a port of the kernel's choice on
+ * every address of both families (IPv4 alone where IPv6 is missing);
+ * returns it and its port, or -1.
+ */
+static int bind_any_port(int type, int protocol, uint16_t *port_out)
+{
+    struct sockaddr_storage bound;
+    struct ip_address any = {.family = AF_INET6};
+    socklen_t length = ip_address_to_sockaddr(&any, 0, &bound);
+    unsigned port;
+    int fd = open_socket(AF_INET6, type, protocol);
+
+    if (fd >= 0) {
+        set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+    } else {
+        any.family = AF_INET;
+        length = ip_address_to_sockaddr(&any, 0, &bound);
+        fd = open_socket(AF_INET, type, protocol);
+    }
+    if (fd < 0 || bind(fd, (struct sockaddr *)&bound, length) != 0
+        || getsockname(fd, (struct sockaddr *)&bound, &length) != 0
+        || !ip_address_from_sockaddr((struct sockaddr *)&bound, length, &any,
+                                     &port)) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    *port_out = (uint16_t)port;
+    return fd;
+}
+
+/*
  * Hold UDP ports for the life of the process: their numbers are our ICMP
  * echo ids and our default UDP source port, so no other program (and no
  * other copy of the helper) binds them while we use them.
@@ -269,33 +357,35 @@ static void hold_identities(struct net_state *net)
 {
     net->icmp_id_count = 0;
     for (int i = 0; i < ID_HOLDER_COUNT; i++) {
-        struct sockaddr_storage bound;
-        struct ip_address any = {.family = AF_INET6};
-        socklen_t length = ip_address_to_sockaddr(&any, 0, &bound);
-        unsigned port;
-        int fd = open_socket(AF_INET6, SOCK_DGRAM, IPPROTO_UDP);
+        uint16_t port;
+        int fd = bind_any_port(SOCK_DGRAM, IPPROTO_UDP, &port);
 
         if (fd >= 0) {
-            set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
-        } else {
-            any.family = AF_INET;
-            length = ip_address_to_sockaddr(&any, 0, &bound);
-            fd = open_socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+            refuse_all_input(fd);
+            net->id_holders[i] = fd;
+            net->icmp_ids[net->icmp_id_count++] = port;
         }
-        if (fd < 0 || bind(fd, (struct sockaddr *)&bound, length) != 0
-            || getsockname(fd, (struct sockaddr *)&bound, &length) != 0
-            || !ip_address_from_sockaddr((struct sockaddr *)&bound, length,
-                                         &any, &port)) {
-            if (fd >= 0) {
-                close(fd);
-            }
-            continue;
-        }
-        refuse_all_input(fd);
-        net->id_holders[i] = fd;
-        net->icmp_ids[net->icmp_id_count++] = (uint16_t)port;
     }
     net->udp_source_port = net->icmp_ids[0];
+}
+
+/*
+ * The default TCP source ports, held (bound, never listening) for the
+ * helper's life so that no other socket uses them while SYNs leave from
+ * them; the kernel answers their SYN-ACKs with a RST.
+ */
+static void hold_tcp_ports(struct net_state *net)
+{
+    net->tcp_port_count = 0;
+    for (int i = 0; i < TCP_PORT_COUNT; i++) {
+        uint16_t port;
+        int fd = bind_any_port(SOCK_STREAM, IPPROTO_TCP, &port);
+
+        if (fd >= 0) {
+            net->tcp_holders[net->tcp_port_count] = fd;
+            net->tcp_ports[net->tcp_port_count++] = port;
+        }
+    }
 }
 
 /*
@@ -322,6 +412,9 @@ void net_open(struct net_state *net)
     for (int i = 0; i < ID_HOLDER_COUNT; i++) {
         net->id_holders[i] = -1;
     }
+    for (int i = 0; i < TCP_PORT_COUNT; i++) {
+        net->tcp_holders[i] = -1;
+    }
     net->icmp_senders[0] = net->icmp_senders[1] = -1;
     draw_identity_seeds(&net->seeds);
     net->netlink_fd = -1;
@@ -333,6 +426,7 @@ void net_open(struct net_state *net)
     }
     if (net->family_ok[0] || net->family_ok[1]) {
         hold_identities(net);
+        hold_tcp_ports(net);
         return;
     }
     net->raw = false;
@@ -484,6 +578,12 @@ int net_send(const struct net_state *net, enum socket_role role,
     }
     /* port 0: IPv6 raw sockets take a non-zero port as a protocol number */
     message.msg_namelen = ip_address_to_sockaddr(destination, 0, &address);
+    if (destination->family == AF_INET6 && options->flow_label != 0) {
+        /* taken from here (IPV6_FLOWINFO_SEND): no lease needed while no
+           socket of the namespace holds an exclusive label */
+        ((struct sockaddr_in6 *)&address)->sin6_flowinfo =
+            htonl(options->flow_label & 0xfffff);
+    }
     message.msg_name = &address;
     message.msg_iov = &vector;
     message.msg_iovlen = 1;
@@ -723,7 +823,9 @@ int net_hold_port(enum probe_protocol protocol,
     socklen_t length = ip_address_to_sockaddr(address, port, &bound);
     bool sctp = protocol == PROBE_SCTP;
     int fd = sctp ? open_socket(address->family, SOCK_SEQPACKET, IPPROTO_SCTP)
-                  : open_socket(address->family, SOCK_DGRAM, IPPROTO_UDP);
+             : protocol == PROBE_TCP
+                 ? open_socket(address->family, SOCK_STREAM, IPPROTO_TCP)
+                 : open_socket(address->family, SOCK_DGRAM, IPPROTO_UDP);
     int error;
 
     *fd_out = -1;
@@ -736,7 +838,7 @@ int net_hold_port(enum probe_protocol protocol,
         close(fd);
         return error;
     }
-    if (!sctp) {
+    if (protocol == PROBE_UDP) {
         /* answers to the probe end here, unread: the smallest buffer the
            kernel allows keeps a couple of them and drops the rest */
         set_int_option(fd, SOL_SOCKET, SO_RCVBUF, 1);
@@ -750,123 +852,23 @@ void net_release_port(int fd)
     close(fd);
 }
 
-bool net_port_held_for_life(const struct net_state *net, uint16_t port)
+bool net_port_held_for_life(const struct net_state *net,
+                            enum probe_protocol protocol, uint16_t port)
 {
-    for (unsigned i = 0; i < net->icmp_id_count; i++) {
-        if (net->icmp_ids[i] == port) {
+    const uint16_t *ports = protocol == PROBE_TCP ? net->tcp_ports
+                                                  : net->icmp_ids;
+    unsigned count = protocol == PROBE_TCP ? net->tcp_port_count
+                                           : net->icmp_id_count;
+
+    if (protocol != PROBE_TCP && protocol != PROBE_UDP) {
+        return false;
+    }
+    for (unsigned i = 0; i < count; i++) {
+        if (ports[i] == port) {
             return true;
         }
     }
     return false;
-}
-
-static int set_tcp_options(int fd, const struct probe_request *request,
-                           unsigned ifindex)
-{
-    int family = request->destination.family;
-    int ttl = (int)request->ttl;
-    int tos = (int)request->tos;
-    struct linger reset = {.l_onoff = 1, .l_linger = 0};
-    int error = 0;
-
-    if (setsockopt(fd, family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
-                   family == AF_INET6 ? IPV6_UNICAST_HOPS : IP_TTL, &ttl,
-                   sizeof(ttl)) != 0
-        || setsockopt(fd, family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
-                      family == AF_INET6 ? IPV6_TCLASS : IP_TOS, &tos,
-                      sizeof(tos)) != 0
-        || setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) != 0) {
-        return errno;
-    }
-    /* one retransmission of the SYN at most (1 is the kernel's minimum):
-       the kernel gives up after about 3 s (ETIMEDOUT, see prober.c) */
-    set_int_option(fd, IPPROTO_TCP, TCP_SYNCNT, 1);
-    /* ICMP errors the kernel accepts for the connect are queued with their
-       sender: the proof a raw-socket copy of one is genuine */
-    set_int_option(fd, family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
-                   family == AF_INET6 ? IPV6_RECVERR : IP_RECVERR, 1);
-    if (ifindex != 0) {
-        error = bind_to_interface(fd, ifindex);
-    }
-    if (error == 0 && request->has_mark) {
-        error = set_mark_option(fd, request->mark);
-    }
-    return error;
-}
-
-static int bind_tcp_source(int fd, const struct probe_request *request)
-{
-    struct sockaddr_storage address;
-    struct ip_address any = {.family = request->destination.family};
-    const struct ip_address *local = request->local.family != 0
-                                         ? &request->local : &any;
-    socklen_t length = ip_address_to_sockaddr(local, request->local_port,
-                                              &address);
-
-    if (request->local.family == 0 && request->local_port == 0) {
-        return 0;
-    }
-    return bind(fd, (struct sockaddr *)&address, length) == 0 ? 0 : errno;
-}
-
-int net_tcp_connect(const struct probe_request *request, unsigned ifindex,
-                    int *fd_out, struct ip_address *source,
-                    uint16_t *source_port)
-{
-    struct sockaddr_storage address;
-    socklen_t length;
-    unsigned port = request->port != 0 ? request->port : DEFAULT_STREAM_PORT;
-    int fd = open_socket(request->destination.family, SOCK_STREAM,
-                         IPPROTO_TCP);
-    int error;
-
-    if (fd < 0) {
-        /* EMFILE/ENFILE: out of descriptors, reported like a full table */
-        return errno;
-    }
-    error = set_tcp_options(fd, request, ifindex);
-    if (error == 0) {
-        error = bind_tcp_source(fd, request);
-    }
-    length = ip_address_to_sockaddr(&request->destination, port, &address);
-    if (error == 0 && connect(fd, (struct sockaddr *)&address, length) != 0
-        && errno != EINPROGRESS) {
-        error = errno;
-    }
-    if (error == 0) {
-        unsigned local_port;
-
-        length = sizeof(address);
-        if (getsockname(fd, (struct sockaddr *)&address, &length) != 0
-            || !ip_address_from_sockaddr((struct sockaddr *)&address, length,
-                                         source, &local_port)) {
-            error = errno != 0 ? errno : EINVAL;
-        } else {
-            *source_port = (uint16_t)local_port;
-        }
-    }
-    if (error != 0) {
-        close(fd);
-        return error;
-    }
-    *fd_out = fd;
-    return 0;
-}
-
-int net_tcp_result(int fd)
-{
-    int error = 0;
-    socklen_t length = sizeof(error);
-
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
-        return errno;
-    }
-    return error;
-}
-
-void net_tcp_abort(int fd)
-{
-    close(fd);  /* SO_LINGER {1, 0} turns this into a RST */
 }
 
 /* Receiving */
@@ -946,39 +948,6 @@ static void read_controls(struct msghdr *message, struct receive_info *info)
     }
 }
 
-bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *out)
-{
-    union {
-        char buffer[CONTROL_BYTES];
-        struct cmsghdr align;
-    } control;
-    uint8_t quote[64];
-    struct iovec vector = {.iov_base = quote, .iov_len = sizeof(quote)};
-    struct msghdr message = {
-        .msg_iov = &vector,
-        .msg_iovlen = 1,
-        .msg_control = control.buffer,
-        .msg_controllen = sizeof(control.buffer),
-    };
-    struct receive_info info;
-
-    /* EAGAIN: nothing queued; the quote itself is not needed (MSG_TRUNC) */
-    if (recvmsg(fd, &message, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
-        return false;
-    }
-    read_controls(&message, &info);
-    if (info.error == NULL || info.offender.family == 0
-        || (info.error->ee_origin != SO_EE_ORIGIN_ICMP
-            && info.error->ee_origin != SO_EE_ORIGIN_ICMP6)) {
-        return false;
-    }
-    out->offender = info.offender;
-    out->type = info.error->ee_type;
-    out->code = info.error->ee_code;
-    out->error = (int)info.error->ee_errno;
-    return true;
-}
-
 /* Decode one packet read from a raw socket of ROLE. */
 static bool decode_raw(enum socket_role role, int family, const uint8_t *data,
                        size_t length, const struct ip_address *source,
@@ -991,6 +960,10 @@ static bool decode_raw(enum socket_role role, int family, const uint8_t *data,
     if (role == ROLE_SCTP) {
         return decode_sctp6_packet(data, length, source, &info->local,
                                    info->hop_limit, reply);
+    }
+    if (role == ROLE_TCP) {
+        return decode_tcp6_packet(data, length, source, &info->local,
+                                  info->hop_limit, reply);
     }
     return decode_icmp6_message(data, length, source, &info->local,
                                 info->hop_limit, reply);

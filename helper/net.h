@@ -15,11 +15,18 @@
 #include "decode.h"
 
 #define ID_HOLDER_COUNT 2           /* PROBE_CAPACITY / 65536 ICMP ids */
+/*
+ * TCP source ports held for the helper's life, taken in turn by TCP probes
+ * without local-port or flow: classic probes still vary their flow, as
+ * connect()'s ports did, and 20,000 of them need no descriptor each.
+ */
+#define TCP_PORT_COUNT 8
 
 enum socket_role {
     ROLE_ICMP,      /* raw ICMP/ICMPv6, or an ICMP datagram ("ping") socket */
     ROLE_UDP,       /* raw UDP, send only */
     ROLE_SCTP,      /* raw SCTP */
+    ROLE_TCP,       /* raw TCP: SYNs out, SYN-ACKs and RSTs in */
     ROLE_COUNT,
 };
 
@@ -33,6 +40,7 @@ struct identity_seeds {
     uint16_t udp;                   /* UDP checksum */
     uint16_t sctp;                  /* SCTP source port */
     uint32_t sctp_tag_secret;
+    uint32_t tcp;                   /* TCP sequence number */
 };
 
 struct net_state {
@@ -47,6 +55,9 @@ struct net_state {
     unsigned icmp_id_count;
     uint16_t datagram_ids[2];           /* datagram: the kernel's, per family */
     uint16_t udp_source_port;       /* held by id_holders[0] */
+    int tcp_holders[TCP_PORT_COUNT];    /* bound TCP sockets, or -1 */
+    uint16_t tcp_ports[TCP_PORT_COUNT]; /* their ports, both families */
+    unsigned tcp_port_count;
     int raw_errno;                  /* why raw sockets failed, 0 if they did not */
     bool may_mark;
     bool restricted;                /* caller is not root: see policy.h */
@@ -93,6 +104,7 @@ struct send_options {
     unsigned ifindex;                   /* 0: any interface */
     const struct ip_address *source;    /* NULL: the kernel's choice */
     bool stamp;                         /* ask for a transmit timestamp */
+    uint32_t flow_label;                /* IPv6: 0 leaves it to the kernel */
 };
 
 /*
@@ -131,9 +143,10 @@ int net_check_local_address(struct net_state *net,
                             const struct ip_address *address);
 
 /*
- * Bind a socket of PROTOCOL (PROBE_UDP, or PROBE_SCTP) to ADDRESS and PORT
- * and keep it, so that no other socket can be bound there while it is open
- * (a UDP hold drops what arrives).  Returns 0 and the socket in *FD, or an
+ * Bind a socket of PROTOCOL (PROBE_UDP, PROBE_TCP or PROBE_SCTP) to ADDRESS
+ * and PORT and keep it, so that no other socket can be bound there while it
+ * is open (a UDP hold drops what arrives; a TCP hold does not listen, so the
+ * kernel answers a SYN-ACK to its port with a RST).  Returns 0 and the socket in *FD, or an
  * errno: EADDRINUSE when another socket holds that address and port.
  * Without a kernel SCTP stack (the socket cannot be made: EPROTONOSUPPORT,
  * ESOCKTNOSUPPORT) no socket of anyone can be bound to an SCTP port, and
@@ -147,40 +160,13 @@ int net_hold_port(enum probe_protocol protocol,
 void net_release_port(int fd);
 
 /*
- * True when PORT is one of the UDP ports this helper holds for its whole
- * life (its ICMP ids, the first also its default UDP source port), bound
- * to every address of both families.
+ * True when PORT is one of the ports of PROTOCOL this helper holds for its
+ * whole life, bound to every address of both families: UDP, its ICMP ids
+ * (the first also its default UDP source port); TCP, its TCP_PORT_COUNT
+ * default TCP source ports.
  */
-bool net_port_held_for_life(const struct net_state *net, uint16_t port);
-
-/*
- * Start a TCP probe: a non-blocking connect with the probe's options.
- * On success stores the socket and the local address and port it uses.
- */
-int net_tcp_connect(const struct probe_request *request, unsigned ifindex,
-                    int *fd, struct ip_address *source, uint16_t *source_port);
-
-/* After a TCP probe socket signalled: 0 connected, or its errno. */
-int net_tcp_result(int fd);
-
-/* An ICMP error the kernel accepted for a TCP probe's connect. */
-struct tcp_icmp_error {
-    struct ip_address offender;     /* the error's sender */
-    uint8_t type;
-    uint8_t code;
-    int error;                      /* the errno it gave the connect */
-};
-
-/*
- * The ICMP error the kernel queued on a TCP probe socket (IP_RECVERR), if
- * any: the kernel queues only errors that quote the connection's own
- * addresses, ports and a sequence number it sent.  Returns true and fills
- * ERROR when one was waiting.
- */
-bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *error);
-
-/* Close a TCP probe socket with a reset, leaving no TIME_WAIT behind. */
-void net_tcp_abort(int fd);
+bool net_port_held_for_life(const struct net_state *net,
+                            enum probe_protocol protocol, uint16_t port);
 
 /* Called for every decoded answer; RECEIVED is the kernel's arrival time. */
 typedef void (*reply_sink)(void *context, const struct decoded_reply *reply,

@@ -174,7 +174,6 @@ struct probe *probe_alloc(struct probe_table *t, int32_t token)
     probe->in_use = true;
     probe->generation = ++t->generation;
     probe->token = token;
-    probe->tcp_fd = -1;
     probe->deadline_ns = UINT64_MAX;
     bucket = token_bucket(t, token);
     probe->token_next = t->token_buckets[bucket];

@@ -13,7 +13,6 @@
 #include "addr.h"
 #include "command.h"
 
-struct tcp_evidence;
 struct port_hold;
 
 struct probe {
@@ -29,9 +28,8 @@ struct probe {
     uint16_t icmp_sequence;
     uint16_t udp_checksum;          /* udp: the probe's identity */
     uint32_t sctp_tag;              /* sctp: INIT's initiate tag */
-    int tcp_fd;                     /* tcp: the connecting socket, else -1 */
-    struct port_hold *port_hold;    /* udp, sctp: its local-port's, or NULL */
-    struct tcp_evidence *tcp_evidence;  /* tcp: see prober.c, else NULL */
+    uint32_t tcp_sequence;          /* tcp: the SYN's, the probe's identity */
+    struct port_hold *port_hold;    /* its local-port's hold, or NULL */
     struct timespec sent;           /* CLOCK_REALTIME when handed to the kernel,
                                        then the kernel's transmit timestamp */
     bool sent_stamped;              /* sent is the transmit timestamp */

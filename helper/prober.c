@@ -42,8 +42,6 @@ struct prober {
     struct reply_writer out;
     struct helper_abilities abilities;
     struct line_reader reader;
-    tcp_watcher watch_tcp;
-    void *watch_context;
     struct policy policy;
     bool blocked;                   /* PENDING waits for the rate limit */
     bool departures_waiting;        /* probes sent since their stamps were read */
@@ -55,6 +53,9 @@ struct prober {
     uint16_t udp_counter;
     uint16_t sctp_counter;
     uint32_t tag_secret;
+    uint32_t tcp_counter;
+    uint32_t sctp_flow_counter;     /* initiate tags of flows' probes */
+    unsigned tcp_port_turn;         /* the next of the default TCP ports */
 };
 
 uint64_t monotonic_ns(void)
@@ -75,33 +76,10 @@ static uint64_t elapsed_us(const struct timespec *sent,
     return ns > 0 ? (uint64_t)ns / 1000u : 0;
 }
 
-/*
- * What a TCP probe has heard.  The raw ICMP socket decodes errors that quote
- * the probe's addresses and ports, but a forger can quote those; only the
- * kernel knows the sequence number the SYN carried, and it accepts (and
- * queues on the probe's socket, IP_RECVERR) only errors that quote it.  So
- * raw-socket answers wait here until the kernel's verdict names one of them
- * by sender, ICMP type and code; that one, which carries what the raw socket
- * saw (MPLS labels, reply TTL and size, arrival time), is the reply.
- */
-#define TCP_HEARD 4     /* answers kept while the verdict is awaited */
-
-struct tcp_evidence {
-    struct decoded_reply heard[TCP_HEARD];
-    struct timespec received[TCP_HEARD];
-    unsigned heard_count;           /* all ever heard; the last TCP_HEARD kept */
-    bool has_verdict;
-    struct tcp_icmp_error verdict;
-};
-
-/* Forget PROBE, closing its TCP socket and letting go of its port. */
+/* Forget PROBE, letting go of its port. */
 static void release_probe(struct prober *p, struct probe *probe)
 {
-    if (probe->tcp_fd >= 0) {
-        net_tcp_abort(probe->tcp_fd);   /* also leaves the epoll set */
-    }
     port_holds_release(p->holds, probe->port_hold);
-    free(probe->tcp_evidence);
     probe_free(p->table, probe);
 }
 
@@ -114,86 +92,6 @@ static void complete_probe(struct prober *p, struct probe *probe,
     release_probe(p, probe);
 }
 
-/* PROBE's evidence, made on first use; NULL when out of memory. */
-static struct tcp_evidence *tcp_evidence(struct probe *probe)
-{
-    if (probe->tcp_evidence == NULL) {
-        probe->tcp_evidence = calloc(1, sizeof(*probe->tcp_evidence));
-    }
-    return probe->tcp_evidence;
-}
-
-/* True when PROBE has the kernel's verdict, reading it if it is waiting. */
-static bool tcp_take_verdict(struct probe *probe)
-{
-    struct tcp_icmp_error verdict;
-    struct tcp_evidence *evidence = probe->tcp_evidence;
-
-    if (evidence != NULL && evidence->has_verdict) {
-        return true;
-    }
-    if (!net_tcp_icmp_error(probe->tcp_fd, &verdict)) {
-        return false;
-    }
-    evidence = tcp_evidence(probe);
-    if (evidence == NULL) {
-        return false;   /* out of memory: the socket's errno still ends it */
-    }
-    evidence->verdict = verdict;
-    evidence->has_verdict = true;
-    return true;
-}
-
-static bool verdict_names(const struct tcp_icmp_error *verdict,
-                          const struct decoded_reply *reply)
-{
-    return reply->from_icmp && reply->icmp_type == verdict->type
-           && reply->icmp_code == verdict->code
-           && ip_address_equal(&reply->responder, &verdict->offender);
-}
-
-/* Complete PROBE with the heard answer its verdict names; true if done. */
-static bool tcp_settle(struct prober *p, struct probe *probe)
-{
-    struct tcp_evidence *evidence = probe->tcp_evidence;
-    unsigned kept;
-
-    if (evidence == NULL || !evidence->has_verdict) {
-        return false;
-    }
-    kept = evidence->heard_count < TCP_HEARD ? evidence->heard_count
-                                             : TCP_HEARD;
-    for (unsigned n = 0; n < kept; n++) {   /* the latest first */
-        unsigned i = (evidence->heard_count - 1 - n) % TCP_HEARD;
-
-        if (verdict_names(&evidence->verdict, &evidence->heard[i])) {
-            complete_probe(p, probe, &evidence->heard[i],
-                           &evidence->received[i]);
-            return true;
-        }
-    }
-    return false;
-}
-
-/* A raw-socket answer for TCP PROBE: kept until the kernel's verdict. */
-static void tcp_hear(struct prober *p, struct probe *probe,
-                     const struct decoded_reply *reply,
-                     const struct timespec *received)
-{
-    struct tcp_evidence *evidence = tcp_evidence(probe);
-    unsigned i;
-
-    if (evidence == NULL) {
-        return;         /* out of memory: the socket's errno still ends it */
-    }
-    i = evidence->heard_count++ % TCP_HEARD;
-    evidence->heard[i] = *reply;
-    evidence->received[i] = *received;
-    if (tcp_take_verdict(probe)) {
-        tcp_settle(p, probe);
-    }
-}
-
 void prober_deliver(struct prober *p, const struct decoded_reply *reply,
                     const struct timespec *received)
 {
@@ -201,11 +99,7 @@ void prober_deliver(struct prober *p, const struct decoded_reply *reply,
                                                 reply_wire_key(reply));
          probe != NULL; probe = probe_wire_next(p->table, probe)) {
         if (reply_matches_probe(reply, probe)) {
-            if (probe->tcp_fd >= 0) {
-                tcp_hear(p, probe, reply, received);
-            } else {
-                complete_probe(p, probe, reply, received);
-            }
+            complete_probe(p, probe, reply, received);
             return;
         }
     }
@@ -305,6 +199,48 @@ static bool assign_sctp_identity(struct prober *p, struct probe *probe)
     return false;
 }
 
+/* A TCP sequence number no TCP probe in flight uses. */
+static bool assign_tcp_identity(struct prober *p, struct probe *probe)
+{
+    /* more tries than probes can be in flight: one of them is free */
+    for (unsigned attempt = 0; attempt <= PROBE_CAPACITY; attempt++) {
+        uint32_t sequence = p->tcp_counter++;
+
+        if (probe_wire_first(p->table, PROBE_TCP, sequence) == NULL) {
+            probe->tcp_sequence = sequence;
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * What a flow (the flow extension) fixes: every field per-flow balancers
+ * hash.  Its source port (udp, tcp, sctp) is FLOW_PORT_ZERO for flow 0 and
+ * counts up, wrapping to FLOW_PORT_FIRST (flows N and N + 64512 share a
+ * port); its IPv6 flow label is never 0 (0 leaves it to the kernel) and
+ * below the labels net.ipv6.flowlabel_state_ranges may reserve; its ICMP
+ * echo checksum is the flow number.
+ */
+static uint16_t flow_port(unsigned flow)
+{
+    unsigned span = 65536u - FLOW_PORT_FIRST;
+
+    return (uint16_t)(FLOW_PORT_FIRST
+                      + (FLOW_PORT_ZERO - FLOW_PORT_FIRST + flow) % span);
+}
+
+static uint32_t flow_label(unsigned flow)
+{
+    return 0x10000u + flow;
+}
+
+/* The source port a udp or tcp probe names: its flow's, its local-port, or 0. */
+static unsigned named_port(const struct probe_request *request)
+{
+    return request->has_flow ? flow_port(request->flow) : request->local_port;
+}
+
 static void fill_send_options(const struct prober *p,
                               const struct probe_request *request,
                               unsigned ifindex, struct send_options *options)
@@ -316,6 +252,7 @@ static void fill_send_options(const struct prober *p,
     options->mark = request->mark;
     options->ifindex = ifindex;
     options->source = request->local.family != 0 ? &request->local : NULL;
+    options->flow_label = request->has_flow ? flow_label(request->flow) : 0;
 }
 
 /* Hand PACKET to the kernel, stamping the probe's departure time. */
@@ -329,8 +266,11 @@ static int transmit(struct prober *p, struct probe *probe,
                     options);
 }
 
+static int route_source(const struct probe_request *request, unsigned ifindex,
+                        struct ip_address *source);
+
 static int send_icmp(struct prober *p, struct probe *probe,
-                     const struct probe_request *request,
+                     const struct probe_request *request, unsigned ifindex,
                      const struct send_options *options)
 {
     static uint8_t packet[PACKET_BUFFER_BYTES];
@@ -340,17 +280,32 @@ static int send_icmp(struct prober *p, struct probe *probe,
     if (!assign_icmp_identity(p, probe)) {
         return ENOSPC;
     }
-    build_icmp_echo(packet, length, request->destination.family,
-                    probe->icmp_id, probe->icmp_sequence,
-                    (uint8_t)request->bit_pattern);
+    if (request->has_flow) {
+        /* ICMPv6's checksum covers the source: the route's, if not given */
+        int error = route_source(request, ifindex, &probe->source);
+
+        if (error != 0) {
+            return error;
+        }
+        probe->source_known = true;
+        length = length < ICMP_FLOW_BYTES ? ICMP_FLOW_BYTES : length;
+        build_icmp_echo_flow(packet, length, &probe->source,
+                             &probe->destination, probe->icmp_id,
+                             probe->icmp_sequence, (uint16_t)request->flow,
+                             (uint8_t)request->bit_pattern);
+    } else {
+        build_icmp_echo(packet, length, request->destination.family,
+                        probe->icmp_id, probe->icmp_sequence,
+                        (uint8_t)request->bit_pattern);
+    }
     probe_link_wire_key(p->table, probe, probe_wire_key(probe));
     p->unread_sends[family_index(request->destination.family)]++;
     return transmit(p, probe, ROLE_ICMP, packet, length, options);
 }
 
-/* The source a UDP checksum must cover: the given one or the route's. */
-static int udp_source(const struct probe_request *request, unsigned ifindex,
-                      struct ip_address *source)
+/* The source a UDP or TCP checksum must cover: the given one or the route's. */
+static int route_source(const struct probe_request *request, unsigned ifindex,
+                        struct ip_address *source)
 {
     if (request->local.family != 0) {
         *source = request->local;
@@ -368,8 +323,7 @@ static int udp_source(const struct probe_request *request, unsigned ifindex,
 static int hold_local_port(struct prober *p, struct probe *probe,
                            const struct ip_address *source, unsigned port)
 {
-    if (probe->protocol == PROBE_UDP
-        && net_port_held_for_life(p->net, (uint16_t)port)) {
+    if (net_port_held_for_life(p->net, probe->protocol, (uint16_t)port)) {
         return 0;
     }
     return port_holds_take(p->holds, probe->protocol, source, (uint16_t)port,
@@ -383,10 +337,11 @@ static int send_udp(struct prober *p, struct probe *probe,
     static uint8_t packet[PACKET_BUFFER_BYTES];
     size_t length = transport_bytes(request->destination.family, PROBE_UDP,
                                     request->size);
-    int error = udp_source(request, ifindex, &probe->source);
+    unsigned port = named_port(request);
+    int error = route_source(request, ifindex, &probe->source);
 
-    if (error == 0 && request->local_port != 0) {
-        error = hold_local_port(p, probe, &probe->source, request->local_port);
+    if (error == 0 && port != 0) {
+        error = hold_local_port(p, probe, &probe->source, port);
     }
     if (error != 0) {
         return error;
@@ -395,11 +350,12 @@ static int send_udp(struct prober *p, struct probe *probe,
         return ENOSPC;
     }
     probe->source_known = true;
-    probe->source_port = request->local_port != 0 ? (uint16_t)request->local_port
-                                                  : p->net->udp_source_port;
+    probe->source_port = port != 0 ? (uint16_t)port : p->net->udp_source_port;
+    /* a flow keeps one destination port; classic probes vary theirs */
     probe->destination_port =
-        request->port != 0
-            ? (uint16_t)request->port
+        request->port != 0 ? (uint16_t)request->port
+        : request->has_flow
+            ? UDP_BASE_PORT
             : (uint16_t)(UDP_BASE_PORT + probe->udp_checksum
                                              % (65536u - UDP_BASE_PORT));
     build_udp(packet, length, &probe->source, &probe->destination,
@@ -407,6 +363,45 @@ static int send_udp(struct prober *p, struct probe *probe,
               probe->udp_checksum, (uint8_t)request->bit_pattern);
     probe_link_wire_key(p->table, probe, probe_wire_key(probe));
     return transmit(p, probe, ROLE_UDP, packet, length, options);
+}
+
+/* True when an SCTP probe in flight from PORT uses initiate tag TAG. */
+static bool sctp_tag_in_use(const struct prober *p, uint16_t port,
+                            uint32_t tag)
+{
+    for (struct probe *other = probe_wire_first(p->table, PROBE_SCTP, port);
+         other != NULL; other = probe_wire_next(p->table, other)) {
+        if (other->source_port == port && other->sctp_tag == tag) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * An sctp probe of a flow: the flow's source port, held like a local-port,
+ * which the flow's probes share; the identity is the initiate tag, unique
+ * among them (answers that carry no tag go to one of the flow's probes).
+ */
+static int hold_sctp_flow_port(struct prober *p, struct probe *probe,
+                               const struct probe_request *request)
+{
+    struct ip_address any = {.family = request->destination.family};
+    uint16_t port = flow_port(request->flow);
+    int error = hold_local_port(p, probe,
+                                request->local.family != 0 ? &request->local
+                                                           : &any,
+                                port);
+
+    if (error != 0) {
+        return error;
+    }
+    probe->source_port = port;
+    do {
+        probe->sctp_tag = (p->tag_secret ^ (p->sctp_flow_counter++
+                                            * 0x9e3779b1u)) | 1u;
+    } while (sctp_tag_in_use(p, port, probe->sctp_tag));
+    return 0;
 }
 
 static int send_sctp(struct prober *p, struct probe *probe,
@@ -417,7 +412,13 @@ static int send_sctp(struct prober *p, struct probe *probe,
     size_t length = transport_bytes(request->destination.family, PROBE_SCTP,
                                     request->size);
 
-    if (request->local_port != 0) {
+    if (request->has_flow) {
+        int error = hold_sctp_flow_port(p, probe, request);
+
+        if (error != 0) {
+            return error;
+        }
+    } else if (request->local_port != 0) {
         struct ip_address any = {.family = request->destination.family};
         int error;
 
@@ -446,23 +447,39 @@ static int send_sctp(struct prober *p, struct probe *probe,
     return transmit(p, probe, ROLE_SCTP, packet, length, options);
 }
 
-static int send_tcp(struct prober *p, struct probe *probe,
-                    const struct probe_request *request, unsigned ifindex)
+/* The next of the default TCP source ports, in turn. */
+static uint16_t next_tcp_port(struct prober *p)
 {
-    int error;
+    return p->net->tcp_ports[p->tcp_port_turn++ % p->net->tcp_port_count];
+}
 
-    clock_gettime(CLOCK_REALTIME, &probe->sent);
-    error = net_tcp_connect(request, ifindex, &probe->tcp_fd, &probe->source,
-                            &probe->source_port);
+static int send_tcp(struct prober *p, struct probe *probe,
+                    const struct probe_request *request, unsigned ifindex,
+                    const struct send_options *options)
+{
+    static uint8_t packet[TCP_SYN_BYTES];
+    size_t length;
+    unsigned port = named_port(request);
+    int error = route_source(request, ifindex, &probe->source);
+
+    if (error == 0 && port != 0) {
+        error = hold_local_port(p, probe, &probe->source, port);
+    }
     if (error != 0) {
         return error;
     }
+    if (!assign_tcp_identity(p, probe)) {
+        return ENOSPC;
+    }
     probe->source_known = true;
+    probe->source_port = port != 0 ? (uint16_t)port : next_tcp_port(p);
     probe->destination_port = request->port != 0 ? (uint16_t)request->port
                                                  : DEFAULT_STREAM_PORT;
+    length = build_tcp_syn(packet, &probe->source, &probe->destination,
+                           probe->source_port, probe->destination_port,
+                           probe->tcp_sequence);
     probe_link_wire_key(p->table, probe, probe_wire_key(probe));
-    return p->watch_tcp(p->watch_context, probe->tcp_fd,
-                        (uint64_t)probe->generation << 32 | probe->slot);
+    return transmit(p, probe, ROLE_TCP, packet, length, options);
 }
 
 static int send_probe(struct prober *p, struct probe *probe,
@@ -473,7 +490,7 @@ static int send_probe(struct prober *p, struct probe *probe,
     fill_send_options(p, request, ifindex, &options);
     switch (request->protocol) {
     case PROBE_ICMP:
-        return send_icmp(p, probe, request, &options);
+        return send_icmp(p, probe, request, ifindex, &options);
     case PROBE_UDP:
         return send_udp(p, probe, request, ifindex, &options);
     case PROBE_SCTP:
@@ -482,7 +499,7 @@ static int send_probe(struct prober *p, struct probe *probe,
     case PROBE_PROTOCOL_COUNT:
         break;
     }
-    return send_tcp(p, probe, request, ifindex);
+    return send_tcp(p, probe, request, ifindex, &options);
 }
 
 /* Checks that need the system; false when a reply has been written. */
@@ -558,7 +575,8 @@ static void start_probe(struct prober *p, const struct probe_request *request)
     }
     error = send_probe(p, probe, request, ifindex);
     if (error != 0) {
-        /* ENOSPC: no identity left; EMFILE/ENFILE: no descriptor left */
+        /* ENOSPC: no identity left; EMFILE/ENFILE: no descriptor left
+           for a port hold */
         if (error == ENOSPC || error == EMFILE || error == ENFILE) {
             reply_bare(&p->out, request->token, R_PROBES_EXHAUSTED);
         } else {
@@ -613,9 +631,9 @@ static void fill_abilities(struct prober *p)
         a->protocol_ok[PROBE_ICMP] |= net->sockets[f][ROLE_ICMP] >= 0;
         a->protocol_ok[PROBE_UDP] |= net->raw && net->sockets[f][ROLE_UDP] >= 0;
         a->protocol_ok[PROBE_SCTP] |= net->sockets[f][ROLE_SCTP] >= 0;
+        a->protocol_ok[PROBE_TCP] |= net->sockets[f][ROLE_TCP] >= 0
+                                     && net->tcp_port_count > 0;
     }
-    /* TCP probes need a raw ICMP socket to see routers' answers */
-    a->protocol_ok[PROBE_TCP] = net->raw;
     a->may_mark = net->may_mark;
     a->raw_sockets = net->raw;
     a->rate_limit = net->restricted ? RESTRICTED_PROBES_PER_SECOND : 0;
@@ -647,78 +665,6 @@ void prober_receive_departures(struct prober *p)
 void prober_receive(struct prober *p, int family, enum socket_role role)
 {
     net_receive(p->net, role, family, deliver_answer, record_departure, p);
-}
-
-/*
- * The kernel gave up on TCP PROBE's connect (TCP_SYNCNT: after about 3 s)
- * before the probe's own timeout.  Nothing can answer it any more: its
- * socket is closed and it leaves the wire index, and it ends as no-reply at
- * its deadline, as it would have without the kernel's limit.
- */
-static void tcp_await_deadline(struct prober *p, struct probe *probe)
-{
-    net_tcp_abort(probe->tcp_fd);
-    probe->tcp_fd = -1;
-    free(probe->tcp_evidence);
-    probe->tcp_evidence = NULL;
-    probe_unlink_wire_key(p->table, probe);
-}
-
-void prober_tcp_event(struct prober *p, uint64_t cookie, bool writable)
-{
-    uint32_t slot = (uint32_t)cookie;
-    uint32_t generation = (uint32_t)(cookie >> 32);
-    struct probe *probe = probe_by_slot(p->table, slot, generation);
-    struct timespec now;
-    int verdict_error = 0;
-    int error;
-
-    if (probe == NULL) {
-        return;     /* answered by an ICMP error earlier in this wake-up */
-    }
-    if (tcp_take_verdict(probe)) {
-        /* the kernel accepted an ICMP error: answer with its raw-socket
-           copy, which may still wait on the raw socket */
-        if (tcp_settle(p, probe)) {
-            return;
-        }
-        prober_receive(p, probe->destination.family, ROLE_ICMP);
-        probe = probe_by_slot(p->table, slot, generation);
-        if (probe == NULL) {
-            return;
-        }
-        verdict_error = probe->tcp_evidence->verdict.error;
-    }
-    error = net_tcp_result(probe->tcp_fd);
-    if (error == 0) {
-        error = verdict_error;  /* the copy never came: what the kernel said */
-    }
-    if (error == 0 && !writable) {
-        return;
-    }
-    if (error == ETIMEDOUT) {
-        tcp_await_deadline(p, probe);
-        return;
-    }
-    clock_gettime(CLOCK_REALTIME, &now);
-    /*
-     * ECONNRESET (EPIPE after a FIN): the connection was established, so the
-     * destination answered the SYN with a SYN-ACK, and then reset it before
-     * we looked (some hosts and middleboxes reset at once after the ACK).
-     */
-    if (error == ECONNRESET || error == EPIPE) {
-        error = 0;
-    }
-    if (error == 0 || error == ECONNREFUSED) {
-        reply_tcp_answer(&p->out, probe->token, &probe->destination,
-                         elapsed_us(&probe->sent, &now),
-                         error == ECONNREFUSED, probe->details);
-        release_probe(p, probe);
-        return;
-    }
-    /* a local failure, or an ICMP error whose copy did not decode */
-    reply_send_error(&p->out, probe->token, error);
-    release_probe(p, probe);
 }
 
 /* Read the answers to the last RECEIVE_INTERLEAVE ICMP probes of a family. */
@@ -804,8 +750,7 @@ struct reply_writer *prober_replies(struct prober *p)
     return &p->out;
 }
 
-struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
-                             void *watch_context)
+struct prober *prober_create(struct net_state *net)
 {
     struct prober *p = calloc(1, sizeof(*p));
 
@@ -813,8 +758,6 @@ struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
         return NULL;
     }
     p->net = net;
-    p->watch_tcp = watch_tcp;
-    p->watch_context = watch_context;
     fill_abilities(p);
     p->table = probe_table_create(p->abilities.max_probes);
     p->holds = port_holds_create();
@@ -835,6 +778,7 @@ struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
     p->udp_counter = net->seeds.udp;
     p->sctp_counter = net->seeds.sctp;
     p->tag_secret = net->seeds.sctp_tag_secret;
+    p->tcp_counter = net->seeds.tcp;
     return p;
 }
 

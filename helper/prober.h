@@ -18,15 +18,8 @@
 
 struct prober;
 
-/*
- * Called with each new TCP probe socket, to be watched for writability;
- * COOKIE goes back to prober_tcp_event().  Returns 0 or an errno.
- */
-typedef int (*tcp_watcher)(void *context, int fd, uint64_t cookie);
-
 /* A prober for NET (open, privileges dropped); NULL when out of memory. */
-struct prober *prober_create(struct net_state *net, tcp_watcher watch_tcp,
-                             void *watch_context);
+struct prober *prober_create(struct net_state *net);
 
 /* Forget every probe in flight (no replies) and free everything. */
 void prober_destroy(struct prober *prober);
@@ -72,9 +65,6 @@ void prober_receive_departures(struct prober *prober);
 
 /* Read and deliver every answer waiting on NET's socket of FAMILY and ROLE. */
 void prober_receive(struct prober *prober, int family, enum socket_role role);
-
-/* A TCP probe socket signalled (WRITABLE: EPOLLOUT was among its events). */
-void prober_tcp_event(struct prober *prober, uint64_t cookie, bool writable);
 
 /* Reply no-reply to every probe whose deadline is at or before NOW_NS. */
 void prober_expire(struct prober *prober, uint64_t now_ns);

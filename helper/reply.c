@@ -303,6 +303,10 @@ static void append_details(char *line, size_t *used,
     if (reply->reply_size > 0) {
         append(line, used, " " RA_REPLY_SIZE " %u", reply->reply_size);
     }
+    if (reply->from_tcp) {
+        append(line, used, " " RA_TCP_FLAGS " %s",
+               reply->tcp_reset ? TCP_FLAGS_RST : TCP_FLAGS_SYN_ACK);
+    }
 }
 
 void reply_answer(struct reply_writer *writer, int32_t token,
@@ -323,18 +327,3 @@ void reply_answer(struct reply_writer *writer, int32_t token,
     emit(writer, line, used);
 }
 
-void reply_tcp_answer(struct reply_writer *writer, int32_t token,
-                      const struct ip_address *destination, uint64_t rtt_us,
-                      bool refused, bool details)
-{
-    char line[REPLY_LINE_MAX];
-    size_t used = 0;
-
-    append(line, &used, "%d " R_REPLY, (int)token);
-    append_address(line, &used, destination, rtt_us);
-    if (details) {
-        append(line, &used, " " RA_TCP_FLAGS " %s",
-               refused ? TCP_FLAGS_RST : TCP_FLAGS_SYN_ACK);
-    }
-    emit(writer, line, used);
-}

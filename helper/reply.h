@@ -61,9 +61,4 @@ void reply_answer(struct reply_writer *writer, int32_t token,
                   const struct decoded_reply *reply, uint64_t rtt_us,
                   bool details);
 
-/* A TCP probe answered by the destination (SYN-ACK, or RST when REFUSED). */
-void reply_tcp_answer(struct reply_writer *writer, int32_t token,
-                      const struct ip_address *destination, uint64_t rtt_us,
-                      bool refused, bool details);
-
 #endif

@@ -3,9 +3,10 @@
  *
  * What the loop does after start-up, and nothing more: read requests, write
  * replies, wait (epoll, timerfd), send and receive on the sockets it holds,
- * open a TCP socket per TCP probe, a UDP socket per route lookup or local
- * address check, and a UDP or SCTP socket per local-port its probes hold
- * (connect, bind, getsockname, and only the socket options listed below),
+ * open a UDP socket per route lookup or local address check, and a UDP, TCP
+ * or SCTP socket per local-port (or flow's port) its probes hold (connect
+ * for route lookups, bind, getsockname, and only the socket options listed
+ * below; none is read),
  * look up an interface index (ioctl SIOCGIFINDEX on a socket it holds),
  * raise and lower CAP_NET_ADMIN around a mark for callers entitled to
  * marks, allocate memory that is never executable, and exit or abort.
@@ -39,7 +40,6 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -88,7 +88,7 @@ static const int any_arguments[] = {
     SYS_sendto,
     SYS_recvmmsg,           /* answers, error queues */
     SYS_recvmsg,
-    SYS_connect,            /* TCP probes, route lookups */
+    SYS_connect,            /* route lookups (UDP: nothing is sent) */
     SYS_bind,               /* source addresses and ports */
     SYS_getsockname,
     SYS_fcntl,
@@ -118,7 +118,7 @@ struct socket_kind {
 };
 
 static const struct socket_kind sockets_made[] = {
-    {AF_INET, SOCK_STREAM, IPPROTO_TCP},    /* a TCP probe */
+    {AF_INET, SOCK_STREAM, IPPROTO_TCP},    /* a held TCP local-port */
     {AF_INET6, SOCK_STREAM, IPPROTO_TCP},
     {AF_INET, SOCK_DGRAM, IPPROTO_UDP},     /* a route lookup, an address check,
                                                a held UDP local-port */
@@ -127,32 +127,21 @@ static const struct socket_kind sockets_made[] = {
     {AF_INET6, SOCK_SEQPACKET, IPPROTO_SCTP},
 };
 
-/* setsockopt() and getsockopt(): (level, name) pairs. */
+/* socket options: (level, name) pairs. */
 struct socket_option {
     uint32_t level;
     uint32_t name;
 };
 
+/* setsockopt(); getsockopt() is refused: nothing is read back */
 static const struct socket_option options_set[] = {
-    {IPPROTO_IP, IP_TTL},               /* TCP probe sockets */
-    {IPPROTO_IPV6, IPV6_UNICAST_HOPS},
-    {IPPROTO_IP, IP_TOS},
-    {IPPROTO_IPV6, IPV6_TCLASS},
-    {SOL_SOCKET, SO_LINGER},
-    {IPPROTO_TCP, TCP_SYNCNT},
-    {IPPROTO_IP, IP_RECVERR},
-    {IPPROTO_IPV6, IPV6_RECVERR},
-    {SOL_SOCKET, SO_BINDTOIFINDEX},     /* and route lookup sockets */
+    {SOL_SOCKET, SO_BINDTOIFINDEX},     /* route lookup sockets */
     {SOL_SOCKET, SO_RCVBUF},            /* a held UDP local-port: the least */
 };
 
 /* Only for callers entitled to marks. */
 static const struct socket_option options_set_marking[] = {
     {SOL_SOCKET, SO_MARK},
-};
-
-static const struct socket_option options_read[] = {
-    {SOL_SOCKET, SO_ERROR},             /* a TCP probe's outcome */
 };
 
 struct program {
@@ -292,10 +281,6 @@ static void allow_options(struct program *p, bool may_mark)
         match_options(p, options_set_marking,
                       sizeof(options_set_marking) / sizeof(options_set_marking[0]));
     }
-    emit_return(p, REFUSE);
-    end_rule(p, rule);
-    rule = begin_rule(p, SYS_getsockopt);
-    match_options(p, options_read, sizeof(options_read) / sizeof(options_read[0]));
     emit_return(p, REFUSE);
     end_rule(p, rule);
 }

@@ -37,6 +37,7 @@
 #define ARG_TOS "tos"
 #define ARG_MARK "mark"
 #define ARG_DETAILS "details"     /* extension */
+#define ARG_FLOW "flow"           /* extension */
 #define ARG_FEATURE "feature"     /* check-support */
 
 /* details values */
@@ -115,6 +116,10 @@
 #define REASON_MARK_INVALID "mark-invalid"
 #define REASON_MARK_OUT_OF_RANGE "mark-out-of-range"
 #define REASON_DETAILS_INVALID "details-invalid"
+#define REASON_FLOW_INVALID "flow-invalid"
+#define REASON_FLOW_OUT_OF_RANGE "flow-out-of-range"
+#define REASON_FLOW_WITH_LOCAL_PORT "flow-with-local-port" /* the flow's port */
+#define REASON_FLOW_NOT_SUPPORTED "flow-not-supported"     /* datagram sockets */
 #define REASON_LOCAL_DEVICE_NOT_FOUND "local-device-not-found"
 #define REASON_IP_VERSION_NOT_SUPPORTED "ip-version-not-supported"
 #define REASON_PROTOCOL_NOT_SUPPORTED "protocol-not-supported"
@@ -137,6 +142,7 @@
 #define FEATURE_LOCAL_DEVICE ARG_LOCAL_DEVICE
 #define FEATURE_FRACTIONAL_TIMEOUT "fractional-timeout"
 #define FEATURE_DETAILS ARG_DETAILS
+#define FEATURE_FLOW ARG_FLOW
 #define FEATURE_SOCKETS "sockets"
 #define FEATURE_MAX_PROBES "max-probes"
 #define FEATURE_RATE_LIMIT "rate-limit"
@@ -162,6 +168,10 @@
 #define TIMEOUT_MAX_SECONDS 3600
 #define TIMEOUT_FRACTION_DIGITS 6   /* microsecond resolution */
 #define MARK_MAX 4294967295UL
+#define FLOW_MAX 65535
+/* a flow's source port (udp, tcp, sctp): 33434 for flow 0, from 1024 up */
+#define FLOW_PORT_FIRST 1024
+#define FLOW_PORT_ZERO 33434
 
 /* Defaults (mtr-packet's) */
 #define DEFAULT_TTL 255

@@ -58,6 +58,12 @@ SEED_REPLIES = {
         "icmp-code 0 reply-size 56"
     ),
     "v6-echo-reply": "2 reply ip-6 2001:db8::1 round-trip-time 0",
+    "v4-tcp-syn-ack": "9 reply ip-4 198.18.0.1 round-trip-time 0",
+    "v4-tcp-ttl": "9 ttl-expired ip-4 198.18.0.254 round-trip-time 0",
+    "v6-tcp-rst": (
+        "10 reply ip-6 2001:db8::1 round-trip-time 0 reply-ttl 64 reply-size 60 tcp-flags rst"
+    ),
+    "sent-v4-tcp": "departed",
     "v6-port-unreachable": "4 reply ip-6 2001:db8::ff round-trip-time 0",
     "v6-sctp-init-ack": "6 reply ip-6 2001:db8::1 round-trip-time 0",
     "v6-ttl-mpls": (

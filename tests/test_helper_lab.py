@@ -13,6 +13,7 @@ everything else is an exact expected value.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import subprocess
 import threading
@@ -644,7 +645,7 @@ def test_replies_from_the_destination_with_details(
     table: list[tuple[int, dict[int, str], str, Callable[[int], str]]] = []
     for i, proto in enumerate(PROTOCOLS):
         if proto == "tcp":
-            table.append((i, server, proto, lambda fam: "tcp-flags rst"))
+            table.append((i, server, proto, lambda fam: "reply-ttl 61"))
         else:
             table.append(
                 (
@@ -658,9 +659,9 @@ def test_replies_from_the_destination_with_details(
                 )
             )
     table += [
-        (10, plain, "tcp", lambda fam: "tcp-flags syn-ack"),
+        (10, plain, "tcp", lambda fam: "reply-ttl 61"),
         (11, plain, "sctp", lambda fam: "reply-ttl 61"),
-        (12, other, "tcp", lambda fam: "tcp-flags rst"),
+        (12, other, "tcp", lambda fam: "reply-ttl 97"),
         (13, other, "sctp", lambda fam: "reply-ttl 97"),
         (
             14,
@@ -691,8 +692,10 @@ def test_replies_from_the_destination_with_details(
             n = fam * 100 + offset
             answer = one_answer(cap, target[fam], proto, fam)
             if proto == "tcp":
-                assert replies[n] == expected_head[n]
-                flags = P.TCP_SYN | P.TCP_ACK if "syn-ack" in replies[n] else P.TCP_RST | P.TCP_ACK
+                # the raw TCP socket sees the answer itself: its TTL and size too
+                word = "syn-ack" if target is plain else "rst"
+                assert replies[n] == f"{expected_head[n]} {sized(answer)} tcp-flags {word}"
+                flags = P.TCP_SYN | P.TCP_ACK if word == "syn-ack" else P.TCP_RST | P.TCP_ACK
                 assert answer.tcp_flags == flags, answer.summary()
                 continue
             # reply-size is the received packet's length, reply-ttl its TTL as received
@@ -749,6 +752,76 @@ def test_ttl_expired_from_each_router_with_details(chain: Chain, helper_path: st
         assert error.ttl == 65 - ttl
         expected[token] = f"{expected[token]} {sized(error)}"
     assert replies == expected
+
+
+# (ttl, size) of flow FLOW_A's probes and of FLOW_B's one: the wire tells them apart by ttl
+FLOW_A, FLOW_B = 7, 8
+FLOW_A_PROBES = ((1, 64), (2, 100), (9, 80))
+FLOW_B_PROBE = (4, 64)
+
+
+def hashed_fields(packet: P.Packet) -> tuple[object, ...]:
+    """What a per-flow balancer hashes: addresses, protocol, TOS / traffic class, IPv6
+    flow label, the first 4 transport bytes (ports; ICMP type, code, checksum)."""
+    return (
+        packet.src,
+        packet.dst,
+        packet.proto,
+        packet.tos,
+        packet.flow_label,
+        packet.transport[:4],
+    )
+
+
+def test_a_flow_keeps_every_hashed_field_and_its_probes_are_told_apart_by_their_answers(
+    chain: Chain, helper_path: str
+) -> None:
+    """Probes of one flow share every field per-flow balancers hash, whatever their ttl
+    and size; another flow differs in them; answers still reach the right probe (each
+    ttl's router answers its own token, matched on what the error quotes).  Before:
+    ``flow`` was refused (unknown-argument) and each probe was a flow of its own."""
+    hole = chain.add_blackhole(3)
+    requests, expected, meta = [], {}, {}
+    for fam in FAMILIES:
+        for p, proto in enumerate(PROTOCOLS):
+            for k, (ttl, size) in enumerate((*FLOW_A_PROBES, FLOW_B_PROBE)):
+                n = fam * 100 + p * 10 + k
+                flow = FLOW_B if k == len(FLOW_A_PROBES) else FLOW_A
+                requests.append(
+                    req(
+                        n,
+                        fam,
+                        hole.address(fam),
+                        protocol=proto,
+                        flow=flow,
+                        ttl=ttl,
+                        size=size,
+                        tos=32,
+                        timeout=2,
+                    )
+                )
+                meta[n] = (fam, proto, ttl, flow)
+                expected[n] = (
+                    ans(n, "ttl-expired", fam, chain.hop_address(ttl, fam))
+                    if ttl <= 2
+                    else f"{n} no-reply"
+                )
+    with chain.capture("client", "eth0") as cap:
+        replies = serve(chain, helper_path, requests)
+    assert replies == expected
+    for fam in FAMILIES:
+        for proto in PROTOCOLS:
+            sent = probes_out(cap, hole.address(fam), proto, fam)
+            by_ttl = {packet.ttl: packet for packet in sent}
+            assert sorted(by_ttl) == [1, 2, 4, 9], cap.describe()
+            flow_a = {hashed_fields(by_ttl[ttl]) for ttl, _ in FLOW_A_PROBES}
+            assert len(flow_a) == 1, (proto, fam, flow_a)
+            assert hashed_fields(by_ttl[FLOW_B_PROBE[0]]) not in flow_a, (proto, fam)
+            if proto != "tcp":  # sizes differ on the wire; tcp ignores size
+                assert len({by_ttl[ttl].length for ttl, _ in FLOW_A_PROBES}) == 3
+            if fam == 6:
+                assert by_ttl[1].flow_label not in (None, 0)
+                assert by_ttl[1].flow_label != by_ttl[FLOW_B_PROBE[0]].flow_label
 
 
 MPLS_HOPS = [
@@ -897,27 +970,73 @@ def test_no_reply_from_a_blackhole_and_a_silent_target(
 def test_a_tcp_probe_to_a_silent_host_ends_at_its_own_timeout(
     chain: Chain, helper_path: str
 ) -> None:
-    """The kernel gives up on the connection after about 3 s (TCP_SYNCNT 1): a probe
-    with a shorter timeout ends before that, one with a longer ends at its timeout,
-    both as no-reply."""
+    """Before, the kernel's connect gave up after about 3 s and retransmitted the SYN;
+    now the helper's own SYN leaves once and the probe ends at its timeout, shorter or
+    longer, as no-reply."""
     hole = chain.add_blackhole(2)
-    live = LiveHelper(chain, helper_path)
     timeouts = {1: 1, 2: 1, 3: 5, 4: 5}  # token: seconds; 1, 3 IPv4, 2, 4 IPv6
-    start = live.send(
-        [
-            req(t, 4 if t % 2 else 6, hole.address(4 if t % 2 else 6), protocol="tcp", timeout=s)
-            for t, s in timeouts.items()
-        ]
-    )
-    got = live.wait_tokens(list(timeouts), 15)
-    live.close()
+    with chain.capture("client", "eth0") as cap:
+        live = LiveHelper(chain, helper_path)
+        start = live.send(
+            [
+                req(t, f, hole.address(f), protocol="tcp", timeout=s)
+                for t, s in timeouts.items()
+                for f in [4 if t % 2 else 6]
+            ]
+        )
+        got = live.wait_tokens(list(timeouts), 15)
+        live.close()
     assert {t: line for t, (_, line) in got.items()} == {t: f"{t} no-reply" for t in timeouts}
     for t, seconds in timeouts.items():
         elapsed = got[t][0] - start
         assert seconds <= elapsed < seconds + 1.5, (t, seconds, elapsed)
+    for fam in FAMILIES:
+        syns = probes_out(cap, hole.address(fam), "tcp", fam)
+        assert len(syns) == 2 and all(p.tcp_flags == P.TCP_SYN for p in syns), cap.describe()
+
+
+def test_twenty_thousand_tcp_probes_in_flight_hold_few_descriptors(
+    make_chain: Callable[..., Chain], helper_path: str, record_property: Callable[..., None]
+) -> None:
+    """Before: a connected socket per TCP probe (14,730 descriptors with 20,000 in
+    flight, and 712 refused).  Now every SYN leaves from the raw socket: fewer than 64
+    descriptors, none refused, and each probe ends no-reply at its own timeout."""
+    c = make_chain(1, tag="tcpfd")
+    hole = c.add_blackhole(1)
+    count, timeout = 20000, 10.0
+    live = LiveHelper(c, helper_path)
+    t0 = live.send(
+        [
+            req(
+                10 + i,
+                4 if i % 2 else 6,
+                hole.address(4 if i % 2 else 6),
+                protocol="tcp",
+                timeout=timeout,
+            )
+            for i in range(count)
+        ]
+        + ["1 check-support feature tcp"]  # answered once every probe above has left
+    )
+    assert live.wait_tokens([1], timeout)[1][1] == "1 feature-support support ok"
+    in_flight_by = time.monotonic() - t0
+    descriptors = len(os.listdir(f"/proc/{live.proc.pid}/fd"))
+    early = [line for _, line in live.lines if not line.startswith("1 ")]
+    assert in_flight_by < timeout - 1, f"sending took {in_flight_by:.1f} s: cannot test"
+    assert early == [], early[:5]
+    assert descriptors < 64, descriptors
+    tokens = [10 + i for i in range(count)]
+    ended = live.wait_tokens(tokens, timeout + 30)
+    live.close()
+    assert all(ended[t][1] == f"{t} no-reply" for t in tokens)
+    assert min(at for at, _ in ended.values()) - t0 >= timeout
+    record_property("tcp_in_flight_descriptors", descriptors)
 
 
 def test_address_in_use_for_a_local_port_already_probing(chain: Chain, helper_path: str) -> None:
+    """Two sctp probes in flight from one local-port: the second is address-in-use
+    (the port is their identity).  Two tcp probes share it, as udp ones do: their
+    sequence numbers tell them apart."""
     hole = chain.add_blackhole(2)
     live = LiveHelper(chain, helper_path)
     first: list[int] = []
@@ -934,8 +1053,9 @@ def test_address_in_use_for_a_local_port_already_probing(chain: Chain, helper_pa
             first.append(t)
     live.send(lines)
     got = live.wait_tokens(list(range(1, len(lines) + 1)), 5)
+    tcp = {t for t, line in enumerate(lines, 1) if "protocol tcp" in line}
     assert {t: line for t, (_, line) in got.items()} == {
-        t: f"{t} no-reply" if t in first else f"{t} address-in-use" for t in got
+        t: f"{t} no-reply" if t in first or t in tcp else f"{t} address-in-use" for t in got
     }
     # the port is free again once the first probe has ended (no TIME_WAIT left behind)
     live.forget(first)
@@ -1282,6 +1402,7 @@ def test_datagram_mode_without_privilege(ping_chain: Chain, unprivileged_copy: A
         "ip-4": "ok",
         "ip-6": "ok",
         "mark": "no",
+        "flow": "no",
         "max-probes": "65536",
     }
     requests = [f"{i} check-support feature {name}" for i, name in enumerate(features, 1)]
@@ -1322,6 +1443,10 @@ def test_datagram_mode_without_privilege(ping_chain: Chain, unprivileged_copy: A
             n = fam * 1000 + 950 + p
             requests.append(req(n, fam, c.server_address(fam), protocol=proto, timeout=3))
             expected[n] = f"{n} invalid-argument reason protocol-not-supported"
+        # the kernel chooses a datagram socket's echo id: no flow can be kept
+        n = fam * 1000 + 960
+        requests.append(req(n, fam, c.server_address(fam), flow=1, timeout=3))
+        expected[n] = f"{n} invalid-argument reason flow-not-supported"
     with c.capture("client", "eth0") as cap:
         replies = serve(c, helper, requests, user=65534)
     assert replies == expected

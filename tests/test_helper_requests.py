@@ -128,6 +128,23 @@ CASES: list[tuple[bytes, str]] = [
     (PROBE.encode() + b"local-device nosuchdev0", invalid("local-device-not-found")),
     (PROBE.encode() + b"local-device " + b"d" * 16, invalid("local-device-invalid")),
     (PROBE.encode() + b"local-device ../lo", invalid("local-device-invalid")),
+    # the flow extension: 0-65535; udp, tcp and sctp take their source port from it
+    (PROBE.encode() + b"flow -1", invalid("flow-invalid")),
+    (PROBE.encode() + b"flow 65536", invalid("flow-out-of-range")),
+    (PROBE.encode() + b"flow abc", invalid("flow-invalid")),
+    (PROBE.encode() + b"flow 1 flow 2", invalid("duplicate-argument")),
+    (
+        PROBE.encode() + b"protocol udp flow 3 local-port 40000",
+        invalid("flow-with-local-port"),
+    ),
+    (
+        PROBE.encode() + b"protocol tcp local-port 40000 flow 3",
+        invalid("flow-with-local-port"),
+    ),
+    (
+        PROBE.encode() + b"protocol sctp flow 0 local-port 40000",
+        invalid("flow-with-local-port"),
+    ),
 ]
 
 
@@ -230,6 +247,7 @@ FEATURES = {
     "local-device": "ok",
     "fractional-timeout": "ok",
     "details": "ok",
+    "flow": "ok",
     "sockets": "raw",
     "max-probes": "131072",
     "no-such-feature": "no",

@@ -121,23 +121,27 @@ def nobody_helper(unprivileged_copy: Any, mode: str) -> list[str]:
 
 # --------------------------------------------------------------------------- B's sockets
 
-# Runs as B (OTHER): binds the ports of argv[1:] ("udp4 ADDR PORT" / "udp6 ADDR PORT"
-# triples), prints "bound" or the errno of the first failure, then (if bound) waits for
-# its stdin to close and prints how many datagrams reached its sockets.
+# Runs as B (OTHER): binds the ports of argv[1:] ("udp4 ADDR PORT" / "udp6 ADDR PORT",
+# or tcp4 / tcp6: a listening TCP socket), prints "bound" or the errno of the first
+# failure, then (if bound) waits for its stdin to close and prints how many datagrams
+# (TCP: connections) reached its sockets.
 HOLDER = r"""
 import errno, socket, sys
 args = sys.argv[1:]
 sockets = []
 for i in range(0, len(args), 3):
     kind, address, port = args[i], args[i + 1], int(args[i + 2])
-    s = socket.socket(socket.AF_INET6 if kind == "udp6" else socket.AF_INET, socket.SOCK_DGRAM)
-    if kind == "udp6":
+    s = socket.socket(socket.AF_INET6 if kind.endswith("6") else socket.AF_INET,
+                      socket.SOCK_STREAM if kind.startswith("tcp") else socket.SOCK_DGRAM)
+    if kind.endswith("6"):
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
         s.bind((address, port))
     except OSError as e:
         print(errno.errorcode[e.errno], flush=True)
         sys.exit(0)
+    if kind.startswith("tcp"):
+        s.listen(8)
     s.setblocking(False)
     sockets.append(s)
 print("bound", flush=True)
@@ -146,7 +150,7 @@ heard = 0
 for s in sockets:
     while True:
         try:
-            s.recv(65536)
+            s.accept() if s.type == socket.SOCK_STREAM else s.recv(65536)
         except BlockingIOError:
             break
         heard += 1
@@ -187,9 +191,9 @@ import errno, json, socket, sys
 args, results = sys.argv[1:], []
 for i in range(0, len(args), 3):
     kind, address, port = args[i], args[i + 1], int(args[i + 2])
-    with socket.socket(socket.AF_INET6 if kind == "udp6" else socket.AF_INET,
-                       socket.SOCK_DGRAM) as s:
-        if kind == "udp6":
+    with socket.socket(socket.AF_INET6 if kind.endswith("6") else socket.AF_INET,
+                       socket.SOCK_STREAM if kind.startswith("tcp") else socket.SOCK_DGRAM) as s:
+        if kind.endswith("6"):
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             s.bind((address, port))
@@ -347,6 +351,77 @@ def test_a_port_the_probes_hold_is_nobody_elses_until_they_end(
     assert b_during == {24: "24 address-in-use", 26: "26 address-in-use"}
     assert not cap.select(direction="out", dst=chain.server_address(4)), cap.describe()
     assert not cap.select(direction="out", dst=chain.server_address(6)), cap.describe()
+    assert after == ["bound", "bound"]
+    assert b_after == {
+        24: f"24 reply ip-4 {chain.server_address(4)} round-trip-time N",
+        26: f"26 reply ip-6 {chain.server_address(6)} round-trip-time N",
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tcp_local_ports_are_held_both_ways(
+    mode: str, chain: Chain, unprivileged_copy: Any
+) -> None:
+    """TCP SYNs leave from the raw socket, so a TCP local-port is held by a bound
+    socket of the helper's: a port B listens on is address-in-use for A (nothing
+    leaves, B's listener hears nothing), and while A's probes from a port are in flight
+    B can bind it neither alone nor through the helper; once they have ended it can."""
+    taken, port = 45030, 45031
+    hole = chain.add_blackhole(2)
+    holder = Holder(chain, [("tcp4", "0.0.0.0", taken), ("tcp6", "::", taken)])
+    assert holder.status == "bound"
+    client = {fam: chain.client_address(fam) for fam in FAMILIES}
+    a = Running(chain, nobody_helper(unprivileged_copy, mode), user=NOBODY)
+    b_helper = [str(unprivileged_copy.helper(mode))]
+    b_requests = [
+        probe(20 + fam, fam, chain.server_address(fam), protocol="tcp", local_port=port, timeout=2)
+        for fam in FAMILIES
+    ]
+    with chain.capture("client", "eth0") as cap:
+        a.send(
+            [
+                probe(
+                    fam, fam, chain.server_address(fam), protocol="tcp", local_port=taken, timeout=2
+                )
+                for fam in FAMILIES
+            ]
+            + [
+                probe(10 + fam, fam, hole.address(fam), protocol="tcp", local_port=port, timeout=5)
+                for fam in FAMILIES
+            ]
+        )
+        refused = a.wait([4, 6])
+        a.sync()
+        during = try_binds(
+            chain,
+            [
+                ("tcp4", client[4], port),
+                ("tcp4", "0.0.0.0", port),
+                ("tcp6", client[6], port),
+                ("tcp6", "::", port),
+            ],
+        )
+        b = Running(chain, b_helper, user=OTHER)
+        b.send(b_requests)
+        b_during = b.wait([24, 26])
+        b.close()
+        ended = a.wait([14, 16], timeout=10)
+    a.close()
+    heard = holder.heard()
+    after = try_binds(chain, [("tcp4", "0.0.0.0", port), ("tcp6", "::", port)])
+    b = Running(chain, b_helper, user=OTHER)
+    b.send(b_requests)
+    b_after = b.wait([24, 26])
+    b.close()
+    assert refused == {4: "4 address-in-use", 6: "6 address-in-use"}
+    assert heard == 0
+    assert not cap.select(proto="tcp", sport=taken), cap.describe()
+    assert during == ["EADDRINUSE"] * 4
+    assert b_during == {24: "24 address-in-use", 26: "26 address-in-use"}
+    assert not cap.select(direction="out", proto="tcp", dst=chain.server_address(4)), cap.describe()
+    assert not cap.select(direction="out", proto="tcp", dst=chain.server_address(6)), cap.describe()
+    assert ended == {14: "14 no-reply", 16: "16 no-reply"}
+    assert len(cap.select(direction="out", proto="tcp", sport=port)) == 2, cap.describe()
     assert after == ["bound", "bound"]
     assert b_after == {
         24: f"24 reply ip-4 {chain.server_address(4)} round-trip-time N",

@@ -576,11 +576,11 @@ def refused_requests(chain: Chain) -> tuple[list[str], dict[str, str]]:
         ("ip-4 255.255.255.255 details yes", "permission-denied reason broadcast-destination"),
         ("ip-4 255.255.255.255 protocol udp", "permission-denied"),
         # directed broadcast: the helper never sets SO_BROADCAST, the kernel says EACCES
-        # (and ENETUNREACH to a TCP connect)
+        # (TCP SYNs leave from a raw socket too)
         (f"ip-4 {broadcast} details yes", "permission-denied"),
         (f"ip-4 {broadcast} protocol udp", "permission-denied"),
         (f"ip-4 {broadcast} protocol sctp", "permission-denied"),
-        (f"ip-4 {broadcast} protocol tcp", "no-route"),
+        (f"ip-4 {broadcast} protocol tcp", "permission-denied"),
         ("ip-4 0.0.0.0 details yes", "permission-denied reason unspecified-destination"),
         (
             "ip-4 0.1.2.3 protocol tcp details yes",

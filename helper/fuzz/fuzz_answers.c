@@ -11,7 +11,8 @@
  * departure, which completes nothing (BROKERPKG_FUZZ_SHOW prints
  * "departed" when a probe took the stamp).  Kind 6 is one read of the
  * kernel's RTM_GETADDR dump (sequence 1), searched for 127.0.0.1 (::1 with
- * bit 0x80): BROKERPKG_FUZZ_SHOW prints what the decoder made of it.
+ * bit 0x80): BROKERPKG_FUZZ_SHOW prints what the decoder made of it.  Kind 7
+ * is a TCP segment from an IPv6 raw socket (IPv4's come as kind 0).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -36,15 +37,10 @@ static const char requests[] =
     "5 send-probe ip-4 198.18.0.1 protocol sctp\n"
     "6 send-probe ip-6 2001:db8::1 protocol sctp\n"
     "7 send-probe ip-4 198.18.0.1 ttl 3 details yes\n"
-    "8 send-probe ip-6 2001:db8::1 ttl 3 details yes\n";
-
-static int refuse_tcp(void *context, int fd, uint64_t cookie)
-{
-    (void)context;
-    (void)fd;
-    (void)cookie;
-    return EBADF;
-}
+    "8 send-probe ip-6 2001:db8::1 ttl 3 details yes\n"
+    "9 send-probe ip-4 198.18.0.1 protocol tcp\n"
+    "10 send-probe ip-6 2001:db8::1 protocol tcp details yes\n"
+    "11 send-probe ip-6 2001:db8::1 protocol sctp flow 5\n";
 
 static void address(int family, const char *text, struct ip_address *out)
 {
@@ -54,6 +50,7 @@ static void address(int family, const char *text, struct ip_address *out)
 }
 
 #define KIND_FIX_CHECKSUMS 0x40
+#define KIND_TCP6 7
 #define FUZZ_PACKET_MAX 65536
 
 static uint16_t get16(const uint8_t *p)
@@ -111,6 +108,24 @@ static void fix_sctp(uint8_t *sctp, size_t length)
     sctp[11] = (uint8_t)(crc >> 24);
 }
 
+/* A TCP segment's checksum made right for SOURCE -> DESTINATION (FAMILY). */
+static void fix_tcp(uint8_t *tcp, size_t length, int family,
+                    const uint8_t *source, const uint8_t *destination)
+{
+    struct ip_address from = {.family = family};
+    struct ip_address to = {.family = family};
+    uint32_t sum;
+
+    if (length < 20) {
+        return;
+    }
+    memcpy(&from.u, source, ip_address_length(&from));
+    memcpy(&to.u, destination, ip_address_length(&to));
+    put16(tcp + 16, 0);
+    sum = checksum_pseudo_header(&from, &to, 6, length);
+    put16(tcp + 16, checksum_finish(checksum_add(sum, tcp, length)));
+}
+
 /* Make the checksums of PACKET (as socket kind KIND delivers it) right. */
 static void fix_checksums(uint8_t kind, uint8_t *packet, size_t length)
 {
@@ -131,6 +146,9 @@ static void fix_checksums(uint8_t kind, uint8_t *packet, size_t length)
             fix_icmp(packet + header, total - header, AF_INET);
         } else if (packet[9] == 132) {
             fix_sctp(packet + header, total - header);
+        } else if (packet[9] == 6) {
+            fix_tcp(packet + header, total - header, AF_INET, packet + 12,
+                    packet + 16);
         }
         return;
     case 1:
@@ -139,6 +157,15 @@ static void fix_checksums(uint8_t kind, uint8_t *packet, size_t length)
     case 2:
         fix_sctp(packet, length);
         return;
+    case KIND_TCP6: {
+        struct ip_address source;
+        struct ip_address local;
+
+        address(AF_INET6, "2001:db8::1", &source);
+        address(AF_INET6, "2001:db8::2", &local);
+        fix_tcp(packet, length, AF_INET6, source.u.bytes, local.u.bytes);
+        return;
+    }
     default:
         return;
     }
@@ -165,6 +192,9 @@ static bool decode(uint8_t kind, uint8_t sender, const uint8_t *packet,
     case 2:
         return decode_sctp6_packet(packet, length, &source, &local,
                                    sender >> 1, reply);
+    case KIND_TCP6:
+        return decode_tcp6_packet(packet, length, &source, &local,
+                                  sender >> 1, reply);
     case 3:
         return decode_datagram_echo(packet, length, &source, sender >> 1,
                                     reply);
@@ -265,7 +295,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     net_open(&net);
-    prober = prober_create(&net, refuse_tcp, NULL);
+    prober = prober_create(&net);
     if (prober == NULL) {
         abort();
     }
@@ -300,7 +330,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (getenv("BROKERPKG_FUZZ_SHOW") != NULL) {
         reply_flush(prober_replies(prober), 1);
     }
-    if (prober_in_flight(prober) < 7) {
+    if (prober_in_flight(prober) < 10) {
         abort();    /* one packet answers at most one probe */
     }
     prober_destroy(prober);

@@ -12,14 +12,6 @@
 #include "../prober.h"
 #include "../reply.h"
 
-static int refuse_tcp(void *context, int fd, uint64_t cookie)
-{
-    (void)context;
-    (void)fd;
-    (void)cookie;
-    return EBADF;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct net_state net;
@@ -27,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct reply_writer *out;
 
     net_open(&net);
-    prober = prober_create(&net, refuse_tcp, NULL);
+    prober = prober_create(&net);
     if (prober == NULL) {
         abort();
     }

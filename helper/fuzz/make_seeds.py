@@ -4,7 +4,8 @@
 The answer seeds answer exactly the probes fuzz_answers.c puts in flight, with the
 identities the stub network (net_stub.c) makes the prober choose: ICMP id 0x4242 with
 sequences 0-3, UDP checksums 1 and 2 from source port 0x4242, SCTP source ports 33434
-and 33435.  So the fuzzer starts from packets that reach the matching code.
+and 33435, TCP sequences 0 and 1 from source ports 0x5151 and 0x5152.  So the fuzzer
+starts from packets that reach the matching code.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ UDP_PORT = 0x4242
 V4_PROBE_DST, V4_SRC, V4_ROUTER = "198.18.0.1", "198.18.0.2", "198.18.0.254"
 V6_PROBE_DST, V6_SRC = "2001:db8::1", "2001:db8::2"
 ETHERNET = bytes(12)  # addresses; the EtherType follows
+TCP_PORTS = (0x5151, 0x5152)  # the stub's default TCP source ports; sequences from 0
+TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
 
 
 def ip4(text: str) -> bytes:
@@ -81,6 +84,13 @@ def sctp(sport: int, dport: int, vtag: int, chunk: bytes) -> bytes:
     packet = struct.pack("!HHII", sport, dport, vtag, 0) + chunk
     crc = crc32c(packet)
     return packet[:8] + struct.pack("<I", crc) + packet[12:]
+
+
+def tcp(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int) -> bytes:
+    """A TCP header from SRC to DST (packed addresses), its checksum filled in."""
+    segment = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240, 0, 0)
+    pseudo = src + dst + struct.pack("!IxxxB", len(segment), 6)
+    return segment[:16] + struct.pack("!H", inet_checksum(pseudo + segment)) + segment[18:]
 
 
 def sctp_tag(port: int) -> int:
@@ -152,6 +162,10 @@ def answers() -> dict[str, bytes]:
     v4_icmp_probe = ipv4(V4_SRC, V4_PROBE_DST, 1, echo(8, 2), ttl=1)
     v4_udp_probe = ipv4(V4_SRC, V4_PROBE_DST, 17, udp(UDP_PORT, 33435, 1))
     v4_sctp_probe = ipv4(V4_SRC, V4_PROBE_DST, 132, sctp(33434, 80, 0, init_chunk(sctp_tag(33434))))
+    syn = tcp(ip4(V4_SRC), ip4(V4_PROBE_DST), TCP_PORTS[0], 80, 0, 0, TCP_SYN)
+    v4_tcp_probe = ipv4(V4_SRC, V4_PROBE_DST, 6, syn, ttl=1)
+    syn_ack = tcp(ip4(V4_PROBE_DST), ip4(V4_SRC), 80, TCP_PORTS[0], 777, 1, TCP_SYN | TCP_ACK)
+    rst = tcp(ip6(V6_PROBE_DST), ip6(V6_SRC), 80, TCP_PORTS[1], 0, 2, TCP_RST | TCP_ACK)
     v6_icmp_probe = ipv6(V6_SRC, V6_PROBE_DST, 58, echo(128, 3), hops=1)
     v6_udp_probe = ipv6(V6_SRC, V6_PROBE_DST, 17, udp(UDP_PORT, 33436, 2))
     body4, word4 = with_extension(v4_icmp_probe, True, [(24001, 0, 0, 1), (16, 5, 1, 1)])
@@ -174,6 +188,10 @@ def answers() -> dict[str, bytes]:
         ),
         "v4-sctp-abort-t": b"\0\0"
         + ipv4(V4_PROBE_DST, V4_SRC, 132, sctp(80, 33434, 0, struct.pack("!BBH", 6, 1, 4))),
+        "v4-tcp-syn-ack": b"\0\0" + ipv4(V4_PROBE_DST, V4_SRC, 6, syn_ack),
+        "v4-tcp-ttl": b"\0\0" + ipv4(V4_ROUTER, V4_SRC, 1, icmp(11, 0, v4_tcp_probe[:28])),
+        "v6-tcp-rst": b"\x87\x80" + rst,
+        "sent-v4-tcp": b"\x05\x00" + ETHERNET + b"\x08\x00" + v4_tcp_probe,
         "v6-echo-reply": b"\x81\x80" + echo(129, 1),
         "v6-ttl-mpls": b"\x81\x81" + icmp(3, 0, body6, v4=False, word=word6),
         "v6-port-unreachable": b"\x81\x01" + icmp(1, 4, v6_udp_probe[:56], v4=False),
@@ -197,6 +215,14 @@ REQUESTS = {
     ),
     "sctp": b"3 send-probe ip-4 198.18.0.1 protocol sctp size 200 local-device lo\n",
     "tcp": b"4 send-probe ip-4 198.18.0.1 protocol tcp port 443\n",
+    "flow": (
+        b"17 send-probe ip-6 2001:db8::1 flow 9 size 0\n"
+        b"18 send-probe ip-4 198.18.0.1 protocol udp flow 65535 ttl 2\n"
+        b"19 send-probe ip-4 198.18.0.1 protocol tcp flow 0\n"
+        b"20 send-probe ip-6 2001:db8::1 protocol sctp flow 3\n"
+        b"21 send-probe ip-6 2001:db8::1 protocol sctp flow 3\n"
+        b"22 send-probe ip-4 198.18.0.1 protocol udp flow 16566\n"
+    ),
     "check-support": b"5 check-support feature max-probes\n6 check-support\n",
     "errors": b"x\n\n7 frob\n8 send-probe ip-4 1.2.3\n9 send-probe ip-4 127.0.0.1 ttl 0\n",
     "reuse": b"10 send-probe ip-4 198.18.0.1\n10 send-probe ip-4 198.18.0.1\n",

@@ -32,6 +32,9 @@ void net_open(struct net_state *net)
     net->icmp_ids[1] = 0x4243;
     net->icmp_id_count = 2;
     net->udp_source_port = 0x4242;
+    net->tcp_ports[0] = 0x5151;
+    net->tcp_ports[1] = 0x5152;
+    net->tcp_port_count = 2;
     net->may_mark = true;
     memset(&net->seeds, 0, sizeof(net->seeds));
     net->netlink_fd = -1;
@@ -183,38 +186,14 @@ void net_release_port(int fd)
     (void)fd;
 }
 
-bool net_port_held_for_life(const struct net_state *net, uint16_t port)
+bool net_port_held_for_life(const struct net_state *net,
+                            enum probe_protocol protocol, uint16_t port)
 {
-    return port == net->icmp_ids[0] || port == net->icmp_ids[1];
-}
-
-int net_tcp_connect(const struct probe_request *request, unsigned ifindex,
-                    int *fd, struct ip_address *source, uint16_t *source_port)
-{
-    (void)request;
-    (void)ifindex;
-    (void)fd;
-    (void)source;
-    (void)source_port;
-    return EHOSTUNREACH;
-}
-
-int net_tcp_result(int fd)
-{
-    (void)fd;
-    return ECONNREFUSED;
-}
-
-bool net_tcp_icmp_error(int fd, struct tcp_icmp_error *error)
-{
-    (void)fd;
-    (void)error;
-    return false;
-}
-
-void net_tcp_abort(int fd)
-{
-    (void)fd;
+    if (protocol == PROBE_TCP) {
+        return port == net->tcp_ports[0] || port == net->tcp_ports[1];
+    }
+    return protocol == PROBE_UDP
+           && (port == net->icmp_ids[0] || port == net->icmp_ids[1]);
 }
 
 void net_receive_departures(const struct net_state *net, reply_sink sink,
