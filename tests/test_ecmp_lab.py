@@ -405,39 +405,63 @@ def found(result: MultipathResult) -> tuple[dict[int, set[str]], set[tuple[int, 
 
 
 MULTIPATH_CASES = [
-    (name, family, protocol, confidence)
+    (name, family, protocol)
     for name in sorted(TOPOLOGIES)
     for family in (4, 6)
-    for protocol, confidence in (("udp", 95), ("udp", 99), ("tcp", 99))
+    for protocol in ("udp", "tcp")
 ]
+RUNS_AT_95 = 8
+"""Multipath traces at 95% per lab and family, each with other flows (first_flow)."""
 
 
-@pytest.mark.parametrize(("name", "family", "protocol", "confidence"), MULTIPATH_CASES)
+async def lab_multipath(
+    lab: EcmpLab, session: Session, family: int, protocol: str, confidence: float, first_flow: int
+) -> MultipathResult:
+    return await multipath_trace(
+        lab.server_address(family),
+        max_ttl=10,
+        timeout=1.0,
+        confidence=confidence,
+        family=family,
+        protocol=protocol,
+        first_flow=first_flow,
+        session=session,
+    )
+
+
+@pytest.mark.parametrize(("name", "family", "protocol"), MULTIPATH_CASES)
 async def test_multipath_traces_find_every_node_and_link_and_invent_none(
     make_ecmp: Callable[[Topology], EcmpLab],
     helper_path: str,
     name: str,
     family: int,
     protocol: str,
-    confidence: float,
 ) -> None:
     lab = ecmp_lab(make_ecmp, name)
     truth = lab.truth(family)
     async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
-        result = await multipath_trace(
-            lab.server_address(family),
-            max_ttl=10,
-            timeout=1.0,
-            confidence=confidence,
-            family=family,
-            protocol=protocol,
-            session=session,
-        )
+        result = await lab_multipath(lab, session, family, protocol, 99, 1)
+        at_95 = [
+            await lab_multipath(lab, session, family, protocol, 95, 1 + 1000 * run)
+            for run in range(RUNS_AT_95)
+        ]
+    # 99%: the whole truth (the lab's hashes are seeded: this run is the same each time)
     assert result.confidence_reached and not result.partial
     nodes, links = found(result)
     assert nodes == truth.nodes
     assert links == truth.links
     assert result.distance == min(truth.distances)
+    # 95%: each router's next hops are complete with 95% confidence, so a run may miss
+    # a link now and then (the IPv6 series has 5 routers that branch: about one run in
+    # five misses one), and never invents one
+    complete = 0
+    for run in at_95:
+        assert run.confidence_reached
+        nodes, links = found(run)
+        assert links <= truth.links
+        assert all(addresses <= truth.nodes[ttl] for ttl, addresses in nodes.items())
+        complete += links == truth.links
+    assert complete >= RUNS_AT_95 // 2
 
 
 @FAMILIES
@@ -629,7 +653,9 @@ def test_the_multipath_command_prints_the_truth(
     truth = lab.truth(family)
     server = lab.server_address(family)
     res = run_brokerpkg(
-        lab, helper_path, ["trace", f"-{family}", "-n", "--multipath", "-j", "-w", "1", server]
+        lab,
+        helper_path,
+        ["trace", f"-{family}", "-u", "-n", "--multipath", "-j", "-w", "1", server],
     )
     if "flow" in res.stderr and res.returncode != 0:
         pytest.skip(f"the helper cannot put probes in flows: {res.stderr.strip()}")
@@ -638,7 +664,9 @@ def test_the_multipath_command_prints_the_truth(
     links = {(link["ttl"], link["from"], link["to"]) for link in document["links"]}
     assert links == truth.links
     assert document["confidence"] == 95 and document["confidence_reached"]
-    text = run_brokerpkg(lab, helper_path, ["trace", f"-{family}", "-n", "--multipath", server])
+    text = run_brokerpkg(
+        lab, helper_path, ["trace", f"-{family}", "-u", "-n", "--multipath", server]
+    )
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert f"{len(truth.addresses)} nodes, {len(truth.edges())} links" in lines[0]

@@ -29,6 +29,7 @@ and ``balance`` (:mod:`lab.responder`).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import subprocess
@@ -221,9 +222,9 @@ class EcmpLab(Lab):
         self._wiring = _Wiring()
         self.client = self.add_node(CLIENT)
         self.routers: dict[str, Node] = {}
-        for index, name in enumerate(topology.routers, start=1):
+        for name in topology.routers:
             settings = {**HASH_POLICY, **ANSWER_TOWARDS_CLIENT}
-            settings["net.ipv4.fib_multipath_hash_seed"] = 7919 * index
+            settings["net.ipv4.fib_multipath_hash_seed"] = _seed(name)
             self.routers[name] = self.add_node(name, router=True, sysctls=settings)
         self.server = self.add_node(SERVER)
         self._link(CLIENT, topology.first)
@@ -403,6 +404,12 @@ class EcmpLab(Lab):
             flow: self.hops_of(path, family)
             for flow, path in self.flow_paths(family, flows).items()
         }
+
+
+def _seed(router: str) -> int:
+    """A router's multipath hash seed: 32 bits from its name (never 0: 0 is random)."""
+    digest = hashlib.blake2b(router.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") or 1
 
 
 def _route_get(family: int, src: str, dst: str, dev: str, flow: Flow) -> str:
