@@ -12,7 +12,9 @@ a. scamper tracelb (Debian's scamper, tests/lab/scamper.py): ``scamper -O warts 
    ``--scamper-rounds`` runs (default 1: a run takes 5-20 s), each ended after
    ``--scamper-timeout`` s.
 b. ours: ``multipath_trace(DST, confidence=C, protocol="udp")`` on an open session
-   whose helper runs in the client namespace, ``--rounds`` runs (default 10).
+   whose helper runs in the client namespace, ``--rounds`` runs (default 10), run i
+   with flows from 1 + 1000 i (the labs' hashes are seeded: the same flows would take
+   the same paths every run).
 
 For each: nodes and links (from, to) found against the lab's truth (missing and
 invented ones), probes sent, wall time; medians; ratios ours / scamper (scamper's links
@@ -111,7 +113,7 @@ async def our_runs(
     async with Session(command=lab.exec_argv("client", [helper])) as session:
         if session.features.get("flow", "no") != "ok":
             return "the helper has no flow extension"
-        for _ in range(rounds):
+        for index in range(rounds):
             start = time.monotonic()
             result = await multipath_trace(
                 target,
@@ -120,6 +122,7 @@ async def our_runs(
                 confidence=confidence,
                 family=family,
                 protocol="udp",
+                first_flow=1 + 1000 * index,  # other flows each run: other hashes
                 session=session,
             )
             seconds = time.monotonic() - start
