@@ -633,6 +633,49 @@ async def test_mtr_flows_gives_each_flow_its_true_path(
     assert len(paths) >= 2  # 6 flows over 8 paths
 
 
+@FAMILIES
+def test_the_mtr_command_with_flows_shows_each_flows_true_path(
+    make_ecmp: Callable[[Topology], EcmpLab], helper_path: str, family: int
+) -> None:
+    lab = ecmp_lab(make_ecmp, "series")
+    truth = lab.truth(family)
+    args = ["mtr", f"-{family}", "-u", "-n", "-c", "2", "-i", "0.2", "--flows", "6", "-j"]
+    res = run_brokerpkg(lab, helper_path, [*args, lab.server_address(family)])
+    assert res.returncode == 0, res.stderr
+    rows: dict[int, list[tuple[int, str]]] = {}
+    for hub in json.loads(res.stdout)["report"]["hubs"]:
+        rows.setdefault(hub["flow"], []).append((hub["count"], hub["host"]))
+    assert sorted(rows) == list(range(1, 7))
+    paths = set()
+    for flow_rows in rows.values():
+        counts = [count for count, _host in flow_rows]
+        assert counts == list(range(1, len(counts) + 1))  # one router per row
+        path = [host for _count, host in flow_rows]
+        assert path_links(path) <= truth.links and path[-1] == lab.server_address(family)
+        paths.add(tuple(path))
+    assert len(paths) >= 2
+
+
+@FAMILIES
+async def test_icmp_paris_traces_through_the_per_flow_balancer_keep_one_branch(
+    make_chain: Callable[..., Chain], helper_path: str, family: int
+) -> None:
+    chain = make_chain(1, responder=True)
+    target = balanced_target(chain, family, "flow")
+    branches = {path[1][f"addr{family}"] for path in virtual_diamond(4)}
+    seen = set()
+    async with asyncio.timeout(LIMIT), flow_session(chain, helper_path) as session:
+        for flow in range(1, 13):
+            trace = await traceroute(
+                target, probes_per_hop=4, family=family, timeout=1.0, flow=flow, session=session
+            )
+            assert trace.reached
+            assert all(len(hop.responders) == 1 for hop in trace.hops)  # ICMP kept its flow
+            seen.add(trace.hop(3).address)
+    # the balancer hashes the ICMP checksum: the flows spread over its branches
+    assert len(seen) >= 2 and seen <= branches
+
+
 # ------------------------------------------------------------------ the command line
 
 
