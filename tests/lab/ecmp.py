@@ -34,7 +34,7 @@ import itertools
 import json
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .netns import LabError
@@ -201,13 +201,6 @@ class Flow(NamedTuple):
     dport: int = 0
 
 
-@dataclass
-class _Wiring:
-    """The links made for a topology: (from, to) -> (from's interface, to's)."""
-
-    ends: dict[tuple[str, str], tuple[Interface, Interface]] = field(default_factory=dict)
-
-
 class EcmpLab(Lab):
     """A :class:`Topology` built in namespaces (see the module documentation)."""
 
@@ -219,7 +212,8 @@ class EcmpLab(Lab):
         """
         super().__init__(tag, **kwargs)
         self.topology = topology
-        self._wiring = _Wiring()
+        # (from, to) -> (from's interface, to's interface) for every link
+        self._ends: dict[tuple[str, str], tuple[Interface, Interface]] = {}
         self.client = self.add_node(CLIENT)
         self.routers: dict[str, Node] = {}
         for name in topology.routers:
@@ -237,14 +231,14 @@ class EcmpLab(Lab):
     # ------------------------------------------------------------------ building
 
     def _link(self, a: str, b: str) -> None:
-        k = len(self._wiring.ends) + 1
+        k = len(self._ends) + 1
         if k > 198:
             raise ValueError("more links than the address plan has (198)")
-        self._wiring.ends[a, b] = self.add_link(a, b, k)
+        self._ends[a, b] = self.add_link(a, b, k)
 
     def _routes(self, family: int) -> None:
         default = "default" if family == 4 else "default6"
-        client_link = self._wiring.ends[CLIENT, self.topology.first][1].link
+        client_link = self._ends[CLIENT, self.topology.first][1].link
         assert client_link is not None
         self.add_route(
             CLIENT, default, via=link_address(client_link, 2, family), dev=self.ifname(CLIENT, 1)
@@ -267,7 +261,7 @@ class EcmpLab(Lab):
         """The router's route towards the server: one next hop, or a multipath route."""
         gateways = []
         for hop in hops:
-            mine, theirs = self._wiring.ends[router, hop]
+            mine, theirs = self._ends[router, hop]
             gateways.append((theirs.address(family), mine.name))
         if len(gateways) == 1:
             self.add_route(router, default, via=gateways[0][0], dev=gateways[0][1])
@@ -277,7 +271,7 @@ class EcmpLab(Lab):
 
     def _in_link(self, before: str, node: str) -> tuple[int, str]:
         """The link number from ``before`` to ``node``, and ``node``'s interface on it."""
-        _mine, theirs = self._wiring.ends[before, node]
+        _mine, theirs = self._ends[before, node]
         assert theirs.link is not None
         return theirs.link, theirs.name
 
@@ -300,7 +294,7 @@ class EcmpLab(Lab):
 
     def server_address(self, family: int = 4) -> str:
         """The server's address: the destination of the lab's traces."""
-        return self._wiring.ends[self.topology.last, SERVER][1].address(family)
+        return self._ends[self.topology.last, SERVER][1].address(family)
 
     def answer_address(self, router: str, before: str, family: int) -> str:
         """The address ``router`` answers time-exceeded from for a probe that came from
@@ -310,19 +304,7 @@ class EcmpLab(Lab):
             return self.server_address(family)
         if family == 4:
             before = self.topology.predecessors(router)[0]
-        return self._wiring.ends[before, router][1].address(family)
-
-    def router_of(self, address: str) -> str:
-        """The router (or ``server``) owning ``address``.
-
-        Raises:
-            LookupError: no node of the lab has it.
-        """
-        for name, node in self.nodes.items():
-            for iface in node.interfaces.values():
-                if address in (iface.addr4, iface.addr6):
-                    return name
-        raise LookupError(f"no lab node has {address}")
+        return self._ends[before, router][1].address(family)
 
     # ------------------------------------------------------------------ truth
 
