@@ -331,7 +331,9 @@ class EcmpLab(Lab):
     def flow_paths(self, family: int, flows: Iterable[Flow]) -> dict[Flow, list[str]]:
         """Which routers each flow from the client to the server crosses, as the
         routers' kernels say (``ip route get DST from SRC iif IF ipproto P sport S
-        dport D`` in each router, one ``ip -batch`` per router and step).
+        dport D`` in each router, one ``ip -batch`` per router and step).  For UDP and
+        TCP that is the path the packets take; for ICMPv6 echo the kernel's route get
+        hashes otherwise than its forwarding (the path is one, but maybe another).
 
         Raises:
             LabError: ``ip`` failed or named an interface without a lab neighbour.
