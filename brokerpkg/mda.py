@@ -34,6 +34,11 @@ flows through each node of TTL h (the meshing test; a single flow would not show
 second next hop).  A pair of TTLs found meshed, or whose nodes show different numbers
 of next hops (the uniformity assumption fails), falls back to node control for good.
 
+**Links back**: node control and MDA-Lite send new flows straight to the TTL they
+count at, so a node may be found only by flows never probed one TTL earlier (where a
+branch was missed, as the stopping rule allows); one of its flows is then probed at the
+TTL before, which shows where it comes from (and the missed node, now counted).
+
 **Per-packet balancers**: a balancer that picks a next hop per packet, not per flow,
 sends the probes of one flow down different branches, so a flow's answers at two
 TTLs would make up links.  Where that could happen (a TTL with two nodes behind a
@@ -516,8 +521,27 @@ class MultipathState:
             wants.extend(pair)
             following = self._levels[ttl + 1]
             settled = settled and not pair and not following.pending()
+        for ttl in range(first + 1, self.settings.max_ttl + 1):
+            wants.extend(self._backfill(ttl))
         for ttl in range(first, self.settings.max_ttl + 1):
             wants.extend(self._rechecks(ttl))
+        return wants
+
+    def _backfill(self, ttl: int) -> list[_Want]:
+        """One flow of each node of ``ttl`` that no flow links back (every flow of it
+        entered at ``ttl``, as node control and MDA-Lite send new flows, and the TTL
+        before has several nodes), probed at ``ttl - 1``: it shows where the node comes
+        from, and a node seen there for the first time is then counted."""
+        before = ttl - 1
+        if self._sole(before) is not None:
+            return []
+        wants = []
+        for node in self._levels[ttl].nodes.values():
+            if any(self._previous(flow, ttl) != _UNKNOWN for flow in node.flows):
+                continue
+            unprobed = [flow for flow in node.flows if before not in self._flows[flow]]
+            if unprobed:
+                wants.append(_Want(unprobed[0], before))
         return wants
 
     # ------------------------------------------------------------------ graph

@@ -41,6 +41,15 @@ SPEC is an object whose keys are all optional:
     with time-exceeded, quoting the probe as that hop received it (TTL 1).  So
     seen from the client, virtual hop i is hop ``N + i`` and the target hop
     ``N + k + 1`` (N real routers).
+``paths``: instead of ``hops``, a list of paths, each a list of hop objects (as
+    ``hops`` takes them; give each hop its own ``addr4``/``addr6``), and ``balance``
+    says which path a probe takes, as a load balancer in front of them would:
+    ``"flow"`` (default) hashes what hardware per-flow balancers hash -- the
+    addresses, the protocol, the TOS / traffic class, the IPv6 flow label and the
+    first 4 transport bytes (ports; ICMP type, code and checksum) -- with ``seed``;
+    ``"packet"`` picks a path at random for every probe (``random.Random(seed)``).
+    Paths may differ in length (the target is one hop after the path's last).  The
+    ``rx`` event's ``path`` is the index of the path taken.
 ``mpls``: label stack entries ``[[label, tc, bos, ttl], ...]`` appended to every
     virtual hop's time-exceeded as an RFC 4884 extension structure (version 2)
     holding one RFC 4950 object (class 1, c-type 1); the quoted datagram is
@@ -83,6 +92,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import heapq
 import ipaddress
 import json
@@ -142,6 +152,8 @@ SPEC_KEYS = frozenset(
         "seed",
         "duplicate",
         "hops",
+        "paths",
+        "balance",
         "mpls",
         "malform",
         "truncate",
@@ -203,6 +215,7 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         "sctp": ("init-ack", "abort"),
         "malform": (None, *MALFORMS),
         "forge_type": ("time-exceeded", "unreachable"),
+        "balance": ("flow", "packet"),
     }
     for key, allowed in choices.items():
         if key in s and s[key] not in allowed:
@@ -239,22 +252,41 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(hops, int) and not 0 <= hops <= 250:
             raise ValueError("hops must be 0..250")
         if isinstance(hops, list):
-            if len(hops) > 250:
-                raise ValueError("at most 250 hops")
-            for i, hop in enumerate(hops, start=1):
-                if not isinstance(hop, Mapping) or set(hop) - HOP_KEYS:
-                    raise ValueError(f"hop {i}: must be an object with keys {sorted(HOP_KEYS)}")
-                if "addr4" in hop:
-                    _check_addr(hop["addr4"], 4, f"hop {i} addr4")
-                if "addr6" in hop:
-                    _check_addr(hop["addr6"], 6, f"hop {i} addr6")
-                if "mpls" in hop:
-                    _check_mpls(hop["mpls"], f"hop {i} mpls")
-                if "delay" in hop and (
-                    not isinstance(hop["delay"], (int, float)) or hop["delay"] < 0
-                ):
-                    raise ValueError(f"hop {i}: delay must be >= 0")
+            _check_hop_list(hops, "hop")
+    if "paths" in s:
+        if "hops" in s:
+            raise ValueError("give hops or paths, not both")
+        paths = s["paths"]
+        if not isinstance(paths, list) or not paths or len(paths) > 64:
+            raise ValueError("paths must be a list of 1..64 paths (lists of hop objects)")
+        for n, path in enumerate(paths, start=1):
+            if not isinstance(path, list) or not path:
+                raise ValueError(f"path {n}: must be a non-empty list of hop objects")
+            _check_hop_list(path, f"path {n} hop")
+    elif "balance" in s:
+        raise ValueError("balance applies to paths only")
     return s
+
+
+def _check_hop_list(hops: list[Any], what: str) -> None:
+    """Check a list of hop objects (``what`` names them in errors).
+
+    Raises:
+        ValueError: too many, or a hop with an unknown key or bad value.
+    """
+    if len(hops) > 250:
+        raise ValueError(f"at most 250 {what}s")
+    for i, hop in enumerate(hops, start=1):
+        if not isinstance(hop, Mapping) or set(hop) - HOP_KEYS:
+            raise ValueError(f"{what} {i}: must be an object with keys {sorted(HOP_KEYS)}")
+        if "addr4" in hop:
+            _check_addr(hop["addr4"], 4, f"{what} {i} addr4")
+        if "addr6" in hop:
+            _check_addr(hop["addr6"], 6, f"{what} {i} addr6")
+        if "mpls" in hop:
+            _check_mpls(hop["mpls"], f"{what} {i} mpls")
+        if "delay" in hop and (not isinstance(hop["delay"], (int, float)) or hop["delay"] < 0):
+            raise ValueError(f"{what} {i}: delay must be >= 0")
 
 
 def validate_script(script: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,6 +351,7 @@ class ResponderProgram:
         self.default: dict[str, Any] = s["default"]
         self.targets: dict[str, dict[str, Any]] = s["targets"]
         self.rngs: dict[str, random.Random] = {}
+        self.path_rngs: dict[str, random.Random] = {}  # per-packet balancers
         self.tcp_isn: dict[str, random.Random] = {}
         self.resolving: dict[tuple[str, int], float] = {}  # (target, hop) -> first forward
 
@@ -380,10 +413,12 @@ class ResponderProgram:
                 else:
                     self.targets[target] = validate_spec(msg["spec"])
                 self.rngs.pop(target, None)
+                self.path_rngs.pop(target, None)
                 self.resolving = {k: v for k, v in self.resolving.items() if k[0] != target}
             elif cmd == "default":
                 self.default = validate_spec(msg.get("spec") or {})
                 self.rngs.clear()
+                self.path_rngs.clear()
             elif cmd == "load":
                 self.load(msg["script"])
             elif cmd == "reset":
@@ -486,15 +521,16 @@ class ResponderProgram:
             "hex": raw.hex(),
             "action": "",
             "hop": None,
+            "path": None,
         }
-        answers, action, hop = self.decide(pkt, raw, spec)
+        hops, rx["path"] = self.route(pkt, spec)
+        answers, action, hop = self.decide(pkt, raw, spec, hops)
         rx["action"], rx["hop"] = action, hop
         self.emit(rx)
         if not answers:
             return
         delay = float(spec.get("delay", 0))
         if hop is not None:
-            hops = self.hop_list(spec, pkt.version)
             delay += float(hops[hop - 1].get("delay", 0))
         copies = 1 + int(spec.get("duplicate", 0))
         for ip, kind in answers:
@@ -502,14 +538,26 @@ class ResponderProgram:
                 ip, kind, delay, src_mac, n, copies if not kind.startswith("forged") else 1
             )
 
-    def hop_list(self, spec: Mapping[str, Any], family: int) -> list[dict[str, Any]]:
-        hops = spec.get("hops", 0)
-        if isinstance(hops, int):
-            return [{} for _ in range(hops)]
-        return [dict(h) for h in hops]
+    def route(
+        self, pkt: P.Packet, spec: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The virtual hops in front of the target for ``pkt``, and the index of the
+        path a balancer chose (None without ``paths``)."""
+        paths = spec.get("paths")
+        if paths is None:
+            hops = spec.get("hops", 0)
+            if isinstance(hops, int):
+                return [{} for _ in range(hops)], None
+            return [dict(h) for h in hops], None
+        if spec.get("balance", "flow") == "packet":
+            rng = self.path_rngs.setdefault(pkt.dst, random.Random(spec.get("seed", 0)))
+            index = rng.randrange(len(paths))
+        else:
+            index = flow_hash(pkt, int(spec.get("seed", 0))) % len(paths)
+        return [dict(h) for h in paths[index]], index
 
     def decide(
-        self, pkt: P.Packet, raw: bytes, spec: Mapping[str, Any]
+        self, pkt: P.Packet, raw: bytes, spec: Mapping[str, Any], hops: list[dict[str, Any]]
     ) -> tuple[list[tuple[bytes, str]], str, int | None]:
         v = pkt.version
         # Traffic we never answer: ICMP errors and replies, TCP resets.
@@ -526,7 +574,6 @@ class ResponderProgram:
         if spec.get("drop", 0) and self.rng(pkt.dst, spec).random() < spec["drop"]:
             return [], "dropped", None
         ttl_cfg = spec.get("reply_ttl", 64)
-        hops = self.hop_list(spec, v)
         resolving = self.cold_hop(pkt, float(spec.get("cold", 0)), len(hops))
         if resolving is not None:
             return [], "cold-hop", resolving
@@ -781,6 +828,17 @@ class ResponderProgram:
         return out
 
 
+def flow_hash(pkt: P.Packet, seed: int) -> int:
+    """What a hardware per-flow balancer hashes, hashed with ``seed``: the addresses,
+    the protocol, the TOS / traffic class, the IPv6 flow label and the first 4 bytes of
+    the transport header (ports; ICMP type, code and checksum)."""
+    fields = "|".join(
+        (str(seed), pkt.src, pkt.dst, str(pkt.proto), str(pkt.tos), str(pkt.flow_label or 0))
+    )
+    digest = hashlib.blake2b(fields.encode() + pkt.transport[:4], digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
 def _icmp_proto(v: int) -> int:
     return P.PROTO_ICMP if v == 4 else P.PROTO_ICMPV6
 
@@ -917,6 +975,7 @@ class RxEvent:
     packet: P.Packet
     action: str
     hop: int | None
+    path: int | None = None
 
 
 @dataclass
@@ -1038,7 +1097,9 @@ class Responder:
                 pkt.timestamp_ns = ev["ts_ns"]
                 pkt.timestamp = ev["ts_ns"] / 1e9
                 pkt.direction = "in"
-                self.rx.append(RxEvent(ev["n"], ev["ts_ns"], pkt, ev["action"], ev["hop"]))
+                self.rx.append(
+                    RxEvent(ev["n"], ev["ts_ns"], pkt, ev["action"], ev["hop"], ev.get("path"))
+                )
         elif kind == "tx":
             pkt = P.parse_ip(bytes.fromhex(ev["hex"]))
             if pkt is not None:
