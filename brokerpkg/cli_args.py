@@ -350,8 +350,38 @@ def _ping_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _IntermixedHosts(argparse.ArgumentParser):
+    """Mixed into a subcommand's parser: options may follow the hosts or come between
+    them (``brokerpkg multiping HOST -c 1 HOST``), as fping and smokeping_prober take
+    them."""
+
+    _parsing_intermixed = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # parse_known_intermixed_args calls parse_known_args itself (Python 3.11):
+        # those inner calls parse as argparse does
+        if self._parsing_intermixed:
+            return super().parse_known_args(args, namespace)
+        self._parsing_intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing_intermixed = False
+
+
+def let_options_follow_hosts(parser: argparse.ArgumentParser) -> None:
+    """Let PARSER's options come after or between its hosts (keeping the subparsers'
+    own parser class, whose errors are the command line's)."""
+    parser.__class__ = type(
+        f"Intermixed{type(parser).__name__}", (_IntermixedHosts, type(parser)), {}
+    )
+
+
 def _multiping_arguments(parser: argparse.ArgumentParser) -> None:
     """``brokerpkg multiping``'s own arguments."""
+    let_options_follow_hosts(parser)
     parser.add_argument("targets", metavar="HOST", nargs="*")
     parser.add_argument(
         "-f",

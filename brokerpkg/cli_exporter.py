@@ -12,6 +12,7 @@ import functools
 import sys
 from typing import Any
 
+from .cli_args import let_options_follow_hosts
 from .defaults import HELPER_NAME
 
 EXIT_ERROR = 2
@@ -33,26 +34,6 @@ def _integer(text: str) -> int:
     return int(text)
 
 
-class _IntermixedHosts(argparse.ArgumentParser):
-    """Mixed into the subcommand's parser: options may follow the hosts or come between
-    them (``brokerpkg exporter HOST... -i 1``), as smokeping_prober takes them."""
-
-    _parsing_intermixed = False
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Any = None, namespace: Any = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        # parse_known_intermixed_args calls parse_known_args itself (Python 3.11):
-        # those inner calls parse as argparse does
-        if self._parsing_intermixed:
-            return super().parse_known_args(args, namespace)
-        self._parsing_intermixed = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._parsing_intermixed = False
-
-
 def add_exporter_parser(commands: Any) -> None:
     """Add the ``exporter`` subcommand to ``commands`` (argparse's subparsers)."""
     parser = commands.add_parser(
@@ -62,8 +43,7 @@ def add_exporter_parser(commands: Any) -> None:
         "smokeping_prober's on /metrics, blackbox_exporter's on /probe, per-hop series "
         "for --path targets.",
     )
-    # the subparsers' own parser class (its errors are the command line's) and ours
-    parser.__class__ = type("ExporterParser", (_IntermixedHosts, type(parser)), {})
+    let_options_follow_hosts(parser)
     parser.add_argument("hosts", metavar="HOST", nargs="*", help="hosts to ping")
     parser.add_argument(
         "--helper",

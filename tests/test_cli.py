@@ -33,7 +33,7 @@ from conftest import UnprivilegedCopy
 from lab import Chain, virtual_hop, virtual_target
 
 from brokerpkg import cli_format as fmt
-from brokerpkg.cli import _wants_json, build_parser, split_target
+from brokerpkg.cli import _wants_json, build_parser, parse_arguments, split_target
 from brokerpkg.locate import capability_fix
 from brokerpkg.mtr import HopStats, MonitorReport, ResponderStats
 from brokerpkg.protocol import Mpls, ProbeResult
@@ -1558,3 +1558,18 @@ def test_progress_shows_only_on_a_terminal(helper_path: str) -> None:
     assert "hosts done" not in piped.stderr and "hosts done" not in piped.stdout
     assert piped.stderr == ""
     assert [line.split()[0] for line in piped.stdout.splitlines()] == hosts
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["-c", "2", "-i", "0.5", "h1", "h2"],
+        ["h1", "-c", "2", "h2", "-i", "0.5"],
+        ["h1", "h2", "-c", "2", "-i", "0.5"],
+    ],
+)
+def test_multiping_options_go_before_between_or_after_the_hosts(words: list[str]) -> None:
+    """As fping takes them (getopt permutes): ``multiping h1 -c 2 h2`` once failed with
+    "unrecognized arguments: h2"."""
+    args = parse_arguments(build_parser(), ["multiping", *words])
+    assert (args.targets, args.count, args.interval) == (["h1", "h2"], 2, 0.5)
