@@ -1,6 +1,8 @@
 /*
- * net.h - the helper's sockets: opening them while privileged, sending
- * probe packets with per-packet options, receiving and decoding answers.
+ * net.h - the helper's sockets, in the order of the data flow: opening them
+ * while privileged (net_open.c), sending probe packets with per-packet
+ * options (net_send.c), receiving and decoding answers (net_receive.c).
+ * fuzz/net_stub.c stands in for all three in the fuzz harnesses.
  */
 #ifndef BROKERPKG_NET_H
 #define BROKERPKG_NET_H
@@ -69,7 +71,10 @@ struct net_state {
     uint32_t netlink_sequence;      /* of the last request sent on it */
 };
 
+/* 0 for AF_INET, 1 for AF_INET6: the index of per-family arrays. */
 int family_index(int family);
+
+/* Opening (net_open.c) */
 
 /*
  * Open every socket the helper will use.  Runs while privileged and does
@@ -90,6 +95,8 @@ void net_open_address_list(struct net_state *net);
 
 /* True when at least one family can send ICMP probes. */
 bool net_usable(const struct net_state *net);
+
+/* Sending (net_send.c) */
 
 /* The echo id for the N-th identity of FAMILY, and how many there are. */
 uint16_t net_icmp_id(const struct net_state *net, int family, uint32_t n);
@@ -167,6 +174,8 @@ void net_release_port(int fd);
  */
 bool net_port_held_for_life(const struct net_state *net,
                             enum probe_protocol protocol, uint16_t port);
+
+/* Receiving (net_receive.c) */
 
 /* Called for every decoded answer; RECEIVED is the kernel's arrival time. */
 typedef void (*reply_sink)(void *context, const struct decoded_reply *reply,

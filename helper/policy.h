@@ -2,7 +2,8 @@
  * policy.h - what a caller who is not root may not do with the helper's
  * privilege: probe multicast, broadcast or unspecified destinations, or send
  * faster than a fixed rate (with a burst allowance).  Marks are refused in
- * prober.c (net->may_mark); source addresses and ports in command.c and net.c.
+ * prober.c (net->may_mark); source addresses and ports in command.c and
+ * net_send.c.
  */
 #ifndef BROKERPKG_POLICY_H
 #define BROKERPKG_POLICY_H
