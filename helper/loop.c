@@ -243,13 +243,14 @@ static void enlarge_pipe(int fd)
     }
 }
 
-static void setup(struct loop *l, struct net_state *net)
+static void setup(struct loop *l, struct net_state *net,
+                  const struct caller_policy *caller, bool sandboxed)
 {
     memset(l, 0, sizeof(*l));
     l->net = net;
     l->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     l->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    l->prober = prober_create(net);
+    l->prober = prober_create(net, caller, sandboxed);
     if (l->epoll_fd < 0 || l->timer_fd < 0 || l->prober == NULL) {
         perror("brokerpkg-helper: setup");
         exit(EXIT_FAILURE);
@@ -311,13 +312,14 @@ static bool finished(const struct loop *l)
                && reply_pending(prober_replies(l->prober)) == 0);
 }
 
-int loop_run(struct net_state *net)
+int loop_run(struct net_state *net, const struct caller_policy *caller,
+             bool sandboxed)
 {
     static struct loop loop;
     struct loop *l = &loop;
     struct epoll_event events[EVENT_BATCH];
 
-    setup(l, net);
+    setup(l, net, caller, sandboxed);
     while (!finished(l)) {
         bool wanted = wants_input(l);
         bool busy_input = wanted && !l->input_pollable;

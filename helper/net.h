@@ -15,6 +15,7 @@
 #include "addr.h"
 #include "command.h"
 #include "decode.h"
+#include "policy.h"
 
 #define ID_HOLDER_COUNT 2           /* PROBE_CAPACITY / 65536 ICMP ids */
 /*
@@ -61,11 +62,6 @@ struct net_state {
     uint16_t tcp_ports[TCP_PORT_COUNT]; /* their ports, both families */
     unsigned tcp_port_count;
     int raw_errno;                  /* why raw sockets failed, 0 if they did not */
-    bool may_mark;
-    bool restricted;                /* caller is not root: see policy.h */
-    uint64_t *rate_tat;             /* restricted and lent: the user's shared
-                                       rate word (ratestate.h), else NULL */
-    bool sandboxed;                 /* the seccomp allow-list is in force */
     struct identity_seeds seeds;
     int netlink_fd;                 /* NETLINK_ROUTE: the host's addresses */
     uint32_t netlink_sequence;      /* of the last request sent on it */
@@ -116,11 +112,13 @@ struct send_options {
 
 /*
  * Send PACKET (transport header onward) to DESTINATION through the socket of
- * ROLE for its family.  Returns 0, or the errno of the failure.
+ * ROLE for its family.  Returns 0, or the errno of the failure: EPERM for a
+ * mark when CALLER is not entitled to marks.
  */
-int net_send(const struct net_state *net, enum socket_role role,
-             const struct ip_address *destination, const uint8_t *packet,
-             size_t length, const struct send_options *options);
+int net_send(const struct net_state *net, const struct caller_policy *caller,
+             enum socket_role role, const struct ip_address *destination,
+             const uint8_t *packet, size_t length,
+             const struct send_options *options);
 
 /*
  * The source address the kernel would use to reach DESTINATION (through
@@ -140,13 +138,14 @@ int net_interface_index(const struct net_state *net, const char *name,
 
 /*
  * 0 when ADDRESS is assigned to an interface of this host (it is listed in a
- * dump of the host's addresses, RTM_GETADDR on NET's netlink socket, for
- * callers not entitled to marks: see net_open_address_list) and a
+ * dump of the host's addresses, RTM_GETADDR on NET's netlink socket, when
+ * CALLER is not entitled to marks: see net_open_address_list) and a
  * socket can be bound to it; else an errno (EADDRNOTAVAIL: not an address
  * of this host).  The dump is what net.ipv4/ipv6.ip_nonlocal_bind cannot
  * fool: with it set, the bind alone succeeds for any address.
  */
 int net_check_local_address(struct net_state *net,
+                            const struct caller_policy *caller,
                             const struct ip_address *address);
 
 /*

@@ -143,9 +143,10 @@ static int send_message(int fd, const struct msghdr *message, bool has_mark)
     return error;
 }
 
-int net_send(const struct net_state *net, enum socket_role role,
-             const struct ip_address *destination, const uint8_t *packet,
-             size_t length, const struct send_options *options)
+int net_send(const struct net_state *net, const struct caller_policy *caller,
+             enum socket_role role, const struct ip_address *destination,
+             const uint8_t *packet, size_t length,
+             const struct send_options *options)
 {
     int index = family_index(destination->family);
     int fd = role == ROLE_ICMP && net->icmp_senders[index] >= 0
@@ -159,7 +160,7 @@ int net_send(const struct net_state *net, enum socket_role role,
     if (fd < 0) {
         return EPROTONOSUPPORT;
     }
-    if (options->has_mark && !net->may_mark) {
+    if (options->has_mark && !caller->may_mark) {
         return EPERM;
     }
     /* port 0: IPv6 raw sockets take a non-zero port as a protocol number */
@@ -344,6 +345,7 @@ static int read_address_dump(int fd, uint32_t sequence,
 
 /* 0 when ADDRESS is one of the host's own, EADDRNOTAVAIL, or an errno. */
 static int check_address_listed(struct net_state *net,
+                                const struct caller_policy *caller,
                                 const struct ip_address *address)
 {
     bool listed = false;
@@ -352,7 +354,7 @@ static int check_address_listed(struct net_state *net,
     if (net->netlink_fd < 0) {
         /* a caller entitled to marks has no list (net_open_address_list);
            for anyone else it could not be read: nothing passes */
-        return net->may_mark ? 0 : EADDRNOTAVAIL;
+        return caller->may_mark ? 0 : EADDRNOTAVAIL;
     }
     net->netlink_sequence++;
     error = request_address_dump(net->netlink_fd, address->family,
@@ -378,12 +380,14 @@ static bool never_a_source(const struct ip_address *address)
 }
 
 int net_check_local_address(struct net_state *net,
+                            const struct caller_policy *caller,
                             const struct ip_address *address)
 {
     struct sockaddr_storage bound;
     socklen_t length = ip_address_to_sockaddr(address, 0, &bound);
-    int error = never_a_source(address) ? EADDRNOTAVAIL
-                                        : check_address_listed(net, address);
+    int error = never_a_source(address)
+                    ? EADDRNOTAVAIL
+                    : check_address_listed(net, caller, address);
     int fd;
 
     if (error != 0) {

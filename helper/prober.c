@@ -37,6 +37,7 @@
 
 struct prober {
     struct net_state *net;
+    const struct caller_policy *caller;
     struct probe_table *table;
     struct port_holds *holds;       /* the local-ports of probes in flight */
     struct reply_writer out;
@@ -262,8 +263,8 @@ static int transmit(struct prober *p, struct probe *probe,
 {
     clock_gettime(CLOCK_REALTIME, &probe->sent);
     p->departures_waiting |= options->stamp;
-    return net_send(p->net, role, &probe->destination, packet, length,
-                    options);
+    return net_send(p->net, p->caller, role, &probe->destination, packet,
+                    length, options);
 }
 
 static int route_source(const struct probe_request *request, unsigned ifindex,
@@ -522,7 +523,7 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
             return false;
         }
     }
-    if (request->has_mark && !p->net->may_mark) {
+    if (request->has_mark && !p->caller->may_mark) {
         reply_refused(&p->out, request->token, REASON_MARK_NOT_PERMITTED,
                       request->details);
         return false;
@@ -543,7 +544,7 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
         return false;
     }
     if (request->local.family != 0) {
-        error = net_check_local_address(p->net, &request->local);
+        error = net_check_local_address(p->net, p->caller, &request->local);
         if (error != 0) {
             reply_send_error(&p->out, request->token, error);
             return false;
@@ -620,7 +621,7 @@ static void handle_line(struct prober *p, char *line, size_t length)
     }
 }
 
-static void fill_abilities(struct prober *p)
+static void fill_abilities(struct prober *p, bool sandboxed)
 {
     struct helper_abilities *a = &p->abilities;
     const struct net_state *net = p->net;
@@ -634,10 +635,10 @@ static void fill_abilities(struct prober *p)
         a->protocol_ok[PROBE_TCP] |= net->sockets[f][ROLE_TCP] >= 0
                                      && net->tcp_port_count > 0;
     }
-    a->may_mark = net->may_mark;
+    a->may_mark = p->caller->may_mark;
     a->raw_sockets = net->raw;
-    a->rate_limit = net->restricted ? RESTRICTED_PROBES_PER_SECOND : 0;
-    a->sandboxed = net->sandboxed;
+    a->rate_limit = p->caller->restricted ? RESTRICTED_PROBES_PER_SECOND : 0;
+    a->sandboxed = sandboxed;
     a->max_probes = net->raw ? PROBE_CAPACITY : DATAGRAM_CAPACITY;
 }
 
@@ -750,7 +751,9 @@ struct reply_writer *prober_replies(struct prober *p)
     return &p->out;
 }
 
-struct prober *prober_create(struct net_state *net)
+struct prober *prober_create(struct net_state *net,
+                             const struct caller_policy *caller,
+                             bool sandboxed)
 {
     struct prober *p = calloc(1, sizeof(*p));
 
@@ -758,7 +761,8 @@ struct prober *prober_create(struct net_state *net)
         return NULL;
     }
     p->net = net;
-    fill_abilities(p);
+    p->caller = caller;
+    fill_abilities(p, sandboxed);
     p->table = probe_table_create(p->abilities.max_probes);
     p->holds = port_holds_create();
     if (p->table == NULL || p->holds == NULL) {
@@ -773,7 +777,7 @@ struct prober *prober_create(struct net_state *net)
     }
     reply_writer_init(&p->out);
     line_reader_init(&p->reader);
-    policy_init(&p->policy, net->restricted, net->rate_tat);
+    policy_init(&p->policy, caller);
     p->icmp_counter = net->seeds.icmp;
     p->udp_counter = net->seeds.udp;
     p->sctp_counter = net->seeds.sctp;

@@ -14,12 +14,19 @@
 
 #include "decode.h"
 #include "net.h"
+#include "policy.h"
 #include "reply.h"
 
 struct prober;
 
-/* A prober for NET (open, privileges dropped); NULL when out of memory. */
-struct prober *prober_create(struct net_state *net);
+/*
+ * A prober for NET (open, privileges dropped) serving CALLER (both must
+ * outlive it); SANDBOXED: the seccomp filter is in force (check-support
+ * reports it).  NULL when out of memory.
+ */
+struct prober *prober_create(struct net_state *net,
+                             const struct caller_policy *caller,
+                             bool sandboxed);
 
 /* Forget every probe in flight (no replies) and free everything. */
 void prober_destroy(struct prober *prober);
