@@ -28,7 +28,6 @@
 #define OUTPUT_HIGH_WATER (4u * 1024 * 1024)  /* stop reading requests */
 #define OUTPUT_LOW_WATER (1u * 1024 * 1024)   /* read them again */
 #define EVENT_BATCH 256
-#define QUIET_INPUT_BYTES 4096      /* see offer_input() */
 
 enum event_kind {
     EVENT_STDIN = 1,
@@ -125,22 +124,22 @@ static void watch_input(struct loop *l, bool wanted)
 
 /*
  * Give the prober what it has not taken yet; it stops at a rate limit.
- * While it serves many requests in a row, the answer sockets leave the
- * epoll set: every answer queued during a send would otherwise wake it (a
- * lock and a list check per packet), and the prober reads the answers
- * between sends anyway.  Put back, they are polled at once: nothing waiting
- * is missed.
+ * While it serves a long run of requests (BULK_INPUT_BYTES), the answer
+ * sockets leave the epoll set: every answer queued during a send would
+ * otherwise wake it (a lock and a list check per packet), and the prober
+ * reads the answers between sends anyway.  Put back, they are polled at
+ * once: nothing waiting is missed.
  */
 static void offer_input(struct loop *l)
 {
-    bool quiet = l->input_end - l->input_start >= QUIET_INPUT_BYTES;
+    bool bulk = l->input_end - l->input_start >= BULK_INPUT_BYTES;
 
-    if (quiet) {
+    if (bulk) {
         watch_sockets(l, EPOLL_CTL_DEL);
     }
     l->input_start += prober_feed(l->prober, l->input + l->input_start,
                                   l->input_end - l->input_start);
-    if (quiet) {
+    if (bulk) {
         watch_sockets(l, EPOLL_CTL_ADD);
     }
     if (l->input_start == l->input_end) {

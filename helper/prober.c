@@ -21,14 +21,6 @@
 
 #define DATAGRAM_CAPACITY 65536     /* one kernel-chosen echo id per family */
 /*
- * Requests waiting behind the one being served, in bytes, from which the
- * helper is saturated: its probes go without a transmit timestamp.  Looping
- * every packet back costs the kernel about a sixth of our throughput, and a
- * busy helper reads the clock within about two microseconds of the packet
- * leaving; an idle one can be tens of microseconds away (a cold path).
- */
-#define BULK_BYTES 4096
-/*
  * ICMP probes sent to a family between reads of its answers while requests
  * are served in bulk: a short receive queue stays in the cache (the kernel
  * queues an answer to a loopback or nearby target within the send itself).
@@ -46,7 +38,7 @@ struct prober {
     struct policy policy;
     bool blocked;                   /* PENDING waits for the rate limit */
     bool departures_waiting;        /* probes sent since their stamps were read */
-    bool bulk;                      /* BULK_BYTES of requests wait behind this one */
+    bool bulk;                      /* BULK_INPUT_BYTES wait behind this one */
     bool more_input;                /* more requests wait beyond those fed */
     unsigned unread_sends[2];       /* ICMP probes per family since a read */
     struct probe_request pending;
@@ -246,6 +238,12 @@ static void fill_send_options(const struct prober *p,
                               const struct probe_request *request,
                               unsigned ifindex, struct send_options *options)
 {
+    /*
+     * In bulk, no transmit timestamp: looping every packet back costs the
+     * kernel about a sixth of our throughput, and a busy helper reads the
+     * clock within about two microseconds of the packet leaving; an idle
+     * one can be tens of microseconds away (a cold path).
+     */
     options->stamp = !p->bulk;
     options->ttl = request->ttl;
     options->tos = request->tos;
@@ -688,7 +686,7 @@ size_t prober_feed(struct prober *p, const char *data, size_t size)
 
         consumed += line_reader_feed(&p->reader, data + consumed,
                                      size - consumed, &event);
-        p->bulk = p->more_input || size - consumed >= BULK_BYTES;
+        p->bulk = p->more_input || size - consumed >= BULK_INPUT_BYTES;
         if (event == LINE_COMPLETE) {
             handle_line(p, p->reader.line, p->reader.length);
             receive_interleaved(p);

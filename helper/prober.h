@@ -17,6 +17,14 @@
 #include "policy.h"
 #include "reply.h"
 
+/*
+ * A long run of requests: from this many bytes of requests waiting to be
+ * served on, the helper serves them in bulk, saturated.  Its probes then go
+ * without a transmit timestamp (prober.c fill_send_options), and the answer
+ * sockets leave the epoll set while the run is fed (loop.c offer_input).
+ */
+#define BULK_INPUT_BYTES 4096
+
 struct prober;
 
 /*
