@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "monotonic.h"
 #include "prober.h"
 #include "reply.h"
 

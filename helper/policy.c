@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "prober.h"     /* monotonic_ns */
+#include "monotonic.h"
 #include "wire.h"
 
 #define NS_PER_PROBE (UINT64_C(1000000000) / RESTRICTED_PROBES_PER_SECOND)

@@ -14,6 +14,7 @@
 #include "command.h"
 #include "construct.h"
 #include "identity.h"
+#include "monotonic.h"
 #include "policy.h"
 #include "port_holds.h"
 #include "probe_table.h"
@@ -50,14 +51,6 @@ struct prober {
     uint32_t sctp_flow_counter;     /* initiate tags of flows' probes */
     unsigned tcp_port_turn;         /* the next of the default TCP ports */
 };
-
-uint64_t monotonic_ns(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-}
 
 /* Microseconds from SENT to RECEIVED (both CLOCK_REALTIME), never negative. */
 static uint64_t elapsed_us(const struct timespec *sent,

@@ -92,7 +92,4 @@ uint64_t prober_next_wakeup(const struct prober *prober);
 unsigned prober_in_flight(const struct prober *prober);
 struct reply_writer *prober_replies(struct prober *prober);
 
-/* CLOCK_MONOTONIC now, in nanoseconds. */
-uint64_t monotonic_ns(void);
-
 #endif
