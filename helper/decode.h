@@ -1,9 +1,9 @@
 /*
  * decode.h - reading received packets: echo replies, ICMP errors with the
  * probe they quote (RFC 792/4443) and their MPLS extensions (RFC 4884/4950),
- * SCTP answers; and the kernel's list of the host's addresses (a netlink
- * RTM_GETADDR dump).  Pure: no lookups, no I/O.  Every header read is
- * preceded by a length check; a packet that does not parse yields false.
+ * SCTP and TCP answers; and the kernel's list of the host's addresses (a
+ * netlink RTM_GETADDR dump).  Pure: no lookups, no I/O.  Every header read
+ * is preceded by a length check; a packet that does not parse yields false.
  */
 #ifndef BROKERPKG_DECODE_H
 #define BROKERPKG_DECODE_H

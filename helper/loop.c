@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "monotonic.h"
 #include "prober.h"
 #include "reply.h"
 
@@ -28,7 +29,6 @@
 #define OUTPUT_HIGH_WATER (4u * 1024 * 1024)  /* stop reading requests */
 #define OUTPUT_LOW_WATER (1u * 1024 * 1024)   /* read them again */
 #define EVENT_BATCH 256
-#define QUIET_INPUT_BYTES 4096      /* see offer_input() */
 
 enum event_kind {
     EVENT_STDIN = 1,
@@ -125,22 +125,22 @@ static void watch_input(struct loop *l, bool wanted)
 
 /*
  * Give the prober what it has not taken yet; it stops at a rate limit.
- * While it serves many requests in a row, the answer sockets leave the
- * epoll set: every answer queued during a send would otherwise wake it (a
- * lock and a list check per packet), and the prober reads the answers
- * between sends anyway.  Put back, they are polled at once: nothing waiting
- * is missed.
+ * While it serves a long run of requests (BULK_INPUT_BYTES), the answer
+ * sockets leave the epoll set: every answer queued during a send would
+ * otherwise wake it (a lock and a list check per packet), and the prober
+ * reads the answers between sends anyway.  Put back, they are polled at
+ * once: nothing waiting is missed.
  */
 static void offer_input(struct loop *l)
 {
-    bool quiet = l->input_end - l->input_start >= QUIET_INPUT_BYTES;
+    bool bulk = l->input_end - l->input_start >= BULK_INPUT_BYTES;
 
-    if (quiet) {
+    if (bulk) {
         watch_sockets(l, EPOLL_CTL_DEL);
     }
     l->input_start += prober_feed(l->prober, l->input + l->input_start,
                                   l->input_end - l->input_start);
-    if (quiet) {
+    if (bulk) {
         watch_sockets(l, EPOLL_CTL_ADD);
     }
     if (l->input_start == l->input_end) {
@@ -243,13 +243,14 @@ static void enlarge_pipe(int fd)
     }
 }
 
-static void setup(struct loop *l, struct net_state *net)
+static void setup(struct loop *l, struct net_state *net,
+                  const struct caller_policy *caller, bool sandboxed)
 {
     memset(l, 0, sizeof(*l));
     l->net = net;
     l->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     l->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    l->prober = prober_create(net);
+    l->prober = prober_create(net, caller, sandboxed);
     if (l->epoll_fd < 0 || l->timer_fd < 0 || l->prober == NULL) {
         perror("brokerpkg-helper: setup");
         exit(EXIT_FAILURE);
@@ -311,13 +312,14 @@ static bool finished(const struct loop *l)
                && reply_pending(prober_replies(l->prober)) == 0);
 }
 
-int loop_run(struct net_state *net)
+int loop_run(struct net_state *net, const struct caller_policy *caller,
+             bool sandboxed)
 {
     static struct loop loop;
     struct loop *l = &loop;
     struct epoll_event events[EVENT_BATCH];
 
-    setup(l, net);
+    setup(l, net, caller, sandboxed);
     while (!finished(l)) {
         bool wanted = wants_input(l);
         bool busy_input = wanted && !l->input_pollable;

@@ -20,6 +20,7 @@
 
 #include "loop.h"
 #include "net.h"
+#include "policy.h"
 #include "privilege.h"
 #include "ratestate.h"
 #include "sandbox.h"
@@ -149,8 +150,9 @@ static int handle_arguments(int argc, char **argv)
 int main(int argc, char **argv)
 {
     static struct net_state net;
+    static struct caller_policy caller;
     struct rate_state_failure no_rate_state = {0};
-    bool may_mark;
+    bool sandboxed;
 
     clear_environment();
     sanitize_descriptors();
@@ -158,18 +160,17 @@ int main(int argc, char **argv)
     set_limits();
 
     net_open(&net);
-    may_mark = caller_may_mark();
-    if (!may_mark) {
+    caller.may_mark = caller_may_mark();
+    if (!caller.may_mark) {
         net_open_address_list(&net);
     }
     /* rules for callers who are not root, where the helper has raw sockets */
-    net.restricted = getuid() != 0 && net.raw;
-    if (net.restricted && privilege_lent()) {
+    caller.restricted = getuid() != 0 && net.raw;
+    if (caller.restricted && privilege_lent()) {
         /* the user's shared rate limit, which only our privilege can open */
-        net.rate_tat = rate_state_open(getuid(), &no_rate_state);
+        caller.rate_tat = rate_state_open(getuid(), &no_rate_state);
     }
-    privilege_drop(may_mark);
-    net.may_mark = may_mark;
+    privilege_drop(caller.may_mark);
 
     if (argc > 1) {
         return handle_arguments(argc, argv);
@@ -182,6 +183,8 @@ int main(int argc, char **argv)
         report_no_rate_state(&no_rate_state);
         return EXIT_FAILURE;
     }
-    net.sandboxed = sandbox_enter(may_mark);
-    return loop_run(&net);
+    /* a fact about this process, neither caller policy nor socket state
+       (see struct caller_policy): passed on by itself */
+    sandboxed = sandbox_enter(caller.may_mark);
+    return loop_run(&net, &caller, sandboxed);
 }

@@ -1,6 +1,8 @@
 /*
- * net.h - the helper's sockets: opening them while privileged, sending
- * probe packets with per-packet options, receiving and decoding answers.
+ * net.h - the helper's sockets, in the order of the data flow: opening them
+ * while privileged (net_open.c), sending probe packets with per-packet
+ * options (net_send.c), receiving and decoding answers (net_receive.c).
+ * fuzz/net_stub.c stands in for all three in the fuzz harnesses.
  */
 #ifndef BROKERPKG_NET_H
 #define BROKERPKG_NET_H
@@ -13,6 +15,7 @@
 #include "addr.h"
 #include "command.h"
 #include "decode.h"
+#include "policy.h"
 
 #define ID_HOLDER_COUNT 2           /* PROBE_CAPACITY / 65536 ICMP ids */
 /*
@@ -59,17 +62,15 @@ struct net_state {
     uint16_t tcp_ports[TCP_PORT_COUNT]; /* their ports, both families */
     unsigned tcp_port_count;
     int raw_errno;                  /* why raw sockets failed, 0 if they did not */
-    bool may_mark;
-    bool restricted;                /* caller is not root: see policy.h */
-    uint64_t *rate_tat;             /* restricted and lent: the user's shared
-                                       rate word (ratestate.h), else NULL */
-    bool sandboxed;                 /* the seccomp allow-list is in force */
     struct identity_seeds seeds;
     int netlink_fd;                 /* NETLINK_ROUTE: the host's addresses */
     uint32_t netlink_sequence;      /* of the last request sent on it */
 };
 
+/* 0 for AF_INET, 1 for AF_INET6: the index of per-family arrays. */
 int family_index(int family);
+
+/* Opening (net_open.c) */
 
 /*
  * Open every socket the helper will use.  Runs while privileged and does
@@ -91,6 +92,8 @@ void net_open_address_list(struct net_state *net);
 /* True when at least one family can send ICMP probes. */
 bool net_usable(const struct net_state *net);
 
+/* Sending (net_send.c) */
+
 /* The echo id for the N-th identity of FAMILY, and how many there are. */
 uint16_t net_icmp_id(const struct net_state *net, int family, uint32_t n);
 unsigned net_icmp_id_space(const struct net_state *net);
@@ -109,11 +112,13 @@ struct send_options {
 
 /*
  * Send PACKET (transport header onward) to DESTINATION through the socket of
- * ROLE for its family.  Returns 0, or the errno of the failure.
+ * ROLE for its family.  Returns 0, or the errno of the failure: EPERM for a
+ * mark when CALLER is not entitled to marks.
  */
-int net_send(const struct net_state *net, enum socket_role role,
-             const struct ip_address *destination, const uint8_t *packet,
-             size_t length, const struct send_options *options);
+int net_send(const struct net_state *net, const struct caller_policy *caller,
+             enum socket_role role, const struct ip_address *destination,
+             const uint8_t *packet, size_t length,
+             const struct send_options *options);
 
 /*
  * The source address the kernel would use to reach DESTINATION (through
@@ -133,13 +138,14 @@ int net_interface_index(const struct net_state *net, const char *name,
 
 /*
  * 0 when ADDRESS is assigned to an interface of this host (it is listed in a
- * dump of the host's addresses, RTM_GETADDR on NET's netlink socket, for
- * callers not entitled to marks: see net_open_address_list) and a
+ * dump of the host's addresses, RTM_GETADDR on NET's netlink socket, when
+ * CALLER is not entitled to marks: see net_open_address_list) and a
  * socket can be bound to it; else an errno (EADDRNOTAVAIL: not an address
  * of this host).  The dump is what net.ipv4/ipv6.ip_nonlocal_bind cannot
  * fool: with it set, the bind alone succeeds for any address.
  */
 int net_check_local_address(struct net_state *net,
+                            const struct caller_policy *caller,
                             const struct ip_address *address);
 
 /*
@@ -167,6 +173,8 @@ void net_release_port(int fd);
  */
 bool net_port_held_for_life(const struct net_state *net,
                             enum probe_protocol protocol, uint16_t port);
+
+/* Receiving (net_receive.c) */
 
 /* Called for every decoded answer; RECEIVED is the kernel's arrival time. */
 typedef void (*reply_sink)(void *context, const struct decoded_reply *reply,

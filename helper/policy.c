@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "prober.h"     /* monotonic_ns */
+#include "monotonic.h"
 #include "wire.h"
 
 #define NS_PER_PROBE (UINT64_C(1000000000) / RESTRICTED_PROBES_PER_SECOND)
@@ -17,11 +17,12 @@
  */
 #define STALE_AHEAD_NS (BURST_NS + UINT64_C(1000000000))
 
-void policy_init(struct policy *policy, bool restricted, uint64_t *shared_tat)
+void policy_init(struct policy *policy, const struct caller_policy *caller)
 {
-    policy->restricted = restricted;
+    policy->restricted = caller->restricted;
     policy->own_tat = 0;
-    policy->tat = shared_tat != NULL ? shared_tat : &policy->own_tat;
+    policy->tat = caller->rate_tat != NULL ? caller->rate_tat
+                                           : &policy->own_tat;
 }
 
 static bool is_unspecified(const struct ip_address *address)

@@ -2,7 +2,8 @@
  * policy.h - what a caller who is not root may not do with the helper's
  * privilege: probe multicast, broadcast or unspecified destinations, or send
  * faster than a fixed rate (with a burst allowance).  Marks are refused in
- * prober.c (net->may_mark); source addresses and ports in command.c and net.c.
+ * prober.c and net_send.c (caller_policy.may_mark); source addresses and
+ * ports in command.c and net_send.c.
  */
 #ifndef BROKERPKG_POLICY_H
 #define BROKERPKG_POLICY_H
@@ -14,6 +15,22 @@
 
 #define RESTRICTED_PROBES_PER_SECOND 1000
 #define RESTRICTED_BURST 1000
+
+/*
+ * Who the caller is, as far as the helper's rules go: found by main() while
+ * privileged, read-only afterwards, and passed to what applies it.  Kept out
+ * of struct net_state, which holds what was opened (the same sockets serve
+ * root and anyone else): this says what the caller may do with them.
+ * Whether the seccomp filter is in force is neither (it confines this
+ * process, whoever the caller): loop_run() and prober_create() take it.
+ */
+struct caller_policy {
+    bool may_mark;              /* entitled to SO_MARK: caller_may_mark() */
+    bool restricted;            /* not root, and the helper has raw sockets:
+                                   the rules of this header apply */
+    uint64_t *rate_tat;         /* restricted and lent: the user's shared
+                                   rate word (ratestate.h), else NULL */
+};
 
 /*
  * The rate limit is GCRA (the generic cell rate algorithm) on one 64-bit
@@ -31,12 +48,13 @@ struct policy {
 };
 
 /*
- * RESTRICTED: the rules apply.  SHARED_TAT: the user's word (mapped by
- * rate_state_open), or NULL for a word of this process alone: for a caller
- * whose raw-socket privilege is its own, whom the helper lends nothing.
- * POLICY must stay where it is while in use (it may point into itself).
+ * The rules for CALLER: they apply when it is restricted; its rate_tat is
+ * the user's word (mapped by rate_state_open), or NULL for a word of this
+ * process alone: for a caller whose raw-socket privilege is its own, whom
+ * the helper lends nothing.  POLICY must stay where it is while in use (it
+ * may point into itself).
  */
-void policy_init(struct policy *policy, bool restricted, uint64_t *shared_tat);
+void policy_init(struct policy *policy, const struct caller_policy *caller);
 
 /*
  * NULL when DESTINATION may be probed, else the reason it may not.  An

@@ -14,20 +14,13 @@
 #include "command.h"
 #include "construct.h"
 #include "identity.h"
+#include "monotonic.h"
 #include "policy.h"
 #include "port_holds.h"
 #include "probe_table.h"
 #include "wire.h"
 
 #define DATAGRAM_CAPACITY 65536     /* one kernel-chosen echo id per family */
-/*
- * Requests waiting behind the one being served, in bytes, from which the
- * helper is saturated: its probes go without a transmit timestamp.  Looping
- * every packet back costs the kernel about a sixth of our throughput, and a
- * busy helper reads the clock within about two microseconds of the packet
- * leaving; an idle one can be tens of microseconds away (a cold path).
- */
-#define BULK_BYTES 4096
 /*
  * ICMP probes sent to a family between reads of its answers while requests
  * are served in bulk: a short receive queue stays in the cache (the kernel
@@ -37,6 +30,7 @@
 
 struct prober {
     struct net_state *net;
+    const struct caller_policy *caller;
     struct probe_table *table;
     struct port_holds *holds;       /* the local-ports of probes in flight */
     struct reply_writer out;
@@ -45,7 +39,7 @@ struct prober {
     struct policy policy;
     bool blocked;                   /* PENDING waits for the rate limit */
     bool departures_waiting;        /* probes sent since their stamps were read */
-    bool bulk;                      /* BULK_BYTES of requests wait behind this one */
+    bool bulk;                      /* BULK_INPUT_BYTES wait behind this one */
     bool more_input;                /* more requests wait beyond those fed */
     unsigned unread_sends[2];       /* ICMP probes per family since a read */
     struct probe_request pending;
@@ -57,14 +51,6 @@ struct prober {
     uint32_t sctp_flow_counter;     /* initiate tags of flows' probes */
     unsigned tcp_port_turn;         /* the next of the default TCP ports */
 };
-
-uint64_t monotonic_ns(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-}
 
 /* Microseconds from SENT to RECEIVED (both CLOCK_REALTIME), never negative. */
 static uint64_t elapsed_us(const struct timespec *sent,
@@ -245,6 +231,12 @@ static void fill_send_options(const struct prober *p,
                               const struct probe_request *request,
                               unsigned ifindex, struct send_options *options)
 {
+    /*
+     * In bulk, no transmit timestamp: looping every packet back costs the
+     * kernel about a sixth of our throughput, and a busy helper reads the
+     * clock within about two microseconds of the packet leaving; an idle
+     * one can be tens of microseconds away (a cold path).
+     */
     options->stamp = !p->bulk;
     options->ttl = request->ttl;
     options->tos = request->tos;
@@ -262,8 +254,8 @@ static int transmit(struct prober *p, struct probe *probe,
 {
     clock_gettime(CLOCK_REALTIME, &probe->sent);
     p->departures_waiting |= options->stamp;
-    return net_send(p->net, role, &probe->destination, packet, length,
-                    options);
+    return net_send(p->net, p->caller, role, &probe->destination, packet,
+                    length, options);
 }
 
 static int route_source(const struct probe_request *request, unsigned ifindex,
@@ -522,7 +514,7 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
             return false;
         }
     }
-    if (request->has_mark && !p->net->may_mark) {
+    if (request->has_mark && !p->caller->may_mark) {
         reply_refused(&p->out, request->token, REASON_MARK_NOT_PERMITTED,
                       request->details);
         return false;
@@ -543,7 +535,7 @@ static bool admit_request(struct prober *p, const struct probe_request *request,
         return false;
     }
     if (request->local.family != 0) {
-        error = net_check_local_address(p->net, &request->local);
+        error = net_check_local_address(p->net, p->caller, &request->local);
         if (error != 0) {
             reply_send_error(&p->out, request->token, error);
             return false;
@@ -620,7 +612,7 @@ static void handle_line(struct prober *p, char *line, size_t length)
     }
 }
 
-static void fill_abilities(struct prober *p)
+static void fill_abilities(struct prober *p, bool sandboxed)
 {
     struct helper_abilities *a = &p->abilities;
     const struct net_state *net = p->net;
@@ -634,10 +626,10 @@ static void fill_abilities(struct prober *p)
         a->protocol_ok[PROBE_TCP] |= net->sockets[f][ROLE_TCP] >= 0
                                      && net->tcp_port_count > 0;
     }
-    a->may_mark = net->may_mark;
+    a->may_mark = p->caller->may_mark;
     a->raw_sockets = net->raw;
-    a->rate_limit = net->restricted ? RESTRICTED_PROBES_PER_SECOND : 0;
-    a->sandboxed = net->sandboxed;
+    a->rate_limit = p->caller->restricted ? RESTRICTED_PROBES_PER_SECOND : 0;
+    a->sandboxed = sandboxed;
     a->max_probes = net->raw ? PROBE_CAPACITY : DATAGRAM_CAPACITY;
 }
 
@@ -687,7 +679,7 @@ size_t prober_feed(struct prober *p, const char *data, size_t size)
 
         consumed += line_reader_feed(&p->reader, data + consumed,
                                      size - consumed, &event);
-        p->bulk = p->more_input || size - consumed >= BULK_BYTES;
+        p->bulk = p->more_input || size - consumed >= BULK_INPUT_BYTES;
         if (event == LINE_COMPLETE) {
             handle_line(p, p->reader.line, p->reader.length);
             receive_interleaved(p);
@@ -750,7 +742,9 @@ struct reply_writer *prober_replies(struct prober *p)
     return &p->out;
 }
 
-struct prober *prober_create(struct net_state *net)
+struct prober *prober_create(struct net_state *net,
+                             const struct caller_policy *caller,
+                             bool sandboxed)
 {
     struct prober *p = calloc(1, sizeof(*p));
 
@@ -758,7 +752,8 @@ struct prober *prober_create(struct net_state *net)
         return NULL;
     }
     p->net = net;
-    fill_abilities(p);
+    p->caller = caller;
+    fill_abilities(p, sandboxed);
     p->table = probe_table_create(p->abilities.max_probes);
     p->holds = port_holds_create();
     if (p->table == NULL || p->holds == NULL) {
@@ -773,7 +768,7 @@ struct prober *prober_create(struct net_state *net)
     }
     reply_writer_init(&p->out);
     line_reader_init(&p->reader);
-    policy_init(&p->policy, net->restricted, net->rate_tat);
+    policy_init(&p->policy, caller);
     p->icmp_counter = net->seeds.icmp;
     p->udp_counter = net->seeds.udp;
     p->sctp_counter = net->seeds.sctp;

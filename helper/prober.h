@@ -14,12 +14,27 @@
 
 #include "decode.h"
 #include "net.h"
+#include "policy.h"
 #include "reply.h"
+
+/*
+ * A long run of requests: from this many bytes of requests waiting to be
+ * served on, the helper serves them in bulk, saturated.  Its probes then go
+ * without a transmit timestamp (prober.c fill_send_options), and the answer
+ * sockets leave the epoll set while the run is fed (loop.c offer_input).
+ */
+#define BULK_INPUT_BYTES 4096
 
 struct prober;
 
-/* A prober for NET (open, privileges dropped); NULL when out of memory. */
-struct prober *prober_create(struct net_state *net);
+/*
+ * A prober for NET (open, privileges dropped) serving CALLER (both must
+ * outlive it); SANDBOXED: the seccomp filter is in force (check-support
+ * reports it).  NULL when out of memory.
+ */
+struct prober *prober_create(struct net_state *net,
+                             const struct caller_policy *caller,
+                             bool sandboxed);
 
 /* Forget every probe in flight (no replies) and free everything. */
 void prober_destroy(struct prober *prober);
@@ -76,8 +91,5 @@ uint64_t prober_next_wakeup(const struct prober *prober);
 /* Probes in flight, and one waiting for the rate limit. */
 unsigned prober_in_flight(const struct prober *prober);
 struct reply_writer *prober_replies(struct prober *prober);
-
-/* CLOCK_MONOTONIC now, in nanoseconds. */
-uint64_t monotonic_ns(void);
 
 #endif

@@ -73,3 +73,19 @@ def test_the_development_build_stops_at_a_warning(tmp_path: Path) -> None:
     compiles = [line for line in done.stdout.splitlines() if COMPILE_LINE.match(line)]
     assert compiles and all(" -Werror " in line for line in compiles), done.stdout
     assert not (tmp_path / "helper" / "brokerpkg-helper").exists()
+
+
+def readme_helper_section() -> str:
+    """README's "### helper/" section of "## Architecture", up to the next heading."""
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"^## Architecture\n(?:.*\n)*?### helper/\n((?:(?!#).*\n)*)", text, re.M)
+    assert match, 'README.md has no "### helper/" section under "## Architecture"'
+    return match.group(1)
+
+
+def test_the_readme_architecture_names_every_helper_source() -> None:
+    named = set(re.findall(r"`([a-z_]+\.c)`", readme_helper_section()))
+    sources = {path.name for path in HELPER.glob("*.c")}
+    assert sources - named == set(), "helper/ files the README's architecture leaves out"
+    harness_sources = {path.name for path in (HELPER / "fuzz").glob("*.c")}
+    assert named - sources - harness_sources == set(), "names in it that are no file"

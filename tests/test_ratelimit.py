@@ -64,7 +64,7 @@ HELPERS = 8
 SECONDS = 3.0  # the flood of the 8 helpers at once, and of the long-lived one
 TURN_SECONDS = 0.4  # each of the 8 helpers in turn
 REQUESTS = 6000  # per helper: more than an unlimited helper sends in SECONDS
-RECEIVE_BUFFER = 8 << 20  # helper/net.c RECEIVE_BUFFER_BYTES
+RECEIVE_BUFFER = 8 << 20  # helper/net_open.c RECEIVE_BUFFER_BYTES
 OPEN_FILES = 65536  # helper/main.c WANTED_OPEN_FILES
 MODES = ("setuid", "setcap")
 

@@ -25,6 +25,7 @@
 #include "../checksum.h"
 #include "../decode.h"
 #include "../net.h"
+#include "../policy.h"
 #include "../prober.h"
 #include "../reply.h"
 
@@ -286,6 +287,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct net_state net;
+    /* root's: marks allowed, no rate limit (the fuzzer would only wait) */
+    static const struct caller_policy caller = {.may_mark = true};
     struct prober *prober;
     struct decoded_reply reply;
     struct timespec received = {.tv_sec = 1, .tv_nsec = 0};
@@ -295,7 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     net_open(&net);
-    prober = prober_create(&net);
+    prober = prober_create(&net, &caller, false);
     if (prober == NULL) {
         abort();
     }

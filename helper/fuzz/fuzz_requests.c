@@ -9,17 +9,20 @@
 #include <stdlib.h>
 
 #include "../net.h"
+#include "../policy.h"
 #include "../prober.h"
 #include "../reply.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct net_state net;
+    /* root's: marks allowed, no rate limit (the fuzzer would only wait) */
+    static const struct caller_policy caller = {.may_mark = true};
     struct prober *prober;
     struct reply_writer *out;
 
     net_open(&net);
-    prober = prober_create(&net);
+    prober = prober_create(&net, &caller, false);
     if (prober == NULL) {
         abort();
     }

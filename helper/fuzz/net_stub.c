@@ -35,7 +35,6 @@ void net_open(struct net_state *net)
     net->tcp_ports[0] = 0x5151;
     net->tcp_ports[1] = 0x5152;
     net->tcp_port_count = 2;
-    net->may_mark = true;
     memset(&net->seeds, 0, sizeof(net->seeds));
     net->netlink_fd = -1;
 }
@@ -56,11 +55,13 @@ unsigned net_icmp_id_space(const struct net_state *net)
     return net->icmp_id_count * 65536u;
 }
 
-int net_send(const struct net_state *net, enum socket_role role,
-             const struct ip_address *destination, const uint8_t *packet,
-             size_t length, const struct send_options *options)
+int net_send(const struct net_state *net, const struct caller_policy *caller,
+             enum socket_role role, const struct ip_address *destination,
+             const uint8_t *packet, size_t length,
+             const struct send_options *options)
 {
     (void)net;
+    (void)caller;
     (void)role;
     (void)destination;
     (void)packet;
@@ -139,6 +140,7 @@ static size_t new_address(uint8_t *payload, int family, const char *text)
  * same decoder the real check uses.  The bind check has no stand-in.
  */
 int net_check_local_address(struct net_state *net,
+                            const struct caller_policy *caller,
                             const struct ip_address *address)
 {
     static const char *const hosts[2][2] = {{"127.0.0.1", "198.18.0.2"},
@@ -150,6 +152,7 @@ int net_check_local_address(struct net_state *net,
     int error = 0;
     int done = 0;
 
+    (void)caller;
     net->netlink_sequence++;
     for (int i = 0; i < 2; i++) {
         size_t size = new_address(payload, address->family,
