@@ -719,7 +719,9 @@ def _man_exporter_section() -> str:
 def _readme_fleet_section() -> str:
     """README's "Monitoring a fleet", ``a_{b,c}_d`` written out as ``a_b_d a_c_d``."""
     readme = (xl.REPO / "README.md").read_text()
-    text = readme[readme.index("## Monitoring a fleet") : readme.index("## Performance")]
+    start = readme.index("## Monitoring a fleet")
+    end = readme.find("\n## ", start + 1)
+    text = readme[start : None if end < 0 else end]
     while brace := re.search(r"(\w*)\{([\w,]+)\}(\w*)", text):
         spelt = " ".join(f"{brace[1]}{word}{brace[3]}" for word in brace[2].split(","))
         text = text[: brace.start()] + spelt + text[brace.end() :]
