@@ -30,22 +30,24 @@ from .addresses import canonical, resolve_now
 from .engine import Engine, ProbeTemplate, Request
 from .errors import (
     HelperExitedError,
-    HelperPrivilegeError,
-    InvalidProbeError,
     ProcessError,
     ResponseTimeoutError,
     StateError,
     looks_like_privilege_failure,
 )
-from .locate import HelperLocation, locate_helper, privilege_fix
+from .locate import HelperLocation, locate_helper, privilege_error
 from .protocol import ProbeOptions, ProbeResult
-from .templates import probe_template
+from .templates import (
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PROBE_GRACE,
+    feature_question,
+    in_flight_limit,
+    probe_outcome,
+    probe_template,
+    require_send_probe,
+)
 from .transport import EXIT_WAIT, ProcessTransport
 
-DEFAULT_PROBE_GRACE = 2.0
-DEFAULT_OPEN_TIMEOUT = 10.0
-DEFAULT_MAX_IN_FLIGHT = 1024
-"""In-flight limit when the helper does not say (as :class:`~brokerpkg.session.Session`)."""
 READ_CHUNK = 65536
 
 
@@ -140,11 +142,7 @@ class BlockingSession:
         except BaseException:
             self.close()
             raise
-        limit = self._max_in_flight_argument
-        if limit is None:
-            advertised = self._features.get("max-probes", "")
-            limit = int(advertised) if advertised.isascii() and advertised.isdigit() else 0
-        self._engine.set_limit(limit or DEFAULT_MAX_IN_FLIGHT)
+        self._engine.set_limit(in_flight_limit(self._max_in_flight_argument, self._features))
         return self
 
     def _start(self) -> None:
@@ -164,12 +162,7 @@ class BlockingSession:
     def _query_features(self) -> None:
         """Ask every feature of wire.FEATURES at once; require send-probe."""
         requests = [
-            self._engine.submit(
-                wire.encode_request_tail(wire.CHECK_SUPPORT, [("feature", name)]),
-                self._open_timeout,
-                None,
-                False,
-            )
+            self._engine.submit(feature_question(name), self._open_timeout, None, False)
             for name in wire.FEATURES
         ]
         waiting = set(requests)
@@ -180,7 +173,7 @@ class BlockingSession:
             error = request.error
             if isinstance(error, HelperExitedError):
                 if looks_like_privilege_failure(error.returncode, error.stderr_line):
-                    raise self._privilege_error(error) from error
+                    raise privilege_error(error, self._location, self._command) from error
                 raise error
             if isinstance(error, ResponseTimeoutError):
                 raise ResponseTimeoutError(
@@ -189,18 +182,7 @@ class BlockingSession:
             if error is not None:
                 raise error
             self._features[name] = wire.feature_value(request.result)
-        if self._features["send-probe"] != "ok":
-            raise ProcessError(
-                f"helper {self.description} does not support send-probe "
-                f"(check-support feature send-probe: {self._features['send-probe']})"
-            )
-
-    def _privilege_error(self, exited: HelperExitedError) -> HelperPrivilegeError:
-        """The helper lacked privilege: name it (a command's last word counts as the
-        helper when it is a file) and the one command that fixes it, as Session does."""
-        path = self.description if self._command is None else self._command[-1]
-        named = self._command[-1] if self._command and os.path.isfile(self._command[-1]) else None
-        return HelperPrivilegeError(path, exited.stderr_line, privilege_fix(self._location, named))
+        require_send_probe(self._features, self.description)
 
     def close(self) -> None:
         """Stop the helper and release everything; calling it again does nothing.
@@ -378,12 +360,7 @@ class BlockingSession:
         """
         if request.error is not None:
             raise request.error
-        result: ProbeResult = request.result
-        if result.result == wire.INVALID_ARGUMENT:
-            raise InvalidProbeError(result.reason)
-        if result.result == wire.UNKNOWN_COMMAND:
-            raise ProcessError(f"helper {self.description} does not know send-probe")
-        return result
+        return probe_outcome(request.result, self.description)
 
     def probe(self, host: str, **options: Any) -> ProbeResult:
         """One probe, as :meth:`brokerpkg.session.Session.probe` (same options, same

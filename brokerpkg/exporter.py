@@ -58,7 +58,8 @@ from .exporter_metrics import (
 from .mtr import monitor
 from .options import IP_HEADER_SIZE, PAYLOAD_OFFSET
 from .protocol import ProbeResult
-from .session import NAMES_LOCAL, Session
+from .remote import NAMES_LOCAL
+from .session import Session
 
 log = logging.getLogger("brokerpkg.exporter")
 

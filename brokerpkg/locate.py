@@ -24,13 +24,13 @@ import shlex
 import stat
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from . import defaults
 from .defaults import HELPER_MODE_CAPABILITY, SETUP_GROUP, STATE_DIR, STATE_DIR_MODE
-from .errors import HELPER_NAME, HelperNotFoundError
+from .errors import HELPER_NAME, HelperExitedError, HelperNotFoundError, HelperPrivilegeError
 
 ENVIRONMENT_VARIABLE = defaults.ENVIRONMENT_VARIABLE
 CAPABILITY_XATTR = "security.capability"
@@ -335,3 +335,22 @@ def privilege_fix(location: HelperLocation | None, path: str | None = None) -> s
     if location is None and path is not None:
         return capability_fix(path)
     return f"sudo {setup_command()}"
+
+
+def privilege_error(
+    exited: HelperExitedError, location: HelperLocation | None, argv: Sequence[str] | None
+) -> HelperPrivilegeError:
+    """The error of a helper that exited at start for lack of privilege: it names the
+    helper (where it was found, else the last word of the command ``argv`` that ran
+    it, else a placeholder) and the one command that fixes it (:func:`privilege_fix`;
+    a command's last word counts as the helper the caller named when it is a file).
+    Never raises."""
+    named = None
+    if location is not None:
+        path = location.path
+    elif argv:
+        path = argv[-1]
+        named = path if os.path.isfile(path) else None
+    else:
+        path = f"/path/to/{HELPER_NAME}"
+    return HelperPrivilegeError(path, exited.stderr_line, privilege_fix(location, named))

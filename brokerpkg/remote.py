@@ -7,7 +7,7 @@ lookups made on the remote host.
 resolver (``getent``, so its /etc/hosts and DNS) with one ssh command at a time per
 vantage point: the questions asked while one runs go together in the next.
 :class:`RemoteResolver` and :class:`RemoteNameResolver` put it behind the session's
-resolver interfaces.  ``Session.over_ssh`` wires them together.
+resolver interfaces.  :class:`VantagePoint` wires them together for ``Session.over_ssh``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,18 @@ from .ssh import (
     exit_error,
     first_address,
     first_name,
+    helper_argv,
     lookup_command,
+    parse_destination,
     parse_lookup_line,
+    ssh_command,
 )
-from .transport import EXIT_WAIT, ProcessTransport
+from .transport import EXIT_WAIT, Launch, ProcessTransport
+
+NAMES_REMOTE = "remote"
+"""Host names of a vantage point's session are resolved there (``Session.over_ssh``)."""
+NAMES_LOCAL = "local"
+"""Host names of a vantage point's session are resolved here."""
 
 LOOKUP_TIMEOUT = 15.0
 """Seconds one lookup command (connecting included) may take before it is killed."""
@@ -293,3 +301,64 @@ class RemoteNameResolver(NameResolver):
         """``address``'s name there, or None; raises like :meth:`RemoteLookups.ask`."""
         answer = await self.lookups.ask(Lookup(REVERSE_DATABASE, address))
         return first_name(answer) if answer.status == 0 else None
+
+
+class VantagePoint:
+    """A helper on a vantage point, as ``Session.over_ssh`` runs it: ``destination``
+    (``[USER@]HOST``), the remote command ``helper``, the ``argv`` that runs it through
+    ``ssh`` (words, a string split as the shell splits it, or None: ``$BROKERPKG_SSH``,
+    else ssh's default), and with ``names`` NAMES_REMOTE the ``lookups`` made there and
+    the resolvers over them (None when names are resolved here).  ``env`` is ssh's
+    environment.
+
+    Raises TypeError/ValueError for a bad destination, ssh command, helper or ``names``.
+    """
+
+    def __init__(
+        self,
+        destination: str,
+        *,
+        helper: str,
+        ssh: str | Sequence[str] | None,
+        names: str,
+        env: Mapping[str, str] | None,
+    ) -> None:
+        if names not in (NAMES_REMOTE, NAMES_LOCAL):
+            raise ValueError(f"names must be {NAMES_REMOTE!r} or {NAMES_LOCAL!r}, got {names!r}")
+        self.destination = str(parse_destination(destination))
+        self.helper = helper
+        words = ssh_command(ssh)
+        self.argv = tuple(helper_argv(words, self.destination, helper))
+        self.lookups: RemoteLookups | None = None
+        self.resolver: RemoteResolver | None = None
+        self.name_resolver: RemoteNameResolver | None = None
+        if names == NAMES_REMOTE:
+            self.lookups = RemoteLookups([*words, self.destination], self.destination, env=env)
+            self.resolver = RemoteResolver(self.lookups)
+            self.name_resolver = RemoteNameResolver(self.lookups)
+
+    @property
+    def launch(self) -> Launch:
+        """How the session starts the helper (and names it in messages)."""
+        return Launch(self.argv, None, f"{self.helper} on {self.destination}")
+
+    def connect(self, env: Mapping[str, str] | None) -> SshTransport:
+        """Run the helper there through ssh; raises ProcessError when ssh cannot start."""
+        return SshTransport.connect(
+            self.argv, destination=self.destination, helper=self.helper, env=env
+        )
+
+    async def host_name(self) -> str:
+        """The vantage point's name (``uname -n`` there, asked once), or the
+        destination's host when names are resolved here.
+
+        Raises ProcessError (SshError) when the remote command fails.
+        """
+        if self.lookups is None:
+            return parse_destination(self.destination).host
+        return await self.lookups.host_name()
+
+    async def close(self) -> None:
+        """Stop the lookups' command still running; never raises."""
+        if self.lookups is not None:
+            await self.lookups.close()

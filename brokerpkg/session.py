@@ -29,7 +29,7 @@ import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 from . import protocol as wire
 from .channel import PipeChannel, StreamChannel
@@ -37,26 +37,26 @@ from .engine import Engine, ProbeTemplate, Request
 from .errors import (
     HELPER_NAME,
     HelperExitedError,
-    HelperPrivilegeError,
-    InvalidProbeError,
     ProcessError,
     ResponseTimeoutError,
     StateError,
     describe_exit_status,
     looks_like_privilege_failure,
 )
-from .locate import HelperLocation, locate_helper, privilege_fix
-from .protocol import ProbeOptions, ProbeResult, Reply
-from .remote import RemoteLookups, RemoteNameResolver, RemoteResolver, SshTransport
-from .resolve import NameResolver, ResolvedAddress, Resolver
-from .ssh import helper_argv, parse_destination, ssh_command
-from .templates import TypedCache, given_template, probe_template
-from .transport import ChildProcess, Launch, ProcessTransport, Transport, launch_from_command
-
-DEFAULT_PROBE_GRACE = 2.0
-DEFAULT_OPEN_TIMEOUT = 10.0
-DEFAULT_MAX_IN_FLIGHT = 1024
-"""In-flight limit when the helper does not say (mtr-packet 0.95 allows 1024)."""
+from .locate import HelperLocation, locate_helper, privilege_error
+from .planning import SessionTemplates
+from .protocol import ProbeResult, Reply
+from .remote import NAMES_REMOTE, VantagePoint
+from .resolve import NameResolver, Resolver
+from .templates import (
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PROBE_GRACE,
+    feature_question,
+    in_flight_limit,
+    probe_outcome,
+    require_send_probe,
+)
+from .transport import ChildProcess, ProcessTransport, Transport, launch_from_command
 
 EAGER_WRITE = 64
 """Queued requests written at once, without waiting for the next turn of the loop, while
@@ -66,19 +66,6 @@ _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 
 _Future = asyncio.Future
 """Futures made directly: loop.create_future() costs a Python call more per probe."""
-
-
-class _Remote(NamedTuple):
-    """A helper on a vantage point: where (``[USER@]HOST``), which remote command, and
-    the name lookups made there (None when names are resolved here)."""
-
-    destination: str
-    helper: str
-    lookups: RemoteLookups | None
-
-
-NAMES_REMOTE = "remote"
-NAMES_LOCAL = "local"
 
 
 class Session:
@@ -128,7 +115,7 @@ class Session:
         self._helper_argument = helper
         self._env = env
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None = None
-        self._remote: _Remote | None = None
+        self._remote: VantagePoint | None = None
         self._init_state(probe_grace, max_in_flight, open_timeout, resolver)
 
     @classmethod
@@ -168,28 +155,19 @@ class Session:
         Raises TypeError/ValueError for a bad destination (empty, spaces, a leading
         ``-``), ssh command, helper or ``names``, before anything runs.
         """
-        if names not in (NAMES_REMOTE, NAMES_LOCAL):
-            raise ValueError(f"names must be {NAMES_REMOTE!r} or {NAMES_LOCAL!r}, got {names!r}")
-        target = str(parse_destination(destination))
-        words = ssh_command(ssh)
-        argv = helper_argv(words, target, helper)
-        lookups = None
-        resolver = None
-        if names == NAMES_REMOTE:
-            lookups = RemoteLookups([*words, target], target, env=env)
-            resolver = RemoteResolver(lookups)
+        remote = VantagePoint(destination, helper=helper, ssh=ssh, names=names, env=env)
         session = cls(
-            command=argv,
+            command=list(remote.argv),
             env=env,
             probe_grace=probe_grace,
             max_in_flight=max_in_flight,
             open_timeout=open_timeout,
-            resolver=resolver,
+            resolver=remote.resolver,
         )
-        session._launch = Launch(tuple(argv), None, f"{helper} on {target}")
-        session._remote = _Remote(target, helper, lookups)
-        if lookups is not None:
-            session._names = RemoteNameResolver(lookups)
+        session._launch = remote.launch
+        session._remote = remote
+        if remote.name_resolver is not None:
+            session._names = remote.name_resolver
         return session
 
     @classmethod
@@ -233,16 +211,14 @@ class Session:
         self._probe_grace = self._engine.probe_grace
         self._open_timeout = float(open_timeout)
         self._max_in_flight_argument = max_in_flight
-        self._resolver = resolver if resolver is not None else Resolver()
         self._names = NameResolver()
         self._state = _NEW
         self._channel: PipeChannel | StreamChannel | None = None
         self._location: HelperLocation | None = None
         self._features: dict[str, str] = {}
-        self._templates: TypedCache[ProbeTemplate] = TypedCache()
-        self._given_templates: TypedCache[ProbeTemplate] = TypedCache()
-        # probe()'s own keyword values -> template, so a repeated probe skips validation
-        self._probe_keys: TypedCache[ProbeTemplate] = TypedCache()
+        self._templates = SessionTemplates(
+            resolver if resolver is not None else Resolver(), self._features, self._probe_grace
+        )
         self._pump_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -296,9 +272,7 @@ class Session:
         """
         if self._remote is None:
             return socket.gethostname()
-        if self._remote.lookups is None:
-            return parse_destination(self._remote.destination).host
-        return await self._remote.lookups.host_name()
+        return await self._remote.host_name()
 
     @property
     def location(self) -> HelperLocation | None:
@@ -398,21 +372,10 @@ class Session:
 
     def _start_transport(self) -> Transport:
         """Start the helper: a command (through ssh for a vantage point), or the located one."""
-        if self._remote is not None and self._launch is not None:
-            assert self._launch.argv is not None
-            return SshTransport.connect(
-                self._launch.argv,
-                destination=self._remote.destination,
-                helper=self._remote.helper,
-                env=self._env,
-            )
+        if self._remote is not None:
+            return self._remote.connect(self._env)
         if self._launch is not None:
-            return ProcessTransport.start(
-                self._launch.argv,
-                shell_command=self._launch.shell_command,
-                env=self._env,
-                description=self._launch.description,
-            )
+            return ProcessTransport.run(self._launch, self._env)
         self._location = locate_helper(self._helper_argument)
         return ProcessTransport.start(
             [self._location.path], env=self._env, description=self._location.path
@@ -428,9 +391,8 @@ class Session:
                 values = await asyncio.gather(*(self._ask_feature(name) for name in wire.FEATURES))
         except HelperExitedError as error:
             if looks_like_privilege_failure(error.returncode, error.stderr_line):
-                raise HelperPrivilegeError(
-                    self._privilege_path(), error.stderr_line, self._privilege_fix()
-                ) from error
+                argv = None if self._launch is None else self._launch.argv
+                raise privilege_error(error, self._location, argv) from error
             raise
         except TimeoutError:
             what = "the feature queries at open"
@@ -438,37 +400,11 @@ class Session:
                 what += f" through ssh to {self._remote.destination}"
             raise ResponseTimeoutError(what, self._open_timeout, self.helper_messages) from None
         self._features.update(zip(wire.FEATURES, values, strict=True))
-        if self._features["send-probe"] != "ok":
-            raise ProcessError(
-                f"helper {self.description} does not support send-probe "
-                f"(check-support feature send-probe: {self._features['send-probe']})"
-            )
-
-    def _privilege_path(self) -> str:
-        """Best guess of the helper's path, for the privilege fix message."""
-        if self._location is not None:
-            return self._location.path
-        if self._launch is not None and self._launch.argv is not None:
-            return self._launch.argv[-1]
-        return f"/path/to/{HELPER_NAME}"
-
-    def _privilege_fix(self) -> str:
-        """The one command that gives this session's helper its privilege (a command's
-        last word counts as the helper the caller named when it is a file)."""
-        named = None
-        if self._launch is not None and self._launch.argv is not None:
-            last = self._launch.argv[-1]
-            named = last if os.path.isfile(last) else None
-        return privilege_fix(self._location, named)
+        require_send_probe(self._features, self.description)
 
     def _start_flow_control(self) -> None:
         """Set the in-flight limit: the argument, else max-probes, else 1024."""
-        limit = self._max_in_flight_argument
-        if limit is None:
-            advertised = self._features.get("max-probes", "")
-            limit = int(advertised) if advertised.isascii() and advertised.isdigit() else 0
-            limit = limit or DEFAULT_MAX_IN_FLIGHT
-        self._engine.set_limit(limit)
+        self._engine.set_limit(in_flight_limit(self._max_in_flight_argument, self._features))
 
     async def close(self) -> None:
         """Stop the helper and release everything; calling it again does nothing.
@@ -487,8 +423,8 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._remote is not None and self._remote.lookups is not None:
-            await self._remote.lookups.close()
+        if self._remote is not None:
+            await self._remote.close()
         if self._channel is not None:
             await self._channel.close()
         if self._ending is not None:
@@ -499,13 +435,7 @@ class Session:
 
     def _on_data(self, data: bytes) -> None:
         """Reply bytes came: hand every completed request its result."""
-        for request in self._engine.feed(data):
-            future = request.handle
-            if not future.done():
-                if request.error is None:
-                    future.set_result(request.result)
-                else:
-                    future.set_exception(request.error)
+        self._complete(self._engine.feed(data))
 
     def _complete(self, requests: Iterable[Request]) -> None:
         """Hand each of ``requests`` (completed by the engine) its result or error."""
@@ -647,8 +577,7 @@ class Session:
 
     async def _ask_feature(self, name: str) -> str:
         """Ask the helper one check-support question; tolerant of odd answers."""
-        tail = wire.encode_request_tail(wire.CHECK_SUPPORT, [("feature", name)])
-        reply = await self._exchange(tail, self._open_timeout)
+        reply = await self._exchange(feature_question(name), self._open_timeout)
         return wire.feature_value(reply)
 
     async def feature_value(self, name: str) -> str:
@@ -727,7 +656,7 @@ class Session:
             mark,
             flow,
         )
-        template = self._probe_keys.get(key)
+        template = self._templates.by_call.get(key)
         if template is None:
             options = wire.make_probe_options(
                 ip_version=ip_version,
@@ -746,14 +675,9 @@ class Session:
                 flow=flow,
             )
             self._ensure_usable()
-            template = await self._template(host, options)
-            self._probe_keys.put(key, template)
-        result = await self._probe_template(template)
-        if result.result == wire.INVALID_ARGUMENT:
-            raise InvalidProbeError(result.reason)
-        if result.result == wire.UNKNOWN_COMMAND:
-            raise ProcessError(f"helper {self.description} does not know send-probe")
-        return result
+            template = await self._templates.template(host, options)
+            self._templates.by_call.put(key, template)
+        return probe_outcome(await self._probe_template(template), self.description)
 
     async def probe_many(
         self, hosts: Iterable[str], *, concurrency: int | None = None, **options: Any
@@ -774,7 +698,7 @@ class Session:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
         checked = wire.make_probe_options(**options)
         self._ensure_usable()
-        plan = await self._plan(hosts, checked)
+        plan = await self._templates.plan(hosts, checked)
         limit = min(concurrency or self.max_in_flight, self.max_in_flight)
         engine = self._engine
         results: list[ProbeResult] = []
@@ -812,28 +736,12 @@ class Session:
             raise
         return results
 
-    async def _plan(self, hosts: Iterable[str], options: ProbeOptions) -> list[ProbeTemplate]:
-        """One template per host, each distinct host resolved once; raises like probe()."""
-        templates: dict[str, ProbeTemplate] = {}
-        plan: list[ProbeTemplate] = []
-        for host in hosts:
-            template = templates.get(host)
-            if template is None:
-                template = templates[host] = await self._template(host, options)
-            plan.append(template)
-        return plan
-
     def _batch_result(self, future: asyncio.Future[ProbeResult]) -> ProbeResult:
         """The result of a finished probe of :meth:`probe_many` (out of its flight).
 
         Raises its error, InvalidProbeError and ProcessError like :meth:`probe`.
         """
-        result = future.result()
-        if result.result == wire.INVALID_ARGUMENT:
-            raise InvalidProbeError(result.reason)
-        if result.result == wire.UNKNOWN_COMMAND:
-            raise ProcessError(f"helper {self.description} does not know send-probe")
-        return result
+        return probe_outcome(future.result(), self.description)
 
     async def probe_arguments(self, arguments: Sequence[tuple[str, str]]) -> ProbeResult:
         """Send ``send-probe`` with ``arguments`` (NAME, VALUE pairs of str) exactly as
@@ -850,31 +758,7 @@ class Session:
         ResponseTimeoutError, ProtocolError).
         """
         self._ensure_usable()
-        key = tuple(arguments)
-        template = self._given_templates.get(key)
-        if template is None:
-            template = given_template(key, self._probe_grace)
-            self._given_templates.put(key, template)
-        return await self._probe_template(template)
-
-    async def _template(self, host: str, options: ProbeOptions) -> ProbeTemplate:
-        """The probe's template, from the cache or made now; raises like :meth:`probe`."""
-        key = (host, options)
-        template = self._templates.get(key)
-        if template is None:
-            target = await self._resolver.resolve(host, options.ip_version)
-            local = await self._resolve_local(options.local_ip, target)
-            template = probe_template(
-                options, target.address, target.ip_version, local, self._features, self._probe_grace
-            )
-            self._templates.put(key, template)
-        return template
-
-    async def _resolve_local(self, local_ip: str | None, target: ResolvedAddress) -> str | None:
-        """Resolve the source address in the target's family; raises HostResolveError."""
-        if local_ip is None:
-            return None
-        return (await self._resolver.resolve(local_ip, target.ip_version)).address
+        return await self._probe_template(self._templates.given(arguments))
 
     async def _probe_template(self, template: ProbeTemplate) -> ProbeResult:
         """Wait for a flow-control slot, send the probe and wait for its result.
@@ -911,7 +795,7 @@ class Session:
         Raises TypeError for a non-str host, ValueError for a bad ip_version and
         HostResolveError when there is no such address.
         """
-        address = (await self._resolver.resolve(host, ip_version)).address
+        address = (await self._templates.resolver.resolve(host, ip_version)).address
         return str(ipaddress.ip_address(address))
 
     @property
@@ -924,10 +808,9 @@ class Session:
     def clear_dns_cache(self) -> None:
         """Forget resolved host names and looked-up reverse names (each is resolved once
         per session otherwise, by this session's probes and the tools using it)."""
-        self._resolver.clear()
+        self._templates.resolver.clear()
         self._names.clear()
-        self._templates.clear()
-        self._probe_keys.clear()
+        self._templates.forget_names()
 
 
 def _hand_slot(waiter: asyncio.Future[None]) -> bool:

@@ -1,4 +1,7 @@
-"""Probe templates, worked out once per host and options: pure, for every driver.
+"""Probe templates, worked out once per host and options, and the other pure steps
+both drivers (the asyncio :class:`~brokerpkg.session.Session` and the blocking
+:class:`~brokerpkg.blocking.BlockingSession`) take alike: the feature questions at open,
+the in-flight limit they give, and what a probe's result means to its caller.
 
 A :class:`~brokerpkg.engine.ProbeTemplate` is what every probe with the same target and
 options shares: the encoded request without its token, the Python-side deadline, and
@@ -14,8 +17,13 @@ from typing import Generic, TypeVar
 
 from . import protocol as wire
 from .engine import ProbeTemplate
-from .errors import FeatureNotSupportedError
-from .protocol import ProbeOptions
+from .errors import FeatureNotSupportedError, InvalidProbeError, ProcessError
+from .protocol import ProbeOptions, ProbeResult
+
+DEFAULT_PROBE_GRACE = 2.0
+DEFAULT_OPEN_TIMEOUT = 10.0
+DEFAULT_MAX_IN_FLIGHT = 1024
+"""In-flight limit when the helper does not say (mtr-packet 0.95 allows 1024)."""
 
 TEMPLATES_KEPT = 4096
 """Probe templates cached per session (the caches are emptied when they grow past this)."""
@@ -117,3 +125,40 @@ def given_template(arguments: Sequence[tuple[str, str]], probe_grace: float) -> 
             seconds = wire.timeout_argument_seconds(value)
     result_tail = (target, None, None, None, None, None, None, None, None)
     return ProbeTemplate(tail, seconds + probe_grace, target, None, result_tail)
+
+
+def feature_question(name: str) -> bytes:
+    """The check-support request (without its token) asking for feature ``name``."""
+    return wire.encode_request_tail(wire.CHECK_SUPPORT, [("feature", name)])
+
+
+def require_send_probe(features: Mapping[str, str], description: str) -> None:
+    """Raise ProcessError unless the helper (``description``) answered ``send-probe`` ok."""
+    if features["send-probe"] != "ok":
+        raise ProcessError(
+            f"helper {description} does not support send-probe "
+            f"(check-support feature send-probe: {features['send-probe']})"
+        )
+
+
+def in_flight_limit(argument: int | None, features: Mapping[str, str]) -> int:
+    """The in-flight limit: ``argument``, else the helper's max-probes, else
+    DEFAULT_MAX_IN_FLIGHT."""
+    if argument is not None:
+        return argument
+    advertised = features.get("max-probes", "")
+    limit = int(advertised) if advertised.isascii() and advertised.isdigit() else 0
+    return limit or DEFAULT_MAX_IN_FLIGHT
+
+
+def probe_outcome(result: ProbeResult, description: str) -> ProbeResult:
+    """``result``, as a probe returns it to its caller.
+
+    Raises InvalidProbeError when the helper refused the probe, ProcessError when the
+    helper (``description``) does not know send-probe.
+    """
+    if result.result == wire.INVALID_ARGUMENT:
+        raise InvalidProbeError(result.reason)
+    if result.result == wire.UNKNOWN_COMMAND:
+        raise ProcessError(f"helper {description} does not know send-probe")
+    return result

@@ -281,6 +281,13 @@ class ProcessTransport(Transport):
         self._stderr_open = True
 
     @classmethod
+    def run(cls, launch: Launch, env: Mapping[str, str] | None = None) -> Self:
+        """Start the helper as ``launch`` says; raises like :meth:`start`."""
+        return cls.start(
+            launch.argv, shell_command=launch.shell_command, env=env, description=launch.description
+        )
+
+    @classmethod
     def start(
         cls,
         argv: Sequence[str] | None = None,
