@@ -865,6 +865,21 @@ def check_trace_flags(args: argparse.Namespace) -> None:
         raise ValueError("give -j or --dot, not both")
 
 
+def probe_call(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The host and keyword arguments of ``brokerpkg probe``'s one probe, the same for
+    either driver's ``probe()``.  Raises UsageError for a bad ``HOST:PORT``."""
+    host, target_port = split_target(args.target)
+    options = probe_options(args, _target_port(target_port, args.port))
+    return host, {
+        "ip_version": args.ip_version,
+        "ttl": args.ttl,
+        "timeout": args.timeout,
+        "size": args.size,
+        "details": args.details,
+        **options,
+    }
+
+
 def probe_options(args: argparse.Namespace, port: int | None) -> dict[str, Any]:
     """The probe options every tool takes, from the common flags.
 

@@ -32,6 +32,7 @@ from .cli_args import (
     _payload,
     _target_port,
     check_trace_flags,
+    probe_call,
     probe_options,
     read_targets,
     split_target,
@@ -120,18 +121,9 @@ async def run_probe(args: argparse.Namespace) -> int:
     A probe the host refused to send (no route, address not available, permission
     denied...) is a local error: classify raises ProbeSendError, and main exits 2.
     """
-    host, target_port = split_target(args.target)
-    options = probe_options(args, _target_port(target_port, args.port))
+    host, arguments = probe_call(args)
     async with _session(args) as session:
-        result = await session.probe(
-            host,
-            ip_version=args.ip_version,
-            ttl=args.ttl,
-            timeout=args.timeout,
-            size=args.size,
-            details=args.details,
-            **options,
-        )
+        result = await session.probe(host, **arguments)
     return print_probe(args, result)
 
 

@@ -24,6 +24,7 @@ from .cli_args import (
     _payload,
     _target_port,
     check_trace_flags,
+    probe_call,
     probe_options,
     read_targets,
     split_target,
@@ -67,18 +68,9 @@ def run_probe(args: argparse.Namespace) -> int:
     """``brokerpkg probe``: one probe, its result on one line (or JSON)."""
     from .blocking import BlockingSession
 
-    host, target_port = split_target(args.target)
-    options = probe_options(args, _target_port(target_port, args.port))
+    host, arguments = probe_call(args)
     with BlockingSession(args.helper) as session:
-        result = session.probe(
-            host,
-            ip_version=args.ip_version,
-            ttl=args.ttl,
-            timeout=args.timeout,
-            size=args.size,
-            details=args.details,
-            **options,
-        )
+        result = session.probe(host, **arguments)
     return print_probe(args, result)
 
 
