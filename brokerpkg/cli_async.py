@@ -48,6 +48,7 @@ from .cli_output import (
     _print,
     _print_json,
     describe_error,
+    print_multiping,
     print_probe,
     print_trace,
 )
@@ -374,20 +375,7 @@ async def run_multiping(args: argparse.Namespace) -> int:
     finally:
         progress.finish()
     results = [PingResult(pinger.host, pinger.address, pinger.probes()) for pinger in pingers]
-    if args.json:
-        documents = []
-        for pinger, result in zip(pingers, results, strict=True):
-            document = result.to_dict()
-            document["transmitted"] = pinger.sent
-            documents.append(document)
-        _print_json({"hosts": documents})
-    else:
-        summaries = [
-            fmt.fping_summary_line(result, width, transmitted=pinger.sent)
-            for pinger, result in zip(pingers, results, strict=True)
-        ]
-        _print(*([] if quiet else [""]), *summaries)  # fping: a blank line unless -q
-    return EXIT_REPLY if all(result.is_alive for result in results) else EXIT_NO_REPLY
+    return print_multiping(args, results, [pinger.sent for pinger in pingers], width, quiet)
 
 
 # ----------------------------------------------------------------------------- trace

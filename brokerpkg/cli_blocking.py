@@ -29,7 +29,14 @@ from .cli_args import (
     read_targets,
     split_target,
 )
-from .cli_output import _numeric_target, _print, _print_json, print_probe, print_trace
+from .cli_output import (
+    _numeric_target,
+    _print,
+    _print_json,
+    print_multiping,
+    print_probe,
+    print_trace,
+)
 
 if TYPE_CHECKING:
     from .blocking_ping import Pinging
@@ -208,30 +215,8 @@ def run_multiping(args: argparse.Namespace) -> int:
                 )
     finally:
         progress.finish()
-    return _print_multiping(args, pings, width, quiet)
-
-
-def _print_multiping(
-    args: argparse.Namespace, pings: list[Pinging], width: int, quiet: bool
-) -> int:
-    """Print multiping's summaries (or JSON) in input order; its exit status."""
-    from . import cli_format as fmt
-
     results = [pinging.result() for pinging in pings]
-    if args.json:
-        documents = []
-        for pinging, result in zip(pings, results, strict=True):
-            document = result.to_dict()
-            document["transmitted"] = pinging.sent
-            documents.append(document)
-        _print_json({"hosts": documents})
-    else:
-        summaries = [
-            fmt.fping_summary_line(result, width, transmitted=pinging.sent)
-            for pinging, result in zip(pings, results, strict=True)
-        ]
-        _print(*([] if quiet else [""]), *summaries)  # fping: a blank line unless -q
-    return EXIT_REPLY if all(result.is_alive for result in results) else EXIT_NO_REPLY
+    return print_multiping(args, results, [pinging.sent for pinging in pings], width, quiet)
 
 
 def run_trace(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .mtr import FlowsReport, MonitorReport
     from .protocol import ProbeResult
-    from .results import TraceResult
+    from .results import PingResult, TraceResult
 
 LOCAL_ERRORS = (ValueError, TypeError, HostResolveError, ProcessError, StateError, OSError)
 """Errors that end a command with status 2 and a one-line message."""
@@ -162,6 +162,33 @@ def format_result(result: ProbeResult) -> str:
     if result.reason is not None:
         line += f" ({result.reason})"
     return line
+
+
+def print_multiping(
+    args: argparse.Namespace,
+    results: Sequence[PingResult],
+    transmitted: Sequence[int],
+    width: int,
+    quiet: bool,
+) -> int:
+    """Print multiping's summaries (or JSON) in input order, ``transmitted`` probes per
+    host (those cancelled at an interrupt count as sent); return its exit status."""
+    from . import cli_format as fmt
+
+    if args.json:
+        documents = []
+        for result, sent in zip(results, transmitted, strict=True):
+            document = result.to_dict()
+            document["transmitted"] = sent
+            documents.append(document)
+        _print_json({"hosts": documents})
+    else:
+        summaries = [
+            fmt.fping_summary_line(result, width, transmitted=sent)
+            for result, sent in zip(results, transmitted, strict=True)
+        ]
+        _print(*([] if quiet else [""]), *summaries)  # fping: a blank line unless -q
+    return EXIT_REPLY if all(result.is_alive for result in results) else EXIT_NO_REPLY
 
 
 def print_probe(args: argparse.Namespace, result: ProbeResult) -> int:
