@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -100,6 +101,13 @@ class _Names:
         return fmt.named(address, self._known[address])
 
 
+def _take_ctrl_c() -> None:
+    """Let SIGINT raise KeyboardInterrupt, the way these commands end with their
+    summaries, also when it was ignored at start (a script's background job ``&``):
+    ping and fping catch it there too, so ``kill -INT`` stops them."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_ping(args: argparse.Namespace) -> int:
     """``brokerpkg ping``: ping's lines; Ctrl-C ends it early with the summary (probes
     in flight count as sent, not received), as the asyncio runner does."""
@@ -109,6 +117,7 @@ def run_ping(args: argparse.Namespace) -> int:
     from .blocking_ping import Pinging, run_pings
     from .options import probe_settings
 
+    _take_ctrl_c()
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     protocol = options["protocol"] or "icmp"
@@ -162,6 +171,7 @@ def run_multiping(args: argparse.Namespace) -> int:
     from .cli_terminal import ProgressLine
     from .options import probe_settings
 
+    _take_ctrl_c()
     parsed = [split_target(target) for target in read_targets(args)]
     hosts = [host for host, _ in parsed]
     ports = {port for _, port in parsed if port is not None}

@@ -122,9 +122,11 @@ def _out() -> TextIO | _BlockStream:
 
 
 def _print(*lines: str) -> None:
+    """Print ``lines`` in one write: a Ctrl-C (KeyboardInterrupt) between print()'s two
+    writes (the text, then its newline: separate system calls when PYTHONUNBUFFERED is
+    set) would leave the line open, for the summary's blank line to close."""
     out = _out()
-    for line in lines:
-        print(line, file=out)
+    out.write("".join(f"{line}\n" for line in lines))
     out.flush()
 
 

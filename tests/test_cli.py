@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import ipaddress
 import json
 import os
@@ -33,6 +34,7 @@ from conftest import UnprivilegedCopy
 from lab import Chain, virtual_hop, virtual_target
 
 from brokerpkg import cli_format as fmt
+from brokerpkg import cli_output
 from brokerpkg.cli import _wants_json, build_parser, parse_arguments, split_target
 from brokerpkg.locate import capability_fix
 from brokerpkg.mtr import HopStats, MonitorReport, ResponderStats
@@ -1363,10 +1365,18 @@ def helper_started(process: subprocess.Popen[bytes], timeout: float = 30) -> Non
 SUMMARY = re.compile(r"^(\S+) +: xmt/rcv/%loss = (\d+)/(\d+)/(\d+)%")
 
 
+IGNORING_SIGINT = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]
+"""Run the rest with SIGINT ignored, as a script's background job (``&``) starts: ping
+and fping take it all the same, and so must we (Python alone would not)."""
+
+
 def interrupted(argv: list[str], after: str | None) -> tuple[int, str, str]:
-    """Run ``argv``, send SIGINT once a line matches ``after`` (None: once its helper
-    runs), return (exit status, standard output, standard error)."""
-    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """Run ``argv`` (SIGINT ignored at its start), send SIGINT once a line matches
+    ``after`` (None: once its helper runs), return (exit status, standard output,
+    standard error)."""
+    process = subprocess.Popen(
+        [*IGNORING_SIGINT, *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         early = read_until(process, after) if after is not None else ""
         if after is None:
@@ -1380,6 +1390,47 @@ def interrupted(argv: list[str], after: str | None) -> tuple[int, str, str]:
     return process.returncode, early + out.decode(), err.decode()
 
 
+def test_each_printed_line_goes_out_with_its_newline_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With PYTHONUNBUFFERED every write is a system call, and Ctrl-C raises after the
+    one it interrupted: a line written apart from its newline was left open, and the
+    summary's blank line went into closing it (seen in the Ctrl-C tests below)."""
+    writes: list[str] = []
+
+    class Stream(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.setattr(sys, "stdout", Stream())
+    cli_output._print("64 bytes from 127.0.0.1: icmp_seq=3", "", "--- statistics ---")
+    assert writes == ["64 bytes from 127.0.0.1: icmp_seq=3\n\n--- statistics ---\n"]
+
+
+UNBUFFERED = ["env", "PYTHONUNBUFFERED=1"]
+"""Each write a system call, whatever this machine's environment says."""
+
+
+@pytest.mark.privileged
+def test_ping_ends_on_ctrl_c_with_its_summary_as_ping(chain: Chain, helper_path: str) -> None:
+    server = chain.server_address()
+    third_reply = r" icmp_seq=3 "
+    env_argv = [*UNBUFFERED, f"BROKERPKG_HELPER={helper_path}"]
+    ours = chain.exec_argv("client", [*env_argv, *OURS, "ping", "-i", "0.2", server])
+    status, out, err = interrupted(ours, third_reply)
+    real = chain.exec_argv("client", ["ping", "-i", "0.2", server])
+    real_status, real_out, _ = interrupted(real, third_reply)
+    assert status == real_status == 0, err
+    assert "\n\n" in out and "\n\n" in real_out, (out, err, real_out)
+    summary, real_summary = out.split("\n\n")[1], real_out.split("\n\n")[1]
+    assert summary.splitlines()[0] == f"--- {server} ping statistics ---"
+    counts = re.search(r"^(\d+) packets transmitted, (\d+) received", summary, re.MULTILINE)
+    assert counts is not None, out
+    assert 3 <= int(counts.group(2)) <= int(counts.group(1)) <= int(counts.group(2)) + 1
+    assert re.sub(r"\d+", "N", summary) == re.sub(r"\d+", "N", real_summary)
+
+
 @pytest.mark.privileged
 def test_multiping_ends_on_ctrl_c_with_its_summaries_as_fping(
     chain: Chain, helper_path: str
@@ -1387,12 +1438,13 @@ def test_multiping_ends_on_ctrl_c_with_its_summaries_as_fping(
     if shutil.which("fping") is None:
         pytest.skip("fping not installed (apt-get install fping)")
     server, hole = chain.server_address(), chain.add_blackhole(2).address(4)
-    env_argv = ["env", f"BROKERPKG_HELPER={helper_path}"]
+    env_argv = [*UNBUFFERED, f"BROKERPKG_HELPER={helper_path}"]
     ours = chain.exec_argv("client", [*env_argv, *OURS, "multiping", "-c", "1000", "-i", "0.1"])
     third_answer = rf"^{re.escape(server)} +: \[2\], "
     status, out, err = interrupted([*ours, "-W", "0.5", server, hole], third_answer)
     assert status == 1, err  # fping's status: a host did not answer
     lines = out.splitlines()
+    assert "" in lines, f"no blank line before the summaries:\n{out}\nstderr:\n{err}"
     blank = lines.index("")
     assert all(SUMMARY.match(line) is None for line in lines[:blank])
     matched = [SUMMARY.match(line) for line in lines[blank + 1 :]]
