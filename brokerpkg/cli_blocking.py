@@ -101,11 +101,24 @@ class _Names:
         return fmt.named(address, self._known[address])
 
 
-def _take_ctrl_c() -> None:
-    """Let SIGINT raise KeyboardInterrupt, the way these commands end with their
-    summaries, also when it was ignored at start (a script's background job ``&``):
-    ping and fping catch it there too, so ``kill -INT`` stops them."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+class _CtrlC:
+    """SIGINT, which ends ping and multiping with their summaries: held while the
+    session starts (an early Ctrl-C then sends nothing, and every host still gets its
+    summary), KeyboardInterrupt once the probing runs.  Taken also when it was ignored
+    at start (a script's background job ``&``): ping and fping catch it there too, so
+    ``kill -INT`` stops them."""
+
+    def __init__(self) -> None:
+        self.came = False
+        signal.signal(signal.SIGINT, self._hold)
+
+    def _hold(self, _signal: int, _frame: object) -> None:
+        self.came = True
+
+    def probing(self) -> bool:
+        """From here SIGINT raises KeyboardInterrupt; False if one came already."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return not self.came
 
 
 def run_ping(args: argparse.Namespace) -> int:
@@ -117,7 +130,7 @@ def run_ping(args: argparse.Namespace) -> int:
     from .blocking_ping import Pinging, run_pings
     from .options import probe_settings
 
-    _take_ctrl_c()
+    ctrl_c = _CtrlC()
     host, target_port = split_target(args.target)
     options = probe_options(args, _target_port(target_port, args.port))
     protocol = options["protocol"] or "icmp"
@@ -149,7 +162,8 @@ def run_ping(args: argparse.Namespace) -> int:
         pinging = Pinging(host, address, template, args.count, args.interval)
         began = time.monotonic()
         with contextlib.suppress(KeyboardInterrupt):  # how ping is stopped: the summary follows
-            run_pings(session, [pinging], 1, report)
+            if ctrl_c.probing():
+                run_pings(session, [pinging], 1, report)
         elapsed_ms = (time.monotonic() - began) * 1000
     probes = pinging.probes()
     if args.json:
@@ -171,7 +185,7 @@ def run_multiping(args: argparse.Namespace) -> int:
     from .cli_terminal import ProgressLine
     from .options import probe_settings
 
-    _take_ctrl_c()
+    ctrl_c = _CtrlC()
     parsed = [split_target(target) for target in read_targets(args)]
     hosts = [host for host, _ in parsed]
     ports = {port for _, port in parsed if port is not None}
@@ -216,13 +230,14 @@ def run_multiping(args: argparse.Namespace) -> int:
                 template = session.template(address, probe)
                 pings.append(Pinging(host, address, template, args.count, args.interval))
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends in the summaries
-                run_pings(
-                    session,
-                    pings,
-                    args.concurrency,
-                    report,
-                    lambda _: progress.update(progress.done + 1),
-                )
+                if ctrl_c.probing():
+                    run_pings(
+                        session,
+                        pings,
+                        args.concurrency,
+                        report,
+                        lambda _: progress.update(progress.done + 1),
+                    )
     finally:
         progress.finish()
     results = [pinging.result() for pinging in pings]

@@ -1413,6 +1413,31 @@ UNBUFFERED = ["env", "PYTHONUNBUFFERED=1"]
 
 
 @pytest.mark.privileged
+@pytest.mark.parametrize(
+    ("command", "summary"),
+    [
+        (["multiping"], "\n127.0.0.1 : xmt/rcv/%loss = 0/0/0%\n"),
+        (["ping"], "0 packets transmitted, 0 received, 0% packet loss, time "),
+        (["multiping", "-j"], '"transmitted": 0'),
+    ],
+    ids=["multiping", "ping", "multiping-json"],
+)
+def test_a_ctrl_c_while_the_helper_starts_sends_nothing_and_ends_in_summaries(
+    tmp_path: Path, helper_path: str, command: list[str], summary: str
+) -> None:
+    """Before the probing (here: a helper that takes 2 s to start) an interrupt is held
+    until the session is up, then nothing is sent and every host gets its summary, as
+    fping and ping end at any time; it raised KeyboardInterrupt there (exit 130)."""
+    slow = tmp_path / "brokerpkg-helper"
+    slow.write_text(f'#!/bin/sh\nsleep 2\nexec {shlex.quote(helper_path)} "$@"\n')
+    slow.chmod(0o755)
+    argv = ["env", f"BROKERPKG_HELPER={slow}", *OURS, *command, "-c", "3", "127.0.0.1"]
+    status, out, err = interrupted(argv, None)
+    assert status == 1, err  # nothing answered
+    assert summary in out, out
+
+
+@pytest.mark.privileged
 def test_ping_ends_on_ctrl_c_with_its_summary_as_ping(chain: Chain, helper_path: str) -> None:
     server = chain.server_address()
     third_reply = r" icmp_seq=3 "
