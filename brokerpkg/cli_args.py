@@ -984,3 +984,23 @@ def read_targets(args: argparse.Namespace) -> list[str]:
     if not targets:
         raise ValueError("no targets: give hosts as arguments or with -f FILE")
     return targets
+
+
+def multiping_targets(args: argparse.Namespace) -> tuple[list[str], dict[str, Any], int | None]:
+    """multiping's hosts, probe options and payload size, checked before anything is
+    sent: one port for all targets, the options as every probe will carry them.
+    Raises OSError (reading -f), ValueError."""
+    from .options import probe_settings
+
+    parsed = [split_target(target) for target in read_targets(args)]
+    ports = {port for _, port in parsed if port is not None}
+    if len(ports) > 1:
+        raise ValueError(
+            f"multiping probes one port for all targets: the targets name ports {sorted(ports)}"
+        )
+    options = probe_options(args, _target_port(next(iter(ports), None), args.port))
+    payload = _payload(args, options["protocol"] or "icmp")
+    probe_settings(
+        family=args.ip_version, timeout=args.timeout, ttl=args.ttl, payload_size=payload, **options
+    )
+    return [host for host, _ in parsed], options, payload

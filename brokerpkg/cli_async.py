@@ -32,6 +32,7 @@ from .cli_args import (
     _payload,
     _target_port,
     check_trace_flags,
+    multiping_targets,
     probe_call,
     probe_options,
     read_targets,
@@ -320,22 +321,10 @@ async def run_multiping(args: argparse.Namespace) -> int:
     """
     from . import cli_format as fmt
     from .cli_terminal import ProgressLine
-    from .options import probe_settings
     from .ping import PingResult
     from .tasks import resolve_addresses
 
-    parsed = [split_target(target) for target in read_targets(args)]
-    hosts = [host for host, _ in parsed]
-    ports = {port for _, port in parsed if port is not None}
-    if len(ports) > 1:
-        raise ValueError(
-            f"multiping probes one port for all targets: the targets name ports {sorted(ports)}"
-        )
-    options = probe_options(args, _target_port(next(iter(ports), None), args.port))
-    payload = _payload(args, options["protocol"] or "icmp")
-    probe_settings(
-        family=args.ip_version, timeout=args.timeout, ttl=args.ttl, payload_size=payload, **options
-    )  # refuse bad options before anything is sent
+    hosts, options, payload = multiping_targets(args)
     quiet = args.quiet or args.json
     width = max(len(host) for host in hosts)
     progress = ProgressLine(sys.stderr, len(hosts))
@@ -345,12 +334,7 @@ async def run_multiping(args: argparse.Namespace) -> int:
     async def report(pinger: _Pinger, sequence: int, result: ProbeResult) -> None:
         if quiet:
             return
-        rtts = [
-            probe.time_ms
-            for probe in pinger.results.values()
-            if probe.success and probe.time_ms is not None
-        ]
-        line = fmt.fping_reply_line(pinger.host, width, sequence, result, len(pinger.results), rtts)
+        line = fmt.fping_reply_line(pinger.host, width, sequence, result, pinger.results)
         if line is not None:
             progress.clear()
             _print(line)

@@ -25,9 +25,9 @@ from .cli_args import (
     _payload,
     _target_port,
     check_trace_flags,
+    multiping_targets,
     probe_call,
     probe_options,
-    read_targets,
     split_target,
 )
 from .cli_output import (
@@ -186,17 +186,8 @@ def run_multiping(args: argparse.Namespace) -> int:
     from .options import probe_settings
 
     ctrl_c = _CtrlC()
-    parsed = [split_target(target) for target in read_targets(args)]
-    hosts = [host for host, _ in parsed]
-    ports = {port for _, port in parsed if port is not None}
-    if len(ports) > 1:
-        raise ValueError(
-            f"multiping probes one port for all targets: the targets name ports {sorted(ports)}"
-        )
-    options = probe_options(args, _target_port(next(iter(ports), None), args.port))
-    payload = _payload(args, options["protocol"] or "icmp")
+    hosts, options, payload = multiping_targets(args)
     checks = {"family": args.ip_version, "ttl": args.ttl, "payload_size": payload, **options}
-    probe_settings(timeout=args.timeout, **checks)  # refuse bad options before anything is sent
     quiet = args.quiet or args.json
     width = max(len(host) for host in hosts)
     progress = ProgressLine(sys.stderr, len(hosts))
@@ -204,14 +195,7 @@ def run_multiping(args: argparse.Namespace) -> int:
     def report(pinging: Pinging, sequence: int, result: ProbeResult) -> None:
         if quiet:
             return
-        rtts = [
-            probe.time_ms
-            for probe in pinging.results.values()
-            if probe.success and probe.time_ms is not None
-        ]
-        line = fmt.fping_reply_line(
-            pinging.host, width, sequence, result, len(pinging.results), rtts
-        )
+        line = fmt.fping_reply_line(pinging.host, width, sequence, result, pinging.results)
         if line is not None:
             progress.clear()
             _print(line)

@@ -24,7 +24,7 @@ The multipath trace's layouts (scamper tracelb's text, Graphviz) are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import stats
@@ -206,10 +206,10 @@ def ping_summary(
 
 
 def fping_reply_line(
-    host: str, width: int, sequence: int, result: ProbeResult, sent: int, rtts: Sequence[float]
+    host: str, width: int, sequence: int, result: ProbeResult, done: Mapping[int, ProbeResult]
 ) -> str | None:
-    """fping ``-c``'s line for one answer (``sequence`` from 0; ``sent`` probes of this
-    host finished so far, ``rtts`` its round trips so far), or None for silence::
+    """fping ``-c``'s line for one answer (``sequence`` from 0; ``done``: this host's
+    probes finished so far, this one included, by sequence), or None for silence::
 
         127.0.0.1 : [0], 64 bytes, 0.050 ms (0.050 avg, 0% loss)
     """
@@ -227,7 +227,9 @@ def fping_reply_line(
         line += f", {size} bytes"
     if result.time_ms is not None:
         line += f", {ms_text(result.time_ms)} ms"
+    rtts = [probe.time_ms for probe in done.values() if probe.success and probe.time_ms is not None]
     average = stats.mean(rtts)
+    sent = len(done)
     loss = (sent - len(rtts)) * 100 // sent if sent else 0
     if average is not None:
         line += f" ({ms_text(average)} avg, {loss}% loss)"

@@ -377,8 +377,9 @@ def test_ping_and_fping_lines_and_statistics() -> None:
         "12.3",
         "123",
     ]
-    assert fmt.fping_reply_line("h", 3, 0, with_details, 2, [0.1, 12.5]) == (
-        "h   : [0], 64 bytes, 12.5 ms (6.30 avg, 0% loss)"
+    first = replies[0]._replace(time_ms=0.1)
+    assert fmt.fping_reply_line("h", 3, 1, with_details, {0: first, 1: with_details}) == (
+        "h   : [1], 64 bytes, 12.5 ms (6.30 avg, 0% loss)"
     )
     from brokerpkg import PingResult
 
@@ -1358,6 +1359,7 @@ def helper_started(process: subprocess.Popen[bytes], timeout: float = 30) -> Non
             with contextlib.suppress(OSError):
                 if b"brokerpkg-helper" in Path(f"/proc/{child}/cmdline").read_bytes():
                     return
+        assert process.poll() is None, "it ended before its helper started"
         assert time.monotonic() < deadline, "the helper never started"
         time.sleep(0.05)
 
