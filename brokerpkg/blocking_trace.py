@@ -6,6 +6,7 @@ the asyncio traceroute.  No asyncio.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Unpack
@@ -24,7 +25,9 @@ from .results import (
     TraceResult,
     TtlResults,
     TtlSlots,
-    make_hop,
+    answering_addresses,
+    given_up_result,
+    trace_result,
 )
 from .waiting import DEFAULT_RETRIES, TracePlan, Try, Wait, check_retries, check_ttls, check_wait
 
@@ -61,29 +64,13 @@ def trace_on(
         ttl: session.template(address, wire.make_probe_options(**{**arguments, "ttl": ttl}))
         for ttl in range(first_ttl, max_ttl + 1)
     }
-    protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
-    probe_port = wire.effective_port(settings.options)
-
-    def given_up(ttl: int) -> ProbeResult:
-        return ProbeResult(
-            False, wire.NO_REPLY, None, None, [], address, ttl, protocol_name, probe_port
-        )
-
+    given_up = functools.partial(given_up_result, settings.options, address)
     total = (max_ttl - first_ttl + 1) * probes_per_hop
     counter = ProgressCounter(progress, total)
     slots = _trace_probes(session, host, plan, templates, given_up, counter)
-    names: dict[str, str | None] = {}
-    if resolve_names:
-        names = names_now(
-            probe.responder
-            for results in slots.values()
-            for probe in (*results.probes, *results.retries)
-            if probe.responder is not None
-        )
-    hops = tuple(
-        make_hop(ttl, slots[ttl].probes, names, slots[ttl].retries) for ttl in sorted(slots)
-    )
-    return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
+    names = names_now(answering_addresses(slots)) if resolve_names else {}
+    protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
+    return trace_result(host, address, slots, names, first_ttl, max_ttl, protocol_name, flow)
 
 
 def _trace_probes(

@@ -1,7 +1,7 @@
 """What ping and traceroute return, and the progress they report: pure frozen
 dataclasses (:class:`PingResult`, :class:`Hop`, :class:`Responder`,
 :class:`TraceResult`, :class:`ProgressEvent`) and the bookkeeping that builds them
-(:func:`make_hop`, :class:`TtlSlots`, :class:`ProgressCounter`).
+(:func:`make_hop`, :class:`TtlSlots`, :func:`trace_result`, :class:`ProgressCounter`).
 
 No asyncio and no I/O: the asyncio functions (:mod:`brokerpkg.ping`,
 :mod:`brokerpkg.trace`) and the blocking ones (:mod:`brokerpkg.sync`) build the same
@@ -10,14 +10,15 @@ results here; those modules re-export these names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
+from . import protocol as wire
 from . import stats
 from .answers import Answer, classify, probe_to_dict, raise_for_probe
 from .errors import NoReplyError, TimeExceeded
-from .protocol import Mpls, ProbeResult
+from .protocol import Mpls, ProbeOptions, ProbeResult
 
 __all__ = [
     "TERMINAL_ANSWERS",
@@ -30,7 +31,10 @@ __all__ = [
     "TraceResult",
     "TtlResults",
     "TtlSlots",
+    "answering_addresses",
+    "given_up_result",
     "make_hop",
+    "trace_result",
 ]
 
 TERMINAL_ANSWERS = (Answer.REPLY, Answer.UNREACHABLE)
@@ -528,3 +532,51 @@ class TtlResults(NamedTuple):
 
     probes: list[ProbeResult]
     retries: list[ProbeResult]
+
+
+def given_up_result(options: ProbeOptions, destination: str, ttl: int | None) -> ProbeResult:
+    """The result of a probe with ``options`` to ``destination`` at ``ttl`` that was
+    given up: no reply, as the helper's own reads at its timeout."""
+    return ProbeResult(
+        False,
+        wire.NO_REPLY,
+        None,
+        None,
+        [],
+        destination,
+        ttl,
+        options.protocol or wire.DEFAULT_PROTOCOL,
+        wire.effective_port(options),
+    )
+
+
+def answering_addresses(slots: Mapping[int, TtlResults]) -> Iterator[str]:
+    """The responder of every answered probe and further try in ``slots`` (an address
+    as often as it answered): what a trace's reverse lookups are for."""
+    return (
+        probe.responder
+        for results in slots.values()
+        for probe in (*results.probes, *results.retries)
+        if probe.responder is not None
+    )
+
+
+def trace_result(
+    host: str,
+    destination: str,
+    slots: Mapping[int, TtlResults],
+    names: Mapping[str, str | None],
+    first_ttl: int,
+    max_ttl: int,
+    protocol: str,
+    flow: int | None,
+) -> TraceResult:
+    """The TraceResult of a trace's settled TTLs ``slots``: a Hop per TTL, in order,
+    its responders named from ``names``.
+
+    Raises like :func:`make_hop`.
+    """
+    hops = tuple(
+        make_hop(ttl, slots[ttl].probes, names, slots[ttl].retries) for ttl in sorted(slots)
+    )
+    return TraceResult(host, destination, hops, first_ttl, max_ttl, protocol, flow)

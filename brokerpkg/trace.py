@@ -38,6 +38,7 @@ unanswered, where a hop-by-hop traceroute would not.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Unpack
@@ -61,7 +62,10 @@ from .results import (
     TraceResult,
     TtlResults,
     TtlSlots,
+    answering_addresses,
+    given_up_result,
     make_hop,
+    trace_result,
 )
 from .session import Session
 from .tasks import TaskGroup, resolve_address, session_scope
@@ -159,39 +163,21 @@ async def traceroute(
         address = await resolve_address(open_session, host, options.get("family"))
         arguments = settings.arguments(address)
         del arguments["ttl"]  # what the trace varies
-        protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
-        probe_port = wire.effective_port(settings.options)
-
-        def given_up(ttl: int) -> ProbeResult:
-            return ProbeResult(
-                False, wire.NO_REPLY, None, None, [], address, ttl, protocol_name, probe_port
-            )
-
         probes = await _trace_probes(
             open_session,
             host,
             address,
             plan,
             arguments,
-            given_up,
+            functools.partial(given_up_result, settings.options, address),
             ProgressCounter(progress, (max_ttl - first_ttl + 1) * probes_per_hop),
         )
         names: dict[str, str | None] = {}
         if resolve_names:
             resolver = name_resolver or names_for(open_session)
-            names = await lookup_names(
-                resolver,
-                (
-                    probe.responder
-                    for slots in probes.values()
-                    for probe in (*slots.probes, *slots.retries)
-                    if probe.responder is not None
-                ),
-            )
-    hops = tuple(
-        make_hop(ttl, probes[ttl].probes, names, probes[ttl].retries) for ttl in sorted(probes)
-    )
-    return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
+            names = await lookup_names(resolver, answering_addresses(probes))
+    protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
+    return trace_result(host, address, probes, names, first_ttl, max_ttl, protocol_name, flow)
 
 
 async def _trace_probes(
