@@ -880,6 +880,40 @@ def probe_call(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     }
 
 
+def trace_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The host of ``brokerpkg trace`` and its probe options (:func:`probe_options`),
+    once its flags are known to go together.
+
+    Raises ValueError for a bad ``HOST:PORT``, -w with -Z, and as
+    :func:`check_trace_flags` and :func:`probe_options`.
+    """
+    host, target_port = split_target(args.target)
+    options = probe_options(args, _target_port(target_port, args.port))
+    if args.wait is not None and args.timeout is not None:
+        raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
+    check_trace_flags(args)
+    return host, options
+
+
+def traceroute_arguments(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of either driver's traceroute for ``brokerpkg trace`` with
+    the probe ``options`` (all but the session and ``details``, which its helper says)."""
+    return {
+        "first_ttl": args.first_ttl,
+        "max_ttl": args.max_ttl,
+        "probes_per_hop": args.queries or DEFAULT_QUERIES,
+        "timeout": args.timeout,
+        "wait": args.wait,
+        "retries": args.retries,
+        "family": args.ip_version,
+        "size": args.size,
+        "resolve_names": not args.numeric,
+        "paris": args.paris,
+        "flow": args.flow,
+        **options,
+    }
+
+
 def probe_options(args: argparse.Namespace, port: int | None) -> dict[str, Any]:
     """The probe options every tool takes, from the common flags.
 
@@ -965,6 +999,22 @@ def _payload(args: argparse.Namespace, protocol: str) -> int | None:
     if args.payload is not None:
         return int(args.payload)
     return PING_PAYLOAD if protocol in ("icmp", "udp") else None
+
+
+def multiping_targets(args: argparse.Namespace) -> tuple[list[str], int | None]:
+    """``brokerpkg multiping``'s hosts (:func:`read_targets`, split as
+    :func:`split_target` splits them) and the one port their ``HOST:PORT`` name, if any.
+
+    Raises ValueError when they name different ports, and as :func:`read_targets` and
+    :func:`split_target`; OSError for a -f FILE that cannot be read.
+    """
+    parsed = [split_target(target) for target in read_targets(args)]
+    ports = {port for _, port in parsed if port is not None}
+    if len(ports) > 1:
+        raise ValueError(
+            f"multiping probes one port for all targets: the targets name ports {sorted(ports)}"
+        )
+    return [host for host, _ in parsed], next(iter(ports), None)
 
 
 def read_targets(args: argparse.Namespace) -> list[str]:

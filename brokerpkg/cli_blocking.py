@@ -18,17 +18,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .cli_args import (
-    DEFAULT_QUERIES,
     EXIT_NO_REPLY,
     EXIT_REPLY,
     _check_payload,
     _payload,
     _target_port,
-    check_trace_flags,
+    multiping_targets,
     probe_call,
     probe_options,
-    read_targets,
     split_target,
+    trace_options,
+    traceroute_arguments,
 )
 from .cli_output import (
     _numeric_target,
@@ -172,14 +172,8 @@ def run_multiping(args: argparse.Namespace) -> int:
     from .options import probe_settings
 
     _take_ctrl_c()
-    parsed = [split_target(target) for target in read_targets(args)]
-    hosts = [host for host, _ in parsed]
-    ports = {port for _, port in parsed if port is not None}
-    if len(ports) > 1:
-        raise ValueError(
-            f"multiping probes one port for all targets: the targets name ports {sorted(ports)}"
-        )
-    options = probe_options(args, _target_port(next(iter(ports), None), args.port))
+    hosts, target_port = multiping_targets(args)
+    options = probe_options(args, _target_port(target_port, args.port))
     payload = _payload(args, options["protocol"] or "icmp")
     checks = {"family": args.ip_version, "ttl": args.ttl, "payload_size": payload, **options}
     probe_settings(timeout=args.timeout, **checks)  # refuse bad options before anything is sent
@@ -234,27 +228,12 @@ def run_trace(args: argparse.Namespace) -> int:
     from .blocking import BlockingSession
     from .blocking_trace import trace_on
 
-    host, target_port = split_target(args.target)
-    options = probe_options(args, _target_port(target_port, args.port))
-    if args.wait is not None and args.timeout is not None:
-        raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
-    check_trace_flags(args)
+    host, options = trace_options(args)
     with BlockingSession(args.helper) as session:
         trace = trace_on(
             session,
             host,
-            first_ttl=args.first_ttl,
-            max_ttl=args.max_ttl,
-            probes_per_hop=args.queries or DEFAULT_QUERIES,
-            timeout=args.timeout,
-            wait=args.wait,
-            retries=args.retries,
-            family=args.ip_version,
-            size=args.size,
             details=session.features.get("details") == "ok",
-            resolve_names=not args.numeric,
-            paris=args.paris,
-            flow=args.flow,
-            **options,
+            **traceroute_arguments(args, options),
         )
     return print_trace(args, trace)
