@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Unpack
 
 from . import protocol as wire
-from .answers import Answer, classify
 from .options import (
     TraceOptions,
     paris_flow,
@@ -60,8 +59,8 @@ from .results import (
     ProgressCounter,
     Responder,
     TraceResult,
+    TraceRun,
     TtlResults,
-    TtlSlots,
     answering_addresses,
     given_up_result,
     make_hop,
@@ -196,7 +195,6 @@ async def _trace_probes(
     own would read at its timeout.
     """
     loop = asyncio.get_running_loop()
-    slots = {ttl: TtlSlots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)}
     running: dict[Try, asyncio.Task[None]] = {}
 
     def cancel(probes: Iterable[Try]) -> None:
@@ -205,20 +203,10 @@ async def _trace_probes(
             if task is not None:
                 task.cancel()
 
-    def finish(probe: Try, result: ProbeResult) -> None:
-        slots[probe.ttl].record(probe.slot, result)
-        progress.report(host, probe.slot, result)
-
     async def one(probe: Try) -> None:
         result = await session.probe(address, ttl=probe.ttl, **arguments)
         running.pop(probe, None)
-        answer = classify(result)  # raises for local failures
-        if answer is Answer.NO_REPLY:
-            plan.lost(probe)
-        else:
-            cancel(plan.answered(probe, loop.time(), ends_path=answer in TERMINAL_ANSWERS))
-        if probe.ttl <= plan.end:
-            finish(probe, result)
+        run.record(probe, result, loop.time())
 
     async with TaskGroup[None]() as tasks:
 
@@ -226,15 +214,9 @@ async def _trace_probes(
             for probe in probes:
                 running[probe] = tasks.start(one(probe))
 
-        launch(plan.start(loop.time()))
+        run = TraceRun(host, plan, given_up, progress, launch, cancel)
+        run.start(loop.time())
         while not plan.finished:
             await tasks.wait_any(plan.next_event())
-            now = loop.time()
-            expired = plan.expired(now)
-            cancel(expired)
-            for probe in expired:
-                finish(probe, given_up(probe.ttl))
-            further = plan.due(now)
-            progress.total += len(further)
-            launch(further)
-    return {ttl: slots[ttl].done() for ttl in range(plan.first_ttl, plan.end + 1)}
+            run.wake(loop.time())
+    return run.results()
