@@ -6,25 +6,26 @@ the asyncio traceroute.  No asyncio.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Unpack
 
 from . import protocol as wire
 from .addresses import names_now
-from .answers import Answer, classify
 from .blocking import BlockingSession
 from .engine import ProbeTemplate, Request
 from .options import TraceOptions, paris_flow, probe_settings, refuse_unknown_options
 from .protocol import ProbeResult
 from .results import (
-    TERMINAL_ANSWERS,
     ProgressCallback,
     ProgressCounter,
     TraceResult,
+    TraceRun,
     TtlResults,
-    TtlSlots,
-    make_hop,
+    answering_addresses,
+    given_up_result,
+    trace_result,
 )
 from .waiting import DEFAULT_RETRIES, TracePlan, Try, Wait, check_retries, check_ttls, check_wait
 
@@ -61,29 +62,13 @@ def trace_on(
         ttl: session.template(address, wire.make_probe_options(**{**arguments, "ttl": ttl}))
         for ttl in range(first_ttl, max_ttl + 1)
     }
-    protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
-    probe_port = wire.effective_port(settings.options)
-
-    def given_up(ttl: int) -> ProbeResult:
-        return ProbeResult(
-            False, wire.NO_REPLY, None, None, [], address, ttl, protocol_name, probe_port
-        )
-
+    given_up = functools.partial(given_up_result, settings.options, address)
     total = (max_ttl - first_ttl + 1) * probes_per_hop
     counter = ProgressCounter(progress, total)
     slots = _trace_probes(session, host, plan, templates, given_up, counter)
-    names: dict[str, str | None] = {}
-    if resolve_names:
-        names = names_now(
-            probe.responder
-            for results in slots.values()
-            for probe in (*results.probes, *results.retries)
-            if probe.responder is not None
-        )
-    hops = tuple(
-        make_hop(ttl, slots[ttl].probes, names, slots[ttl].retries) for ttl in sorted(slots)
-    )
-    return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
+    names = names_now(answering_addresses(slots)) if resolve_names else {}
+    protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
+    return trace_result(host, address, slots, names, first_ttl, max_ttl, protocol_name, flow)
 
 
 def _trace_probes(
@@ -94,10 +79,9 @@ def _trace_probes(
     given_up: Callable[[int], ProbeResult],
     progress: ProgressCounter,
 ) -> dict[int, TtlResults]:
-    """Send the probes ``plan`` asks for and give them up when it says (as
-    brokerpkg.trace's traceroute does on asyncio); the results of the TTLs up
-    to the end of the path."""
-    slots = {ttl: TtlSlots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)}
+    """Send the probes ``plan`` asks for and give them up when it says (a
+    :class:`~brokerpkg.results.TraceRun`, as brokerpkg.trace's traceroute runs on
+    asyncio); the results of the TTLs up to the end of the path."""
     running: dict[Try, Request] = {}
     tries: dict[Request, Try] = {}
 
@@ -110,35 +94,17 @@ def _trace_probes(
     def cancel(probes: Iterable[Try]) -> None:
         session.give_up(request for probe in probes if (request := running.pop(probe, None)))
 
-    def finish(probe: Try, result: ProbeResult) -> None:
-        slots[probe.ttl].record(probe.slot, result)
-        progress.report(host, probe.slot, result)
-
+    run = TraceRun(host, plan, given_up, progress, launch, cancel)
     try:
-        launch(plan.start(time.monotonic()))
+        run.start(time.monotonic())
         while not plan.finished:
             for request in session.wait(plan.next_event()):
                 probe = tries.pop(request)
                 if running.pop(probe, None) is None:
                     continue  # given up meanwhile
-                result = session.result(request)
-                answer = classify(result)  # raises for local failures
-                if answer is Answer.NO_REPLY:
-                    plan.lost(probe)
-                else:
-                    ends = answer in TERMINAL_ANSWERS
-                    cancel(plan.answered(probe, time.monotonic(), ends_path=ends))
-                if probe.ttl <= plan.end:
-                    finish(probe, result)
-            now = time.monotonic()
-            expired = plan.expired(now)
-            cancel(expired)
-            for probe in expired:
-                finish(probe, given_up(probe.ttl))
-            further = plan.due(now)
-            progress.total += len(further)
-            launch(further)
+                run.record(probe, session.result(request), time.monotonic())
+            run.wake(time.monotonic())
     except BaseException:
         session.give_up(running.values())
         raise
-    return {ttl: slots[ttl].done() for ttl in range(plan.first_ttl, plan.end + 1)}
+    return run.results()

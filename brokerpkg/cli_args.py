@@ -314,23 +314,9 @@ def _common_parent() -> _Parser:
 def _probe_arguments(parser: argparse.ArgumentParser) -> None:
     """``brokerpkg probe``'s own arguments."""
     parser.add_argument("target", metavar="HOST")
-    parser.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
-    parser.add_argument(
-        "-W",
-        "--timeout",
-        type=_seconds(0, MAX_TIMEOUT),
-        metavar="SECONDS",
-        help="wait this long for the answer (default 10)",
-    )
-    parser.add_argument(
-        "-s",
-        "--psize",
-        "--size",
-        dest="size",
-        type=_integer(0, PACKET_MAX),
-        metavar="BYTES",
-        help="whole packet size, IP header included (default 64)",
-    )
+    _add_ttl(parser)
+    _add_timeout(parser, "-W", None, "wait this long for the answer (default 10)")
+    _add_packet_size(parser, "-s", "--psize", "--size")
     parser.add_argument(
         "--details",
         action="store_true",
@@ -419,13 +405,9 @@ def _trace_arguments(parser: argparse.ArgumentParser) -> None:
         "answer from the same hop, NEAR times one from a later hop (traceroute's -w; "
         "default 5,3,10; -w MAX alone turns HERE and NEAR off)",
     )
-    parser.add_argument(
-        "--retries",
-        type=_integer(0, RETRIES_MAX),
-        default=RETRIES,
-        metavar="N",
-        help=f"probe a silent hop again up to N times, at 0.25, 0.75, 1.75 s ... "
-        f"(default {RETRIES})",
+    _add_retries(
+        parser,
+        f"probe a silent hop again up to N times, at 0.25, 0.75, 1.75 s ... (default {RETRIES})",
     )
     _add_trace_flow_options(parser)
 
@@ -442,14 +424,7 @@ def _mtr_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="COUNT",
         help="cycles to run (default: 10 for reports, endless live)",
     )
-    parser.add_argument(
-        "-i",
-        "--interval",
-        type=_seconds(positive=True),
-        default=1.0,
-        metavar="SECONDS",
-        help="seconds between cycles (default 1)",
-    )
+    _add_interval(parser, "seconds between cycles (default 1)")
     parser.add_argument(
         "-G",
         "--gracetime",
@@ -466,12 +441,8 @@ def _mtr_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"unknown hops in a row before giving up (default {MTR_MAX_UNKNOWN})",
     )
-    parser.add_argument(
-        "--retries",
-        type=_integer(0, RETRIES_MAX),
-        default=RETRIES,
-        metavar="N",
-        help=f"probe a silent hop of the first cycle again up to N times (default {RETRIES})",
+    _add_retries(
+        parser, f"probe a silent hop of the first cycle again up to N times (default {RETRIES})"
     )
     parser.add_argument("-b", "--show-ips", action="store_true", help="show addresses beside names")
     parser.add_argument("-r", "--report", action="store_true", help="report mode")
@@ -651,6 +622,59 @@ def _check_vantage_points(args: argparse.Namespace, command: argparse.ArgumentPa
         command.error("--remote-helper applies with --from [USER@]HOST")
 
 
+def _add_ttl(parser: argparse.ArgumentParser) -> None:
+    """-t/--ttl, the one TTL of probe's and ping's probes."""
+    parser.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
+
+
+def _add_timeout(
+    parser: argparse.ArgumentParser, flag: str, default: float | None, help_text: str
+) -> None:
+    """``flag``/--timeout SECONDS, each probe's wait for its answer (0 to MAX_TIMEOUT)."""
+    parser.add_argument(
+        flag,
+        "--timeout",
+        type=_seconds(0, MAX_TIMEOUT),
+        default=default,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
+def _add_interval(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """-i/--interval SECONDS (more than 0, default 1): ping's and mtr's pace."""
+    parser.add_argument(
+        "-i",
+        "--interval",
+        type=_seconds(positive=True),
+        default=1.0,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
+def _add_packet_size(parser: argparse.ArgumentParser, *flags: str) -> None:
+    """``flags`` BYTES: the whole packet's size (probe's, trace's and mtr's -s)."""
+    parser.add_argument(
+        *flags,
+        dest="size",
+        type=_integer(0, PACKET_MAX),
+        metavar="BYTES",
+        help="whole packet size, IP header included (default 64)",
+    )
+
+
+def _add_retries(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """--retries N (0 to RETRIES_MAX, default RETRIES): trace's and mtr's further tries."""
+    parser.add_argument(
+        "--retries",
+        type=_integer(0, RETRIES_MAX),
+        default=RETRIES,
+        metavar="N",
+        help=help_text,
+    )
+
+
 def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> None:
     """ping's and fping's -c, -i, -W, -q, -s, -t."""
     default = "until interrupted" if count is None else str(count)
@@ -662,22 +686,8 @@ def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> Non
         metavar="COUNT",
         help=f"probes per host (default {default})",
     )
-    parser.add_argument(
-        "-i",
-        "--interval",
-        type=_seconds(positive=True),
-        default=1.0,
-        metavar="SECONDS",
-        help="seconds between probes to a host (default 1)",
-    )
-    parser.add_argument(
-        "-W",
-        "--timeout",
-        type=_seconds(0, MAX_TIMEOUT),
-        default=2.0,
-        metavar="SECONDS",
-        help="wait this long for each answer (default 2)",
-    )
+    _add_interval(parser, "seconds between probes to a host (default 1)")
+    _add_timeout(parser, "-W", 2.0, "wait this long for each answer (default 2)")
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no line per answer, only the summary"
     )
@@ -689,7 +699,7 @@ def _add_ping_options(parser: argparse.ArgumentParser, count: int | None) -> Non
         metavar="BYTES",
         help=f"payload bytes after the ICMP/UDP header (default {PING_PAYLOAD})",
     )
-    parser.add_argument("-t", "--ttl", type=_integer(1, TTL_MAX), help="time to live / hop limit")
+    _add_ttl(parser)
 
 
 def _add_path_options(parser: argparse.ArgumentParser, timeout: float | None) -> None:
@@ -711,24 +721,15 @@ def _add_path_options(parser: argparse.ArgumentParser, timeout: float | None) ->
         metavar="TTL",
         help="largest TTL (default 30)",
     )
-    parser.add_argument(
+    _add_timeout(
+        parser,
         "-Z",
-        "--timeout",
-        type=_seconds(0, MAX_TIMEOUT),
-        default=timeout,
-        metavar="SECONDS",
-        help="same as -w SECONDS"
+        timeout,
+        "same as -w SECONDS"
         if timeout is None
         else f"wait this long for each answer (default {timeout:g})",
     )
-    parser.add_argument(
-        "-s",
-        "--psize",
-        dest="size",
-        type=_integer(0, PACKET_MAX),
-        metavar="BYTES",
-        help="whole packet size, IP header included (default 64)",
-    )
+    _add_packet_size(parser, "-s", "--psize")
     parser.add_argument(
         "-n",
         "--no-dns",
@@ -739,26 +740,25 @@ def _add_path_options(parser: argparse.ArgumentParser, timeout: float | None) ->
     parser.add_argument("-e", "--mpls", action="store_true", help="show MPLS labels")
 
 
-def _percent(text: str) -> float:
-    """A confidence in percent, above 0 and below 100."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and 0 < value < 100):
-        raise _out_of_range(text, "a percent above 0 and below 100")
-    return value
+def _finite(accepts: Callable[[float], bool], allowed: str) -> Callable[[str], float]:
+    """A finite number that ``accepts`` takes (``allowed`` says which, for the error)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (math.isfinite(value) and accepts(value)):
+            raise _out_of_range(text, allowed)
+        return value
+
+    return parse
 
 
-def _rate(text: str) -> float:
-    """Probes per second, more than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise _out_of_range(text, "more than 0 probes per second")
-    return value
+_percent = _finite(lambda value: 0 < value < 100, "a percent above 0 and below 100")
+"""A confidence in percent, above 0 and below 100."""
+_rate = _finite(lambda value: value > 0, "more than 0 probes per second")
+"""Probes per second, more than 0."""
 
 
 def _add_trace_flow_options(trace: argparse.ArgumentParser) -> None:
@@ -876,6 +876,40 @@ def probe_call(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "timeout": args.timeout,
         "size": args.size,
         "details": args.details,
+        **options,
+    }
+
+
+def trace_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The host of ``brokerpkg trace`` and its probe options (:func:`probe_options`),
+    once its flags are known to go together.
+
+    Raises ValueError for a bad ``HOST:PORT``, -w with -Z, and as
+    :func:`check_trace_flags` and :func:`probe_options`.
+    """
+    host, target_port = split_target(args.target)
+    options = probe_options(args, _target_port(target_port, args.port))
+    if args.wait is not None and args.timeout is not None:
+        raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
+    check_trace_flags(args)
+    return host, options
+
+
+def traceroute_arguments(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of either driver's traceroute for ``brokerpkg trace`` with
+    the probe ``options`` (all but the session and ``details``, which its helper says)."""
+    return {
+        "first_ttl": args.first_ttl,
+        "max_ttl": args.max_ttl,
+        "probes_per_hop": args.queries or DEFAULT_QUERIES,
+        "timeout": args.timeout,
+        "wait": args.wait,
+        "retries": args.retries,
+        "family": args.ip_version,
+        "size": args.size,
+        "resolve_names": not args.numeric,
+        "paris": args.paris,
+        "flow": args.flow,
         **options,
     }
 

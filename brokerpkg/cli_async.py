@@ -21,7 +21,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iter
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .cli_args import (
-    DEFAULT_QUERIES,
     EXIT_ERROR,
     EXIT_NO_REPLY,
     EXIT_REPLY,
@@ -31,12 +30,13 @@ from .cli_args import (
     _mtr_mode,
     _payload,
     _target_port,
-    check_trace_flags,
     multiping_targets,
     probe_call,
     probe_options,
     read_targets,
     split_target,
+    trace_options,
+    traceroute_arguments,
 )
 from .cli_output import (
     _BLOCK,
@@ -369,30 +369,15 @@ async def run_trace(args: argparse.Namespace) -> int:
     """``brokerpkg trace``: traceroute's lines (or JSON) once every hop is settled."""
     from .trace import traceroute
 
-    host, target_port = split_target(args.target)
-    options = probe_options(args, _target_port(target_port, args.port))
-    if args.wait is not None and args.timeout is not None:
-        raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
-    check_trace_flags(args)
+    host, options = trace_options(args)
     if args.multipath:
         return await run_multipath(args, host, options)
     async with _session(args) as session:
         trace = await traceroute(
             host,
-            first_ttl=args.first_ttl,
-            max_ttl=args.max_ttl,
-            probes_per_hop=args.queries or DEFAULT_QUERIES,
-            timeout=args.timeout,
-            wait=args.wait,
-            retries=args.retries,
             session=session,
-            family=args.ip_version,
-            size=args.size,
             details=_has_details(session),
-            resolve_names=not args.numeric,
-            paris=args.paris,
-            flow=args.flow,
-            **options,
+            **traceroute_arguments(args, options),
         )
     return print_trace(args, trace)
 

@@ -18,17 +18,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .cli_args import (
-    DEFAULT_QUERIES,
     EXIT_NO_REPLY,
     EXIT_REPLY,
     _check_payload,
     _payload,
     _target_port,
-    check_trace_flags,
     multiping_targets,
     probe_call,
     probe_options,
     split_target,
+    trace_options,
+    traceroute_arguments,
 )
 from .cli_output import (
     _numeric_target,
@@ -233,27 +233,12 @@ def run_trace(args: argparse.Namespace) -> int:
     from .blocking import BlockingSession
     from .blocking_trace import trace_on
 
-    host, target_port = split_target(args.target)
-    options = probe_options(args, _target_port(target_port, args.port))
-    if args.wait is not None and args.timeout is not None:
-        raise ValueError("give -w or -Z, not both (-Z SECONDS is -w SECONDS)")
-    check_trace_flags(args)
+    host, options = trace_options(args)
     with BlockingSession(args.helper) as session:
         trace = trace_on(
             session,
             host,
-            first_ttl=args.first_ttl,
-            max_ttl=args.max_ttl,
-            probes_per_hop=args.queries or DEFAULT_QUERIES,
-            timeout=args.timeout,
-            wait=args.wait,
-            retries=args.retries,
-            family=args.ip_version,
-            size=args.size,
             details=session.features.get("details") == "ok",
-            resolve_names=not args.numeric,
-            paris=args.paris,
-            flow=args.flow,
-            **options,
+            **traceroute_arguments(args, options),
         )
     return print_trace(args, trace)

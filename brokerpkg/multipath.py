@@ -44,6 +44,7 @@ from .mda import (
 from .options import CommonOptions, check_seconds, probe_settings, refuse_unknown_options
 from .protocol import Mpls, ProbeResult
 from .resolve import NameResolver
+from .results import given_up_result
 from .session import Session
 from .tasks import resolve_address, session_scope
 from .trace import TERMINAL_ANSWERS, Responder, lookup_names, make_hop, names_for
@@ -157,12 +158,7 @@ class MultipathHop(stats.ProbeCounts):
             "ttl": self.ttl,
             "is_silent": self.is_silent,
             "reached": self.reached,
-            "sent": self.sent,
-            "received": self.received,
-            "packet_loss": self.packet_loss,
-            "min_rtt": self.min_rtt,
-            "avg_rtt": self.avg_rtt,
-            "max_rtt": self.max_rtt,
+            **self.counts_to_dict(),
             "per_packet": self.per_packet,
             "responders": responders,
             "probes": [probe.to_dict() for probe in self.probes],
@@ -487,14 +483,11 @@ async def multipath_trace(
         arguments = probe.arguments(address)
         del arguments["ttl"], arguments["flow"]  # what the trace chooses
         protocol_name = probe.options.protocol or wire.DEFAULT_PROTOCOL
-        probe_port = wire.effective_port(probe.options)
         loop = asyncio.get_running_loop()
         state = MultipathState(settings)
         start = loop.time()
         budget = Budget(rate, _burst(rate), start)
-        given_up = ProbeResult(
-            False, wire.NO_REPLY, None, None, [], address, None, protocol_name, probe_port
-        )
+        given_up = given_up_result(probe.options, address, None)
         await _drive(open_session, address, arguments, state, budget, start + deadline, given_up)
         names: dict[str, str | None] = {}
         if resolve_names:

@@ -1,7 +1,8 @@
 """What ping and traceroute return, and the progress they report: pure frozen
 dataclasses (:class:`PingResult`, :class:`Hop`, :class:`Responder`,
 :class:`TraceResult`, :class:`ProgressEvent`) and the bookkeeping that builds them
-(:func:`make_hop`, :class:`TtlSlots`, :class:`ProgressCounter`).
+(:func:`make_hop`, :class:`TtlSlots`, :class:`TraceRun`, :func:`trace_result`,
+:class:`ProgressCounter`).
 
 No asyncio and no I/O: the asyncio functions (:mod:`brokerpkg.ping`,
 :mod:`brokerpkg.trace`) and the blocking ones (:mod:`brokerpkg.sync`) build the same
@@ -10,14 +11,18 @@ results here; those modules re-export these names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
+from . import protocol as wire
 from . import stats
 from .answers import Answer, classify, probe_to_dict, raise_for_probe
 from .errors import NoReplyError, TimeExceeded
-from .protocol import Mpls, ProbeResult
+from .protocol import Mpls, ProbeOptions, ProbeResult
+
+if TYPE_CHECKING:  # ping does not load the traces' plan
+    from .waiting import TracePlan, Try
 
 __all__ = [
     "TERMINAL_ANSWERS",
@@ -28,9 +33,13 @@ __all__ = [
     "ProgressEvent",
     "Responder",
     "TraceResult",
+    "TraceRun",
     "TtlResults",
     "TtlSlots",
+    "answering_addresses",
+    "given_up_result",
     "make_hop",
+    "trace_result",
 ]
 
 TERMINAL_ANSWERS = (Answer.REPLY, Answer.UNREACHABLE)
@@ -193,12 +202,7 @@ class PingResult(stats.ProbeCounts):
         return {
             "host": self.host,
             "address": self.address,
-            "sent": self.sent,
-            "received": self.received,
-            "packet_loss": self.packet_loss,
-            "min_rtt": self.min_rtt,
-            "avg_rtt": self.avg_rtt,
-            "max_rtt": self.max_rtt,
+            **self.counts_to_dict(),
             "stdev_rtt": self.stdev_rtt,
             "mdev_rtt": self.mdev_rtt,
             "jitter": self.jitter,
@@ -328,12 +332,7 @@ class Hop(stats.ProbeCounts):
             "ttl": self.ttl,
             "is_silent": self.is_silent,
             "reached": self.reached,
-            "sent": self.sent,
-            "received": self.received,
-            "packet_loss": self.packet_loss,
-            "min_rtt": self.min_rtt,
-            "avg_rtt": self.avg_rtt,
-            "max_rtt": self.max_rtt,
+            **self.counts_to_dict(),
             "responders": [responder.to_dict() for responder in self.responders.values()],
             "probes": [probe_to_dict(probe) for probe in self.probes],
             "retries": [probe_to_dict(probe) for probe in self.retries],
@@ -528,3 +527,123 @@ class TtlResults(NamedTuple):
 
     probes: list[ProbeResult]
     retries: list[ProbeResult]
+
+
+class TraceRun:
+    """A trace's probes between its :class:`~brokerpkg.waiting.TracePlan` and the
+    driver that sends them, as either driver's traceroute runs it.
+
+    The driver calls :meth:`start`, then :meth:`record` with each probe's result and
+    :meth:`wake` at each of ``plan.next_event()`` until ``plan.finished``; the run keeps
+    the results (and reports them to ``progress``) and calls ``launch`` with the probes
+    to send, ``cancel`` with those to stop.  ``given_up(ttl)`` makes the result of a
+    probe given up: no reply, as the helper's own would read at its timeout.
+    """
+
+    __slots__ = ("_cancel", "_given_up", "_host", "_launch", "_progress", "_slots", "plan")
+
+    def __init__(
+        self,
+        host: str,
+        plan: TracePlan,
+        given_up: Callable[[int], ProbeResult],
+        progress: ProgressCounter,
+        launch: Callable[[Iterable[Try]], None],
+        cancel: Callable[[Iterable[Try]], None],
+    ) -> None:
+        self.plan = plan
+        self._host = host
+        self._given_up = given_up
+        self._progress = progress
+        self._launch = launch
+        self._cancel = cancel
+        self._slots = {
+            ttl: TtlSlots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)
+        }
+
+    def start(self, now: float) -> None:
+        """Launch the first probes."""
+        self._launch(self.plan.start(now))
+
+    def record(self, probe: Try, result: ProbeResult, now: float) -> None:
+        """Take the ``result`` of ``probe`` (come at ``now``): cancel the probes its
+        answer makes needless, keep it when its TTL is not beyond the end of the path.
+
+        Raises like :func:`~brokerpkg.answers.classify` for a local failure.
+        """
+        answer = classify(result)
+        if answer is Answer.NO_REPLY:
+            self.plan.lost(probe)
+        else:
+            ends = answer in TERMINAL_ANSWERS
+            self._cancel(self.plan.answered(probe, now, ends_path=ends))
+        if probe.ttl <= self.plan.end:
+            self._finish(probe, result)
+
+    def wake(self, now: float) -> None:
+        """Give up the probes whose wait is over, launch the further tries now due."""
+        expired = self.plan.expired(now)
+        self._cancel(expired)
+        for probe in expired:
+            self._finish(probe, self._given_up(probe.ttl))
+        further = self.plan.due(now)
+        self._progress.total += len(further)
+        self._launch(further)
+
+    def results(self) -> dict[int, TtlResults]:
+        """The results of the TTLs up to the end of the path (all of them when it was
+        not found); every probe at those TTLs has one."""
+        plan = self.plan
+        return {ttl: self._slots[ttl].done() for ttl in range(plan.first_ttl, plan.end + 1)}
+
+    def _finish(self, probe: Try, result: ProbeResult) -> None:
+        self._slots[probe.ttl].record(probe.slot, result)
+        self._progress.report(self._host, probe.slot, result)
+
+
+def given_up_result(options: ProbeOptions, destination: str, ttl: int | None) -> ProbeResult:
+    """The result of a probe with ``options`` to ``destination`` at ``ttl`` that was
+    given up: no reply, as the helper's own reads at its timeout."""
+    return ProbeResult(
+        False,
+        wire.NO_REPLY,
+        None,
+        None,
+        [],
+        destination,
+        ttl,
+        options.protocol or wire.DEFAULT_PROTOCOL,
+        wire.effective_port(options),
+    )
+
+
+def answering_addresses(slots: Mapping[int, TtlResults]) -> Iterator[str]:
+    """The responder of every answered probe and further try in ``slots`` (an address
+    as often as it answered): what a trace's reverse lookups are for."""
+    return (
+        probe.responder
+        for results in slots.values()
+        for probe in (*results.probes, *results.retries)
+        if probe.responder is not None
+    )
+
+
+def trace_result(
+    host: str,
+    destination: str,
+    slots: Mapping[int, TtlResults],
+    names: Mapping[str, str | None],
+    first_ttl: int,
+    max_ttl: int,
+    protocol: str,
+    flow: int | None,
+) -> TraceResult:
+    """The TraceResult of a trace's settled TTLs ``slots``: a Hop per TTL, in order,
+    its responders named from ``names``.
+
+    Raises like :func:`make_hop`.
+    """
+    hops = tuple(
+        make_hop(ttl, slots[ttl].probes, names, slots[ttl].retries) for ttl in sorted(slots)
+    )
+    return TraceResult(host, destination, hops, first_ttl, max_ttl, protocol, flow)

@@ -182,6 +182,19 @@ class ProbeCounts:
         """Largest round-trip time (ms)."""
         return maximum(self.rtts)
 
+    def counts_to_dict(self: _Counted) -> dict[str, int | float | None]:
+        """``sent``, ``received``, ``packet_loss``, ``min_rtt``, ``avg_rtt`` and
+        ``max_rtt`` as a JSON-ready dict, in that order (the results' ``to_dict`` keys)."""
+        sent, received, rtts = self.sent, self.received, self.rtts
+        return {
+            "sent": sent,
+            "received": received,
+            "packet_loss": packet_loss(sent, received),
+            "min_rtt": minimum(rtts),
+            "avg_rtt": mean(rtts),
+            "max_rtt": maximum(rtts),
+        }
+
 
 def summarize(rtts: Sequence[float]) -> RttSummary:
     """All statistics of ``rtts`` (in the order the samples were taken) at once."""

@@ -38,12 +38,12 @@ unanswered, where a hop-by-hop traceroute would not.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Unpack
 
 from . import protocol as wire
-from .answers import Answer, classify
 from .options import (
     TraceOptions,
     paris_flow,
@@ -59,9 +59,12 @@ from .results import (
     ProgressCounter,
     Responder,
     TraceResult,
+    TraceRun,
     TtlResults,
-    TtlSlots,
+    answering_addresses,
+    given_up_result,
     make_hop,
+    trace_result,
 )
 from .session import Session
 from .tasks import TaskGroup, resolve_address, session_scope
@@ -159,39 +162,21 @@ async def traceroute(
         address = await resolve_address(open_session, host, options.get("family"))
         arguments = settings.arguments(address)
         del arguments["ttl"]  # what the trace varies
-        protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
-        probe_port = wire.effective_port(settings.options)
-
-        def given_up(ttl: int) -> ProbeResult:
-            return ProbeResult(
-                False, wire.NO_REPLY, None, None, [], address, ttl, protocol_name, probe_port
-            )
-
         probes = await _trace_probes(
             open_session,
             host,
             address,
             plan,
             arguments,
-            given_up,
+            functools.partial(given_up_result, settings.options, address),
             ProgressCounter(progress, (max_ttl - first_ttl + 1) * probes_per_hop),
         )
         names: dict[str, str | None] = {}
         if resolve_names:
             resolver = name_resolver or names_for(open_session)
-            names = await lookup_names(
-                resolver,
-                (
-                    probe.responder
-                    for slots in probes.values()
-                    for probe in (*slots.probes, *slots.retries)
-                    if probe.responder is not None
-                ),
-            )
-    hops = tuple(
-        make_hop(ttl, probes[ttl].probes, names, probes[ttl].retries) for ttl in sorted(probes)
-    )
-    return TraceResult(host, address, hops, first_ttl, max_ttl, protocol_name, flow)
+            names = await lookup_names(resolver, answering_addresses(probes))
+    protocol_name = settings.options.protocol or wire.DEFAULT_PROTOCOL
+    return trace_result(host, address, probes, names, first_ttl, max_ttl, protocol_name, flow)
 
 
 async def _trace_probes(
@@ -210,7 +195,6 @@ async def _trace_probes(
     own would read at its timeout.
     """
     loop = asyncio.get_running_loop()
-    slots = {ttl: TtlSlots(plan.probes_per_hop) for ttl in range(plan.first_ttl, plan.max_ttl + 1)}
     running: dict[Try, asyncio.Task[None]] = {}
 
     def cancel(probes: Iterable[Try]) -> None:
@@ -219,20 +203,10 @@ async def _trace_probes(
             if task is not None:
                 task.cancel()
 
-    def finish(probe: Try, result: ProbeResult) -> None:
-        slots[probe.ttl].record(probe.slot, result)
-        progress.report(host, probe.slot, result)
-
     async def one(probe: Try) -> None:
         result = await session.probe(address, ttl=probe.ttl, **arguments)
         running.pop(probe, None)
-        answer = classify(result)  # raises for local failures
-        if answer is Answer.NO_REPLY:
-            plan.lost(probe)
-        else:
-            cancel(plan.answered(probe, loop.time(), ends_path=answer in TERMINAL_ANSWERS))
-        if probe.ttl <= plan.end:
-            finish(probe, result)
+        run.record(probe, result, loop.time())
 
     async with TaskGroup[None]() as tasks:
 
@@ -240,15 +214,9 @@ async def _trace_probes(
             for probe in probes:
                 running[probe] = tasks.start(one(probe))
 
-        launch(plan.start(loop.time()))
+        run = TraceRun(host, plan, given_up, progress, launch, cancel)
+        run.start(loop.time())
         while not plan.finished:
             await tasks.wait_any(plan.next_event())
-            now = loop.time()
-            expired = plan.expired(now)
-            cancel(expired)
-            for probe in expired:
-                finish(probe, given_up(probe.ttl))
-            further = plan.due(now)
-            progress.total += len(further)
-            launch(further)
-    return {ttl: slots[ttl].done() for ttl in range(plan.first_ttl, plan.end + 1)}
+            run.wake(loop.time())
+    return run.results()

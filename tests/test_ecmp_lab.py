@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -21,7 +22,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from lab import Chain, Lab, Packet, scamper
@@ -32,6 +33,7 @@ from brokerpkg.mtr import monitor, monitor_flows
 from brokerpkg.multipath import MultipathResult, multipath_trace
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 pytestmark = pytest.mark.privileged
 
@@ -272,7 +274,7 @@ def virtual_diamond(width: int) -> list[list[dict[str, Any]]]:
 def test_the_responders_per_flow_balancer_hashes_the_first_transport_bytes(
     make_chain: Callable[..., Chain], family: int
 ) -> None:
-    target = "198.18.200.9" if family == 4 else "2001:db8:c8::9"
+    target = virtual_target(family)
     chain = make_chain(
         1, responder=True, script={"targets": {target: {"paths": virtual_diamond(4)}}}
     )
@@ -304,7 +306,7 @@ def test_the_responders_per_flow_balancer_hashes_the_first_transport_bytes(
 def test_the_responders_per_packet_balancer_splits_one_flow(
     make_chain: Callable[..., Chain], family: int
 ) -> None:
-    target = "198.18.200.9" if family == 4 else "2001:db8:c8::9"
+    target = virtual_target(family)
     spec = {"paths": virtual_diamond(2), "balance": "packet", "seed": 3}
     chain = make_chain(1, responder=True, script={"targets": {target: spec}})
     probes = [
@@ -415,17 +417,18 @@ RUNS_AT_95 = 8
 
 
 async def lab_multipath(
-    lab: EcmpLab, session: Session, family: int, protocol: str, confidence: float, first_flow: int
+    session: Session, target: str, family: int, protocol: str, **settings: Any
 ) -> MultipathResult:
+    """A multipath trace to ``target`` up to TTL 10, each probe waiting 1 s, with the
+    MDA's ``settings`` (confidence, first_flow, deadline)."""
     return await multipath_trace(
-        lab.server_address(family),
+        target,
         max_ttl=10,
         timeout=1.0,
-        confidence=confidence,
         family=family,
         protocol=protocol,
-        first_flow=first_flow,
         session=session,
+        **settings,
     )
 
 
@@ -439,10 +442,13 @@ async def test_multipath_traces_find_every_node_and_link_and_invent_none(
 ) -> None:
     lab = ecmp_lab(make_ecmp, name)
     truth = lab.truth(family)
+    server = lab.server_address(family)
     async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
-        result = await lab_multipath(lab, session, family, protocol, 99, 1)
+        result = await lab_multipath(session, server, family, protocol, confidence=99, first_flow=1)
         at_95 = [
-            await lab_multipath(lab, session, family, protocol, 95, 1 + 1000 * run)
+            await lab_multipath(
+                session, server, family, protocol, confidence=95, first_flow=1 + 1000 * run
+            )
             for run in range(RUNS_AT_95)
         ]
     # 99%: the whole truth (the lab's hashes are seeded: this run is the same each time)
@@ -471,14 +477,7 @@ async def test_icmp_multipath_through_kernel_diamonds_is_one_path(
     lab = ecmp_lab(make_ecmp, "series")
     truth = lab.truth(family)
     async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
-        result = await multipath_trace(
-            lab.server_address(family),
-            max_ttl=10,
-            timeout=1.0,
-            family=family,
-            protocol="icmp",
-            session=session,
-        )
+        result = await lab_multipath(session, lab.server_address(family), family, "icmp")
     assert result.confidence_reached
     nodes, links = found(result)
     # Linux hashes ICMP echo on addresses only: every flow takes one of the 8 paths
@@ -486,12 +485,19 @@ async def test_icmp_multipath_through_kernel_diamonds_is_one_path(
     assert len(links) == len(nodes) - 1 and links <= truth.links
 
 
-def balanced_target(chain: Chain, family: int, balance: str) -> str:
-    """A responder target behind a 4-wide virtual diamond balanced per ``balance``."""
-    target = "198.18.200.9" if family == 4 else "2001:db8:c8::9"
+def virtual_target(family: int) -> str:
+    """The responder's target behind its virtual hops."""
+    return "198.18.200.9" if family == 4 else "2001:db8:c8::9"
+
+
+def balanced_target(
+    chain: Chain, family: int, paths: list[list[dict[str, Any]]], balance: str
+) -> str:
+    """The responder's target behind the virtual ``paths``, balanced per ``balance``."""
+    target = virtual_target(family)
     responder = chain.responder
     assert responder is not None
-    responder.set(target, paths=virtual_diamond(4), balance=balance, seed=5)
+    responder.set(target, paths=paths, balance=balance, seed=5)
     return target
 
 
@@ -501,19 +507,11 @@ async def test_multipath_through_a_per_flow_balancer_finds_its_branches(
     make_chain: Callable[..., Chain], helper_path: str, protocol: str, family: int
 ) -> None:
     chain = make_chain(1, responder=True)
-    target = balanced_target(chain, family, "flow")
+    target = balanced_target(chain, family, virtual_diamond(4), "flow")
     diamond = virtual_diamond(4)
     branches = {path[1][f"addr{family}"] for path in diamond}
     async with asyncio.timeout(LIMIT), flow_session(chain, helper_path) as session:
-        result = await multipath_trace(
-            target,
-            max_ttl=10,
-            timeout=1.0,
-            confidence=99,
-            family=family,
-            protocol=protocol,
-            session=session,
-        )
+        result = await lab_multipath(session, target, family, protocol, confidence=99)
     assert result.confidence_reached
     nodes, links = found(result)
     # hop 1 the chain's router, then the virtual hops: shared, 4 branches, shared
@@ -546,22 +544,11 @@ async def test_multipath_through_a_per_packet_balancer_ends_in_time_and_says_so(
     make_chain: Callable[..., Chain], helper_path: str, family: int
 ) -> None:
     chain = make_chain(1, responder=True)
-    target = "198.18.200.9" if family == 4 else "2001:db8:c8::9"
-    responder = chain.responder
-    assert responder is not None
-    responder.set(target, paths=virtual_mesh(), balance="packet", seed=5)
+    target = balanced_target(chain, family, virtual_mesh(), "packet")
     deadline = 10.0
     async with asyncio.timeout(LIMIT), flow_session(chain, helper_path) as session:
         start = time.monotonic()
-        result = await multipath_trace(
-            target,
-            max_ttl=10,
-            timeout=1.0,
-            family=family,
-            protocol="udp",
-            deadline=deadline,
-            session=session,
-        )
+        result = await lab_multipath(session, target, family, "udp", deadline=deadline)
         took = time.monotonic() - start
     assert took < deadline + 5.0
     # what it saw: one flow answered from two branches of the first diamond (TTL 3)
@@ -575,27 +562,25 @@ async def test_multipath_through_a_per_packet_balancer_ends_in_time_and_says_so(
 # ------------------------------------------------------------------ mtr per flow
 
 
+async def last_report(lab: Lab, helper_path: str, watch: Callable[..., AsyncIterator[T]]) -> T:
+    """The last report ``watch(session=...)`` (mtr's monitor or monitor_flows) yields
+    on a flow session in the lab."""
+    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
+        reports = [report async for report in watch(session=session)]
+    return reports[-1]
+
+
 @FAMILIES
 async def test_mtr_paris_rows_are_one_router_each(
     make_ecmp: Callable[[Topology], EcmpLab], helper_path: str, family: int
 ) -> None:
     lab = ecmp_lab(make_ecmp, "series")
     truth = lab.truth(family)
-    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
-        reports = [
-            report
-            async for report in monitor(
-                lab.server_address(family),
-                4,
-                0.1,
-                timeout=1.0,
-                family=family,
-                protocol="udp",
-                paris=True,
-                session=session,
-            )
-        ]
-    final = reports[-1]
+    server = lab.server_address(family)
+    watch = functools.partial(
+        monitor, server, 4, 0.1, timeout=1.0, family=family, protocol="udp", paris=True
+    )
+    final = await last_report(lab, helper_path, watch)
     assert final.reached
     hops = [hop for hop in final.hops if hop.received]
     assert all(len(hop.responders) == 1 for hop in hops)
@@ -608,21 +593,11 @@ async def test_mtr_flows_gives_each_flow_its_true_path(
 ) -> None:
     lab = ecmp_lab(make_ecmp, "series")
     truth = lab.truth(family)
-    async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
-        reports = [
-            report
-            async for report in monitor_flows(
-                lab.server_address(family),
-                6,
-                3,
-                0.1,
-                timeout=1.0,
-                family=family,
-                protocol="udp",
-                session=session,
-            )
-        ]
-    final = reports[-1]
+    server = lab.server_address(family)
+    watch = functools.partial(
+        monitor_flows, server, 6, 3, 0.1, timeout=1.0, family=family, protocol="udp"
+    )
+    final = await last_report(lab, helper_path, watch)
     paths = set()
     for report in final.flows:
         hops = [hop for hop in report.hops if hop.received]
@@ -661,7 +636,7 @@ async def test_icmp_paris_traces_through_the_per_flow_balancer_keep_one_branch(
     make_chain: Callable[..., Chain], helper_path: str, family: int
 ) -> None:
     chain = make_chain(1, responder=True)
-    target = balanced_target(chain, family, "flow")
+    target = balanced_target(chain, family, virtual_diamond(4), "flow")
     branches = {path[1][f"addr{family}"] for path in virtual_diamond(4)}
     seen = set()
     async with asyncio.timeout(LIMIT), flow_session(chain, helper_path) as session:

@@ -21,24 +21,9 @@ there to avoid.  Where the results differ from icmplib's, the functions say so
 every TTL at once).  Importing this package loads no asyncio.
 """
 
+from . import exceptions
 from ._probing import async_multiping, async_ping, async_traceroute, multiping, ping, traceroute
-from .exceptions import (
-    DestinationUnreachable,
-    ICMPError,
-    ICMPLibError,
-    ICMPSocketError,
-    ICMPv4DestinationUnreachable,
-    ICMPv4TimeExceeded,
-    ICMPv6DestinationUnreachable,
-    ICMPv6TimeExceeded,
-    NameLookupError,
-    SocketAddressError,
-    SocketBroadcastError,
-    SocketPermissionError,
-    SocketUnavailableError,
-    TimeExceeded,
-    TimeoutExceeded,
-)
+from .exceptions import *  # noqa: F403 - icmplib's exceptions, listed in exceptions.__all__
 from .models import Hop, Host, ICMPReply
 from .utils import PID, async_resolve, is_hostname, is_ipv4_address, is_ipv6_address, resolve
 
@@ -58,19 +43,5 @@ __all__ = [
     "Host",
     "Hop",
     "ICMPReply",
-    "ICMPLibError",
-    "NameLookupError",
-    "ICMPSocketError",
-    "SocketAddressError",
-    "SocketPermissionError",
-    "SocketUnavailableError",
-    "SocketBroadcastError",
-    "TimeoutExceeded",
-    "ICMPError",
-    "DestinationUnreachable",
-    "ICMPv4DestinationUnreachable",
-    "ICMPv6DestinationUnreachable",
-    "TimeExceeded",
-    "ICMPv4TimeExceeded",
-    "ICMPv6TimeExceeded",
 ]
+__all__ += exceptions.__all__

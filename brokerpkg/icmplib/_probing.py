@@ -185,6 +185,15 @@ def _refuses_source(error: ProbeSendError) -> bool:
     return error.errno == errno.EADDRNOTAVAIL
 
 
+def _nothing_sent(error: ProbeSendError, nothing: T) -> T:
+    """``nothing``, what a call returns when a send failed (icmplib counts its requests
+    as not sent); re-raises ``error`` when the send failed for the source address (then
+    the call fails: :func:`_socket_errors` raises SocketAddressError)."""
+    if _refuses_source(error):
+        raise error
+    return nothing
+
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -277,9 +286,7 @@ def ping(
                 functools.partial(sync.ping, numeric, count, interval, timeout, **options)
             )
         except ProbeSendError as error:
-            if _refuses_source(error):
-                raise
-            return _unsent(target)
+            return _nothing_sent(error, _unsent(target))
     return _host(target, result)
 
 
@@ -302,9 +309,7 @@ async def _ping_target(
             target.numeric, count, interval, timeout, session=session, **options
         )
     except ProbeSendError as error:
-        if _refuses_source(error):
-            raise
-        return _unsent(target)
+        return _nothing_sent(error, _unsent(target))
     return _host(target, result)
 
 
@@ -488,9 +493,7 @@ def traceroute(
                 functools.partial(sync.traceroute, numeric, first_hop, max_hops, count, **options)
             )
         except ProbeSendError as error:
-            if _refuses_source(error):
-                raise
-            return []
+            return _nothing_sent(error, [])
     return _hops(result)
 
 
@@ -520,6 +523,4 @@ async def async_traceroute(
         try:
             return _hops(await trace_async(target.numeric, first_hop, max_hops, count, **options))
         except ProbeSendError as error:
-            if _refuses_source(error):
-                raise
-            return []
+            return _nothing_sent(error, [])
