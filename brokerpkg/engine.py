@@ -67,7 +67,7 @@ from typing import Any, NamedTuple
 
 from . import protocol as wire
 from .errors import ProcessError, ProtocolError, ResponseTimeoutError
-from .protocol import Garbage, ProbeOptions, ProbeResult, Reply
+from .protocol import Garbage, Mpls, ProbeOptions, ProbeResult, Reply
 
 WRITE_BATCH = 1024
 """Requests handed out by one :meth:`Engine.take_output`; their deadlines start then."""
@@ -82,6 +82,9 @@ RESPONDERS_KEPT = 4096
 _ADDRESS_NAMES = frozenset((b"ip-4", b"ip-6"))
 _ADDRESS_BYTES = b"0123456789abcdefABCDEF.:"
 """Bytes of a numeric address on the fast path (anything else takes the full parser)."""
+_FAST_SUCCESS = {b"reply": True, b"ttl-expired": False}
+"""Reply words of the fast path -> a result's success field (_FAST_RESULTS: its result)."""
+_FAST_RESULTS = {True: wire.REPLY, False: wire.TTL_EXPIRED}
 _CONFIRM_TAIL = wire.encode_request_tail(wire.CHECK_SUPPORT, [("feature", "version")])
 
 _new_tuple = tuple.__new__
@@ -492,49 +495,34 @@ class Engine:
         self.chunks_read += 1
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
+        if self._discarding and lines:  # the end of an over-long line
+            self._discarding = False
+            del lines[0]
         pending = self.pending
         responders = self._responders
         freed = 0  # slots of fast-path probes, handed back after the loop
         for raw in lines:
-            if self._discarding:
-                self._discarding = False
-                continue
             words = raw.split(b" ")
-            if len(words) == 6:
-                request = pending.get(words[0])
-                if (
-                    request is not None
-                    and (template := request.template) is not None
-                    and words[4] == b"round-trip-time"
-                    and words[5].isdigit()
-                    and words[2] in _ADDRESS_NAMES
-                ):
-                    kind = words[1]
-                    responder = responders.get(words[3])
-                    if responder is None:
-                        responder = self._responder(words[3])
-                    if responder is not None and (
-                        kind == b"reply" or kind == b"ttl-expired"  # noqa: PLR1714
-                    ):
-                        del pending[words[0]]
-                        success = kind == b"reply"
-                        request.result = _new_tuple(
-                            ProbeResult,
-                            (
-                                success,
-                                wire.REPLY if success else wire.TTL_EXPIRED,
-                                float(words[5]) / 1000.0,
-                                responder,
-                                [],
-                                *template.result_tail,
-                            ),
-                        )
-                        if request.holds_slot:
-                            request.holds_slot = False
-                            freed += 1
-                        done.append(request)
-                        continue
-            self._dispatch(wire.parse_reply_line(raw), done)
+            if (
+                len(words) == 6
+                and words[4] == b"round-trip-time"
+                and (success := _FAST_SUCCESS.get(words[1])) is not None
+                and (request := pending.get(words[0])) is not None
+                and (template := request.template) is not None
+                and words[5].isdigit()
+                and words[2] in _ADDRESS_NAMES
+                and (responder := responders.get(words[3]) or self._responder(words[3]))
+            ):
+                del pending[words[0]]
+                mpls: list[Mpls] = []
+                head = (success, _FAST_RESULTS[success], float(words[5]) / 1000.0, responder, mpls)
+                request.result = _new_tuple(ProbeResult, head + template.result_tail)
+                if request.holds_slot:
+                    request.holds_slot = False
+                    freed += 1
+                done.append(request)
+            else:
+                self._dispatch(wire.parse_reply_line(raw), done)
         if freed:
             self._free_many(freed)
         if len(self._partial) > READ_LIMIT:
