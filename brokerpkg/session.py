@@ -485,10 +485,15 @@ class Session:
         written at once when enough are queued and the pipe takes them, else at the
         loop's next turn.
 
-        Raises ProtocolError if every token is in use.
+        Raises ProtocolError if every token is in use (the request's slot given back).
         """
         engine = self._engine
-        request = engine.submit(tail, deadline, template, holds_slot)
+        try:
+            request = engine.submit(tail, deadline, template, holds_slot)
+        except BaseException:
+            if holds_slot:
+                engine.release_slot()
+            raise
         if awaited:
             request.handle = _Future(loop=self._loop)
         if engine.queued >= EAGER_WRITE:
@@ -665,25 +670,7 @@ class Session:
         )
         template = self._templates.by_call.get(key)
         if template is None:
-            options = wire.make_probe_options(
-                ip_version=ip_version,
-                ttl=ttl,
-                protocol=protocol,
-                port=port,
-                local_ip=local_ip,
-                local_port=local_port,
-                local_device=local_device,
-                timeout=timeout,
-                size=size,
-                bit_pattern=bit_pattern,
-                tos=tos,
-                mark=mark,
-                details=details,
-                flow=flow,
-            )
-            self._ensure_usable()
-            template = await self._templates.template(host, options)
-            self._templates.by_call.put(key, template)
+            template = await self._templates.of_call(key, self._ensure_usable)
         request = self._send_probe(template) or await self._send_probe_later(template)
         try:
             result: ProbeResult = await request.handle
@@ -728,13 +715,7 @@ class Session:
                     if flight[0].result is None and flight[0].error is None:
                         await self._completion(flight[0])
                     results.append(self._batch_result(flight.popleft()))
-                try:
-                    flight.append(
-                        self._submit(template.tail, template.deadline, template, True, False)
-                    )
-                except BaseException:
-                    engine.release_slot()
-                    raise
+                flight.append(self._submit(template.tail, template.deadline, template, True, False))
             while flight:
                 if flight[0].result is None and flight[0].error is None:
                     await self._completion(flight[0])
@@ -746,22 +727,17 @@ class Session:
         return results
 
     def _batch_result(self, request: Request) -> ProbeResult:
-        """The result of a completed probe of :meth:`probe_many` (out of its flight).
-
-        Raises its error, InvalidProbeError and ProcessError like :meth:`probe`.
-        """
+        """The result of a completed probe of :meth:`probe_many` (out of its flight);
+        raises its error, InvalidProbeError and ProcessError like :meth:`probe`."""
         if request.error is not None:
             raise request.error
         result: ProbeResult = request.result
         return result if result.result not in REFUSALS else probe_outcome(result, self.description)
 
     async def _completion(self, request: Request) -> None:
-        """Wait until the engine completed ``request``, a probe of :meth:`probe_many`
-        submitted without a future (one is made only for the probe waited for).
-
-        Raises what interrupts the wait (CancelledError); the probe's own error is
-        left for :meth:`_batch_result`.
-        """
+        """Wait until the engine completed ``request`` of :meth:`probe_many`, with a
+        future made only now; raises CancelledError (its own error is left for
+        :meth:`_batch_result`)."""
         future = request.handle = _Future(loop=self._loop)
         with contextlib.suppress(Exception):
             await future
@@ -791,34 +767,21 @@ class Session:
         return result
 
     def _send_probe(self, template: ProbeTemplate) -> Request | None:
-        """Send a probe of ``template`` if a flow-control slot is free now, else None
-        (then :meth:`_send_probe_later`); the caller awaits the request's future and
-        gives the request up if that is interrupted (its token stays reserved).
-
-        Raises StateError, HelperExitedError / ProcessError when the session is not
-        usable, ProtocolError if every token is in use.
-        """
+        """Send a probe of ``template`` if a flow-control slot is free, else return None
+        (then :meth:`_send_probe_later`).  Raises StateError, HelperExitedError /
+        ProcessError (the helper gone), ProtocolError (every token in use)."""
         engine = self._engine
         if self._state != _OPEN or engine.failed is not None:
             self._ensure_usable()
         if not engine.try_take_slot():
             return None
-        return self._submit_holding_slot(template)
+        return self._submit(template.tail, template.deadline, template, True)
 
     async def _send_probe_later(self, template: ProbeTemplate) -> Request:
         """Wait for a flow-control slot, then send a probe of ``template``; raises like
         :meth:`_send_probe`."""
         await self._wait_for_slot()
-        return self._submit_holding_slot(template)
-
-    def _submit_holding_slot(self, template: ProbeTemplate) -> Request:
-        """Submit a probe of ``template`` with the slot taken for it (given back if
-        that fails); raises ProtocolError if every token is in use."""
-        try:
-            return self._submit(template.tail, template.deadline, template, True)
-        except BaseException:
-            self._engine.release_slot()
-            raise
+        return self._submit(template.tail, template.deadline, template, True)
 
     # ------------------------------------------------------------------ names
 
