@@ -67,7 +67,7 @@ from typing import Any, NamedTuple
 
 from . import protocol as wire
 from .errors import ProcessError, ProtocolError, ResponseTimeoutError
-from .protocol import Garbage, ProbeOptions, ProbeResult, Reply
+from .protocol import Garbage, Mpls, ProbeOptions, ProbeResult, Reply
 
 WRITE_BATCH = 1024
 """Requests handed out by one :meth:`Engine.take_output`; their deadlines start then."""
@@ -76,14 +76,20 @@ MESSAGES_KEPT = 50
 READ_LIMIT = 65536
 """Longest line read from the helper; longer ones are recorded and discarded."""
 
-RESPONDERS_KEPT = 4096
-"""Responder addresses decoded once (the cache is emptied past this)."""
+MIDDLES_KEPT = 4096
+"""Middles of reply lines (reply word, address family, responder) judged once (the cache
+is emptied past this)."""
 
 _ADDRESS_NAMES = frozenset((b"ip-4", b"ip-6"))
 _ADDRESS_BYTES = b"0123456789abcdefABCDEF.:"
 """Bytes of a numeric address on the fast path (anything else takes the full parser)."""
+_FAST_SUCCESS = {b"reply": True, b"ttl-expired": False}
+"""Reply words of the fast path -> a result's success field (_FAST_RESULTS: its result)."""
+_FAST_RESULTS = {True: wire.REPLY, False: wire.TTL_EXPIRED}
 _CONFIRM_TAIL = wire.encode_request_tail(wire.CHECK_SUPPORT, [("feature", "version")])
 
+_FastMiddle = tuple[bool, str, str] | tuple[()]
+"""A fast-path reply's success, result and responder, or () for any other line."""
 _new_tuple = tuple.__new__
 """Builds a ProbeResult from all its fields at once, without NamedTuple's argument handling."""
 
@@ -208,7 +214,7 @@ class Engine:
         """Requests submitted and not yet handed out by :meth:`take_output`."""
         self._partial = b""
         self._discarding = False
-        self._responders: dict[bytes, str] = {}
+        self._middles: dict[bytes, _FastMiddle] = {}
 
     # ------------------------------------------------------------------ views
 
@@ -492,49 +498,34 @@ class Engine:
         self.chunks_read += 1
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
+        if self._discarding and lines:  # the end of an over-long line
+            self._discarding = False
+            del lines[0]
         pending = self.pending
-        responders = self._responders
+        middles = self._middles
         freed = 0  # slots of fast-path probes, handed back after the loop
         for raw in lines:
-            if self._discarding:
-                self._discarding = False
-                continue
-            words = raw.split(b" ")
-            if len(words) == 6:
-                request = pending.get(words[0])
-                if (
-                    request is not None
-                    and (template := request.template) is not None
-                    and words[4] == b"round-trip-time"
-                    and words[5].isdigit()
-                    and words[2] in _ADDRESS_NAMES
-                ):
-                    kind = words[1]
-                    responder = responders.get(words[3])
-                    if responder is None:
-                        responder = self._responder(words[3])
-                    if responder is not None and (
-                        kind == b"reply" or kind == b"ttl-expired"  # noqa: PLR1714
-                    ):
-                        del pending[words[0]]
-                        success = kind == b"reply"
-                        request.result = _new_tuple(
-                            ProbeResult,
-                            (
-                                success,
-                                wire.REPLY if success else wire.TTL_EXPIRED,
-                                float(words[5]) / 1000.0,
-                                responder,
-                                [],
-                                *template.result_tail,
-                            ),
-                        )
-                        if request.holds_slot:
-                            request.holds_slot = False
-                            freed += 1
-                        done.append(request)
-                        continue
-            self._dispatch(wire.parse_reply_line(raw), done)
+            token, _, rest = raw.partition(b" ")
+            middle, _, rtt = rest.rpartition(b" ")
+            fast = middles.get(middle)
+            if fast is None:
+                fast = self._fast_middle(middle)
+            if (
+                fast  # () unless the line's middle words are those of the fast path
+                and (request := pending.get(token)) is not None
+                and (template := request.template) is not None
+                and rtt.isdigit()
+            ):
+                del pending[token]
+                mpls: list[Mpls] = []
+                head = (fast[0], fast[1], float(rtt) / 1000.0, fast[2], mpls)
+                request.result = _new_tuple(ProbeResult, head + template.result_tail)
+                if request.holds_slot:
+                    request.holds_slot = False
+                    freed += 1
+                done.append(request)
+            else:
+                self._dispatch(wire.parse_reply_line(raw), done)
         if freed:
             self._free_many(freed)
         if len(self._partial) > READ_LIMIT:
@@ -552,15 +543,26 @@ class Engine:
         self._discarding = False
         return done
 
-    def _responder(self, address: bytes) -> str | None:
-        """The responder address of a fast-path reply as text (remembered), or None when
-        it has bytes a numeric address does not (the full parser judges the line)."""
-        if not address or address.translate(None, _ADDRESS_BYTES):
-            return None
-        if len(self._responders) >= RESPONDERS_KEPT:
-            self._responders.clear()
-        text = self._responders[address] = address.decode("ascii")
-        return text
+    def _fast_middle(self, middle: bytes) -> _FastMiddle:
+        """The success, result and responder of a reply line whose words between the
+        token and the last one are ``middle`` (remembered), or () unless they are
+        ``reply|ttl-expired ip-N ADDRESS round-trip-time`` with a numeric address
+        (then the full parser judges the line)."""
+        words = middle.split(b" ")
+        fast: _FastMiddle = ()
+        if (
+            len(words) == 4
+            and words[3] == b"round-trip-time"
+            and (success := _FAST_SUCCESS.get(words[0])) is not None
+            and words[1] in _ADDRESS_NAMES
+            and words[2]
+            and not words[2].translate(None, _ADDRESS_BYTES)
+        ):
+            fast = (success, _FAST_RESULTS[success], words[2].decode("ascii"))
+        if len(self._middles) >= MIDDLES_KEPT:
+            self._middles.clear()
+        self._middles[middle] = fast
+        return fast
 
     def _dispatch(self, line: Reply | Garbage, done: list[Request]) -> None:
         """Complete the request with the line's token, or record the line as

@@ -5,12 +5,32 @@ with the pure :func:`~brokerpkg.templates.probe_template` and remembers it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
+from . import protocol as wire
 from .engine import ProbeTemplate
 from .protocol import ProbeOptions
 from .resolve import ResolvedAddress, Resolver
 from .templates import TypedCache, given_template, probe_template
+
+CALL_OPTIONS = (
+    "details",
+    "ip_version",
+    "ttl",
+    "protocol",
+    "port",
+    "local_ip",
+    "local_port",
+    "local_device",
+    "timeout",
+    "size",
+    "bit_pattern",
+    "tos",
+    "mark",
+    "flow",
+)
+"""The keyword arguments of ``Session.probe`` in the order of its call key, after the host."""
 
 
 class SessionTemplates:
@@ -41,6 +61,22 @@ class SessionTemplates:
                 options, target.address, target.ip_version, local, self._features, self._probe_grace
             )
             self._made.put(key, template)
+        return template
+
+    async def of_call(
+        self, key: tuple[object, ...], ensure_usable: Callable[[], None]
+    ) -> ProbeTemplate:
+        """The template of a ``Session.probe`` call whose ``key`` is its host and then
+        its options in CALL_OPTIONS order: the options checked, then ``ensure_usable()``
+        called, then the template made (:meth:`template`) and remembered in ``by_call``.
+
+        Raises TypeError/ValueError for a bad option, what ``ensure_usable`` raises,
+        HostResolveError and FeatureNotSupportedError.
+        """
+        options = wire.make_probe_options(**dict(zip(CALL_OPTIONS, key[1:], strict=True)))
+        ensure_usable()
+        template = await self.template(cast(str, key[0]), options)
+        self.by_call.put(key, template)
         return template
 
     async def _resolve_local(self, local_ip: str | None, target: ResolvedAddress) -> str | None:

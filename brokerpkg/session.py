@@ -51,6 +51,7 @@ from .resolve import NameResolver, Resolver
 from .templates import (
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_PROBE_GRACE,
+    REFUSALS,
     feature_question,
     in_flight_limit,
     probe_outcome,
@@ -473,16 +474,28 @@ class Session:
             raise failure()
 
     def _submit(
-        self, tail: bytes, deadline: float, template: ProbeTemplate | None, holds_slot: bool
+        self,
+        tail: bytes,
+        deadline: float,
+        template: ProbeTemplate | None,
+        holds_slot: bool,
+        awaited: bool = True,
     ) -> Request:
-        """Submit a request to the engine with a future: written at once when enough
-        are queued and the pipe takes them, else at the loop's next turn.
+        """Submit a request to the engine, with a future (its handle) if ``awaited``:
+        written at once when enough are queued and the pipe takes them, else at the
+        loop's next turn.
 
-        Raises ProtocolError if every token is in use.
+        Raises ProtocolError if every token is in use (the request's slot given back).
         """
         engine = self._engine
-        request = engine.submit(tail, deadline, template, holds_slot)
-        request.handle = _Future(loop=self._loop)
+        try:
+            request = engine.submit(tail, deadline, template, holds_slot)
+        except BaseException:
+            if holds_slot:
+                engine.release_slot()
+            raise
+        if awaited:
+            request.handle = _Future(loop=self._loop)
         if engine.queued >= EAGER_WRITE:
             assert self._channel is not None
             if self._channel.idle:
@@ -544,11 +557,10 @@ class Session:
         """A probe of :meth:`probe_many` whose result will not be read: its error (if
         any) counts as retrieved, and the engine keeps its token as needed."""
         future = request.handle
-        if future.done():
-            if not future.cancelled():
-                future.exception()
-        else:
+        if future is not None and not future.done():
             future.cancel()
+        elif future is not None and not future.cancelled():
+            future.exception()
         self._engine.give_up(request)
 
     async def _wait_for_slot(self) -> None:
@@ -658,26 +670,14 @@ class Session:
         )
         template = self._templates.by_call.get(key)
         if template is None:
-            options = wire.make_probe_options(
-                ip_version=ip_version,
-                ttl=ttl,
-                protocol=protocol,
-                port=port,
-                local_ip=local_ip,
-                local_port=local_port,
-                local_device=local_device,
-                timeout=timeout,
-                size=size,
-                bit_pattern=bit_pattern,
-                tos=tos,
-                mark=mark,
-                details=details,
-                flow=flow,
-            )
-            self._ensure_usable()
-            template = await self._templates.template(host, options)
-            self._templates.by_call.put(key, template)
-        return probe_outcome(await self._probe_template(template), self.description)
+            template = await self._templates.of_call(key, self._ensure_usable)
+        request = self._send_probe(template) or await self._send_probe_later(template)
+        try:
+            result: ProbeResult = await request.handle
+        except BaseException:
+            self._engine.give_up(request)
+            raise
+        return result if result.result not in REFUSALS else probe_outcome(result, self.description)
 
     async def probe_many(
         self, hosts: Iterable[str], *, concurrency: int | None = None, **options: Any
@@ -712,36 +712,35 @@ class Session:
                     if not flight:
                         await self._wait_for_slot()
                         break
-                    future = flight[0].handle
-                    if not future.done():
-                        with contextlib.suppress(Exception):  # raised by _batch_result
-                            await future
-                    flight.popleft()
-                    results.append(self._batch_result(future))
-                try:
-                    flight.append(self._submit(template.tail, template.deadline, template, True))
-                except BaseException:
-                    engine.release_slot()
-                    raise
+                    if flight[0].result is None and flight[0].error is None:
+                        await self._completion(flight[0])
+                    results.append(self._batch_result(flight.popleft()))
+                flight.append(self._submit(template.tail, template.deadline, template, True, False))
             while flight:
-                future = flight[0].handle
-                if not future.done():
-                    with contextlib.suppress(Exception):
-                        await future
-                flight.popleft()
-                results.append(self._batch_result(future))
+                if flight[0].result is None and flight[0].error is None:
+                    await self._completion(flight[0])
+                results.append(self._batch_result(flight.popleft()))
         except BaseException:
             for request in flight:
                 self._give_up(request)
             raise
         return results
 
-    def _batch_result(self, future: asyncio.Future[ProbeResult]) -> ProbeResult:
-        """The result of a finished probe of :meth:`probe_many` (out of its flight).
+    def _batch_result(self, request: Request) -> ProbeResult:
+        """The result of a completed probe of :meth:`probe_many` (out of its flight);
+        raises its error, InvalidProbeError and ProcessError like :meth:`probe`."""
+        if request.error is not None:
+            raise request.error
+        result: ProbeResult = request.result
+        return result if result.result not in REFUSALS else probe_outcome(result, self.description)
 
-        Raises its error, InvalidProbeError and ProcessError like :meth:`probe`.
-        """
-        return probe_outcome(future.result(), self.description)
+    async def _completion(self, request: Request) -> None:
+        """Wait until the engine completed ``request`` of :meth:`probe_many`, with a
+        future made only now; raises CancelledError (its own error is left for
+        :meth:`_batch_result`)."""
+        future = request.handle = _Future(loop=self._loop)
+        with contextlib.suppress(Exception):
+            await future
 
     async def probe_arguments(self, arguments: Sequence[tuple[str, str]]) -> ProbeResult:
         """Send ``send-probe`` with ``arguments`` (NAME, VALUE pairs of str) exactly as
@@ -758,31 +757,31 @@ class Session:
         ResponseTimeoutError, ProtocolError).
         """
         self._ensure_usable()
-        return await self._probe_template(self._templates.given(arguments))
+        template = self._templates.given(arguments)
+        request = self._send_probe(template) or await self._send_probe_later(template)
+        try:
+            result: ProbeResult = await request.handle
+        except BaseException:
+            self._engine.give_up(request)
+            raise
+        return result
 
-    async def _probe_template(self, template: ProbeTemplate) -> ProbeResult:
-        """Wait for a flow-control slot, send the probe and wait for its result.
-
-        Raises StateError, HelperExitedError / ProcessError (helper gone),
-        ResponseTimeoutError (deadline passed; the token stays reserved), ProtocolError
-        (malformed reply).
-        """
+    def _send_probe(self, template: ProbeTemplate) -> Request | None:
+        """Send a probe of ``template`` if a flow-control slot is free, else return None
+        (then :meth:`_send_probe_later`).  Raises StateError, HelperExitedError /
+        ProcessError (the helper gone), ProtocolError (every token in use)."""
         engine = self._engine
         if self._state != _OPEN or engine.failed is not None:
             self._ensure_usable()
         if not engine.try_take_slot():
-            await self._wait_for_slot()
-        try:
-            request = self._submit(template.tail, template.deadline, template, True)
-        except BaseException:
-            engine.release_slot()
-            raise
-        try:
-            result: ProbeResult = await request.handle
-        except BaseException:
-            engine.give_up(request)
-            raise
-        return result
+            return None
+        return self._submit(template.tail, template.deadline, template, True)
+
+    async def _send_probe_later(self, template: ProbeTemplate) -> Request:
+        """Wait for a flow-control slot, then send a probe of ``template``; raises like
+        :meth:`_send_probe`."""
+        await self._wait_for_slot()
+        return self._submit(template.tail, template.deadline, template, True)
 
     # ------------------------------------------------------------------ names
 

@@ -29,6 +29,9 @@ TEMPLATES_KEPT = 4096
 """Probe templates cached per session (the caches are emptied when they grow past this)."""
 
 _ADDRESS_WORDS = frozenset(("ip-4", "ip-6"))
+REFUSALS = frozenset((wire.INVALID_ARGUMENT, wire.UNKNOWN_COMMAND))
+"""Reply words of a probe the helper refused: :func:`probe_outcome` raises for these
+alone, so that a hot path may return any other result without calling it."""
 _Cached = TypeVar("_Cached")
 
 

@@ -354,6 +354,49 @@ def test_non_utf8_bytes_are_recorded_not_fatal() -> None:
     assert len(engine.messages) == 2
 
 
+FAST_PATH_LINES = [
+    b"reply ip-4 127.0.0.1 round-trip-time 250",
+    b"ttl-expired ip-4 192.0.2.1 round-trip-time 0",
+    b"reply ip-6 2001:db8::1 round-trip-time 12345",
+    b"ttl-expired ip-6 FE80::1 round-trip-time 7",
+    # near misses: the full parser judges them
+    b"reply ip-4 127.0.0.1 round-trip-time",
+    b"reply ip-4 127.0.0.1 round-trip-time 25x",
+    b"reply ip-4 127.0.0.1 round-trip-time -1",
+    b"reply  ip-4 127.0.0.1 round-trip-time 250",
+    b"reply ip-4 127.0.0.1 round-trip-time 250 ",
+    b"reply ip-4 127.0.0.1 round-trip-time 250 mpls 1,2,3,4",
+    b"reply ip-4 127.0.0.1/8 round-trip-time 250",
+    b"reply ip-4  round-trip-time 250",
+    b"reply ip-5 127.0.0.1 round-trip-time 250",
+    b"no-reply ip-4 127.0.0.1 round-trip-time 250",
+    b"reply ip-4 127.0.0.1 rtt 250",
+    b"no-reply",
+    b"reply",
+]
+
+
+@pytest.mark.parametrize("words", FAST_PATH_LINES)
+def test_the_fast_path_gives_what_the_full_parser_gives(words: bytes) -> None:
+    """Every reply line completes its probe as make_probe_result would, whether or not it
+    takes the fast path (fed twice: once judged, once remembered)."""
+    tmpl = template()
+    engine = make_engine()
+    for _ in range(2):
+        request = probe(engine, tmpl)
+        engine.take_output(now=0.0)
+        line = request.token + b" " + words
+        parsed = wire.parse_reply_line(line)
+        assert isinstance(parsed, wire.Reply)
+        try:
+            expected: object = wire.make_probe_result(parsed, tmpl.options, tmpl.target)
+        except ProtocolError as error:
+            expected = type(error)
+        engine.feed(line + b"\n")
+        got = type(request.error) if request.error is not None else request.result
+        assert got == expected and type(got) is type(expected)
+
+
 def test_a_malformed_reply_fails_its_probe_with_a_protocol_error() -> None:
     engine = make_engine(limit=1)
     request = probe(engine)

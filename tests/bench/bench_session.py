@@ -20,7 +20,9 @@ newer; each round runs Session.probe from WINDOW workers and Session.probe_many 
 each tree (in a child process each, the same helper binary) and the helper's own rate
 through a plain pipe with the same window (bench_helper_pipe.run_windowed), and prints
 every rate as a ratio of the pipe's.  Targets: Session.probe >= 0.9x the pipe,
-probe_many >= 0.95x, neither slower than before.
+probe_many >= 0.95x, neither slower than before.  Beside them, the asyncio floor
+(run_asyncio_floor: one future per probe awaited by WINDOW tasks, no helper, no engine):
+the pipe's share that Session.probe could reach with nothing of its own.
 """
 
 from __future__ import annotations
@@ -119,6 +121,34 @@ async def run_mtrpacket(count: int, window: int, helper: str | None = None) -> f
         os.environ.pop("MTR_PACKET", None)
 
 
+async def run_asyncio_floor(count: int, window: int) -> float:
+    """Seconds asyncio alone takes for what Session.probe from WINDOW workers needs at
+    least per probe: one future, awaited by its task and resolved from a callback (all
+    those of a turn at once), without a helper, an engine or bytes."""
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[None]] = []
+    remaining = count
+
+    def resolve() -> None:
+        for future in waiting:
+            future.set_result(None)
+        waiting.clear()
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            future = loop.create_future()
+            if not waiting:
+                loop.call_soon(resolve)
+            waiting.append(future)
+            await future
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(window)))
+    return time.perf_counter() - start
+
+
 CHILD_RUNS = {"session": run_brokerpkg, "batch": run_batch}
 
 
@@ -144,11 +174,12 @@ def compare_trees(before: Path, helper: str, count: int, window: int, rounds: in
     from bench_helper_pipe import run_all_at_once, run_windowed
 
     trees = {"before": before, "after": ROOT}
-    runs: dict[str, list[float]] = {"pipe": [], "pipe, all at once": []}
+    runs: dict[str, list[float]] = {"pipe": [], "pipe, all at once": [], "asyncio floor": []}
     cpu: dict[str, list[float]] = {}
     for _ in range(rounds):
         runs["pipe"].append(run_windowed([helper], count, window))
         runs["pipe, all at once"].append(run_all_at_once([helper], count))
+        runs["asyncio floor"].append(asyncio.run(run_asyncio_floor(count, window)))
         for label, tree in trees.items():
             for kind in CHILD_RUNS:
                 took, spent = run_child(tree, kind, helper, count, window)
