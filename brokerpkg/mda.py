@@ -755,13 +755,16 @@ class MultipathState:
     def _explorers(self, ttl: int, missing: Mapping[str, int]) -> list[_Want]:
         """New flows at ``ttl`` (node control, once the TTL is settled, so that the
         shares are known) so that, landing on each node in proportion to its share of
-        the answers there, each node of ``missing`` gets that many more."""
+        the answers there (one answer more for every node), each node of ``missing``
+        gets that many more."""
         if not missing:
             return []
         level = self._levels[ttl]
-        answered = sum(len(node.flows) for node in level.nodes.values())
+        # each node's share, one answer more for every node (Laplace's rule of
+        # succession): a node seen once in 20 answers is likelier 2 in 24 than 1 in 20
+        answered = sum(len(node.flows) for node in level.nodes.values()) + len(level.nodes)
         landing = [
-            math.ceil(count * answered / len(level.nodes[node].flows))
+            math.ceil(count * answered / (len(level.nodes[node].flows) + 1))
             for node, count in missing.items()
             if node in level.nodes
         ]

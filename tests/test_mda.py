@@ -8,6 +8,7 @@ at every run of the test.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from collections import Counter
@@ -214,6 +215,34 @@ def test_mda_lite_sends_what_the_rule_needs_whatever_order_the_answers_come_in()
         state = run(network, MdaSettings(confidence=99), order=seed)
         wanted = max(probes_needed(1, 99), len(state.nodes(2)) * MESHING_TEST_FLOWS)
         assert probes_by_ttl(state)[3, False] == wanted, seed
+
+
+def test_a_node_seen_once_is_explored_for_at_its_likely_share() -> None:
+    # A -> (B1..B4) -> C -> D at 95%: n(4) = 21 flows at hop 2 of which B1 answers one;
+    # MDA-Lite wants a second flow through it, so new flows go to hop 2, as many as its
+    # share asks, one answer more for every node: 1 in (21 + 4) / (1 + 1), 13 flows (its
+    # share as seen, 1 in 21, asked for 21)
+    state = MultipathState(MdaSettings(confidence=95))
+    others = ["127.1.0.3", "127.1.0.4", "127.1.0.5"]
+
+    def responder(request: ProbeRequest) -> tuple[str, bool]:
+        if request.ttl == 1:
+            return "127.1.0.1", False
+        if request.ttl == 2:
+            explorer = request.flow > probes_needed(4)
+            return (
+                "127.1.0.2" if request.flow == 1 or explorer else others[request.flow % 3]
+            ), False
+        return ("127.1.0.9", False) if request.ttl == 3 else (TARGET, True)
+
+    while not state.finished:
+        requests, _ = state.next_probes(10**6)
+        for request in requests:
+            address, terminal = responder(request)
+            kind = "reply" if terminal else "ttl-expired"
+            result = ProbeResult(terminal, kind, 0.1, address, [], TARGET, request.ttl)
+            state.answered(request, result, terminal=terminal)
+    assert probes_by_ttl(state)[2, False] == probes_needed(4) + math.ceil((21 + 4) / (1 + 1))
 
 
 def test_two_diamonds_in_series_at_99_percent_within_scamper_probes() -> None:
