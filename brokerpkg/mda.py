@@ -32,7 +32,10 @@ has two predecessors), counting the flows of the whole next TTL is enough: ``n_k
 flows at TTL h+1 for the ``k`` nodes seen there, and at least MESHING_TEST_FLOWS
 flows through each node of TTL h (the meshing test; a single flow would not show a
 second next hop).  A pair of TTLs found meshed, or whose nodes show different numbers
-of next hops (the uniformity assumption fails), falls back to node control for good.
+of next hops once that count is met (the uniformity assumption fails), falls back to
+node control for good.  While a TTL's nodes are still being found, only the meshing
+test's flows through those known go on to the next TTL: the rest of the count waits
+for every node, which needs its own.
 
 **Links back**: node control and MDA-Lite send new flows straight to the TTL they
 count at, so a node may be found only by flows never probed one TTL earlier (where a
@@ -632,29 +635,41 @@ class MultipathState:
                     seen[before].add(cell.responder)
         if len(nodes) == 1:
             node = nodes[0]
-            return self._single_wants(node, ttl, self._n(len(seen[node])) - out[node], settled)
+            missing = self._n(len(seen[node])) - out[node]
+            if self.settings.lite and not settled:  # others may yet be found at ``ttl``:
+                missing = min(missing, MESHING_TEST_FLOWS - out[node])  # MDA-Lite's share
+            return self._single_wants(node, ttl, missing, settled)
         level = self._levels[ttl]
         if level.per_packet:
             width = len(self._levels[following].nodes)
             return self._fill(nodes, ttl, self._n(width) - total, {}, following, settled)
-        if not self.settings.lite or level.fallback or self._meshed(seen, settled_out):
-            level.fallback = True
-            return self._controlled_wants(nodes, ttl, out, seen, settled)
-        width = len(self._levels[following].nodes)
-        coverage = {node: MESHING_TEST_FLOWS - out[node] for node in nodes}
-        return self._fill(nodes, ttl, self._n(width) - total, coverage, following, settled)
+        if self.settings.lite and not level.fallback and not self._meshed(seen):
+            width = len(self._levels[following].nodes)
+            coverage = {node: MESHING_TEST_FLOWS - out[node] for node in nodes}
+            wants = self._fill(nodes, ttl, self._n(width) - total, coverage, following, settled)
+            counted = settled and not wants and not self._levels[following].pending()
+            if not counted or not self._uneven(seen, settled_out):
+                return wants
+        level.fallback = True
+        return self._controlled_wants(nodes, ttl, out, seen, settled)
 
-    def _meshed(self, seen: Mapping[str, set[str]], settled_out: Mapping[str, int]) -> bool:
-        """True if the pair breaks MDA-Lite's assumptions: meshed (a node with two
-        next hops, and a next hop with two predecessors), or nodes that were probed
-        through enough to tell show different numbers of next hops."""
+    @staticmethod
+    def _meshed(seen: Mapping[str, set[str]]) -> bool:
+        """True if the pair is meshed (a node with two next hops, and a next hop with
+        two predecessors): MDA-Lite does not apply."""
         predecessors: dict[str, int] = {}
         for hops in seen.values():
             for hop in hops:
                 predecessors[hop] = predecessors.get(hop, 0) + 1
         fanning = any(len(hops) >= 2 for hops in seen.values())
-        if fanning and any(count >= 2 for count in predecessors.values()):
-            return True
+        return fanning and any(count >= 2 for count in predecessors.values())
+
+    @staticmethod
+    def _uneven(seen: Mapping[str, set[str]], settled_out: Mapping[str, int]) -> bool:
+        """True if nodes probed through enough to tell (MESHING_TEST_FLOWS answers
+        at least) show different numbers of next hops: MDA-Lite's uniformity fails.
+        Asked once MDA-Lite's count is met, so that it compares every flow's answer
+        (two flows through a node with two next hops show one of them half the time)."""
         widths = {len(seen[node]) for node in seen if settled_out[node] >= MESHING_TEST_FLOWS}
         return len(widths) > 1
 
@@ -724,28 +739,32 @@ class MultipathState:
             wants.extend(_Want(flow, ttl + 1) for flow in taken)
             if need > len(taken):
                 lacking[node] = need - len(taken)
-        total_missing -= len(wants)
+        # the coverage still lacking will count too, once explorers find its flows
+        total_missing -= len(wants) + sum(lacking.values())
+        if not settled:  # a node still to be found at ``ttl`` will need its own coverage
+            return wants
         while total_missing > 0 and any(idle.values()):
             for node in nodes:
                 if total_missing > 0 and idle[node]:
                     wants.append(_Want(idle[node].pop(0), ttl + 1))
                     total_missing -= 1
-        if settled:
-            wants.extend(self._explorers(ttl, lacking))
-            if total_missing > 0 and not lacking:
-                wants.extend(_Want(None, enter) for _ in range(total_missing))
+        wants.extend(self._explorers(ttl, lacking))
+        wants.extend(_Want(None, enter) for _ in range(total_missing))
         return wants
 
     def _explorers(self, ttl: int, missing: Mapping[str, int]) -> list[_Want]:
         """New flows at ``ttl`` (node control, once the TTL is settled, so that the
         shares are known) so that, landing on each node in proportion to its share of
-        the answers there, each node of ``missing`` gets that many more."""
+        the answers there (one answer more for every node), each node of ``missing``
+        gets that many more."""
         if not missing:
             return []
         level = self._levels[ttl]
-        answered = sum(len(node.flows) for node in level.nodes.values())
+        # each node's share, one answer more for every node (Laplace's rule of
+        # succession): a node seen once in 20 answers is likelier 2 in 24 than 1 in 20
+        answered = sum(len(node.flows) for node in level.nodes.values()) + len(level.nodes)
         landing = [
-            math.ceil(count * answered / len(level.nodes[node].flows))
+            math.ceil(count * answered / (len(level.nodes[node].flows) + 1))
             for node, count in missing.items()
             if node in level.nodes
         ]

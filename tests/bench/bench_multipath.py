@@ -19,7 +19,10 @@ b. ours: ``multipath_trace(DST, confidence=C, protocol="udp")`` on an open sessi
 For each: nodes and links (from, to) found against the lab's truth (missing and
 invented ones), probes sent, wall time; medians; ratios ours / scamper (scamper's links
 as lab.scamper.found reads them).  Goals: every link
-at 99% in every run, probes <= 1.2 x scamper's, time <= 1/20 of scamper's.
+at 99% in every run, probes <= 1.2 x scamper's, time <= 1/20 of scamper's.  Beside
+them, what the stopping rule strictly needs for the lab's truth (:func:`rule_minimum`:
+per TTL, node control where meshed, MDA-Lite elsewhere, every probe landing where it
+is needed), the per-packet tests ours adds, and each tool's probes against it.
 
 c. classic against Paris: ``--traces`` traces (default 20) with one probe per TTL
    through each lab: classic (each probe its own flow) and Paris (trace i in flow i);
@@ -138,6 +141,87 @@ async def our_runs(
     return column
 
 
+# ----------------------------------------------------------------------------- the rule's minimum
+
+
+@dataclass(frozen=True)
+class RuleMinimum:
+    """The fewest probes the MDA's stopping rule needs for a lab's truth: ``per_ttl``
+    probes at each TTL if every probe landed on a node that still needed one (a lower
+    bound: flows land at random), and ``per_packet_tests``, the second probes ours adds
+    to tell a per-packet balancer (not part of the rule)."""
+
+    per_ttl: dict[int, int]
+    per_packet_tests: int
+
+    @property
+    def probes(self) -> int:
+        """The rule's probes, every TTL together."""
+        return sum(self.per_ttl.values())
+
+    @property
+    def with_tests(self) -> int:
+        """The rule's probes and the per-packet tests."""
+        return self.probes + self.per_packet_tests
+
+
+def rule_minimum(
+    nodes: dict[int, set[str]], links: set[tuple[int, str, str]], confidence: float
+) -> RuleMinimum:
+    """What the stopping rule strictly needs for a truth (``nodes[ttl]`` the addresses at
+    each TTL from 1, the destination's alone at the last; ``links`` (ttl, from, to)):
+    for each pair of TTLs (h, h + 1), from the source (before TTL 1) on, the nodes of h
+    that lead on (not the destination) and their next hops give
+
+    * one such node with k next hops: n_k probes at h + 1 through it;
+    * several, meshed (one with two next hops, a next hop with two predecessors) or with
+      different numbers of next hops: node control, n_k through each (k its next hops),
+      so as many at h + 1, and at h as many flows landing on them;
+    * several otherwise (MDA-Lite): n_k at h + 1 for the k nodes there, and at least
+      MESHING_TEST_FLOWS through each node of h;
+
+    a TTL's probes are the most either of its pairs needs.  Per-packet tests: those
+    :func:`brokerpkg.mda.per_packet_tests` gives, at each TTL of two nodes or more behind
+    a node with two next hops there, followed by a TTL of two nodes or more.
+
+    Raises ValueError (from probes_needed) for a bad confidence.
+    """
+    from brokerpkg.mda import MESHING_TEST_FLOWS, per_packet_tests, probes_needed
+
+    last = max(nodes)
+    (destination,) = nodes[last]
+    successors: dict[tuple[int, str], set[str]] = {(0, "(source)"): set(nodes[1])}
+    for ttl, source, target in links:
+        successors.setdefault((ttl, source), set()).add(target)
+    at_least: dict[int, int] = dict.fromkeys(range(1, last + 1), 0)
+    tests = 0
+    for ttl in range(last):
+        transit = [
+            hops
+            for (hop_ttl, node), hops in successors.items()
+            if hop_ttl == ttl and node != destination
+        ]
+        needs = [probes_needed(len(hops), confidence) for hops in transit]
+        width = len(set().union(*transit))
+        predecessors = [target for hops in transit for target in hops]
+        meshed = any(len(hops) > 1 for hops in transit) and len(predecessors) > width
+        if len(transit) == 1:  # flows land on it by themselves when it is alone
+            landing = needs[0] if ttl >= 1 and len(nodes[ttl]) > 1 else 0
+            following = needs[0]
+        elif meshed or len({len(hops) for hops in transit}) > 1:  # node control
+            landing, following = sum(needs), sum(needs)
+        else:  # MDA-Lite
+            landing = MESHING_TEST_FLOWS * len(transit)
+            following = max(probes_needed(width, confidence), landing)
+        if ttl >= 1:
+            at_least[ttl] = max(at_least[ttl], landing)
+        at_least[ttl + 1] = max(at_least[ttl + 1], following)
+        fans = any(len(hops) > 1 for hops in transit)
+        if fans and len(nodes[ttl + 1]) > 1 and len(nodes.get(ttl + 2, ())) > 1:
+            tests += per_packet_tests(confidence)
+    return RuleMinimum(at_least, tests)
+
+
 # ----------------------------------------------------------------------------- classic/Paris
 
 
@@ -199,7 +283,7 @@ def ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.3f}"
 
 
-def show_case(title: str, truth: Any, scamper: Column, ours: Column) -> None:
+def show_case(title: str, truth: Any, confidence: int, scamper: Column, ours: Column) -> None:
     nodes, edges = truth.addresses, truth.edges()
     print(f"== {title}: truth {len(nodes)} nodes, {len(edges)} links")
     for column in (scamper, ours):
@@ -217,6 +301,14 @@ def show_case(title: str, truth: Any, scamper: Column, ours: Column) -> None:
         f"  ratios ours/scamper: probes {ratio(ours.median('probes'), scamper.median('probes'))}"
         f" (goal <= 1.2), time {ratio(ours.median('seconds'), scamper.median('seconds'))}"
         " (goal <= 0.05)"
+    )
+    rule = rule_minimum(truth.nodes, truth.links, confidence)
+    per_ttl = ", ".join(f"{count}" for _ttl, count in sorted(rule.per_ttl.items()))
+    print(
+        f"  the rule's minimum for the truth: {rule.probes} probes (per TTL {per_ttl}), "
+        f"with ours' {rule.per_packet_tests} per-packet tests {rule.with_tests}; ratios to it: "
+        f"ours {ratio(ours.median('probes'), rule.with_tests)}, "
+        f"scamper {ratio(scamper.median('probes'), rule.probes)} (to the rule's probes)"
     )
 
 
@@ -271,7 +363,7 @@ def bench_family(lab: Any, name: str, family: int, helper: str, arguments: Any) 
         ours = asyncio.run(our_runs(lab, helper, target, family, confidence, arguments.rounds))
         if isinstance(ours, str):
             ours = Column("brokerpkg", failures=[ours])
-        show_case(f"{name} IPv{family} {confidence}%", truth, scamper, ours)
+        show_case(f"{name} IPv{family} {confidence}%", truth, confidence, scamper, ours)
         if confidence == 99 and any(not truth.edges() <= run.edges for run in ours.runs):
             status = 1
     classic, paris = asyncio.run(classic_and_paris(lab, helper, target, family, arguments.traces))
