@@ -334,14 +334,20 @@ async def test_a_paris_trace_is_one_path_where_a_classic_one_mixes_branches(
 ) -> None:
     network = series()
     target = TARGETS[family]
-    async with asyncio.timeout(LIMIT), Session(command=fake_network(network, tmp_path)) as session:
-        classic = await traceroute(
-            target, probes_per_hop=16, protocol=protocol, session=session, timeout=0.5
-        )
-        sent_classic = len(sent_probes(tmp_path))
-        paris = await traceroute(
-            target, probes_per_hop=16, protocol=protocol, session=session, flow=7, timeout=0.5
-        )
+    logs = {"classic": tmp_path / "classic", "paris": tmp_path / "paris"}
+    for log in logs.values():
+        log.mkdir()
+    # a session each: closing one waits for its helper, which has logged every probe
+    # written to it by then (a trace's last probes may still be on their way at its end)
+    async with asyncio.timeout(LIMIT):
+        async with Session(command=fake_network(network, logs["classic"])) as session:
+            classic = await traceroute(
+                target, probes_per_hop=16, protocol=protocol, session=session, timeout=0.5
+            )
+        async with Session(command=fake_network(network, logs["paris"])) as session:
+            paris = await traceroute(
+                target, probes_per_hop=16, protocol=protocol, session=session, flow=7, timeout=0.5
+            )
     # every probe of the classic trace is a new flow: hop 2 shows several branches
     assert len(classic.hop(2).responders) >= 2 and classic.flow is None
     # the Paris trace shows the one path of flow 7, one responder per hop
@@ -349,7 +355,7 @@ async def test_a_paris_trace_is_one_path_where_a_classic_one_mixes_branches(
     assert all(len(hop.responders) == 1 for hop in paris.hops)
     assert paris.reached and paris.flow == 7 and paris.to_dict()["flow"] == 7
     assert str(paris).splitlines()[0].endswith(f", {protocol}, flow 7")
-    probes = sent_probes(tmp_path)[sent_classic:]
+    probes = sent_probes(logs["paris"])
     # every TTL at once, as a classic trace: all 30 sent, 16 each up to the destination
     # (those beyond it the trace may cancel before they are written once it has ended)
     ttls = collections.Counter(int(probe["ttl"]) for probe in probes)
@@ -357,7 +363,7 @@ async def test_a_paris_trace_is_one_path_where_a_classic_one_mixes_branches(
     assert [ttls[ttl] for ttl in range(1, len(paris.hops) + 1)] == [16] * len(paris.hops)
     assert {probe["flow"] for probe in probes} == {"7"}
     assert not any("port" in probe for probe in probes)
-    assert not any("flow" in probe for probe in sent_probes(tmp_path)[:sent_classic])
+    assert not any("flow" in probe for probe in sent_probes(logs["classic"]))
 
 
 async def test_paris_alone_uses_flow_1(tmp_path: Path, series_session: Session) -> None:
