@@ -16,9 +16,12 @@ network namespace of its own (unshare -n, loopback up): every raw ICMP socket of
 namespace gets a copy of every echo reply in it, so other programs pinging 127.0.0.1
 at the same time would otherwise load all three contenders (and overflow mtr-packet's
 receive buffer, which shows as no-reply).  --shared-namespace turns that off.
+``--helper PATH`` (repeatable) adds another helper binary, e.g. one built from an older
+tree (``git archive COMMIT helper | tar -x -C /tmp/old && make -C /tmp/old/helper``), run
+all at once like ours in the same interleaved rounds, with its share of rawping's rate.
 Run as root:
 
-    python3 tests/bench/bench_helper_pipe.py [--count 100000] [--rounds 5]
+    python3 tests/bench/bench_helper_pipe.py [--count 100000] [--rounds 5] [--helper PATH]
 
 Targets (issue 5): ours >= 2.5x mtr-packet's rate, and >= 80% of rawping's rate.
 """
@@ -26,6 +29,7 @@ Targets (issue 5): ours >= 2.5x mtr-packet's rate, and >= 80% of rawping's rate.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -131,6 +135,13 @@ def main() -> int:
     parser.add_argument(
         "--shared-namespace", action="store_true", help="run in the current network namespace"
     )
+    parser.add_argument(
+        "--helper",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="another helper binary to run beside ours, all at once (repeatable)",
+    )
     arguments = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (raw sockets)", file=sys.stderr)
@@ -145,6 +156,8 @@ def main() -> int:
             "brokerpkg-helper": lambda: run_all_at_once([build_helper()], count),
             "rawping (floor)": lambda: run_rawping(build_rawping(directory), count),
         }
+        for other in arguments.helper:
+            contenders[other] = functools.partial(run_all_at_once, [other], count)
         if mtr_packet is not None:
             contenders["mtr-packet 0.95 (window 1000)"] = lambda: run_windowed(
                 [mtr_packet], count, 1000
@@ -160,6 +173,8 @@ def main() -> int:
     ours = median_of(runs, "brokerpkg-helper")
     floor = median_of(runs, "rawping (floor)")
     print(f"  ours vs floor: {floor / ours:.2f} of rawping's rate (target >= 0.80)")
+    for other in arguments.helper:
+        print(f"  {other} vs floor: {floor / median_of(runs, other):.2f} of rawping's rate")
     if mtr_packet is not None:
         theirs = median_of(runs, "mtr-packet 0.95 (window 1000)")
         print(f"  ours vs mtr-packet: {theirs / ours:.2f}x its rate (target >= 2.5x)")
