@@ -472,6 +472,11 @@ MULTIPATH_CASES = [
     for family in (4, 6)
     for protocol in ("udp", "tcp", "sctp")
 ]
+WHOLE_TRUTH_CONFIDENCE = 99.9
+"""The confidence of the run that must find the whole truth.  The lab's hashes are
+seeded, but which flows the MDA sends through a node depends on the order answers came
+in: at 99% one SCTP run in ten through the IPv4 series lab missed b1 (eight flows, two
+through each a*, all hashed to b2 by r2; 3 of 30 runs, UDP 0 of 30); at 99.9%, 0 of 30."""
 RUNS_AT_95 = 8
 """Multipath traces at 95% per lab and family, each with other flows (first_flow)."""
 
@@ -506,7 +511,7 @@ async def test_multipath_traces_find_every_node_and_link_and_invent_none(
     async with asyncio.timeout(LIMIT), flow_session(lab, helper_path) as session:
         with lab.capture("client", "eth0", allow_drops=True) as cap:
             result = await lab_multipath(
-                session, server, family, protocol, confidence=99, first_flow=1
+                session, server, family, protocol, confidence=WHOLE_TRUTH_CONFIDENCE, first_flow=1
             )
         at_95 = [
             await lab_multipath(
@@ -514,8 +519,8 @@ async def test_multipath_traces_find_every_node_and_link_and_invent_none(
             )
             for run in range(RUNS_AT_95)
         ]
-    # 99%: the whole truth (the lab's hashes are seeded: this run is the same each time);
-    # the server has no SCTP stack, and its protocol unreachable is its answer
+    # 99.9%: the whole truth; the server has no SCTP stack, and its protocol unreachable
+    # is its answer
     assert result.confidence_reached and not result.partial
     nodes, links = found(result)
     assert nodes == truth.nodes
