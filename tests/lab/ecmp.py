@@ -333,7 +333,9 @@ class EcmpLab(Lab):
         routers' kernels say (``ip route get DST from SRC iif IF ipproto P sport S
         dport D`` in each router, one ``ip -batch`` per router and step).  For UDP and
         TCP that is the path the packets take; for ICMPv6 echo the kernel's route get
-        hashes otherwise than its forwarding (the path is one, but maybe another).
+        hashes otherwise than its forwarding (the path is one, but maybe another).  The
+        kernel refuses route gets for SCTP (Unsupported ip proto), though it forwards
+        SCTP hashed on its ports: raw probes tell where SCTP flows go.
 
         Raises:
             LabError: ``ip`` failed or named an interface without a lab neighbour.
@@ -402,7 +404,7 @@ def _route_get(family: int, src: str, dst: str, dev: str, flow: Flow) -> str:
     if proto == "icmp" and family == 6:
         proto = "ipv6-icmp"
     words = ["route", "get", dst, "from", src, "iif", dev, "ipproto", proto]
-    if flow.proto in ("udp", "tcp", "sctp"):
+    if flow.proto in ("udp", "tcp"):
         words += ["sport", str(flow.sport), "dport", str(flow.dport)]
     return " ".join(words)
 
